@@ -1,0 +1,26 @@
+//! A batch: jobs submitted together.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "batches")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub submitter_id: Uuid,
+    pub name: Option<String>,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+impl Entity {
+    /// The batches of one workspace.
+    pub fn find_in_workspace(workspace_id: Uuid) -> Select<Entity> {
+        Self::find().filter(Column::WorkspaceId.eq(workspace_id))
+    }
+}

@@ -1,0 +1,137 @@
+//! A job: one run of a tool in a workspace, with everything it recorded.
+
+use sea_orm::entity::prelude::*;
+
+/// Where a job stands. The allowed transitions are decided in `jobgraph::jobs::state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum JobStatus {
+    #[sea_orm(string_value = "PENDING")]
+    Pending,
+    #[sea_orm(string_value = "QUEUED")]
+    Queued,
+    #[sea_orm(string_value = "PROCESSING")]
+    Processing,
+    #[sea_orm(string_value = "COMPLETED")]
+    Completed,
+    #[sea_orm(string_value = "FAILED")]
+    Failed,
+    #[sea_orm(string_value = "TIMEOUT")]
+    Timeout,
+    #[sea_orm(string_value = "CANCELLED")]
+    Cancelled,
+    #[sea_orm(string_value = "RETRY")]
+    Retry,
+}
+
+/// Who may see a job besides the members of its workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum Visibility {
+    #[sea_orm(string_value = "PRIVATE")]
+    Private,
+    #[sea_orm(string_value = "PUBLIC")]
+    Public,
+    #[sea_orm(string_value = "LOGGED_IN")]
+    LoggedIn,
+    #[sea_orm(string_value = "INVITED")]
+    Invited,
+}
+
+/// How a job came from another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum ParentKind {
+    #[sea_orm(string_value = "RETRY")]
+    Retry,
+    #[sea_orm(string_value = "DUPLICATE")]
+    Duplicate,
+}
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "jobs")]
+pub struct Model {
+    /// A UUIDv7: ordering by id is ordering by creation time.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub submitter_id: Uuid,
+    pub tool: String,
+    pub tool_version: String,
+    pub name: String,
+    pub status: JobStatus,
+    pub stage: Option<String>,
+    /// From 0 to 1.
+    pub progress: f64,
+    pub inputs: Json,
+    pub settings: Json,
+    pub result: Option<Json>,
+    pub error_message: Option<String>,
+    pub error_code: Option<String>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub credit_cost: i64,
+    pub refunded: bool,
+    pub visibility: Visibility,
+    pub priority: i32,
+    pub parent_id: Option<Uuid>,
+    pub parent_kind: Option<ParentKind>,
+    pub batch_id: Option<Uuid>,
+    pub idempotency_key: Option<String>,
+    /// Wall time, CPU and memory used by the run.
+    pub resources: Option<Json>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+    pub queued_at: Option<DateTimeUtc>,
+    pub started_at: Option<DateTimeUtc>,
+    pub finished_at: Option<DateTimeUtc>,
+    /// A job in RETRY is not claimed before this time.
+    pub run_after: Option<DateTimeUtc>,
+    pub worker_id: Option<String>,
+    pub lease_expires_at: Option<DateTimeUtc>,
+    pub heartbeat_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::workspace::Entity",
+        from = "Column::WorkspaceId",
+        to = "super::workspace::Column::Id",
+        on_delete = "Cascade"
+    )]
+    Workspace,
+}
+
+impl Related<super::workspace::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Workspace.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+impl JobStatus {
+    /// Final statuses: nothing happens to the job after them.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Timeout | JobStatus::Cancelled
+        )
+    }
+
+    /// Every status that is not final.
+    pub const ACTIVE: [JobStatus; 4] = [
+        JobStatus::Pending,
+        JobStatus::Queued,
+        JobStatus::Processing,
+        JobStatus::Retry,
+    ];
+}
+
+impl Entity {
+    /// The jobs of one workspace.
+    pub fn find_in_workspace(workspace_id: Uuid) -> Select<Entity> {
+        Self::find().filter(Column::WorkspaceId.eq(workspace_id))
+    }
+}

@@ -1,0 +1,16 @@
+//! Database entities of jobgraph: one module per table, plus the enums stored in them.
+//!
+//! Entities hold data and finders only; every business rule lives in the `jobgraph` crate.
+
+pub mod api_token;
+pub mod batch;
+pub mod credit_transaction;
+pub mod file;
+pub mod job;
+pub mod job_event;
+pub mod job_share;
+pub mod membership;
+pub mod user;
+pub mod workspace;
+
+pub mod prelude;

@@ -1,0 +1,12 @@
+//! Entity aliases for `use entity::prelude::*`.
+
+pub use crate::api_token::Entity as ApiToken;
+pub use crate::batch::Entity as Batch;
+pub use crate::credit_transaction::Entity as CreditTransaction;
+pub use crate::file::Entity as File;
+pub use crate::job::Entity as Job;
+pub use crate::job_event::Entity as JobEvent;
+pub use crate::job_share::Entity as JobShare;
+pub use crate::membership::Entity as Membership;
+pub use crate::user::Entity as User;
+pub use crate::workspace::Entity as Workspace;
