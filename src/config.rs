@@ -1,0 +1,118 @@
+//! Configuration: flags and environment variables, read and checked once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+
+/// Where the data lives. Shared by every command.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseConfig {
+    /// Folder for the embedded SQLite database and stored files.
+    #[arg(
+        long,
+        env = "JOBGRAPH_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// Database URL: `postgres://user@host/db` for PostgreSQL, `sqlite://path?mode=rwc` for
+    /// SQLite. Default: a SQLite file in the data directory.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseConfig {
+    /// The database URL in effect.
+    pub fn url(&self) -> String {
+        self.database_url
+            .clone()
+            .filter(|url| !url.trim().is_empty())
+            .unwrap_or_else(|| crate::db::default_sqlite_url(&self.data_dir))
+    }
+}
+
+/// How the server runs.
+#[derive(Args, Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[arg(long, env = "JOBGRAPH_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// Base URL under which users reach this server, for links. Default: from --listen.
+    #[arg(long, env = "JOBGRAPH_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// E-mail of the platform administrator created on first start.
+    #[arg(long, env = "JOBGRAPH_ADMIN_EMAIL", default_value = "admin@localhost")]
+    pub admin_email: String,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "JOBGRAPH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Deepest accepted query nesting.
+    #[arg(long, env = "JOBGRAPH_MAX_QUERY_DEPTH", default_value_t = 15)]
+    pub max_query_depth: usize,
+
+    /// Highest accepted query complexity (each field counts 1, a list field times its `first`).
+    #[arg(long, env = "JOBGRAPH_MAX_QUERY_COMPLEXITY", default_value_t = 5000)]
+    pub max_query_complexity: usize,
+}
+
+impl ServerConfig {
+    /// Checks the values together; fails with what to fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("--public-url must start with http:// or https://, got `{url}`");
+            }
+        }
+        crate::users::normalize_email(&self.admin_email)
+            .map_err(|err| anyhow::anyhow!("{err}"))
+            .context("--admin-email")?;
+        if self.max_body_bytes < 1024 {
+            bail!("--max-body-bytes must be at least 1024");
+        }
+        if self.max_query_depth < 5 || self.max_query_complexity < 100 {
+            bail!("--max-query-depth must be at least 5 and --max-query-complexity at least 100");
+        }
+        Ok(())
+    }
+
+    /// The base URL for links, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub server: ServerConfig,
+}
+
+impl Config {
+    /// The defaults, as `jobgraph serve` with no flags and no environment would use.
+    pub fn defaults() -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            database: DatabaseConfig,
+            #[command(flatten)]
+            server: ServerConfig,
+        }
+        let parsed = Defaults::parse_from(["jobgraph"]);
+        Config {
+            database: parsed.database,
+            server: parsed.server,
+        }
+    }
+}

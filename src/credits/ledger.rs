@@ -1,0 +1,188 @@
+//! The credit ledger: append-only entries, each moving a workspace balance.
+//!
+//! `append` is the only writer of balances. It moves the balance with one guarded UPDATE (the
+//! balance never goes below zero, whatever runs concurrently) and records the entry in the same
+//! transaction, so the balance always equals the sum of the ledger. A unique `(job_id, kind)`
+//! index makes a second charge or refund of one job impossible.
+
+use chrono::Utc;
+use entity::credit_transaction::{self, TransactionKind};
+use entity::workspace;
+use sea_orm::sea_query::{Expr, ExprTrait as _};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Order,
+    QueryFilter, Set,
+};
+use uuid::Uuid;
+
+use crate::access::{self, Viewer, WorkspaceAccess};
+use crate::db;
+use crate::error::{Error, Result, is_unique_violation};
+use crate::pagination::{self, Page, PageArgs};
+
+/// What a new ledger entry records.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub workspace_id: Uuid,
+    pub kind: TransactionKind,
+    /// Signed: positive adds credits.
+    pub amount: i64,
+    pub actor_id: Option<Uuid>,
+    pub job_id: Option<Uuid>,
+    pub note: Option<String>,
+}
+
+/// Appends an entry inside the caller's transaction and moves the balance.
+///
+/// INSUFFICIENT_CREDITS if the balance would go below zero; CONFLICT if the job already has an
+/// entry of this kind.
+pub async fn append(
+    tx: &impl ConnectionTrait,
+    entry: Entry,
+) -> Result<(credit_transaction::Model, workspace::Model)> {
+    let balance = workspace::Column::CreditBalance;
+    let moved = workspace::Entity::update_many()
+        .col_expr(balance, Expr::col(balance).add(entry.amount))
+        .col_expr(workspace::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(workspace::Column::Id.eq(entry.workspace_id))
+        .filter(Expr::col(balance).add(entry.amount).gte(0))
+        .exec_with_returning(tx)
+        .await?;
+    let Some(workspace) = moved.into_iter().next() else {
+        let current = workspace::Entity::find_by_id(entry.workspace_id)
+            .one(tx)
+            .await?
+            .ok_or(Error::NotFound("workspace"))?;
+        return Err(Error::InsufficientCredits {
+            needed: -entry.amount,
+            balance: current.credit_balance,
+        });
+    };
+    let record = credit_transaction::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        workspace_id: Set(entry.workspace_id),
+        kind: Set(entry.kind),
+        amount: Set(entry.amount),
+        balance_after: Set(workspace.credit_balance),
+        actor_id: Set(entry.actor_id),
+        job_id: Set(entry.job_id),
+        note: Set(entry.note),
+        created_at: Set(Utc::now()),
+    }
+    .insert(tx)
+    .await
+    .map_err(|err| {
+        if is_unique_violation(&err) {
+            Error::conflict("this job already has a ledger entry of this kind")
+        } else {
+            err.into()
+        }
+    })?;
+    Ok((record, workspace))
+}
+
+fn check_note(note: Option<String>, required: bool) -> Result<Option<String>> {
+    let note = note.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    match &note {
+        None if required => Err(Error::bad_input("note", "say why the balance is adjusted")),
+        Some(n) if n.chars().count() > 500 => {
+            Err(Error::bad_input("note", "must be at most 500 characters"))
+        }
+        _ => Ok(note),
+    }
+}
+
+/// Gives credits to a workspace (platform administrators).
+pub async fn grant(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    workspace_id: Uuid,
+    amount: i64,
+    note: Option<String>,
+) -> Result<(credit_transaction::Model, workspace::Model)> {
+    if amount <= 0 {
+        return Err(Error::bad_input(
+            "amount",
+            "must be a positive number of credits",
+        ));
+    }
+    record_by_admin(
+        db,
+        viewer,
+        workspace_id,
+        TransactionKind::Grant,
+        amount,
+        check_note(note, false)?,
+    )
+    .await
+}
+
+/// Corrects a balance up or down (platform administrators), with a note saying why.
+pub async fn adjust(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    workspace_id: Uuid,
+    amount: i64,
+    note: Option<String>,
+) -> Result<(credit_transaction::Model, workspace::Model)> {
+    if amount == 0 {
+        return Err(Error::bad_input("amount", "must not be zero"));
+    }
+    record_by_admin(
+        db,
+        viewer,
+        workspace_id,
+        TransactionKind::Adjustment,
+        amount,
+        check_note(note, true)?,
+    )
+    .await
+}
+
+async fn record_by_admin(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    workspace_id: Uuid,
+    kind: TransactionKind,
+    amount: i64,
+    note: Option<String>,
+) -> Result<(credit_transaction::Model, workspace::Model)> {
+    if !access::can_manage_credits(viewer) {
+        // Members learn only that they may not; others learn nothing about the workspace.
+        WorkspaceAccess::load(db, viewer, workspace_id).await?;
+        return Err(Error::forbidden(
+            "only platform administrators manage credits",
+        ));
+    }
+    let tx = db::begin_write(db).await?;
+    let result = append(
+        &tx,
+        Entry {
+            workspace_id,
+            kind,
+            amount,
+            actor_id: viewer.user_id(),
+            job_id: None,
+            note,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(result)
+}
+
+/// A workspace's ledger, newest first.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    access: &WorkspaceAccess,
+    page: PageArgs,
+) -> Result<Page<credit_transaction::Model>> {
+    pagination::fetch(
+        db,
+        credit_transaction::Entity::find_in_workspace(access.workspace.id),
+        credit_transaction::Column::Id,
+        Order::Desc,
+        page,
+    )
+    .await
+}

@@ -1,0 +1,3 @@
+//! Credits: the append-only ledger behind every workspace balance.
+
+pub mod ledger;

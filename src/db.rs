@@ -1,0 +1,130 @@
+//! Connecting to the database (SQLite or PostgreSQL), migrating it, and write transactions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+/// The SQLite database used when no URL is configured.
+pub fn default_sqlite_url(data_dir: &Path) -> String {
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("jobgraph.db").display()
+    )
+}
+
+/// Opens a pool to `url`, creating a SQLite file (and its folder) when needed.
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30));
+    if url.starts_with("sqlite:") {
+        if let Some(path) = sqlite_path(url) {
+            if let Some(parent) = Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating the data directory {}", parent.display()))?;
+            }
+        }
+        // WAL lets readers run beside the one writer; writers queue on the busy timeout.
+        options.max_connections(8).map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true)
+                .create_if_missing(true)
+        });
+    } else {
+        options.max_connections(32);
+    }
+    let db = Database::connect(options)
+        .await
+        .with_context(|| format!("connecting to the database at {}", redact(url)))?;
+    Ok(db)
+}
+
+fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// The URL with its password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Applies every pending migration.
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    Migrator::up(db, None)
+        .await
+        .context("migrating the database")
+}
+
+/// Begins a transaction that will write.
+///
+/// On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so two writers queue instead
+/// of failing when a read-then-write transaction would need to upgrade its lock.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    match db.get_database_backend() {
+        DatabaseBackend::Sqlite => {
+            db.begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            })
+            .await
+        }
+        _ => db.begin().await,
+    }
+}
+
+/// Whether the database answers.
+pub async fn ping(db: &DatabaseConnection) -> bool {
+    db.execute_unprepared("SELECT 1").await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact("postgres://app:secret@db:5432/jobs"),
+            "postgres://app:***@db:5432/jobs"
+        );
+        assert_eq!(redact("postgres://app@db/jobs"), "postgres://app@db/jobs");
+        assert_eq!(redact("sqlite://./data/x.db"), "sqlite://./data/x.db");
+    }
+
+    #[test]
+    fn sqlite_paths_are_read_from_urls() {
+        assert_eq!(
+            sqlite_path("sqlite://data/j.db?mode=rwc"),
+            Some("data/j.db")
+        );
+        assert_eq!(sqlite_path("sqlite:/tmp/j.db"), Some("/tmp/j.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+    }
+}

@@ -1,0 +1,78 @@
+//! The GraphQL schema: per-domain query and mutation roots merged into one, with its limits.
+//!
+//! Resolvers stay thin: they read the viewer and the database from the context, call one
+//! service function and wrap the result in a view type.
+
+mod credits;
+mod loaders;
+mod node;
+mod users;
+mod workspaces;
+
+use std::sync::Arc;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use sea_orm::DatabaseConnection;
+
+use crate::access::Viewer;
+use crate::config::ServerConfig;
+
+pub use loaders::UserLoader;
+
+/// The query root.
+#[derive(MergedObject, Default)]
+pub struct Query(
+    node::NodeQuery,
+    users::UsersQuery,
+    workspaces::WorkspacesQuery,
+);
+
+/// The mutation root.
+#[derive(MergedObject, Default)]
+pub struct Mutation(
+    workspaces::WorkspacesMutation,
+    credits::CreditsMutation,
+    users::UsersMutation,
+);
+
+pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Builds the schema with the server's limits. `db` is shared by every request.
+pub fn build(db: DatabaseConnection, config: Arc<ServerConfig>) -> AppSchema {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .limit_depth(config.max_query_depth)
+        .limit_complexity(config.max_query_complexity)
+        .data(db)
+        .data(config)
+        .finish()
+}
+
+/// The schema in SDL, as `schema.graphql` holds it.
+pub fn sdl() -> String {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+/// The per-request data: who is asking, and the request's batch loaders.
+pub fn request_data(db: &DatabaseConnection, viewer: Viewer) -> (Viewer, DataLoader<UserLoader>) {
+    (
+        viewer,
+        DataLoader::new(UserLoader::new(db.clone()), tokio::spawn),
+    )
+}
+
+pub(crate) fn viewer<'a>(ctx: &Context<'a>) -> &'a Viewer {
+    ctx.data_unchecked::<Viewer>()
+}
+
+pub(crate) fn db<'a>(ctx: &Context<'a>) -> &'a DatabaseConnection {
+    ctx.data_unchecked::<DatabaseConnection>()
+}
+
+/// The complexity of a connection field: its page size times its children's.
+pub(crate) fn page_complexity(first: Option<i32>, child: usize) -> usize {
+    let size = first.unwrap_or(crate::pagination::DEFAULT_PAGE_SIZE as i32);
+    size.clamp(1, crate::pagination::MAX_PAGE_SIZE as i32) as usize * child.max(1)
+}

@@ -1,0 +1,352 @@
+//! GraphQL for workspaces and their members.
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::membership::{self, Role};
+
+use super::credits::CreditTransactionView;
+use super::users::{UserView, load_user};
+use super::{db, page_complexity, viewer};
+use crate::access::{Standing, WorkspaceAccess};
+use crate::credits::ledger;
+use crate::error::ApiResult;
+use crate::ids::{self, Kind};
+use crate::pagination::PageArgs;
+use crate::workspaces::{self as service, members};
+
+/// A member's role in a workspace.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "Role")]
+pub enum RoleView {
+    /// Everything, including deleting the workspace and managing owners.
+    Owner,
+    /// Manages members (but not owners) and submits jobs.
+    Admin,
+    /// Submits jobs.
+    Member,
+    /// Reads only.
+    Viewer,
+}
+
+impl From<Role> for RoleView {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Owner => RoleView::Owner,
+            Role::Admin => RoleView::Admin,
+            Role::Member => RoleView::Member,
+            Role::Viewer => RoleView::Viewer,
+        }
+    }
+}
+
+impl From<RoleView> for Role {
+    fn from(role: RoleView) -> Self {
+        match role {
+            RoleView::Owner => Role::Owner,
+            RoleView::Admin => Role::Admin,
+            RoleView::Member => Role::Member,
+            RoleView::Viewer => Role::Viewer,
+        }
+    }
+}
+
+/// A workspace: its members, credits and jobs.
+pub struct WorkspaceView(pub WorkspaceAccess);
+
+#[Object(name = "Workspace")]
+impl WorkspaceView {
+    pub async fn id(&self) -> ID {
+        ids::encode(Kind::Workspace, self.0.workspace.id)
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.workspace.name
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.workspace.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.workspace.updated_at
+    }
+
+    /// Credits available; always the sum of `creditTransactions`.
+    async fn credit_balance(&self) -> i64 {
+        self.0.workspace.credit_balance
+    }
+
+    /// The viewer's role; null when the viewer is a platform administrator but no member.
+    async fn viewer_role(&self) -> Option<RoleView> {
+        self.0.standing.role.map(Into::into)
+    }
+
+    async fn viewer_can_manage_members(&self) -> bool {
+        self.0.standing.can_manage_members()
+    }
+
+    async fn viewer_can_submit(&self) -> bool {
+        self.0.standing.can_submit()
+    }
+
+    async fn viewer_can_rename(&self) -> bool {
+        self.0.standing.can_rename()
+    }
+
+    async fn viewer_can_delete(&self) -> bool {
+        self.0.standing.can_delete()
+    }
+
+    /// Members, oldest first.
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, MembershipView>> {
+        let page = PageArgs::new(first, after)?;
+        let page = members::list(db(ctx), &self.0, page).await?;
+        let standing = self.0.standing;
+        Ok(page.into_connection(|m| m.id, |m| MembershipView(m, standing)))
+    }
+
+    /// The credit ledger, newest first.
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
+    async fn credit_transactions(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, CreditTransactionView>> {
+        let page = PageArgs::new(first, after)?;
+        let page = ledger::list(db(ctx), &self.0, page).await?;
+        Ok(page.into_connection(|t| t.id, CreditTransactionView))
+    }
+}
+
+/// A user's membership of a workspace, as seen by a viewer with a standing there.
+pub struct MembershipView(pub membership::Model, pub Standing);
+
+#[Object(name = "Membership")]
+impl MembershipView {
+    pub async fn id(&self) -> ID {
+        ids::encode(Kind::Membership, self.0.id)
+    }
+
+    async fn role(&self) -> RoleView {
+        self.0.role.into()
+    }
+
+    async fn user(&self, ctx: &Context<'_>) -> ApiResult<UserView> {
+        load_user(ctx, self.0.user_id).await
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// Whether the viewer's role lets them change this member's role. (The last owner still
+    /// cannot be demoted.)
+    async fn viewer_can_change_role(&self) -> bool {
+        self.1
+            .can_change_member(Some(self.0.role), Some(self.0.role))
+    }
+
+    /// Whether the viewer's role lets them remove this member. (The last owner still cannot
+    /// be removed.)
+    async fn viewer_can_remove(&self) -> bool {
+        self.1.can_change_member(Some(self.0.role), None)
+    }
+}
+
+#[derive(Default)]
+pub struct WorkspacesQuery;
+
+#[Object]
+impl WorkspacesQuery {
+    /// A workspace the viewer can see; NOT_FOUND otherwise.
+    async fn workspace(&self, ctx: &Context<'_>, id: ID) -> ApiResult<WorkspaceView> {
+        let id = ids::decode(Kind::Workspace, "id", &id)?;
+        let access = WorkspaceAccess::load(db(ctx), viewer(ctx), id).await?;
+        Ok(WorkspaceView(access))
+    }
+}
+
+#[derive(InputObject)]
+struct CreateWorkspaceInput {
+    name: String,
+}
+
+#[derive(SimpleObject)]
+struct WorkspacePayload {
+    workspace: WorkspaceView,
+}
+
+#[derive(InputObject)]
+struct RenameWorkspaceInput {
+    workspace_id: ID,
+    name: String,
+}
+
+#[derive(InputObject)]
+struct DeleteWorkspaceInput {
+    workspace_id: ID,
+}
+
+#[derive(SimpleObject)]
+struct DeleteWorkspacePayload {
+    deleted_workspace_id: ID,
+}
+
+#[derive(InputObject)]
+struct AddMemberInput {
+    workspace_id: ID,
+    /// An unknown address is invited: a pending user is created for it.
+    email: String,
+    role: RoleView,
+}
+
+#[derive(InputObject)]
+struct ChangeMemberRoleInput {
+    workspace_id: ID,
+    user_id: ID,
+    role: RoleView,
+}
+
+#[derive(SimpleObject)]
+struct MembershipPayload {
+    membership: MembershipView,
+}
+
+#[derive(InputObject)]
+struct RemoveMemberInput {
+    workspace_id: ID,
+    user_id: ID,
+}
+
+#[derive(InputObject)]
+struct LeaveWorkspaceInput {
+    workspace_id: ID,
+}
+
+#[derive(SimpleObject)]
+struct RemoveMemberPayload {
+    workspace_id: ID,
+    removed_user_id: ID,
+}
+
+#[derive(Default)]
+pub struct WorkspacesMutation;
+
+async fn reload(ctx: &Context<'_>, id: uuid::Uuid) -> ApiResult<WorkspaceView> {
+    Ok(WorkspaceView(
+        WorkspaceAccess::load(db(ctx), viewer(ctx), id).await?,
+    ))
+}
+
+async fn membership_view(
+    ctx: &Context<'_>,
+    membership: membership::Model,
+) -> ApiResult<MembershipPayload> {
+    let standing = crate::access::standing(db(ctx), viewer(ctx), membership.workspace_id).await?;
+    Ok(MembershipPayload {
+        membership: MembershipView(membership, standing),
+    })
+}
+
+#[Object]
+impl WorkspacesMutation {
+    /// Creates a workspace; the viewer becomes its OWNER.
+    async fn create_workspace(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateWorkspaceInput,
+    ) -> ApiResult<WorkspacePayload> {
+        let workspace = service::create(db(ctx), viewer(ctx), &input.name).await?;
+        Ok(WorkspacePayload {
+            workspace: reload(ctx, workspace.id).await?,
+        })
+    }
+
+    /// Renames a workspace (OWNER or ADMIN).
+    async fn rename_workspace(
+        &self,
+        ctx: &Context<'_>,
+        input: RenameWorkspaceInput,
+    ) -> ApiResult<WorkspacePayload> {
+        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        service::rename(db(ctx), viewer(ctx), id, &input.name).await?;
+        Ok(WorkspacePayload {
+            workspace: reload(ctx, id).await?,
+        })
+    }
+
+    /// Deletes a workspace with everything in it (OWNER only; no active jobs).
+    async fn delete_workspace(
+        &self,
+        ctx: &Context<'_>,
+        input: DeleteWorkspaceInput,
+    ) -> ApiResult<DeleteWorkspacePayload> {
+        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        service::delete(db(ctx), viewer(ctx), id).await?;
+        Ok(DeleteWorkspacePayload {
+            deleted_workspace_id: input.workspace_id,
+        })
+    }
+
+    /// Adds a member by e-mail (OWNER or ADMIN; only an OWNER adds owners).
+    async fn add_member(
+        &self,
+        ctx: &Context<'_>,
+        input: AddMemberInput,
+    ) -> ApiResult<MembershipPayload> {
+        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let membership =
+            members::add(db(ctx), viewer(ctx), id, &input.email, input.role.into()).await?;
+        membership_view(ctx, membership).await
+    }
+
+    /// Changes a member's role. The last owner cannot be demoted.
+    async fn change_member_role(
+        &self,
+        ctx: &Context<'_>,
+        input: ChangeMemberRoleInput,
+    ) -> ApiResult<MembershipPayload> {
+        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let user_id = ids::decode(Kind::User, "userId", &input.user_id)?;
+        let membership =
+            members::change_role(db(ctx), viewer(ctx), id, user_id, input.role.into()).await?;
+        membership_view(ctx, membership).await
+    }
+
+    /// Removes a member. The last owner cannot be removed.
+    async fn remove_member(
+        &self,
+        ctx: &Context<'_>,
+        input: RemoveMemberInput,
+    ) -> ApiResult<RemoveMemberPayload> {
+        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let user_id = ids::decode(Kind::User, "userId", &input.user_id)?;
+        members::remove(db(ctx), viewer(ctx), id, user_id).await?;
+        Ok(RemoveMemberPayload {
+            workspace_id: input.workspace_id,
+            removed_user_id: input.user_id,
+        })
+    }
+
+    /// The viewer leaves a workspace. The last owner cannot leave.
+    async fn leave_workspace(
+        &self,
+        ctx: &Context<'_>,
+        input: LeaveWorkspaceInput,
+    ) -> ApiResult<RemoveMemberPayload> {
+        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let membership = members::leave(db(ctx), viewer(ctx), id).await?;
+        Ok(RemoveMemberPayload {
+            workspace_id: input.workspace_id,
+            removed_user_id: ids::encode(Kind::User, membership.user_id),
+        })
+    }
+}

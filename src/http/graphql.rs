@@ -1,0 +1,546 @@
+//! GraphQL over HTTP, following the GraphQL-over-HTTP specification, and GraphQL over
+//! websockets on the same path.
+//!
+//! - The response media type is negotiated from `Accept`: `application/graphql-response+json`
+//!   answers request errors (unparsable or invalid documents) with 400 and no `data`;
+//!   `application/json` answers them with 200, as the specification asks.
+//! - POST bodies must be `application/json`: browsers cannot send that cross-site without a
+//!   preflight, so form and `text/plain` posts (the CSRF vectors) are refused.
+//! - GET runs queries only: a mutation over GET is 405 with `Allow: POST`.
+//! - A browser's GET without a query gets GraphiQL.
+
+use std::str::FromStr as _;
+
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::{Data, ServerError, Variables};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::body::Body;
+use axum::extract::{FromRequestParts as _, Request, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::response::{Html, IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::access::Viewer;
+use crate::app::AppState;
+use crate::error::{Error, ErrorCode};
+use crate::graphql;
+use crate::users::tokens;
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// The media type of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MediaType {
+    GraphqlResponse,
+    Json,
+}
+
+impl MediaType {
+    fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            MediaType::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
+            MediaType::Json => "application/json; charset=utf-8",
+        })
+    }
+}
+
+/// Picks the response media type from `Accept`, honouring q-values; `None` when the client
+/// accepts neither. No `Accept` means `application/json`.
+fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Some(MediaType::Json);
+    };
+    if accept.trim().is_empty() {
+        return Some(MediaType::Json);
+    }
+    let mut ranges: Vec<(f32, usize, MediaType)> = Vec::new();
+    for (position, range) in accept.split(',').enumerate() {
+        let mut params = range.split(';');
+        let essence = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        let quality = params
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let media = match essence.as_str() {
+            GRAPHQL_RESPONSE_JSON => MediaType::GraphqlResponse,
+            "application/json" | "application/*" | "*/*" => MediaType::Json,
+            _ => continue,
+        };
+        if quality > 0.0 {
+            ranges.push((quality, position, media));
+        }
+    }
+    ranges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    ranges.first().map(|(_, _, media)| *media)
+}
+
+/// A GraphQL-shaped error response with one error.
+fn error_response(
+    status: StatusCode,
+    media: MediaType,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Response {
+    let body = json!({
+        "errors": [{ "message": message.into(), "extensions": { "code": code.as_str() } }]
+    });
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, media.content_type());
+    response
+}
+
+fn bad_request(media: MediaType, message: impl Into<String>) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        media,
+        ErrorCode::BadRequest,
+        message,
+    )
+}
+
+fn not_acceptable() -> Response {
+    error_response(
+        StatusCode::NOT_ACCEPTABLE,
+        MediaType::Json,
+        ErrorCode::BadRequest,
+        format!(
+            "cannot answer in any media type this client accepts: accept {GRAPHQL_RESPONSE_JSON} or application/json"
+        ),
+    )
+}
+
+/// The viewer behind the `Authorization` header. A header that is present but wrong is 401:
+/// a revoked token must fail loudly, not quietly turn into an anonymous request.
+async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    media: MediaType,
+) -> Result<Viewer, Response> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(Viewer::Anonymous);
+    };
+    let secret = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let result = match secret {
+        Some(secret) => tokens::authenticate(&state.db, secret).await,
+        None => Err(Error::InvalidToken),
+    };
+    result.map_err(|err| {
+        let code = err.code();
+        if code == ErrorCode::InternalServerError {
+            tracing::error!(error = %err, "authenticating a request failed");
+        }
+        let message = match (&err, secret) {
+            (Error::InvalidToken, None) => {
+                "the Authorization header must be `Bearer <token>`".to_owned()
+            }
+            _ => err.public_message(),
+        };
+        let mut response = error_response(code.http_status(), media, code, message);
+        if code == ErrorCode::Unauthenticated {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        response
+    })
+}
+
+/// The parameters of a GraphQL request, however it arrived.
+struct Params {
+    query: String,
+    operation_name: Option<String>,
+    variables: Option<Map<String, Value>>,
+    extensions: Option<Map<String, Value>>,
+}
+
+impl Params {
+    /// Reads the parameters from a JSON object; the message says what is wrong.
+    fn from_json(body: Value) -> Result<Self, String> {
+        let mut object = match body {
+            Value::Object(object) => object,
+            Value::Array(_) => {
+                return Err(
+                    "batched requests are not supported: send one operation per request".into(),
+                );
+            }
+            _ => return Err("the body must be a JSON object with a `query`".into()),
+        };
+        let query = match object.remove("query") {
+            Some(Value::String(query)) => query,
+            None | Some(Value::Null) => return Err("the `query` parameter is missing".into()),
+            Some(_) => return Err("the `query` parameter must be a string".into()),
+        };
+        let operation_name = match object.remove("operationName") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) => Some(name),
+            Some(_) => return Err("the `operationName` parameter must be a string".into()),
+        };
+        let variables = object_param(object.remove("variables"), "variables")?;
+        let extensions = object_param(object.remove("extensions"), "extensions")?;
+        Ok(Params {
+            query,
+            operation_name,
+            variables,
+            extensions,
+        })
+    }
+
+    /// Reads the parameters from a URL query string, where maps are JSON-encoded strings.
+    fn from_query_string(query: &str) -> Result<Option<Self>, String> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|err| format!("the query string is malformed: {err}"))?;
+        let mut object = Map::new();
+        for (key, value) in pairs {
+            let value = match key.as_str() {
+                "variables" | "extensions" => serde_json::from_str(&value)
+                    .map_err(|err| format!("the `{key}` parameter is not JSON: {err}"))?,
+                _ => Value::String(value),
+            };
+            object.insert(key, value);
+        }
+        if !object.contains_key("query") {
+            return Ok(None);
+        }
+        Self::from_json(Value::Object(object)).map(Some)
+    }
+
+    fn into_request(self) -> async_graphql::Request {
+        let mut request = async_graphql::Request::new(self.query);
+        if let Some(name) = self.operation_name {
+            request = request.operation_name(name);
+        }
+        if let Some(variables) = self.variables {
+            request = request.variables(Variables::from_json(Value::Object(variables)));
+        }
+        if let Some(extensions) = self.extensions {
+            for (key, value) in extensions {
+                if let Ok(value) = async_graphql::Value::from_json(value) {
+                    request.extensions.insert(key, value);
+                }
+            }
+        }
+        request
+    }
+}
+
+fn object_param(value: Option<Value>, name: &str) -> Result<Option<Map<String, Value>>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(format!("the `{name}` parameter must be a map")),
+    }
+}
+
+/// The type of the operation a request will run, once its document parses. `None` when the
+/// operation cannot be picked (execution reports why).
+fn operation_type(
+    request: &mut async_graphql::Request,
+) -> Result<Option<OperationType>, ServerError> {
+    let name = request.operation_name.clone();
+    let document = request.parsed_query()?;
+    Ok(match (&document.operations, name) {
+        (DocumentOperations::Single(op), None) => Some(op.node.ty),
+        (DocumentOperations::Single(_), Some(_)) => None,
+        (DocumentOperations::Multiple(ops), Some(name)) => {
+            ops.get(name.as_str()).map(|op| op.node.ty)
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    })
+}
+
+/// Answers a request error: 400 without `data` for graphql-response+json, 200 for json.
+fn request_error_response(media: MediaType, errors: Vec<ServerError>, code: ErrorCode) -> Response {
+    let errors: Vec<ServerError> = errors
+        .into_iter()
+        .map(|mut error| {
+            let extensions = error.extensions.get_or_insert_with(Default::default);
+            if extensions.get("code").is_none() {
+                extensions.set("code", code.as_str());
+            }
+            error
+        })
+        .collect();
+    let status = match media {
+        MediaType::GraphqlResponse => StatusCode::BAD_REQUEST,
+        MediaType::Json => StatusCode::OK,
+    };
+    json_response(status, media, &json!({ "errors": errors }))
+}
+
+fn json_response(status: StatusCode, media: MediaType, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut response = (status, bytes).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, media.content_type());
+            response
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "serializing a GraphQL response failed");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                media,
+                ErrorCode::InternalServerError,
+                "internal server error; it has been logged",
+            )
+        }
+    }
+}
+
+/// Runs a request whose transport checks passed.
+async fn execute(
+    state: &AppState,
+    media: MediaType,
+    headers: &HeaderMap,
+    params: Params,
+    queries_only: bool,
+) -> Response {
+    let viewer = match authenticate(state, headers, media).await {
+        Ok(viewer) => viewer,
+        Err(response) => return response,
+    };
+    let mut request = params.into_request();
+    match operation_type(&mut request) {
+        Err(error) => {
+            return request_error_response(media, vec![error], ErrorCode::GraphqlParseFailed);
+        }
+        Ok(Some(ty)) if queries_only && ty != OperationType::Query => {
+            let mut response = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                media,
+                ErrorCode::BadRequest,
+                "only queries run over GET: send mutations and subscriptions by POST or websocket",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        Ok(_) => {}
+    }
+    let (viewer, loader) = graphql::request_data(&state.db, viewer);
+    let response = state
+        .schema
+        .execute(request.data(viewer).data(loader))
+        .await;
+    let is_request_error = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty());
+    if is_request_error {
+        return request_error_response(media, response.errors, ErrorCode::GraphqlValidationFailed);
+    }
+    json_response(StatusCode::OK, media, &response)
+}
+
+/// `GET /graphql`: a query in the URL, a websocket upgrade, or GraphiQL for a browser.
+pub async fn get_handler(State(state): State<AppState>, request: Request) -> Response {
+    let (mut parts, _) = request.into_parts();
+    if parts.headers.contains_key(header::UPGRADE) {
+        return websocket(state, &mut parts).await;
+    }
+    let wants_html = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    let params = Params::from_query_string(parts.uri.query().unwrap_or(""));
+    let Some(media) = negotiate(&parts.headers) else {
+        if wants_html {
+            return graphiql();
+        }
+        return not_acceptable();
+    };
+    match params {
+        Err(message) => bad_request(media, message),
+        Ok(None) if wants_html => graphiql(),
+        Ok(None) => bad_request(media, "the `query` parameter is missing"),
+        Ok(Some(params)) => execute(&state, media, &parts.headers, params, true).await,
+    }
+}
+
+/// `POST /graphql`: a JSON body.
+pub async fn post_handler(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(media) = negotiate(&headers) else {
+        return not_acceptable();
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| mime::Mime::from_str(v).ok());
+    let is_json = content_type
+        .as_ref()
+        .is_some_and(|m| m.essence_str() == "application/json");
+    if !is_json {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            media,
+            ErrorCode::BadRequest,
+            "send the request as `Content-Type: application/json`; other content types are \
+             refused to protect against cross-site request forgery",
+        );
+    }
+    let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                media,
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the request body is larger than {} bytes",
+                    state.config.max_body_bytes
+                ),
+            );
+        }
+    };
+    let body: Value = match serde_json::from_slice(&bytes) {
+        Ok(body) => body,
+        Err(err) => return bad_request(media, format!("the body is not valid JSON: {err}")),
+    };
+    match Params::from_json(body) {
+        Ok(params) => execute(&state, media, &headers, params, false).await,
+        Err(message) => bad_request(media, message),
+    }
+}
+
+fn graphiql() -> Response {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql")
+            .title("jobgraph")
+            .finish(),
+    )
+    .into_response()
+}
+
+/// Reads `authorization` (any case) from a `connection_init` payload.
+fn bearer_from_init(payload: &Value) -> Option<String> {
+    let object = payload.as_object()?;
+    let value = object
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("authorization"))?
+        .1
+        .as_str()?;
+    Some(
+        value
+            .strip_prefix("Bearer ")
+            .unwrap_or(value)
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// Upgrades to a GraphQL websocket (`graphql-transport-ws` or the legacy `graphql-ws`).
+/// The token comes from the upgrade request's header or from `connection_init`.
+async fn websocket(state: AppState, parts: &mut Parts) -> Response {
+    let protocol = match GraphQLProtocol::from_request_parts(parts, &state).await {
+        Ok(protocol) => protocol,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(parts, &state).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let header_viewer = match authenticate(&state, &parts.headers, MediaType::Json).await {
+        Ok(viewer) => viewer,
+        Err(response) => return response,
+    };
+    let schema = state.schema.clone();
+    let db = state.db.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let viewer = match bearer_from_init(&payload) {
+                        Some(secret) => tokens::authenticate(&db, &secret)
+                            .await
+                            .map_err(|err| async_graphql::Error::new(err.public_message()))?,
+                        None => header_viewer,
+                    };
+                    let (viewer, loader) = graphql::request_data(&db, viewer);
+                    let mut data = Data::default();
+                    data.insert(viewer);
+                    data.insert(loader);
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> Option<MediaType> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        negotiate(&headers)
+    }
+
+    #[test]
+    fn accept_headers_pick_the_response_media_type() {
+        assert_eq!(negotiate(&HeaderMap::new()), Some(MediaType::Json));
+        assert_eq!(accept("*/*"), Some(MediaType::Json));
+        assert_eq!(accept("application/json"), Some(MediaType::Json));
+        assert_eq!(
+            accept(GRAPHQL_RESPONSE_JSON),
+            Some(MediaType::GraphqlResponse)
+        );
+        assert_eq!(
+            accept("application/graphql-response+json, application/json;q=0.9"),
+            Some(MediaType::GraphqlResponse)
+        );
+        assert_eq!(
+            accept("application/json;q=0.5, application/graphql-response+json;q=0.9"),
+            Some(MediaType::GraphqlResponse)
+        );
+        assert_eq!(accept("text/html"), None);
+        assert_eq!(accept("application/json;q=0"), None);
+    }
+
+    #[test]
+    fn parameters_of_the_wrong_type_are_refused() {
+        for body in [
+            json!([]),
+            json!({}),
+            json!({"query": 1}),
+            json!({"query": "{a}", "operationName": 0}),
+            json!({"query": "{a}", "variables": "x"}),
+            json!({"query": "{a}", "extensions": []}),
+        ] {
+            assert!(Params::from_json(body.clone()).is_err(), "{body} accepted");
+        }
+        assert!(Params::from_json(json!({"query": "{a}", "variables": null})).is_ok());
+    }
+
+    #[test]
+    fn a_connection_init_payload_carries_the_token() {
+        assert_eq!(
+            bearer_from_init(&json!({"Authorization": "Bearer jg_x"})).as_deref(),
+            Some("jg_x")
+        );
+        assert_eq!(
+            bearer_from_init(&json!({"authorization": "jg_y"})).as_deref(),
+            Some("jg_y")
+        );
+        assert_eq!(bearer_from_init(&json!({})), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! HTTP: the router, GraphQL over HTTP and websockets, and health checks.
+
+mod graphql;
+mod health;
+
+use axum::Router;
+use axum::routing::get;
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/graphql",
+            get(graphql::get_handler).post(graphql::post_handler),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(health::not_found)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,247 @@
+//! The `jobgraph` command: parses the command line, starts logging, hands off.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use jobgraph::access::Viewer;
+use jobgraph::config::{Config, DatabaseConfig, ServerConfig};
+use jobgraph::ids::{self, Kind};
+use jobgraph::{App, users};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// jobgraph: a GraphQL server for the job layer of scientific analysis platforms.
+///
+/// With no command, serves the API (`jobgraph serve`).
+#[derive(Parser, Debug)]
+#[command(name = "jobgraph", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(flatten)]
+    database: DatabaseConfig,
+
+    #[command(flatten)]
+    server: ServerConfig,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the GraphQL API (the default command).
+    Serve(ServerConfig),
+    /// Apply pending database migrations, then exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage workspace credits.
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user; prints its id.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Display name; default: the part of the e-mail before the @.
+        #[arg(long)]
+        name: Option<String>,
+        /// Make the user a platform administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create an API token for a user; prints only the secret, so scripts can capture it.
+    Create {
+        /// The user's e-mail.
+        #[arg(long)]
+        email: String,
+        /// What the token is for.
+        #[arg(long, default_value = "command line")]
+        name: String,
+        /// Days until the token expires; never if omitted.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CreditsCommand {
+    /// Give credits to a workspace; prints the new balance.
+    Grant {
+        /// The workspace id (`ws_...`).
+        #[arg(long)]
+        workspace: String,
+        #[arg(long)]
+        amount: i64,
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let command = cli.command.unwrap_or(Command::Serve(cli.server));
+    let database = cli.database;
+    match command {
+        Command::Serve(server) => serve(Config { database, server }).await,
+        Command::Migrate => {
+            let db = jobgraph::db::connect(&database.url()).await?;
+            jobgraph::db::migrate(&db).await?;
+            eprintln!(
+                "migrations applied to {}",
+                jobgraph::db::redact(&database.url())
+            );
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", jobgraph::graphql::sdl());
+            Ok(())
+        }
+        Command::User(command) => user_command(&database, command).await,
+        Command::Token(command) => token_command(&database, command).await,
+        Command::Credits(command) => credits_command(&database, command).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.server.listen))?;
+    let admin_email = config.server.admin_email.clone();
+    let public_url = config.server.public_url();
+    let app = App::build(config).await?;
+    if let Some(first) = users::bootstrap_admin(&app.state.db, &admin_email).await? {
+        print_first_start(&first, &public_url);
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    app.serve(listener, shutdown).await
+}
+
+fn print_first_start(first: &users::FirstAdmin, public_url: &str) {
+    let secret = &first.secret;
+    println!(
+        "\nFirst start: created the platform administrator {email}.\n\
+         Its API token, shown only this once (keep it, or create another with \
+         `jobgraph token create --email {email}`):\n\n    {secret}\n\n\
+         Try it:\n\n    curl -s {public_url}/graphql -H 'Authorization: Bearer {secret}' \\\n\
+         \x20     -H 'Content-Type: application/json' -d '{{\"query\":\"{{ viewer {{ user {{ email }} }} }}\"}}'\n\n\
+         Or open {public_url}/graphql in a browser and add the header\n\
+         {{\"Authorization\": \"Bearer {secret}\"}} in GraphiQL's Headers tab.\n",
+        email = first.user.email,
+    );
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}
+
+async fn open(database: &DatabaseConfig) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let db = jobgraph::db::connect(&database.url()).await?;
+    jobgraph::db::migrate(&db).await?;
+    Ok(db)
+}
+
+async fn user_command(database: &DatabaseConfig, command: UserCommand) -> anyhow::Result<()> {
+    let db = open(database).await?;
+    match command {
+        UserCommand::Create { email, name, admin } => {
+            let user =
+                users::create_user(&db, &Viewer::System, &email, name.as_deref(), admin).await?;
+            println!("{}", ids::encode(Kind::User, user.id).as_str());
+        }
+    }
+    Ok(())
+}
+
+async fn token_command(database: &DatabaseConfig, command: TokenCommand) -> anyhow::Result<()> {
+    let db = open(database).await?;
+    match command {
+        TokenCommand::Create {
+            email,
+            name,
+            expires_in_days,
+        } => {
+            let email = users::normalize_email(&email)?;
+            let user = entity::user::Entity::find_by_email(&email)
+                .one(&db)
+                .await?
+                .with_context(|| format!("no user has the e-mail {email}"))?;
+            let expires_at = expires_in_days
+                .map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
+            let (_, secret) = users::tokens::create(
+                &db,
+                &Viewer::System,
+                Some(user.id),
+                &name,
+                entity::api_token::TokenKind::User,
+                expires_at,
+            )
+            .await?;
+            println!("{secret}");
+        }
+    }
+    Ok(())
+}
+
+async fn credits_command(database: &DatabaseConfig, command: CreditsCommand) -> anyhow::Result<()> {
+    let db = open(database).await?;
+    match command {
+        CreditsCommand::Grant {
+            workspace,
+            amount,
+            note,
+        } => {
+            let id = ids::decode(Kind::Workspace, "--workspace", &workspace)?;
+            let (_, workspace) =
+                jobgraph::credits::ledger::grant(&db, &Viewer::System, id, amount, note).await?;
+            println!("{}", workspace.credit_balance);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

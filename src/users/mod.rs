@@ -1,0 +1,162 @@
+//! Users: creation, invitations by e-mail, and the first-start administrator.
+
+pub mod tokens;
+
+use chrono::Utc;
+use entity::user;
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, PaginatorTrait, Set};
+use uuid::Uuid;
+
+use crate::access::{self, Viewer};
+use crate::error::{Error, Result, is_unique_violation};
+
+/// Trims and lower-cases an e-mail address; BAD_USER_INPUT unless it looks like one.
+pub fn normalize_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+        && matches!(email.split_once('@'), Some((local, domain))
+            if !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if !valid {
+        return Err(Error::bad_input(
+            "email",
+            format!("`{email}` is not an e-mail address"),
+        ));
+    }
+    Ok(email)
+}
+
+fn check_display_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.chars().count() > 100 {
+        return Err(Error::bad_input(
+            "displayName",
+            "must be at most 100 characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Creates an active user. CONFLICT when the e-mail is taken.
+pub async fn create_user(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    email: &str,
+    display_name: Option<&str>,
+    platform_admin: bool,
+) -> Result<user::Model> {
+    if !access::can_manage_users(viewer) {
+        return Err(Error::forbidden(
+            "only platform administrators create users",
+        ));
+    }
+    let email = normalize_email(email)?;
+    let display_name = match display_name {
+        Some(name) => check_display_name(name)?,
+        None => default_display_name(&email),
+    };
+    insert_user(db, email, display_name, platform_admin, false).await
+}
+
+async fn insert_user(
+    db: &impl ConnectionTrait,
+    email: String,
+    display_name: String,
+    platform_admin: bool,
+    pending: bool,
+) -> Result<user::Model> {
+    let model = user::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        email: Set(email.clone()),
+        display_name: Set(display_name),
+        is_platform_admin: Set(platform_admin),
+        is_pending: Set(pending),
+        created_at: Set(Utc::now()),
+    };
+    model.insert(db).await.map_err(|err| {
+        if is_unique_violation(&err) {
+            Error::conflict(format!("a user with e-mail {email} already exists"))
+        } else {
+            err.into()
+        }
+    })
+}
+
+/// The user with this e-mail, or a new pending one (an invitation to someone not yet known).
+pub async fn find_or_invite(db: &impl ConnectionTrait, email: &str) -> Result<user::Model> {
+    let email = normalize_email(email)?;
+    if let Some(user) = user::Entity::find_by_email(&email).one(db).await? {
+        return Ok(user);
+    }
+    let name = default_display_name(&email);
+    insert_user(db, email, name, false, true).await
+}
+
+fn default_display_name(email: &str) -> String {
+    email.split('@').next().unwrap_or(email).to_owned()
+}
+
+/// The first-start administrator and their token, made only while there are no users at all.
+pub struct FirstAdmin {
+    pub user: user::Model,
+    pub secret: String,
+}
+
+/// Creates the platform administrator and an API token on a database with no users.
+pub async fn bootstrap_admin(db: &impl ConnectionTrait, email: &str) -> Result<Option<FirstAdmin>> {
+    if user::Entity::find().count(db).await? > 0 {
+        return Ok(None);
+    }
+    let user = match create_user(db, &Viewer::System, email, Some("Administrator"), true).await {
+        Ok(user) => user,
+        // Another node, starting at the same moment, made it first.
+        Err(Error::Conflict(_)) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    let (_, secret) = tokens::issue(
+        db,
+        user.id,
+        "first start",
+        entity::api_token::TokenKind::User,
+        None,
+    )
+    .await?;
+    Ok(Some(FirstAdmin { user, secret }))
+}
+
+/// A user the viewer may see: themself, or someone sharing a workspace with them (any user
+/// for a platform administrator). NOT_FOUND otherwise.
+pub async fn find_visible(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    id: Uuid,
+) -> Result<user::Model> {
+    use entity::membership;
+    use sea_orm::{ColumnTrait, QueryFilter, QuerySelect, QueryTrait};
+
+    let not_found = || Error::NotFound("user");
+    let visible = if viewer.is_platform_admin() || viewer.user_id() == Some(id) {
+        true
+    } else if let Some(me) = viewer.user_id() {
+        let mine = membership::Entity::find()
+            .select_only()
+            .column(membership::Column::WorkspaceId)
+            .filter(membership::Column::UserId.eq(me))
+            .into_query();
+        membership::Entity::find()
+            .filter(membership::Column::UserId.eq(id))
+            .filter(membership::Column::WorkspaceId.in_subquery(mine))
+            .count(db)
+            .await?
+            > 0
+    } else {
+        false
+    };
+    if !visible {
+        return Err(not_found());
+    }
+    user::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(not_found)
+}

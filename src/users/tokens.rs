@@ -1,0 +1,199 @@
+//! API tokens: issued once in clear, stored as SHA-256 hashes, checked on every request.
+//!
+//! Secrets look like `jg_` followed by 40 base-62 characters, so that secret scanners can
+//! recognise a leaked one.
+
+use chrono::{DateTime, Duration, Utc};
+use entity::api_token::{self, TokenKind};
+use entity::user;
+use rand::Rng as _;
+use rand::distr::Alphanumeric;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, Order,
+    QueryFilter, Set,
+};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::access::{self, Viewer};
+use crate::error::{Error, Result};
+use crate::pagination::{self, Page, PageArgs};
+
+/// The start of every secret.
+pub const SECRET_PREFIX: &str = "jg_";
+const SECRET_RANDOM_CHARS: usize = 40;
+const DISPLAY_PREFIX_CHARS: usize = 10;
+/// How stale `last_used_at` may get before a request refreshes it: one write a minute per
+/// token, not one per request.
+const LAST_USED_RESOLUTION: Duration = Duration::seconds(60);
+
+fn new_secret() -> String {
+    let random: String = rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(SECRET_RANDOM_CHARS)
+        .map(char::from)
+        .collect();
+    format!("{SECRET_PREFIX}{random}")
+}
+
+fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Issues a token without permission checks: for the first start and the command line.
+pub async fn issue(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+    name: &str,
+    kind: TokenKind,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<(api_token::Model, String)> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Error::bad_input("name", "must be 1 to 100 characters"));
+    }
+    if expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(Error::bad_input("expiresAt", "must be in the future"));
+    }
+    let secret = new_secret();
+    let token = api_token::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        user_id: Set(user_id),
+        name: Set(name.to_owned()),
+        kind: Set(kind),
+        display_prefix: Set(secret[..DISPLAY_PREFIX_CHARS].to_owned()),
+        secret_hash: Set(hash_secret(&secret)),
+        created_at: Set(Utc::now()),
+        last_used_at: Set(None),
+        expires_at: Set(expires_at),
+        revoked_at: Set(None),
+    }
+    .insert(db)
+    .await?;
+    Ok((token, secret))
+}
+
+/// Creates a token for the viewer, or, for a platform administrator, for any user. A token
+/// for an invited (pending) user activates them.
+pub async fn create(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    for_user: Option<Uuid>,
+    name: &str,
+    kind: TokenKind,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<(api_token::Model, String)> {
+    let me = match viewer {
+        Viewer::System => None,
+        _ => Some(viewer.require_user()?.id),
+    };
+    let user_id = match (for_user, me) {
+        (Some(user_id), me) if Some(user_id) != me => {
+            if !access::can_manage_users(viewer) {
+                return Err(Error::forbidden(
+                    "only platform administrators create tokens for other users",
+                ));
+            }
+            user_id
+        }
+        (_, Some(me)) => me,
+        (Some(user_id), None) => user_id,
+        (None, None) => return Err(Error::bad_input("userId", "name the token's user")),
+    };
+    let user = user::Entity::find_by_id(user_id)
+        .one(db)
+        .await?
+        .ok_or(Error::NotFound("user"))?;
+    if user.is_pending {
+        let mut active = user.into_active_model();
+        active.is_pending = Set(false);
+        active.update(db).await?;
+    }
+    issue(db, user_id, name, kind, expires_at).await
+}
+
+/// The viewer behind a secret. INVALID_TOKEN for an unknown, revoked or expired one.
+pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Viewer> {
+    if !secret.starts_with(SECRET_PREFIX) {
+        return Err(Error::InvalidToken);
+    }
+    let found = api_token::Entity::find()
+        .filter(api_token::Column::SecretHash.eq(hash_secret(secret)))
+        .find_also_related(user::Entity)
+        .one(db)
+        .await?;
+    let Some((token, Some(user))) = found else {
+        return Err(Error::InvalidToken);
+    };
+    let now = Utc::now();
+    if token.revoked_at.is_some() || token.expires_at.is_some_and(|at| at <= now) {
+        return Err(Error::InvalidToken);
+    }
+    if token
+        .last_used_at
+        .is_none_or(|at| now - at > LAST_USED_RESOLUTION)
+    {
+        api_token::Entity::update_many()
+            .col_expr(api_token::Column::LastUsedAt, now.into())
+            .filter(api_token::Column::Id.eq(token.id))
+            .exec(db)
+            .await?;
+    }
+    Ok(Viewer::User {
+        user,
+        token_id: token.id,
+    })
+}
+
+/// The viewer's own tokens, newest first.
+pub async fn list(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    page: PageArgs,
+) -> Result<Page<api_token::Model>> {
+    let user = viewer.require_user()?;
+    pagination::fetch(
+        db,
+        api_token::Entity::find_of_user(user.id),
+        api_token::Column::Id,
+        Order::Desc,
+        page,
+    )
+    .await
+}
+
+/// Revokes a token: the viewer's own, or any for a platform administrator. Revoking twice
+/// leaves the first revocation time.
+pub async fn revoke(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    token_id: Uuid,
+) -> Result<api_token::Model> {
+    let token = api_token::Entity::find_by_id(token_id)
+        .one(db)
+        .await?
+        .filter(|token| Some(token.user_id) == viewer.user_id() || access::can_manage_users(viewer))
+        .ok_or(Error::NotFound("API token"))?;
+    if token.revoked_at.is_some() {
+        return Ok(token);
+    }
+    let mut active = token.into_active_model();
+    active.revoked_at = Set(Some(Utc::now()));
+    Ok(active.update(db).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_prefixed_random_and_hashed() {
+        let a = new_secret();
+        let b = new_secret();
+        assert!(a.starts_with("jg_"));
+        assert_eq!(a.len(), 3 + SECRET_RANDOM_CHARS);
+        assert_ne!(a, b);
+        assert_eq!(hash_secret(&a).len(), 64);
+        assert_ne!(hash_secret(&a), hash_secret(&b));
+    }
+}
