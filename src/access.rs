@@ -94,10 +94,11 @@ pub struct WorkspaceAccess {
 
 impl WorkspaceAccess {
     /// Loads a workspace the viewer can read; NOT_FOUND otherwise, never revealing it exists.
+    /// Anonymous callers, who can read no workspace, are told to authenticate.
     pub async fn load(db: &impl ConnectionTrait, viewer: &Viewer, id: Uuid) -> Result<Self> {
         let not_found = || Error::NotFound("workspace");
         if matches!(viewer, Viewer::Anonymous) {
-            return Err(not_found());
+            return Err(Error::Unauthenticated);
         }
         let workspace = workspace::Entity::find_by_id(id)
             .one(db)

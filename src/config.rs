@@ -65,10 +65,10 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Checks the values together; fails with what to fix.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if let Some(url) = &self.public_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                bail!("--public-url must start with http:// or https://, got `{url}`");
-            }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            bail!("--public-url must start with http:// or https://, got `{url}`");
         }
         crate::users::normalize_email(&self.admin_email)
             .map_err(|err| anyhow::anyhow!("{err}"))

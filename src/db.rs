@@ -27,14 +27,12 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30));
     if url.starts_with("sqlite:") {
-        if let Some(path) = sqlite_path(url) {
-            if let Some(parent) = Path::new(path)
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating the data directory {}", parent.display()))?;
-            }
+        let parent = sqlite_path(url)
+            .and_then(|path| Path::new(path).parent())
+            .filter(|parent| !parent.as_os_str().is_empty());
+        if let Some(parent) = parent {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating the data directory {}", parent.display()))?;
         }
         // WAL lets readers run beside the one writer; writers queue on the busy timeout.
         options.max_connections(8).map_sqlx_sqlite_opts(|opts| {

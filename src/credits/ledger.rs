@@ -10,8 +10,8 @@ use entity::credit_transaction::{self, TransactionKind};
 use entity::workspace;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Order,
-    QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, Order, QueryFilter, Set,
 };
 use uuid::Uuid;
 
@@ -32,12 +32,13 @@ pub struct Entry {
     pub note: Option<String>,
 }
 
-/// Appends an entry inside the caller's transaction and moves the balance.
+/// Appends an entry inside the caller's transaction and moves the balance. It takes a
+/// transaction, not any connection: the balance move and the entry stand or fall together.
 ///
 /// INSUFFICIENT_CREDITS if the balance would go below zero; CONFLICT if the job already has an
 /// entry of this kind.
 pub async fn append(
-    tx: &impl ConnectionTrait,
+    tx: &DatabaseTransaction,
     entry: Entry,
 ) -> Result<(credit_transaction::Model, workspace::Model)> {
     let balance = workspace::Column::CreditBalance;

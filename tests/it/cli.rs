@@ -1,0 +1,161 @@
+//! The `jobgraph` command: first start, management commands and graceful shutdown.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::fresh_database_url;
+
+fn jobgraph(
+    database_url: &str,
+    data_dir: &std::path::Path,
+    args: &[&str],
+) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_jobgraph"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("JOBGRAPH_DATA_DIR", data_dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running jobgraph");
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn management_commands_print_what_scripts_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+
+    let (ok, stdout, stderr) = jobgraph(
+        &url,
+        dir.path(),
+        &["user", "create", "--email", "Carol@Lab.test", "--admin"],
+    );
+    assert!(ok, "{stderr}");
+    let user_id = stdout.trim().to_owned();
+    assert!(user_id.starts_with("usr_"), "{stdout}");
+
+    let (ok, stdout, stderr) = jobgraph(
+        &url,
+        dir.path(),
+        &["token", "create", "--email", "carol@lab.test"],
+    );
+    assert!(ok, "{stderr}");
+    let token = stdout.trim().to_owned();
+    assert!(
+        token.starts_with("jg_") && !token.contains(char::is_whitespace),
+        "{stdout}"
+    );
+
+    let (ok, _, stderr) = jobgraph(
+        &url,
+        dir.path(),
+        &["token", "create", "--email", "nobody@lab.test"],
+    );
+    assert!(!ok && stderr.contains("nobody@lab.test"), "{stderr}");
+
+    let (ok, stdout, _) = jobgraph(&url, dir.path(), &["schema"]);
+    assert!(ok && stdout == jobgraph::graphql::sdl());
+
+    // A workspace to grant to, made through the library on the same database.
+    let db = jobgraph::db::connect(&url).await.unwrap();
+    let viewer = jobgraph::users::tokens::authenticate(&db, &token)
+        .await
+        .unwrap();
+    let ws = jobgraph::workspaces::create(&db, &viewer, "lab")
+        .await
+        .unwrap();
+    let ws_id = jobgraph::ids::encode(jobgraph::ids::Kind::Workspace, ws.id);
+    let (ok, stdout, stderr) = jobgraph(
+        &url,
+        dir.path(),
+        &["credits", "grant", "--workspace", &ws_id, "--amount", "75"],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "75");
+    let (ok, _, stderr) = jobgraph(
+        &url,
+        dir.path(),
+        &["credits", "grant", "--workspace", &ws_id, "--amount", "0"],
+    );
+    assert!(!ok && stderr.contains("amount"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_creates_its_database_prints_a_working_token_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"));
+    command
+        .env("JOBGRAPH_DATA_DIR", dir.path().join("data"))
+        .env("JOBGRAPH_LISTEN", &listen)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // On SQLite, the default: no database URL at all.
+    if url.starts_with("postgres") {
+        command.env("DATABASE_URL", &url);
+    } else {
+        command.env_remove("DATABASE_URL");
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let token = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(token) = line.split_whitespace().find(|w| w.starts_with("jg_")) {
+                return token.to_owned();
+            }
+        }
+        panic!("jobgraph exited without printing a token");
+    })
+    .await
+    .expect("a token within 30 s");
+    if !url.starts_with("postgres") {
+        assert!(dir.path().join("data/jobgraph.db").exists());
+    }
+
+    let client = reqwest::Client::new();
+    let body: Value = loop {
+        let sent = client
+            .post(format!("http://{listen}/graphql"))
+            .bearer_auth(&token)
+            .json(&json!({"query": "{ viewer { user { email isPlatformAdmin } } }"}))
+            .send()
+            .await;
+        if let Ok(response) = sent {
+            break response.json().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        body["data"]["viewer"]["user"],
+        json!({"email": "admin@localhost", "isPlatformAdmin": true})
+    );
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("stops within 15 s")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,270 @@
+//! GraphQL over HTTP: media types, methods, CSRF protection, limits and health checks.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+#[tokio::test]
+async fn the_response_media_type_follows_accept() {
+    let app = TestApp::spawn().await;
+    for (accept, expected) in [
+        (None, "application/json"),
+        (Some("*/*"), "application/json"),
+        (Some("application/json"), "application/json"),
+        (Some(GRAPHQL_RESPONSE), GRAPHQL_RESPONSE),
+    ] {
+        let mut request = app
+            .client()
+            .post(app.url("/graphql"))
+            .json(&json!({"query": "{ __typename }"}));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with(expected),
+            "{accept:?} -> {content_type}"
+        );
+    }
+    let response = app
+        .client()
+        .post(app.url("/graphql"))
+        .header("accept", "text/csv")
+        .json(&json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+}
+
+async fn post_raw(app: &TestApp, accept: &str, body: &str) -> (StatusCode, Value) {
+    let response = app
+        .client()
+        .post(app.url("/graphql"))
+        .header("accept", accept)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn request_errors_are_400_without_data_for_graphql_response_json_and_200_for_json() {
+    let app = TestApp::spawn().await;
+    for (body, code) in [
+        (r#"{"query": "{"}"#, "GRAPHQL_PARSE_FAILED"),
+        (
+            r#"{"query": "{ noSuchField }"}"#,
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            r#"{"query": "query Q($id: ID!) { __typename }", "variables": {"id": null}}"#,
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            r#"{"query": "query A { __typename }", "operationName": "B"}"#,
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+    ] {
+        let (status, response) = post_raw(&app, GRAPHQL_RESPONSE, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {response}");
+        assert!(response.get("data").is_none(), "{response}");
+        assert_eq!(
+            response["errors"][0]["extensions"]["code"], code,
+            "{body}: {response}"
+        );
+
+        let (status, response) = post_raw(&app, "application/json", body).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(response["errors"][0]["extensions"]["code"], code);
+    }
+}
+
+#[tokio::test]
+async fn malformed_bodies_and_batches_are_400() {
+    let app = TestApp::spawn().await;
+    for body in [
+        "{ not json",
+        "[]",
+        r#"[{"query": "{ __typename }"}]"#,
+        r#"{"qeury": "{ __typename }"}"#,
+        r#"{"query": 1}"#,
+        r#"{"query": "{ __typename }", "variables": "x"}"#,
+    ] {
+        let (status, response) = post_raw(&app, "application/json", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            response["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+            "{body}"
+        );
+    }
+    let (_, response) =
+        post_raw(&app, "application/json", r#"[{"query": "{ __typename }"}]"#).await;
+    assert!(
+        response["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("batched")
+    );
+}
+
+#[tokio::test]
+async fn gets_run_queries_and_refuse_mutations_with_405() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client()
+        .get(app.url("/graphql"))
+        .query(&[
+            ("query", "query($n: String) { __type(name: $n) { name } }"),
+            ("variables", r#"{"n":"Query"}"#),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["__type"]["name"], "Query");
+
+    let response = app
+        .client()
+        .get(app.url("/graphql"))
+        .query(&[(
+            "query",
+            "mutation { createWorkspace(input: {name: \"x\"}) { workspace { id } } }",
+        )])
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "POST");
+    let data = app
+        .ok(
+            Some(&app.admin_token),
+            "{ viewer { workspaces { edges { cursor } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        data["viewer"]["workspaces"]["edges"],
+        json!([]),
+        "the mutation did not run"
+    );
+}
+
+#[tokio::test]
+async fn posts_that_are_not_json_are_refused_against_csrf() {
+    let app = TestApp::spawn().await;
+    let body = r#"{"query": "mutation { createWorkspace(input: {name: \"csrf\"}) { workspace { id } } }"}"#;
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let mut request = app
+            .client()
+            .post(app.url("/graphql"))
+            .bearer_auth(&app.admin_token)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+    }
+    let data = app
+        .ok(
+            Some(&app.admin_token),
+            "{ viewer { workspaces { edges { cursor } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["viewer"]["workspaces"]["edges"], json!([]));
+}
+
+#[tokio::test]
+async fn oversized_bodies_deep_and_complex_queries_are_refused_with_clear_errors() {
+    let app = TestApp::spawn_with(|config| config.server.max_body_bytes = 4096).await;
+    let padding = "x".repeat(5000);
+    let (status, body) = post_raw(
+        &app,
+        "application/json",
+        &json!({"query": "{ __typename }", "variables": {"pad": padding}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+
+    let mut nested = "name".to_owned();
+    for _ in 0..16 {
+        nested = format!("ofType {{ {nested} }}");
+    }
+    let deep = format!("{{ __schema {{ types {{ fields {{ type {{ {nested} }} }} }} }} }}");
+    let (_, body) = app.post(None, &deep, json!({})).await;
+    assert_eq!(
+        body["errors"][0]["message"], "Query is nested too deep.",
+        "{body}"
+    );
+
+    let complex = "{ viewer { a: workspaces(first: 100) { edges { node { members(first: 100) { edges { node { user { email } } } } } } } } }";
+    let (_, body) = app.post(Some(&app.admin_token), complex, json!({})).await;
+    assert_eq!(
+        body["errors"][0]["message"], "Query is too complex.",
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_browser_get_opens_graphiql() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client()
+        .get(app.url("/graphql"))
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .to_lowercase()
+            .contains("graphiql")
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer() {
+    let app = TestApp::spawn().await;
+    for path in ["/healthz", "/readyz"] {
+        let response = app.client().get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["status"], "ok");
+    }
+    let response = app.client().get(app.url("/nope")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}

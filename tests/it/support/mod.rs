@@ -1,0 +1,190 @@
+//! The test harness: a real server on a free port over its own fresh database.
+//!
+//! Every test runs on SQLite (a temporary file). With `TEST_DATABASE_URL` set, for example
+//! `postgres://postgres@127.0.0.1:5432/test`, each test gets a freshly created PostgreSQL
+//! database on that server instead.
+
+use std::net::SocketAddr;
+
+use jobgraph::access::Viewer;
+use jobgraph::config::Config;
+use jobgraph::ids::{self, Kind};
+use jobgraph::{App, users};
+use reqwest::StatusCode;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: DatabaseConnection,
+    /// The platform administrator's token, made by the first-start bootstrap.
+    pub admin_token: String,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+/// A user made for a test, with a token.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: String,
+    pub email: String,
+    pub token: String,
+}
+
+/// The database URL for a new test: a fresh PostgreSQL database or a SQLite file in `dir`.
+pub async fn fresh_database_url(dir: &std::path::Path) -> String {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(base) if !base.trim().is_empty() => {
+            let name = format!("jobgraph_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = Database::connect(base.as_str())
+                .await
+                .expect("TEST_DATABASE_URL must point at a reachable PostgreSQL server");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("creating the test database");
+            admin.close().await.ok();
+            let (server, _) = base.rsplit_once('/').expect("a URL ending in /database");
+            format!("{server}/{name}")
+        }
+        _ => format!("sqlite://{}?mode=rwc", dir.join("test.db").display()),
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with a configuration tweak.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let database_url = fresh_database_url(dir.path()).await;
+        let mut config = Config::defaults();
+        config.database.data_dir = dir.path().to_owned();
+        config.database.database_url = Some(database_url.clone());
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        tweak(&mut config);
+        let listener = TcpListener::bind(config.server.listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = App::build(config).await.expect("building the app");
+        let db = app.state.db.clone();
+        let first = users::bootstrap_admin(&db, "admin@localhost")
+            .await
+            .unwrap()
+            .expect("a fresh database has no users");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.serve(listener, shutdown.clone()));
+        TestApp {
+            addr,
+            db,
+            admin_token: first.secret,
+            client: reqwest::Client::new(),
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a GraphQL request by POST and returns status and body.
+    pub async fn post(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("the server answers");
+        let status = response.status();
+        let body = response.json().await.expect("a JSON body");
+        (status, body)
+    }
+
+    /// Runs an operation that must succeed; returns its `data`.
+    pub async fn ok(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post(token, query, variables).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body}");
+        body["data"].clone()
+    }
+
+    /// Runs an operation that must fail; returns the first error's `extensions.code`.
+    pub async fn error_code(&self, token: Option<&str>, query: &str, variables: Value) -> String {
+        let (_, body) = self.post(token, query, variables).await;
+        body["errors"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("expected an error with a code, got {body}"))
+            .to_owned()
+    }
+
+    /// A raw request builder for transport-level tests.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Creates an active user with a token.
+    pub async fn user(&self, email: &str) -> TestUser {
+        let user = users::create_user(&self.db, &Viewer::System, email, None, false)
+            .await
+            .unwrap();
+        let (_, token) = users::tokens::issue(
+            &self.db,
+            user.id,
+            "test",
+            entity::api_token::TokenKind::User,
+            None,
+        )
+        .await
+        .unwrap();
+        TestUser {
+            id: ids::encode(Kind::User, user.id).to_string(),
+            email: user.email,
+            token,
+        }
+    }
+
+    /// Creates a workspace owned by `owner`; returns its id.
+    pub async fn workspace(&self, owner: &TestUser, name: &str) -> String {
+        let data = self
+            .ok(
+                Some(&owner.token),
+                "mutation($name: String!) { createWorkspace(input: {name: $name}) { workspace { id } } }",
+                json!({ "name": name }),
+            )
+            .await;
+        data["createWorkspace"]["workspace"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Adds `user` to a workspace with `role`, as `by`.
+    pub async fn add_member(&self, by: &TestUser, workspace: &str, user: &TestUser, role: &str) {
+        self.ok(
+            Some(&by.token),
+            "mutation($ws: ID!, $email: String!, $role: Role!) {
+               addMember(input: {workspaceId: $ws, email: $email, role: $role}) { membership { id } }
+             }",
+            json!({ "ws": workspace, "email": user.email, "role": role }),
+        )
+        .await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
