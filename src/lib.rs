@@ -12,6 +12,7 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod pagination;
+pub mod tools;
 pub mod users;
 pub mod workspaces;
 

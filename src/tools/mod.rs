@@ -1,0 +1,430 @@
+//! Tools: what users can run, read from a TOML file or the built-in set, and how a submission's
+//! inputs and settings are checked against a tool before anything is written.
+
+pub mod pricing;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+pub use pricing::{Estimate, EstimateLine, Price};
+
+const DEFAULT_TOOLS: &str = include_str!("default_tools.toml");
+
+/// The kind of value an input takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputKind {
+    /// Short text, given inline.
+    Text,
+    /// A file's content: pasted inline, uploaded, or fetched from a URL.
+    File,
+}
+
+/// The format of an input's content, where pricing or validation depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    Fasta,
+}
+
+/// An input a tool takes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    pub kind: InputKind,
+    #[serde(default)]
+    pub required: bool,
+    /// Largest accepted size, in bytes.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    pub format: Option<InputFormat>,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_max_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+
+/// How a tool runs: the executor backend and its options.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ExecutorSpec {
+    pub kind: String,
+    #[serde(flatten)]
+    pub options: Map<String, Value>,
+}
+
+/// A tool, as declared in the tools file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    pub name: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub version: String,
+    #[serde(default)]
+    pub inputs: Vec<InputSpec>,
+    /// A JSON Schema for the settings object.
+    #[serde(default = "open_schema", deserialize_with = "toml_to_json")]
+    pub settings_schema: Value,
+    pub price: Price,
+    /// The execution limit.
+    pub timeout_seconds: u64,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    pub executor: Option<ExecutorSpec>,
+    #[serde(skip)]
+    validator: Option<Arc<jsonschema::Validator>>,
+}
+
+fn open_schema() -> Value {
+    serde_json::json!({ "type": "object" })
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+
+fn toml_to_json<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Value, D::Error> {
+    let value = toml::Value::deserialize(deserializer)?;
+    serde_json::to_value(value).map_err(serde::de::Error::custom)
+}
+
+/// A submitted input value, before checks.
+#[derive(Debug, Clone)]
+pub enum InputValue {
+    /// Pasted text.
+    Text(String),
+}
+
+/// An input as stored on a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredInput {
+    pub kind: StoredInputKind,
+    pub text: Option<String>,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StoredInputKind {
+    Text,
+}
+
+/// Checked inputs and settings, ready to store on a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub inputs: BTreeMap<String, StoredInput>,
+    /// The settings with the schema's top-level defaults filled in: what the run will use.
+    pub settings: Value,
+}
+
+impl Prepared {
+    /// The inputs as the JSON stored on the job.
+    pub fn inputs_json(&self) -> Value {
+        serde_json::to_value(&self.inputs).expect("inputs serialize")
+    }
+
+    /// Reads the inputs stored on a job.
+    pub fn from_stored(inputs: &Value, settings: &Value) -> Self {
+        Prepared {
+            inputs: serde_json::from_value(inputs.clone()).unwrap_or_default(),
+            settings: settings.clone(),
+        }
+    }
+}
+
+impl Tool {
+    fn compile(&mut self) -> anyhow::Result<()> {
+        let validator = jsonschema::validator_for(&self.settings_schema)
+            .map_err(|err| anyhow::anyhow!("{err}"))
+            .with_context(|| {
+                format!(
+                    "tool `{}`: settings_schema is not a valid JSON Schema",
+                    self.name
+                )
+            })?;
+        self.validator = Some(Arc::new(validator));
+        let mut seen = std::collections::HashSet::new();
+        for input in &self.inputs {
+            if !seen.insert(&input.name) {
+                bail!(
+                    "tool `{}`: input `{}` is declared twice",
+                    self.name,
+                    input.name
+                );
+            }
+        }
+        if self.timeout_seconds == 0 || self.max_attempts == 0 {
+            bail!(
+                "tool `{}`: timeout_seconds and max_attempts must be positive",
+                self.name
+            );
+        }
+        self.price
+            .check()
+            .with_context(|| format!("tool `{}`", self.name))?;
+        Ok(())
+    }
+
+    /// Checks a submission's inputs and settings; BAD_USER_INPUT names the offending field.
+    pub fn prepare(
+        &self,
+        inputs: Vec<(String, InputValue)>,
+        settings: Option<Value>,
+    ) -> Result<Prepared> {
+        let mut stored = BTreeMap::new();
+        for (name, value) in inputs {
+            let field = format!("inputs.{name}");
+            let Some(spec) = self.inputs.iter().find(|spec| spec.name == name) else {
+                let known: Vec<_> = self.inputs.iter().map(|s| s.name.as_str()).collect();
+                return Err(Error::bad_input(
+                    field,
+                    format!(
+                        "`{}` takes no input `{name}`; its inputs are: {}",
+                        self.name,
+                        known.join(", ")
+                    ),
+                ));
+            };
+            if stored.contains_key(&name) {
+                return Err(Error::bad_input(field, "given twice"));
+            }
+            let InputValue::Text(text) = value;
+            let bytes = text.len() as u64;
+            if bytes > spec.max_bytes {
+                return Err(Error::bad_input(
+                    field,
+                    format!("is {bytes} bytes; the limit is {} bytes", spec.max_bytes),
+                ));
+            }
+            if spec.format == Some(InputFormat::Fasta) {
+                pricing::check_fasta(&text).map_err(|message| Error::bad_input(&field, message))?;
+            }
+            stored.insert(
+                name,
+                StoredInput {
+                    kind: StoredInputKind::Text,
+                    text: Some(text),
+                    bytes,
+                },
+            );
+        }
+        for spec in self.inputs.iter().filter(|spec| spec.required) {
+            if !stored.contains_key(&spec.name) {
+                return Err(Error::bad_input(
+                    format!("inputs.{}", spec.name),
+                    "is required",
+                ));
+            }
+        }
+        let settings =
+            self.check_settings(settings.unwrap_or_else(|| Value::Object(Map::new())))?;
+        Ok(Prepared {
+            inputs: stored,
+            settings,
+        })
+    }
+
+    /// Fills top-level defaults and validates the settings against the tool's schema.
+    pub fn check_settings(&self, settings: Value) -> Result<Value> {
+        let mut settings = settings;
+        if let (Value::Object(map), Some(Value::Object(properties))) =
+            (&mut settings, self.settings_schema.get("properties"))
+        {
+            for (key, schema) in properties {
+                if let Some(default) = schema.get("default") {
+                    map.entry(key.clone()).or_insert_with(|| default.clone());
+                }
+            }
+        }
+        let validator = self
+            .validator
+            .as_ref()
+            .expect("tools are compiled when loaded");
+        if let Some(error) = validator.iter_errors(&settings).next() {
+            let path = error.instance_path().to_string();
+            let field = if path.is_empty() {
+                "settings".to_owned()
+            } else {
+                format!("settings{}", path.replace('/', "."))
+            };
+            return Err(Error::bad_input(field, error.to_string()));
+        }
+        Ok(settings)
+    }
+
+    /// The price of a checked submission, with its breakdown.
+    pub fn estimate(&self, prepared: &Prepared) -> Estimate {
+        self.price.estimate(self, prepared)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ToolsFile {
+    tools: Vec<Tool>,
+}
+
+/// Every tool on offer, by name.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    tools: Vec<Arc<Tool>>,
+    by_name: HashMap<String, Arc<Tool>>,
+}
+
+impl Catalog {
+    /// The built-in tools.
+    pub fn builtin() -> Self {
+        Self::parse(DEFAULT_TOOLS).expect("the built-in tools are valid")
+    }
+
+    /// The tools of a file, or the built-in ones without a file.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        match path {
+            None => Ok(Self::builtin()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the tools file {}", path.display()))?;
+                Self::parse(&text).with_context(|| format!("in the tools file {}", path.display()))
+            }
+        }
+    }
+
+    /// Parses and checks a tools file.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: ToolsFile = toml::from_str(text)?;
+        let mut by_name = HashMap::new();
+        let mut tools = Vec::new();
+        for mut tool in file.tools {
+            tool.compile()?;
+            let tool = Arc::new(tool);
+            if by_name.insert(tool.name.clone(), tool.clone()).is_some() {
+                bail!("tool `{}` is declared twice", tool.name);
+            }
+            tools.push(tool);
+        }
+        Ok(Catalog { tools, by_name })
+    }
+
+    pub fn all(&self) -> &[Arc<Tool>] {
+        &self.tools
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Tool>> {
+        self.by_name.get(name)
+    }
+
+    /// The named tool, or BAD_USER_INPUT on `field`.
+    pub fn require(&self, field: &str, name: &str) -> Result<&Arc<Tool>> {
+        self.get(name).ok_or_else(|| {
+            let names: Vec<_> = self.tools.iter().map(|t| t.name.as_str()).collect();
+            Error::bad_input(
+                field,
+                format!("no tool `{name}`; the tools are: {}", names.join(", ")),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_builtin_tools_load() {
+        let catalog = Catalog::builtin();
+        let names: Vec<_> = catalog.all().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "sequence-stats",
+                "kmer-count",
+                "translate-dna",
+                "sleep",
+                "noop"
+            ]
+        );
+    }
+
+    #[test]
+    fn settings_get_defaults_and_are_validated_against_the_schema() {
+        let catalog = Catalog::builtin();
+        let kmer = catalog.get("kmer-count").unwrap();
+        let fasta = ">a\nACGT\n".to_owned();
+        let ok = kmer
+            .prepare(
+                vec![("sequences".into(), InputValue::Text(fasta.clone()))],
+                Some(json!({"k": 3})),
+            )
+            .unwrap();
+        assert_eq!(ok.settings, json!({"k": 3, "top": 20}));
+        let err = kmer
+            .prepare(
+                vec![("sequences".into(), InputValue::Text(fasta.clone()))],
+                Some(json!({"k": 40})),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::BadInput { ref field, .. } if field == "settings.k"),
+            "{err}"
+        );
+        let err = kmer
+            .prepare(
+                vec![("sequences".into(), InputValue::Text(fasta))],
+                Some(json!({"bogus": 1})),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::BadInput { ref field, .. } if field == "settings"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn inputs_are_checked_by_name_requirement_size_and_format() {
+        let catalog = Catalog::builtin();
+        let stats = catalog.get("sequence-stats").unwrap();
+        let field_of = |inputs: Vec<(String, InputValue)>| match stats.prepare(inputs, None) {
+            Err(Error::BadInput { field, .. }) => field,
+            other => panic!("expected BAD_USER_INPUT, got {other:?}"),
+        };
+        assert_eq!(field_of(vec![]), "inputs.sequences");
+        assert_eq!(
+            field_of(vec![("nope".into(), InputValue::Text("x".into()))]),
+            "inputs.nope"
+        );
+        assert_eq!(
+            field_of(vec![(
+                "sequences".into(),
+                InputValue::Text("not fasta".into())
+            )]),
+            "inputs.sequences"
+        );
+        let huge = format!(">a\n{}\n", "A".repeat(11 * 1024 * 1024));
+        assert_eq!(
+            field_of(vec![("sequences".into(), InputValue::Text(huge))]),
+            "inputs.sequences"
+        );
+    }
+
+    #[test]
+    fn a_bad_tools_file_is_refused_with_the_reason() {
+        let err = Catalog::parse("[[tools]]\nname = \"x\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("missing field"), "{err:#}");
+        let dup = DEFAULT_TOOLS.to_owned()
+            + "\n"
+            + &DEFAULT_TOOLS[DEFAULT_TOOLS.find("[[tools]]").unwrap()..];
+        assert!(format!("{:#}", Catalog::parse(&dup).unwrap_err()).contains("declared twice"));
+    }
+}
