@@ -2,9 +2,10 @@
 //!
 //! Mutations enforce these rules and the `viewerCan*` fields report them, from the same functions.
 
+use entity::job::{self, Visibility};
 use entity::membership::Role;
-use entity::{membership, user, workspace};
-use sea_orm::{ConnectionTrait, EntityTrait};
+use entity::{job_share, membership, user, workspace};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -145,6 +146,136 @@ pub async fn standing(
     Ok(Standing {
         role,
         platform_admin: viewer.is_platform_admin(),
+    })
+}
+
+/// What a user may do to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobAction {
+    Rename,
+    Delete,
+    Cancel,
+    Retry,
+    Duplicate,
+    Share,
+}
+
+/// A viewer's standing towards the jobs of one workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobStanding {
+    pub workspace: Standing,
+    pub viewer_id: Option<Uuid>,
+}
+
+impl JobStanding {
+    /// Whether the viewer manages this job: owners and admins manage every job of their
+    /// workspace, members the jobs they submitted.
+    pub fn manages(self, job: &job::Model) -> bool {
+        let w = self.workspace;
+        w.platform_admin
+            || matches!(w.role, Some(Role::Owner | Role::Admin))
+            || (w.role == Some(Role::Member) && self.viewer_id == Some(job.submitter_id))
+    }
+
+    /// Decides one action on one job: FORBIDDEN for the role, CONFLICT for the job's status.
+    /// The mutations enforce this and `Job.viewerCan*` report it.
+    pub fn check(self, job: &job::Model, action: JobAction) -> Result<()> {
+        let allowed = match action {
+            JobAction::Retry | JobAction::Duplicate => self.workspace.can_submit(),
+            _ => self.manages(job),
+        };
+        if !allowed {
+            let what = match action {
+                JobAction::Rename => "rename",
+                JobAction::Delete => "delete",
+                JobAction::Cancel => "cancel",
+                JobAction::Retry => "retry",
+                JobAction::Duplicate => "duplicate",
+                JobAction::Share => "change the sharing of",
+            };
+            return Err(Error::forbidden(format!(
+                "you cannot {what} this job: {}",
+                match action {
+                    JobAction::Retry | JobAction::Duplicate =>
+                        "you may not submit jobs in its workspace",
+                    _ => "only its submitter and the workspace's owners and admins may",
+                }
+            )));
+        }
+        let status = crate::jobs::state::name(job.status);
+        match action {
+            JobAction::Delete if !job.status.is_final() => Err(Error::conflict(format!(
+                "the job is {status}: cancel it before deleting it"
+            ))),
+            JobAction::Cancel if !crate::jobs::state::cancellable(job.status) => {
+                Err(Error::conflict(format!(
+                    "the job is {status} and can no longer be cancelled"
+                )))
+            }
+            JobAction::Retry if !crate::jobs::state::retryable(job.status) => {
+                Err(Error::conflict(format!(
+                    "the job is {status}: only FAILED, TIMEOUT or CANCELLED jobs can be retried"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A job as one viewer sees it.
+#[derive(Debug, Clone)]
+pub struct JobAccess {
+    pub job: job::Model,
+    pub standing: JobStanding,
+}
+
+impl JobAccess {
+    /// Loads a job the viewer may read: as a member of its workspace, or through its sharing.
+    /// NOT_FOUND otherwise.
+    pub async fn load(db: &impl ConnectionTrait, viewer: &Viewer, id: Uuid) -> Result<Self> {
+        let not_found = || Error::NotFound("job");
+        let job = job::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .ok_or_else(not_found)?;
+        let workspace = standing(db, viewer, job.workspace_id).await?;
+        let access = JobAccess {
+            standing: JobStanding {
+                workspace,
+                viewer_id: viewer.user_id(),
+            },
+            job,
+        };
+        if workspace.can_read() || shared_with(db, viewer, &access.job).await? {
+            Ok(access)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    pub fn check(&self, action: JobAction) -> Result<()> {
+        self.standing.check(&self.job, action)
+    }
+}
+
+/// Whether a job's sharing lets a viewer who is not a member read it.
+pub async fn shared_with(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    job: &job::Model,
+) -> Result<bool> {
+    Ok(match job.visibility {
+        Visibility::Public => true,
+        Visibility::LoggedIn => viewer.user().is_some(),
+        Visibility::Invited => match viewer.user() {
+            Some(user) => job_share::Entity::find_of_job(job.id)
+                .filter(job_share::Column::Email.eq(user.email.as_str()))
+                .one(db)
+                .await?
+                .is_some(),
+            None => false,
+        },
+        Visibility::Private => false,
     })
 }
 

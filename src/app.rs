@@ -8,20 +8,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ServerConfig};
 use crate::graphql::{self, AppSchema};
+use crate::tools::Catalog;
 
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
     pub config: Arc<ServerConfig>,
+    pub catalog: Arc<Catalog>,
     pub schema: AppSchema,
 }
 
 impl AppState {
-    pub fn new(db: DatabaseConnection, config: ServerConfig) -> Self {
+    pub fn new(db: DatabaseConnection, config: ServerConfig, catalog: Catalog) -> Self {
         let config = Arc::new(config);
-        let schema = graphql::build(db.clone(), config.clone());
-        AppState { db, config, schema }
+        let catalog = Arc::new(catalog);
+        let schema = graphql::build(db.clone(), config.clone(), catalog.clone());
+        AppState {
+            db,
+            config,
+            catalog,
+            schema,
+        }
     }
 }
 
@@ -34,10 +42,11 @@ impl App {
     /// Checks the configuration, connects to the database and migrates it.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.server.validate()?;
+        let catalog = Catalog::load(config.server.tools_file.as_deref())?;
         let db = crate::db::connect(&config.database.url()).await?;
         crate::db::migrate(&db).await?;
         Ok(App {
-            state: AppState::new(db, config.server),
+            state: AppState::new(db, config.server, catalog),
         })
     }
 

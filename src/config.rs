@@ -49,6 +49,10 @@ pub struct ServerConfig {
     #[arg(long, env = "JOBGRAPH_ADMIN_EMAIL", default_value = "admin@localhost")]
     pub admin_email: String,
 
+    /// A TOML file declaring the tools on offer. Default: the built-in tools.
+    #[arg(long, env = "JOBGRAPH_TOOLS_FILE")]
+    pub tools_file: Option<PathBuf>,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "JOBGRAPH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

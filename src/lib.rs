@@ -11,6 +11,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod ids;
+pub mod jobs;
 pub mod pagination;
 pub mod tools;
 pub mod users;

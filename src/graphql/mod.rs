@@ -4,6 +4,8 @@
 //! service function and wrap the result in a view type.
 
 mod credits;
+mod job_actions;
+pub mod jobs;
 mod loaders;
 mod node;
 mod users;
@@ -12,11 +14,12 @@ mod workspaces;
 use std::sync::Arc;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, Data, EmptySubscription, MergedObject, Schema};
 use sea_orm::DatabaseConnection;
 
 use crate::access::Viewer;
 use crate::config::ServerConfig;
+use crate::tools::Catalog;
 
 pub use loaders::UserLoader;
 
@@ -26,6 +29,7 @@ pub struct Query(
     node::NodeQuery,
     users::UsersQuery,
     workspaces::WorkspacesQuery,
+    job_actions::JobsQuery,
 );
 
 /// The mutation root.
@@ -33,18 +37,24 @@ pub struct Query(
 pub struct Mutation(
     workspaces::WorkspacesMutation,
     credits::CreditsMutation,
+    job_actions::JobsMutation,
     users::UsersMutation,
 );
 
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Builds the schema with the server's limits. `db` is shared by every request.
-pub fn build(db: DatabaseConnection, config: Arc<ServerConfig>) -> AppSchema {
+pub fn build(
+    db: DatabaseConnection,
+    config: Arc<ServerConfig>,
+    catalog: Arc<Catalog>,
+) -> AppSchema {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(config.max_query_depth)
         .limit_complexity(config.max_query_complexity)
         .data(db)
         .data(config)
+        .data(catalog)
         .finish()
 }
 
@@ -56,11 +66,15 @@ pub fn sdl() -> String {
 }
 
 /// The per-request data: who is asking, and the request's batch loaders.
-pub fn request_data(db: &DatabaseConnection, viewer: Viewer) -> (Viewer, DataLoader<UserLoader>) {
-    (
-        viewer,
-        DataLoader::new(UserLoader::new(db.clone()), tokio::spawn),
-    )
+pub fn request_data(db: &DatabaseConnection, viewer: Viewer) -> Data {
+    let mut data = Data::default();
+    data.insert(viewer);
+    data.insert(DataLoader::new(UserLoader::new(db.clone()), tokio::spawn));
+    data
+}
+
+pub(crate) fn catalog<'a>(ctx: &Context<'a>) -> &'a Catalog {
+    ctx.data_unchecked::<Arc<Catalog>>()
 }
 
 pub(crate) fn viewer<'a>(ctx: &Context<'a>) -> &'a Viewer {

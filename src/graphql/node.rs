@@ -5,10 +5,11 @@ use entity::{api_token, credit_transaction, membership};
 use sea_orm::EntityTrait;
 
 use super::credits::CreditTransactionView;
+use super::jobs::{BatchView, JobView};
 use super::users::{ApiTokenView, UserView};
 use super::workspaces::{MembershipView, WorkspaceView};
 use super::{db, viewer};
-use crate::access::{self, WorkspaceAccess};
+use crate::access::{self, JobAccess, WorkspaceAccess};
 use crate::error::{ApiResult, Error};
 use crate::ids::{self, Kind};
 
@@ -21,6 +22,8 @@ pub enum Node {
     Membership(MembershipView),
     ApiToken(ApiTokenView),
     CreditTransaction(CreditTransactionView),
+    Job(Box<JobView>),
+    Batch(Box<BatchView>),
 }
 
 #[derive(Default)]
@@ -70,7 +73,14 @@ impl NodeQuery {
                     .ok_or(Error::NotFound("API token"))?;
                 Node::ApiToken(ApiTokenView(found))
             }
-            Kind::Job | Kind::Batch | Kind::File => return Err(Error::NotFound("object").into()),
+            Kind::Job => Node::Job(Box::new(JobView::from_access(
+                JobAccess::load(db, viewer, uuid).await?,
+            ))),
+            Kind::Batch => {
+                let (summary, access) = crate::jobs::history::batch(db, viewer, uuid).await?;
+                Node::Batch(Box::new(BatchView(summary, access)))
+            }
+            Kind::File => return Err(Error::NotFound("file").into()),
         };
         Ok(node)
     }

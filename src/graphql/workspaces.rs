@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use entity::membership::{self, Role};
 
 use super::credits::CreditTransactionView;
+use super::jobs::{JobCounts, JobFilterInput, JobView, job_connection};
 use super::users::{UserView, load_user};
 use super::{db, page_complexity, viewer};
 use crate::access::{Standing, WorkspaceAccess};
@@ -110,6 +111,36 @@ impl WorkspaceView {
         let page = members::list(db(ctx), &self.0, page).await?;
         let standing = self.0.standing;
         Ok(page.into_connection(|m| m.id, |m| MembershipView(m, standing)))
+    }
+
+    /// The workspace's job history, newest first, filtered.
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
+    async fn jobs(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<JobFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, JobView>> {
+        let filter = filter
+            .unwrap_or_default()
+            .into_filter(viewer(ctx).user_id())?;
+        job_connection(ctx, &self.0, &filter, first, after).await
+    }
+
+    /// How many jobs are in each status; with `mine`, only the viewer's own.
+    async fn job_counts(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = false)] mine: bool,
+    ) -> ApiResult<JobCounts> {
+        let submitter = if mine {
+            Some(viewer(ctx).require_user()?.id)
+        } else {
+            None
+        };
+        let counts = crate::jobs::history::counts(db(ctx), &self.0, submitter).await?;
+        Ok(JobCounts::from_map(&counts))
     }
 
     /// The credit ledger, newest first.

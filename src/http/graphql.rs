@@ -13,7 +13,7 @@ use std::str::FromStr as _;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql::parser::types::{DocumentOperations, OperationType};
-use async_graphql::{Data, ServerError, Variables};
+use async_graphql::{ServerError, Variables};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Body;
 use axum::extract::{FromRequestParts as _, Request, State, WebSocketUpgrade};
@@ -31,7 +31,7 @@ const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
 /// The media type of a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MediaType {
+pub(super) enum MediaType {
     GraphqlResponse,
     Json,
 }
@@ -76,7 +76,7 @@ fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
 }
 
 /// A GraphQL-shaped error response with one error.
-fn error_response(
+pub(super) fn error_response(
     status: StatusCode,
     media: MediaType,
     code: ErrorCode,
@@ -114,7 +114,7 @@ fn not_acceptable() -> Response {
 
 /// The viewer behind the `Authorization` header. A header that is present but wrong is 401:
 /// a revoked token must fail loudly, not quietly turn into an anonymous request.
-async fn authenticate(
+pub(super) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     media: MediaType,
@@ -330,11 +330,8 @@ async fn execute(
         }
         Ok(_) => {}
     }
-    let (viewer, loader) = graphql::request_data(&state.db, viewer);
-    let response = state
-        .schema
-        .execute(request.data(viewer).data(loader))
-        .await;
+    request.data = graphql::request_data(&state.db, viewer);
+    let response = state.schema.execute(request).await;
     let is_request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|error| error.path.is_empty());
@@ -475,11 +472,7 @@ async fn websocket(state: AppState, parts: &mut Parts) -> Response {
                             .map_err(|err| async_graphql::Error::new(err.public_message()))?,
                         None => header_viewer,
                     };
-                    let (viewer, loader) = graphql::request_data(&db, viewer);
-                    let mut data = Data::default();
-                    data.insert(viewer);
-                    data.insert(loader);
-                    Ok(data)
+                    Ok(graphql::request_data(&db, viewer))
                 })
                 .serve()
         })

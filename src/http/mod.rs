@@ -1,5 +1,6 @@
 //! HTTP: the router, GraphQL over HTTP and websockets, and health checks.
 
+mod export;
 mod graphql;
 mod health;
 
@@ -16,6 +17,9 @@ pub fn router(state: AppState) -> Router {
             "/graphql",
             get(graphql::get_handler).post(graphql::post_handler),
         )
+        .route("/jobs/{id}", get(export::json))
+        .route("/jobs/{id}/export.json", get(export::json))
+        .route("/jobs/{id}/export.csv", get(export::csv))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(health::not_found)

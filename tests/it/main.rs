@@ -3,6 +3,9 @@
 mod cli;
 mod credits;
 mod http_spec;
+mod job_actions;
+mod job_history;
+mod jobs;
 mod members;
 mod schema;
 mod support;

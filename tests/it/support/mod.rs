@@ -70,6 +70,7 @@ impl TestApp {
         tweak(&mut config);
         let listener = TcpListener::bind(config.server.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        config.server.public_url = Some(format!("http://{addr}"));
         let app = App::build(config).await.expect("building the app");
         let db = app.state.db.clone();
         let first = users::bootstrap_admin(&db, "admin@localhost")
@@ -186,5 +187,110 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// The fields tests read back from a job.
+pub const JOB_FIELDS: &str = "id name status toolName creditCost refunded attempt progress stage
+  settings result parentKind visibility
+  viewerCanRename viewerCanDelete viewerCanCancel viewerCanRetry viewerCanDuplicate viewerCanShare
+  timeline { status message }";
+
+/// A FASTA text of `residues` residues.
+pub fn fasta(residues: usize) -> String {
+    format!(
+        ">seq1 test\n{}\n",
+        "ACGT".repeat(residues.div_ceil(4))[..residues].to_owned()
+    )
+}
+
+impl TestApp {
+    /// Grants credits to a workspace as the platform administrator.
+    pub async fn grant(&self, workspace: &str, amount: i64) {
+        self.ok(
+            Some(&self.admin_token),
+            "mutation($ws: ID!, $amount: Int!) { grantCredits(input: {workspaceId: $ws, amount: $amount}) { workspace { id } } }",
+            json!({ "ws": workspace, "amount": amount }),
+        )
+        .await;
+    }
+
+    /// Submits a job of the sleep tool costing `1 + seconds` credits; returns status and body.
+    pub async fn submit_sleep(
+        &self,
+        user: &TestUser,
+        workspace: &str,
+        seconds: u32,
+    ) -> (StatusCode, Value) {
+        self.post(
+            Some(&user.token),
+            &format!(
+                "mutation($ws: ID!, $settings: JSON) {{ submitJob(input: {{workspaceId: $ws, tool: \"sleep\", settings: $settings}}) {{ replayed job {{ {JOB_FIELDS} }} }} }}"
+            ),
+            json!({ "ws": workspace, "settings": { "seconds": seconds } }),
+        )
+        .await
+    }
+
+    /// Submits a job that must be accepted; returns the job.
+    pub async fn job(&self, user: &TestUser, workspace: &str, seconds: u32) -> Value {
+        let (_, body) = self.submit_sleep(user, workspace, seconds).await;
+        assert!(body["errors"].is_null(), "{body}");
+        body["data"]["submitJob"]["job"].clone()
+    }
+
+    /// Reads a job as `token`.
+    pub async fn read_job(&self, token: Option<&str>, id: &str) -> (StatusCode, Value) {
+        self.post(
+            token,
+            &format!("query($id: ID!) {{ job(id: $id) {{ {JOB_FIELDS} }} }}"),
+            json!({ "id": id }),
+        )
+        .await
+    }
+
+    /// Moves a job to `to` through the lifecycle, as the execution layer does.
+    pub async fn drive(
+        &self,
+        id: &str,
+        to: entity::job::JobStatus,
+        change: jobgraph::jobs::lifecycle::Change,
+    ) -> jobgraph::error::Result<entity::job::Model> {
+        use sea_orm::EntityTrait;
+        let id = ids::decode(Kind::Job, "id", id).unwrap();
+        let tx = jobgraph::db::begin_write(&self.db).await.unwrap();
+        let job = entity::job::Entity::find_by_id(id)
+            .one(&tx)
+            .await
+            .unwrap()
+            .unwrap();
+        let moved = jobgraph::jobs::lifecycle::transition(&tx, &job, to, change).await?;
+        tx.commit().await.unwrap();
+        Ok(moved)
+    }
+
+    /// The workspace's balance and the sum of its ledger, which must agree.
+    pub async fn balance(&self, workspace: &str) -> i64 {
+        use entity::credit_transaction;
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        let id = ids::decode(Kind::Workspace, "ws", workspace).unwrap();
+        let ws = entity::workspace::Entity::find_by_id(id)
+            .one(&self.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let sum: i64 = credit_transaction::Entity::find()
+            .filter(credit_transaction::Column::WorkspaceId.eq(id))
+            .all(&self.db)
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.amount)
+            .sum();
+        assert_eq!(
+            ws.credit_balance, sum,
+            "the balance equals the sum of the ledger"
+        );
+        ws.credit_balance
     }
 }

@@ -1,0 +1,380 @@
+//! GraphQL roots for jobs: reading tools, prices, jobs and batches; submitting and acting on jobs.
+
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
+use serde_json::Value;
+
+use super::jobs::{
+    BatchView, CostEstimate, JobInputValue, JobView, ToolView, VisibilityView, input_values,
+};
+use super::{catalog, db, viewer};
+use crate::access::JobAccess;
+use crate::error::{ApiResult, Error};
+use crate::ids::{self, Kind};
+use crate::jobs::history;
+use crate::jobs::service::{self, Overrides, Submission, SubmitOptions, Submitted};
+
+#[derive(Default)]
+pub struct JobsQuery;
+
+#[derive(InputObject)]
+struct EstimateJobCostInput {
+    tool: String,
+    #[graphql(default)]
+    inputs: Vec<JobInputValue>,
+    settings: Option<Json<Value>>,
+}
+
+#[Object]
+impl JobsQuery {
+    /// The tools on offer.
+    async fn tools(&self, ctx: &Context<'_>) -> Vec<ToolView> {
+        catalog(ctx).all().iter().cloned().map(ToolView).collect()
+    }
+
+    /// One tool by name; null if there is none.
+    async fn tool(&self, ctx: &Context<'_>, name: String) -> Option<ToolView> {
+        catalog(ctx).get(&name).cloned().map(ToolView)
+    }
+
+    /// The price a submission would be charged, with its breakdown. Writes nothing.
+    async fn estimate_job_cost(
+        &self,
+        ctx: &Context<'_>,
+        input: EstimateJobCostInput,
+    ) -> ApiResult<CostEstimate> {
+        let submission = Submission {
+            tool: input.tool,
+            inputs: input_values(input.inputs)?,
+            settings: input.settings.map(|s| s.0),
+            ..Default::default()
+        };
+        Ok(service::estimate(catalog(ctx), submission)?.into())
+    }
+
+    /// A job the viewer may see; NOT_FOUND otherwise.
+    async fn job(&self, ctx: &Context<'_>, id: ID) -> ApiResult<JobView> {
+        let id = ids::decode(Kind::Job, "id", &id)?;
+        Ok(JobView::from_access(
+            JobAccess::load(db(ctx), viewer(ctx), id).await?,
+        ))
+    }
+
+    /// A batch of a workspace the viewer can read; NOT_FOUND otherwise.
+    async fn batch(&self, ctx: &Context<'_>, id: ID) -> ApiResult<BatchView> {
+        let id = ids::decode(Kind::Batch, "id", &id)?;
+        let (summary, access) = history::batch(db(ctx), viewer(ctx), id).await?;
+        Ok(BatchView(summary, access))
+    }
+}
+
+#[derive(InputObject)]
+struct SubmitJobInput {
+    workspace_id: ID,
+    /// The tool's name.
+    tool: String,
+    /// Default: the tool's title and the time.
+    name: Option<String>,
+    #[graphql(default)]
+    inputs: Vec<JobInputValue>,
+    /// Checked against the tool's settings schema; its defaults are filled in.
+    settings: Option<Json<Value>>,
+    /// Higher runs first; -100 to 100.
+    #[graphql(default = 0)]
+    priority: i32,
+    /// Sending the same key again from the same workspace returns the first job, uncharged.
+    idempotency_key: Option<String>,
+    /// Refuse, writing nothing, if the price is higher.
+    max_credits: Option<i64>,
+}
+
+#[derive(SimpleObject)]
+struct SubmitJobPayload {
+    job: JobView,
+    /// True when an earlier job was returned for a repeated idempotency key.
+    replayed: bool,
+}
+
+#[derive(InputObject)]
+struct BatchJobInput {
+    tool: String,
+    name: Option<String>,
+    #[graphql(default)]
+    inputs: Vec<JobInputValue>,
+    settings: Option<Json<Value>>,
+    #[graphql(default = 0)]
+    priority: i32,
+}
+
+#[derive(InputObject)]
+struct SubmitBatchInput {
+    workspace_id: ID,
+    name: Option<String>,
+    jobs: Vec<BatchJobInput>,
+    /// Refuse, writing nothing, if the batch's total price is higher.
+    max_credits: Option<i64>,
+}
+
+#[derive(SimpleObject)]
+struct SubmitBatchPayload {
+    batch: BatchView,
+    jobs: Vec<JobView>,
+}
+
+#[derive(InputObject)]
+struct JobIdInput {
+    job_id: ID,
+}
+
+#[derive(InputObject)]
+struct RenameJobInput {
+    job_id: ID,
+    name: String,
+}
+
+#[derive(SimpleObject)]
+struct JobPayload {
+    job: JobView,
+}
+
+#[derive(SimpleObject)]
+struct DeleteJobPayload {
+    deleted_job_id: ID,
+}
+
+#[derive(InputObject)]
+struct RetryJobInput {
+    job_id: ID,
+    idempotency_key: Option<String>,
+    max_credits: Option<i64>,
+}
+
+#[derive(InputObject)]
+struct DuplicateJobInput {
+    job_id: ID,
+    name: Option<String>,
+    /// Merged over the original's settings, key by key.
+    settings: Option<Json<Value>>,
+    /// Replace the original's inputs of the same names.
+    #[graphql(default)]
+    inputs: Vec<JobInputValue>,
+    /// Where the copy goes; default the original's workspace.
+    workspace_id: Option<ID>,
+    idempotency_key: Option<String>,
+    max_credits: Option<i64>,
+}
+
+#[derive(InputObject)]
+struct SetJobSharingInput {
+    job_id: ID,
+    visibility: VisibilityView,
+    /// For INVITED: who may see the job.
+    #[graphql(default)]
+    invited_emails: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct JobsMutation;
+
+async fn job_view(ctx: &Context<'_>, job: entity::job::Model) -> ApiResult<JobView> {
+    Ok(JobView::from_access(
+        JobAccess::load(db(ctx), viewer(ctx), job.id).await?,
+    ))
+}
+
+async fn submitted(ctx: &Context<'_>, submitted: Submitted) -> ApiResult<SubmitJobPayload> {
+    Ok(SubmitJobPayload {
+        job: job_view(ctx, submitted.job).await?,
+        replayed: submitted.replayed,
+    })
+}
+
+fn job_id(id: &ID) -> Result<uuid::Uuid, Error> {
+    ids::decode(Kind::Job, "jobId", id)
+}
+
+#[Object]
+impl JobsMutation {
+    /// Submits a job: checks it, charges its price and queues it, all or nothing.
+    async fn submit_job(
+        &self,
+        ctx: &Context<'_>,
+        input: SubmitJobInput,
+    ) -> ApiResult<SubmitJobPayload> {
+        let workspace_id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let submission = Submission {
+            tool: input.tool,
+            name: input.name,
+            inputs: input_values(input.inputs)?,
+            settings: input.settings.map(|s| s.0),
+            priority: input.priority,
+        };
+        let options = SubmitOptions {
+            idempotency_key: input.idempotency_key,
+            max_credits: input.max_credits,
+        };
+        let result = service::submit(
+            db(ctx),
+            catalog(ctx),
+            viewer(ctx),
+            workspace_id,
+            submission,
+            options,
+        )
+        .await?;
+        submitted(ctx, result).await
+    }
+
+    /// Submits many jobs as one batch: all or nothing, priced as their sum.
+    async fn submit_batch(
+        &self,
+        ctx: &Context<'_>,
+        input: SubmitBatchInput,
+    ) -> ApiResult<SubmitBatchPayload> {
+        let workspace_id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let submissions = input
+            .jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, job)| {
+                let inputs = input_values(job.inputs).map_err(|err| match err {
+                    Error::BadInput { field, message } => Error::BadInput {
+                        field: format!("jobs.{i}.{field}"),
+                        message,
+                    },
+                    other => other,
+                })?;
+                Ok(Submission {
+                    tool: job.tool,
+                    name: job.name,
+                    inputs,
+                    settings: job.settings.map(|s| s.0),
+                    priority: job.priority,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let (batch, jobs) = service::submit_batch(
+            db(ctx),
+            catalog(ctx),
+            viewer(ctx),
+            workspace_id,
+            input.name,
+            submissions,
+            input.max_credits,
+        )
+        .await?;
+        let (summary, access) = history::batch(db(ctx), viewer(ctx), batch.id).await?;
+        let standing = crate::access::JobStanding {
+            workspace: access.standing,
+            viewer_id: viewer(ctx).user_id(),
+        };
+        Ok(SubmitBatchPayload {
+            jobs: jobs.into_iter().map(|job| JobView(job, standing)).collect(),
+            batch: BatchView(summary, access),
+        })
+    }
+
+    /// Renames a job.
+    async fn rename_job(&self, ctx: &Context<'_>, input: RenameJobInput) -> ApiResult<JobPayload> {
+        let job =
+            service::rename(db(ctx), viewer(ctx), job_id(&input.job_id)?, &input.name).await?;
+        Ok(JobPayload {
+            job: job_view(ctx, job).await?,
+        })
+    }
+
+    /// Deletes a finished job with its timeline, shares and files; its ledger entries stay.
+    async fn delete_job(
+        &self,
+        ctx: &Context<'_>,
+        input: JobIdInput,
+    ) -> ApiResult<DeleteJobPayload> {
+        service::delete(db(ctx), viewer(ctx), job_id(&input.job_id)?).await?;
+        Ok(DeleteJobPayload {
+            deleted_job_id: input.job_id,
+        })
+    }
+
+    /// Cancels a job; refunded if it had not started running.
+    async fn cancel_job(&self, ctx: &Context<'_>, input: JobIdInput) -> ApiResult<JobPayload> {
+        let job = service::cancel(db(ctx), viewer(ctx), job_id(&input.job_id)?).await?;
+        Ok(JobPayload {
+            job: job_view(ctx, job).await?,
+        })
+    }
+
+    /// Runs a failed, timed-out or cancelled job again as a new job, charged anew.
+    async fn retry_job(
+        &self,
+        ctx: &Context<'_>,
+        input: RetryJobInput,
+    ) -> ApiResult<SubmitJobPayload> {
+        let options = SubmitOptions {
+            idempotency_key: input.idempotency_key,
+            max_credits: input.max_credits,
+        };
+        let result = service::retry(
+            db(ctx),
+            catalog(ctx),
+            viewer(ctx),
+            job_id(&input.job_id)?,
+            options,
+        )
+        .await?;
+        submitted(ctx, result).await
+    }
+
+    /// Submits a copy of a job with optional changes, charged anew.
+    async fn duplicate_job(
+        &self,
+        ctx: &Context<'_>,
+        input: DuplicateJobInput,
+    ) -> ApiResult<SubmitJobPayload> {
+        let settings = match input.settings.map(|s| s.0) {
+            None => None,
+            Some(Value::Object(map)) => Some(map),
+            Some(_) => return Err(Error::bad_input("settings", "must be an object").into()),
+        };
+        let overrides = Overrides {
+            name: input.name,
+            settings,
+            inputs: input_values(input.inputs)?,
+            workspace_id: input
+                .workspace_id
+                .map(|id| ids::decode(Kind::Workspace, "workspaceId", &id))
+                .transpose()?,
+        };
+        let options = SubmitOptions {
+            idempotency_key: input.idempotency_key,
+            max_credits: input.max_credits,
+        };
+        let result = service::duplicate(
+            db(ctx),
+            catalog(ctx),
+            viewer(ctx),
+            job_id(&input.job_id)?,
+            overrides,
+            options,
+        )
+        .await?;
+        submitted(ctx, result).await
+    }
+
+    /// Sets who may see a job besides its workspace.
+    async fn set_job_sharing(
+        &self,
+        ctx: &Context<'_>,
+        input: SetJobSharingInput,
+    ) -> ApiResult<JobPayload> {
+        let job = service::set_sharing(
+            db(ctx),
+            viewer(ctx),
+            job_id(&input.job_id)?,
+            input.visibility.into(),
+            input.invited_emails,
+        )
+        .await?;
+        Ok(JobPayload {
+            job: job_view(ctx, job).await?,
+        })
+    }
+}

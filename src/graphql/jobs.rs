@@ -1,0 +1,662 @@
+//! GraphQL for tools, prices, jobs, their timeline and lineage, and batches.
+
+use std::sync::Arc;
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use entity::job::{self, JobStatus, ParentKind, Visibility};
+use entity::job_event;
+use serde_json::Value;
+
+use super::users::{UserView, load_user};
+use super::workspaces::WorkspaceView;
+use super::{catalog, db, page_complexity, viewer};
+use crate::access::{JobAccess, JobAction, JobStanding, WorkspaceAccess};
+use crate::config::ServerConfig;
+use crate::error::{ApiResult, Error};
+use crate::ids::{self, Kind};
+use crate::jobs::history::{self, BatchSummary, Difference, DifferenceKind};
+use crate::jobs::{export, state};
+use crate::pagination::PageArgs;
+use crate::tools::{Estimate, InputKind, InputValue, Prepared, Tool};
+
+macro_rules! mirror_enum {
+    ($view:ident, $name:literal, $model:path, [$($variant:ident),+ $(,)?]) => {
+        #[derive(Enum, Clone, Copy, PartialEq, Eq)]
+        #[graphql(name = $name)]
+        pub enum $view { $($variant),+ }
+
+        impl From<$model> for $view {
+            fn from(value: $model) -> Self {
+                match value { $(<$model>::$variant => $view::$variant),+ }
+            }
+        }
+
+        impl From<$view> for $model {
+            fn from(value: $view) -> Self {
+                match value { $($view::$variant => <$model>::$variant),+ }
+            }
+        }
+    };
+}
+
+mirror_enum!(
+    JobStatusView,
+    "JobStatus",
+    JobStatus,
+    [
+        Pending, Queued, Processing, Completed, Failed, Timeout, Cancelled, Retry,
+    ]
+);
+mirror_enum!(
+    VisibilityView,
+    "Visibility",
+    Visibility,
+    [Private, Public, LoggedIn, Invited]
+);
+mirror_enum!(ParentKindView, "ParentKind", ParentKind, [Retry, Duplicate]);
+
+/// A tool users can run.
+pub struct ToolView(pub Arc<Tool>);
+
+#[Object(name = "Tool")]
+impl ToolView {
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+    async fn description(&self) -> &str {
+        &self.0.description
+    }
+    async fn version(&self) -> &str {
+        &self.0.version
+    }
+    async fn inputs(&self) -> Vec<ToolInput> {
+        self.0
+            .inputs
+            .iter()
+            .map(|spec| ToolInput {
+                name: spec.name.clone(),
+                kind: match spec.kind {
+                    InputKind::Text => "TEXT".to_owned(),
+                    InputKind::File => "FILE".to_owned(),
+                },
+                required: spec.required,
+                max_bytes: spec.max_bytes as i64,
+                format: spec.format.map(|_| "FASTA".to_owned()),
+                description: spec.description.clone(),
+            })
+            .collect()
+    }
+    /// The JSON Schema that `settings` must satisfy.
+    async fn settings_schema(&self) -> Json<Value> {
+        Json(self.0.settings_schema.clone())
+    }
+    async fn price(&self) -> ToolPrice {
+        let price = &self.0.price;
+        ToolPrice {
+            base: price.base,
+            per_kilobyte: price.per_kilobyte,
+            per_1k_residues: price.per_1k_residues,
+            settings: price
+                .settings
+                .iter()
+                .map(|s| SettingPriceView {
+                    name: s.name.clone(),
+                    per_unit: s.per_unit,
+                })
+                .collect(),
+        }
+    }
+    /// The execution limit: a run taking longer ends as TIMEOUT and is refunded.
+    async fn timeout_seconds(&self) -> i64 {
+        self.0.timeout_seconds as i64
+    }
+    async fn max_attempts(&self) -> i32 {
+        self.0.max_attempts as i32
+    }
+}
+
+/// An input a tool takes.
+#[derive(SimpleObject)]
+struct ToolInput {
+    name: String,
+    /// TEXT or FILE.
+    kind: String,
+    required: bool,
+    max_bytes: i64,
+    /// FASTA for sequence inputs.
+    format: Option<String>,
+    description: String,
+}
+
+/// How a tool is priced, in credits.
+#[derive(SimpleObject)]
+struct ToolPrice {
+    base: i64,
+    per_kilobyte: i64,
+    #[graphql(name = "per1kResidues")]
+    per_1k_residues: i64,
+    settings: Vec<SettingPriceView>,
+}
+
+#[derive(SimpleObject)]
+#[graphql(name = "SettingPrice")]
+struct SettingPriceView {
+    name: String,
+    per_unit: i64,
+}
+
+/// A price and its breakdown.
+#[derive(SimpleObject)]
+pub struct CostEstimate {
+    total: i64,
+    breakdown: Vec<CostLine>,
+}
+
+#[derive(SimpleObject)]
+struct CostLine {
+    label: String,
+    quantity: i64,
+    unit_price: i64,
+    amount: i64,
+}
+
+impl From<Estimate> for CostEstimate {
+    fn from(estimate: Estimate) -> Self {
+        CostEstimate {
+            total: estimate.total,
+            breakdown: estimate
+                .lines
+                .into_iter()
+                .map(|l| CostLine {
+                    label: l.label,
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                    amount: l.amount,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An input value of a submission.
+#[derive(InputObject)]
+pub struct JobInputValue {
+    /// The tool's input name.
+    name: String,
+    /// The content, pasted inline.
+    text: Option<String>,
+}
+
+pub fn input_values(values: Vec<JobInputValue>) -> Result<Vec<(String, InputValue)>, Error> {
+    values
+        .into_iter()
+        .map(|value| match value.text {
+            Some(text) => Ok((value.name, InputValue::Text(text))),
+            None => Err(Error::bad_input(
+                format!("inputs.{}", value.name),
+                "give its `text`",
+            )),
+        })
+        .collect()
+}
+
+/// An input as stored on a job.
+#[derive(SimpleObject)]
+struct JobInput {
+    name: String,
+    kind: String,
+    text: Option<String>,
+    bytes: i64,
+}
+
+/// One entry of a job's timeline.
+pub struct JobEventView(job_event::Model);
+
+#[Object(name = "JobEvent")]
+impl JobEventView {
+    async fn status(&self) -> JobStatusView {
+        self.0.status.into()
+    }
+    async fn stage(&self) -> Option<&str> {
+        self.0.stage.as_deref()
+    }
+    async fn message(&self) -> Option<&str> {
+        self.0.message.as_deref()
+    }
+    async fn progress(&self) -> f64 {
+        self.0.progress
+    }
+    async fn attempt(&self) -> i32 {
+        self.0.attempt
+    }
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// What differs between a job and the job it came from.
+#[derive(SimpleObject)]
+struct JobChange {
+    /// SETTING or INPUT.
+    kind: String,
+    name: String,
+    old_value: Option<Json<Value>>,
+    new_value: Option<Json<Value>>,
+}
+
+impl From<Difference> for JobChange {
+    fn from(d: Difference) -> Self {
+        JobChange {
+            kind: match d.kind {
+                DifferenceKind::Setting => "SETTING".to_owned(),
+                DifferenceKind::Input => "INPUT".to_owned(),
+            },
+            name: d.name,
+            old_value: d.old.map(Json),
+            new_value: d.new.map(Json),
+        }
+    }
+}
+
+/// One run of a tool: everything it recorded.
+pub struct JobView(pub job::Model, pub JobStanding);
+
+impl JobView {
+    pub fn from_access(access: JobAccess) -> Self {
+        JobView(access.job, access.standing)
+    }
+
+    fn can(&self, action: JobAction) -> bool {
+        self.1.check(&self.0, action).is_ok()
+    }
+}
+
+pub fn job_url(ctx: &Context<'_>, id: uuid::Uuid) -> String {
+    let config = ctx.data_unchecked::<Arc<ServerConfig>>();
+    format!(
+        "{}/jobs/{}",
+        config.public_url(),
+        ids::encode(Kind::Job, id).as_str()
+    )
+}
+
+#[Object(name = "Job")]
+impl JobView {
+    pub async fn id(&self) -> ID {
+        ids::encode(Kind::Job, self.0.id)
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The tool; null if it is no longer offered.
+    async fn tool(&self, ctx: &Context<'_>) -> Option<ToolView> {
+        catalog(ctx).get(&self.0.tool).cloned().map(ToolView)
+    }
+    async fn tool_name(&self) -> &str {
+        &self.0.tool
+    }
+    async fn tool_version(&self) -> &str {
+        &self.0.tool_version
+    }
+    /// The workspace; null for viewers who see the job only through its sharing.
+    async fn workspace(&self, ctx: &Context<'_>) -> ApiResult<Option<WorkspaceView>> {
+        if !self.1.workspace.can_read() {
+            return Ok(None);
+        }
+        let access = WorkspaceAccess::load(db(ctx), viewer(ctx), self.0.workspace_id).await?;
+        Ok(Some(WorkspaceView(access)))
+    }
+    /// Who submitted it; null for viewers outside the workspace.
+    async fn submitter(&self, ctx: &Context<'_>) -> ApiResult<Option<UserView>> {
+        if !self.1.workspace.can_read() {
+            return Ok(None);
+        }
+        load_user(ctx, self.0.submitter_id).await.map(Some)
+    }
+    async fn status(&self) -> JobStatusView {
+        self.0.status.into()
+    }
+    /// What the run is doing now, in words.
+    async fn stage(&self) -> Option<&str> {
+        self.0.stage.as_deref()
+    }
+    /// From 0 to 1.
+    async fn progress(&self) -> f64 {
+        self.0.progress
+    }
+    async fn inputs(&self) -> Vec<JobInput> {
+        Prepared::from_stored(&self.0.inputs, &self.0.settings)
+            .inputs
+            .into_iter()
+            .map(|(name, input)| JobInput {
+                name,
+                kind: "TEXT".to_owned(),
+                text: input.text,
+                bytes: input.bytes as i64,
+            })
+            .collect()
+    }
+    async fn settings(&self) -> Json<Value> {
+        Json(self.0.settings.clone())
+    }
+    /// The structured result of a completed run.
+    async fn result(&self) -> Option<Json<Value>> {
+        self.0.result.clone().map(Json)
+    }
+    async fn error_message(&self) -> Option<&str> {
+        self.0.error_message.as_deref()
+    }
+    async fn error_code(&self) -> Option<&str> {
+        self.0.error_code.as_deref()
+    }
+    async fn attempt(&self) -> i32 {
+        self.0.attempt
+    }
+    async fn max_attempts(&self) -> i32 {
+        self.0.max_attempts
+    }
+    /// The credits charged at submission.
+    async fn credit_cost(&self) -> i64 {
+        self.0.credit_cost
+    }
+    /// Whether the charge was given back.
+    async fn refunded(&self) -> bool {
+        self.0.refunded
+    }
+    async fn visibility(&self) -> VisibilityView {
+        self.0.visibility.into()
+    }
+    /// The e-mails a job shared as INVITED is shared with; null for viewers who may not
+    /// change its sharing.
+    async fn invited_emails(&self, ctx: &Context<'_>) -> ApiResult<Option<Vec<String>>> {
+        if !self.can(JobAction::Share) {
+            return Ok(None);
+        }
+        use sea_orm::QueryOrder;
+        let shares = entity::job_share::Entity::find_of_job(self.0.id)
+            .order_by_asc(entity::job_share::Column::Email)
+            .all(db(ctx))
+            .await?;
+        Ok(Some(shares.into_iter().map(|s| s.email).collect()))
+    }
+    async fn priority(&self) -> i32 {
+        self.0.priority
+    }
+    async fn idempotency_key(&self) -> Option<&str> {
+        self.0.idempotency_key.as_deref()
+    }
+    /// Wall time, CPU and memory the run used.
+    async fn resources(&self) -> Option<Json<Value>> {
+        self.0.resources.clone().map(Json)
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    async fn queued_at(&self) -> Option<DateTime<Utc>> {
+        self.0.queued_at
+    }
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at
+    }
+    /// Seconds from start to finish (or to now while running).
+    async fn duration_seconds(&self) -> Option<f64> {
+        let started = self.0.started_at?;
+        let until = self.0.finished_at.unwrap_or_else(Utc::now);
+        Some((until - started).num_milliseconds() as f64 / 1000.0)
+    }
+    /// Every status and stage change, oldest first.
+    async fn timeline(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobEventView>> {
+        let events = history::timeline(db(ctx), self.0.id).await?;
+        Ok(events.into_iter().map(JobEventView).collect())
+    }
+    /// A stable link that opens the job.
+    async fn url(&self, ctx: &Context<'_>) -> String {
+        job_url(ctx, self.0.id)
+    }
+    /// The job this one was retried or duplicated from, if the viewer may see it.
+    async fn parent(&self, ctx: &Context<'_>) -> ApiResult<Option<JobView>> {
+        let Some(parent_id) = self.0.parent_id else {
+            return Ok(None);
+        };
+        match JobAccess::load(db(ctx), viewer(ctx), parent_id).await {
+            Ok(access) => Ok(Some(JobView::from_access(access))),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+    async fn parent_kind(&self) -> Option<ParentKindView> {
+        self.0.parent_kind.map(Into::into)
+    }
+    /// Settings and inputs that differ from the parent's; empty without a visible parent.
+    async fn changes_from_parent(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobChange>> {
+        let Some(parent_id) = self.0.parent_id else {
+            return Ok(Vec::new());
+        };
+        let parent = match JobAccess::load(db(ctx), viewer(ctx), parent_id).await {
+            Ok(access) => access.job,
+            Err(Error::NotFound(_)) => return Ok(Vec::new()),
+            Err(err) => return Err(err.into()),
+        };
+        Ok(history::changes(&parent, &self.0)
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+    /// Jobs retried or duplicated from this one that the viewer may see, oldest first.
+    async fn derived_jobs(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobView>> {
+        let jobs = history::derived(db(ctx), viewer(ctx), self.1, &self.0).await?;
+        let viewer_id = viewer(ctx).user_id();
+        let mut views = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let standing = if job.workspace_id == self.0.workspace_id {
+                self.1
+            } else {
+                JobStanding {
+                    workspace: crate::access::standing(db(ctx), viewer(ctx), job.workspace_id)
+                        .await?,
+                    viewer_id,
+                }
+            };
+            views.push(JobView(job, standing));
+        }
+        Ok(views)
+    }
+    async fn batch(&self, ctx: &Context<'_>) -> ApiResult<Option<BatchView>> {
+        let Some(batch_id) = self.0.batch_id else {
+            return Ok(None);
+        };
+        if !self.1.workspace.can_read() {
+            return Ok(None);
+        }
+        let (summary, access) = history::batch(db(ctx), viewer(ctx), batch_id).await?;
+        Ok(Some(BatchView(summary, access)))
+    }
+    /// The record, result and timeline as one JSON document.
+    async fn export_json(&self, ctx: &Context<'_>) -> ApiResult<Json<Value>> {
+        let events = history::timeline(db(ctx), self.0.id).await?;
+        Ok(Json(export::to_json(
+            &self.0,
+            &events,
+            &job_url(ctx, self.0.id),
+        )))
+    }
+    /// The result as CSV when it is a table (an array of flat objects); null otherwise.
+    async fn export_csv(&self) -> Option<String> {
+        export::to_csv(self.0.result.as_ref())
+    }
+    async fn viewer_can_rename(&self) -> bool {
+        self.can(JobAction::Rename)
+    }
+    async fn viewer_can_delete(&self) -> bool {
+        self.can(JobAction::Delete)
+    }
+    async fn viewer_can_cancel(&self) -> bool {
+        self.can(JobAction::Cancel)
+    }
+    async fn viewer_can_retry(&self) -> bool {
+        self.can(JobAction::Retry)
+    }
+    /// Whether the viewer may duplicate the job into its own workspace.
+    async fn viewer_can_duplicate(&self) -> bool {
+        self.can(JobAction::Duplicate)
+    }
+    async fn viewer_can_share(&self) -> bool {
+        self.can(JobAction::Share)
+    }
+}
+
+/// Jobs submitted together.
+pub struct BatchView(pub BatchSummary, pub WorkspaceAccess);
+
+#[Object(name = "Batch")]
+impl BatchView {
+    pub async fn id(&self) -> ID {
+        ids::encode(Kind::Batch, self.0.batch.id)
+    }
+    async fn name(&self) -> Option<&str> {
+        self.0.batch.name.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.batch.created_at
+    }
+    /// The least advanced status among its jobs.
+    async fn status(&self) -> JobStatusView {
+        history::batch_status(&self.0.statuses).into()
+    }
+    /// The mean progress of its jobs.
+    async fn progress(&self) -> f64 {
+        self.0.progress
+    }
+    async fn total_cost(&self) -> i64 {
+        self.0.total_cost
+    }
+    async fn job_count(&self) -> i32 {
+        self.0.statuses.len() as i32
+    }
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
+    async fn jobs(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, JobView>> {
+        let filter = history::JobFilter {
+            batch_id: Some(self.0.batch.id),
+            ..Default::default()
+        };
+        job_connection(ctx, &self.1, &filter, first, after).await
+    }
+}
+
+/// A page of a workspace's jobs as a connection.
+pub async fn job_connection(
+    ctx: &Context<'_>,
+    access: &WorkspaceAccess,
+    filter: &history::JobFilter,
+    first: Option<i32>,
+    after: Option<String>,
+) -> ApiResult<Connection<String, JobView>> {
+    let page = PageArgs::new(first, after)?;
+    let page = history::list(db(ctx), access, filter, page).await?;
+    let standing = JobStanding {
+        workspace: access.standing,
+        viewer_id: viewer(ctx).user_id(),
+    };
+    Ok(page.into_connection(|job| job.id, |job| JobView(job, standing)))
+}
+
+/// The number of jobs in each status: the jobs indicator.
+#[derive(SimpleObject)]
+pub struct JobCounts {
+    pending: i64,
+    queued: i64,
+    processing: i64,
+    retry: i64,
+    completed: i64,
+    failed: i64,
+    timeout: i64,
+    cancelled: i64,
+    /// PENDING, QUEUED, PROCESSING and RETRY together.
+    active: i64,
+    total: i64,
+}
+
+impl JobCounts {
+    pub fn from_map(counts: &std::collections::HashMap<JobStatus, i64>) -> Self {
+        let get = |s| counts.get(&s).copied().unwrap_or(0);
+        JobCounts {
+            pending: get(JobStatus::Pending),
+            queued: get(JobStatus::Queued),
+            processing: get(JobStatus::Processing),
+            retry: get(JobStatus::Retry),
+            completed: get(JobStatus::Completed),
+            failed: get(JobStatus::Failed),
+            timeout: get(JobStatus::Timeout),
+            cancelled: get(JobStatus::Cancelled),
+            active: JobStatus::ACTIVE.iter().map(|s| get(*s)).sum(),
+            total: counts.values().sum(),
+        }
+    }
+}
+
+/// Filters of a workspace's job history.
+#[derive(InputObject, Default)]
+pub struct JobFilterInput {
+    /// Any of these statuses.
+    statuses: Option<Vec<JobStatusView>>,
+    tool: Option<String>,
+    submitter_id: Option<ID>,
+    batch_id: Option<ID>,
+    created_after: Option<DateTime<Utc>>,
+    created_before: Option<DateTime<Utc>>,
+    /// Part of the job name, any case.
+    search: Option<String>,
+    /// Only the viewer's own jobs.
+    #[graphql(default = false)]
+    mine: bool,
+}
+
+impl JobFilterInput {
+    pub fn into_filter(self, viewer_id: Option<uuid::Uuid>) -> Result<history::JobFilter, Error> {
+        let mut submitter_id = self
+            .submitter_id
+            .map(|id| ids::decode(Kind::User, "filter.submitterId", &id))
+            .transpose()?;
+        if self.mine {
+            submitter_id = Some(viewer_id.ok_or(Error::Unauthenticated)?);
+        }
+        Ok(history::JobFilter {
+            statuses: self
+                .statuses
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            tool: self.tool,
+            submitter_id,
+            batch_id: self
+                .batch_id
+                .map(|id| ids::decode(Kind::Batch, "filter.batchId", &id))
+                .transpose()?,
+            created_after: self.created_after,
+            created_before: self.created_before,
+            search: self.search,
+        })
+    }
+}
+
+/// Renders a status for messages.
+pub fn status_name(status: JobStatus) -> &'static str {
+    state::name(status)
+}

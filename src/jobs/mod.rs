@@ -1,0 +1,10 @@
+//! Jobs: submission and charging, the lifecycle, every user action, history and export.
+//!
+//! `state` decides which status may follow which; `lifecycle` is the only writer of status;
+//! `service` holds the user actions; `history` the read side; `export` the documents.
+
+pub mod export;
+pub mod history;
+pub mod lifecycle;
+pub mod service;
+pub mod state;

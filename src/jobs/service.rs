@@ -1,0 +1,583 @@
+//! What users do with jobs: submit (alone or as a batch), rename, delete, cancel, retry,
+//! duplicate and share. Each checks the caller through `access` and writes in one transaction.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use entity::credit_transaction::TransactionKind;
+use entity::job::{self, JobStatus, ParentKind, Visibility};
+use entity::{batch, job_share};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    IntoActiveModel, QueryFilter, Set,
+};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::lifecycle::{self, Change};
+use crate::access::{JobAccess, JobAction, Viewer, WorkspaceAccess};
+use crate::credits::ledger;
+use crate::db;
+use crate::error::{Error, Result, is_unique_violation};
+use crate::tools::{Catalog, Estimate, InputValue, Prepared, Tool};
+use crate::users;
+
+/// The most jobs one batch may hold.
+pub const MAX_BATCH_JOBS: usize = 1000;
+
+/// A job to submit.
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
+    pub tool: String,
+    pub name: Option<String>,
+    pub inputs: Vec<(String, InputValue)>,
+    pub settings: Option<Value>,
+    pub priority: i32,
+}
+
+/// Options that apply to a whole submission.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    /// The same key from the same workspace returns the first job instead of a new one.
+    pub idempotency_key: Option<String>,
+    /// Refuse, writing nothing, when the price is higher.
+    pub max_credits: Option<i64>,
+}
+
+/// A submitted job, and whether it is an earlier one returned for a repeated idempotency key.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub job: job::Model,
+    pub replayed: bool,
+}
+
+/// A checked submission with its price: what will be written.
+struct Planned {
+    tool: std::sync::Arc<Tool>,
+    name: String,
+    prepared: Prepared,
+    estimate: Estimate,
+    priority: i32,
+}
+
+fn plan(catalog: &Catalog, submission: Submission, field: &str) -> Result<Planned> {
+    let tool = catalog
+        .require(&format!("{field}tool"), &submission.tool)?
+        .clone();
+    let prepared = tool
+        .prepare(submission.inputs, submission.settings)
+        .map_err(|err| prefix_field(err, field))?;
+    let name = match submission.name.map(|n| n.trim().to_owned()) {
+        Some(name) if name.is_empty() || name.chars().count() > 200 => {
+            return Err(Error::bad_input(
+                format!("{field}name"),
+                "must be 1 to 200 characters",
+            ));
+        }
+        Some(name) => name,
+        None => format!("{} {}", tool.title, Utc::now().format("%Y-%m-%d %H:%M")),
+    };
+    if !(-100..=100).contains(&submission.priority) {
+        return Err(Error::bad_input(
+            format!("{field}priority"),
+            "must be between -100 and 100",
+        ));
+    }
+    let estimate = tool.estimate(&prepared);
+    Ok(Planned {
+        tool,
+        name,
+        prepared,
+        estimate,
+        priority: submission.priority,
+    })
+}
+
+fn prefix_field(err: Error, prefix: &str) -> Error {
+    match err {
+        Error::BadInput { field, message } if !prefix.is_empty() => Error::BadInput {
+            field: format!("{prefix}{field}"),
+            message,
+        },
+        other => other,
+    }
+}
+
+/// The price of a submission, without writing anything.
+pub fn estimate(catalog: &Catalog, submission: Submission) -> Result<Estimate> {
+    Ok(plan(catalog, submission, "")?.estimate)
+}
+
+fn check_max_credits(price: i64, max_credits: Option<i64>) -> Result<()> {
+    match max_credits {
+        Some(max) if price > max => Err(Error::bad_input(
+            "maxCredits",
+            format!("the price is {price} credits, more than the {max} you allowed"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_idempotency_key(key: &Option<String>) -> Result<()> {
+    match key {
+        Some(key) if key.is_empty() || key.len() > 200 => Err(Error::bad_input(
+            "idempotencyKey",
+            "must be 1 to 200 characters",
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn find_by_idempotency_key(
+    db: &impl sea_orm::ConnectionTrait,
+    workspace_id: Uuid,
+    key: &str,
+) -> Result<Option<job::Model>> {
+    Ok(job::Entity::find_in_workspace(workspace_id)
+        .filter(job::Column::IdempotencyKey.eq(key))
+        .one(db)
+        .await?)
+}
+
+/// Where a new job comes from, for retries and duplicates.
+#[derive(Debug, Clone, Copy)]
+struct Lineage {
+    parent_id: Uuid,
+    kind: ParentKind,
+}
+
+/// Writes one job: the row, its first events and its charge; then queues it, its inputs being
+/// ready. In the caller's transaction.
+async fn insert_job(
+    tx: &DatabaseTransaction,
+    submitter_id: Uuid,
+    workspace_id: Uuid,
+    planned: Planned,
+    idempotency_key: Option<String>,
+    batch_id: Option<Uuid>,
+    lineage: Option<Lineage>,
+) -> Result<job::Model> {
+    let now = Utc::now();
+    let id = Uuid::now_v7();
+    let job = job::ActiveModel {
+        id: Set(id),
+        workspace_id: Set(workspace_id),
+        submitter_id: Set(submitter_id),
+        tool: Set(planned.tool.name.clone()),
+        tool_version: Set(planned.tool.version.clone()),
+        name: Set(planned.name),
+        status: Set(JobStatus::Pending),
+        stage: Set(None),
+        progress: Set(0.0),
+        inputs: Set(planned.prepared.inputs_json()),
+        settings: Set(planned.prepared.settings),
+        result: Set(None),
+        error_message: Set(None),
+        error_code: Set(None),
+        attempt: Set(0),
+        max_attempts: Set(planned.tool.max_attempts as i32),
+        credit_cost: Set(planned.estimate.total),
+        refunded: Set(false),
+        visibility: Set(Visibility::Private),
+        priority: Set(planned.priority),
+        parent_id: Set(lineage.map(|l| l.parent_id)),
+        parent_kind: Set(lineage.map(|l| l.kind)),
+        batch_id: Set(batch_id),
+        idempotency_key: Set(idempotency_key),
+        resources: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        queued_at: Set(None),
+        started_at: Set(None),
+        finished_at: Set(None),
+        run_after: Set(None),
+        worker_id: Set(None),
+        lease_expires_at: Set(None),
+        heartbeat_at: Set(None),
+    }
+    .insert(tx)
+    .await?;
+    lifecycle::record_event(tx, &job, Some("submitted".to_owned())).await?;
+    if job.credit_cost > 0 {
+        ledger::append(
+            tx,
+            ledger::Entry {
+                workspace_id,
+                kind: TransactionKind::Charge,
+                amount: -job.credit_cost,
+                actor_id: Some(submitter_id),
+                job_id: Some(id),
+                note: Some(format!("{}: {}", job.tool, job.name)),
+            },
+        )
+        .await?;
+    }
+    lifecycle::transition(
+        tx,
+        &job,
+        JobStatus::Queued,
+        Change {
+            message: Some("inputs ready".to_owned()),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Submits a job: checks, charges and queues it in one transaction. Nothing is written when
+/// any check fails.
+pub async fn submit(
+    db: &DatabaseConnection,
+    catalog: &Catalog,
+    viewer: &Viewer,
+    workspace_id: Uuid,
+    submission: Submission,
+    options: SubmitOptions,
+) -> Result<Submitted> {
+    submit_with_lineage(db, catalog, viewer, workspace_id, submission, options, None).await
+}
+
+async fn submit_with_lineage(
+    db: &DatabaseConnection,
+    catalog: &Catalog,
+    viewer: &Viewer,
+    workspace_id: Uuid,
+    submission: Submission,
+    options: SubmitOptions,
+    lineage: Option<Lineage>,
+) -> Result<Submitted> {
+    let user = viewer.require_user()?;
+    let access = WorkspaceAccess::load(db, viewer, workspace_id).await?;
+    access.require(access.standing.can_submit(), "submit jobs")?;
+    check_idempotency_key(&options.idempotency_key)?;
+    if let Some(key) = &options.idempotency_key
+        && let Some(job) = find_by_idempotency_key(db, workspace_id, key).await?
+    {
+        return Ok(Submitted {
+            job,
+            replayed: true,
+        });
+    }
+    let planned = plan(catalog, submission, "")?;
+    check_max_credits(planned.estimate.total, options.max_credits)?;
+    let tx = db::begin_write(db).await?;
+    let inserted = insert_job(
+        &tx,
+        user.id,
+        workspace_id,
+        planned,
+        options.idempotency_key.clone(),
+        None,
+        lineage,
+    )
+    .await;
+    match inserted {
+        Ok(job) => {
+            tx.commit().await?;
+            Ok(Submitted {
+                job,
+                replayed: false,
+            })
+        }
+        // A concurrent retry with the same key won the race: answer with its job.
+        Err(Error::Database(err)) if is_unique_violation(&err) => {
+            drop(tx);
+            let key = options
+                .idempotency_key
+                .as_deref()
+                .ok_or(Error::Database(err))?;
+            let job = find_by_idempotency_key(db, workspace_id, key)
+                .await?
+                .ok_or_else(|| {
+                    Error::conflict("a job with this idempotency key is being submitted")
+                })?;
+            Ok(Submitted {
+                job,
+                replayed: true,
+            })
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Submits many jobs as one batch: all or nothing, priced as their sum.
+pub async fn submit_batch(
+    db: &DatabaseConnection,
+    catalog: &Catalog,
+    viewer: &Viewer,
+    workspace_id: Uuid,
+    name: Option<String>,
+    submissions: Vec<Submission>,
+    max_credits: Option<i64>,
+) -> Result<(batch::Model, Vec<job::Model>)> {
+    let user = viewer.require_user()?;
+    let access = WorkspaceAccess::load(db, viewer, workspace_id).await?;
+    access.require(access.standing.can_submit(), "submit jobs")?;
+    if submissions.is_empty() || submissions.len() > MAX_BATCH_JOBS {
+        return Err(Error::bad_input(
+            "jobs",
+            format!("a batch holds 1 to {MAX_BATCH_JOBS} jobs"),
+        ));
+    }
+    let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    let planned = submissions
+        .into_iter()
+        .enumerate()
+        .map(|(i, submission)| plan(catalog, submission, &format!("jobs.{i}.")))
+        .collect::<Result<Vec<_>>>()?;
+    let total: i64 = planned.iter().map(|p| p.estimate.total).sum();
+    check_max_credits(total, max_credits)?;
+    let tx = db::begin_write(db).await?;
+    let batch = batch::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        workspace_id: Set(workspace_id),
+        submitter_id: Set(user.id),
+        name: Set(name),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&tx)
+    .await?;
+    let mut jobs = Vec::with_capacity(planned.len());
+    for planned in planned {
+        let job = insert_job(
+            &tx,
+            user.id,
+            workspace_id,
+            planned,
+            None,
+            Some(batch.id),
+            None,
+        )
+        .await
+        .map_err(|err| match err {
+            // Report the whole batch's price, not the job where the money ran out.
+            Error::InsufficientCredits { .. } => Error::InsufficientCredits {
+                needed: total,
+                balance: access.workspace.credit_balance,
+            },
+            other => other,
+        })?;
+        jobs.push(job);
+    }
+    tx.commit().await?;
+    Ok((batch, jobs))
+}
+
+/// Renames a job.
+pub async fn rename(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    id: Uuid,
+    name: &str,
+) -> Result<job::Model> {
+    let access = JobAccess::load(db, viewer, id).await?;
+    access.check(JobAction::Rename)?;
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(Error::bad_input("name", "must be 1 to 200 characters"));
+    }
+    let mut active = access.job.into_active_model();
+    active.name = Set(name.to_owned());
+    active.updated_at = Set(Utc::now());
+    Ok(active.update(db).await?)
+}
+
+/// Deletes a finished job with its timeline, shares and files. Its ledger entries stay.
+pub async fn delete(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Result<job::Model> {
+    let tx = db::begin_write(db).await?;
+    let access = JobAccess::load(&tx, viewer, id).await?;
+    access.check(JobAction::Delete)?;
+    let deleted = job::Entity::delete_many()
+        .filter(job::Column::Id.eq(id))
+        .filter(job::Column::Status.eq(access.job.status))
+        .exec(&tx)
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(Error::conflict("the job changed meanwhile; reload it"));
+    }
+    tx.commit().await?;
+    Ok(access.job)
+}
+
+/// Cancels a job. Before it runs, its charge is refunded; a running job keeps its charge and
+/// is stopped by the execution layer, which sees the CANCELLED status.
+pub async fn cancel(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Result<job::Model> {
+    let tx = db::begin_write(db).await?;
+    let access = JobAccess::load(&tx, viewer, id).await?;
+    access.check(JobAction::Cancel)?;
+    let by = viewer
+        .user()
+        .map(|u| u.email.clone())
+        .unwrap_or_else(|| "the system".into());
+    let job = lifecycle::transition(
+        &tx,
+        &access.job,
+        JobStatus::Cancelled,
+        Change {
+            message: Some(format!("cancelled by {by}")),
+            actor_id: viewer.user_id(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+/// Runs a failed, timed-out or cancelled job again as a new job, charged anew.
+pub async fn retry(
+    db: &DatabaseConnection,
+    catalog: &Catalog,
+    viewer: &Viewer,
+    id: Uuid,
+    options: SubmitOptions,
+) -> Result<Submitted> {
+    let access = JobAccess::load(db, viewer, id).await?;
+    access.check(JobAction::Retry)?;
+    let original = access.job;
+    let submission = Submission {
+        tool: original.tool.clone(),
+        name: Some(original.name.clone()),
+        inputs: stored_inputs(&original),
+        settings: Some(original.settings.clone()),
+        priority: original.priority,
+    };
+    let lineage = Lineage {
+        parent_id: original.id,
+        kind: ParentKind::Retry,
+    };
+    submit_with_lineage(
+        db,
+        catalog,
+        viewer,
+        original.workspace_id,
+        submission,
+        options,
+        Some(lineage),
+    )
+    .await
+}
+
+/// Overrides for a duplicate.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub name: Option<String>,
+    /// Merged over the original's settings, key by key.
+    pub settings: Option<Map<String, Value>>,
+    /// Replace the original's inputs of the same names.
+    pub inputs: Vec<(String, InputValue)>,
+    /// Where the copy goes; the original's workspace by default.
+    pub workspace_id: Option<Uuid>,
+}
+
+/// Submits a copy of any readable job, with overrides, charged anew.
+pub async fn duplicate(
+    db: &DatabaseConnection,
+    catalog: &Catalog,
+    viewer: &Viewer,
+    id: Uuid,
+    overrides: Overrides,
+    options: SubmitOptions,
+) -> Result<Submitted> {
+    let access = JobAccess::load(db, viewer, id).await?;
+    let original = access.job.clone();
+    let target = overrides.workspace_id.unwrap_or(original.workspace_id);
+    if target == original.workspace_id {
+        access.check(JobAction::Duplicate)?;
+    }
+    let mut inputs: BTreeMap<String, InputValue> = stored_inputs(&original).into_iter().collect();
+    inputs.extend(overrides.inputs);
+    let mut settings = original.settings.as_object().cloned().unwrap_or_default();
+    settings.extend(overrides.settings.unwrap_or_default());
+    let submission = Submission {
+        tool: original.tool.clone(),
+        name: Some(
+            overrides
+                .name
+                .unwrap_or_else(|| format!("{} (copy)", original.name)),
+        ),
+        inputs: inputs.into_iter().collect(),
+        settings: Some(Value::Object(settings)),
+        priority: original.priority,
+    };
+    let lineage = Lineage {
+        parent_id: original.id,
+        kind: ParentKind::Duplicate,
+    };
+    submit_with_lineage(
+        db,
+        catalog,
+        viewer,
+        target,
+        submission,
+        options,
+        Some(lineage),
+    )
+    .await
+}
+
+/// The inputs stored on a job, as values to submit again.
+fn stored_inputs(job: &job::Model) -> Vec<(String, InputValue)> {
+    Prepared::from_stored(&job.inputs, &job.settings)
+        .inputs
+        .into_iter()
+        .filter_map(|(name, input)| input.text.map(|text| (name, InputValue::Text(text))))
+        .collect()
+}
+
+/// Sets who may see a job besides its workspace; INVITED lists the e-mails that may.
+pub async fn set_sharing(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    id: Uuid,
+    visibility: Visibility,
+    invited: Vec<String>,
+) -> Result<job::Model> {
+    let invited = invited
+        .iter()
+        .map(|email| {
+            users::normalize_email(email).map_err(|_| {
+                Error::bad_input(
+                    "invitedEmails",
+                    format!("`{email}` is not an e-mail address"),
+                )
+            })
+        })
+        .collect::<Result<std::collections::BTreeSet<_>>>()?;
+    if visibility == Visibility::Invited && invited.is_empty() {
+        return Err(Error::bad_input(
+            "invitedEmails",
+            "list at least one e-mail for INVITED",
+        ));
+    }
+    if visibility != Visibility::Invited && !invited.is_empty() {
+        return Err(Error::bad_input(
+            "invitedEmails",
+            "only INVITED sharing takes e-mails",
+        ));
+    }
+    let tx = db::begin_write(db).await?;
+    let access = JobAccess::load(&tx, viewer, id).await?;
+    access.check(JobAction::Share)?;
+    job_share::Entity::delete_many()
+        .filter(job_share::Column::JobId.eq(id))
+        .exec(&tx)
+        .await?;
+    let now = Utc::now();
+    for email in invited {
+        job_share::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            job_id: Set(id),
+            email: Set(email),
+            created_at: Set(now),
+        }
+        .insert(&tx)
+        .await?;
+    }
+    let mut active = access.job.into_active_model();
+    active.visibility = Set(visibility);
+    active.updated_at = Set(now);
+    let job = active.update(&tx).await?;
+    tx.commit().await?;
+    Ok(job)
+}

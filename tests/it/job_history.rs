@@ -1,0 +1,294 @@
+//! Reading jobs: the history list and its filters, counts, node lookup and exports.
+
+use entity::job::JobStatus;
+use jobgraph::jobs::lifecycle::Change;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+
+const HISTORY: &str = "query($ws: ID!, $filter: JobFilterInput, $first: Int, $after: String) {
+  workspace(id: $ws) { jobs(filter: $filter, first: $first, after: $after) {
+    edges { node { id name status toolName submitter { email } creditCost } } pageInfo { hasNextPage endCursor } } } }";
+
+fn names(data: &Value) -> Vec<String> {
+    data["workspace"]["jobs"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn named_job(
+    app: &TestApp,
+    user: &crate::support::TestUser,
+    ws: &str,
+    name: &str,
+    tool: &str,
+) -> String {
+    let settings = if tool == "kmer-count" {
+        json!({"k": 2})
+    } else {
+        json!({})
+    };
+    let inputs = if tool == "sleep" {
+        json!([])
+    } else {
+        json!([{"name": "sequences", "text": ">a\nACGT\n"}])
+    };
+    let data = app
+        .ok(
+            Some(&user.token),
+            "mutation($ws: ID!, $tool: String!, $name: String!, $inputs: [JobInputValue!]!, $settings: JSON) {
+               submitJob(input: {workspaceId: $ws, tool: $tool, name: $name, inputs: $inputs, settings: $settings}) { job { id } } }",
+            json!({"ws": ws, "tool": tool, "name": name, "inputs": inputs, "settings": settings}),
+        )
+        .await;
+    data["submitJob"]["job"]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_history_filters_by_status_tool_submitter_name_and_mine() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let bob = app.user("bob@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.add_member(&alice, &ws, &bob, "MEMBER").await;
+    app.grant(&ws, 1000).await;
+    let a1 = named_job(&app, &alice, &ws, "Alpha dock", "sleep").await;
+    named_job(&app, &alice, &ws, "beta kmers", "kmer-count").await;
+    named_job(&app, &bob, &ws, "Gamma 100%_done", "sleep").await;
+    named_job(&app, &bob, &ws, "delta stats", "sequence-stats").await;
+    app.drive(&a1, JobStatus::Processing, Change::default())
+        .await
+        .unwrap();
+    app.drive(&a1, JobStatus::Completed, Change::default())
+        .await
+        .unwrap();
+    let token = Some(alice.token.as_str());
+    let list = |filter: Value| app.ok(token, HISTORY, json!({"ws": ws, "filter": filter}));
+
+    assert_eq!(
+        names(&list(json!({})).await),
+        ["delta stats", "Gamma 100%_done", "beta kmers", "Alpha dock"]
+    );
+    assert_eq!(
+        names(&list(json!({"statuses": ["COMPLETED"]})).await),
+        ["Alpha dock"]
+    );
+    assert_eq!(
+        names(&list(json!({"statuses": ["QUEUED", "FAILED"]})).await).len(),
+        3
+    );
+    assert_eq!(
+        names(&list(json!({"tool": "sleep"})).await),
+        ["Gamma 100%_done", "Alpha dock"]
+    );
+    assert_eq!(
+        names(&list(json!({"submitterId": bob.id})).await),
+        ["delta stats", "Gamma 100%_done"]
+    );
+    assert_eq!(
+        names(&list(json!({"mine": true})).await),
+        ["beta kmers", "Alpha dock"]
+    );
+    assert_eq!(
+        names(&list(json!({"search": "ALPHA"})).await),
+        ["Alpha dock"]
+    );
+    // Wildcards in the search are taken literally.
+    assert_eq!(
+        names(&list(json!({"search": "100%_"})).await),
+        ["Gamma 100%_done"]
+    );
+    assert_eq!(
+        names(&list(json!({"search": "%"})).await),
+        ["Gamma 100%_done"]
+    );
+    assert_eq!(
+        names(&list(json!({"createdAfter": "2999-01-01T00:00:00Z"})).await).len(),
+        0
+    );
+    assert_eq!(
+        names(&list(json!({"createdBefore": "2999-01-01T00:00:00Z"})).await).len(),
+        4
+    );
+
+    let data = app
+        .ok(token, "query($ws: ID!) { workspace(id: $ws) { all: jobCounts { queued completed active total } mine: jobCounts(mine: true) { queued completed total } } }", json!({"ws": ws}))
+        .await;
+    assert_eq!(
+        data["workspace"]["all"],
+        json!({"queued": 3, "completed": 1, "active": 3, "total": 4})
+    );
+    assert_eq!(
+        data["workspace"]["mine"],
+        json!({"queued": 1, "completed": 1, "total": 2})
+    );
+}
+
+#[tokio::test]
+async fn history_pages_stay_stable_while_new_jobs_arrive() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 1000).await;
+    for i in 0..7 {
+        named_job(&app, &alice, &ws, &format!("job {i}"), "sleep").await;
+    }
+    let token = Some(alice.token.as_str());
+    let first = app.ok(token, HISTORY, json!({"ws": ws, "first": 3})).await;
+    assert_eq!(names(&first), ["job 6", "job 5", "job 4"]);
+    let cursor = first["workspace"]["jobs"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    named_job(&app, &alice, &ws, "job 7", "sleep").await;
+    let second = app
+        .ok(
+            token,
+            HISTORY,
+            json!({"ws": ws, "first": 3, "after": cursor}),
+        )
+        .await;
+    assert_eq!(names(&second), ["job 3", "job 2", "job 1"]);
+    let cursor = second["workspace"]["jobs"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let third = app
+        .ok(
+            token,
+            HISTORY,
+            json!({"ws": ws, "first": 3, "after": cursor}),
+        )
+        .await;
+    assert_eq!(names(&third), ["job 0"]);
+    assert_eq!(third["workspace"]["jobs"]["pageInfo"]["hasNextPage"], false);
+}
+
+#[tokio::test]
+async fn node_and_job_resolve_a_job_with_its_submitter() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 10).await;
+    let id = named_job(&app, &alice, &ws, "one", "sleep").await;
+    let data = app
+        .ok(Some(&alice.token), "query($id: ID!) { node(id: $id) { __typename ... on Job { name submitter { email } workspace { name } url } } }", json!({"id": id}))
+        .await;
+    assert_eq!(data["node"]["__typename"], "Job");
+    assert_eq!(data["node"]["submitter"]["email"], "alice@lab.test");
+    assert_eq!(data["node"]["workspace"]["name"], "lab");
+    assert_eq!(data["node"]["url"], app.url(&format!("/jobs/{id}")));
+    // The link opens the job.
+    let response = app
+        .client()
+        .get(app.url(&format!("/jobs/{id}")))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_result_exports_as_json_and_as_csv_when_tabular_with_the_same_access_rules() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let eve = app.user("eve@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 100).await;
+    let id = named_job(&app, &alice, &ws, "counts", "sleep").await;
+    app.drive(&id, JobStatus::Processing, Change::default())
+        .await
+        .unwrap();
+    let result = json!({"k": 2, "kmers": [{"kmer": "AC", "count": 2}, {"kmer": "CG", "count": 1}]});
+    app.drive(
+        &id,
+        JobStatus::Completed,
+        Change {
+            result: Some(result.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let data = app
+        .ok(
+            Some(&alice.token),
+            "query($id: ID!) { job(id: $id) { exportCsv exportJson } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(data["job"]["exportCsv"], "count,kmer\n2,AC\n1,CG\n");
+    let document = &data["job"]["exportJson"];
+    assert_eq!(document["result"], result);
+    assert_eq!(document["status"], "COMPLETED");
+    assert_eq!(document["timeline"].as_array().unwrap().len(), 4);
+
+    let get = |path: String, token: Option<String>| {
+        let mut request = app.client().get(app.url(&path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let response = get(format!("/jobs/{id}/export.csv"), Some(alice.token.clone()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains(&format!("{id}.csv"))
+    );
+    assert_eq!(response.text().await.unwrap(), "count,kmer\n2,AC\n1,CG\n");
+
+    let response = get(format!("/jobs/{id}/export.json"), Some(alice.token.clone()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], id.as_str());
+
+    for token in [Some(eve.token.clone()), None] {
+        let response = get(format!("/jobs/{id}/export.json"), token).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+    app.ok(
+        Some(&alice.token),
+        "mutation($id: ID!) { setJobSharing(input: {jobId: $id, visibility: PUBLIC}) { job { id } } }",
+        json!({"id": id}),
+    )
+    .await;
+    let response = get(format!("/jobs/{id}/export.csv"), None).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "a public job exports without a token"
+    );
+
+    let other = named_job(&app, &alice, &ws, "untabular", "sleep").await;
+    let response = get(
+        format!("/jobs/{other}/export.csv"),
+        Some(alice.token.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["message"],
+        "this job has no tabular result to export as CSV"
+    );
+}
