@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ServerConfig};
+use crate::db::QueryStats;
 use crate::graphql::{self, AppSchema};
 use crate::tools::Catalog;
 
@@ -17,10 +18,12 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub catalog: Arc<Catalog>,
     pub schema: AppSchema,
+    pub query_stats: Arc<QueryStats>,
 }
 
 impl AppState {
-    pub fn new(db: DatabaseConnection, config: ServerConfig, catalog: Catalog) -> Self {
+    pub fn new(mut db: DatabaseConnection, config: ServerConfig, catalog: Catalog) -> Self {
+        let query_stats = crate::db::instrument(&mut db);
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
         let schema = graphql::build(db.clone(), config.clone(), catalog.clone());
@@ -29,6 +32,7 @@ impl AppState {
             config,
             catalog,
             schema,
+            query_stats,
         }
     }
 }

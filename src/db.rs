@@ -1,6 +1,8 @@
 //! Connecting to the database (SQLite or PostgreSQL), migrating it, and write transactions.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -71,6 +73,39 @@ pub fn redact(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Counts of the statements a connection pool ran: for metrics, and for tests that check a
+/// request costs a constant number of queries.
+#[derive(Debug, Default)]
+pub struct QueryStats {
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
+impl QueryStats {
+    /// Statements run so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Time spent in them, in microseconds.
+    pub fn micros(&self) -> u64 {
+        self.micros.load(Ordering::Relaxed)
+    }
+}
+
+/// Makes `db` count its statements. Call before cloning the connection: clones share it.
+pub fn instrument(db: &mut DatabaseConnection) -> Arc<QueryStats> {
+    let stats = Arc::new(QueryStats::default());
+    let counter = stats.clone();
+    db.set_metric_callback(move |info| {
+        counter.count.fetch_add(1, Ordering::Relaxed);
+        counter
+            .micros
+            .fetch_add(info.elapsed.as_micros() as u64, Ordering::Relaxed);
+    });
+    stats
 }
 
 /// Applies every pending migration.

@@ -308,8 +308,12 @@ impl JobView {
         if !self.1.workspace.can_read() {
             return Ok(None);
         }
-        let access = WorkspaceAccess::load(db(ctx), viewer(ctx), self.0.workspace_id).await?;
-        Ok(Some(WorkspaceView(access)))
+        let loader = ctx.data_unchecked::<super::Workspaces>();
+        let access = loader
+            .load_one(self.0.workspace_id)
+            .await
+            .map_err(|err| Error::Internal(anyhow::anyhow!("loading a workspace: {err}")))?;
+        Ok(access.map(WorkspaceView))
     }
     /// Who submitted it; null for viewers outside the workspace.
     async fn submitter(&self, ctx: &Context<'_>) -> ApiResult<Option<UserView>> {
@@ -569,6 +573,21 @@ pub async fn job_connection(
 ) -> ApiResult<Connection<String, JobView>> {
     let page = PageArgs::new(first, after)?;
     let page = history::list(db(ctx), access, filter, page).await?;
+    // Load the page's submitters and workspaces in one query each, up front, when selected.
+    let node = ctx.look_ahead().field("edges").field("node");
+    let load_failed = |err| Error::Internal(anyhow::anyhow!("loading a page of jobs: {err}"));
+    if node.field("submitter").exists() && access.standing.can_read() {
+        let ids: std::collections::HashSet<_> = page.items.iter().map(|j| j.submitter_id).collect();
+        ctx.data_unchecked::<super::Users>()
+            .load_many(ids)
+            .await
+            .map_err(load_failed)?;
+    }
+    if node.field("workspace").exists() && access.standing.can_read() {
+        ctx.data_unchecked::<super::Workspaces>()
+            .feed_one(access.workspace.id, access.clone())
+            .await;
+    }
     let standing = JobStanding {
         workspace: access.standing,
         viewer_id: viewer(ctx).user_id(),

@@ -4,8 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use entity::user;
+use entity::{membership, user, workspace};
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+
+use crate::access::{Standing, Viewer, WorkspaceAccess};
 use uuid::Uuid;
 
 /// Loads users by id.
@@ -30,5 +32,64 @@ impl Loader<Uuid> for UserLoader {
             .await
             .map_err(Arc::new)?;
         Ok(users.into_iter().map(|user| (user.id, user)).collect())
+    }
+}
+
+/// Loads the workspaces one viewer can read, with the viewer's standing in each.
+pub struct WorkspaceAccessLoader {
+    db: DatabaseConnection,
+    viewer: Viewer,
+}
+
+impl WorkspaceAccessLoader {
+    pub fn new(db: DatabaseConnection, viewer: Viewer) -> Self {
+        WorkspaceAccessLoader { db, viewer }
+    }
+}
+
+impl Loader<Uuid> for WorkspaceAccessLoader {
+    type Value = WorkspaceAccess;
+    type Error = Arc<DbErr>;
+
+    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, WorkspaceAccess>, Self::Error> {
+        let roles: HashMap<Uuid, membership::Model> = match self.viewer.user_id() {
+            Some(user_id) => membership::Entity::find()
+                .filter(membership::Column::UserId.eq(user_id))
+                .filter(membership::Column::WorkspaceId.is_in(keys.iter().copied()))
+                .all(&self.db)
+                .await
+                .map_err(Arc::new)?
+                .into_iter()
+                .map(|m| (m.workspace_id, m))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let platform_admin = self.viewer.is_platform_admin();
+        let readable: Vec<Uuid> = keys
+            .iter()
+            .copied()
+            .filter(|id| platform_admin || roles.contains_key(id))
+            .collect();
+        let workspaces = workspace::Entity::find()
+            .filter(workspace::Column::Id.is_in(readable))
+            .all(&self.db)
+            .await
+            .map_err(Arc::new)?;
+        Ok(workspaces
+            .into_iter()
+            .map(|workspace| {
+                let standing = Standing {
+                    role: roles.get(&workspace.id).map(|m| m.role),
+                    platform_admin,
+                };
+                (
+                    workspace.id,
+                    WorkspaceAccess {
+                        workspace,
+                        standing,
+                    },
+                )
+            })
+            .collect())
     }
 }

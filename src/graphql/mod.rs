@@ -13,7 +13,7 @@ mod workspaces;
 
 use std::sync::Arc;
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, Data, EmptySubscription, MergedObject, Schema};
 use sea_orm::DatabaseConnection;
 
@@ -21,7 +21,7 @@ use crate::access::Viewer;
 use crate::config::ServerConfig;
 use crate::tools::Catalog;
 
-pub use loaders::UserLoader;
+pub use loaders::{UserLoader, WorkspaceAccessLoader};
 
 /// The query root.
 #[derive(MergedObject, Default)]
@@ -65,11 +65,26 @@ pub fn sdl() -> String {
         .sdl()
 }
 
-/// The per-request data: who is asking, and the request's batch loaders.
+/// A request's user loader.
+pub(crate) type Users = DataLoader<UserLoader, HashMapCache>;
+/// A request's workspace loader.
+pub(crate) type Workspaces = DataLoader<WorkspaceAccessLoader, HashMapCache>;
+
+/// The per-request data: who is asking, and the request's batch loaders, whose caches live as
+/// long as the request.
 pub fn request_data(db: &DatabaseConnection, viewer: Viewer) -> Data {
     let mut data = Data::default();
+    data.insert(DataLoader::with_cache(
+        WorkspaceAccessLoader::new(db.clone(), viewer.clone()),
+        tokio::spawn,
+        HashMapCache::default(),
+    ));
     data.insert(viewer);
-    data.insert(DataLoader::new(UserLoader::new(db.clone()), tokio::spawn));
+    data.insert(DataLoader::with_cache(
+        UserLoader::new(db.clone()),
+        tokio::spawn,
+        HashMapCache::default(),
+    ));
     data
 }
 

@@ -1,14 +1,12 @@
 //! GraphQL for users, the viewer and API tokens.
 
 use async_graphql::connection::Connection;
-use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::api_token::{self, TokenKind};
 use entity::user;
 use uuid::Uuid;
 
-use super::loaders::UserLoader;
 use super::workspaces::WorkspaceView;
 use super::{db, page_complexity, viewer};
 use crate::error::{ApiResult, Error};
@@ -49,7 +47,7 @@ impl UserView {
 
 /// Loads a user through the request's batch loader.
 pub(crate) async fn load_user(ctx: &Context<'_>, id: Uuid) -> ApiResult<UserView> {
-    let loader = ctx.data_unchecked::<DataLoader<UserLoader>>();
+    let loader = ctx.data_unchecked::<super::Users>();
     let user = loader
         .load_one(id)
         .await

@@ -292,3 +292,50 @@ async fn a_result_exports_as_json_and_as_csv_when_tabular_with_the_same_access_r
         "this job has no tabular result to export as CSV"
     );
 }
+
+#[tokio::test]
+async fn a_page_of_jobs_costs_the_same_few_queries_whatever_its_size() {
+    let app = TestApp::spawn().await;
+    let users = [
+        app.user("alice@lab.test").await,
+        app.user("bob@lab.test").await,
+        app.user("carol@lab.test").await,
+    ];
+    let ws = app.workspace(&users[0], "lab").await;
+    app.add_member(&users[0], &ws, &users[1], "MEMBER").await;
+    app.add_member(&users[0], &ws, &users[2], "MEMBER").await;
+    app.grant(&ws, 1000).await;
+    for user in &users {
+        let jobs: Vec<_> = (0..34)
+            .map(|_| json!({"tool": "sleep", "settings": {"seconds": 0}}))
+            .collect();
+        app.ok(
+            Some(&user.token),
+            "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
+            json!({"ws": ws, "jobs": jobs}),
+        )
+        .await;
+    }
+    let page = "query($ws: ID!, $first: Int) { workspace(id: $ws) { jobs(first: $first) { edges { node {
+        id name status toolName tool { title } creditCost submitter { email displayName } workspace { name } } } } } }";
+    let token = Some(users[0].token.as_str());
+    // Warm up: the token's last use is recorded at most once a minute.
+    app.ok(token, "{ viewer { isAuthenticated } }", json!({}))
+        .await;
+    let mut costs = Vec::new();
+    for first in [100, 10] {
+        let before = app.queries.count();
+        let data = app.ok(token, page, json!({"ws": ws, "first": first})).await;
+        costs.push(app.queries.count() - before);
+        let edges = data["workspace"]["jobs"]["edges"].as_array().unwrap();
+        assert_eq!(edges.len(), first as usize);
+        assert!(edges.iter().all(|e| e["node"]["workspace"]["name"] == "lab"
+            && e["node"]["submitter"]["email"].is_string()));
+    }
+    assert_eq!(
+        costs[0], costs[1],
+        "a page of 100 costs what a page of 10 does: {costs:?}"
+    );
+    // The token, the workspace and its membership, the page, its submitters.
+    assert!(costs[0] <= 5, "a page costs {} queries", costs[0]);
+}

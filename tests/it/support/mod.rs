@@ -21,6 +21,8 @@ pub struct TestApp {
     pub db: DatabaseConnection,
     /// The platform administrator's token, made by the first-start bootstrap.
     pub admin_token: String,
+    /// The statements the server has run.
+    pub queries: std::sync::Arc<jobgraph::db::QueryStats>,
     client: reqwest::Client,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
@@ -73,6 +75,7 @@ impl TestApp {
         config.server.public_url = Some(format!("http://{addr}"));
         let app = App::build(config).await.expect("building the app");
         let db = app.state.db.clone();
+        let queries = app.state.query_stats.clone();
         let first = users::bootstrap_admin(&db, "admin@localhost")
             .await
             .unwrap()
@@ -83,6 +86,7 @@ impl TestApp {
             addr,
             db,
             admin_token: first.secret,
+            queries,
             client: reqwest::Client::new(),
             shutdown,
             _dir: dir,
