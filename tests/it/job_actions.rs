@@ -216,7 +216,10 @@ async fn job_in(app: &TestApp, by: &TestUser, ws: &str, status: &str) -> String 
     let path: &[JobStatus] = match status {
         "QUEUED" => &[],
         "PROCESSING" => &[JobStatus::Processing],
+        "RETRY" => &[JobStatus::Processing, JobStatus::Retry],
         "FAILED" => &[JobStatus::Processing, JobStatus::Failed],
+        "TIMEOUT" => &[JobStatus::Processing, JobStatus::Timeout],
+        "CANCELLED" => &[JobStatus::Cancelled],
         "COMPLETED" => &[JobStatus::Processing, JobStatus::Completed],
         other => panic!("{other}"),
     };
@@ -251,7 +254,7 @@ async fn every_action_by_role_and_status_matches_the_viewer_can_flags() {
     ];
     let mut allowed = std::collections::BTreeSet::new();
     let mut failures = Vec::new();
-    for status in ["QUEUED", "PROCESSING", "FAILED", "COMPLETED"] {
+    for status in ["QUEUED", "PROCESSING", "RETRY", "FAILED", "TIMEOUT", "CANCELLED", "COMPLETED"] {
         for (actor, user) in actors {
             for (action, mutation) in ACTIONS {
                 let job = job_in(&app, &submitter, &ws, status).await;
@@ -283,6 +286,10 @@ async fn every_action_by_role_and_status_matches_the_viewer_can_flags() {
         "COMPLETED OTHER_MEMBER duplicate",
         "COMPLETED SUBMITTER delete",
         "FAILED ADMIN share",
+        "RETRY SUBMITTER cancel",
+        "TIMEOUT OWNER retry",
+        "CANCELLED SUBMITTER retry",
+        "CANCELLED ADMIN delete",
     ] {
         assert!(allowed.contains(expected), "{expected} should be allowed");
     }
@@ -296,6 +303,9 @@ async fn every_action_by_role_and_status_matches_the_viewer_can_flags() {
         "FAILED VIEWER rename",
         "FAILED OUTSIDER rename",
         "COMPLETED OTHER_MEMBER share",
+        "RETRY OWNER delete",
+        "RETRY OWNER retry",
+        "TIMEOUT OWNER cancel",
     ] {
         assert!(!allowed.contains(refused), "{refused} should be refused");
     }
