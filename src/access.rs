@@ -5,7 +5,10 @@
 use entity::job::{self, Visibility};
 use entity::membership::Role;
 use entity::{job_share, membership, user, workspace};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::sea_query::{Expr, ExprTrait as _, IntoCondition as _};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait,
+};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -101,11 +104,26 @@ impl WorkspaceAccess {
         if matches!(viewer, Viewer::Anonymous) {
             return Err(Error::Unauthenticated);
         }
-        let workspace = workspace::Entity::find_by_id(id)
+        // The workspace and the viewer's membership, in one statement.
+        let user_id = viewer.user_id();
+        let membership_of_viewer =
+            workspace::Relation::Membership
+                .def()
+                .on_condition(move |_, membership_table| {
+                    Expr::col((membership_table, membership::Column::UserId))
+                        .eq(user_id)
+                        .into_condition()
+                });
+        let (workspace, membership) = workspace::Entity::find_by_id(id)
+            .join(JoinType::LeftJoin, membership_of_viewer)
+            .select_also(membership::Entity)
             .one(db)
             .await?
             .ok_or_else(not_found)?;
-        let standing = standing(db, viewer, id).await?;
+        let standing = Standing {
+            role: membership.map(|m| m.role),
+            platform_admin: viewer.is_platform_admin(),
+        };
         if !standing.can_read() {
             return Err(not_found());
         }

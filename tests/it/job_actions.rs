@@ -254,7 +254,15 @@ async fn every_action_by_role_and_status_matches_the_viewer_can_flags() {
     ];
     let mut allowed = std::collections::BTreeSet::new();
     let mut failures = Vec::new();
-    for status in ["QUEUED", "PROCESSING", "RETRY", "FAILED", "TIMEOUT", "CANCELLED", "COMPLETED"] {
+    for status in [
+        "QUEUED",
+        "PROCESSING",
+        "RETRY",
+        "FAILED",
+        "TIMEOUT",
+        "CANCELLED",
+        "COMPLETED",
+    ] {
         for (actor, user) in actors {
             for (action, mutation) in ACTIONS {
                 let job = job_in(&app, &submitter, &ws, status).await;
