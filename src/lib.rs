@@ -8,6 +8,7 @@ pub mod config;
 pub mod credits;
 pub mod db;
 pub mod error;
+pub mod executors;
 pub mod graphql;
 pub mod http;
 pub mod ids;
