@@ -3,12 +3,16 @@
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ServerConfig};
 use crate::db::QueryStats;
 use crate::graphql::{self, AppSchema};
+use crate::queue::runner::{Worker, WorkerConfig};
 use crate::tools::Catalog;
 
 /// What every request handler shares.
@@ -19,6 +23,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub schema: AppSchema,
     pub query_stats: Arc<QueryStats>,
+    /// Wakes this process's workers when jobs are queued.
+    pub wake: Arc<Notify>,
 }
 
 impl AppState {
@@ -26,13 +32,15 @@ impl AppState {
         let query_stats = crate::db::instrument(&mut db);
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
-        let schema = graphql::build(db.clone(), config.clone(), catalog.clone());
+        let wake = Arc::new(Notify::new());
+        let schema = graphql::build(db.clone(), config.clone(), catalog.clone(), wake.clone());
         AppState {
             db,
             config,
             catalog,
             schema,
             query_stats,
+            wake,
         }
     }
 }
@@ -54,18 +62,39 @@ impl App {
         })
     }
 
-    /// Serves HTTP on `listener` until `shutdown` is cancelled, then finishes the requests in
-    /// flight.
+    /// A worker over this app's database and tools.
+    pub fn worker(&self) -> Worker {
+        Worker {
+            db: self.state.db.clone(),
+            catalog: self.state.catalog.clone(),
+            name: crate::queue::worker_name(),
+            config: WorkerConfig {
+                concurrency: self.state.config.workers,
+                lease: Duration::from_secs(self.state.config.lease_seconds),
+                ..WorkerConfig::default()
+            },
+            wake: self.state.wake.clone(),
+        }
+    }
+
+    /// Serves HTTP on `listener`, with a worker pool unless `--workers 0`, until `shutdown`
+    /// is cancelled; then finishes the requests in flight and hands unfinished jobs back.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let router = crate::http::router(self.state.clone());
+        let worker = (self.state.config.workers > 0)
+            .then(|| tokio::spawn(self.worker().run(shutdown.clone())));
         tracing::info!(address = %listener.local_addr()?, "serving GraphQL at /graphql");
+        let stopping = shutdown.clone();
         axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .with_graceful_shutdown(async move { stopping.cancelled().await })
             .await?;
+        if let Some(worker) = worker {
+            worker.await?;
+        }
         self.state.db.clone().close().await?;
         tracing::info!("stopped");
         Ok(())

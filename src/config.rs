@@ -53,6 +53,15 @@ pub struct ServerConfig {
     #[arg(long, env = "JOBGRAPH_TOOLS_FILE")]
     pub tools_file: Option<PathBuf>,
 
+    /// Jobs this process runs at once; 0 serves the API only.
+    #[arg(long, env = "JOBGRAPH_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+
+    /// Seconds a running job's lease holds without a heartbeat; a worker that dies leaves its
+    /// jobs to be reclaimed after this.
+    #[arg(long, env = "JOBGRAPH_LEASE_SECONDS", default_value_t = 30)]
+    pub lease_seconds: u64,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "JOBGRAPH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -79,6 +88,9 @@ impl ServerConfig {
             .context("--admin-email")?;
         if self.max_body_bytes < 1024 {
             bail!("--max-body-bytes must be at least 1024");
+        }
+        if self.lease_seconds < 3 {
+            bail!("--lease-seconds must be at least 3");
         }
         if self.max_query_depth < 5 || self.max_query_complexity < 100 {
             bail!("--max-query-depth must be at least 5 and --max-query-complexity at least 100");

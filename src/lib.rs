@@ -14,6 +14,7 @@ pub mod http;
 pub mod ids;
 pub mod jobs;
 pub mod pagination;
+pub mod queue;
 pub mod tools;
 pub mod users;
 pub mod workspaces;

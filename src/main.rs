@@ -30,6 +30,8 @@ struct Cli {
 enum Command {
     /// Serve the GraphQL API (the default command).
     Serve(ServerConfig),
+    /// Run workers only, without the API, against the same database.
+    Worker(ServerConfig),
     /// Apply pending database migrations, then exit.
     Migrate,
     /// Print the GraphQL schema (SDL).
@@ -105,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
     let database = cli.database;
     match command {
         Command::Serve(server) => serve(Config { database, server }).await,
+        Command::Worker(server) => work(Config { database, server }).await,
         Command::Migrate => {
             let db = jobgraph::db::connect(&database.url()).await?;
             jobgraph::db::migrate(&db).await?;
@@ -151,6 +154,18 @@ fn print_first_start(first: &users::FirstAdmin, public_url: &str) {
          {{\"Authorization\": \"Bearer {secret}\"}} in GraphiQL's Headers tab.\n",
         email = first.user.email,
     );
+}
+
+async fn work(config: Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.server.workers > 0,
+        "a worker needs --workers of at least 1"
+    );
+    let app = App::build(config).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    app.worker().run(shutdown).await;
+    Ok(())
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

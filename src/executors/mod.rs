@@ -2,3 +2,163 @@
 //! jobgraph, so the default tools do real work with no external programs.
 
 pub mod builtin;
+
+use std::time::Duration;
+
+use entity::job;
+use sea_orm::DatabaseConnection;
+use serde_json::{Value, json};
+
+use crate::tools::{Prepared, Tool};
+
+/// Why a run did not produce a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Worth another attempt (a flaky resource, a lost connection).
+    Transient(String),
+    /// Another attempt would fail the same way (bad input, a missing tool).
+    Permanent(String),
+    /// The job is no longer this attempt's (cancelled or reclaimed): stop quietly.
+    Abandoned,
+}
+
+/// A running attempt's channel back to the job: progress and stage.
+pub struct Progress<'a> {
+    pub db: &'a DatabaseConnection,
+    pub job: &'a job::Model,
+}
+
+impl Progress<'_> {
+    /// Records progress (0 to 1) and, when given, a new stage. `Abandoned` once the job is no
+    /// longer this attempt's, so the executor can stop.
+    pub async fn report(&self, progress: f64, stage: Option<&str>) -> Result<(), Failure> {
+        match crate::queue::report(self.db, self.job, Some(progress), stage).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Failure::Abandoned),
+            // A failed progress write does not fail the run.
+            Err(err) => {
+                tracing::warn!(job.id = %self.job.id, error = %err, "recording progress failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn text_input(job: &job::Model, name: &str) -> Result<String, Failure> {
+    Prepared::from_stored(&job.inputs, &job.settings)
+        .inputs
+        .remove(name)
+        .and_then(|input| input.text)
+        .ok_or_else(|| Failure::Permanent(format!("the input `{name}` is missing")))
+}
+
+fn setting_u64(job: &job::Model, name: &str, default: u64) -> u64 {
+    job.settings
+        .get(name)
+        .and_then(Value::as_u64)
+        .unwrap_or(default)
+}
+
+/// Runs one attempt of a job with its tool's executor.
+pub async fn run(tool: &Tool, job: &job::Model, progress: &Progress<'_>) -> Result<Value, Failure> {
+    let executor = tool.executor.as_ref().ok_or_else(|| {
+        Failure::Permanent(format!("the tool `{}` declares no executor", tool.name))
+    })?;
+    if executor.kind != "builtin" {
+        return Err(Failure::Permanent(format!(
+            "the executor kind `{}` is not available on this worker",
+            executor.kind
+        )));
+    }
+    let function = executor
+        .options
+        .get("function")
+        .and_then(Value::as_str)
+        .unwrap_or(&tool.name);
+    match function {
+        "noop" => Ok(json!({})),
+        "sleep" => sleep(job, progress).await,
+        "flaky" => flaky(job),
+        "sequence_stats" | "kmer_count" | "translate_dna" => {
+            let fasta = text_input(job, "sequences")?;
+            let settings = job.clone();
+            let function = function.to_owned();
+            progress.report(0.1, Some("Analysing")).await?;
+            tokio::task::spawn_blocking(move || match function.as_str() {
+                "sequence_stats" => builtin::sequence_stats(
+                    &fasta,
+                    setting_u64(&settings, "min_length", 0) as usize,
+                ),
+                "kmer_count" => builtin::kmer_count(
+                    &fasta,
+                    setting_u64(&settings, "k", 4) as usize,
+                    setting_u64(&settings, "top", 20) as usize,
+                ),
+                _ => builtin::translate_dna(
+                    &fasta,
+                    setting_u64(&settings, "frame", 1) as usize,
+                    settings
+                        .settings
+                        .get("stop_at_first_stop")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false),
+                ),
+            })
+            .await
+            .map_err(|err| Failure::Transient(format!("the analysis crashed: {err}")))
+        }
+        other => Err(Failure::Permanent(format!(
+            "no built-in function `{other}`"
+        ))),
+    }
+}
+
+/// Waits `seconds`, walking through the named stages and reporting progress.
+async fn sleep(job: &job::Model, progress: &Progress<'_>) -> Result<Value, Failure> {
+    let seconds = job
+        .settings
+        .get("seconds")
+        .and_then(Value::as_f64)
+        .unwrap_or(5.0)
+        .max(0.0);
+    let stages: Vec<String> = job
+        .settings
+        .get("stages")
+        .and_then(Value::as_array)
+        .map(|stages| {
+            stages
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .filter(|stages: &Vec<String>| !stages.is_empty())
+        .unwrap_or_else(|| vec!["Working".to_owned()]);
+    let per_stage = Duration::from_secs_f64(seconds / stages.len() as f64);
+    let note = job.inputs.get("note").and_then(|n| n.get("text")).cloned();
+    for (i, stage) in stages.iter().enumerate() {
+        progress
+            .report(i as f64 / stages.len() as f64, Some(stage))
+            .await?;
+        tokio::time::sleep(per_stage).await;
+    }
+    Ok(json!({ "slept": seconds, "stages": stages, "note": note }))
+}
+
+/// A test aid: fails its first `fail_attempts` attempts, transiently unless `permanent`.
+fn flaky(job: &job::Model) -> Result<Value, Failure> {
+    let failing = setting_u64(job, "fail_attempts", 1);
+    if (job.attempt as u64) <= failing {
+        let message = format!("attempt {} failed on purpose", job.attempt);
+        let permanent = job
+            .settings
+            .get("permanent")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        return Err(if permanent {
+            Failure::Permanent(message)
+        } else {
+            Failure::Transient(message)
+        });
+    }
+    Ok(json!({ "succeededOnAttempt": job.attempt }))
+}

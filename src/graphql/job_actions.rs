@@ -182,6 +182,7 @@ async fn job_view(ctx: &Context<'_>, job: entity::job::Model) -> ApiResult<JobVi
 }
 
 async fn submitted(ctx: &Context<'_>, submitted: Submitted) -> ApiResult<SubmitJobPayload> {
+    super::jobs_queued(ctx);
     Ok(SubmitJobPayload {
         job: job_view(ctx, submitted.job).await?,
         replayed: submitted.replayed,
@@ -262,6 +263,7 @@ impl JobsMutation {
             input.max_credits,
         )
         .await?;
+        super::jobs_queued(ctx);
         let (summary, access) = history::batch(db(ctx), viewer(ctx), batch.id).await?;
         let standing = crate::access::JobStanding {
             workspace: access.standing,

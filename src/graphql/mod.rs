@@ -48,6 +48,7 @@ pub fn build(
     db: DatabaseConnection,
     config: Arc<ServerConfig>,
     catalog: Arc<Catalog>,
+    wake: Arc<tokio::sync::Notify>,
 ) -> AppSchema {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(config.max_query_depth)
@@ -55,6 +56,7 @@ pub fn build(
         .data(db)
         .data(config)
         .data(catalog)
+        .data(QueueSignal(wake))
         .finish()
 }
 
@@ -86,6 +88,14 @@ pub fn request_data(db: &DatabaseConnection, viewer: Viewer) -> Data {
         HashMapCache::default(),
     ));
     data
+}
+
+/// Wakes this process's workers when jobs are queued.
+pub(crate) struct QueueSignal(Arc<tokio::sync::Notify>);
+
+/// Tells idle workers in this process that jobs were queued.
+pub(crate) fn jobs_queued(ctx: &Context<'_>) {
+    ctx.data_unchecked::<QueueSignal>().0.notify_waiters();
 }
 
 pub(crate) fn catalog<'a>(ctx: &Context<'a>) -> &'a Catalog {

@@ -3,7 +3,7 @@
 //! the timeline gets its event and a due refund is booked, all in the caller's transaction.
 //! Two racing finishers therefore cannot both succeed, and a job is refunded at most once.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::credit_transaction::TransactionKind;
 use entity::job::{self, JobStatus};
 use entity::job_event;
@@ -28,6 +28,10 @@ pub struct Change {
     pub error_message: Option<String>,
     pub error_code: Option<String>,
     pub actor_id: Option<Uuid>,
+    /// For RETRY: when the job may be queued again.
+    pub run_after: Option<DateTime<Utc>>,
+    /// Wall time, CPU and memory the run used.
+    pub resources: Option<Value>,
 }
 
 /// Records a timeline event.
@@ -99,6 +103,12 @@ pub async fn transition(
     }
     if refund {
         update.refunded = Set(true);
+    }
+    if let Some(run_after) = change.run_after {
+        update.run_after = Set(Some(run_after));
+    }
+    if let Some(resources) = change.resources {
+        update.resources = Set(Some(resources));
     }
     let updated = job::Entity::update_many()
         .set(update)

@@ -2,6 +2,7 @@
 
 mod cli;
 mod credits;
+mod execution;
 mod http_spec;
 mod job_actions;
 mod job_history;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db: DatabaseConnection,
+    pub database_url: String,
     /// The platform administrator's token, made by the first-start bootstrap.
     pub admin_token: String,
     /// The statements the server has run.
@@ -69,6 +70,8 @@ impl TestApp {
         config.database.data_dir = dir.path().to_owned();
         config.database.database_url = Some(database_url.clone());
         config.server.listen = "127.0.0.1:0".parse().unwrap();
+        // Tests drive jobs themselves unless they ask for workers.
+        config.server.workers = 0;
         tweak(&mut config);
         let listener = TcpListener::bind(config.server.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -85,6 +88,7 @@ impl TestApp {
         TestApp {
             addr,
             db,
+            database_url,
             admin_token: first.secret,
             queries,
             client: reqwest::Client::new(),
@@ -161,6 +165,43 @@ impl TestApp {
     }
 
     /// Creates a workspace owned by `owner`; returns its id.
+    /// Polls a job until it reaches a final status (or `timeout` passes); returns it.
+    pub async fn wait_final(&self, token: &str, id: &str, timeout: std::time::Duration) -> Value {
+        self.wait_for(token, id, timeout, |job| {
+            matches!(
+                job["status"].as_str(),
+                Some("COMPLETED" | "FAILED" | "TIMEOUT" | "CANCELLED")
+            )
+        })
+        .await
+    }
+
+    /// Polls a job until `done` holds for it; returns it.
+    pub async fn wait_for(
+        &self,
+        token: &str,
+        id: &str,
+        timeout: std::time::Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let query =
+            "query($id: ID!) { job(id: $id) { id status stage progress attempt refunded result
+            errorMessage errorCode resources timeline { status stage message attempt } } }";
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let data = self.ok(Some(token), query, json!({ "id": id })).await;
+            if done(&data["job"]) {
+                return data["job"].clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting: {}",
+                data["job"]
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn workspace(&self, owner: &TestUser, name: &str) -> String {
         let data = self
             .ok(

@@ -1,0 +1,254 @@
+//! A worker: claims jobs up to its concurrency, runs each with its tool's executor under the
+//! tool's time limit while a heartbeat renews the lease, records the outcome, and keeps the
+//! queue healthy (expired leases reclaimed, due retries queued again).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use entity::job::{self, JobStatus};
+use sea_orm::DatabaseConnection;
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::db;
+use crate::error::Error;
+use crate::executors::{self, Failure, Progress};
+use crate::jobs::lifecycle::{self, Change};
+use crate::tools::Catalog;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    /// How often an idle worker looks for work when nobody wakes it.
+    pub poll: Duration,
+    /// How long running jobs may finish after shutdown begins.
+    pub grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 2,
+            lease: Duration::from_secs(30),
+            poll: Duration::from_millis(500),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A worker over one database.
+pub struct Worker {
+    pub db: DatabaseConnection,
+    pub catalog: Arc<Catalog>,
+    pub name: String,
+    pub config: WorkerConfig,
+    /// Notified when jobs are queued in this process.
+    pub wake: Arc<Notify>,
+}
+
+impl Worker {
+    /// Runs until `shutdown` is cancelled, then lets running jobs finish within the grace
+    /// period and hands the rest back to the queue.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let worker = Arc::new(self);
+        tracing::info!(worker = %worker.name, concurrency = worker.config.concurrency, "worker started");
+        let mut running: JoinSet<()> = JoinSet::new();
+        let mut in_flight: Vec<(tokio::task::AbortHandle, job::Model)> = Vec::new();
+        let mut maintenance = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            in_flight.retain(|(handle, _)| !handle.is_finished());
+            let free = worker.config.concurrency.saturating_sub(running.len());
+            if free > 0 {
+                match crate::queue::claim(
+                    &worker.db,
+                    &worker.name,
+                    free as u64,
+                    worker.config.lease,
+                )
+                .await
+                {
+                    Ok(jobs) => {
+                        let full = jobs.len() == free;
+                        for job in jobs {
+                            let handle = running.spawn(execute(worker.clone(), job.clone()));
+                            in_flight.push((handle, job));
+                        }
+                        if full {
+                            // Every slot is busy: wait for one to free up.
+                        }
+                    }
+                    Err(err) => tracing::error!(error = %err, "claiming jobs failed"),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = worker.wake.notified() => {}
+                _ = tokio::time::sleep(worker.config.poll) => {}
+                _ = maintenance.tick() => {
+                    let now = chrono::Utc::now();
+                    if let Err(err) = crate::queue::reclaim_expired(&worker.db, now).await {
+                        tracing::error!(error = %err, "reclaiming expired leases failed");
+                    }
+                    if let Err(err) = crate::queue::requeue_due(&worker.db, now).await {
+                        tracing::error!(error = %err, "queueing retries failed");
+                    }
+                }
+            }
+        }
+        tracing::info!(worker = %worker.name, running = running.len(), "worker stopping");
+        let _ = tokio::time::timeout(worker.config.grace, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        running.abort_all();
+        for (handle, job) in in_flight {
+            if handle.is_finished() {
+                continue;
+            }
+            hand_back(&worker.db, &job).await;
+        }
+        tracing::info!(worker = %worker.name, "worker stopped");
+    }
+}
+
+/// Returns an unfinished job to the queue at shutdown.
+async fn hand_back(db: &DatabaseConnection, job: &job::Model) {
+    let result = async {
+        let tx = db::begin_write(db).await?;
+        lifecycle::transition(
+            &tx,
+            job,
+            JobStatus::Queued,
+            Change {
+                message: Some("handed back: the worker shut down".to_owned()),
+                ..Default::default()
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) | Err(Error::Conflict(_)) => {}
+        Err(err) => tracing::error!(job.id = %job.id, error = %err, "handing a job back failed"),
+    }
+}
+
+enum Outcome {
+    Done(serde_json::Value),
+    Failed(Failure),
+    TimedOut(u64),
+    Abandoned,
+}
+
+/// Runs one claimed job to its end.
+async fn execute(worker: Arc<Worker>, job: job::Model) {
+    let span =
+        tracing::info_span!("job", job.id = %job.id, attempt = job.attempt, tool = %job.tool);
+    let _enter = span.enter();
+    let started = Instant::now();
+    let outcome = match worker.catalog.get(&job.tool).cloned() {
+        None => Outcome::Failed(Failure::Permanent(format!(
+            "the tool `{}` is no longer offered",
+            job.tool
+        ))),
+        Some(tool) => {
+            let progress = Progress {
+                db: &worker.db,
+                job: &job,
+            };
+            let limit = Duration::from_secs(tool.timeout_seconds);
+            let heartbeat_every = (worker.config.lease / 3).min(Duration::from_secs(2));
+            let heartbeat = async {
+                loop {
+                    tokio::time::sleep(heartbeat_every).await;
+                    match crate::queue::renew(&worker.db, &job, worker.config.lease).await {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(err) => tracing::warn!(error = %err, "renewing a lease failed"),
+                    }
+                }
+            };
+            tokio::select! {
+                result = tokio::time::timeout(limit, executors::run(&tool, &job, &progress)) => match result {
+                    Ok(Ok(value)) => Outcome::Done(value),
+                    Ok(Err(Failure::Abandoned)) => Outcome::Abandoned,
+                    Ok(Err(failure)) => Outcome::Failed(failure),
+                    Err(_) => Outcome::TimedOut(tool.timeout_seconds),
+                },
+                () = heartbeat => Outcome::Abandoned,
+            }
+        }
+    };
+    let resources = json!({ "wallSeconds": started.elapsed().as_secs_f64() });
+    let result = match outcome {
+        Outcome::Done(value) => {
+            finish(
+                &worker.db,
+                &job,
+                JobStatus::Completed,
+                Change {
+                    result: Some(value),
+                    resources: Some(resources),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+        Outcome::TimedOut(seconds) => {
+            let message = format!("the run exceeded the tool's limit of {seconds} s");
+            finish(
+                &worker.db,
+                &job,
+                JobStatus::Timeout,
+                Change {
+                    message: Some(message.clone()),
+                    error_message: Some(message),
+                    error_code: Some("TIMEOUT".to_owned()),
+                    resources: Some(resources),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+        Outcome::Failed(Failure::Transient(message)) => {
+            crate::queue::fail_attempt(&worker.db, &job, message, "TRANSIENT_FAILURE", true)
+                .await
+                .map(drop)
+        }
+        Outcome::Failed(Failure::Permanent(message)) => {
+            crate::queue::fail_attempt(&worker.db, &job, message, "FAILED", false)
+                .await
+                .map(drop)
+        }
+        Outcome::Failed(Failure::Abandoned) | Outcome::Abandoned => {
+            tracing::info!("the job was cancelled or reclaimed; the attempt stops");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => {}
+        Err(Error::Conflict(message)) => tracing::info!(%message, "the job changed while it ran"),
+        Err(err) => tracing::error!(error = %err, "recording a job's outcome failed"),
+    }
+}
+
+async fn finish(
+    db: &DatabaseConnection,
+    job: &job::Model,
+    to: JobStatus,
+    change: Change,
+) -> Result<(), Error> {
+    let tx = db::begin_write(db).await?;
+    lifecycle::transition(&tx, job, to, change).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,429 @@
+//! Execution: workers claim queued jobs and run them with their tool's executor, under time
+//! limits, with retries, cancellation and recovery of jobs whose worker died.
+
+use std::time::Duration;
+
+use entity::job::{self, JobStatus};
+use jobgraph::jobs::lifecycle::Change;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, TestUser};
+
+/// The built-in tools plus tools that exercise limits and failures.
+const TEST_TOOLS: &str = r#"
+[[tools]]
+name = "flaky"
+title = "Flaky"
+version = "1"
+timeout_seconds = 30
+max_attempts = 2
+executor = { kind = "builtin", function = "flaky" }
+price = { base = 3 }
+
+[[tools]]
+name = "slow"
+title = "Slow"
+version = "1"
+timeout_seconds = 1
+max_attempts = 3
+executor = { kind = "builtin", function = "sleep" }
+price = { base = 4 }
+"#;
+
+async fn spawn(workers: usize) -> TestApp {
+    TestApp::spawn_with(|config| {
+        let dir = config.database.data_dir.clone();
+        let tools = dir.join("tools.toml");
+        let builtin = include_str!("../../src/tools/default_tools.toml");
+        std::fs::write(&tools, format!("{builtin}\n{TEST_TOOLS}")).unwrap();
+        config.server.tools_file = Some(tools);
+        config.server.workers = workers;
+        config.server.lease_seconds = 3;
+    })
+    .await
+}
+
+async fn setup(app: &TestApp) -> (TestUser, String) {
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 1000).await;
+    (alice, ws)
+}
+
+async fn submit(
+    app: &TestApp,
+    user: &TestUser,
+    ws: &str,
+    tool: &str,
+    inputs: Value,
+    settings: Value,
+) -> String {
+    let data = app
+        .ok(
+            Some(&user.token),
+            "mutation($ws: ID!, $tool: String!, $inputs: [JobInputValue!]!, $settings: JSON) {
+               submitJob(input: {workspaceId: $ws, tool: $tool, inputs: $inputs, settings: $settings}) { job { id } } }",
+            json!({"ws": ws, "tool": tool, "inputs": inputs, "settings": settings}),
+        )
+        .await;
+    data["submitJob"]["job"]["id"].as_str().unwrap().to_owned()
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn the_builtin_tools_run_to_completion_with_their_results() {
+    let app = spawn(2).await;
+    let (alice, ws) = setup(&app).await;
+    let sequences = json!([{"name": "sequences", "text": ">a\nATGGCCTAA\n>b\nGGCC\n"}]);
+    let stats = submit(
+        &app,
+        &alice,
+        &ws,
+        "sequence-stats",
+        sequences.clone(),
+        json!({}),
+    )
+    .await;
+    let kmers = submit(
+        &app,
+        &alice,
+        &ws,
+        "kmer-count",
+        sequences.clone(),
+        json!({"k": 2, "top": 1}),
+    )
+    .await;
+    let protein = submit(
+        &app,
+        &alice,
+        &ws,
+        "translate-dna",
+        sequences,
+        json!({"stop_at_first_stop": true}),
+    )
+    .await;
+    let noop = submit(&app, &alice, &ws, "noop", json!([]), json!({})).await;
+
+    let job = app.wait_final(&alice.token, &stats, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(job["result"]["count"], 2);
+    assert_eq!(job["result"]["totalLength"], 13);
+    assert_eq!(job["progress"], 1.0);
+    assert!(job["resources"]["wallSeconds"].as_f64().unwrap() >= 0.0);
+    let job = app.wait_final(&alice.token, &kmers, WAIT).await;
+    // GG, GC and CC occur twice each; ties rank alphabetically.
+    assert_eq!(job["result"]["kmers"], json!([{"kmer": "CC", "count": 2}]));
+    let job = app.wait_final(&alice.token, &protein, WAIT).await;
+    assert_eq!(job["result"]["proteins"][0]["protein"], "MA");
+    let job = app.wait_final(&alice.token, &noop, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED");
+    assert_eq!(job["attempt"], 1);
+    let statuses: Vec<_> = job["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].clone())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            json!("PENDING"),
+            json!("QUEUED"),
+            json!("PROCESSING"),
+            json!("COMPLETED")
+        ]
+    );
+    // Statistics 1 + 1, k-mers 2 + 1 + k = 2, translation 1 + 1, no-op 0.
+    assert_eq!(app.balance(&ws).await, 1000 - 2 - 5 - 2);
+}
+
+#[tokio::test]
+async fn the_sleep_demo_reports_its_stages_on_the_timeline() {
+    let app = spawn(1).await;
+    let (alice, ws) = setup(&app).await;
+    let id = submit(
+        &app,
+        &alice,
+        &ws,
+        "sleep",
+        json!([]),
+        json!({"seconds": 0.6, "stages": ["Docking", "Scoring"]}),
+    )
+    .await;
+    let job = app.wait_final(&alice.token, &id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED");
+    let stages: Vec<_> = job["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["stage"].as_str())
+        .collect();
+    assert_eq!(stages, ["Docking", "Scoring"]);
+}
+
+#[tokio::test]
+async fn a_run_over_its_limit_times_out_and_is_refunded() {
+    let app = spawn(1).await;
+    let (alice, ws) = setup(&app).await;
+    let id = submit(&app, &alice, &ws, "slow", json!([]), json!({"seconds": 10})).await;
+    let job = app.wait_final(&alice.token, &id, WAIT).await;
+    assert_eq!(job["status"], "TIMEOUT", "{job}");
+    assert_eq!(job["refunded"], true);
+    assert_eq!(
+        job["errorMessage"],
+        "the run exceeded the tool's limit of 1 s"
+    );
+    assert_eq!(app.balance(&ws).await, 1000);
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_and_then_succeeds() {
+    let app = spawn(1).await;
+    let (alice, ws) = setup(&app).await;
+    let id = submit(
+        &app,
+        &alice,
+        &ws,
+        "flaky",
+        json!([]),
+        json!({"fail_attempts": 1}),
+    )
+    .await;
+    let job = app.wait_final(&alice.token, &id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(job["attempt"], 2);
+    assert_eq!(job["result"], json!({"succeededOnAttempt": 2}));
+    let statuses: Vec<_> = job["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "PENDING",
+            "QUEUED",
+            "PROCESSING",
+            "RETRY",
+            "QUEUED",
+            "PROCESSING",
+            "COMPLETED"
+        ]
+    );
+    assert_eq!(app.balance(&ws).await, 997, "a success keeps its charge");
+}
+
+#[tokio::test]
+async fn exhausted_retries_and_permanent_failures_fail_and_refund() {
+    let app = spawn(2).await;
+    let (alice, ws) = setup(&app).await;
+    let exhausted = submit(
+        &app,
+        &alice,
+        &ws,
+        "flaky",
+        json!([]),
+        json!({"fail_attempts": 5}),
+    )
+    .await;
+    let permanent = submit(
+        &app,
+        &alice,
+        &ws,
+        "flaky",
+        json!([]),
+        json!({"fail_attempts": 5, "permanent": true}),
+    )
+    .await;
+    let job = app.wait_final(&alice.token, &exhausted, WAIT).await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempt"].as_i64()),
+        (Some("FAILED"), Some(2)),
+        "{job}"
+    );
+    assert_eq!(job["errorMessage"], "attempt 2 failed on purpose");
+    assert_eq!(job["refunded"], true);
+    let job = app.wait_final(&alice.token, &permanent, WAIT).await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempt"].as_i64()),
+        (Some("FAILED"), Some(1)),
+        "{job}"
+    );
+    assert_eq!(app.balance(&ws).await, 1000);
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_it_and_frees_the_worker() {
+    let app = spawn(1).await;
+    let (alice, ws) = setup(&app).await;
+    let long = submit(
+        &app,
+        &alice,
+        &ws,
+        "sleep",
+        json!([]),
+        json!({"seconds": 60}),
+    )
+    .await;
+    app.wait_for(&alice.token, &long, WAIT, |job| {
+        job["status"] == "PROCESSING"
+    })
+    .await;
+    let next = submit(&app, &alice, &ws, "noop", json!([]), json!({})).await;
+    app.ok(
+        Some(&alice.token),
+        "mutation($id: ID!) { cancelJob(input: {jobId: $id}) { job { id } } }",
+        json!({"id": long}),
+    )
+    .await;
+    // The only worker slot comes free within seconds, so the next job runs.
+    let job = app
+        .wait_final(&alice.token, &next, Duration::from_secs(10))
+        .await;
+    assert_eq!(job["status"], "COMPLETED");
+    let job = app.wait_final(&alice.token, &long, WAIT).await;
+    assert_eq!(job["status"], "CANCELLED");
+    assert_eq!(
+        job["refunded"], false,
+        "a run that used compute keeps its charge"
+    );
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_died_is_reclaimed_and_its_stale_completion_refused() {
+    let app = spawn(0).await;
+    let (alice, ws) = setup(&app).await;
+    let id = submit(&app, &alice, &ws, "sleep", json!([]), json!({"seconds": 0})).await;
+    // A worker claims it and dies: its lease runs out.
+    let claimed = jobgraph::queue::claim(&app.db, "doomed", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let stale = claimed[0].clone();
+    job::Entity::update_many()
+        .col_expr(
+            job::Column::LeaseExpiresAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::seconds(1)),
+        )
+        .filter(job::Column::Id.eq(stale.id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let reclaimed = jobgraph::queue::reclaim_expired(&app.db, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(reclaimed, 1);
+    let job = app
+        .wait_for(&alice.token, &id, WAIT, |j| j["status"] == "RETRY")
+        .await;
+    assert_eq!(job["errorCode"], "LEASE_EXPIRED");
+    // Its backoff passes; a live worker runs it.
+    job::Entity::update_many()
+        .col_expr(job::Column::RunAfter, Expr::value(chrono::Utc::now()))
+        .filter(job::Column::Id.eq(stale.id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        jobgraph::queue::requeue_due(&app.db, chrono::Utc::now())
+            .await
+            .unwrap(),
+        1
+    );
+    let again = jobgraph::queue::claim(&app.db, "alive", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(again[0].attempt, 2);
+
+    // The dead worker comes back and reports its old attempt: refused.
+    let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
+    let late =
+        jobgraph::jobs::lifecycle::transition(&tx, &stale, JobStatus::Completed, Change::default())
+            .await;
+    assert!(
+        matches!(late, Err(jobgraph::error::Error::Conflict(_))),
+        "{late:?}"
+    );
+    drop(tx);
+    assert!(
+        !jobgraph::queue::renew(&app.db, &stale, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    // The live attempt completes, once.
+    let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
+    jobgraph::jobs::lifecycle::transition(&tx, &again[0], JobStatus::Completed, Change::default())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let job = app.wait_final(&alice.token, &id, WAIT).await;
+    assert_eq!(
+        (job["status"].as_str(), job["refunded"].as_bool()),
+        (Some("COMPLETED"), Some(false))
+    );
+    assert_eq!(app.balance(&ws).await, 999);
+}
+
+#[tokio::test]
+async fn two_workers_on_one_database_never_run_a_job_twice() {
+    let app = spawn(0).await;
+    let (alice, ws) = setup(&app).await;
+    let batch: Vec<_> = (0..300).map(|_| json!({"tool": "noop"})).collect();
+    app.ok(
+        Some(&alice.token),
+        "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
+        json!({"ws": ws, "jobs": batch}),
+    )
+    .await;
+    // Two workers with their own connection pools, as two processes would have.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut handles = Vec::new();
+    for name in ["one", "two"] {
+        let mut config = jobgraph::Config::defaults();
+        config.database.database_url = Some(app.database_url.clone());
+        config.server.workers = 4;
+        let other = jobgraph::App::build(config).await.unwrap();
+        let mut worker = other.worker();
+        worker.name = name.to_owned();
+        worker.config.poll = Duration::from_millis(20);
+        handles.push(tokio::spawn(worker.run(shutdown.clone())));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let data = app
+            .ok(
+                Some(&alice.token),
+                "query($ws: ID!) { workspace(id: $ws) { jobCounts { completed total } } }",
+                json!({"ws": ws}),
+            )
+            .await;
+        if data["workspace"]["jobCounts"]["completed"] == 300 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{data}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.cancel();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let claims = entity::job_event::Entity::find()
+        .filter(entity::job_event::Column::Status.eq(JobStatus::Processing))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 300, "each job was claimed exactly once");
+    let by_one = claims
+        .iter()
+        .filter(|e| e.message.as_deref() == Some("claimed by one"))
+        .count();
+    assert!(
+        by_one > 0 && by_one < 300,
+        "both workers took part: {by_one} by one"
+    );
+    let ids: std::collections::HashSet<_> = claims.iter().map(|e| e.job_id).collect();
+    assert_eq!(ids.len(), 300);
+}
