@@ -25,10 +25,17 @@ pub struct AppState {
     pub query_stats: Arc<QueryStats>,
     /// Wakes this process's workers when jobs are queued.
     pub wake: Arc<Notify>,
+    /// The data directory: SQLite file, stored files, working directories.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl AppState {
-    pub fn new(mut db: DatabaseConnection, config: ServerConfig, catalog: Catalog) -> Self {
+    pub fn new(
+        mut db: DatabaseConnection,
+        config: ServerConfig,
+        catalog: Catalog,
+        data_dir: std::path::PathBuf,
+    ) -> Self {
         let query_stats = crate::db::instrument(&mut db);
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
@@ -41,6 +48,7 @@ impl AppState {
             schema,
             query_stats,
             wake,
+            data_dir,
         }
     }
 }
@@ -58,7 +66,7 @@ impl App {
         let db = crate::db::connect(&config.database.url()).await?;
         crate::db::migrate(&db).await?;
         Ok(App {
-            state: AppState::new(db, config.server, catalog),
+            state: AppState::new(db, config.server, catalog, config.database.data_dir),
         })
     }
 
@@ -74,6 +82,7 @@ impl App {
                 ..WorkerConfig::default()
             },
             wake: self.state.wake.clone(),
+            work_root: self.state.data_dir.join("work"),
         }
     }
 

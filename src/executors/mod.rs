@@ -2,7 +2,9 @@
 //! jobgraph, so the default tools do real work with no external programs.
 
 pub mod builtin;
+pub mod command;
 
+use std::path::Path;
 use std::time::Duration;
 
 use entity::job;
@@ -60,10 +62,18 @@ fn setting_u64(job: &job::Model, name: &str, default: u64) -> u64 {
 }
 
 /// Runs one attempt of a job with its tool's executor.
-pub async fn run(tool: &Tool, job: &job::Model, progress: &Progress<'_>) -> Result<Value, Failure> {
+pub async fn run(
+    tool: &Tool,
+    job: &job::Model,
+    progress: &Progress<'_>,
+    work_root: &Path,
+) -> Result<Value, Failure> {
     let executor = tool.executor.as_ref().ok_or_else(|| {
         Failure::Permanent(format!("the tool `{}` declares no executor", tool.name))
     })?;
+    if executor.kind == "command" {
+        return command::run(executor, job, progress, work_root).await;
+    }
     if executor.kind != "builtin" {
         return Err(Failure::Permanent(format!(
             "the executor kind `{}` is not available on this worker",

@@ -50,6 +50,8 @@ pub struct Worker {
     pub config: WorkerConfig,
     /// Notified when jobs are queued in this process.
     pub wake: Arc<Notify>,
+    /// Where `command` runs get their working directories.
+    pub work_root: std::path::PathBuf,
 }
 
 impl Worker {
@@ -178,7 +180,7 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
                 }
             };
             tokio::select! {
-                result = tokio::time::timeout(limit, executors::run(&tool, &job, &progress)) => match result {
+                result = tokio::time::timeout(limit, executors::run(&tool, &job, &progress, &worker.work_root)) => match result {
                     Ok(Ok(value)) => Outcome::Done(value),
                     Ok(Err(Failure::Abandoned)) => Outcome::Abandoned,
                     Ok(Err(failure)) => Outcome::Failed(failure),

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::support::{TestApp, TestUser};
 
 /// The built-in tools plus tools that exercise limits and failures.
-const TEST_TOOLS: &str = r#"
+const TEST_TOOLS: &str = r##"
 [[tools]]
 name = "flaky"
 title = "Flaky"
@@ -29,7 +29,39 @@ timeout_seconds = 1
 max_attempts = 3
 executor = { kind = "builtin", function = "sleep" }
 price = { base = 4 }
-"#;
+
+[[tools]]
+name = "count"
+title = "Count bytes"
+version = "1"
+timeout_seconds = 20
+inputs = [{ name = "text", kind = "file", required = true }]
+executor = { kind = "command", program = "sh", args = ["-c", """
+echo 'progress: 50% Counting'
+n=$(wc -c < "$1")
+printf '{"bytes": %s, "label": "%s"}' $n "$2" > result.json
+echo hi > outputs/report.txt
+""", "count", "{input:text}", "{setting:label}"] }
+price = { base = 1 }
+
+[[tools]]
+name = "crash"
+title = "Crash"
+version = "1"
+timeout_seconds = 20
+max_attempts = 2
+executor = { kind = "command", program = "sh", args = ["-c", "echo boom >&2; exit $1", "crash", "{setting:code}"], retryable_exit_codes = [75] }
+price = { base = 1 }
+
+[[tools]]
+name = "hang"
+title = "Hang"
+version = "1"
+timeout_seconds = 1
+max_attempts = 1
+executor = { kind = "command", program = "sh", args = ["-c", "sleep 30 & echo $! > \"$1\"; wait", "hang", "{setting:pidfile}"] }
+price = { base = 1 }
+"##;
 
 async fn spawn(workers: usize) -> TestApp {
     TestApp::spawn_with(|config| {
@@ -426,4 +458,83 @@ async fn two_workers_on_one_database_never_run_a_job_twice() {
     );
     let ids: std::collections::HashSet<_> = claims.iter().map(|e| e.job_id).collect();
     assert_eq!(ids.len(), 300);
+}
+
+#[tokio::test]
+async fn a_command_tool_runs_with_inputs_progress_result_and_outputs() {
+    let app = spawn(1).await;
+    let (alice, ws) = setup(&app).await;
+    let id = submit(
+        &app,
+        &alice,
+        &ws,
+        "count",
+        json!([{"name": "text", "text": "hello"}]),
+        json!({"label": "greeting"}),
+    )
+    .await;
+    let job = app.wait_final(&alice.token, &id, WAIT).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(
+        job["result"],
+        json!({"bytes": 5, "label": "greeting", "outputFiles": [{"name": "report.txt", "bytes": 3}]})
+    );
+    assert!(
+        job["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["stage"] == "Counting"),
+        "{job}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_command_keeps_its_stderr_and_retries_only_retryable_codes() {
+    let app = spawn(2).await;
+    let (alice, ws) = setup(&app).await;
+    let fatal = submit(&app, &alice, &ws, "crash", json!([]), json!({"code": 3})).await;
+    let transient = submit(&app, &alice, &ws, "crash", json!([]), json!({"code": 75})).await;
+    let job = app.wait_final(&alice.token, &fatal, WAIT).await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempt"].as_i64()),
+        (Some("FAILED"), Some(1)),
+        "{job}"
+    );
+    assert_eq!(job["errorMessage"], "`sh` exited with code 3: boom");
+    let job = app.wait_final(&alice.token, &transient, WAIT).await;
+    assert_eq!(
+        (job["status"].as_str(), job["attempt"].as_i64()),
+        (Some("FAILED"), Some(2)),
+        "{job}"
+    );
+    assert_eq!(app.balance(&ws).await, 1000);
+}
+
+#[tokio::test]
+async fn a_timed_out_command_is_killed_with_everything_it_started() {
+    let app = spawn(1).await;
+    let (alice, ws) = setup(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let id = submit(
+        &app,
+        &alice,
+        &ws,
+        "hang",
+        json!([]),
+        json!({"pidfile": pidfile.display().to_string()}),
+    )
+    .await;
+    let job = app.wait_final(&alice.token, &id, WAIT).await;
+    assert_eq!(job["status"], "TIMEOUT", "{job}");
+    let pid = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background child {pid} outlived the timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,0 +1,259 @@
+//! The `command` executor: runs a program in a private working directory per attempt.
+//!
+//! The directory holds `inputs/<name>` (one file per input), `settings.json` and an empty
+//! `outputs/`. Arguments are a template: `{input:NAME}` is an input's path, `{setting:NAME}` a
+//! setting's value, `{settings_file}`, `{outputs}` and `{workdir}` the paths; other braces are
+//! kept as written. The program
+//! reports progress by printing lines `progress: 0.4 Annotating` (a fraction or a percentage,
+//! then an optional stage). On exit 0 the structured result is read from `result.json` (or the
+//! tool's `result_file`), and the files left in `outputs/` are listed in it. On another exit
+//! code the tail of stderr is the error; codes listed in `retryable_exit_codes` are transient
+//! failures. The program runs in its own process group, killed whole on timeout or cancel.
+//!
+//! ```toml
+//! executor = { kind = "command", program = "prokka", args = ["--outdir", "{outputs}", "{input:genome}"],
+//!              result_file = "result.json", retryable_exit_codes = [75] }
+//! ```
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use entity::job;
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+use super::{Failure, Progress};
+use crate::tools::{ExecutorSpec, Prepared};
+
+/// How much of stderr a failed run keeps as its error.
+const STDERR_TAIL_BYTES: usize = 4000;
+
+/// Kills a process group when dropped: on timeout, cancellation or any early return, nothing
+/// the program started outlives its attempt.
+struct ProcessGroup(Option<i32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Removes the working directory when the attempt ends, whatever way it ends.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Reads a `progress:` line: a fraction (or percentage) and an optional stage.
+pub fn parse_progress(line: &str) -> Option<(f64, Option<String>)> {
+    let rest = line.trim().strip_prefix("progress:")?.trim();
+    let (number, stage) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let value = match number.strip_suffix('%') {
+        Some(percent) => percent.parse::<f64>().ok()? / 100.0,
+        None => number.parse::<f64>().ok()?,
+    };
+    let stage = stage.trim();
+    Some((
+        value.clamp(0.0, 1.0),
+        (!stage.is_empty()).then(|| stage.to_owned()),
+    ))
+}
+
+fn expand(arg: &str, dir: &Path, settings: &Value) -> String {
+    let mut out = String::new();
+    let mut rest = arg;
+    while let Some(start) = rest.find('{') {
+        let Some(end) = rest[start..].find('}') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        let key = &rest[start + 1..start + end];
+        let value = if let Some(name) = key.strip_prefix("input:") {
+            dir.join("inputs").join(name).display().to_string()
+        } else if let Some(name) = key.strip_prefix("setting:") {
+            match settings.get(name) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            }
+        } else {
+            match key {
+                "settings_file" => dir.join("settings.json").display().to_string(),
+                "outputs" => dir.join("outputs").display().to_string(),
+                "workdir" => dir.display().to_string(),
+                // Not a placeholder (a shell block, a JSON literal): kept as written.
+                _ => {
+                    out.push('{');
+                    rest = &rest[start + 1..];
+                    continue;
+                }
+            }
+        };
+        out.push_str(&value);
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |err| Failure::Transient(format!("{what}: {err}"))
+}
+
+/// Runs one attempt of a job with an external program.
+pub async fn run(
+    spec: &ExecutorSpec,
+    job: &job::Model,
+    progress: &Progress<'_>,
+    work_root: &Path,
+) -> Result<Value, Failure> {
+    let option = |name: &str| spec.options.get(name);
+    let program = option("program")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Failure::Permanent("the command executor needs a `program`".to_owned()))?;
+    let args: Vec<&str> = option("args")
+        .and_then(Value::as_array)
+        .map(|args| args.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let result_file = option("result_file")
+        .and_then(Value::as_str)
+        .unwrap_or("result.json");
+    let retryable: Vec<i64> = option("retryable_exit_codes")
+        .and_then(Value::as_array)
+        .map(|codes| codes.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+
+    let dir = work_root.join(format!("{}-{}", job.id.simple(), job.attempt));
+    let _cleanup = WorkDir(dir.clone());
+    tokio::fs::create_dir_all(dir.join("inputs"))
+        .await
+        .map_err(io_failure("creating the working directory"))?;
+    tokio::fs::create_dir_all(dir.join("outputs"))
+        .await
+        .map_err(io_failure("creating the working directory"))?;
+    for (name, input) in Prepared::from_stored(&job.inputs, &job.settings).inputs {
+        let path = dir.join("inputs").join(&name);
+        tokio::fs::write(&path, input.text.unwrap_or_default())
+            .await
+            .map_err(io_failure("writing an input"))?;
+    }
+    tokio::fs::write(dir.join("settings.json"), job.settings.to_string())
+        .await
+        .map_err(io_failure("writing the settings"))?;
+    let args: Vec<String> = args
+        .iter()
+        .map(|arg| expand(arg, &dir, &job.settings))
+        .collect();
+
+    let mut child = tokio::process::Command::new(program)
+        .args(&args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|err| Failure::Permanent(format!("cannot start `{program}`: {err}")))?;
+    let _group = ProcessGroup(child.id().map(|pid| pid as i32));
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let stderr_tail = tokio::spawn(async move {
+        let mut tail: VecDeque<u8> = VecDeque::with_capacity(STDERR_TAIL_BYTES);
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            tail.extend(&buffer[..n]);
+            while tail.len() > STDERR_TAIL_BYTES {
+                tail.pop_front();
+            }
+        }
+        String::from_utf8_lossy(&tail.into_iter().collect::<Vec<_>>())
+            .trim()
+            .to_owned()
+    });
+    let mut lines = BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some((fraction, stage)) = parse_progress(&line) {
+            progress.report(fraction, stage.as_deref()).await?;
+        }
+    }
+    let status = child
+        .wait()
+        .await
+        .map_err(io_failure("waiting for the program"))?;
+    let tail = stderr_tail.await.unwrap_or_default();
+    if !status.success() {
+        return Err(match status.code() {
+            Some(code) if retryable.contains(&i64::from(code)) => {
+                Failure::Transient(format!("`{program}` exited with code {code}: {tail}"))
+            }
+            Some(code) => {
+                Failure::Permanent(format!("`{program}` exited with code {code}: {tail}"))
+            }
+            // Killed by a signal (out of memory, for one): worth another attempt.
+            None => Failure::Transient(format!("`{program}` was killed by a signal: {tail}")),
+        });
+    }
+    let mut result = match tokio::fs::read(dir.join(result_file)).await {
+        Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
+            .map_err(|err| Failure::Permanent(format!("`{result_file}` is not JSON: {err}")))?,
+        Err(_) => Value::Object(Map::new()),
+    };
+    let mut outputs = Vec::new();
+    if let Ok(mut entries) = tokio::fs::read_dir(dir.join("outputs")).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let size = entry.metadata().await.map(|m| m.len()).unwrap_or(0);
+            outputs.push(json!({ "name": entry.file_name().to_string_lossy(), "bytes": size }));
+        }
+    }
+    outputs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    if let Value::Object(map) = &mut result
+        && !outputs.is_empty()
+    {
+        map.insert("outputFiles".to_owned(), Value::Array(outputs));
+    }
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_are_read_as_fractions_or_percentages() {
+        assert_eq!(
+            parse_progress("progress: 0.4 Annotating genes"),
+            Some((0.4, Some("Annotating genes".to_owned())))
+        );
+        assert_eq!(parse_progress("progress: 75%"), Some((0.75, None)));
+        assert_eq!(parse_progress("progress: 7"), Some((1.0, None)));
+        assert_eq!(parse_progress("progress: soon"), None);
+        assert_eq!(parse_progress("working..."), None);
+    }
+
+    #[test]
+    fn arguments_are_expanded_from_the_template() {
+        let dir = Path::new("/w");
+        let settings = json!({"k": 5, "mode": "fast"});
+        assert_eq!(expand("{input:genome}", dir, &settings), "/w/inputs/genome");
+        assert_eq!(
+            expand("--k={setting:k}/{setting:mode}", dir, &settings),
+            "--k=5/fast"
+        );
+        assert_eq!(expand("{outputs}", dir, &settings), "/w/outputs");
+        let script = r#"f() { echo '{"a": 1}'; }"#;
+        assert_eq!(expand(script, dir, &settings), script);
+    }
+}
