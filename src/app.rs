@@ -27,6 +27,7 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// The data directory: SQLite file, stored files, working directories.
     pub data_dir: std::path::PathBuf,
+    pub database_url: String,
 }
 
 impl AppState {
@@ -35,6 +36,7 @@ impl AppState {
         config: ServerConfig,
         catalog: Catalog,
         data_dir: std::path::PathBuf,
+        database_url: String,
     ) -> Self {
         let query_stats = crate::db::instrument(&mut db);
         let config = Arc::new(config);
@@ -49,6 +51,7 @@ impl AppState {
             query_stats,
             wake,
             data_dir,
+            database_url,
         }
     }
 }
@@ -63,10 +66,17 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.server.validate()?;
         let catalog = Catalog::load(config.server.tools_file.as_deref())?;
-        let db = crate::db::connect(&config.database.url()).await?;
+        let database_url = config.database.url();
+        let db = crate::db::connect(&database_url).await?;
         crate::db::migrate(&db).await?;
         Ok(App {
-            state: AppState::new(db, config.server, catalog, config.database.data_dir),
+            state: AppState::new(
+                db,
+                config.server,
+                catalog,
+                config.database.data_dir,
+                database_url,
+            ),
         })
     }
 
@@ -83,6 +93,11 @@ impl App {
             },
             wake: self.state.wake.clone(),
             work_root: self.state.data_dir.join("work"),
+            listen_url: self
+                .state
+                .database_url
+                .starts_with("postgres")
+                .then(|| self.state.database_url.clone()),
         }
     }
 

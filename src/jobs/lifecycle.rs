@@ -128,6 +128,9 @@ pub async fn transition(
         }));
     };
     record_event(tx, &updated, change.message).await?;
+    if to == JobStatus::Queued {
+        crate::queue::announce(tx).await?;
+    }
     if refund {
         ledger::append(
             tx,

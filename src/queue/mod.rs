@@ -23,6 +23,51 @@ use crate::db;
 use crate::error::Result;
 use crate::jobs::lifecycle::{self, Change};
 
+/// The PostgreSQL channel on which queued jobs are announced to workers in every process.
+pub const CHANNEL: &str = "jobgraph_jobs_queued";
+
+/// Announces, when the transaction commits, that jobs were queued. PostgreSQL folds the
+/// announcements of one transaction into one; SQLite serves one process, whose workers are
+/// woken in memory.
+pub async fn announce(tx: &impl ConnectionTrait) -> Result<()> {
+    if tx.get_database_backend() == DatabaseBackend::Postgres {
+        tx.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
+    }
+    Ok(())
+}
+
+/// Wakes `wake` whenever any process announces queued jobs, until `shutdown`. Reconnects after
+/// a lost connection; the workers' slow poll covers the gap.
+pub async fn listen(
+    database_url: String,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Err(err) = listen_once(&database_url, &wake) => {
+                tracing::warn!(error = %err, "listening for queued jobs failed; retrying");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_once(
+    database_url: &str,
+    wake: &tokio::sync::Notify,
+) -> std::result::Result<(), sea_orm::sqlx::Error> {
+    let mut listener = sea_orm::sqlx::postgres::PgListener::connect(database_url).await?;
+    listener.listen(CHANNEL).await?;
+    // Anything queued while nobody listened.
+    wake.notify_waiters();
+    loop {
+        listener.recv().await?;
+        wake.notify_waiters();
+    }
+}
+
 /// Claims up to `limit` QUEUED jobs, highest priority then oldest first, for `worker`.
 pub async fn claim(
     db: &DatabaseConnection,

@@ -29,6 +29,8 @@ pub struct WorkerConfig {
     pub poll: Duration,
     /// How long running jobs may finish after shutdown begins.
     pub grace: Duration,
+    /// How often expired leases are reclaimed and due retries queued.
+    pub maintenance: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -38,6 +40,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(500),
             grace: Duration::from_secs(10),
+            maintenance: Duration::from_secs(1),
         }
     }
 }
@@ -52,6 +55,8 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// Where `command` runs get their working directories.
     pub work_root: std::path::PathBuf,
+    /// On PostgreSQL, the URL to listen on for jobs queued by other processes.
+    pub listen_url: Option<String>,
 }
 
 impl Worker {
@@ -62,7 +67,15 @@ impl Worker {
         tracing::info!(worker = %worker.name, concurrency = worker.config.concurrency, "worker started");
         let mut running: JoinSet<()> = JoinSet::new();
         let mut in_flight: Vec<(tokio::task::AbortHandle, job::Model)> = Vec::new();
-        let mut maintenance = tokio::time::interval(Duration::from_secs(1));
+        let mut maintenance = tokio::time::interval(worker.config.maintenance);
+        // Armed before the first claim, so nothing queued from now on goes unnoticed.
+        if let Some(url) = worker.listen_url.clone() {
+            tokio::spawn(crate::queue::listen(
+                url,
+                worker.wake.clone(),
+                shutdown.clone(),
+            ));
+        }
         loop {
             in_flight.retain(|(handle, _)| !handle.is_finished());
             let free = worker.config.concurrency.saturating_sub(running.len());

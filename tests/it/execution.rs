@@ -538,3 +538,57 @@ async fn a_timed_out_command_is_killed_with_everything_it_started() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn an_idle_worker_wakes_at_once_when_a_job_is_queued() {
+    // The API serves no workers; the worker polls only every minute, so only an announcement
+    // can make it start the job quickly: in memory on SQLite (one process), LISTEN/NOTIFY across
+    // processes on PostgreSQL.
+    let postgres = std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty());
+    let app = spawn(0).await;
+    let (alice, ws) = setup(&app).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut config = jobgraph::Config::defaults();
+    config.database.database_url = Some(app.database_url.clone());
+    config.server.workers = 1;
+    let worker_app = jobgraph::App::build(config).await.unwrap();
+    let mut worker = if postgres {
+        worker_app.worker()
+    } else {
+        app_worker(&app)
+    };
+    worker.config.poll = Duration::from_secs(60);
+    worker.config.maintenance = Duration::from_secs(60);
+    let handle = tokio::spawn(worker.run(shutdown.clone()));
+    // Let the first claim and the listener happen.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let id = submit(&app, &alice, &ws, "noop", json!([]), json!({})).await;
+    let job = app
+        .wait_final(&alice.token, &id, Duration::from_secs(10))
+        .await;
+    assert_eq!(job["status"], "COMPLETED");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+/// A worker in the test server's own process, sharing its in-memory wake-up.
+fn app_worker(app: &TestApp) -> jobgraph::queue::runner::Worker {
+    jobgraph::queue::runner::Worker {
+        db: app.state.db.clone(),
+        catalog: app.state.catalog.clone(),
+        name: "local".to_owned(),
+        config: jobgraph::queue::runner::WorkerConfig {
+            concurrency: 1,
+            ..Default::default()
+        },
+        wake: app.state.wake.clone(),
+        work_root: app.state.data_dir.join("work"),
+        listen_url: None,
+    }
+}

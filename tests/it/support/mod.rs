@@ -22,6 +22,8 @@ pub struct TestApp {
     pub database_url: String,
     /// The platform administrator's token, made by the first-start bootstrap.
     pub admin_token: String,
+    /// The server's shared state.
+    pub state: jobgraph::AppState,
     /// The statements the server has run.
     pub queries: std::sync::Arc<jobgraph::db::QueryStats>,
     client: reqwest::Client,
@@ -79,6 +81,7 @@ impl TestApp {
         let app = App::build(config).await.expect("building the app");
         let db = app.state.db.clone();
         let queries = app.state.query_stats.clone();
+        let state = app.state.clone();
         let first = users::bootstrap_admin(&db, "admin@localhost")
             .await
             .unwrap()
@@ -91,6 +94,7 @@ impl TestApp {
             database_url,
             admin_token: first.secret,
             queries,
+            state,
             client: reqwest::Client::new(),
             shutdown,
             _dir: dir,
