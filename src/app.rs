@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ServerConfig};
 use crate::db::QueryStats;
 use crate::graphql::{self, AppSchema};
+use crate::metrics::Metrics;
 use crate::queue::runner::{Worker, WorkerConfig};
 use crate::tools::Catalog;
 
@@ -28,6 +29,7 @@ pub struct AppState {
     /// The data directory: SQLite file, stored files, working directories.
     pub data_dir: std::path::PathBuf,
     pub database_url: String,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -42,6 +44,7 @@ impl AppState {
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
         let wake = Arc::new(Notify::new());
+        let metrics = Arc::new(Metrics::new(query_stats.clone()));
         let schema = graphql::build(db.clone(), config.clone(), catalog.clone(), wake.clone());
         AppState {
             db,
@@ -52,6 +55,7 @@ impl AppState {
             wake,
             data_dir,
             database_url,
+            metrics,
         }
     }
 }
@@ -93,6 +97,7 @@ impl App {
             },
             wake: self.state.wake.clone(),
             work_root: self.state.data_dir.join("work"),
+            metrics: self.state.metrics.clone(),
             listen_url: self
                 .state
                 .database_url

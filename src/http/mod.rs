@@ -3,6 +3,7 @@
 mod export;
 mod graphql;
 mod health;
+mod metrics;
 
 use axum::Router;
 use axum::routing::get;
@@ -20,6 +21,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(export::json))
         .route("/jobs/{id}/export.json", get(export::json))
         .route("/jobs/{id}/export.csv", get(export::csv))
+        .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(health::not_found)

@@ -57,6 +57,7 @@ pub struct Worker {
     pub work_root: std::path::PathBuf,
     /// On PostgreSQL, the URL to listen on for jobs queued by other processes.
     pub listen_url: Option<String>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Worker {
@@ -89,18 +90,16 @@ impl Worker {
                 .await
                 {
                     Ok(jobs) => {
-                        let full = jobs.len() == free;
+                        worker.metrics.claimed(&jobs);
                         for job in jobs {
                             let handle = running.spawn(execute(worker.clone(), job.clone()));
                             in_flight.push((handle, job));
-                        }
-                        if full {
-                            // Every slot is busy: wait for one to free up.
                         }
                     }
                     Err(err) => tracing::error!(error = %err, "claiming jobs failed"),
                 }
             }
+            worker.metrics.set_running(&worker.name, running.len());
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(_) = running.join_next(), if !running.is_empty() => {}
@@ -203,23 +202,23 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
             }
         }
     };
-    let resources = json!({ "wallSeconds": started.elapsed().as_secs_f64() });
+    let seconds = started.elapsed().as_secs_f64();
+    let resources = json!({ "wallSeconds": seconds });
     let result = match outcome {
-        Outcome::Done(value) => {
-            finish(
-                &worker.db,
-                &job,
-                JobStatus::Completed,
-                Change {
-                    result: Some(value),
-                    resources: Some(resources),
-                    ..Default::default()
-                },
-            )
-            .await
-        }
-        Outcome::TimedOut(seconds) => {
-            let message = format!("the run exceeded the tool's limit of {seconds} s");
+        Outcome::Done(value) => finish(
+            &worker.db,
+            &job,
+            JobStatus::Completed,
+            Change {
+                result: Some(value),
+                resources: Some(resources),
+                ..Default::default()
+            },
+        )
+        .await
+        .map(Some),
+        Outcome::TimedOut(limit) => {
+            let message = format!("the run exceeded the tool's limit of {limit} s");
             finish(
                 &worker.db,
                 &job,
@@ -233,23 +232,32 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
                 },
             )
             .await
+            .map(Some)
         }
         Outcome::Failed(Failure::Transient(message)) => {
             crate::queue::fail_attempt(&worker.db, &job, message, "TRANSIENT_FAILURE", true)
                 .await
-                .map(drop)
+                .map(Some)
         }
         Outcome::Failed(Failure::Permanent(message)) => {
             crate::queue::fail_attempt(&worker.db, &job, message, "FAILED", false)
                 .await
-                .map(drop)
+                .map(Some)
         }
         Outcome::Failed(Failure::Abandoned) | Outcome::Abandoned => {
             tracing::info!("the job was cancelled or reclaimed; the attempt stops");
-            Ok(())
+            Ok(None)
         }
     };
-    match result {
+    if let Ok(Some(ended)) = &result {
+        worker.metrics.finished(
+            &job.tool,
+            ended.status,
+            seconds,
+            ended.refunded && !job.refunded,
+        );
+    }
+    match result.map(drop) {
         Ok(()) => {}
         Err(Error::Conflict(message)) => tracing::info!(%message, "the job changed while it ran"),
         Err(err) => tracing::error!(error = %err, "recording a job's outcome failed"),
@@ -261,9 +269,9 @@ async fn finish(
     job: &job::Model,
     to: JobStatus,
     change: Change,
-) -> Result<(), Error> {
+) -> Result<job::Model, Error> {
     let tx = db::begin_write(db).await?;
-    lifecycle::transition(&tx, job, to, change).await?;
+    let ended = lifecycle::transition(&tx, job, to, change).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(ended)
 }

@@ -590,5 +590,40 @@ fn app_worker(app: &TestApp) -> jobgraph::queue::runner::Worker {
         wake: app.state.wake.clone(),
         work_root: app.state.data_dir.join("work"),
         listen_url: None,
+        metrics: app.state.metrics.clone(),
     }
+}
+
+#[tokio::test]
+async fn metrics_report_jobs_the_queue_claims_and_runs() {
+    let app = spawn(1).await;
+    let (alice, ws) = setup(&app).await;
+    let done = submit(&app, &alice, &ws, "noop", json!([]), json!({})).await;
+    app.wait_final(&alice.token, &done, WAIT).await;
+    let timed_out = submit(&app, &alice, &ws, "slow", json!([]), json!({"seconds": 5})).await;
+    app.wait_final(&alice.token, &timed_out, WAIT).await;
+    let response = app.client().get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    for line in [
+        "jobgraph_jobs{status=\"COMPLETED\",tool=\"noop\"} 1",
+        "jobgraph_jobs{status=\"TIMEOUT\",tool=\"slow\"} 1",
+        "jobgraph_queue_depth 0",
+        "jobgraph_claim_latency_seconds_count 2",
+        "jobgraph_run_duration_seconds_count{tool=\"noop\",outcome=\"COMPLETED\"} 1",
+        "jobgraph_timeouts_total 1",
+        "jobgraph_refunds_total 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
+    }
+    assert!(text.contains("jobgraph_running_jobs{worker="), "{text}");
 }

@@ -1,0 +1,211 @@
+//! Metrics in the Prometheus text format at `/metrics`: jobs by status and tool, the queue's
+//! depth and oldest job, claim latency, run durations, running jobs per worker, retries,
+//! timeouts, refunds and database statements.
+//!
+//! Counters and histograms count what this process did; job and queue gauges are read from the
+//! database at each scrape, so every node reports the same totals.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use entity::job::{self, JobStatus};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use crate::db::QueryStats;
+use crate::error::Result;
+use crate::jobs::state;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusTool {
+    status: String,
+    tool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolOutcome {
+    tool: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    worker: String,
+}
+
+/// This process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    jobs: Family<StatusTool, Gauge>,
+    queue_depth: Gauge,
+    oldest_queued_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    claim_latency: Histogram,
+    run_duration: Family<ToolOutcome, Histogram>,
+    running: Family<WorkerLabel, Gauge>,
+    retries: Counter,
+    timeouts: Counter,
+    refunds: Counter,
+    db_statements: Counter,
+    stats: Arc<QueryStats>,
+}
+
+impl Metrics {
+    pub fn new(stats: Arc<QueryStats>) -> Self {
+        let mut registry = Registry::with_prefix("jobgraph");
+        let jobs = Family::<StatusTool, Gauge>::default();
+        registry.register("jobs", "Jobs by status and tool", jobs.clone());
+        let queue_depth = Gauge::default();
+        registry.register("queue_depth", "Jobs waiting in QUEUED", queue_depth.clone());
+        let oldest_queued_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "queue_oldest_age_seconds",
+            "Age of the oldest QUEUED job",
+            oldest_queued_seconds.clone(),
+        );
+        let claim_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "claim_latency_seconds",
+            "Time from QUEUED to claimed by a worker of this process",
+            claim_latency.clone(),
+        );
+        let run_duration = Family::<ToolOutcome, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 20))
+        });
+        registry.register(
+            "run_duration_seconds",
+            "Run durations by tool and outcome",
+            run_duration.clone(),
+        );
+        let running = Family::<WorkerLabel, Gauge>::default();
+        registry.register(
+            "running_jobs",
+            "Jobs running on each worker of this process",
+            running.clone(),
+        );
+        let retries = Counter::default();
+        registry.register("retries", "Attempts that ended in RETRY", retries.clone());
+        let timeouts = Counter::default();
+        registry.register("timeouts", "Runs that ended in TIMEOUT", timeouts.clone());
+        let refunds = Counter::default();
+        registry.register(
+            "refunds",
+            "Charges given back by this process",
+            refunds.clone(),
+        );
+        let db_statements = Counter::default();
+        registry.register(
+            "db_statements",
+            "Database statements run by this process",
+            db_statements.clone(),
+        );
+        Metrics {
+            registry,
+            jobs,
+            queue_depth,
+            oldest_queued_seconds,
+            claim_latency,
+            run_duration,
+            running,
+            retries,
+            timeouts,
+            refunds,
+            db_statements,
+            stats,
+        }
+    }
+
+    /// Records claimed jobs' wait in the queue.
+    pub fn claimed(&self, jobs: &[job::Model]) {
+        let now = Utc::now();
+        for job in jobs {
+            if let Some(queued) = job.queued_at {
+                self.claim_latency.observe(
+                    ((now - queued).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0),
+                );
+            }
+        }
+    }
+
+    /// Records the end of an attempt.
+    pub fn finished(&self, tool: &str, outcome: JobStatus, seconds: f64, refunded: bool) {
+        self.run_duration
+            .get_or_create(&ToolOutcome {
+                tool: tool.to_owned(),
+                outcome: state::name(outcome).to_owned(),
+            })
+            .observe(seconds);
+        match outcome {
+            JobStatus::Retry => {
+                self.retries.inc();
+            }
+            JobStatus::Timeout => {
+                self.timeouts.inc();
+            }
+            _ => {}
+        }
+        if refunded {
+            self.refunds.inc();
+        }
+    }
+
+    /// Sets how many jobs a worker runs now.
+    pub fn set_running(&self, worker: &str, running: usize) {
+        self.running
+            .get_or_create(&WorkerLabel {
+                worker: worker.to_owned(),
+            })
+            .set(running as i64);
+    }
+
+    /// Reads the job and queue gauges from the database and encodes everything.
+    pub async fn render(&self, db: &impl ConnectionTrait) -> Result<String> {
+        let counts: Vec<(JobStatus, String, i64)> = job::Entity::find()
+            .select_only()
+            .column(job::Column::Status)
+            .column(job::Column::Tool)
+            .column_as(job::Column::Id.count(), "count")
+            .group_by(job::Column::Status)
+            .group_by(job::Column::Tool)
+            .into_tuple()
+            .all(db)
+            .await?;
+        self.jobs.clear();
+        let mut depth = 0;
+        for (status, tool, count) in counts {
+            if status == JobStatus::Queued {
+                depth += count;
+            }
+            self.jobs
+                .get_or_create(&StatusTool {
+                    status: state::name(status).to_owned(),
+                    tool,
+                })
+                .set(count);
+        }
+        self.queue_depth.set(depth);
+        let oldest = job::Entity::find()
+            .select_only()
+            .column(job::Column::QueuedAt)
+            .filter(job::Column::Status.eq(JobStatus::Queued))
+            .order_by_asc(job::Column::QueuedAt)
+            .into_tuple::<Option<chrono::DateTime<Utc>>>()
+            .one(db)
+            .await?
+            .flatten();
+        self.oldest_queued_seconds.set(oldest.map_or(0.0, |at| {
+            (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+        }));
+        let seen = self.db_statements.get();
+        self.db_statements
+            .inc_by(self.stats.count().saturating_sub(seen));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .map_err(|err| anyhow::anyhow!("encoding metrics: {err}"))?;
+        Ok(text)
+    }
+}
