@@ -26,6 +26,9 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
+        // A dead connection fails its statement and is replaced; pinging each one before every
+        // use would double the round trips of a request.
+        .test_before_acquire(false)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30));
     if url.starts_with("sqlite:") {
