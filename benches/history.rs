@@ -18,8 +18,8 @@
 //! |---|---|---|
 //! | `BENCH_DATABASE_URL` | `postgres://postgres@127.0.0.1:5432/test` | a server where the user may create databases |
 //! | `BENCH_JOBS` | `1000000` | jobs in the workspace |
-//! | `BENCH_DEEP_OFFSET` | 90% of `BENCH_JOBS` | how many newer jobs precede the deep page |
-//! | `BENCH_CONNECTIONS` | `32` | wrk connections; a comma list (`8,32,64`) runs each |
+//! | `BENCH_DEEP_OFFSET` | 90% of `BENCH_JOBS` | the deep page follows the `BENCH_DEEP_OFFSET + 1` newest jobs |
+//! | `BENCH_CONNECTIONS` | `8,32` | wrk connections: each value in the list is a run of both pages |
 //! | `BENCH_THREADS` | `2` | wrk threads |
 //! | `BENCH_DURATION` | `15s` | each measured wrk run, after a `BENCH_WARMUP` (`3s`) run |
 //! | `BENCH_WORKERS` | the number of cores | tokio worker threads of the server |
@@ -113,7 +113,7 @@ impl Settings {
             "BENCH_DEEP_OFFSET must leave more than a page after it"
         );
         let connections = var("BENCH_CONNECTIONS")
-            .unwrap_or_else(|| "32".to_owned())
+            .unwrap_or_else(|| "8,32".to_owned())
             .split(',')
             .map(|c| {
                 c.trim()
@@ -315,6 +315,11 @@ async fn seed_and_measure(
     let inserted = started.elapsed();
     db.execute_unprepared("VACUUM (ANALYZE) jobs").await?;
     let seeding = started.elapsed();
+    // Writes out the seeded gigabyte now rather than in a checkpoint during a measured run
+    // (best effort: it needs superuser or pg_checkpoint).
+    if let Err(err) = db.execute_unprepared("CHECKPOINT").await {
+        println!("(no CHECKPOINT after seeding: {err})");
+    }
     let table_size: (String, String) = {
         use sea_orm::{FromQueryResult as _, JsonValue, Statement};
         let row = JsonValue::find_by_statement(Statement::from_string(
@@ -368,6 +373,22 @@ async fn seed_and_measure(
             page.label,
             started.elapsed().as_secs_f64() * 1000.0
         );
+    }
+
+    // Other work on the machine would take cores from the server, PostgreSQL and wrk.
+    if let Some(before) = CpuSample::take() {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Some(after) = CpuSample::take() {
+            let idle = after.since(&before);
+            println!("before loading: {idle}");
+            if idle.machine > 0.25 {
+                println!(
+                    "WARNING: the machine is busy with other work ({:.2} cores); the figures below \
+                     will be lower than on a quiet machine",
+                    idle.machine
+                );
+            }
+        }
     }
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -579,11 +600,12 @@ async fn check_page(
 /// Seeds `count` jobs into the workspace with a few `INSERT ... SELECT` statements.
 ///
 /// Job `i` (1 is the oldest) is created `SEED_STEP_MS` after job `i - 1`, up to about now. Its
-/// id is UUIDv7-shaped: 48 bits of the creation time in milliseconds, the version nibble 7, then
-/// `i` itself, so ordering by id is ordering by creation time, as with real UUIDv7 ids. Tools
-/// cycle through four of the catalog; statuses are mostly COMPLETED, with FAILED (refunded),
-/// TIMEOUT (refunded) and CANCELLED mixed in, and the newest jobs still PROCESSING under a
-/// long lease. No job is PENDING or QUEUED, so nothing is left for a worker to pick up.
+/// id is UUIDv7-shaped: 48 bits of the creation time in milliseconds, the version nibble 7, the
+/// variant bits and `i`, so ordering by id is ordering by creation time, as with real UUIDv7
+/// ids. Tools cycle through four of the catalog; statuses are mostly COMPLETED, with FAILED
+/// (refunded), TIMEOUT (refunded) and CANCELLED mixed in, and one in ten of the newest thousand
+/// still PROCESSING under a long lease (so the first page holds about five running jobs). No job
+/// is PENDING or QUEUED, so nothing is left for a worker to pick up.
 async fn seed_jobs(
     db: &DatabaseConnection,
     workspace: Uuid,
@@ -664,7 +686,7 @@ FROM (
     SELECT s.i, s.ms, s.h, to_timestamp(s.ms / 1000.0) AS created_at,
         (ARRAY['sleep', 'kmer-count', 'sequence-stats', 'noop'])[1 + (s.h / 3) % 4] AS tool,
         CASE
-            WHEN s.i > {count} - 100 THEN 'PROCESSING'
+            WHEN s.i > {count} - 1000 AND s.h % 100 < 10 THEN 'PROCESSING'
             WHEN s.h % 100 < 80 THEN 'COMPLETED'
             WHEN s.h % 100 < 90 THEN 'FAILED'
             WHEN s.h % 100 < 95 THEN 'CANCELLED'
