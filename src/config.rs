@@ -98,6 +98,12 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// The stable link that opens a job.
+    pub fn job_url(&self, job_id: uuid::Uuid) -> String {
+        let id = crate::ids::encode(crate::ids::Kind::Job, job_id);
+        format!("{}/jobs/{}", self.public_url(), id.as_str())
+    }
+
     /// The base URL for links, without a trailing slash.
     pub fn public_url(&self) -> String {
         match &self.public_url {

@@ -16,8 +16,8 @@ use crate::access::{JobAccess, JobAction, JobStanding, WorkspaceAccess};
 use crate::config::ServerConfig;
 use crate::error::{ApiResult, Error};
 use crate::ids::{self, Kind};
+use crate::jobs::export;
 use crate::jobs::history::{self, BatchSummary, Difference, DifferenceKind};
-use crate::jobs::{export, state};
 use crate::pagination::PageArgs;
 use crate::tools::{Estimate, InputKind, InputValue, Prepared, Tool};
 
@@ -277,12 +277,7 @@ impl JobView {
 }
 
 pub fn job_url(ctx: &Context<'_>, id: uuid::Uuid) -> String {
-    let config = ctx.data_unchecked::<Arc<ServerConfig>>();
-    format!(
-        "{}/jobs/{}",
-        config.public_url(),
-        ids::encode(Kind::Job, id).as_str()
-    )
+    ctx.data_unchecked::<Arc<ServerConfig>>().job_url(id)
 }
 
 #[Object(name = "Job")]
@@ -673,9 +668,4 @@ impl JobFilterInput {
             search: self.search,
         })
     }
-}
-
-/// Renders a status for messages.
-pub fn status_name(status: JobStatus) -> &'static str {
-    state::name(status)
 }

@@ -63,7 +63,7 @@ pub async fn json(
         }
     };
     let gid = ids::encode(Kind::Job, access.job.id);
-    let url = format!("{}/jobs/{}", state.config.public_url(), gid.as_str());
+    let url = state.config.job_url(access.job.id);
     let document = export::to_json(&access.job, &events, &url);
     let body = serde_json::to_string_pretty(&document).unwrap_or_default();
     attachment(
