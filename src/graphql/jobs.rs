@@ -263,6 +263,18 @@ impl From<Difference> for JobChange {
     }
 }
 
+/// The fields of `Job` that read its documents (inputs, settings, result, resources): a list
+/// that selects none of them loads its jobs without the documents (`history::Detail::Summary`).
+const DOCUMENT_FIELDS: &[&str] = &[
+    "inputs",
+    "settings",
+    "result",
+    "resources",
+    "exportJson",
+    "exportCsv",
+    "changesFromParent",
+];
+
 /// One run of a tool: everything it recorded.
 pub struct JobView(pub job::Model, pub JobStanding);
 
@@ -567,18 +579,36 @@ pub async fn job_connection(
     after: Option<String>,
 ) -> ApiResult<Connection<String, JobView>> {
     let page = PageArgs::new(first, after)?;
-    let page = history::list(db(ctx), access, filter, page).await?;
+    // The job's selections, whether through `edges { node }` or `nodes`.
+    let look_ahead = ctx.look_ahead();
+    let nodes = [
+        look_ahead.field("edges").field("node"),
+        look_ahead.field("nodes"),
+    ];
+    let selects = |name: &str| nodes.iter().any(|node| node.field(name).exists());
+    let needs_documents = nodes
+        .iter()
+        .flat_map(|node| node.selection_fields())
+        .any(|node| {
+            node.selection_set()
+                .any(|field| DOCUMENT_FIELDS.contains(&field.name()))
+        });
+    let detail = if needs_documents {
+        history::Detail::Full
+    } else {
+        history::Detail::Summary
+    };
+    let page = history::list(db(ctx), access, filter, page, detail).await?;
     // Load the page's submitters and workspaces in one query each, up front, when selected.
-    let node = ctx.look_ahead().field("edges").field("node");
     let load_failed = |err| Error::Internal(anyhow::anyhow!("loading a page of jobs: {err}"));
-    if node.field("submitter").exists() && access.standing.can_read() {
+    if selects("submitter") && access.standing.can_read() {
         let ids: std::collections::HashSet<_> = page.items.iter().map(|j| j.submitter_id).collect();
         ctx.data_unchecked::<super::Users>()
             .load_many(ids)
             .await
             .map_err(load_failed)?;
     }
-    if node.field("workspace").exists() && access.standing.can_read() {
+    if selects("workspace") && access.standing.can_read() {
         ctx.data_unchecked::<super::Workspaces>()
             .feed_one(access.workspace.id, access.clone())
             .await;

@@ -8,7 +8,8 @@ use entity::job::{self, JobStatus};
 use entity::{batch, job_event};
 use sea_orm::sea_query::{Expr, ExprTrait as _, Func};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, Iterable as _, Order, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -75,14 +76,54 @@ impl JobFilter {
     }
 }
 
+/// How much of each job a read loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every column.
+    Full,
+    /// Every column but the documents (inputs, settings, result, resources), which read as
+    /// empty. What a history list shows, at a fraction of the cost: the documents are most of
+    /// a row's bytes and of its decoding.
+    Summary,
+}
+
+impl Detail {
+    /// Whether a column is one of the documents that `Summary` leaves out.
+    pub fn is_document(column: job::Column) -> bool {
+        matches!(
+            column,
+            job::Column::Inputs
+                | job::Column::Settings
+                | job::Column::Result
+                | job::Column::Resources
+        )
+    }
+
+    fn apply(self, select: sea_orm::Select<job::Entity>) -> sea_orm::Select<job::Entity> {
+        if self == Detail::Full {
+            return select;
+        }
+        let empty = || Expr::val(Value::Object(Default::default()));
+        let none = || Expr::val(Option::<Value>::None);
+        select
+            .select_only()
+            .columns(job::Column::iter().filter(|c| !Detail::is_document(*c)))
+            .column_as(empty(), "inputs")
+            .column_as(empty(), "settings")
+            .column_as(none(), "result")
+            .column_as(none(), "resources")
+    }
+}
+
 /// A page of a workspace's jobs, newest first.
 pub async fn list(
     db: &impl ConnectionTrait,
     access: &WorkspaceAccess,
     filter: &JobFilter,
     page: PageArgs,
+    detail: Detail,
 ) -> Result<Page<job::Model>> {
-    let select = filter.apply(job::Entity::find_in_workspace(access.workspace.id));
+    let select = detail.apply(filter.apply(job::Entity::find_in_workspace(access.workspace.id)));
     pagination::fetch(db, select, job::Column::Id, Order::Desc, page).await
 }
 

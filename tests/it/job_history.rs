@@ -339,3 +339,124 @@ async fn a_page_of_jobs_costs_the_same_few_queries_whatever_its_size() {
     // The token, the workspace with the viewer's membership, the page, its submitters.
     assert!(costs[0] <= 4, "a page costs {} queries", costs[0]);
 }
+
+/// Every field of `Job` that takes no arguments, with a selection for the object-typed ones.
+async fn job_field_selections(app: &TestApp, token: &str) -> Vec<String> {
+    let data = app
+        .ok(
+            Some(token),
+            "{ __type(name: \"Job\") { fields { name args { name } type { kind ofType { kind ofType { kind ofType { kind } } } } } } }",
+            json!({}),
+        )
+        .await;
+    let mut selections = Vec::new();
+    for field in data["__type"]["fields"].as_array().unwrap() {
+        if !field["args"].as_array().unwrap().is_empty() {
+            continue;
+        }
+        // The innermost kind, under NON_NULL and LIST wrappers.
+        let mut ty = &field["type"];
+        while matches!(ty["kind"].as_str(), Some("NON_NULL" | "LIST")) {
+            ty = &ty["ofType"];
+        }
+        let name = field["name"].as_str().unwrap();
+        selections.push(match ty["kind"].as_str() {
+            Some("OBJECT" | "INTERFACE" | "UNION") => format!("{name} {{ __typename }}"),
+            _ => name.to_owned(),
+        });
+    }
+    selections
+}
+
+#[tokio::test]
+async fn a_list_answers_every_job_field_exactly_as_the_job_itself() {
+    // A list that selects no documents loads its jobs without them: each field on its own must
+    // still read the same through the list as through `job(id)`.
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 1000).await;
+    let original = named_job(&app, &alice, &ws, "counted", "kmer-count").await;
+    app.drive(&original, JobStatus::Processing, Change::default())
+        .await
+        .unwrap();
+    app.drive(
+        &original,
+        JobStatus::Completed,
+        Change {
+            result: Some(json!([{"kmer": "AC", "count": 2}])),
+            resources: Some(json!({"wallSeconds": 1.5})),
+            ..Change::default()
+        },
+    )
+    .await
+    .unwrap();
+    let copy = app
+        .ok(
+            Some(&alice.token),
+            "mutation($id: ID!) { duplicateJob(input: {jobId: $id, settings: {k: 3}}) { job { id } } }",
+            json!({ "id": original }),
+        )
+        .await["duplicateJob"]["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let selections = job_field_selections(&app, &alice.token).await;
+    assert!(selections.len() > 30, "{selections:?}");
+    for selection in &selections {
+        let listed = app
+            .ok(
+                Some(&alice.token),
+                &format!("query($ws: ID!) {{ workspace(id: $ws) {{ jobs(first: 10) {{ edges {{ node {{ id {selection} }} }} nodes {{ id {selection} }} }} }} }}"),
+                json!({ "ws": ws }),
+            )
+            .await;
+        let jobs = &listed["workspace"]["jobs"];
+        for id in [&original, &copy] {
+            let alone = app
+                .ok(
+                    Some(&alice.token),
+                    &format!("query($id: ID!) {{ job(id: $id) {{ id {selection} }} }}"),
+                    json!({ "id": id }),
+                )
+                .await;
+            let find = |list: &Value| {
+                list.as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|job| job["id"] == json!(id))
+                    .cloned()
+                    .unwrap()
+            };
+            let edges: Vec<Value> = jobs["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|edge| edge["node"].clone())
+                .collect();
+            assert_eq!(
+                find(&json!(edges)),
+                alone["job"],
+                "{selection} through edges"
+            );
+            assert_eq!(
+                find(&jobs["nodes"]),
+                alone["job"],
+                "{selection} through nodes"
+            );
+        }
+    }
+    // The documents did reach the list when asked for.
+    let listed = app
+        .ok(
+            Some(&alice.token),
+            "query($ws: ID!) { workspace(id: $ws) { jobs(first: 10) { nodes { settings result changesFromParent { name } } } } }",
+            json!({ "ws": ws }),
+        )
+        .await;
+    let nodes = &listed["workspace"]["jobs"]["nodes"];
+    assert_eq!(nodes[0]["settings"]["k"], 3, "{listed}");
+    assert_eq!(nodes[1]["result"][0]["kmer"], "AC", "{listed}");
+    assert!(!nodes[0]["changesFromParent"].as_array().unwrap().is_empty());
+}
