@@ -15,6 +15,7 @@ use crate::graphql::{self, AppSchema};
 use crate::metrics::Metrics;
 use crate::queue::runner::{Worker, WorkerConfig};
 use crate::tools::Catalog;
+use crate::users::tokens::TokenCache;
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     pub database_url: String,
     pub metrics: Arc<Metrics>,
+    /// Recently checked API tokens.
+    pub tokens: Arc<TokenCache>,
 }
 
 impl AppState {
@@ -45,7 +48,16 @@ impl AppState {
         let catalog = Arc::new(catalog);
         let wake = Arc::new(Notify::new());
         let metrics = Arc::new(Metrics::new(query_stats.clone()));
-        let schema = graphql::build(db.clone(), config.clone(), catalog.clone(), wake.clone());
+        let tokens = Arc::new(TokenCache::new(std::time::Duration::from_secs(
+            config.auth_cache_seconds,
+        )));
+        let schema = graphql::build(
+            db.clone(),
+            config.clone(),
+            catalog.clone(),
+            wake.clone(),
+            tokens.clone(),
+        );
         AppState {
             db,
             config,
@@ -56,6 +68,7 @@ impl AppState {
             data_dir,
             database_url,
             metrics,
+            tokens,
         }
     }
 }

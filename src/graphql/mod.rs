@@ -50,6 +50,7 @@ pub fn build(
     config: Arc<ServerConfig>,
     catalog: Arc<Catalog>,
     wake: Arc<tokio::sync::Notify>,
+    tokens: Arc<crate::users::tokens::TokenCache>,
 ) -> AppSchema {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(config.max_query_depth)
@@ -58,6 +59,7 @@ pub fn build(
         .data(config)
         .data(catalog)
         .data(QueueSignal(wake))
+        .data(tokens)
         .finish()
 }
 

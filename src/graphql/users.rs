@@ -273,6 +273,8 @@ impl UsersMutation {
     ) -> ApiResult<RevokeApiTokenPayload> {
         let id = ids::decode(Kind::ApiToken, "tokenId", &input.token_id)?;
         let token = tokens::revoke(db(ctx), viewer(ctx), id).await?;
+        ctx.data_unchecked::<std::sync::Arc<tokens::TokenCache>>()
+            .forget(token.id);
         Ok(RevokeApiTokenPayload {
             token: ApiTokenView(token),
         })

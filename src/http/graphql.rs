@@ -131,7 +131,7 @@ pub(super) async fn authenticate(
         })
         .map(str::trim);
     let result = match secret {
-        Some(secret) => tokens::authenticate(&state.db, secret).await,
+        Some(secret) => state.tokens.authenticate(&state.db, secret).await,
         None => Err(Error::InvalidToken),
     };
     result.map_err(|err| {

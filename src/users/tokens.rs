@@ -114,11 +114,21 @@ pub async fn create(
 
 /// The viewer behind a secret. INVALID_TOKEN for an unknown, revoked or expired one.
 pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Viewer> {
+    let (viewer, _) = check(db, secret, &hash_secret(secret)).await?;
+    Ok(viewer)
+}
+
+/// Checks a secret against the database: its viewer and the token's expiry.
+async fn check(
+    db: &impl ConnectionTrait,
+    secret: &str,
+    hash: &str,
+) -> Result<(Viewer, Option<DateTime<Utc>>)> {
     if !secret.starts_with(SECRET_PREFIX) {
         return Err(Error::InvalidToken);
     }
     let found = api_token::Entity::find()
-        .filter(api_token::Column::SecretHash.eq(hash_secret(secret)))
+        .filter(api_token::Column::SecretHash.eq(hash))
         .find_also_related(user::Entity)
         .one(db)
         .await?;
@@ -139,10 +149,86 @@ pub async fn authenticate(db: &impl ConnectionTrait, secret: &str) -> Result<Vie
             .exec(db)
             .await?;
     }
-    Ok(Viewer::User {
+    let viewer = Viewer::User {
         user,
         token_id: token.id,
-    })
+    };
+    Ok((viewer, token.expires_at))
+}
+
+/// Tokens this process recently authenticated, so that a client's stream of requests costs one
+/// token lookup every few seconds instead of one per request.
+///
+/// An entry lives `ttl`. A token revoked through this process is dropped at once
+/// ([`TokenCache::forget`]); one revoked through another process sharing the database stops
+/// working here within `ttl`. An expiry time is honoured to the second, cached or not. A zero
+/// `ttl` turns the cache off.
+pub struct TokenCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
+}
+
+struct Cached {
+    viewer: Viewer,
+    expires_at: Option<DateTime<Utc>>,
+    checked_at: std::time::Instant,
+}
+
+/// Entries beyond which the cache drops what has gone stale before adding more.
+const TOKEN_CACHE_CAPACITY: usize = 10_000;
+
+impl TokenCache {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        TokenCache {
+            ttl,
+            entries: Default::default(),
+        }
+    }
+
+    /// The viewer behind a secret, as [`authenticate`] decides, from the cache when fresh.
+    pub async fn authenticate(&self, db: &impl ConnectionTrait, secret: &str) -> Result<Viewer> {
+        if self.ttl.is_zero() {
+            return authenticate(db, secret).await;
+        }
+        let hash = hash_secret(secret);
+        if let Some(viewer) = self.lookup(&hash) {
+            return Ok(viewer);
+        }
+        let (viewer, expires_at) = check(db, secret, &hash).await?;
+        let mut entries = self.entries.lock().expect("token cache lock");
+        if entries.len() >= TOKEN_CACHE_CAPACITY {
+            let ttl = self.ttl;
+            entries.retain(|_, cached| cached.checked_at.elapsed() < ttl);
+            if entries.len() >= TOKEN_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            hash,
+            Cached {
+                viewer: viewer.clone(),
+                expires_at,
+                checked_at: std::time::Instant::now(),
+            },
+        );
+        Ok(viewer)
+    }
+
+    fn lookup(&self, hash: &str) -> Option<Viewer> {
+        let entries = self.entries.lock().expect("token cache lock");
+        let cached = entries.get(hash)?;
+        let fresh = cached.checked_at.elapsed() < self.ttl
+            && cached.expires_at.is_none_or(|at| at > Utc::now());
+        fresh.then(|| cached.viewer.clone())
+    }
+
+    /// Drops a token, so that its next request is checked against the database.
+    pub fn forget(&self, token_id: Uuid) {
+        self.entries
+            .lock()
+            .expect("token cache lock")
+            .retain(|_, cached| !matches!(cached.viewer, Viewer::User { token_id: id, .. } if id == token_id));
+    }
 }
 
 /// The viewer's own tokens, newest first.

@@ -87,7 +87,8 @@ async fn tokens_are_stored_hashed_and_listed_without_secrets() {
 
 #[tokio::test]
 async fn an_expired_token_is_refused() {
-    let app = TestApp::spawn().await;
+    // The expiry is moved behind the server's back, so check every request.
+    let app = TestApp::spawn_with(|c| c.server.auth_cache_seconds = 0).await;
     let alice = app.user("alice@lab.test").await;
     let tomorrow = (Utc::now() + Duration::days(1)).to_rfc3339();
     let data = app
@@ -231,4 +232,57 @@ async fn anonymous_callers_are_told_to_authenticate_and_bad_headers_are_refused(
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
     }
+}
+
+#[tokio::test]
+async fn a_trusted_token_still_expires_on_time_and_another_process_revoking_it_is_seen_soon() {
+    let app = TestApp::spawn_with(|c| c.server.auth_cache_seconds = 1).await;
+    let alice = app.user("alice@lab.test").await;
+    let soon = Utc::now() + Duration::milliseconds(1500);
+    let data = app
+        .ok(
+            Some(&alice.token),
+            CREATE,
+            json!({"name": "brief", "expiresAt": soon.to_rfc3339()}),
+        )
+        .await;
+    let brief = data["createApiToken"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let data = app
+        .ok(Some(&alice.token), CREATE, json!({"name": "other"}))
+        .await;
+    let other = data["createApiToken"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.ok(Some(&brief), ME, json!({})).await;
+    app.ok(Some(&other), ME, json!({})).await;
+
+    // Another process revokes `other`: this one stops trusting it within its cache time.
+    api_token::Entity::update_many()
+        .col_expr(api_token::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(api_token::Column::Name.eq("other"))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let revoked_at = std::time::Instant::now();
+    loop {
+        let (status, _) = app.post(Some(&other), ME, json!({})).await;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_millis(2500),
+            "a token revoked elsewhere still works after the cache time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // `brief` is trusted from the cache right up to its expiry, and not a moment after.
+    let wait = (soon - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + std::time::Duration::from_millis(50)).await;
+    let (status, _) = app.post(Some(&brief), ME, json!({})).await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
 }
