@@ -8,7 +8,8 @@ use async_graphql::connection::{Connection, Edge};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, Order, QueryFilter,
+    QueryOrder, QueryResult, QuerySelect, QueryTrait, Select,
 };
 use uuid::Uuid;
 
@@ -94,6 +95,26 @@ where
     E: EntityTrait,
     C: ConnectionTrait,
 {
+    fetch_rows(db, select, id_column, order, args, |row| {
+        <E::Model as FromQueryResult>::from_query_result(row, "")
+    })
+    .await
+}
+
+/// Fetches one page of `select` as [`fetch`] does, each row read by `read`: for a select of
+/// some columns only.
+pub async fn fetch_rows<E, C, M>(
+    db: &C,
+    select: Select<E>,
+    id_column: E::Column,
+    order: Order,
+    args: PageArgs,
+    mut read: impl FnMut(&QueryResult) -> std::result::Result<M, DbErr>,
+) -> Result<Page<M>>
+where
+    E: EntityTrait,
+    C: ConnectionTrait,
+{
     let mut select = select;
     if let Some(after) = args.after {
         select = match order {
@@ -101,11 +122,14 @@ where
             _ => select.filter(id_column.gt(after)),
         };
     }
-    let mut items = select
-        .order_by(id_column, order)
-        .limit(args.first + 1)
-        .all(db)
-        .await?;
+    let select = select.order_by(id_column, order).limit(args.first + 1);
+    let statement = select.build(db.get_database_backend());
+    let mut items = db
+        .query_all_raw(statement)
+        .await?
+        .iter()
+        .map(&mut read)
+        .collect::<std::result::Result<Vec<M>, DbErr>>()?;
     let has_next_page = items.len() as u64 > args.first;
     items.truncate(args.first as usize);
     Ok(Page {

@@ -263,17 +263,40 @@ impl From<Difference> for JobChange {
     }
 }
 
-/// The fields of `Job` that read its documents (inputs, settings, result, resources): a list
-/// that selects none of them loads its jobs without the documents (`history::Detail::Summary`).
-const DOCUMENT_FIELDS: &[&str] = &[
-    "inputs",
-    "settings",
-    "result",
-    "resources",
-    "exportJson",
-    "exportCsv",
-    "changesFromParent",
-];
+/// The columns a field of `Job` reads besides `history::Detail::ALWAYS`; `None` for fields
+/// that need the whole job. A list whose selected fields are all known here reads only their
+/// columns.
+fn columns_of_field(name: &str) -> Option<&'static [job::Column]> {
+    use job::Column as C;
+    Some(match name {
+        "__typename" | "id" | "url" | "workspace" | "submitter" | "status" | "visibility"
+        | "timeline" | "invitedEmails" | "derivedJobs" | "viewerCanRename" | "viewerCanDelete"
+        | "viewerCanCancel" | "viewerCanRetry" | "viewerCanDuplicate" | "viewerCanShare" => &[],
+        "name" => &[C::Name],
+        "tool" | "toolName" => &[C::Tool],
+        "toolVersion" => &[C::ToolVersion],
+        "stage" => &[C::Stage],
+        "progress" => &[C::Progress],
+        "errorMessage" => &[C::ErrorMessage],
+        "errorCode" => &[C::ErrorCode],
+        "attempt" => &[C::Attempt],
+        "maxAttempts" => &[C::MaxAttempts],
+        "creditCost" => &[C::CreditCost],
+        "refunded" => &[C::Refunded],
+        "priority" => &[C::Priority],
+        "idempotencyKey" => &[C::IdempotencyKey],
+        "createdAt" => &[C::CreatedAt],
+        "updatedAt" => &[C::UpdatedAt],
+        "queuedAt" => &[C::QueuedAt],
+        "startedAt" => &[C::StartedAt],
+        "finishedAt" => &[C::FinishedAt],
+        "durationSeconds" => &[C::StartedAt, C::FinishedAt],
+        "parent" => &[C::ParentId],
+        "parentKind" => &[C::ParentKind],
+        "batch" => &[C::BatchId],
+        _ => return None,
+    })
+}
 
 /// One run of a tool: everything it recorded.
 pub struct JobView(pub job::Model, pub JobStanding);
@@ -586,28 +609,26 @@ pub async fn job_connection(
         look_ahead.field("nodes"),
     ];
     let selects = |name: &str| nodes.iter().any(|node| node.field(name).exists());
-    let needs_documents = nodes
+    // Read only the columns the selected fields need, when each of them is known.
+    let columns: Option<Vec<job::Column>> = nodes
         .iter()
         .flat_map(|node| node.selection_fields())
-        .any(|node| {
+        .flat_map(|node| {
             node.selection_set()
-                .any(|field| DOCUMENT_FIELDS.contains(&field.name()))
+                .map(|field| columns_of_field(field.name()))
+                .collect::<Vec<_>>()
+        })
+        .try_fold(Vec::new(), |mut all, columns| {
+            all.extend_from_slice(columns?);
+            Some(all)
         });
-    let detail = if needs_documents {
-        history::Detail::Full
-    } else {
-        history::Detail::Summary
-    };
-    let page = history::list(db(ctx), access, filter, page, detail).await?;
-    // Load the page's submitters and workspaces in one query each, up front, when selected.
-    let load_failed = |err| Error::Internal(anyhow::anyhow!("loading a page of jobs: {err}"));
-    if selects("submitter") && access.standing.can_read() {
-        let ids: std::collections::HashSet<_> = page.items.iter().map(|j| j.submitter_id).collect();
-        ctx.data_unchecked::<super::Users>()
-            .load_many(ids)
-            .await
-            .map_err(load_failed)?;
-    }
+    let detail = columns.map_or(history::Detail::Full, history::Detail::Columns);
+    let with_submitters = selects("submitter") && access.standing.can_read();
+    let listing = history::list(db(ctx), access, filter, page, &detail, with_submitters).await?;
+    // Prime the request's loaders, so that the page's fields find what they need loaded.
+    ctx.data_unchecked::<super::Users>()
+        .feed_many(listing.submitters.into_iter().map(|user| (user.id, user)))
+        .await;
     if selects("workspace") && access.standing.can_read() {
         ctx.data_unchecked::<super::Workspaces>()
             .feed_one(access.workspace.id, access.clone())
@@ -617,7 +638,9 @@ pub async fn job_connection(
         workspace: access.standing,
         viewer_id: viewer(ctx).user_id(),
     };
-    Ok(page.into_connection(|job| job.id, |job| JobView(job, standing)))
+    Ok(listing
+        .page
+        .into_connection(|job| job.id, |job| JobView(job, standing)))
 }
 
 /// The number of jobs in each status: the jobs indicator.

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus};
-use entity::{batch, job_event};
+use entity::{batch, job_event, user};
 use sea_orm::sea_query::{Expr, ExprTrait as _, Func};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, Iterable as _, Order, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic, Iterable,
+    JoinType, Order, QueryFilter, QueryOrder, QueryResult, QuerySelect,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -76,55 +76,176 @@ impl JobFilter {
     }
 }
 
-/// How much of each job a read loads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which of a job's columns a read loads.
+#[derive(Debug, Clone)]
 pub enum Detail {
     /// Every column.
     Full,
-    /// Every column but the documents (inputs, settings, result, resources), which read as
-    /// empty. What a history list shows, at a fraction of the cost: the documents are most of
-    /// a row's bytes and of its decoding.
-    Summary,
+    /// These columns and the ones every read needs ([`Detail::ALWAYS`]). A history list that
+    /// shows a few fields reads a few columns: most of a job's bytes, and of the work of
+    /// reading a row, are in columns such a list never shows. The other fields of the loaded
+    /// jobs hold placeholders, so only fields that read these columns may be shown.
+    Columns(Vec<job::Column>),
 }
 
 impl Detail {
-    /// Whether a column is one of the documents that `Summary` leaves out.
-    pub fn is_document(column: job::Column) -> bool {
-        matches!(
-            column,
-            job::Column::Inputs
-                | job::Column::Settings
-                | job::Column::Result
-                | job::Column::Resources
-        )
-    }
-
-    fn apply(self, select: sea_orm::Select<job::Entity>) -> sea_orm::Select<job::Entity> {
-        if self == Detail::Full {
-            return select;
-        }
-        let empty = || Expr::val(Value::Object(Default::default()));
-        let none = || Expr::val(Option::<Value>::None);
-        select
-            .select_only()
-            .columns(job::Column::iter().filter(|c| !Detail::is_document(*c)))
-            .column_as(empty(), "inputs")
-            .column_as(empty(), "settings")
-            .column_as(none(), "result")
-            .column_as(none(), "resources")
-    }
+    /// What identifies a job and what the access rules read.
+    pub const ALWAYS: [job::Column; 5] = [
+        job::Column::Id,
+        job::Column::WorkspaceId,
+        job::Column::SubmitterId,
+        job::Column::Status,
+        job::Column::Visibility,
+    ];
 }
 
-/// A page of a workspace's jobs, newest first.
+/// A page of jobs and, when asked for, their submitters.
+pub struct Listing {
+    pub page: Page<job::Model>,
+    pub submitters: Vec<user::Model>,
+}
+
+/// The prefix of the submitter's columns in a listing's rows.
+const SUBMITTER: &str = "submitter__";
+
+/// A page of a workspace's jobs, newest first, with their submitters when `with_submitters`:
+/// one statement either way.
 pub async fn list(
     db: &impl ConnectionTrait,
     access: &WorkspaceAccess,
     filter: &JobFilter,
     page: PageArgs,
-    detail: Detail,
-) -> Result<Page<job::Model>> {
-    let select = detail.apply(filter.apply(job::Entity::find_in_workspace(access.workspace.id)));
-    pagination::fetch(db, select, job::Column::Id, Order::Desc, page).await
+    detail: &Detail,
+    with_submitters: bool,
+) -> Result<Listing> {
+    let mut select = filter.apply(job::Entity::find_in_workspace(access.workspace.id));
+    let columns = match detail {
+        Detail::Full => None,
+        Detail::Columns(extra) => {
+            let mut columns = Detail::ALWAYS.to_vec();
+            for column in extra {
+                if !columns.iter().any(|c| c.as_str() == column.as_str()) {
+                    columns.push(*column);
+                }
+            }
+            select = select.select_only().columns(columns.iter().copied());
+            Some(columns)
+        }
+    };
+    if with_submitters {
+        select = select.join(
+            JoinType::InnerJoin,
+            job::Entity::belongs_to(user::Entity)
+                .from(job::Column::SubmitterId)
+                .to(user::Column::Id)
+                .into(),
+        );
+        for column in user::Column::iter() {
+            select = select.column_as(
+                Expr::col((user::Entity, column)),
+                format!("{SUBMITTER}{}", column.as_str()),
+            );
+        }
+    }
+    let mut submitters: HashMap<Uuid, user::Model> = HashMap::new();
+    let page = pagination::fetch_rows(db, select, job::Column::Id, Order::Desc, page, |row| {
+        if with_submitters {
+            let user = user::Model::from_query_result(row, SUBMITTER)?;
+            submitters.entry(user.id).or_insert(user);
+        }
+        match &columns {
+            Some(columns) => partial_job(row, columns),
+            None => job::Model::from_query_result(row, ""),
+        }
+    })
+    .await?;
+    Ok(Listing {
+        page,
+        submitters: submitters.into_values().collect(),
+    })
+}
+
+/// A job with `columns` read from a row that holds them in this order; placeholders elsewhere.
+fn partial_job(
+    row: &QueryResult,
+    columns: &[job::Column],
+) -> std::result::Result<job::Model, DbErr> {
+    use job::Column as C;
+    let mut job = job::Model {
+        id: Uuid::nil(),
+        workspace_id: Uuid::nil(),
+        submitter_id: Uuid::nil(),
+        tool: String::new(),
+        tool_version: String::new(),
+        name: String::new(),
+        status: JobStatus::Pending,
+        stage: None,
+        progress: 0.0,
+        inputs: Value::Null,
+        settings: Value::Null,
+        result: None,
+        error_message: None,
+        error_code: None,
+        attempt: 0,
+        max_attempts: 0,
+        credit_cost: 0,
+        refunded: false,
+        visibility: job::Visibility::Private,
+        priority: 0,
+        parent_id: None,
+        parent_kind: None,
+        batch_id: None,
+        idempotency_key: None,
+        resources: None,
+        created_at: DateTime::<Utc>::default(),
+        updated_at: DateTime::<Utc>::default(),
+        queued_at: None,
+        started_at: None,
+        finished_at: None,
+        run_after: None,
+        worker_id: None,
+        lease_expires_at: None,
+        heartbeat_at: None,
+    };
+    for (i, column) in columns.iter().enumerate() {
+        match column {
+            C::Id => job.id = row.try_get_by_index(i)?,
+            C::WorkspaceId => job.workspace_id = row.try_get_by_index(i)?,
+            C::SubmitterId => job.submitter_id = row.try_get_by_index(i)?,
+            C::Tool => job.tool = row.try_get_by_index(i)?,
+            C::ToolVersion => job.tool_version = row.try_get_by_index(i)?,
+            C::Name => job.name = row.try_get_by_index(i)?,
+            C::Status => job.status = row.try_get_by_index(i)?,
+            C::Stage => job.stage = row.try_get_by_index(i)?,
+            C::Progress => job.progress = row.try_get_by_index(i)?,
+            C::Inputs => job.inputs = row.try_get_by_index(i)?,
+            C::Settings => job.settings = row.try_get_by_index(i)?,
+            C::Result => job.result = row.try_get_by_index(i)?,
+            C::ErrorMessage => job.error_message = row.try_get_by_index(i)?,
+            C::ErrorCode => job.error_code = row.try_get_by_index(i)?,
+            C::Attempt => job.attempt = row.try_get_by_index(i)?,
+            C::MaxAttempts => job.max_attempts = row.try_get_by_index(i)?,
+            C::CreditCost => job.credit_cost = row.try_get_by_index(i)?,
+            C::Refunded => job.refunded = row.try_get_by_index(i)?,
+            C::Visibility => job.visibility = row.try_get_by_index(i)?,
+            C::Priority => job.priority = row.try_get_by_index(i)?,
+            C::ParentId => job.parent_id = row.try_get_by_index(i)?,
+            C::ParentKind => job.parent_kind = row.try_get_by_index(i)?,
+            C::BatchId => job.batch_id = row.try_get_by_index(i)?,
+            C::IdempotencyKey => job.idempotency_key = row.try_get_by_index(i)?,
+            C::Resources => job.resources = row.try_get_by_index(i)?,
+            C::CreatedAt => job.created_at = row.try_get_by_index(i)?,
+            C::UpdatedAt => job.updated_at = row.try_get_by_index(i)?,
+            C::QueuedAt => job.queued_at = row.try_get_by_index(i)?,
+            C::StartedAt => job.started_at = row.try_get_by_index(i)?,
+            C::FinishedAt => job.finished_at = row.try_get_by_index(i)?,
+            C::RunAfter => job.run_after = row.try_get_by_index(i)?,
+            C::WorkerId => job.worker_id = row.try_get_by_index(i)?,
+            C::LeaseExpiresAt => job.lease_expires_at = row.try_get_by_index(i)?,
+            C::HeartbeatAt => job.heartbeat_at = row.try_get_by_index(i)?,
+        }
+    }
+    Ok(job)
 }
 
 /// The number of jobs per status, optionally of one submitter only.
