@@ -412,7 +412,7 @@ async fn two_workers_on_one_database_never_run_a_job_twice() {
     .await;
     // Two workers with their own connection pools, as two processes would have.
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let mut handles = Vec::new();
+    let mut workers = Vec::new();
     for name in ["one", "two"] {
         let mut config = jobgraph::Config::defaults();
         config.database.database_url = Some(app.database_url.clone());
@@ -421,8 +421,13 @@ async fn two_workers_on_one_database_never_run_a_job_twice() {
         let mut worker = other.worker();
         worker.name = name.to_owned();
         worker.config.poll = Duration::from_millis(20);
-        handles.push(tokio::spawn(worker.run(shutdown.clone())));
+        workers.push(worker);
     }
+    // Both start together, so that neither drains the queue before the other is up.
+    let handles: Vec<_> = workers
+        .into_iter()
+        .map(|worker| tokio::spawn(worker.run(shutdown.clone())))
+        .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let data = app
