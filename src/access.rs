@@ -11,6 +11,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::cache::TtlCache;
 use crate::error::{Error, Result};
 
 /// The caller of a request.
@@ -96,7 +97,58 @@ pub struct WorkspaceAccess {
     pub standing: Standing,
 }
 
+/// Viewers' standing in workspaces, as this process checked it a moment ago: a stream of
+/// requests about one workspace checks membership once every few seconds.
+///
+/// Member changes made through this process drop the workspace's entries at once
+/// ([`StandingCache::forget_workspace`]); one made through another process is seen here within
+/// the cache's time to live. Only readable standings are kept, and only users' (anonymous
+/// callers read no workspace; the system reads every one).
+pub struct StandingCache(TtlCache<(Uuid, Uuid), Standing>);
+
+impl StandingCache {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        StandingCache(TtlCache::new(ttl))
+    }
+
+    /// The viewer's standing in a workspace they could read a moment ago.
+    pub fn get(&self, viewer: &Viewer, workspace_id: Uuid) -> Option<Standing> {
+        self.0.get(&(viewer.user_id()?, workspace_id))
+    }
+
+    pub fn remember(&self, viewer: &Viewer, access: &WorkspaceAccess) {
+        if let Some(user_id) = viewer.user_id()
+            && access.standing.can_read()
+        {
+            self.0
+                .insert((user_id, access.workspace.id), access.standing);
+        }
+    }
+
+    /// Drops every viewer's standing in a workspace whose members changed.
+    pub fn forget_workspace(&self, workspace_id: Uuid) {
+        self.0
+            .forget(|(_, workspace), _| *workspace == workspace_id);
+    }
+}
+
 impl WorkspaceAccess {
+    /// A workspace the viewer may read, with its standing from [`StandingCache`], without
+    /// reading its row: only `workspace.id` is set, for readers that need nothing else (its
+    /// lists and counts).
+    pub fn without_row(workspace_id: Uuid, standing: Standing) -> Self {
+        WorkspaceAccess {
+            workspace: workspace::Model {
+                id: workspace_id,
+                name: String::new(),
+                credit_balance: 0,
+                created_at: Default::default(),
+                updated_at: Default::default(),
+            },
+            standing,
+        }
+    }
+
     /// Loads a workspace the viewer can read; NOT_FOUND otherwise, never revealing it exists.
     /// Anonymous callers, who can read no workspace, are told to authenticate.
     pub async fn load(db: &impl ConnectionTrait, viewer: &Viewer, id: Uuid) -> Result<Self> {

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::StandingCache;
 use crate::config::{Config, ServerConfig};
 use crate::db::QueryStats;
 use crate::graphql::{self, AppSchema};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Recently checked API tokens.
     pub tokens: Arc<TokenCache>,
+    /// Recently checked standings of users in workspaces.
+    pub standings: Arc<StandingCache>,
 }
 
 impl AppState {
@@ -48,15 +51,16 @@ impl AppState {
         let catalog = Arc::new(catalog);
         let wake = Arc::new(Notify::new());
         let metrics = Arc::new(Metrics::new(query_stats.clone()));
-        let tokens = Arc::new(TokenCache::new(std::time::Duration::from_secs(
-            config.auth_cache_seconds,
-        )));
+        let trust = std::time::Duration::from_secs(config.auth_cache_seconds);
+        let tokens = Arc::new(TokenCache::new(trust));
+        let standings = Arc::new(StandingCache::new(trust));
         let schema = graphql::build(
             db.clone(),
             config.clone(),
             catalog.clone(),
             wake.clone(),
             tokens.clone(),
+            standings.clone(),
         );
         AppState {
             db,
@@ -69,6 +73,7 @@ impl AppState {
             database_url,
             metrics,
             tokens,
+            standings,
         }
     }
 }

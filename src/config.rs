@@ -74,9 +74,9 @@ pub struct ServerConfig {
     #[arg(long, env = "JOBGRAPH_MAX_QUERY_COMPLEXITY", default_value_t = 5000)]
     pub max_query_complexity: usize,
 
-    /// Seconds a checked API token is trusted without another lookup. A token revoked through
-    /// another process stops working here within this time (at once through this one); 0
-    /// checks every request.
+    /// Seconds a checked API token, and a user's role in a workspace, are trusted without
+    /// another lookup. A token revoked or a member removed through another process is seen here
+    /// within this time (at once through this one); 0 checks every request.
     #[arg(long, env = "JOBGRAPH_AUTH_CACHE_SECONDS", default_value_t = 5)]
     pub auth_cache_seconds: u64,
 }

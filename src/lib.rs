@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod credits;
 pub mod db;

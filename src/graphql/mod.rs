@@ -51,6 +51,7 @@ pub fn build(
     catalog: Arc<Catalog>,
     wake: Arc<tokio::sync::Notify>,
     tokens: Arc<crate::users::tokens::TokenCache>,
+    standings: Arc<crate::access::StandingCache>,
 ) -> AppSchema {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(config.max_query_depth)
@@ -60,6 +61,7 @@ pub fn build(
         .data(catalog)
         .data(QueueSignal(wake))
         .data(tokens)
+        .data(standings)
         .finish()
 }
 

@@ -1,7 +1,9 @@
 //! GraphQL for workspaces and their members.
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ID, InputObject, Lookahead, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::membership::{self, Role};
 
@@ -9,7 +11,7 @@ use super::credits::CreditTransactionView;
 use super::jobs::{JobCounts, JobFilterInput, JobView, job_connection};
 use super::users::{UserView, load_user};
 use super::{db, page_complexity, viewer};
-use crate::access::{Standing, WorkspaceAccess};
+use crate::access::{Standing, StandingCache, WorkspaceAccess};
 use crate::credits::ledger;
 use crate::error::ApiResult;
 use crate::ids::{self, Kind};
@@ -54,6 +56,34 @@ impl From<RoleView> for Role {
 
 /// A workspace: its members, credits and jobs.
 pub struct WorkspaceView(pub WorkspaceAccess);
+
+/// Whether a selection of `Workspace` reads the workspace's row, rather than only its id and
+/// the viewer's standing: without, a known standing answers it with no lookup
+/// ([`WorkspaceAccess::without_row`]).
+fn needs_row(workspace: &Lookahead<'_>) -> bool {
+    workspace.selection_fields().iter().any(|selection| {
+        selection.selection_set().any(|field| match field.name() {
+            "__typename"
+            | "id"
+            | "viewerRole"
+            | "viewerCanManageMembers"
+            | "viewerCanSubmit"
+            | "viewerCanRename"
+            | "viewerCanDelete"
+            | "jobCounts" => false,
+            // A page of jobs hands the workspace to the jobs' own `workspace` field.
+            "jobs" => {
+                let jobs = Lookahead::from(field);
+                jobs.field("edges")
+                    .field("node")
+                    .field("workspace")
+                    .exists()
+                    || jobs.field("nodes").field("workspace").exists()
+            }
+            _ => true,
+        })
+    })
+}
 
 #[Object(name = "Workspace")]
 impl WorkspaceView {
@@ -200,7 +230,14 @@ impl WorkspacesQuery {
     /// A workspace the viewer can see; NOT_FOUND otherwise.
     async fn workspace(&self, ctx: &Context<'_>, id: ID) -> ApiResult<WorkspaceView> {
         let id = ids::decode(Kind::Workspace, "id", &id)?;
+        let standings = ctx.data_unchecked::<Arc<StandingCache>>();
+        if !needs_row(&ctx.look_ahead())
+            && let Some(standing) = standings.get(viewer(ctx), id)
+        {
+            return Ok(WorkspaceView(WorkspaceAccess::without_row(id, standing)));
+        }
         let access = WorkspaceAccess::load(db(ctx), viewer(ctx), id).await?;
+        standings.remember(viewer(ctx), &access);
         Ok(WorkspaceView(access))
     }
 }
@@ -322,6 +359,7 @@ impl WorkspacesMutation {
     ) -> ApiResult<DeleteWorkspacePayload> {
         let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
         service::delete(db(ctx), viewer(ctx), id).await?;
+        forget_standings(ctx, id);
         Ok(DeleteWorkspacePayload {
             deleted_workspace_id: input.workspace_id,
         })
@@ -336,6 +374,7 @@ impl WorkspacesMutation {
         let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
         let membership =
             members::add(db(ctx), viewer(ctx), id, &input.email, input.role.into()).await?;
+        forget_standings(ctx, id);
         membership_view(ctx, membership).await
     }
 
@@ -349,6 +388,7 @@ impl WorkspacesMutation {
         let user_id = ids::decode(Kind::User, "userId", &input.user_id)?;
         let membership =
             members::change_role(db(ctx), viewer(ctx), id, user_id, input.role.into()).await?;
+        forget_standings(ctx, id);
         membership_view(ctx, membership).await
     }
 
@@ -361,6 +401,7 @@ impl WorkspacesMutation {
         let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
         let user_id = ids::decode(Kind::User, "userId", &input.user_id)?;
         members::remove(db(ctx), viewer(ctx), id, user_id).await?;
+        forget_standings(ctx, id);
         Ok(RemoveMemberPayload {
             workspace_id: input.workspace_id,
             removed_user_id: input.user_id,
@@ -375,9 +416,16 @@ impl WorkspacesMutation {
     ) -> ApiResult<RemoveMemberPayload> {
         let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
         let membership = members::leave(db(ctx), viewer(ctx), id).await?;
+        forget_standings(ctx, id);
         Ok(RemoveMemberPayload {
             workspace_id: input.workspace_id,
             removed_user_id: ids::encode(Kind::User, membership.user_id),
         })
     }
+}
+
+/// After a member change: the workspace's standings are checked again.
+fn forget_standings(ctx: &Context<'_>, workspace_id: uuid::Uuid) {
+    ctx.data_unchecked::<Arc<StandingCache>>()
+        .forget_workspace(workspace_id);
 }

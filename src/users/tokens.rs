@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::access::{self, Viewer};
+use crate::cache::TtlCache;
 use crate::error::{Error, Result};
 use crate::pagination::{self, Page, PageArgs};
 
@@ -163,71 +164,34 @@ async fn check(
 /// ([`TokenCache::forget`]); one revoked through another process sharing the database stops
 /// working here within `ttl`. An expiry time is honoured to the second, cached or not. A zero
 /// `ttl` turns the cache off.
-pub struct TokenCache {
-    ttl: std::time::Duration,
-    entries: std::sync::Mutex<std::collections::HashMap<String, Cached>>,
-}
-
-struct Cached {
-    viewer: Viewer,
-    expires_at: Option<DateTime<Utc>>,
-    checked_at: std::time::Instant,
-}
-
-/// Entries beyond which the cache drops what has gone stale before adding more.
-const TOKEN_CACHE_CAPACITY: usize = 10_000;
+pub struct TokenCache(TtlCache<String, (Viewer, Option<DateTime<Utc>>)>);
 
 impl TokenCache {
     pub fn new(ttl: std::time::Duration) -> Self {
-        TokenCache {
-            ttl,
-            entries: Default::default(),
-        }
+        TokenCache(TtlCache::new(ttl))
     }
 
     /// The viewer behind a secret, as [`authenticate`] decides, from the cache when fresh.
     pub async fn authenticate(&self, db: &impl ConnectionTrait, secret: &str) -> Result<Viewer> {
-        if self.ttl.is_zero() {
+        if !self.0.is_enabled() {
             return authenticate(db, secret).await;
         }
         let hash = hash_secret(secret);
-        if let Some(viewer) = self.lookup(&hash) {
+        if let Some((viewer, expires_at)) = self.0.get(&hash)
+            && expires_at.is_none_or(|at| at > Utc::now())
+        {
             return Ok(viewer);
         }
         let (viewer, expires_at) = check(db, secret, &hash).await?;
-        let mut entries = self.entries.lock().expect("token cache lock");
-        if entries.len() >= TOKEN_CACHE_CAPACITY {
-            let ttl = self.ttl;
-            entries.retain(|_, cached| cached.checked_at.elapsed() < ttl);
-            if entries.len() >= TOKEN_CACHE_CAPACITY {
-                entries.clear();
-            }
-        }
-        entries.insert(
-            hash,
-            Cached {
-                viewer: viewer.clone(),
-                expires_at,
-                checked_at: std::time::Instant::now(),
-            },
-        );
+        self.0.insert(hash, (viewer.clone(), expires_at));
         Ok(viewer)
-    }
-
-    fn lookup(&self, hash: &str) -> Option<Viewer> {
-        let entries = self.entries.lock().expect("token cache lock");
-        let cached = entries.get(hash)?;
-        let fresh = cached.checked_at.elapsed() < self.ttl
-            && cached.expires_at.is_none_or(|at| at > Utc::now());
-        fresh.then(|| cached.viewer.clone())
     }
 
     /// Drops a token, so that its next request is checked against the database.
     pub fn forget(&self, token_id: Uuid) {
-        self.entries
-            .lock()
-            .expect("token cache lock")
-            .retain(|_, cached| !matches!(cached.viewer, Viewer::User { token_id: id, .. } if id == token_id));
+        self.0.forget(
+            |_, (viewer, _)| matches!(viewer, Viewer::User { token_id: id, .. } if *id == token_id),
+        );
     }
 }
 

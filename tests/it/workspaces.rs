@@ -266,3 +266,125 @@ async fn a_workspace_with_an_active_job_cannot_be_deleted() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_workspace_answers_alike_whether_its_row_is_read_or_its_standing_is_known() {
+    // A selection that reads only the id and the viewer's standing is answered from a standing
+    // checked a moment ago, without reading the workspace; each field must read the same.
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 100).await;
+    app.job(&alice, &ws, 0).await;
+    let token = Some(alice.token.as_str());
+    let data = app
+        .ok(
+            token,
+            "{ __type(name: \"Workspace\") { fields { name type { kind ofType { kind ofType { kind } } } } } }",
+            json!({}),
+        )
+        .await;
+    let selections: Vec<String> = data["__type"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|field| {
+            let name = field["name"].as_str().unwrap();
+            let mut ty = &field["type"];
+            while matches!(ty["kind"].as_str(), Some("NON_NULL" | "LIST")) {
+                ty = &ty["ofType"];
+            }
+            match (name, ty["kind"].as_str()) {
+                ("jobs", _) => "jobs { nodes { id name status workspace { name } } }".to_owned(),
+                ("members", _) => "members { nodes { role user { email } } }".to_owned(),
+                ("creditTransactions", _) => "creditTransactions { nodes { amount } }".to_owned(),
+                ("jobCounts", _) => "jobCounts { total queued }".to_owned(),
+                (_, Some("OBJECT" | "INTERFACE" | "UNION")) => format!("{name} {{ __typename }}"),
+                _ => name.to_owned(),
+            }
+        })
+        .collect();
+    assert!(selections.len() > 10, "{selections:?}");
+    let query =
+        |selection: &str| format!("query($ws: ID!) {{ workspace(id: $ws) {{ id {selection} }} }}");
+    for selection in &selections {
+        // Checked once, then trusted.
+        app.ok(token, &query("name"), json!({"ws": ws})).await;
+        let known = app.ok(token, &query(selection), json!({"ws": ws})).await;
+        let read = app
+            .ok(
+                token,
+                &query(&format!("name {selection}")),
+                json!({"ws": ws}),
+            )
+            .await;
+        let field = selection.split_whitespace().next().unwrap();
+        assert_eq!(
+            known["workspace"][field], read["workspace"][field],
+            "{selection}"
+        );
+        assert!(!known["workspace"][field].is_null(), "{selection}: {known}");
+    }
+    // The standing is known: the viewer's role costs no statement, a count one.
+    let before = app.queries.count();
+    app.ok(
+        token,
+        &query("viewerRole viewerCanSubmit"),
+        json!({"ws": ws}),
+    )
+    .await;
+    assert_eq!(app.queries.count() - before, 0);
+    let before = app.queries.count();
+    app.ok(token, &query("jobCounts { total }"), json!({"ws": ws}))
+        .await;
+    assert_eq!(app.queries.count() - before, 1);
+}
+
+#[tokio::test]
+async fn a_removed_member_loses_access_at_once_here_and_soon_when_removed_elsewhere() {
+    let app = TestApp::spawn_with(|c| c.server.auth_cache_seconds = 1).await;
+    let alice = app.user("alice@lab.test").await;
+    let bob = app.user("bob@lab.test").await;
+    let carol = app.user("carol@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.add_member(&alice, &ws, &bob, "MEMBER").await;
+    app.add_member(&alice, &ws, &carol, "MEMBER").await;
+    let jobs = "query($ws: ID!) { workspace(id: $ws) { jobs { nodes { id } } } }";
+    for user in [&bob, &carol] {
+        app.ok(Some(&user.token), jobs, json!({"ws": ws})).await;
+    }
+
+    // Removed through this server: refused on the next request.
+    app.ok(
+        Some(&alice.token),
+        "mutation($ws: ID!, $u: ID!) { removeMember(input: {workspaceId: $ws, userId: $u}) { removedUserId } }",
+        json!({"ws": ws, "u": bob.id}),
+    )
+    .await;
+    assert_eq!(
+        app.error_code(Some(&bob.token), jobs, json!({"ws": ws}))
+            .await,
+        "NOT_FOUND"
+    );
+
+    // Removed by another process sharing the database: refused within the trust time.
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let carol_id = ids::decode(Kind::User, "u", &carol.id).unwrap();
+    entity::membership::Entity::delete_many()
+        .filter(entity::membership::Column::UserId.eq(carol_id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let removed_at = std::time::Instant::now();
+    loop {
+        let (_, body) = app.post(Some(&carol.token), jobs, json!({"ws": ws})).await;
+        if body["errors"][0]["extensions"]["code"] == "NOT_FOUND" {
+            break;
+        }
+        assert!(
+            removed_at.elapsed() < std::time::Duration::from_millis(2500),
+            "a member removed elsewhere still reads the workspace: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
