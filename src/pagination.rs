@@ -3,13 +3,15 @@
 //! A page costs one indexed range scan however deep it is, and rows inserted meanwhile never
 //! shift the pages a client is walking through.
 
+use std::fmt::Write as _;
+
 use async_graphql::OutputType;
 use async_graphql::connection::{Connection, Edge};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, Order, QueryFilter,
-    QueryOrder, QueryResult, QuerySelect, QueryTrait, Select,
+    QueryOrder, QueryResult, QueryTrait, Select,
 };
 use uuid::Uuid;
 
@@ -122,8 +124,13 @@ where
             _ => select.filter(id_column.gt(after)),
         };
     }
-    let select = select.order_by(id_column, order).limit(args.first + 1);
-    let statement = select.build(db.get_database_backend());
+    let mut statement = select
+        .order_by(id_column, order)
+        .build(db.get_database_backend());
+    // The page size is part of the SQL, not a parameter: PostgreSQL plans a statement with an
+    // unknown LIMIT as if it read a tenth of the table, so it would never settle on a reusable
+    // plan and would plan every page anew. One statement per page size, and sizes are few.
+    write!(statement.sql, " LIMIT {}", args.first + 1).expect("writing to a String");
     let mut items = db
         .query_all_raw(statement)
         .await?
