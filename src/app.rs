@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ServerConfig};
 use crate::db::QueryStats;
+use crate::files::Files;
 use crate::graphql::{self, AppSchema};
 use crate::metrics::Metrics;
 use crate::queue::runner::{Worker, WorkerConfig};
@@ -30,6 +31,8 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     pub database_url: String,
     pub metrics: Arc<Metrics>,
+    /// Stored files: uploads, downloads and outputs.
+    pub files: Arc<Files>,
 }
 
 impl AppState {
@@ -39,13 +42,17 @@ impl AppState {
         catalog: Catalog,
         data_dir: std::path::PathBuf,
         database_url: String,
+        files: Files,
     ) -> Self {
         let query_stats = crate::db::instrument(&mut db);
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
         let wake = Arc::new(Notify::new());
         let metrics = Arc::new(Metrics::new(query_stats.clone()));
-        let schema = graphql::build(db.clone(), config.clone(), catalog.clone(), wake.clone());
+        let files = Arc::new(files);
+        let schema = graphql::build(db.clone(), config.clone(), catalog.clone(), wake.clone())
+            .data(files.clone())
+            .finish();
         AppState {
             db,
             config,
@@ -56,6 +63,7 @@ impl AppState {
             data_dir,
             database_url,
             metrics,
+            files,
         }
     }
 }
@@ -70,6 +78,7 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.server.validate()?;
         let catalog = Catalog::load(config.server.tools_file.as_deref())?;
+        let files = Files::from_config(&config.server, &config.database.data_dir)?;
         let database_url = config.database.url();
         let db = crate::db::connect(&database_url).await?;
         crate::db::migrate(&db).await?;
@@ -80,6 +89,7 @@ impl App {
                 catalog,
                 config.database.data_dir,
                 database_url,
+                files,
             ),
         })
     }
@@ -98,6 +108,7 @@ impl App {
             wake: self.state.wake.clone(),
             work_root: self.state.data_dir.join("work"),
             metrics: self.state.metrics.clone(),
+            files: self.state.files.clone(),
             listen_url: self
                 .state
                 .database_url
@@ -116,6 +127,15 @@ impl App {
         let router = crate::http::router(self.state.clone());
         let worker = (self.state.config.workers > 0)
             .then(|| tokio::spawn(self.worker().run(shutdown.clone())));
+        if let Some(requests) = self.state.files.take_download_requests() {
+            let downloader = crate::files::download::Downloader {
+                db: self.state.db.clone(),
+                files: self.state.files.clone(),
+                catalog: self.state.catalog.clone(),
+                wake: self.state.wake.clone(),
+            };
+            tokio::spawn(downloader.serve(requests, shutdown.clone()));
+        }
         tracing::info!(address = %listener.local_addr()?, "serving GraphQL at /graphql");
         let stopping = shutdown.clone();
         axum::serve(listener, router)
