@@ -35,7 +35,7 @@ pub struct FileView(pub file::Model);
 
 #[Object(name = "File")]
 impl FileView {
-    async fn id(&self) -> ID {
+    pub async fn id(&self) -> ID {
         ids::encode(Kind::File, self.0.id)
     }
     async fn name(&self) -> &str {

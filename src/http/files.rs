@@ -5,17 +5,15 @@
 
 use std::ops::Range;
 
+use super::graphql::{MediaType, authenticate, error_response};
+use crate::access;
+use crate::app::AppState;
+use crate::error::{Error, ErrorCode};
+use crate::ids::{self, Kind};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sea_orm::EntityTrait;
-
-use super::graphql::{MediaType, authenticate, error_response};
-use crate::access::JobAccess;
-use crate::app::AppState;
-use crate::error::{Error, ErrorCode};
-use crate::ids::{self, Kind};
 
 /// A `Range` request, read against the file's size.
 #[derive(Debug, PartialEq, Eq)]
@@ -105,19 +103,7 @@ pub async fn download(
     };
     let result = async {
         let id = ids::decode(Kind::File, "id", &id)?;
-        let file = entity::file::Entity::find_by_id(id)
-            .one(&state.db)
-            .await?
-            .ok_or(Error::NotFound("file"))?;
-        let job_id = file.job_id.ok_or(Error::NotFound("file"))?;
-        // NOT_FOUND for a job the viewer may not read, exactly like a missing file.
-        JobAccess::load(&state.db, &viewer, job_id)
-            .await
-            .map_err(|err| match err {
-                Error::NotFound(_) => Error::NotFound("file"),
-                other => other,
-            })?;
-        Ok::<_, Error>(file)
+        access::readable_file(&state.db, &viewer, id).await
     }
     .await;
     let file = match result {

@@ -452,6 +452,10 @@ async fn submit_staged(
 }
 
 /// Submits many jobs as one batch: all or nothing, priced as their sum.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "submit's arguments plus the batch's"
+)]
 pub async fn submit_batch(
     db: &DatabaseConnection,
     catalog: &Catalog,

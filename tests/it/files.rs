@@ -475,7 +475,10 @@ async fn deleting_a_job_removes_its_files_and_a_duplicate_keeps_its_own_copy() {
         )
         .await;
     let copy = &data["duplicateJob"]["job"];
-    assert_eq!(copy["creditCost"], 2, "the copy is priced on the same residues");
+    assert_eq!(
+        copy["creditCost"], 2,
+        "the copy is priced on the same residues"
+    );
     let copied = &copy["inputs"][0]["file"];
     assert_eq!(copied["sha256"], sha256_hex(FASTA.as_bytes()));
     let job = job_files(&app, &alice.token, &id).await;
@@ -557,12 +560,9 @@ async fn failed_and_cancelled_runs_leave_no_output_files() {
     assert_eq!(done["status"], "FAILED", "{done}");
     // The program writes its outputs, then is cancelled while it sleeps.
     let cancelled = submit(json!({ "sleep": 30 })).await;
-    app.wait_for(
-        &alice.token,
-        &cancelled,
-        Duration::from_secs(20),
-        |job| job["stage"] == "Writing",
-    )
+    app.wait_for(&alice.token, &cancelled, Duration::from_secs(20), |job| {
+        job["stage"] == "Writing"
+    })
     .await;
     app.ok(
         Some(&alice.token),
@@ -746,4 +746,47 @@ async fn url_fetches_refuse_internal_addresses_unless_allowed() {
     assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
     assert_eq!(body["errors"][0]["extensions"]["field"], "inputs.sequences");
     assert_eq!(app.balance(&ws).await, 100);
+}
+
+#[tokio::test]
+async fn deleting_a_workspace_removes_its_files_and_files_are_nodes() {
+    let app = spawn_with(|config| config.server.workers = 0).await;
+    let (alice, ws) = setup(&app, 100).await;
+    let (_, body) = upload(
+        &app,
+        Some(&alice.token),
+        &submit_upload_query("sequence-stats", "sequences"),
+        json!({ "ws": ws }),
+        "reads.fa",
+        FASTA.as_bytes().to_vec(),
+    )
+    .await;
+    let job = &body["data"]["submitJob"]["job"];
+    let file_id = job["files"][0]["id"].as_str().unwrap();
+    let query = "query($id: ID!) { node(id: $id) { id ... on File { name size } } }";
+    let data = app
+        .ok(Some(&alice.token), query, json!({ "id": file_id }))
+        .await;
+    assert_eq!(data["node"]["name"], "reads.fa");
+    let outsider = app.user("out@else.test").await;
+    assert_eq!(
+        app.error_code(Some(&outsider.token), query, json!({ "id": file_id }))
+            .await,
+        "NOT_FOUND"
+    );
+    assert_eq!(stored(&app, &ws).await.len(), 1);
+    app.ok(
+        Some(&alice.token),
+        "mutation($id: ID!) { cancelJob(input: {jobId: $id}) { job { status } } }",
+        json!({ "id": job["id"] }),
+    )
+    .await;
+    app.ok(
+        Some(&alice.token),
+        "mutation($ws: ID!) { deleteWorkspace(input: {workspaceId: $ws}) { deletedWorkspaceId } }",
+        json!({ "ws": ws }),
+    )
+    .await;
+    assert_eq!(stored(&app, &ws).await, Vec::<String>::new());
+    assert_eq!(file_rows(&app).await, 0);
 }
