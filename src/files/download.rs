@@ -121,6 +121,7 @@ impl Downloader {
                     input.file_id = Some(file.id);
                     input.bytes = file.size;
                     input.residues = file.residues;
+                    input.sha256 = Some(file.sha256.clone());
                     fetched.push(file);
                 }
                 Err(message) => {

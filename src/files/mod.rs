@@ -248,19 +248,14 @@ impl Files {
         self.requests.lock().ok()?.take()
     }
 
-    /// Writes a stream to `key` (or only checks it, without `key`), enforcing `checks`.
-    /// On any failure nothing is left under `key`.
-    async fn write<S, E>(
-        &self,
-        key: Option<&str>,
-        stream: S,
-        checks: Checks,
-    ) -> Result<Written, WriteError>
+    /// Writes a stream to `key`, enforcing `checks`. On any failure nothing is left under
+    /// `key`.
+    async fn write<S, E>(&self, key: &str, stream: S, checks: Checks) -> Result<Written, WriteError>
     where
         S: Stream<Item = Result<Bytes, E>>,
         E: std::fmt::Display,
     {
-        let mut writer = key.map(|key| self.storage.writer(key));
+        let mut writer = self.storage.writer(key);
         let result = async {
             let mut stream = std::pin::pin!(stream);
             let mut hasher = Sha256::new();
@@ -276,9 +271,7 @@ impl Files {
                 if let Some(fasta) = fasta.as_mut() {
                     fasta.feed(&chunk);
                 }
-                if let Some(writer) = writer.as_mut() {
-                    writer.write(chunk).await.map_err(WriteError::Storage)?;
-                }
+                writer.write(chunk).await.map_err(WriteError::Storage)?;
             }
             let residues = match fasta {
                 Some(fasta) => Some(fasta.finish().map_err(WriteError::Invalid)?),
@@ -291,17 +284,15 @@ impl Files {
             })
         }
         .await;
-        match (result, writer) {
-            (Ok(written), Some(writer)) => {
+        match result {
+            Ok(written) => {
                 writer.finish().await.map_err(WriteError::Storage)?;
                 Ok(written)
             }
-            (Ok(written), None) => Ok(written),
-            (Err(err), Some(writer)) => {
+            Err(err) => {
                 writer.abort().await;
                 Err(err)
             }
-            (Err(err), None) => Err(err),
         }
     }
 
@@ -309,7 +300,7 @@ impl Files {
     pub async fn store_upload(
         &self,
         upload: &Upload,
-        key: Option<String>,
+        key: String,
         checks: Checks,
     ) -> Result<NewFile, WriteError> {
         let file = upload
@@ -326,14 +317,14 @@ impl Files {
             max_bytes: checks.max_bytes.min(self.max_upload_bytes),
             ..checks
         };
-        let written = self.write(key.as_deref(), stream, checks).await?;
+        let written = self.write(&key, stream, checks).await?;
         let name = clean_name(&upload.filename);
         let content_type = upload
             .content_type
             .clone()
             .filter(|t| t.parse::<mime::Mime>().is_ok() && t != "application/octet-stream")
             .unwrap_or_else(|| guess_content_type(&name).to_owned());
-        Ok(self.new_file(key.unwrap_or_default(), name, content_type, written))
+        Ok(self.new_file(key, name, content_type, written))
     }
 
     /// Stores bytes made in memory (a built-in analysis's output) as `key`.
@@ -349,7 +340,7 @@ impl Files {
             fasta: false,
         };
         let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes))]);
-        let written = self.write(Some(&key), stream, checks).await?;
+        let written = self.write(&key, stream, checks).await?;
         Ok(self.new_file(key, clean_name(name), content_type.to_owned(), written))
     }
 
@@ -367,7 +358,7 @@ impl Files {
             max_bytes: u64::MAX,
             fasta: false,
         };
-        let written = self.write(Some(&key), stream, checks).await?;
+        let written = self.write(&key, stream, checks).await?;
         let name = clean_name(&path.file_name().unwrap_or_default().to_string_lossy());
         let content_type = guess_content_type(&name).to_owned();
         Ok(self.new_file(key, name, content_type, written))
@@ -397,7 +388,7 @@ impl Files {
             max_bytes: checks.max_bytes.min(self.fetch.max_bytes),
             ..checks
         };
-        let written = self.write(Some(&key), stream, checks).await?;
+        let written = self.write(&key, stream, checks).await?;
         Ok(self.new_file(key, clean_name(&name), content_type, written))
     }
 

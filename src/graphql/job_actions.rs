@@ -48,9 +48,7 @@ impl JobsQuery {
             settings: input.settings.map(|s| s.0),
             ..Default::default()
         };
-        Ok(service::estimate(catalog(ctx), files(ctx), submission)
-            .await?
-            .into())
+        Ok(service::estimate(catalog(ctx), submission)?.into())
     }
 
     /// A job the viewer may see; NOT_FOUND otherwise.

@@ -67,13 +67,12 @@ struct Planned {
 
 /// Stores a submission's uploads (and copies of an earlier job's files) under job `job_id`,
 /// each checked against its input on the way; the submission then refers to the stored files.
-/// Without `workspace_id` the uploads are only checked and measured, not stored. Every
-/// stored file is pushed to `staged`, which the caller discards if the submission fails.
+/// Every stored file is pushed to `staged`, which the caller discards if the submission fails.
 async fn stage(
     files: &Files,
     catalog: &Catalog,
     submission: &mut Submission,
-    target: Option<(Uuid, Uuid)>,
+    (workspace_id, job_id): (Uuid, Uuid),
     field: &str,
     staged: &mut Vec<NewFile>,
 ) -> Result<()> {
@@ -82,8 +81,8 @@ async fn stage(
         .clone();
     for (name, value) in submission.inputs.iter_mut() {
         let input_field = format!("{field}inputs.{name}");
-        let key =
-            |id| target.map(|(workspace_id, job_id)| files::input_key(workspace_id, job_id, id));
+        let id = Uuid::now_v7();
+        let key = files::input_key(workspace_id, job_id, id);
         let stored = match value {
             InputValue::Upload(upload) => {
                 let spec = tool.input(&input_field, name)?;
@@ -93,24 +92,18 @@ async fn stage(
                     fasta: spec.format == Some(InputFormat::Fasta),
                 };
                 files
-                    .store_upload(upload, key(Uuid::now_v7()), checks)
+                    .store_upload(upload, key, checks)
                     .await
                     .map_err(|err| err.into_input_error(&input_field))?
             }
             InputValue::Copy(from, residues) => {
-                let id = Uuid::now_v7();
-                let Some(key) = key(id) else {
-                    continue;
-                };
                 let mut file = files.copy(from, id, key).await?;
                 file.residues = *residues;
                 file
             }
             _ => continue,
         };
-        if target.is_some() {
-            staged.push(stored.clone());
-        }
+        staged.push(stored.clone());
         *value = InputValue::File(stored);
     }
     Ok(())
@@ -169,13 +162,9 @@ fn prefix_field(err: Error, prefix: &str) -> Error {
     }
 }
 
-/// The price of a submission, without writing anything: uploads are measured, not stored.
-pub async fn estimate(
-    catalog: &Catalog,
-    files: &Files,
-    mut submission: Submission,
-) -> Result<Estimate> {
-    stage(files, catalog, &mut submission, None, "", &mut Vec::new()).await?;
+/// The price of a submission, without writing anything. (GraphQL allows uploads in mutations
+/// only, so an estimate's inputs are text and URLs.)
+pub fn estimate(catalog: &Catalog, submission: Submission) -> Result<Estimate> {
     Ok(plan(catalog, submission, "", Uuid::now_v7())?.estimate)
 }
 
@@ -404,7 +393,7 @@ async fn submit_staged(
         files,
         catalog,
         &mut submission,
-        Some((workspace_id, job_id)),
+        (workspace_id, job_id),
         "",
         staged,
     )
@@ -516,7 +505,7 @@ async fn submit_batch_staged(
             files,
             catalog,
             &mut submission,
-            Some((workspace_id, job_id)),
+            (workspace_id, job_id),
             &field,
             staged,
         )

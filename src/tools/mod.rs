@@ -153,6 +153,20 @@ pub struct StoredInput {
     /// FASTA files: their residues, for pricing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residues: Option<u64>,
+    /// Stored files: the SHA-256 of their content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl StoredInput {
+    /// Whether two inputs hold the same content, wherever it is stored: a duplicate's copy of
+    /// a file is the same input as the original.
+    pub fn same_content(&self, other: &StoredInput) -> bool {
+        match (&self.sha256, &other.sha256) {
+            (Some(a), Some(b)) => a == b,
+            _ => self == other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,6 +260,7 @@ impl Tool {
                             file_id: Some(file.id),
                             url: None,
                             residues: file.residues,
+                            sha256: Some(file.sha256),
                         },
                     );
                     continue;
@@ -263,6 +278,7 @@ impl Tool {
                             file_id: None,
                             url: Some(url.to_string()),
                             residues: None,
+                            sha256: None,
                         },
                     );
                     continue;
@@ -287,6 +303,7 @@ impl Tool {
                     file_id: None,
                     url: None,
                     residues: None,
+                    sha256: None,
                 },
             );
         }

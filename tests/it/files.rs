@@ -33,6 +33,15 @@ exit "$3"
 """, "report", "{input:data}", "{setting:sleep}", "{setting:exit}"] }
 price = { base = 1 }
 settings_schema = { type = "object", properties = { sleep = { type = "number", default = 0 }, exit = { type = "integer", default = 0 } } }
+
+[[tools]]
+name = "join"
+title = "Join two files"
+version = "1"
+timeout_seconds = 20
+inputs = [{ name = "left", kind = "file", required = true }, { name = "right", kind = "file", required = true }]
+executor = { kind = "command", program = "sh", args = ["-c", "cat \"$1\" \"$2\" > outputs/joined.txt", "join", "{input:left}", "{input:right}"] }
+price = { base = 1, per_kilobyte = 1 }
 "##;
 
 const FASTA: &str = ">s1 first\nGGCC\n>s2\nAATT\n";
@@ -86,15 +95,42 @@ async fn upload(
     filename: &str,
     bytes: Vec<u8>,
 ) -> (StatusCode, Value) {
+    upload_many(
+        app,
+        token,
+        query,
+        variables,
+        vec![("file", filename, bytes)],
+    )
+    .await
+}
+
+/// Sends a GraphQL multipart request with files as the named variables.
+async fn upload_many(
+    app: &TestApp,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+    files: Vec<(&str, &str, Vec<u8>)>,
+) -> (StatusCode, Value) {
     let mut variables = variables;
-    variables["file"] = Value::Null;
-    let form = Form::new()
+    let mut map = serde_json::Map::new();
+    for (i, (variable, _, _)) in files.iter().enumerate() {
+        variables[*variable] = Value::Null;
+        map.insert(i.to_string(), json!([format!("variables.{variable}")]));
+    }
+    let mut form = Form::new()
         .text(
             "operations",
             json!({ "query": query, "variables": variables }).to_string(),
         )
-        .text("map", json!({ "0": ["variables.file"] }).to_string())
-        .part("0", Part::bytes(bytes).file_name(filename.to_owned()));
+        .text("map", Value::Object(map).to_string());
+    for (i, (_, filename, bytes)) in files.into_iter().enumerate() {
+        form = form.part(
+            i.to_string(),
+            Part::bytes(bytes).file_name(filename.to_owned()),
+        );
+    }
     let mut request = app.client().post(app.url("/graphql")).multipart(form);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -289,6 +325,61 @@ async fn a_command_tool_s_output_files_are_stored_with_the_right_bytes() {
 }
 
 #[tokio::test]
+async fn a_job_takes_several_uploaded_files() {
+    let app = spawn().await;
+    let (alice, ws) = setup(&app, 100).await;
+    let left = vec![b'l'; 1500];
+    let right = b"right\n".to_vec();
+    let (_, body) = upload_many(
+        &app,
+        Some(&alice.token),
+        &format!("mutation($ws: ID!, $a: Upload!, $b: Upload!) {{ submitJob(input: {{workspaceId: $ws, tool: \"join\",
+           inputs: [{{name: \"left\", file: $a}}, {{name: \"right\", file: $b}}]}}) {{ job {{ id creditCost files {{ {FILE_FIELDS} }} }} }} }}"),
+        json!({ "ws": ws }),
+        vec![("a", "left.txt", left.clone()), ("b", "right.txt", right.clone())],
+    )
+    .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let job = &body["data"]["submitJob"]["job"];
+    // Base 1, plus 1 per started kilobyte of both files (1506 bytes).
+    assert_eq!(job["creditCost"], 3);
+    let names: Vec<&str> = job["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(
+        names.contains(&"left.txt") && names.contains(&"right.txt"),
+        "{names:?}"
+    );
+    let id = job["id"].as_str().unwrap();
+    let done = app
+        .wait_final(&alice.token, id, Duration::from_secs(20))
+        .await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let job = job_files(&app, &alice.token, id).await;
+    let joined = job["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "joined.txt")
+        .unwrap_or_else(|| panic!("{job}"))
+        .clone();
+    let response = download(
+        &app,
+        Some(&alice.token),
+        joined["downloadUrl"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    let mut expected = left;
+    expected.extend_from_slice(&right);
+    assert_eq!(response.bytes().await.unwrap().to_vec(), expected);
+}
+
+#[tokio::test]
 async fn outsiders_cannot_download_and_public_job_files_need_no_token() {
     let app = spawn_with(|config| config.server.workers = 0).await;
     let (alice, ws) = setup(&app, 100).await;
@@ -470,7 +561,7 @@ async fn deleting_a_job_removes_its_files_and_a_duplicate_keeps_its_own_copy() {
     let data = app
         .ok(
             Some(&alice.token),
-            &format!("mutation($id: ID!) {{ duplicateJob(input: {{jobId: $id}}) {{ job {{ id creditCost inputs {{ kind file {{ {FILE_FIELDS} }} }} }} }} }}"),
+            &format!("mutation($id: ID!) {{ duplicateJob(input: {{jobId: $id}}) {{ job {{ id creditCost changesFromParent {{ name }} inputs {{ kind file {{ {FILE_FIELDS} }} }} }} }} }}"),
             json!({ "id": id }),
         )
         .await;
@@ -478,6 +569,11 @@ async fn deleting_a_job_removes_its_files_and_a_duplicate_keeps_its_own_copy() {
     assert_eq!(
         copy["creditCost"], 2,
         "the copy is priced on the same residues"
+    );
+    assert_eq!(
+        copy["changesFromParent"],
+        json!([]),
+        "the same content: {copy}"
     );
     let copied = &copy["inputs"][0]["file"];
     assert_eq!(copied["sha256"], sha256_hex(FASTA.as_bytes()));
@@ -715,6 +811,27 @@ async fn a_failed_download_ends_the_job_failed_refunded_and_says_why() {
             "{path}: {message}"
         );
     }
+    // A retry fetches the URL again, and fails again.
+    let (_, body) = submit_url(&app, &alice, &ws, &format!("http://{server}/missing.fa")).await;
+    let failed = body["data"]["submitJob"]["job"]["id"].as_str().unwrap();
+    app.wait_final(&alice.token, failed, Duration::from_secs(20))
+        .await;
+    let data = app
+        .ok(
+            Some(&alice.token),
+            "mutation($id: ID!) { retryJob(input: {jobId: $id}) { job { id } } }",
+            json!({ "id": failed }),
+        )
+        .await;
+    let retried = data["retryJob"]["job"]["id"].as_str().unwrap();
+    let done = app
+        .wait_final(&alice.token, retried, Duration::from_secs(20))
+        .await;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert!(
+        done["errorMessage"].as_str().unwrap().contains("404"),
+        "{done}"
+    );
     assert_eq!(app.balance(&ws).await, 100);
     assert_eq!(stored(&app, &ws).await, Vec::<String>::new());
     assert_eq!(file_rows(&app).await, 0);
