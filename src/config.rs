@@ -147,6 +147,10 @@ impl ServerConfig {
         if self.max_upload_files == 0 || self.fetch_timeout_seconds == 0 {
             bail!("--max-upload-files and --fetch-timeout-seconds must be positive");
         }
+        // The multipart reader's whole-request limit is their product.
+        if self.max_upload_files > 1000 || self.max_upload_bytes > 1 << 40 {
+            bail!("--max-upload-files may be at most 1000 and --max-upload-bytes at most 1 TiB");
+        }
         if self.max_query_depth < 5 || self.max_query_complexity < 100 {
             bail!("--max-query-depth must be at least 5 and --max-query-complexity at least 100");
         }

@@ -67,10 +67,12 @@ impl Downloader {
     }
 
     async fn run(self: Arc<Self>, id: Uuid, limit: Arc<Semaphore>) {
+        use tracing::Instrument as _;
         let Ok(_permit) = limit.acquire().await else {
             return;
         };
-        match self.download(id).await {
+        let span = tracing::info_span!("download", job.id = %id);
+        match self.download(id).instrument(span).await {
             Ok(()) | Err(Error::Conflict(_)) => {}
             Err(err) => tracing::error!(job.id = %id, error = %err, "downloading inputs failed"),
         }
@@ -84,8 +86,6 @@ impl Downloader {
         if job.status != JobStatus::Pending {
             return Ok(());
         }
-        let span = tracing::info_span!("download", job.id = %job.id);
-        let _enter = span.enter();
         let mut prepared = Prepared::from_stored(&job.inputs, &job.settings);
         let mut fetched: Vec<NewFile> = Vec::new();
         let mut failure = None;

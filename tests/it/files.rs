@@ -213,6 +213,16 @@ async fn an_uploaded_input_is_stored_checked_priced_and_downloadable() {
     assert_eq!(file["contentType"], "text/x-fasta");
     assert_eq!(file["sha256"], sha256_hex(FASTA.as_bytes()));
     assert_eq!(job["files"][0]["id"], file["id"]);
+    let data = app
+        .ok(
+            Some(&alice.token),
+            "query($id: ID!) { job(id: $id) { exportJson } }",
+            json!({ "id": job["id"] }),
+        )
+        .await;
+    let exported = &data["job"]["exportJson"]["inputs"]["sequences"];
+    assert_eq!(exported["kind"], "FILE");
+    assert_eq!(exported["fileId"], file["id"]);
 
     let url = file["downloadUrl"].as_str().unwrap();
     let response = download(&app, Some(&alice.token), url, None).await;
