@@ -462,6 +462,16 @@ async fn multipart(
         futures_util::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other);
     let reader = futures_util::TryStreamExt::into_async_read(stream);
     match async_graphql::http::receive_body(content_type, reader, options).await {
+        Ok(request) if request.uploads.len() > state.config.max_upload_files => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            media,
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the request holds {} files; the limit is {}",
+                request.uploads.len(),
+                state.config.max_upload_files
+            ),
+        ),
         Ok(request) => execute(state, media, headers, request, false).await,
         Err(async_graphql::ParseRequestError::PayloadTooLarge) => error_response(
             StatusCode::PAYLOAD_TOO_LARGE,

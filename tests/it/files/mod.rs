@@ -58,6 +58,7 @@ async fn spawn_with(tweak: impl FnOnce(&mut jobgraph::Config)) -> TestApp {
         config.server.workers = 1;
         config.server.lease_seconds = 3;
         config.server.max_upload_bytes = 64 * 1024;
+        config.server.max_upload_files = 2;
         config.server.fetch_allow = vec!["127.0.0.1".to_owned()];
         config.server.fetch_timeout_seconds = 1;
         config.server.max_fetch_bytes = 16 * 1024;

@@ -270,6 +270,17 @@ async fn refused_uploads_leave_no_file_behind() {
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+    // More files than the server takes in one request (2).
+    let (status, body) = upload_many(
+        &app,
+        Some(&alice.token),
+        "mutation($ws: ID!, $a: Upload!, $b: Upload!, $c: Upload!) { submitJob(input: {workspaceId: $ws,
+           tool: \"join\", inputs: [{name: \"left\", file: $a}, {name: \"right\", file: $b}, {name: \"x\", file: $c}]}) { job { id } } }",
+        json!({ "ws": ws }),
+        vec![("a", "a", b"a".to_vec()), ("b", "b", b"b".to_vec()), ("c", "c", b"c".to_vec())],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(stored(&app, &ws).await, Vec::<String>::new());
     assert_eq!(stored(&app, &poor).await, Vec::<String>::new());
     assert_eq!(file_rows(&app).await, 0);
