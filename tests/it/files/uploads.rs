@@ -108,7 +108,7 @@ async fn a_job_takes_several_uploaded_files() {
         &app,
         Some(&alice.token),
         &format!("mutation($ws: ID!, $a: Upload!, $b: Upload!) {{ submitJob(input: {{workspaceId: $ws, tool: \"join\",
-           inputs: [{{name: \"left\", file: $a}}, {{name: \"right\", file: $b}}]}}) {{ job {{ id creditCost files {{ {FILE_FIELDS} }} }} }} }}"),
+           inputs: [{{name: \"left\", file: $a}}, {{name: \"right\", file: $b}}]}}) {{ job {{ id creditCost files(role: INPUT) {{ {FILE_FIELDS} }} }} }} }}"),
         json!({ "ws": ws }),
         vec![("a", "left.txt", left.clone()), ("b", "right.txt", right.clone())],
     )
