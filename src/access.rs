@@ -328,6 +328,28 @@ impl JobAccess {
     }
 }
 
+/// A stored file the viewer may read: one of a job the viewer may read. NOT_FOUND otherwise,
+/// exactly like a missing file.
+pub async fn readable_file(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    id: Uuid,
+) -> Result<entity::file::Model> {
+    let not_found = || Error::NotFound("file");
+    let file = entity::file::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(not_found)?;
+    let job_id = file.job_id.ok_or_else(not_found)?;
+    JobAccess::load(db, viewer, job_id)
+        .await
+        .map_err(|err| match err {
+            Error::NotFound(_) => not_found(),
+            other => other,
+        })?;
+    Ok(file)
+}
+
 /// Whether a job's sharing lets a viewer who is not a member read it.
 pub async fn shared_with(
     db: &impl ConnectionTrait,

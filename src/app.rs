@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access::StandingCache;
 use crate::config::{Config, ServerConfig};
 use crate::db::QueryStats;
+use crate::files::Files;
 use crate::graphql::{self, AppSchema};
 use crate::metrics::Metrics;
 use crate::queue::runner::{Worker, WorkerConfig};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub tokens: Arc<TokenCache>,
     /// Recently checked standings of users in workspaces.
     pub standings: Arc<StandingCache>,
+    /// Stored files: uploads, downloads and outputs.
+    pub files: Arc<Files>,
 }
 
 impl AppState {
@@ -45,6 +48,7 @@ impl AppState {
         catalog: Catalog,
         data_dir: std::path::PathBuf,
         database_url: String,
+        files: Files,
     ) -> Self {
         let query_stats = crate::db::instrument(&mut db);
         let config = Arc::new(config);
@@ -54,6 +58,7 @@ impl AppState {
         let trust = std::time::Duration::from_secs(config.auth_cache_seconds);
         let tokens = Arc::new(TokenCache::new(trust));
         let standings = Arc::new(StandingCache::new(trust));
+        let files = Arc::new(files);
         let schema = graphql::build(
             db.clone(),
             config.clone(),
@@ -61,7 +66,9 @@ impl AppState {
             wake.clone(),
             tokens.clone(),
             standings.clone(),
-        );
+        )
+        .data(files.clone())
+        .finish();
         AppState {
             db,
             config,
@@ -74,6 +81,7 @@ impl AppState {
             metrics,
             tokens,
             standings,
+            files,
         }
     }
 }
@@ -88,6 +96,7 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.server.validate()?;
         let catalog = Catalog::load(config.server.tools_file.as_deref())?;
+        let files = Files::from_config(&config.server, &config.database.data_dir)?;
         let database_url = config.database.url();
         let db = crate::db::connect(&database_url).await?;
         crate::db::migrate(&db).await?;
@@ -98,6 +107,7 @@ impl App {
                 catalog,
                 config.database.data_dir,
                 database_url,
+                files,
             ),
         })
     }
@@ -116,6 +126,7 @@ impl App {
             wake: self.state.wake.clone(),
             work_root: self.state.data_dir.join("work"),
             metrics: self.state.metrics.clone(),
+            files: self.state.files.clone(),
             listen_url: self
                 .state
                 .database_url
@@ -134,6 +145,15 @@ impl App {
         let router = crate::http::router(self.state.clone());
         let worker = (self.state.config.workers > 0)
             .then(|| tokio::spawn(self.worker().run(shutdown.clone())));
+        if let Some(requests) = self.state.files.take_download_requests() {
+            let downloader = crate::files::download::Downloader {
+                db: self.state.db.clone(),
+                files: self.state.files.clone(),
+                catalog: self.state.catalog.clone(),
+                wake: self.state.wake.clone(),
+            };
+            tokio::spawn(downloader.serve(requests, shutdown.clone()));
+        }
         tracing::info!(address = %listener.local_addr()?, "serving GraphQL at /graphql");
         let stopping = shutdown.clone();
         axum::serve(listener, router)

@@ -79,6 +79,48 @@ pub struct ServerConfig {
     /// within this time (at once through this one); 0 checks every request.
     #[arg(long, env = "JOBGRAPH_AUTH_CACHE_SECONDS", default_value_t = 5)]
     pub auth_cache_seconds: u64,
+
+    /// Where stored files go: `local` (the data directory's `files/`) or `s3://bucket[/prefix]`
+    /// for S3-compatible object storage.
+    #[arg(long, env = "JOBGRAPH_STORAGE", default_value = "local")]
+    pub storage: String,
+
+    /// The S3 endpoint, for S3-compatible servers other than AWS (`http://` is allowed).
+    #[arg(long, env = "JOBGRAPH_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// The S3 region.
+    #[arg(long, env = "JOBGRAPH_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// The S3 access key id.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+
+    /// The S3 secret access key.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+
+    /// Largest uploaded file, in bytes (a tool's input may set a lower limit).
+    #[arg(long, env = "JOBGRAPH_MAX_UPLOAD_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+
+    /// Most files in one request.
+    #[arg(long, env = "JOBGRAPH_MAX_UPLOAD_FILES", default_value_t = 16)]
+    pub max_upload_files: usize,
+
+    /// Largest input fetched from a URL, in bytes (a tool's input may set a lower limit).
+    #[arg(long, env = "JOBGRAPH_MAX_FETCH_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_fetch_bytes: u64,
+
+    /// Seconds a URL fetch may take, from connecting to the last byte.
+    #[arg(long, env = "JOBGRAPH_FETCH_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub fetch_timeout_seconds: u64,
+
+    /// Addresses URL fetches may reach although they are loopback, private or link-local:
+    /// comma-separated IPs or CIDR blocks (`127.0.0.1,10.0.0.0/8`). Default: none.
+    #[arg(long, env = "JOBGRAPH_FETCH_ALLOW", value_delimiter = ',')]
+    pub fetch_allow: Vec<String>,
 }
 
 impl ServerConfig {
@@ -97,6 +139,23 @@ impl ServerConfig {
         }
         if self.lease_seconds < 3 {
             bail!("--lease-seconds must be at least 3");
+        }
+        if self.storage != "local" && !self.storage.starts_with("s3://") {
+            bail!(
+                "--storage must be `local` or `s3://bucket[/prefix]`, got `{}`",
+                self.storage
+            );
+        }
+        for entry in &self.fetch_allow {
+            crate::files::fetch::Cidr::parse(entry)
+                .with_context(|| format!("--fetch-allow `{entry}`"))?;
+        }
+        if self.max_upload_files == 0 || self.fetch_timeout_seconds == 0 {
+            bail!("--max-upload-files and --fetch-timeout-seconds must be positive");
+        }
+        // The multipart reader's whole-request limit is their product.
+        if self.max_upload_files > 1000 || self.max_upload_bytes > 1 << 40 {
+            bail!("--max-upload-files may be at most 1000 and --max-upload-bytes at most 1 TiB");
         }
         if self.max_query_depth < 5 || self.max_query_complexity < 100 {
             bail!("--max-query-depth must be at least 5 and --max-query-complexity at least 100");

@@ -10,6 +10,7 @@ pub mod credits;
 pub mod db;
 pub mod error;
 pub mod executors;
+pub mod files;
 pub mod graphql;
 pub mod http;
 pub mod ids;

@@ -170,6 +170,58 @@ pub fn translate_dna(fasta: &str, frame: usize, stop_at_first_stop: bool) -> Val
     json!({ "frame": frame, "proteins": proteins })
 }
 
+/// The output files of an analysis, made from its result: a table of the sequences, of the
+/// k-mers, or the proteins as FASTA. `(name, content type, bytes)`.
+pub fn output_files(function: &str, result: &Value) -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let rows = |key: &str| result[key].as_array().cloned().unwrap_or_default();
+    let text = |value: &Value| match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match function {
+        "sequence_stats" => {
+            let mut tsv = String::from("id\tlength\tgc_content\n");
+            for row in rows("sequences") {
+                tsv.push_str(&format!(
+                    "{}\t{}\t{}\n",
+                    text(&row["id"]),
+                    text(&row["length"]),
+                    text(&row["gcContent"])
+                ));
+            }
+            vec![(
+                "sequences.tsv",
+                "text/tab-separated-values",
+                tsv.into_bytes(),
+            )]
+        }
+        "kmer_count" => {
+            let mut tsv = String::from("kmer\tcount\n");
+            for row in rows("kmers") {
+                tsv.push_str(&format!(
+                    "{}\t{}\n",
+                    text(&row["kmer"]),
+                    text(&row["count"])
+                ));
+            }
+            vec![("kmers.tsv", "text/tab-separated-values", tsv.into_bytes())]
+        }
+        "translate_dna" => {
+            let mut fasta = String::new();
+            for row in rows("proteins") {
+                fasta.push_str(&format!(">{}\n", text(&row["id"])));
+                let protein = text(&row["protein"]);
+                for line in protein.as_bytes().chunks(60) {
+                    fasta.push_str(&String::from_utf8_lossy(line));
+                    fasta.push('\n');
+                }
+            }
+            vec![("proteins.fasta", "text/x-fasta", fasta.into_bytes())]
+        }
+        _ => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +278,22 @@ mod tests {
         let result = translate_dna(">g\nCATGGCC\n", 2, false);
         assert_eq!(result["proteins"][0]["protein"], "MA");
         assert_eq!(codon_to_amino_acid(b"NNN"), 'X');
+    }
+
+    #[test]
+    fn analyses_write_tables_and_fasta() {
+        let files = output_files("kmer_count", &kmer_count(">x\nAAAAC\n", 2, 5));
+        assert_eq!(files[0].0, "kmers.tsv");
+        assert_eq!(
+            String::from_utf8_lossy(&files[0].2),
+            "kmer\tcount\nAA\t3\nAC\t1\n"
+        );
+        let files = output_files("translate_dna", &translate_dna(">g\nATGGCC\n", 1, false));
+        assert_eq!(String::from_utf8_lossy(&files[0].2), ">g\nMA\n");
+        let files = output_files("sequence_stats", &sequence_stats(">a\nGGAA\n", 0));
+        assert_eq!(
+            String::from_utf8_lossy(&files[0].2),
+            "id\tlength\tgc_content\na\t4\t0.5\n"
+        );
     }
 }

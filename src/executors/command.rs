@@ -6,7 +6,8 @@
 //! kept as written. The program
 //! reports progress by printing lines `progress: 0.4 Annotating` (a fraction or a percentage,
 //! then an optional stage). On exit 0 the structured result is read from `result.json` (or the
-//! tool's `result_file`), and the files left in `outputs/` are listed in it. On another exit
+//! tool's `result_file`), and the files left in `outputs/` are stored as the job's output
+//! files and listed in it. On another exit
 //! code the tail of stderr is the error; codes listed in `retryable_exit_codes` are transient
 //! failures. The program runs in its own process group, killed whole on timeout or cancel.
 //!
@@ -23,7 +24,8 @@ use entity::job;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use super::{Failure, Progress};
+use super::{Failure, Output, Progress};
+use crate::files::{self, Files};
 use crate::tools::{ExecutorSpec, Prepared};
 
 /// How much of stderr a failed run keeps as its error.
@@ -115,7 +117,8 @@ pub async fn run(
     job: &job::Model,
     progress: &Progress<'_>,
     work_root: &Path,
-) -> Result<Value, Failure> {
+    files: &Files,
+) -> Result<Output, Failure> {
     let option = |name: &str| spec.options.get(name);
     let program = option("program")
         .and_then(Value::as_str)
@@ -142,9 +145,15 @@ pub async fn run(
         .map_err(io_failure("creating the working directory"))?;
     for (name, input) in Prepared::from_stored(&job.inputs, &job.settings).inputs {
         let path = dir.join("inputs").join(&name);
-        tokio::fs::write(&path, input.text.unwrap_or_default())
-            .await
-            .map_err(io_failure("writing an input"))?;
+        match (input.text, input.file_id) {
+            (None, Some(file_id)) => {
+                let key = files::input_key(job.workspace_id, job.id, file_id);
+                copy_to_path(files, &key, &path).await?;
+            }
+            (text, _) => tokio::fs::write(&path, text.unwrap_or_default())
+                .await
+                .map_err(io_failure("writing an input"))?,
+        }
     }
     tokio::fs::write(dir.join("settings.json"), job.settings.to_string())
         .await
@@ -211,20 +220,65 @@ pub async fn run(
             .map_err(|err| Failure::Permanent(format!("`{result_file}` is not JSON: {err}")))?,
         Err(_) => Value::Object(Map::new()),
     };
-    let mut outputs = Vec::new();
+    let mut paths = Vec::new();
     if let Ok(mut entries) = tokio::fs::read_dir(dir.join("outputs")).await {
         while let Ok(Some(entry)) = entries.next_entry().await {
-            let size = entry.metadata().await.map(|m| m.len()).unwrap_or(0);
-            outputs.push(json!({ "name": entry.file_name().to_string_lossy(), "bytes": size }));
+            if entry.file_type().await.is_ok_and(|t| t.is_file()) {
+                paths.push(entry.path());
+            }
         }
     }
-    outputs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    paths.sort();
+    let prefix = files::output_prefix(job.workspace_id, job.id, job.attempt);
+    let mut stored = Vec::new();
+    for path in paths {
+        let key = format!("{prefix}/{}", uuid::Uuid::now_v7().simple());
+        match files.store_path(key, &path).await {
+            Ok(file) => stored.push(file),
+            Err(err) => {
+                files.discard(&stored).await;
+                return Err(Failure::Transient(format!(
+                    "storing the output {}: {}",
+                    path.display(),
+                    err.describe()
+                )));
+            }
+        }
+    }
+    let outputs: Vec<Value> = stored
+        .iter()
+        .map(|file| json!({ "name": file.name, "bytes": file.size }))
+        .collect();
     if let Value::Object(map) = &mut result
         && !outputs.is_empty()
     {
         map.insert("outputFiles".to_owned(), Value::Array(outputs));
     }
-    Ok(result)
+    Ok(Output {
+        result,
+        files: stored,
+    })
+}
+
+/// Writes a stored file to a path of the working directory, streaming.
+async fn copy_to_path(files: &Files, key: &str, path: &Path) -> Result<(), Failure> {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let mut read = files
+        .storage
+        .read(key, None)
+        .await
+        .map_err(|err| Failure::Transient(format!("reading an input: {err:#}")))?;
+    let mut out = tokio::fs::File::create(path)
+        .await
+        .map_err(io_failure("writing an input"))?;
+    while let Some(chunk) = read.stream.next().await {
+        let chunk = chunk.map_err(io_failure("reading an input"))?;
+        out.write_all(&chunk)
+            .await
+            .map_err(io_failure("writing an input"))?;
+    }
+    out.flush().await.map_err(io_failure("writing an input"))
 }
 
 #[cfg(test)]

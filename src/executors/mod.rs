@@ -11,7 +11,16 @@ use entity::job;
 use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 
+use crate::files::{self, Files, NewFile};
 use crate::tools::{Prepared, Tool};
+
+/// What a successful run produced: its structured result and its stored output files.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    pub result: Value,
+    /// Written under the attempt's output folder; their rows are written with the outcome.
+    pub files: Vec<NewFile>,
+}
 
 /// Why a run did not produce a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +55,39 @@ impl Progress<'_> {
     }
 }
 
-fn text_input(job: &job::Model, name: &str) -> Result<String, Failure> {
-    Prepared::from_stored(&job.inputs, &job.settings)
+/// An input's content as text: pasted, or read from its stored file.
+async fn text_input(files: &Files, job: &job::Model, name: &str) -> Result<String, Failure> {
+    let input = Prepared::from_stored(&job.inputs, &job.settings)
         .inputs
         .remove(name)
-        .and_then(|input| input.text)
-        .ok_or_else(|| Failure::Permanent(format!("the input `{name}` is missing")))
+        .ok_or_else(|| Failure::Permanent(format!("the input `{name}` is missing")))?;
+    match (input.text, input.file_id) {
+        (Some(text), _) => Ok(text),
+        (None, Some(file_id)) => files
+            .read_text(&files::input_key(job.workspace_id, job.id, file_id))
+            .await
+            .map_err(|err| Failure::Transient(format!("reading the input `{name}`: {err:#}"))),
+        (None, None) => Err(Failure::Permanent(format!("the input `{name}` is missing"))),
+    }
+}
+
+/// Stores one output of a built-in analysis under the attempt's output folder.
+async fn store_output(
+    files: &Files,
+    job: &job::Model,
+    name: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+) -> Result<NewFile, Failure> {
+    let key = format!(
+        "{}/{}",
+        files::output_prefix(job.workspace_id, job.id, job.attempt),
+        uuid::Uuid::now_v7().simple()
+    );
+    files
+        .store_bytes(key, name, content_type, bytes)
+        .await
+        .map_err(|err| Failure::Transient(format!("storing the output {name}: {}", err.describe())))
 }
 
 fn setting_u64(job: &job::Model, name: &str, default: u64) -> u64 {
@@ -67,12 +103,13 @@ pub async fn run(
     job: &job::Model,
     progress: &Progress<'_>,
     work_root: &Path,
-) -> Result<Value, Failure> {
+    files: &Files,
+) -> Result<Output, Failure> {
     let executor = tool.executor.as_ref().ok_or_else(|| {
         Failure::Permanent(format!("the tool `{}` declares no executor", tool.name))
     })?;
     if executor.kind == "command" {
-        return command::run(executor, job, progress, work_root).await;
+        return command::run(executor, job, progress, work_root, files).await;
     }
     if executor.kind != "builtin" {
         return Err(Failure::Permanent(format!(
@@ -85,16 +122,21 @@ pub async fn run(
         .get("function")
         .and_then(Value::as_str)
         .unwrap_or(&tool.name);
+    let result = |result| Output {
+        result,
+        files: Vec::new(),
+    };
     match function {
-        "noop" => Ok(json!({})),
-        "sleep" => sleep(job, progress).await,
-        "flaky" => flaky(job),
+        "noop" => Ok(result(json!({}))),
+        "sleep" => sleep(job, progress).await.map(result),
+        "flaky" => flaky(job).map(result),
         "sequence_stats" | "kmer_count" | "translate_dna" => {
-            let fasta = text_input(job, "sequences")?;
+            let fasta = text_input(files, job, "sequences").await?;
             let settings = job.clone();
             let function = function.to_owned();
             progress.report(0.1, Some("Analysing")).await?;
-            tokio::task::spawn_blocking(move || match function.as_str() {
+            let analysis = function.clone();
+            let value = tokio::task::spawn_blocking(move || match analysis.as_str() {
                 "sequence_stats" => builtin::sequence_stats(
                     &fasta,
                     setting_u64(&settings, "min_length", 0) as usize,
@@ -115,7 +157,22 @@ pub async fn run(
                 ),
             })
             .await
-            .map_err(|err| Failure::Transient(format!("the analysis crashed: {err}")))
+            .map_err(|err| Failure::Transient(format!("the analysis crashed: {err}")))?;
+            progress.report(0.9, Some("Writing outputs")).await?;
+            let mut stored = Vec::new();
+            for (name, content_type, bytes) in builtin::output_files(&function, &value) {
+                match store_output(files, job, name, content_type, bytes).await {
+                    Ok(file) => stored.push(file),
+                    Err(failure) => {
+                        files.discard(&stored).await;
+                        return Err(failure);
+                    }
+                }
+            }
+            Ok(Output {
+                result: value,
+                files: stored,
+            })
         }
         other => Err(Failure::Permanent(format!(
             "no built-in function `{other}`"

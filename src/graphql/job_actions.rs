@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::jobs::{
     BatchView, CostEstimate, JobInputValue, JobView, ToolView, VisibilityView, input_values,
 };
-use super::{catalog, db, viewer};
+use super::{catalog, db, files, viewer};
 use crate::access::JobAccess;
 use crate::error::{ApiResult, Error};
 use crate::ids::{self, Kind};
@@ -44,7 +44,7 @@ impl JobsQuery {
     ) -> ApiResult<CostEstimate> {
         let submission = Submission {
             tool: input.tool,
-            inputs: input_values(input.inputs)?,
+            inputs: input_values(ctx, input.inputs)?,
             settings: input.settings.map(|s| s.0),
             ..Default::default()
         };
@@ -205,7 +205,7 @@ impl JobsMutation {
         let submission = Submission {
             tool: input.tool,
             name: input.name,
-            inputs: input_values(input.inputs)?,
+            inputs: input_values(ctx, input.inputs)?,
             settings: input.settings.map(|s| s.0),
             priority: input.priority,
         };
@@ -216,6 +216,7 @@ impl JobsMutation {
         let result = service::submit(
             db(ctx),
             catalog(ctx),
+            files(ctx),
             viewer(ctx),
             workspace_id,
             submission,
@@ -237,7 +238,7 @@ impl JobsMutation {
             .into_iter()
             .enumerate()
             .map(|(i, job)| {
-                let inputs = input_values(job.inputs).map_err(|err| match err {
+                let inputs = input_values(ctx, job.inputs).map_err(|err| match err {
                     Error::BadInput { field, message } => Error::BadInput {
                         field: format!("jobs.{i}.{field}"),
                         message,
@@ -256,6 +257,7 @@ impl JobsMutation {
         let (batch, jobs) = service::submit_batch(
             db(ctx),
             catalog(ctx),
+            files(ctx),
             viewer(ctx),
             workspace_id,
             input.name,
@@ -290,7 +292,7 @@ impl JobsMutation {
         ctx: &Context<'_>,
         input: JobIdInput,
     ) -> ApiResult<DeleteJobPayload> {
-        service::delete(db(ctx), viewer(ctx), job_id(&input.job_id)?).await?;
+        service::delete(db(ctx), files(ctx), viewer(ctx), job_id(&input.job_id)?).await?;
         Ok(DeleteJobPayload {
             deleted_job_id: input.job_id,
         })
@@ -317,6 +319,7 @@ impl JobsMutation {
         let result = service::retry(
             db(ctx),
             catalog(ctx),
+            files(ctx),
             viewer(ctx),
             job_id(&input.job_id)?,
             options,
@@ -339,7 +342,7 @@ impl JobsMutation {
         let overrides = Overrides {
             name: input.name,
             settings,
-            inputs: input_values(input.inputs)?,
+            inputs: input_values(ctx, input.inputs)?,
             workspace_id: input
                 .workspace_id
                 .map(|id| ids::decode(Kind::Workspace, "workspaceId", &id))
@@ -352,6 +355,7 @@ impl JobsMutation {
         let result = service::duplicate(
             db(ctx),
             catalog(ctx),
+            files(ctx),
             viewer(ctx),
             job_id(&input.job_id)?,
             overrides,

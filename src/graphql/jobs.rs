@@ -3,23 +3,27 @@
 use std::sync::Arc;
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{
+    Context, Enum, ID, InputObject, Json, Object, SimpleObject, Upload as UploadScalar,
+};
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus, ParentKind, Visibility};
 use entity::job_event;
 use serde_json::Value;
 
+use super::files::{FileRoleView, FileView};
 use super::users::{UserView, load_user};
 use super::workspaces::WorkspaceView;
 use super::{catalog, db, page_complexity, viewer};
 use crate::access::{JobAccess, JobAction, JobStanding, WorkspaceAccess};
 use crate::config::ServerConfig;
 use crate::error::{ApiResult, Error};
+use crate::files::Upload;
 use crate::ids::{self, Kind};
 use crate::jobs::export;
 use crate::jobs::history::{self, BatchSummary, Difference, DifferenceKind};
 use crate::pagination::PageArgs;
-use crate::tools::{Estimate, InputKind, InputValue, Prepared, Tool};
+use crate::tools::{Estimate, InputKind, InputValue, Prepared, StoredInputKind, Tool};
 
 macro_rules! mirror_enum {
     ($view:ident, $name:literal, $model:path, [$($variant:ident),+ $(,)?]) => {
@@ -183,24 +187,48 @@ impl From<Estimate> for CostEstimate {
     }
 }
 
-/// An input value of a submission.
+/// An input value of a submission: exactly one of `text`, `file` and `url`.
 #[derive(InputObject)]
 pub struct JobInputValue {
     /// The tool's input name.
     name: String,
     /// The content, pasted inline.
     text: Option<String>,
+    /// The content, uploaded (GraphQL multipart request); for file inputs.
+    file: Option<UploadScalar>,
+    /// An http or https URL the content is fetched from after submission; for file inputs.
+    url: Option<String>,
 }
 
-pub fn input_values(values: Vec<JobInputValue>) -> Result<Vec<(String, InputValue)>, Error> {
+pub fn input_values(
+    ctx: &Context<'_>,
+    values: Vec<JobInputValue>,
+) -> Result<Vec<(String, InputValue)>, Error> {
     values
         .into_iter()
-        .map(|value| match value.text {
-            Some(text) => Ok((value.name, InputValue::Text(text))),
-            None => Err(Error::bad_input(
-                format!("inputs.{}", value.name),
-                "give its `text`",
-            )),
+        .map(|value| {
+            let field = format!("inputs.{}", value.name);
+            let input = match (value.text, value.file, value.url) {
+                (Some(text), None, None) => InputValue::Text(text),
+                (None, Some(upload), None) => {
+                    let upload = upload.value(ctx).map_err(|err| {
+                        Error::bad_input(&field, format!("the upload cannot be read: {err}"))
+                    })?;
+                    InputValue::Upload(Upload {
+                        filename: upload.filename,
+                        content_type: upload.content_type,
+                        content: Arc::new(upload.content),
+                    })
+                }
+                (None, None, Some(url)) => InputValue::Url(url),
+                _ => {
+                    return Err(Error::bad_input(
+                        field,
+                        "give exactly one of `text`, `file` and `url`",
+                    ));
+                }
+            };
+            Ok((value.name, input))
         })
         .collect()
 }
@@ -209,9 +237,14 @@ pub fn input_values(values: Vec<JobInputValue>) -> Result<Vec<(String, InputValu
 #[derive(SimpleObject)]
 struct JobInput {
     name: String,
+    /// TEXT, FILE or URL.
     kind: String,
     text: Option<String>,
     bytes: i64,
+    /// The URL a URL input is fetched from.
+    url: Option<String>,
+    /// The stored file of a FILE input, or of a URL input once fetched.
+    file: Option<FileView>,
 }
 
 /// One entry of a job's timeline.
@@ -270,8 +303,9 @@ fn columns_of_field(name: &str) -> Option<&'static [job::Column]> {
     use job::Column as C;
     Some(match name {
         "__typename" | "id" | "url" | "workspace" | "submitter" | "status" | "visibility"
-        | "timeline" | "invitedEmails" | "derivedJobs" | "viewerCanRename" | "viewerCanDelete"
-        | "viewerCanCancel" | "viewerCanRetry" | "viewerCanDuplicate" | "viewerCanShare" => &[],
+        | "timeline" | "invitedEmails" | "derivedJobs" | "files" | "viewerCanRename"
+        | "viewerCanDelete" | "viewerCanCancel" | "viewerCanRetry" | "viewerCanDuplicate"
+        | "viewerCanShare" => &[],
         "name" => &[C::Name],
         "tool" | "toolName" => &[C::Tool],
         "toolVersion" => &[C::ToolVersion],
@@ -363,17 +397,42 @@ impl JobView {
     async fn progress(&self) -> f64 {
         self.0.progress
     }
-    async fn inputs(&self) -> Vec<JobInput> {
-        Prepared::from_stored(&self.0.inputs, &self.0.settings)
-            .inputs
+    async fn inputs(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobInput>> {
+        let inputs = Prepared::from_stored(&self.0.inputs, &self.0.settings).inputs;
+        let mut files = std::collections::HashMap::new();
+        if inputs.values().any(|input| input.file_id.is_some()) {
+            for file in entity::file::Entity::find_of_job(self.0.id)
+                .all(db(ctx))
+                .await?
+            {
+                files.insert(file.id, file);
+            }
+        }
+        Ok(inputs
             .into_iter()
             .map(|(name, input)| JobInput {
                 name,
-                kind: "TEXT".to_owned(),
+                kind: match input.kind {
+                    StoredInputKind::Text => "TEXT",
+                    StoredInputKind::File => "FILE",
+                    StoredInputKind::Url => "URL",
+                }
+                .to_owned(),
                 text: input.text,
                 bytes: input.bytes as i64,
+                url: input.url,
+                file: input.file_id.and_then(|id| files.remove(&id)).map(FileView),
             })
-            .collect()
+            .collect())
+    }
+    /// The stored files of the job, oldest first: its uploaded or fetched inputs and the
+    /// outputs of its run.
+    async fn files(
+        &self,
+        ctx: &Context<'_>,
+        role: Option<FileRoleView>,
+    ) -> ApiResult<Vec<FileView>> {
+        super::files::job_files(ctx, self.0.id, role).await
     }
     async fn settings(&self) -> Json<Value> {
         Json(self.0.settings.clone())

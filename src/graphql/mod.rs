@@ -4,6 +4,7 @@
 //! service function and wrap the result in a view type.
 
 mod credits;
+mod files;
 mod job_actions;
 pub mod jobs;
 mod loaders;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::{Context, Data, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, Data, EmptySubscription, MergedObject, Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
 
 use crate::access::Viewer;
@@ -44,7 +45,8 @@ pub struct Mutation(
 
 pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
 
-/// Builds the schema with the server's limits. `db` is shared by every request.
+/// Builds the schema with the server's limits. `db` is shared by every request. The caller
+/// adds the remaining shared data (the file layer) and finishes it.
 pub fn build(
     db: DatabaseConnection,
     config: Arc<ServerConfig>,
@@ -52,7 +54,7 @@ pub fn build(
     wake: Arc<tokio::sync::Notify>,
     tokens: Arc<crate::users::tokens::TokenCache>,
     standings: Arc<crate::access::StandingCache>,
-) -> AppSchema {
+) -> SchemaBuilder<Query, Mutation, EmptySubscription> {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(config.max_query_depth)
         .limit_complexity(config.max_query_complexity)
@@ -62,7 +64,6 @@ pub fn build(
         .data(QueueSignal(wake))
         .data(tokens)
         .data(standings)
-        .finish()
 }
 
 /// The schema in SDL, as `schema.graphql` holds it.
@@ -113,6 +114,10 @@ pub(crate) fn jobs_queued(ctx: &Context<'_>) {
 
 pub(crate) fn catalog<'a>(ctx: &Context<'a>) -> &'a Catalog {
     ctx.data_unchecked::<Arc<Catalog>>()
+}
+
+pub(crate) fn files<'a>(ctx: &Context<'a>) -> &'a crate::files::Files {
+    ctx.data_unchecked::<Arc<crate::files::Files>>()
 }
 
 pub(crate) fn viewer<'a>(ctx: &Context<'a>) -> &'a Viewer {

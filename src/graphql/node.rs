@@ -5,6 +5,7 @@ use entity::{api_token, credit_transaction, membership};
 use sea_orm::EntityTrait;
 
 use super::credits::CreditTransactionView;
+use super::files::FileView;
 use super::jobs::{BatchView, JobView};
 use super::users::{ApiTokenView, UserView};
 use super::workspaces::{MembershipView, WorkspaceView};
@@ -24,6 +25,7 @@ pub enum Node {
     CreditTransaction(CreditTransactionView),
     Job(Box<JobView>),
     Batch(Box<BatchView>),
+    File(FileView),
 }
 
 #[derive(Default)]
@@ -80,7 +82,7 @@ impl NodeQuery {
                 let (summary, access) = crate::jobs::history::batch(db, viewer, uuid).await?;
                 Node::Batch(Box::new(BatchView(summary, access)))
             }
-            Kind::File => return Err(Error::NotFound("file").into()),
+            Kind::File => Node::File(FileView(access::readable_file(db, viewer, uuid).await?)),
         };
         Ok(node)
     }

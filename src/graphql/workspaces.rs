@@ -358,7 +358,7 @@ impl WorkspacesMutation {
         input: DeleteWorkspaceInput,
     ) -> ApiResult<DeleteWorkspacePayload> {
         let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
-        service::delete(db(ctx), viewer(ctx), id).await?;
+        service::delete(db(ctx), super::files(ctx), viewer(ctx), id).await?;
         forget_standings(ctx, id);
         Ok(DeleteWorkspacePayload {
             deleted_workspace_id: input.workspace_id,

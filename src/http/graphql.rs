@@ -6,6 +6,11 @@
 //!   `application/json` answers them with 200, as the specification asks.
 //! - POST bodies must be `application/json`: browsers cannot send that cross-site without a
 //!   preflight, so form and `text/plain` posts (the CSRF vectors) are refused.
+//! - File uploads follow the GraphQL multipart request specification (`multipart/form-data`
+//!   with `operations`, `map` and the files). A browser may send such a form cross-site
+//!   without a preflight, so it is accepted only with a header no form can set:
+//!   `Authorization`, `Apollo-Require-Preflight` or `X-Apollo-Operation-Name`. Files go to
+//!   temporary files as they arrive, within `--max-upload-bytes` each.
 //! - GET runs queries only: a mutation over GET is 405 with `Allow: POST`.
 //! - A browser's GET without a query gets GraphiQL.
 
@@ -304,14 +309,13 @@ async fn execute(
     state: &AppState,
     media: MediaType,
     headers: &HeaderMap,
-    params: Params,
+    mut request: async_graphql::Request,
     queries_only: bool,
 ) -> Response {
     let viewer = match authenticate(state, headers, media).await {
         Ok(viewer) => viewer,
         Err(response) => return response,
     };
-    let mut request = params.into_request();
     match operation_type(&mut request) {
         Err(error) => {
             return request_error_response(media, vec![error], ErrorCode::GraphqlParseFailed);
@@ -363,7 +367,9 @@ pub async fn get_handler(State(state): State<AppState>, request: Request) -> Res
         Err(message) => bad_request(media, message),
         Ok(None) if wants_html => graphiql(),
         Ok(None) => bad_request(media, "the `query` parameter is missing"),
-        Ok(Some(params)) => execute(&state, media, &parts.headers, params, true).await,
+        Ok(Some(params)) => {
+            execute(&state, media, &parts.headers, params.into_request(), true).await
+        }
     }
 }
 
@@ -383,6 +389,12 @@ pub async fn post_handler(
     let is_json = content_type
         .as_ref()
         .is_some_and(|m| m.essence_str() == "application/json");
+    if content_type
+        .as_ref()
+        .is_some_and(|m| m.essence_str() == "multipart/form-data")
+    {
+        return multipart(&state, media, &headers, body).await;
+    }
     if !is_json {
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -411,8 +423,66 @@ pub async fn post_handler(
         Err(err) => return bad_request(media, format!("the body is not valid JSON: {err}")),
     };
     match Params::from_json(body) {
-        Ok(params) => execute(&state, media, &headers, params, false).await,
+        Ok(params) => execute(&state, media, &headers, params.into_request(), false).await,
         Err(message) => bad_request(media, message),
+    }
+}
+
+/// Headers a cross-site form cannot send, one of which a multipart request must carry.
+const PREFLIGHT_HEADERS: [&str; 3] = [
+    "authorization",
+    "apollo-require-preflight",
+    "x-apollo-operation-name",
+];
+
+/// A GraphQL multipart request: operations, a map, and files.
+async fn multipart(
+    state: &AppState,
+    media: MediaType,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    if !PREFLIGHT_HEADERS
+        .iter()
+        .any(|name| headers.contains_key(*name))
+    {
+        return bad_request(
+            media,
+            "a multipart request must carry `Authorization`, `Apollo-Require-Preflight` or \
+             `X-Apollo-Operation-Name`, which cross-site forms cannot send",
+        );
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let options = async_graphql::http::MultipartOptions::default()
+        .max_file_size(usize::try_from(state.config.max_upload_bytes).unwrap_or(usize::MAX))
+        .max_num_files(state.config.max_upload_files);
+    let stream =
+        futures_util::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other);
+    let reader = futures_util::TryStreamExt::into_async_read(stream);
+    match async_graphql::http::receive_body(content_type, reader, options).await {
+        Ok(request) if request.uploads.len() > state.config.max_upload_files => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            media,
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the request holds {} files; the limit is {}",
+                request.uploads.len(),
+                state.config.max_upload_files
+            ),
+        ),
+        Ok(request) => execute(state, media, headers, request, false).await,
+        Err(async_graphql::ParseRequestError::PayloadTooLarge) => error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            media,
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "an uploaded file is larger than {} bytes, or the request holds more than {} files' worth",
+                state.config.max_upload_bytes, state.config.max_upload_files
+            ),
+        ),
+        Err(err) => bad_request(media, format!("the multipart request is malformed: {err}")),
     }
 }
 

@@ -1,6 +1,7 @@
 //! HTTP: the router, GraphQL over HTTP and websockets, and health checks.
 
 mod export;
+mod files;
 mod graphql;
 mod health;
 mod metrics;
@@ -21,6 +22,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(export::json))
         .route("/jobs/{id}/export.json", get(export::json))
         .route("/jobs/{id}/export.csv", get(export::csv))
+        .route("/files/{id}", get(files::download))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

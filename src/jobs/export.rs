@@ -20,7 +20,7 @@ pub fn to_json(job: &job::Model, timeline: &[job_event::Model], url: &str) -> Va
         "status": state::name(job.status),
         "stage": job.stage,
         "progress": job.progress,
-        "inputs": job.inputs,
+        "inputs": public_inputs(&job.inputs),
         "settings": job.settings,
         "result": job.result,
         "error": job.error_message.as_ref().map(|message| json!({ "message": message, "code": job.error_code })),
@@ -42,6 +42,23 @@ pub fn to_json(job: &job::Model, timeline: &[job_event::Model], url: &str) -> Va
             "at": event.created_at,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// The stored inputs, with stored files named by their global ids.
+fn public_inputs(inputs: &Value) -> Value {
+    let mut inputs = inputs.clone();
+    if let Value::Object(inputs) = &mut inputs {
+        for input in inputs.values_mut() {
+            if let Some(id) = input
+                .get("fileId")
+                .and_then(Value::as_str)
+                .and_then(|id| uuid::Uuid::try_parse(id).ok())
+            {
+                input["fileId"] = Value::String(ids::encode(Kind::File, id).to_string());
+            }
+        }
+    }
+    inputs
 }
 
 /// The rows of a tabular result: the result itself when it is an array of flat objects, or the

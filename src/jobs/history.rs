@@ -344,7 +344,11 @@ pub fn changes(parent: &job::Model, job: &job::Model) -> Vec<Difference> {
     names.dedup();
     for name in names {
         let (a, b) = (old.get(name), new.get(name));
-        if a != b {
+        let same = match (a, b) {
+            (Some(a), Some(b)) => a.same_content(b),
+            (a, b) => a == b,
+        };
+        if !same {
             let value = |input: Option<&crate::tools::StoredInput>| {
                 input.map(|i| serde_json::to_value(i).expect("inputs serialize"))
             };

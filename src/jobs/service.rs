@@ -19,7 +19,8 @@ use crate::access::{JobAccess, JobAction, Viewer, WorkspaceAccess};
 use crate::credits::ledger;
 use crate::db;
 use crate::error::{Error, Result, is_unique_violation};
-use crate::tools::{Catalog, Estimate, InputValue, Prepared, Tool};
+use crate::files::{self, Checks, Files, NewFile};
+use crate::tools::{Catalog, Estimate, InputFormat, InputValue, Prepared, StoredInputKind, Tool};
 use crate::users;
 
 /// The most jobs one batch may hold.
@@ -53,6 +54,10 @@ pub struct Submitted {
 
 /// A checked submission with its price: what will be written.
 struct Planned {
+    /// The job's id, chosen before its files are stored under it.
+    id: Uuid,
+    /// Its stored input files, whose rows are written with the job.
+    files: Vec<NewFile>,
     tool: std::sync::Arc<Tool>,
     name: String,
     prepared: Prepared,
@@ -60,10 +65,62 @@ struct Planned {
     priority: i32,
 }
 
-fn plan(catalog: &Catalog, submission: Submission, field: &str) -> Result<Planned> {
+/// Stores a submission's uploads (and copies of an earlier job's files) under job `job_id`,
+/// each checked against its input on the way; the submission then refers to the stored files.
+/// Every stored file is pushed to `staged`, which the caller discards if the submission fails.
+async fn stage(
+    files: &Files,
+    catalog: &Catalog,
+    submission: &mut Submission,
+    (workspace_id, job_id): (Uuid, Uuid),
+    field: &str,
+    staged: &mut Vec<NewFile>,
+) -> Result<()> {
     let tool = catalog
         .require(&format!("{field}tool"), &submission.tool)?
         .clone();
+    for (name, value) in submission.inputs.iter_mut() {
+        let input_field = format!("{field}inputs.{name}");
+        let id = Uuid::now_v7();
+        let key = files::input_key(workspace_id, job_id, id);
+        let stored = match value {
+            InputValue::Upload(upload) => {
+                let spec = tool.input(&input_field, name)?;
+                spec.require_file(&input_field)?;
+                let checks = Checks {
+                    max_bytes: spec.max_bytes,
+                    fasta: spec.format == Some(InputFormat::Fasta),
+                };
+                files
+                    .store_upload(upload, key, checks)
+                    .await
+                    .map_err(|err| err.into_input_error(&input_field))?
+            }
+            InputValue::Copy(from, residues) => {
+                let mut file = files.copy(from, id, key).await?;
+                file.residues = *residues;
+                file
+            }
+            _ => continue,
+        };
+        staged.push(stored.clone());
+        *value = InputValue::File(stored);
+    }
+    Ok(())
+}
+
+fn plan(catalog: &Catalog, submission: Submission, field: &str, id: Uuid) -> Result<Planned> {
+    let tool = catalog
+        .require(&format!("{field}tool"), &submission.tool)?
+        .clone();
+    let files: Vec<NewFile> = submission
+        .inputs
+        .iter()
+        .filter_map(|(_, value)| match value {
+            InputValue::File(file) => Some(file.clone()),
+            _ => None,
+        })
+        .collect();
     let prepared = tool
         .prepare(submission.inputs, submission.settings)
         .map_err(|err| prefix_field(err, field))?;
@@ -85,6 +142,8 @@ fn plan(catalog: &Catalog, submission: Submission, field: &str) -> Result<Planne
     }
     let estimate = tool.estimate(&prepared);
     Ok(Planned {
+        id,
+        files,
         tool,
         name,
         prepared,
@@ -103,9 +162,10 @@ fn prefix_field(err: Error, prefix: &str) -> Error {
     }
 }
 
-/// The price of a submission, without writing anything.
+/// The price of a submission, without writing anything. (GraphQL allows uploads in mutations
+/// only, so an estimate's inputs are text and URLs.)
 pub fn estimate(catalog: &Catalog, submission: Submission) -> Result<Estimate> {
-    Ok(plan(catalog, submission, "")?.estimate)
+    Ok(plan(catalog, submission, "", Uuid::now_v7())?.estimate)
 }
 
 fn check_max_credits(price: i64, max_credits: Option<i64>) -> Result<()> {
@@ -146,8 +206,9 @@ struct Lineage {
     kind: ParentKind,
 }
 
-/// Writes one job: the row, its first events and its charge; then queues it, its inputs being
-/// ready. In the caller's transaction.
+/// Writes one job: the row, its stored files, its first events and its charge; then queues
+/// it when its inputs are ready. A job with URL inputs stays PENDING at stage DOWNLOADING
+/// until they are fetched. In the caller's transaction.
 async fn insert_job(
     tx: &DatabaseTransaction,
     submitter_id: Uuid,
@@ -158,7 +219,12 @@ async fn insert_job(
     lineage: Option<Lineage>,
 ) -> Result<job::Model> {
     let now = Utc::now();
-    let id = Uuid::now_v7();
+    let id = planned.id;
+    let downloads = planned
+        .prepared
+        .inputs
+        .values()
+        .any(|input| input.kind == StoredInputKind::Url);
     let job = job::ActiveModel {
         id: Set(id),
         workspace_id: Set(workspace_id),
@@ -167,7 +233,7 @@ async fn insert_job(
         tool_version: Set(planned.tool.version.clone()),
         name: Set(planned.name),
         status: Set(JobStatus::Pending),
-        stage: Set(None),
+        stage: Set(downloads.then(|| files::download::STAGE.to_owned())),
         progress: Set(0.0),
         inputs: Set(planned.prepared.inputs_json()),
         settings: Set(planned.prepared.settings),
@@ -197,6 +263,10 @@ async fn insert_job(
     }
     .insert(tx)
     .await?;
+    for file in &planned.files {
+        file.insert(tx, workspace_id, id, entity::file::FileRole::Input)
+            .await?;
+    }
     lifecycle::record_event(tx, &job, Some("submitted".to_owned())).await?;
     if job.credit_cost > 0 {
         ledger::append(
@@ -212,6 +282,9 @@ async fn insert_job(
         )
         .await?;
     }
+    if downloads {
+        return Ok(job);
+    }
     lifecycle::transition(
         tx,
         &job,
@@ -224,27 +297,84 @@ async fn insert_job(
     .await
 }
 
-/// Submits a job: checks, charges and queues it in one transaction. Nothing is written when
-/// any check fails.
+/// After a submission commits: starts the downloads of jobs that wait for them.
+fn start_downloads<'a>(files: &Files, jobs: impl IntoIterator<Item = &'a job::Model>) {
+    for job in jobs {
+        if job.status == JobStatus::Pending {
+            files.request_download(job.id);
+        }
+    }
+}
+
+/// Submits a job: stores its uploads, checks, charges and queues it in one transaction.
+/// Nothing is written, and no uploaded file is left in storage, when any check fails.
 pub async fn submit(
     db: &DatabaseConnection,
     catalog: &Catalog,
+    files: &Files,
     viewer: &Viewer,
     workspace_id: Uuid,
     submission: Submission,
     options: SubmitOptions,
 ) -> Result<Submitted> {
-    submit_with_lineage(db, catalog, viewer, workspace_id, submission, options, None).await
+    submit_with_lineage(
+        db,
+        catalog,
+        files,
+        viewer,
+        workspace_id,
+        submission,
+        options,
+        None,
+    )
+    .await
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the shared body of submit, retry and duplicate"
+)]
 async fn submit_with_lineage(
     db: &DatabaseConnection,
     catalog: &Catalog,
+    files: &Files,
     viewer: &Viewer,
     workspace_id: Uuid,
     submission: Submission,
     options: SubmitOptions,
     lineage: Option<Lineage>,
+) -> Result<Submitted> {
+    let mut staged = Vec::new();
+    let result = submit_staged(
+        db,
+        catalog,
+        files,
+        viewer,
+        workspace_id,
+        submission,
+        options,
+        lineage,
+        &mut staged,
+    )
+    .await;
+    match &result {
+        Ok(submitted) if !submitted.replayed => start_downloads(files, [&submitted.job]),
+        _ => files.discard(&staged).await,
+    }
+    result
+}
+
+#[expect(clippy::too_many_arguments, reason = "the body of submit_with_lineage")]
+async fn submit_staged(
+    db: &DatabaseConnection,
+    catalog: &Catalog,
+    files: &Files,
+    viewer: &Viewer,
+    workspace_id: Uuid,
+    mut submission: Submission,
+    options: SubmitOptions,
+    lineage: Option<Lineage>,
+    staged: &mut Vec<NewFile>,
 ) -> Result<Submitted> {
     let user = viewer.require_user()?;
     let access = WorkspaceAccess::load(db, viewer, workspace_id).await?;
@@ -258,7 +388,17 @@ async fn submit_with_lineage(
             replayed: true,
         });
     }
-    let planned = plan(catalog, submission, "")?;
+    let job_id = Uuid::now_v7();
+    stage(
+        files,
+        catalog,
+        &mut submission,
+        (workspace_id, job_id),
+        "",
+        staged,
+    )
+    .await?;
+    let planned = plan(catalog, submission, "", job_id)?;
     check_max_credits(planned.estimate.total, options.max_credits)?;
     let tx = db::begin_write(db).await?;
     let inserted = insert_job(
@@ -301,14 +441,51 @@ async fn submit_with_lineage(
 }
 
 /// Submits many jobs as one batch: all or nothing, priced as their sum.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "submit's arguments plus the batch's"
+)]
 pub async fn submit_batch(
     db: &DatabaseConnection,
     catalog: &Catalog,
+    files: &Files,
     viewer: &Viewer,
     workspace_id: Uuid,
     name: Option<String>,
     submissions: Vec<Submission>,
     max_credits: Option<i64>,
+) -> Result<(batch::Model, Vec<job::Model>)> {
+    let mut staged = Vec::new();
+    let result = submit_batch_staged(
+        db,
+        catalog,
+        files,
+        viewer,
+        workspace_id,
+        name,
+        submissions,
+        max_credits,
+        &mut staged,
+    )
+    .await;
+    match &result {
+        Ok((_, jobs)) => start_downloads(files, jobs),
+        Err(_) => files.discard(&staged).await,
+    }
+    result
+}
+
+#[expect(clippy::too_many_arguments, reason = "the body of submit_batch")]
+async fn submit_batch_staged(
+    db: &DatabaseConnection,
+    catalog: &Catalog,
+    files: &Files,
+    viewer: &Viewer,
+    workspace_id: Uuid,
+    name: Option<String>,
+    submissions: Vec<Submission>,
+    max_credits: Option<i64>,
+    staged: &mut Vec<NewFile>,
 ) -> Result<(batch::Model, Vec<job::Model>)> {
     let user = viewer.require_user()?;
     let access = WorkspaceAccess::load(db, viewer, workspace_id).await?;
@@ -320,11 +497,21 @@ pub async fn submit_batch(
         ));
     }
     let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
-    let planned = submissions
-        .into_iter()
-        .enumerate()
-        .map(|(i, submission)| plan(catalog, submission, &format!("jobs.{i}.")))
-        .collect::<Result<Vec<_>>>()?;
+    let mut planned = Vec::with_capacity(submissions.len());
+    for (i, mut submission) in submissions.into_iter().enumerate() {
+        let field = format!("jobs.{i}.");
+        let job_id = Uuid::now_v7();
+        stage(
+            files,
+            catalog,
+            &mut submission,
+            (workspace_id, job_id),
+            &field,
+            staged,
+        )
+        .await?;
+        planned.push(plan(catalog, submission, &field, job_id)?);
+    }
     let total: i64 = planned.iter().map(|p| p.estimate.total).sum();
     check_max_credits(total, max_credits)?;
     let tx = db::begin_write(db).await?;
@@ -382,8 +569,14 @@ pub async fn rename(
     Ok(active.update(db).await?)
 }
 
-/// Deletes a finished job with its timeline, shares and files. Its ledger entries stay.
-pub async fn delete(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Result<job::Model> {
+/// Deletes a finished job with its timeline, shares and files (rows and stored bytes). Its
+/// ledger entries stay.
+pub async fn delete(
+    db: &DatabaseConnection,
+    files: &Files,
+    viewer: &Viewer,
+    id: Uuid,
+) -> Result<job::Model> {
     let tx = db::begin_write(db).await?;
     let access = JobAccess::load(&tx, viewer, id).await?;
     access.check(JobAction::Delete)?;
@@ -396,6 +589,9 @@ pub async fn delete(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Resul
         return Err(Error::conflict("the job changed meanwhile; reload it"));
     }
     tx.commit().await?;
+    files
+        .delete_prefix(&files::job_prefix(access.job.workspace_id, id))
+        .await;
     Ok(access.job)
 }
 
@@ -428,6 +624,7 @@ pub async fn cancel(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Resul
 pub async fn retry(
     db: &DatabaseConnection,
     catalog: &Catalog,
+    files: &Files,
     viewer: &Viewer,
     id: Uuid,
     options: SubmitOptions,
@@ -438,7 +635,7 @@ pub async fn retry(
     let submission = Submission {
         tool: original.tool.clone(),
         name: Some(original.name.clone()),
-        inputs: stored_inputs(&original),
+        inputs: stored_inputs(db, &original).await?,
         settings: Some(original.settings.clone()),
         priority: original.priority,
     };
@@ -449,6 +646,7 @@ pub async fn retry(
     submit_with_lineage(
         db,
         catalog,
+        files,
         viewer,
         original.workspace_id,
         submission,
@@ -474,6 +672,7 @@ pub struct Overrides {
 pub async fn duplicate(
     db: &DatabaseConnection,
     catalog: &Catalog,
+    files: &Files,
     viewer: &Viewer,
     id: Uuid,
     overrides: Overrides,
@@ -485,7 +684,8 @@ pub async fn duplicate(
     if target == original.workspace_id {
         access.check(JobAction::Duplicate)?;
     }
-    let mut inputs: BTreeMap<String, InputValue> = stored_inputs(&original).into_iter().collect();
+    let mut inputs: BTreeMap<String, InputValue> =
+        stored_inputs(db, &original).await?.into_iter().collect();
     inputs.extend(overrides.inputs);
     let mut settings = original.settings.as_object().cloned().unwrap_or_default();
     settings.extend(overrides.settings.unwrap_or_default());
@@ -507,6 +707,7 @@ pub async fn duplicate(
     submit_with_lineage(
         db,
         catalog,
+        files,
         viewer,
         target,
         submission,
@@ -516,13 +717,31 @@ pub async fn duplicate(
     .await
 }
 
-/// The inputs stored on a job, as values to submit again.
-fn stored_inputs(job: &job::Model) -> Vec<(String, InputValue)> {
-    Prepared::from_stored(&job.inputs, &job.settings)
+/// The inputs stored on a job, as values to submit again: text as it was, stored files as
+/// copies, URLs not yet fetched as URLs.
+async fn stored_inputs(
+    db: &DatabaseConnection,
+    job: &job::Model,
+) -> Result<Vec<(String, InputValue)>> {
+    let stored: BTreeMap<Uuid, entity::file::Model> = entity::file::Entity::find_of_job(job.id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|file| (file.id, file))
+        .collect();
+    Ok(Prepared::from_stored(&job.inputs, &job.settings)
         .inputs
         .into_iter()
-        .filter_map(|(name, input)| input.text.map(|text| (name, InputValue::Text(text))))
-        .collect()
+        .filter_map(|(name, input)| {
+            let value = match (input.text, input.file_id, input.url) {
+                (Some(text), _, _) => InputValue::Text(text),
+                (None, Some(id), _) => InputValue::Copy(stored.get(&id)?.clone(), input.residues),
+                (None, None, Some(url)) => InputValue::Url(url),
+                (None, None, None) => return None,
+            };
+            Some((name, value))
+        })
+        .collect())
 }
 
 /// Sets who may see a job besides its workspace; INVITED lists the e-mails that may.

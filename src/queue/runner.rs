@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db;
 use crate::error::Error;
-use crate::executors::{self, Failure, Progress};
+use crate::executors::{self, Failure, Output, Progress};
+use crate::files::{self, Files, NewFile};
 use crate::jobs::lifecycle::{self, Change};
 use crate::tools::Catalog;
 
@@ -58,6 +59,8 @@ pub struct Worker {
     /// On PostgreSQL, the URL to listen on for jobs queued by other processes.
     pub listen_url: Option<String>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where inputs are read from and outputs stored.
+    pub files: Arc<Files>,
 }
 
 impl Worker {
@@ -157,7 +160,7 @@ async fn hand_back(db: &DatabaseConnection, job: &job::Model) {
 }
 
 enum Outcome {
-    Done(serde_json::Value),
+    Done(Output),
     Failed(Failure),
     TimedOut(u64),
     Abandoned,
@@ -192,7 +195,7 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
                 }
             };
             tokio::select! {
-                result = tokio::time::timeout(limit, executors::run(&tool, &job, &progress, &worker.work_root)) => match result {
+                result = tokio::time::timeout(limit, executors::run(&tool, &job, &progress, &worker.work_root, &worker.files)) => match result {
                     Ok(Ok(value)) => Outcome::Done(value),
                     Ok(Err(Failure::Abandoned)) => Outcome::Abandoned,
                     Ok(Err(failure)) => Outcome::Failed(failure),
@@ -204,16 +207,20 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
     };
     let seconds = started.elapsed().as_secs_f64();
     let resources = json!({ "wallSeconds": seconds });
+    // Only a completed run keeps output files: any other ending, or a completion that cannot
+    // be recorded, removes what this attempt stored.
+    let completed = matches!(outcome, Outcome::Done(_));
     let result = match outcome {
-        Outcome::Done(value) => finish(
+        Outcome::Done(output) => finish(
             &worker.db,
             &job,
             JobStatus::Completed,
             Change {
-                result: Some(value),
+                result: Some(output.result),
                 resources: Some(resources),
                 ..Default::default()
             },
+            &output.files,
         )
         .await
         .map(Some),
@@ -230,6 +237,7 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
                     resources: Some(resources),
                     ..Default::default()
                 },
+                &[],
             )
             .await
             .map(Some)
@@ -249,6 +257,12 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
             Ok(None)
         }
     };
+    if !(completed && result.is_ok()) {
+        worker
+            .files
+            .delete_prefix(&files::output_prefix(job.workspace_id, job.id, job.attempt))
+            .await;
+    }
     if let Ok(Some(ended)) = &result {
         worker.metrics.finished(
             &job.tool,
@@ -264,14 +278,25 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
     }
 }
 
+/// Records a run's ending, with the rows of its output files, in one transaction.
 async fn finish(
     db: &DatabaseConnection,
     job: &job::Model,
     to: JobStatus,
     change: Change,
+    outputs: &[NewFile],
 ) -> Result<job::Model, Error> {
     let tx = db::begin_write(db).await?;
     let ended = lifecycle::transition(&tx, job, to, change).await?;
+    for file in outputs {
+        file.insert(
+            &tx,
+            job.workspace_id,
+            job.id,
+            entity::file::FileRole::Output,
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(ended)
 }

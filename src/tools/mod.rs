@@ -49,6 +49,30 @@ pub struct InputSpec {
     pub description: String,
 }
 
+impl InputSpec {
+    /// BAD_USER_INPUT unless this input takes files.
+    pub fn require_file(&self, field: &str) -> Result<()> {
+        match self.kind {
+            InputKind::File => Ok(()),
+            InputKind::Text => Err(Error::bad_input(
+                field,
+                "takes text: give its `text`, not a file or URL",
+            )),
+        }
+    }
+
+    /// BAD_USER_INPUT when `bytes` is over this input's limit.
+    pub fn check_size(&self, field: &str, bytes: u64) -> Result<()> {
+        if bytes > self.max_bytes {
+            return Err(Error::bad_input(
+                field,
+                format!("is {bytes} bytes; the limit is {} bytes", self.max_bytes),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn default_max_bytes() -> u64 {
     10 * 1024 * 1024
 }
@@ -103,6 +127,14 @@ fn toml_to_json<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Val
 pub enum InputValue {
     /// Pasted text.
     Text(String),
+    /// An uploaded file, not yet in storage.
+    Upload(crate::files::Upload),
+    /// Another job's stored file, to copy (a retry or a duplicate), with its FASTA residues.
+    Copy(entity::file::Model, Option<u64>),
+    /// A file in storage for this submission: an upload or a copy, already checked.
+    File(crate::files::NewFile),
+    /// A URL, fetched after submission.
+    Url(String),
 }
 
 /// An input as stored on a job.
@@ -112,12 +144,37 @@ pub struct StoredInput {
     pub kind: StoredInputKind,
     pub text: Option<String>,
     pub bytes: u64,
+    /// FILE and fetched URL inputs: the stored file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_id: Option<uuid::Uuid>,
+    /// URL inputs: where the content comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// FASTA files: their residues, for pricing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residues: Option<u64>,
+    /// Stored files: the SHA-256 of their content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+impl StoredInput {
+    /// Whether two inputs hold the same content, wherever it is stored: a duplicate's copy of
+    /// a file is the same input as the original.
+    pub fn same_content(&self, other: &StoredInput) -> bool {
+        match (&self.sha256, &other.sha256) {
+            (Some(a), Some(b)) => a == b,
+            _ => self == other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StoredInputKind {
     Text,
+    File,
+    Url,
 }
 
 /// Checked inputs and settings, ready to store on a job.
@@ -185,28 +242,55 @@ impl Tool {
         let mut stored = BTreeMap::new();
         for (name, value) in inputs {
             let field = format!("inputs.{name}");
-            let Some(spec) = self.inputs.iter().find(|spec| spec.name == name) else {
-                let known: Vec<_> = self.inputs.iter().map(|s| s.name.as_str()).collect();
-                return Err(Error::bad_input(
-                    field,
-                    format!(
-                        "`{}` takes no input `{name}`; its inputs are: {}",
-                        self.name,
-                        known.join(", ")
-                    ),
-                ));
-            };
+            let spec = self.input(&field, &name)?;
             if stored.contains_key(&name) {
                 return Err(Error::bad_input(field, "given twice"));
             }
-            let InputValue::Text(text) = value;
+            let text = match value {
+                InputValue::Text(text) => text,
+                InputValue::File(file) => {
+                    spec.require_file(&field)?;
+                    spec.check_size(&field, file.size)?;
+                    stored.insert(
+                        name,
+                        StoredInput {
+                            kind: StoredInputKind::File,
+                            text: None,
+                            bytes: file.size,
+                            file_id: Some(file.id),
+                            url: None,
+                            residues: file.residues,
+                            sha256: Some(file.sha256),
+                        },
+                    );
+                    continue;
+                }
+                InputValue::Url(url) => {
+                    spec.require_file(&field)?;
+                    let url = crate::files::fetch::check_url(&url)
+                        .map_err(|message| Error::bad_input(&field, message))?;
+                    stored.insert(
+                        name,
+                        StoredInput {
+                            kind: StoredInputKind::Url,
+                            text: None,
+                            bytes: 0,
+                            file_id: None,
+                            url: Some(url.to_string()),
+                            residues: None,
+                            sha256: None,
+                        },
+                    );
+                    continue;
+                }
+                InputValue::Upload(_) | InputValue::Copy(..) => {
+                    return Err(Error::Internal(anyhow::anyhow!(
+                        "the input `{name}` reached the checks before it was stored"
+                    )));
+                }
+            };
             let bytes = text.len() as u64;
-            if bytes > spec.max_bytes {
-                return Err(Error::bad_input(
-                    field,
-                    format!("is {bytes} bytes; the limit is {} bytes", spec.max_bytes),
-                ));
-            }
+            spec.check_size(&field, bytes)?;
             if spec.format == Some(InputFormat::Fasta) {
                 pricing::check_fasta(&text).map_err(|message| Error::bad_input(&field, message))?;
             }
@@ -216,6 +300,10 @@ impl Tool {
                     kind: StoredInputKind::Text,
                     text: Some(text),
                     bytes,
+                    file_id: None,
+                    url: None,
+                    residues: None,
+                    sha256: None,
                 },
             );
         }
@@ -233,6 +321,24 @@ impl Tool {
             inputs: stored,
             settings,
         })
+    }
+
+    /// The declared input `name`, or BAD_USER_INPUT on `field` listing the inputs.
+    pub fn input(&self, field: &str, name: &str) -> Result<&InputSpec> {
+        self.inputs
+            .iter()
+            .find(|spec| spec.name == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = self.inputs.iter().map(|s| s.name.as_str()).collect();
+                Error::bad_input(
+                    field,
+                    format!(
+                        "`{}` takes no input `{name}`; its inputs are: {}",
+                        self.name,
+                        known.join(", ")
+                    ),
+                )
+            })
     }
 
     /// Fills top-level defaults and validates the settings against the tool's schema.

@@ -81,8 +81,10 @@ impl Price {
                         .iter()
                         .any(|spec| &spec.name == *name && spec.format == Some(InputFormat::Fasta))
                 })
-                .filter_map(|(_, input)| input.text.as_deref())
-                .map(count_residues)
+                .map(|(_, input)| match &input.text {
+                    Some(text) => count_residues(text),
+                    None => input.residues.unwrap_or(0),
+                })
                 .sum();
             lines.push(line(
                 "thousand residues",
@@ -152,6 +154,83 @@ pub fn check_fasta(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks FASTA and counts its residues as it arrives in chunks, so a stored file is checked
+/// while it is written and never held whole: the same rules as `check_fasta` and
+/// `count_residues`.
+#[derive(Debug, Default)]
+pub struct FastaStream {
+    partial: Vec<u8>,
+    line: usize,
+    started: bool,
+    residues: u64,
+    error: Option<String>,
+}
+
+impl FastaStream {
+    pub fn feed(&mut self, mut chunk: &[u8]) {
+        while let Some(end) = chunk.iter().position(|b| *b == b'\n') {
+            if self.partial.is_empty() {
+                self.check_line(&chunk[..end]);
+            } else {
+                self.partial.extend_from_slice(&chunk[..end]);
+                let line = std::mem::take(&mut self.partial);
+                self.check_line(&line);
+            }
+            chunk = &chunk[end + 1..];
+        }
+        self.partial.extend_from_slice(chunk);
+    }
+
+    /// The residues, or why the text is not FASTA.
+    pub fn finish(mut self) -> Result<u64, String> {
+        let last = std::mem::take(&mut self.partial);
+        self.check_line(&last);
+        match self.error {
+            Some(error) => Err(error),
+            None if !self.started => {
+                Err("is not FASTA: it must start with a `>` header line".to_owned())
+            }
+            None => Ok(self.residues),
+        }
+    }
+
+    fn check_line(&mut self, line: &[u8]) {
+        self.line += 1;
+        if self.error.is_some() {
+            return;
+        }
+        let trimmed = line.trim_ascii();
+        if trimmed.is_empty() {
+            return;
+        }
+        if !self.started {
+            if trimmed.starts_with(b">") {
+                self.started = true;
+            } else {
+                self.error = Some("is not FASTA: it must start with a `>` header line".to_owned());
+            }
+            return;
+        }
+        if trimmed.starts_with(b">") || trimmed.starts_with(b";") {
+            return;
+        }
+        if let Some(bad) = trimmed
+            .iter()
+            .find(|c| !(c.is_ascii_alphabetic() || **c == b'*' || **c == b'-'))
+        {
+            self.error = Some(format!(
+                "is not FASTA: line {} has the character `{}`",
+                self.line,
+                char::from(*bad)
+            ));
+            return;
+        }
+        if !line.starts_with(b">") && !line.starts_with(b";") {
+            self.residues += line.iter().filter(|b| !b.is_ascii_whitespace()).count() as u64;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{Catalog, InputValue};
@@ -164,6 +243,29 @@ mod tests {
         assert!(check_fasta(">a\nACGT\n").is_ok());
         assert!(check_fasta("ACGT").is_err());
         assert!(check_fasta(">a\nAC1T").is_err());
+    }
+
+    #[test]
+    fn fasta_checked_in_chunks_agrees_with_the_whole_text() {
+        for text in [
+            ">a desc\nACGT\nAC GT\n>b\nNNNN\n",
+            "ACGT",
+            ">a\nAC1T",
+            ">a\nAC",
+            "",
+        ] {
+            for size in [1, 2, 3, 7, 100] {
+                let mut stream = FastaStream::default();
+                for chunk in text.as_bytes().chunks(size) {
+                    stream.feed(chunk);
+                }
+                match (stream.finish(), check_fasta(text)) {
+                    (Ok(residues), Ok(())) => assert_eq!(residues, count_residues(text)),
+                    (Err(a), Err(b)) => assert_eq!(a, b, "{text:?}"),
+                    (a, b) => panic!("{text:?}: {a:?} vs {b:?}"),
+                }
+            }
+        }
     }
 
     #[test]

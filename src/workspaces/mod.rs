@@ -79,7 +79,12 @@ pub async fn rename(
 
 /// Deletes a workspace with its members, jobs and files (OWNER only). Refused while any of
 /// its jobs is still active.
-pub async fn delete(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Result<()> {
+pub async fn delete(
+    db: &DatabaseConnection,
+    files: &crate::files::Files,
+    viewer: &Viewer,
+    id: Uuid,
+) -> Result<()> {
     let tx = db::begin_write(db).await?;
     let access = WorkspaceAccess::load(&tx, viewer, id).await?;
     access.require(access.standing.can_delete(), "delete the workspace")?;
@@ -94,6 +99,9 @@ pub async fn delete(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Resul
     }
     workspace::Entity::delete_by_id(id).exec(&tx).await?;
     tx.commit().await?;
+    files
+        .delete_prefix(&crate::files::workspace_prefix(id))
+        .await;
     Ok(())
 }
 

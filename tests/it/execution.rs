@@ -594,8 +594,9 @@ fn app_worker(app: &TestApp) -> jobgraph::queue::runner::Worker {
         },
         wake: app.state.wake.clone(),
         work_root: app.state.data_dir.join("work"),
-        listen_url: None,
         metrics: app.state.metrics.clone(),
+        files: app.state.files.clone(),
+        listen_url: None,
     }
 }
 

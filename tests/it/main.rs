@@ -3,6 +3,7 @@
 mod cli;
 mod credits;
 mod execution;
+mod files;
 mod http_spec;
 mod job_actions;
 mod job_history;

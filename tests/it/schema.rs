@@ -24,6 +24,7 @@ fn every_listed_object_type_implements_node() {
         "Membership",
         "ApiToken",
         "CreditTransaction",
+        "File",
     ] {
         assert!(
             sdl.contains(&format!("type {ty} implements Node")),

@@ -2,7 +2,9 @@
 //!
 //! Every test runs on SQLite (a temporary file). With `TEST_DATABASE_URL` set, for example
 //! `postgres://postgres@127.0.0.1:5432/test`, each test gets a freshly created PostgreSQL
-//! database on that server instead.
+//! database on that server instead. Stored files go to the test's temporary folder, or, with
+//! `TEST_S3_ENDPOINT` set (an S3-compatible server such as `moto_server`), to a freshly created
+//! bucket there.
 
 use std::net::SocketAddr;
 
@@ -59,6 +61,30 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
     }
 }
 
+/// Points a test's storage at a fresh bucket of the S3 server of `TEST_S3_ENDPOINT`, if set.
+pub async fn fresh_storage(config: &mut Config) {
+    let Ok(endpoint) = std::env::var("TEST_S3_ENDPOINT") else {
+        return;
+    };
+    if endpoint.trim().is_empty() {
+        return;
+    }
+    let endpoint = endpoint.trim_end_matches('/').to_owned();
+    let bucket = format!("jobgraph-test-{}", uuid::Uuid::new_v4().simple());
+    // An S3 emulator such as moto creates a bucket on an unsigned PUT.
+    let status = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .expect("TEST_S3_ENDPOINT must point at a reachable S3-compatible server")
+        .status();
+    assert!(status.is_success(), "creating the test bucket: {status}");
+    config.server.storage = format!("s3://{bucket}");
+    config.server.s3_endpoint = Some(endpoint);
+    config.server.s3_access_key_id = Some("test".to_owned());
+    config.server.s3_secret_access_key = Some("test".to_owned());
+}
+
 impl TestApp {
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
@@ -74,6 +100,7 @@ impl TestApp {
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         // Tests drive jobs themselves unless they ask for workers.
         config.server.workers = 0;
+        fresh_storage(&mut config).await;
         tweak(&mut config);
         let listener = TcpListener::bind(config.server.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
