@@ -30,6 +30,8 @@ pub struct AppState {
     pub data_dir: std::path::PathBuf,
     pub database_url: String,
     pub metrics: Arc<Metrics>,
+    /// Fans committed changes out to this process's subscriptions.
+    pub bus: crate::live::Bus,
 }
 
 impl AppState {
@@ -45,7 +47,14 @@ impl AppState {
         let catalog = Arc::new(catalog);
         let wake = Arc::new(Notify::new());
         let metrics = Arc::new(Metrics::new(query_stats.clone()));
-        let schema = graphql::build(db.clone(), config.clone(), catalog.clone(), wake.clone());
+        let bus = crate::live::Bus::new(db.clone());
+        let schema = graphql::build(
+            db.clone(),
+            config.clone(),
+            catalog.clone(),
+            wake.clone(),
+            bus.clone(),
+        );
         AppState {
             db,
             config,
@@ -56,6 +65,7 @@ impl AppState {
             data_dir,
             database_url,
             metrics,
+            bus,
         }
     }
 }
@@ -114,6 +124,12 @@ impl App {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let router = crate::http::router(self.state.clone());
+        let listen_url = self
+            .state
+            .database_url
+            .starts_with("postgres")
+            .then(|| self.state.database_url.clone());
+        let bus = tokio::spawn(self.state.bus.clone().run(listen_url, shutdown.clone()));
         let worker = (self.state.config.workers > 0)
             .then(|| tokio::spawn(self.worker().run(shutdown.clone())));
         tracing::info!(address = %listener.local_addr()?, "serving GraphQL at /graphql");
@@ -124,6 +140,7 @@ impl App {
         if let Some(worker) = worker {
             worker.await?;
         }
+        bus.await?;
         self.state.db.clone().close().await?;
         tracing::info!("stopped");
         Ok(())

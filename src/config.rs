@@ -73,6 +73,18 @@ pub struct ServerConfig {
     /// Highest accepted query complexity (each field counts 1, a list field times its `first`).
     #[arg(long, env = "JOBGRAPH_MAX_QUERY_COMPLEXITY", default_value_t = 5000)]
     pub max_query_complexity: usize,
+
+    /// Seconds a websocket may stay open without `connection_init` (then closed with 4408).
+    #[arg(long, env = "JOBGRAPH_WS_INIT_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub ws_init_timeout_seconds: u64,
+
+    /// Seconds between the server's keepalive pings on a websocket.
+    #[arg(long, env = "JOBGRAPH_WS_KEEPALIVE_SECONDS", default_value_t = 15)]
+    pub ws_keepalive_seconds: u64,
+
+    /// Operations one websocket may run at once.
+    #[arg(long, env = "JOBGRAPH_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    pub ws_max_subscriptions: usize,
 }
 
 impl ServerConfig {
@@ -91,6 +103,9 @@ impl ServerConfig {
         }
         if self.lease_seconds < 3 {
             bail!("--lease-seconds must be at least 3");
+        }
+        if self.ws_init_timeout_seconds == 0 || self.ws_keepalive_seconds == 0 {
+            bail!("--ws-init-timeout-seconds and --ws-keepalive-seconds must be at least 1");
         }
         if self.max_query_depth < 5 || self.max_query_complexity < 100 {
             bail!("--max-query-depth must be at least 5 and --max-query-complexity at least 100");

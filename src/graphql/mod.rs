@@ -6,6 +6,7 @@
 mod credits;
 mod job_actions;
 pub mod jobs;
+mod live;
 mod loaders;
 mod node;
 mod users;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::{Context, Data, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, Data, MergedObject, MergedSubscription, Schema};
 use sea_orm::DatabaseConnection;
 
 use crate::access::Viewer;
@@ -42,7 +43,11 @@ pub struct Mutation(
     users::UsersMutation,
 );
 
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+/// The subscription root.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(live::LiveSubscription);
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema with the server's limits. `db` is shared by every request.
 pub fn build(
@@ -50,22 +55,32 @@ pub fn build(
     config: Arc<ServerConfig>,
     catalog: Arc<Catalog>,
     wake: Arc<tokio::sync::Notify>,
+    bus: crate::live::Bus,
 ) -> AppSchema {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(config.max_query_depth)
-        .limit_complexity(config.max_query_complexity)
-        .data(db)
-        .data(config)
-        .data(catalog)
-        .data(QueueSignal(wake))
-        .finish()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(config.max_query_depth)
+    .limit_complexity(config.max_query_complexity)
+    .data(db)
+    .data(config)
+    .data(catalog)
+    .data(QueueSignal(wake))
+    .data(bus)
+    .finish()
 }
 
 /// The schema in SDL, as `schema.graphql` holds it.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .finish()
-        .sdl()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .finish()
+    .sdl()
 }
 
 /// A request's user loader.

@@ -4,6 +4,7 @@ mod export;
 mod graphql;
 mod health;
 mod metrics;
+mod websocket;
 
 use axum::Router;
 use axum::routing::get;

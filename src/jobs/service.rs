@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use entity::credit_transaction::TransactionKind;
 use entity::job::{self, JobStatus, ParentKind, Visibility};
+use entity::live_event::LiveKind;
 use entity::{batch, job_share};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
@@ -379,7 +380,11 @@ pub async fn rename(
     let mut active = access.job.into_active_model();
     active.name = Set(name.to_owned());
     active.updated_at = Set(Utc::now());
-    Ok(active.update(db).await?)
+    let tx = db::begin_write(db).await?;
+    let job = active.update(&tx).await?;
+    crate::live::job_changed(&tx, &job, LiveKind::Updated).await?;
+    tx.commit().await?;
+    Ok(job)
 }
 
 /// Deletes a finished job with its timeline, shares and files. Its ledger entries stay.
@@ -395,6 +400,7 @@ pub async fn delete(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Resul
     if deleted.rows_affected == 0 {
         return Err(Error::conflict("the job changed meanwhile; reload it"));
     }
+    crate::live::job_deleted(&tx, &access.job).await?;
     tx.commit().await?;
     Ok(access.job)
 }
@@ -578,6 +584,7 @@ pub async fn set_sharing(
     active.visibility = Set(visibility);
     active.updated_at = Set(now);
     let job = active.update(&tx).await?;
+    crate::live::job_changed(&tx, &job, LiveKind::Updated).await?;
     tx.commit().await?;
     Ok(job)
 }
