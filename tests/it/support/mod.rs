@@ -4,6 +4,8 @@
 //! `postgres://postgres@127.0.0.1:5432/test`, each test gets a freshly created PostgreSQL
 //! database on that server instead.
 
+pub mod ws;
+
 use std::net::SocketAddr;
 
 use jobgraph::access::Viewer;
