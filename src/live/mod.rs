@@ -274,7 +274,8 @@ impl Bus {
         }
     }
 
-    async fn last_committed(&self) -> Result<i64> {
+    /// The last `seq` committed: everything up to it is visible to a read that starts now.
+    pub async fn last_committed(&self) -> Result<i64> {
         let seq: Option<Option<i64>> = live_event::Entity::find()
             .select_only()
             .column_as(live_event::Column::Seq.max(), "seq")

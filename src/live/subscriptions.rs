@@ -90,9 +90,9 @@ pub async fn job_updates(
     id: Uuid,
 ) -> Result<impl Stream<Item = Result<(job::Model, JobStanding)>> + use<>> {
     let db = bus.db().clone();
-    // Changes after `head` are replayed from the log: none between the load and the feed
-    // is lost.
-    let head = bus.head();
+    // The load below reflects every entry up to `head`; later ones are replayed from the
+    // log, so no change between the load and the feed is lost.
+    let head = bus.last_committed().await?;
     let access = JobAccess::load(&db, &viewer, id).await?;
     let workspace_id = access.job.workspace_id;
     let mut feed = Feed::after(bus, Scope::Job { id, workspace_id }, head);
@@ -146,7 +146,7 @@ pub async fn workspace_events(
     after: Option<i64>,
 ) -> Result<impl Stream<Item = Result<WorkspaceEvent>> + use<>> {
     let db = bus.db().clone();
-    let head = bus.head();
+    let head = bus.last_committed().await?;
     WorkspaceAccess::load(&db, &viewer, workspace_id).await?;
     let viewer_id = viewer.user_id();
     let mut feed = Feed::after(bus, Scope::Workspace(workspace_id), after.unwrap_or(head));
@@ -252,7 +252,7 @@ pub async fn credit_balance(
     workspace_id: Uuid,
 ) -> Result<impl Stream<Item = Result<i64>> + use<>> {
     let db = bus.db().clone();
-    let head = bus.head();
+    let head = bus.last_committed().await?;
     let access = WorkspaceAccess::load(&db, &viewer, workspace_id).await?;
     let mut feed = Feed::after(bus, Scope::Workspace(workspace_id), head);
     let mut gate = Gate::new(viewer, workspace_id);

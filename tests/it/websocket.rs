@@ -144,8 +144,11 @@ async fn a_connection_runs_a_limited_number_of_operations_and_messages_are_cappe
     ws.subscribe("c", balance, json!({"ws": ws_id})).await;
     assert_eq!(ws.next_data("c").await["creditBalance"], 0);
 
-    ws.send_text(format!("{{\"type\":\"ping\",\"payload\":\"{}\"}}", "x".repeat(4096)))
-        .await;
+    ws.send_text(format!(
+        "{{\"type\":\"ping\",\"payload\":\"{}\"}}",
+        "x".repeat(4096)
+    ))
+    .await;
     assert_eq!(ws.close_code().await, Some(1009));
 }
 
@@ -178,7 +181,10 @@ async fn the_legacy_graphql_ws_protocol_is_spoken_too() {
         .await;
     let data = ws.message().await;
     assert_eq!(data["type"], "data");
-    assert_eq!(data["payload"]["data"]["viewer"]["user"]["email"], "alice@lab.test");
+    assert_eq!(
+        data["payload"]["data"]["viewer"]["user"]["email"],
+        "alice@lab.test"
+    );
     assert_eq!(ws.message().await, json!({"type": "complete", "id": "1"}));
 
     ws.send(json!({"id": "2", "type": "start", "payload": {

@@ -28,7 +28,9 @@ impl Ws {
     /// Opens a websocket to `/graphql` offering `protocol` (none when empty), with an optional
     /// `Authorization` header.
     pub async fn open(addr: std::net::SocketAddr, protocol: &str, bearer: Option<&str>) -> Ws {
-        let mut request = format!("ws://{addr}/graphql").into_client_request().unwrap();
+        let mut request = format!("ws://{addr}/graphql")
+            .into_client_request()
+            .unwrap();
         if !protocol.is_empty() {
             request
                 .headers_mut()
@@ -92,7 +94,9 @@ impl Ws {
     pub async fn receive_within(&mut self, wait: Duration) -> Option<Received> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let frame = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()?;
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .ok()?;
             match frame {
                 None | Some(Err(_)) => return Some(Received::Closed(None)),
                 Some(Ok(Message::Close(frame))) => {
