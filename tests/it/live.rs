@@ -402,6 +402,11 @@ impl OtherNode {
             .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
             .spawn()
             .expect("starting jobgraph");
+        let node = OtherNode {
+            child,
+            addr,
+            _dir: dir,
+        };
         let client = reqwest::Client::new();
         for _ in 0..300 {
             if client
@@ -410,15 +415,11 @@ impl OtherNode {
                 .await
                 .is_ok_and(|r| r.status().is_success())
             {
-                return OtherNode {
-                    child,
-                    addr,
-                    _dir: dir,
-                };
+                return node;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let stderr = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+        let stderr = std::fs::read_to_string(node._dir.path().join("stderr")).unwrap_or_default();
         panic!("the second server did not start: {stderr}");
     }
 }
