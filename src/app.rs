@@ -42,12 +42,14 @@ impl AppState {
         data_dir: std::path::PathBuf,
         database_url: String,
     ) -> Self {
+        // The bus reads the event log in the background, on a connection whose statements
+        // are not counted among the requests'.
+        let bus = crate::live::Bus::new(db.clone());
         let query_stats = crate::db::instrument(&mut db);
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
         let wake = Arc::new(Notify::new());
         let metrics = Arc::new(Metrics::new(query_stats.clone()));
-        let bus = crate::live::Bus::new(db.clone());
         let schema = graphql::build(
             db.clone(),
             config.clone(),

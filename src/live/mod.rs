@@ -15,8 +15,8 @@ pub mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use entity::job;
@@ -31,6 +31,7 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::access::{self, Standing, Viewer};
 use crate::error::Result;
 
 /// The PostgreSQL channel on which the log's trigger announces committed entries.
@@ -192,7 +193,20 @@ struct Inner {
     wake: Notify,
     /// Cancelled when the server stops: subscriptions end and websockets close.
     stopping: CancellationToken,
+    standings: Mutex<Standings>,
 }
+
+/// Subscribers' standings in workspaces, shared by all subscriptions of this process and
+/// trusted for a second at most. A member change clears them all before it is broadcast, and
+/// a standing read before a clear is not stored after it.
+#[derive(Default)]
+struct Standings {
+    generation: u64,
+    entries: HashMap<(Option<Uuid>, Uuid), (Standing, Instant)>,
+}
+
+/// How long a subscriber's standing is trusted without a member change.
+const STANDING_TTL: Duration = Duration::from_secs(1);
 
 impl Bus {
     pub fn new(db: DatabaseConnection) -> Self {
@@ -203,6 +217,7 @@ impl Bus {
                 head: AtomicI64::new(0),
                 wake: Notify::new(),
                 stopping: CancellationToken::new(),
+                standings: Mutex::default(),
             }),
         }
     }
@@ -220,6 +235,40 @@ impl Bus {
     /// The last `seq` broadcast; entries after it are still to come.
     pub fn head(&self) -> i64 {
         self.inner.head.load(Ordering::Acquire)
+    }
+
+    /// The viewer's current standing in a workspace.
+    pub async fn standing(&self, viewer: &Viewer, workspace_id: Uuid) -> Result<Standing> {
+        let key = (viewer.user_id(), workspace_id);
+        let generation = {
+            let standings = self.standings();
+            match standings.entries.get(&key) {
+                Some((standing, at)) if at.elapsed() < STANDING_TTL => return Ok(*standing),
+                _ => standings.generation,
+            }
+        };
+        let standing = access::standing(self.db(), viewer, workspace_id).await?;
+        let mut standings = self.standings();
+        if standings.generation == generation {
+            if standings.entries.len() > 100_000 {
+                standings.entries.clear();
+            }
+            standings.entries.insert(key, (standing, Instant::now()));
+        }
+        Ok(standing)
+    }
+
+    fn standings(&self) -> std::sync::MutexGuard<'_, Standings> {
+        self.inner
+            .standings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn forget_standings(&self) {
+        let mut standings = self.standings();
+        standings.generation += 1;
+        standings.entries.clear();
     }
 
     /// Cancelled when the server stops.
@@ -296,6 +345,9 @@ impl Bus {
             }
             for event in resolve(self.db(), entries).await? {
                 let seq = event.seq();
+                if event.entry.kind == LiveKind::Members {
+                    self.forget_standings();
+                }
                 // No receivers is not an error: nobody listens yet.
                 let _ = self.inner.sender.send(event);
                 self.inner.head.store(seq, Ordering::Release);

@@ -2,11 +2,11 @@
 //! access checked again as events arrive.
 //!
 //! Access is the subscriber's current one: their standing in the workspace is cached for a
-//! second at most and forgotten as soon as a member change of the workspace passes through the
-//! feed, so a member who is removed gets no event committed after the removal.
+//! second at most (by the bus, for all subscriptions of the process) and forgotten before a
+//! member change is broadcast, so a member who is removed gets no event committed after the
+//! removal.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus};
@@ -22,48 +22,30 @@ use crate::access::{self, JobAccess, JobStanding, Standing, Viewer, WorkspaceAcc
 use crate::error::{Error, Result};
 use crate::jobs::history::{self, JobFilter};
 
-/// How long a subscriber's standing is trusted without a member change.
-const STANDING_TTL: Duration = Duration::from_secs(1);
-
-/// A subscriber's standing in one workspace, cached briefly.
+/// A subscriber's standing in one workspace, as the bus's shared cache has it.
 struct Gate {
+    bus: Bus,
     viewer: Viewer,
     workspace_id: Uuid,
-    cached: Option<(Standing, Instant)>,
 }
 
 impl Gate {
-    fn new(viewer: Viewer, workspace_id: Uuid) -> Self {
+    fn new(bus: &Bus, viewer: Viewer, workspace_id: Uuid) -> Self {
         Gate {
+            bus: bus.clone(),
             viewer,
             workspace_id,
-            cached: None,
         }
     }
 
-    fn forget(&mut self) {
-        self.cached = None;
-    }
-
-    async fn standing(&mut self, db: &DatabaseConnection) -> Result<Standing> {
-        if let Some((standing, at)) = self.cached
-            && at.elapsed() < STANDING_TTL
-        {
-            return Ok(standing);
-        }
-        let standing = access::standing(db, &self.viewer, self.workspace_id).await?;
-        self.cached = Some((standing, Instant::now()));
-        Ok(standing)
+    async fn standing(&self) -> Result<Standing> {
+        self.bus.standing(&self.viewer, self.workspace_id).await
     }
 
     /// The viewer's standing towards `job`, or `None` when they may no longer read it.
-    async fn job(
-        &mut self,
-        db: &DatabaseConnection,
-        job: &job::Model,
-    ) -> Result<Option<JobStanding>> {
+    async fn job(&self, db: &DatabaseConnection, job: &job::Model) -> Result<Option<JobStanding>> {
         let standing = JobStanding {
-            workspace: self.standing(db).await?,
+            workspace: self.standing().await?,
             viewer_id: self.viewer.user_id(),
         };
         let readable =
@@ -72,8 +54,8 @@ impl Gate {
     }
 
     /// NOT_FOUND once the viewer may no longer read the workspace.
-    async fn require_workspace(&mut self, db: &DatabaseConnection) -> Result<Standing> {
-        let standing = self.standing(db).await?;
+    async fn require_workspace(&self) -> Result<Standing> {
+        let standing = self.standing().await?;
         if standing.can_read() {
             Ok(standing)
         } else {
@@ -96,7 +78,7 @@ pub async fn job_updates(
     let access = JobAccess::load(&db, &viewer, id).await?;
     let workspace_id = access.job.workspace_id;
     let mut feed = Feed::after(bus, Scope::Job { id, workspace_id }, head);
-    let mut gate = Gate::new(viewer, workspace_id);
+    let gate = Gate::new(bus, viewer, workspace_id);
     Ok(async_stream::stream! {
         yield Ok((access.job, access.standing));
         loop {
@@ -106,7 +88,6 @@ pub async fn job_updates(
             };
             for event in events {
                 match event.entry.kind {
-                    LiveKind::Members => gate.forget(),
                     LiveKind::Deleted => return,
                     LiveKind::Created | LiveKind::Updated => {
                         // Deleted since: its DELETED entry follows.
@@ -117,7 +98,7 @@ pub async fn job_updates(
                             Err(err) => { yield Err(err); return; }
                         }
                     }
-                    LiveKind::Credits => {}
+                    LiveKind::Members | LiveKind::Credits => {}
                 }
             }
         }
@@ -150,7 +131,7 @@ pub async fn workspace_events(
     WorkspaceAccess::load(&db, &viewer, workspace_id).await?;
     let viewer_id = viewer.user_id();
     let mut feed = Feed::after(bus, Scope::Workspace(workspace_id), after.unwrap_or(head));
-    let mut gate = Gate::new(viewer, workspace_id);
+    let gate = Gate::new(bus, viewer, workspace_id);
     Ok(async_stream::stream! {
         loop {
             let events = match feed.next().await {
@@ -159,10 +140,7 @@ pub async fn workspace_events(
             };
             for event in events {
                 let entry = &event.entry;
-                if entry.kind == LiveKind::Members {
-                    gate.forget();
-                }
-                let standing = match gate.require_workspace(&db).await {
+                let standing = match gate.require_workspace().await {
                     Ok(standing) => standing,
                     Err(err) => { yield Err(err); return; }
                 };
@@ -211,7 +189,7 @@ pub async fn job_counts(
     } else {
         None
     };
-    let mut gate = Gate::new(viewer, workspace_id);
+    let gate = Gate::new(bus, viewer, workspace_id);
     Ok(async_stream::stream! {
         let mut last = match history::counts(&db, &access, submitter).await {
             Ok(counts) => counts,
@@ -223,10 +201,7 @@ pub async fn job_counts(
                 Ok(events) => events,
                 Err(err) => { yield Err(err); return; }
             };
-            if events.iter().any(|e| e.entry.kind == LiveKind::Members) {
-                gate.forget();
-            }
-            if let Err(err) = gate.require_workspace(&db).await {
+            if let Err(err) = gate.require_workspace().await {
                 yield Err(err);
                 return;
             }
@@ -255,7 +230,7 @@ pub async fn credit_balance(
     let head = bus.last_committed().await?;
     let access = WorkspaceAccess::load(&db, &viewer, workspace_id).await?;
     let mut feed = Feed::after(bus, Scope::Workspace(workspace_id), head);
-    let mut gate = Gate::new(viewer, workspace_id);
+    let gate = Gate::new(bus, viewer, workspace_id);
     Ok(async_stream::stream! {
         yield Ok(access.workspace.credit_balance);
         loop {
@@ -264,12 +239,10 @@ pub async fn credit_balance(
                 Err(err) => { yield Err(err); return; }
             };
             for event in events {
-                match event.entry.kind {
-                    LiveKind::Members => gate.forget(),
-                    LiveKind::Credits => {}
-                    _ => continue,
+                if !matches!(event.entry.kind, LiveKind::Members | LiveKind::Credits) {
+                    continue;
                 }
-                if let Err(err) = gate.require_workspace(&db).await {
+                if let Err(err) = gate.require_workspace().await {
                     yield Err(err);
                     return;
                 }
