@@ -63,10 +63,15 @@ impl Drop for Server {
 
 async fn start_server() -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let database_url = match std::env::var("BENCH_DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
-        _ => format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()),
+        _ => format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        ),
     };
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"))
         .args(["serve", "--workers", "0"])
@@ -79,7 +84,9 @@ async fn start_server() -> anyhow::Result<Server> {
         .kill_on_drop(true)
         .spawn()
         .context("starting jobgraph")?;
-    let pid = child.id().ok_or_else(|| anyhow!("the server exited at once"))?;
+    let pid = child
+        .id()
+        .ok_or_else(|| anyhow!("the server exited at once"))?;
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let token = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
@@ -158,7 +165,8 @@ async fn subscriber(
         .headers_mut()
         .insert("sec-websocket-protocol", "graphql-transport-ws".parse()?);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
-    let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
+    let init =
+        json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}});
     socket.send(Message::text(init.to_string())).await?;
     let subscribe = json!({"id": "1", "type": "subscribe", "payload": {
         "query": "subscription($ws: ID!) { workspaceJobEvents(workspaceId: $ws) { kind status jobId job { updatedAt } } }",
@@ -278,7 +286,10 @@ async fn bench() -> anyhow::Result<()> {
                     return Ok(());
                 }
                 if Instant::now() > deadline {
-                    bail!("{} of {subscribers} subscribers got the change", got.unwrap_or(0));
+                    bail!(
+                        "{} of {subscribers} subscribers got the change",
+                        got.unwrap_or(0)
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -300,7 +311,10 @@ async fn bench() -> anyhow::Result<()> {
     latencies.sort_unstable();
     clients.abort_all();
 
-    println!("subscribers: {subscribers}, opened in {:.1} s", opened_in.as_secs_f64());
+    println!(
+        "subscribers: {subscribers}, opened in {:.1} s",
+        opened_in.as_secs_f64()
+    );
     println!(
         "status changes: {changes}, deliveries: {} (expected {}), in {:.1} s",
         latencies.len(),
