@@ -39,8 +39,8 @@ fn bus<'a>(ctx: &Context<'a>) -> &'a Bus {
     ctx.data_unchecked::<Bus>()
 }
 
-/// Ends a stream after its first error, which is delivered.
-fn until_error<T>(
+/// Maps a subscription's errors to API errors; its stream ends after the first one.
+fn api_errors<T>(
     stream: impl Stream<Item = crate::error::Result<T>>,
 ) -> impl Stream<Item = ApiResult<T>> {
     stream.map(|item| item.map_err(Into::into))
@@ -65,7 +65,7 @@ impl LiveSubscription {
     ) -> Result<impl Stream<Item = ApiResult<JobView>> + use<>, ApiError> {
         let id = ids::decode(Kind::Job, "id", &id)?;
         let stream = subscriptions::job_updates(bus(ctx), viewer(ctx).clone(), id).await?;
-        Ok(until_error(stream).map(|item| item.map(|(job, standing)| JobView(job, standing))))
+        Ok(api_errors(stream).map(|item| item.map(|(job, standing)| JobView(job, standing))))
     }
 
     /// Created, updated and deleted jobs of a workspace that pass `filter` (as the history
@@ -91,7 +91,7 @@ impl LiveSubscription {
             after,
         )
         .await?;
-        Ok(until_error(stream).map(|item| {
+        Ok(api_errors(stream).map(|item| {
             item.map(|event| WorkspaceJobEvent {
                 cursor: format!("ev{}", event.seq),
                 kind: match event.kind {
@@ -117,7 +117,7 @@ impl LiveSubscription {
         let workspace_id = ids::decode(Kind::Workspace, "workspaceId", &workspace_id)?;
         let stream =
             subscriptions::job_counts(bus(ctx), viewer(ctx).clone(), workspace_id, mine).await?;
-        Ok(until_error(stream).map(|item| item.map(|counts| JobCounts::from_map(&counts))))
+        Ok(api_errors(stream).map(|item| item.map(|counts| JobCounts::from_map(&counts))))
     }
 
     /// The workspace's balance now, then after each ledger entry.
@@ -127,7 +127,7 @@ impl LiveSubscription {
         workspace_id: ID,
     ) -> Result<impl Stream<Item = ApiResult<i64>> + use<>, ApiError> {
         let workspace_id = ids::decode(Kind::Workspace, "workspaceId", &workspace_id)?;
-        Ok(until_error(
+        Ok(api_errors(
             subscriptions::credit_balance(bus(ctx), viewer(ctx).clone(), workspace_id).await?,
         ))
     }

@@ -323,6 +323,17 @@ impl Bus {
         }
     }
 
+    /// Whether the log still holds every entry after `seq`: older ones are pruned.
+    pub async fn still_kept(&self, seq: i64) -> Result<bool> {
+        let oldest: Option<Option<i64>> = live_event::Entity::find()
+            .select_only()
+            .column_as(live_event::Column::Seq.min(), "seq")
+            .into_tuple()
+            .one(self.db())
+            .await?;
+        Ok(oldest.flatten().is_none_or(|oldest| seq + 1 >= oldest))
+    }
+
     /// The last `seq` committed: everything up to it is visible to a read that starts now.
     pub async fn last_committed(&self) -> Result<i64> {
         let seq: Option<Option<i64>> = live_event::Entity::find()

@@ -129,6 +129,14 @@ pub async fn workspace_events(
     let db = bus.db().clone();
     let head = bus.last_committed().await?;
     WorkspaceAccess::load(&db, &viewer, workspace_id).await?;
+    if let Some(after) = after
+        && !bus.still_kept(after).await?
+    {
+        return Err(Error::bad_input(
+            "after",
+            "the events after this cursor are no longer kept (7 days): reload, then subscribe without `after`",
+        ));
+    }
     let viewer_id = viewer.user_id();
     let mut feed = Feed::after(bus, Scope::Workspace(workspace_id), after.unwrap_or(head));
     let gate = Gate::new(bus, viewer, workspace_id);

@@ -479,3 +479,50 @@ async fn a_change_made_through_one_server_reaches_subscribers_of_another() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_cursor_older_than_the_kept_log_is_refused() {
+    use sea_orm::{ConnectionTrait, EntityTrait};
+    let app = TestApp::spawn().await;
+    let (alice, ws) = lab(&app).await;
+    app.job(&alice, &ws, 1).await;
+    let entries = entity::live_event::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    let oldest = entries.iter().filter_map(|e| e.seq).min().unwrap();
+    // What pruning does to entries older than the retention.
+    app.db
+        .execute_unprepared(&format!("DELETE FROM live_events WHERE seq <= {oldest}"))
+        .await
+        .unwrap();
+    let mut sub = Ws::connect(app.addr, Some(&alice.token)).await;
+    sub.subscribe(
+        "old",
+        EVENTS,
+        json!({ "ws": ws, "after": format!("ev{}", oldest - 1) }),
+    )
+    .await;
+    let refused = sub.message().await;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
+    // The oldest kept position still resumes: the grant was pruned, the job's events are kept.
+    sub.subscribe(
+        "kept",
+        EVENTS,
+        json!({ "ws": ws, "after": format!("ev{oldest}") }),
+    )
+    .await;
+    let replayed = loop {
+        let message = sub.message().await;
+        if message["id"] == "kept" {
+            break message;
+        }
+    };
+    assert_eq!(
+        replayed["payload"]["data"]["workspaceJobEvents"]["kind"], "CREATED",
+        "{replayed}"
+    );
+}
