@@ -35,6 +35,9 @@ use super::graphql::{MediaType, authenticate};
 /// The subprotocols, in order of preference.
 const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
 
+/// Bytes read from a socket at once.
+const READ_BUFFER: usize = 4096;
+
 /// Messages queued for one connection's socket.
 const OUTGOING: usize = 32;
 
@@ -69,7 +72,11 @@ pub(super) async fn upgrade(state: AppState, parts: &mut Parts) -> Response {
     let upgrade = upgrade
         .protocols(PROTOCOLS)
         .max_message_size(state.config.max_body_bytes)
-        .max_frame_size(state.config.max_body_bytes);
+        .max_frame_size(state.config.max_body_bytes)
+        // Client messages are small; the 128 KiB default buffer, allocated per connection,
+        // would dominate the memory of thousands of idle subscribers.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0);
     let protocol = match upgrade.selected_protocol().map(|p| p.as_bytes()) {
         Some(b"graphql-transport-ws") => Some(Protocol::TransportWs),
         Some(b"graphql-ws") => Some(Protocol::Legacy),
