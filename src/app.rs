@@ -39,6 +39,8 @@ pub struct AppState {
     pub standings: Arc<StandingCache>,
     /// Stored files: uploads, downloads and outputs.
     pub files: Arc<Files>,
+    /// Fans committed changes out to this process's subscriptions.
+    pub bus: crate::live::Bus,
 }
 
 impl AppState {
@@ -50,6 +52,9 @@ impl AppState {
         database_url: String,
         files: Files,
     ) -> Self {
+        // The bus reads the event log in the background, on a connection whose statements
+        // are not counted among the requests'.
+        let bus = crate::live::Bus::new(db.clone());
         let query_stats = crate::db::instrument(&mut db);
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
@@ -66,6 +71,7 @@ impl AppState {
             wake.clone(),
             tokens.clone(),
             standings.clone(),
+            bus.clone(),
         )
         .data(files.clone())
         .finish();
@@ -82,6 +88,7 @@ impl AppState {
             tokens,
             standings,
             files,
+            bus,
         }
     }
 }
@@ -143,6 +150,12 @@ impl App {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let router = crate::http::router(self.state.clone());
+        let listen_url = self
+            .state
+            .database_url
+            .starts_with("postgres")
+            .then(|| self.state.database_url.clone());
+        let bus = tokio::spawn(self.state.bus.clone().run(listen_url, shutdown.clone()));
         let worker = (self.state.config.workers > 0)
             .then(|| tokio::spawn(self.worker().run(shutdown.clone())));
         if let Some(requests) = self.state.files.take_download_requests() {
@@ -162,6 +175,7 @@ impl App {
         if let Some(worker) = worker {
             worker.await?;
         }
+        bus.await?;
         self.state.db.clone().close().await?;
         tracing::info!("stopped");
         Ok(())

@@ -121,6 +121,18 @@ pub struct ServerConfig {
     /// comma-separated IPs or CIDR blocks (`127.0.0.1,10.0.0.0/8`). Default: none.
     #[arg(long, env = "JOBGRAPH_FETCH_ALLOW", value_delimiter = ',')]
     pub fetch_allow: Vec<String>,
+
+    /// Seconds a websocket may stay open without `connection_init` (then closed with 4408).
+    #[arg(long, env = "JOBGRAPH_WS_INIT_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub ws_init_timeout_seconds: u64,
+
+    /// Seconds between the server's keepalive pings on a websocket.
+    #[arg(long, env = "JOBGRAPH_WS_KEEPALIVE_SECONDS", default_value_t = 15)]
+    pub ws_keepalive_seconds: u64,
+
+    /// Operations one websocket may run at once.
+    #[arg(long, env = "JOBGRAPH_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    pub ws_max_subscriptions: usize,
 }
 
 impl ServerConfig {
@@ -156,6 +168,9 @@ impl ServerConfig {
         // The multipart reader's whole-request limit is their product.
         if self.max_upload_files > 1000 || self.max_upload_bytes > 1 << 40 {
             bail!("--max-upload-files may be at most 1000 and --max-upload-bytes at most 1 TiB");
+        }
+        if self.ws_init_timeout_seconds == 0 || self.ws_keepalive_seconds == 0 {
+            bail!("--ws-init-timeout-seconds and --ws-keepalive-seconds must be at least 1");
         }
         if self.max_query_depth < 5 || self.max_query_complexity < 100 {
             bail!("--max-query-depth must be at least 5 and --max-query-complexity at least 100");

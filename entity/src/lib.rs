@@ -9,6 +9,7 @@ pub mod file;
 pub mod job;
 pub mod job_event;
 pub mod job_share;
+pub mod live_event;
 pub mod membership;
 pub mod user;
 pub mod workspace;

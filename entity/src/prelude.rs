@@ -7,6 +7,7 @@ pub use crate::file::Entity as File;
 pub use crate::job::Entity as Job;
 pub use crate::job_event::Entity as JobEvent;
 pub use crate::job_share::Entity as JobShare;
+pub use crate::live_event::Entity as LiveEvent;
 pub use crate::membership::Entity as Membership;
 pub use crate::user::Entity as User;
 pub use crate::workspace::Entity as Workspace;

@@ -79,6 +79,7 @@ pub async fn append(
             err.into()
         }
     })?;
+    crate::live::balance_moved(tx, workspace.id, workspace.credit_balance).await?;
     Ok((record, workspace))
 }
 

@@ -7,6 +7,7 @@ mod credits;
 mod files;
 mod job_actions;
 pub mod jobs;
+mod live;
 mod loaders;
 mod node;
 mod users;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::{Context, Data, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{Context, Data, MergedObject, MergedSubscription, Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
 
 use crate::access::Viewer;
@@ -43,7 +44,11 @@ pub struct Mutation(
     users::UsersMutation,
 );
 
-pub type AppSchema = Schema<Query, Mutation, EmptySubscription>;
+/// The subscription root.
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(live::LiveSubscription);
+
+pub type AppSchema = Schema<Query, Mutation, Subscription>;
 
 /// Builds the schema with the server's limits. `db` is shared by every request. The caller
 /// adds the remaining shared data (the file layer) and finishes it.
@@ -54,23 +59,33 @@ pub fn build(
     wake: Arc<tokio::sync::Notify>,
     tokens: Arc<crate::users::tokens::TokenCache>,
     standings: Arc<crate::access::StandingCache>,
-) -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(config.max_query_depth)
-        .limit_complexity(config.max_query_complexity)
-        .data(db)
-        .data(config)
-        .data(catalog)
-        .data(QueueSignal(wake))
-        .data(tokens)
-        .data(standings)
+    bus: crate::live::Bus,
+) -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .limit_depth(config.max_query_depth)
+    .limit_complexity(config.max_query_complexity)
+    .data(db)
+    .data(config)
+    .data(catalog)
+    .data(QueueSignal(wake))
+    .data(tokens)
+    .data(standings)
+    .data(bus)
 }
 
 /// The schema in SDL, as `schema.graphql` holds it.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .finish()
-        .sdl()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .finish()
+    .sdl()
 }
 
 /// A request's user loader.

@@ -16,13 +16,12 @@
 
 use std::str::FromStr as _;
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{ServerError, Variables};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Body;
-use axum::extract::{FromRequestParts as _, Request, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -30,7 +29,6 @@ use crate::access::Viewer;
 use crate::app::AppState;
 use crate::error::{Error, ErrorCode};
 use crate::graphql;
-use crate::users::tokens;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
@@ -349,7 +347,7 @@ async fn execute(
 pub async fn get_handler(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
     if parts.headers.contains_key(header::UPGRADE) {
-        return websocket(state, &mut parts).await;
+        return super::websocket::upgrade(state, &mut parts).await;
     }
     let wants_html = parts
         .headers
@@ -497,57 +495,6 @@ fn graphiql() -> Response {
     .into_response()
 }
 
-/// Reads `authorization` (any case) from a `connection_init` payload.
-fn bearer_from_init(payload: &Value) -> Option<String> {
-    let object = payload.as_object()?;
-    let value = object
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case("authorization"))?
-        .1
-        .as_str()?;
-    Some(
-        value
-            .strip_prefix("Bearer ")
-            .unwrap_or(value)
-            .trim()
-            .to_owned(),
-    )
-}
-
-/// Upgrades to a GraphQL websocket (`graphql-transport-ws` or the legacy `graphql-ws`).
-/// The token comes from the upgrade request's header or from `connection_init`.
-async fn websocket(state: AppState, parts: &mut Parts) -> Response {
-    let protocol = match GraphQLProtocol::from_request_parts(parts, &state).await {
-        Ok(protocol) => protocol,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let upgrade = match WebSocketUpgrade::from_request_parts(parts, &state).await {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let header_viewer = match authenticate(&state, &parts.headers, MediaType::Json).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
-    let schema = state.schema.clone();
-    let db = state.db.clone();
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let viewer = match bearer_from_init(&payload) {
-                        Some(secret) => tokens::authenticate(&db, &secret)
-                            .await
-                            .map_err(|err| async_graphql::Error::new(err.public_message()))?,
-                        None => header_viewer,
-                    };
-                    Ok(graphql::request_data(&db, viewer))
-                })
-                .serve()
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,18 +539,5 @@ mod tests {
             assert!(Params::from_json(body.clone()).is_err(), "{body} accepted");
         }
         assert!(Params::from_json(json!({"query": "{a}", "variables": null})).is_ok());
-    }
-
-    #[test]
-    fn a_connection_init_payload_carries_the_token() {
-        assert_eq!(
-            bearer_from_init(&json!({"Authorization": "Bearer jg_x"})).as_deref(),
-            Some("jg_x")
-        );
-        assert_eq!(
-            bearer_from_init(&json!({"authorization": "jg_y"})).as_deref(),
-            Some("jg_y")
-        );
-        assert_eq!(bearer_from_init(&json!({})), None);
     }
 }

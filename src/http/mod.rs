@@ -5,6 +5,7 @@ mod files;
 mod graphql;
 mod health;
 mod metrics;
+mod websocket;
 
 use axum::Router;
 use axum::routing::get;

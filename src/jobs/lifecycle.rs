@@ -1,12 +1,14 @@
 //! The one writer of a job's status. Every change goes through `transition`: the state machine
 //! is asked, the row is updated only if it still has the status (and attempt) the caller saw,
-//! the timeline gets its event and a due refund is booked, all in the caller's transaction.
+//! the timeline gets its event (and the live log its entry) and a due refund is booked, all in
+//! the caller's transaction.
 //! Two racing finishers therefore cannot both succeed, and a job is refunded at most once.
 
 use chrono::{DateTime, Utc};
 use entity::credit_transaction::TransactionKind;
 use entity::job::{self, JobStatus};
 use entity::job_event;
+use entity::live_event::LiveKind;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, DatabaseTransaction, EntityTrait,
     QueryFilter, Set,
@@ -53,7 +55,12 @@ pub async fn record_event(
     }
     .insert(tx)
     .await?;
-    Ok(())
+    let kind = if job.status == JobStatus::Pending {
+        LiveKind::Created
+    } else {
+        LiveKind::Updated
+    };
+    crate::live::job_changed(tx, job, kind).await
 }
 
 /// Moves `job` (as the caller last saw it) to `to`. CONFLICT if the state machine refuses, or

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use entity::credit_transaction::TransactionKind;
 use entity::job::{self, JobStatus, ParentKind, Visibility};
+use entity::live_event::LiveKind;
 use entity::{batch, job_share};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
@@ -566,7 +567,11 @@ pub async fn rename(
     let mut active = access.job.into_active_model();
     active.name = Set(name.to_owned());
     active.updated_at = Set(Utc::now());
-    Ok(active.update(db).await?)
+    let tx = db::begin_write(db).await?;
+    let job = active.update(&tx).await?;
+    crate::live::job_changed(&tx, &job, LiveKind::Updated).await?;
+    tx.commit().await?;
+    Ok(job)
 }
 
 /// Deletes a finished job with its timeline, shares and files (rows and stored bytes). Its
@@ -588,6 +593,7 @@ pub async fn delete(
     if deleted.rows_affected == 0 {
         return Err(Error::conflict("the job changed meanwhile; reload it"));
     }
+    crate::live::job_deleted(&tx, &access.job).await?;
     tx.commit().await?;
     files
         .delete_prefix(&files::job_prefix(access.job.workspace_id, id))
@@ -797,6 +803,7 @@ pub async fn set_sharing(
     active.visibility = Set(visibility);
     active.updated_at = Set(now);
     let job = active.update(&tx).await?;
+    crate::live::job_changed(&tx, &job, LiveKind::Updated).await?;
     tx.commit().await?;
     Ok(job)
 }

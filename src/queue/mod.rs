@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus};
+use entity::live_event::LiveKind;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
     FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
@@ -179,6 +180,8 @@ pub async fn report(
     };
     if stage.is_some() {
         lifecycle::record_event(&tx, &updated, None).await?;
+    } else {
+        crate::live::job_changed(&tx, &updated, LiveKind::Updated).await?;
     }
     tx.commit().await?;
     Ok(true)

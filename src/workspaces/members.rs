@@ -68,6 +68,7 @@ pub async fn add(
     }
     .insert(&tx)
     .await?;
+    crate::live::members_changed(&tx, workspace_id).await?;
     tx.commit().await?;
     Ok(membership)
 }
@@ -103,6 +104,7 @@ pub async fn change_role(
     let mut active = member.into_active_model();
     active.role = Set(role);
     let member = active.update(&tx).await?;
+    crate::live::members_changed(&tx, workspace_id).await?;
     tx.commit().await?;
     Ok(member)
 }
@@ -123,6 +125,7 @@ pub async fn remove(
         &format!("remove a {}", role_name(member.role)),
     )?;
     delete_member(&tx, member.clone()).await?;
+    crate::live::members_changed(&tx, workspace_id).await?;
     tx.commit().await?;
     Ok(member)
 }
@@ -141,6 +144,7 @@ pub async fn leave(
         .await?
         .ok_or(Error::NotFound("workspace"))?;
     delete_member(&tx, member.clone()).await?;
+    crate::live::members_changed(&tx, workspace_id).await?;
     tx.commit().await?;
     Ok(member)
 }

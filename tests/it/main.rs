@@ -8,6 +8,7 @@ mod http_spec;
 mod job_actions;
 mod job_history;
 mod jobs;
+mod live;
 mod members;
 mod schema;
 mod support;

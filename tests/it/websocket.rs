@@ -1,80 +1,205 @@
-//! GraphQL over websockets on `/graphql`, authenticated in `connection_init`.
+//! GraphQL over websockets on `/graphql`: both protocols, authentication, and every close code
+//! of `graphql-transport-ws`.
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use std::time::Duration;
+
+use serde_json::json;
 
 use crate::support::TestApp;
+use crate::support::ws::{Received, Ws};
 
-async fn connect(
-    app: &TestApp,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut request = format!("ws://{}/graphql", app.addr)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-    assert_eq!(
-        response.headers()["sec-websocket-protocol"],
-        "graphql-transport-ws"
-    );
-    socket
-}
-
-async fn next_json(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> Value {
-    loop {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
-            .await
-            .expect("a message within 10 s")
-            .expect("the socket stays open")
-            .unwrap();
-        match message {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Close(frame) => return json!({"closed": frame.map(|f| u16::from(f.code))}),
-            _ => continue,
-        }
-    }
-}
+const VIEWER_EMAIL: &str = "{ viewer { user { email } } }";
 
 #[tokio::test]
 async fn a_websocket_client_authenticates_in_connection_init_and_runs_an_operation() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice@lab.test").await;
-    let mut socket = connect(&app).await;
-    let init = json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {}", alice.token)}});
-    socket.send(Message::text(init.to_string())).await.unwrap();
-    assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
-    let subscribe = json!({"id": "1", "type": "subscribe", "payload": {"query": "{ viewer { user { email } } }"}});
-    socket
-        .send(Message::text(subscribe.to_string()))
-        .await
-        .unwrap();
-    let next = next_json(&mut socket).await;
-    assert_eq!(next["type"], "next");
-    assert_eq!(
-        next["payload"]["data"]["viewer"]["user"]["email"],
-        "alice@lab.test"
-    );
-    assert_eq!(next_json(&mut socket).await["type"], "complete");
+    let mut ws = Ws::connect(app.addr, Some(&alice.token)).await;
+    ws.subscribe("1", VIEWER_EMAIL, json!({})).await;
+    let data = ws.next_data("1").await;
+    assert_eq!(data["viewer"]["user"]["email"], "alice@lab.test");
+    assert_eq!(ws.message().await, json!({"type": "complete", "id": "1"}));
 }
 
 #[tokio::test]
-async fn a_websocket_with_a_bad_token_is_closed_without_an_ack() {
+async fn the_upgrade_requests_authorization_header_authenticates_too() {
     let app = TestApp::spawn().await;
-    let mut socket = connect(&app).await;
-    let init = json!({"type": "connection_init", "payload": {"authorization": "Bearer jg_wrong"}});
-    socket.send(Message::text(init.to_string())).await.unwrap();
-    let answer = next_json(&mut socket).await;
-    let code = answer["closed"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("expected a close, got {answer}"));
-    assert_ne!(code, 1000, "a refused connection is not a normal closure");
+    let alice = app.user("alice@lab.test").await;
+    let mut ws = Ws::open(app.addr, "graphql-transport-ws", Some(&alice.token)).await;
+    ws.init(None).await;
+    assert_eq!(ws.message().await["type"], "connection_ack");
+    ws.subscribe("1", VIEWER_EMAIL, json!({})).await;
+    assert_eq!(
+        ws.next_data("1").await["viewer"]["user"]["email"],
+        "alice@lab.test"
+    );
+
+    let refused = app
+        .client()
+        .get(app.url("/graphql"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-protocol", "graphql-transport-ws")
+        .bearer_auth("jg_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+}
+
+#[tokio::test]
+async fn a_refused_connection_init_closes_with_4403() {
+    let app = TestApp::spawn().await;
+    let mut ws = Ws::open(app.addr, "graphql-transport-ws", None).await;
+    ws.init(Some("jg_wrong")).await;
+    assert_eq!(ws.close_code().await, Some(4403));
+}
+
+#[tokio::test]
+async fn protocol_violations_close_with_their_codes() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+
+    // Malformed messages: 4400.
+    for bad in [
+        "not json".to_owned(),
+        json!({"no": "type"}).to_string(),
+        json!({"type": "bogus"}).to_string(),
+        json!({"type": "next", "id": "1", "payload": {}}).to_string(),
+    ] {
+        let mut ws = Ws::connect(app.addr, Some(&alice.token)).await;
+        ws.send_text(bad.clone()).await;
+        assert_eq!(ws.close_code().await, Some(4400), "{bad}");
+    }
+    let mut ws = Ws::connect(app.addr, Some(&alice.token)).await;
+    ws.send(json!({"id": "1", "type": "subscribe", "payload": {"variables": {}}}))
+        .await;
+    assert_eq!(ws.close_code().await, Some(4400));
+
+    // An operation before connection_ack: 4401.
+    let mut ws = Ws::open(app.addr, "graphql-transport-ws", None).await;
+    ws.subscribe("1", VIEWER_EMAIL, json!({})).await;
+    assert_eq!(ws.close_code().await, Some(4401));
+
+    // A second connection_init: 4429.
+    let mut ws = Ws::connect(app.addr, Some(&alice.token)).await;
+    ws.init(Some(&alice.token)).await;
+    assert_eq!(ws.close_code().await, Some(4429));
+
+    // An id that is still running: 4409.
+    let ws_id = app.workspace(&alice, "Lab").await;
+    let mut ws = Ws::connect(app.addr, Some(&alice.token)).await;
+    let counts = "subscription($ws: ID!) { jobCounts(workspaceId: $ws) { total } }";
+    ws.subscribe("dup", counts, json!({"ws": ws_id})).await;
+    assert_eq!(ws.next_data("dup").await["jobCounts"]["total"], 0);
+    ws.subscribe("dup", counts, json!({"ws": ws_id})).await;
+    assert_eq!(ws.close_code().await, Some(4409));
+
+    // Without a protocol we speak: 4406.
+    let mut ws = Ws::open(app.addr, "", None).await;
+    assert_eq!(ws.close_code().await, Some(4406));
+}
+
+#[tokio::test]
+async fn a_connection_without_connection_init_is_closed_with_4408() {
+    let app = TestApp::spawn_with(|config| config.server.ws_init_timeout_seconds = 1).await;
+    let mut ws = Ws::open(app.addr, "graphql-transport-ws", None).await;
+    let started = std::time::Instant::now();
+    assert_eq!(ws.close_code().await, Some(4408));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn pings_are_answered_and_the_server_keeps_the_connection_alive() {
+    let app = TestApp::spawn_with(|config| config.server.ws_keepalive_seconds = 1).await;
+    let mut ws = Ws::connect(app.addr, None).await;
+    ws.send(json!({"type": "ping"})).await;
+    assert_eq!(ws.message().await["type"], "pong");
+    ws.answer_pings = false;
+    assert_eq!(ws.message().await["type"], "ping");
+}
+
+#[tokio::test]
+async fn a_connection_runs_a_limited_number_of_operations_and_messages_are_capped() {
+    let app = TestApp::spawn_with(|config| {
+        config.server.ws_max_subscriptions = 1;
+        config.server.max_body_bytes = 2048;
+    })
+    .await;
+    let alice = app.user("alice@lab.test").await;
+    let ws_id = app.workspace(&alice, "Lab").await;
+    let mut ws = Ws::connect(app.addr, Some(&alice.token)).await;
+    let balance = "subscription($ws: ID!) { creditBalance(workspaceId: $ws) }";
+    ws.subscribe("a", balance, json!({"ws": ws_id})).await;
+    assert_eq!(ws.next_data("a").await["creditBalance"], 0);
+    ws.subscribe("b", balance, json!({"ws": ws_id})).await;
+    let refused = ws.message().await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["id"], "b");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "BAD_REQUEST");
+    // Once `a` completes, another operation may start.
+    ws.send(json!({"type": "complete", "id": "a"})).await;
+    ws.subscribe("c", balance, json!({"ws": ws_id})).await;
+    assert_eq!(ws.next_data("c").await["creditBalance"], 0);
+
+    ws.send_text(format!(
+        "{{\"type\":\"ping\",\"payload\":\"{}\"}}",
+        "x".repeat(4096)
+    ))
+    .await;
+    assert_eq!(ws.close_code().await, Some(1009));
+}
+
+#[tokio::test]
+async fn invalid_operations_are_answered_with_an_error_message() {
+    let app = TestApp::spawn().await;
+    let mut ws = Ws::connect(app.addr, None).await;
+    ws.subscribe("1", "subscription { nope }", json!({})).await;
+    let error = ws.message().await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["id"], "1");
+    assert!(error["payload"][0]["message"].is_string(), "{error}");
+    // The connection stays usable.
+    ws.subscribe("2", "{ tools { name } }", json!({})).await;
+    assert!(ws.next_data("2").await["tools"].is_array());
+}
+
+#[tokio::test]
+async fn the_legacy_graphql_ws_protocol_is_spoken_too() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws_id = app.workspace(&alice, "Lab").await;
+
+    let mut ws = Ws::open(app.addr, "graphql-ws", None).await;
+    ws.answer_pings = false;
+    ws.init(Some(&alice.token)).await;
+    assert_eq!(ws.message().await["type"], "connection_ack");
+    assert_eq!(ws.message().await["type"], "ka");
+    ws.send(json!({"id": "1", "type": "start", "payload": {"query": VIEWER_EMAIL}}))
+        .await;
+    let data = ws.message().await;
+    assert_eq!(data["type"], "data");
+    assert_eq!(
+        data["payload"]["data"]["viewer"]["user"]["email"],
+        "alice@lab.test"
+    );
+    assert_eq!(ws.message().await, json!({"type": "complete", "id": "1"}));
+
+    ws.send(json!({"id": "2", "type": "start", "payload": {
+        "query": "subscription($ws: ID!) { creditBalance(workspaceId: $ws) }",
+        "variables": {"ws": ws_id}}}))
+        .await;
+    assert_eq!(ws.message().await["payload"]["data"]["creditBalance"], 0);
+    ws.send(json!({"id": "2", "type": "stop"})).await;
+    app.grant(&ws_id, 10).await;
+    ws.silent_for(Duration::from_millis(500)).await;
+    ws.send(json!({"type": "connection_terminate"})).await;
+    assert_eq!(ws.close_code().await, Some(1000));
+
+    let mut ws = Ws::open(app.addr, "graphql-ws", None).await;
+    ws.init(Some("jg_wrong")).await;
+    assert_eq!(ws.message().await["type"], "connection_error");
+    assert!(matches!(ws.receive().await, Received::Closed(Some(4403))));
 }

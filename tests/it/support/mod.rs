@@ -6,6 +6,8 @@
 //! `TEST_S3_ENDPOINT` set (an S3-compatible server such as `moto_server`), to a freshly created
 //! bucket there.
 
+pub mod ws;
+
 use std::net::SocketAddr;
 
 use jobgraph::access::Viewer;

@@ -1,0 +1,60 @@
+//! One entry of the live event log: a change that subscribers are told about.
+
+use sea_orm::QueryOrder;
+use sea_orm::entity::prelude::*;
+
+use crate::job::JobStatus;
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum LiveKind {
+    /// A job was submitted.
+    #[sea_orm(string_value = "CREATED")]
+    Created,
+    /// A job's status, stage, progress, name or sharing changed.
+    #[sea_orm(string_value = "UPDATED")]
+    Updated,
+    /// A job was deleted; `data` keeps what filters need.
+    #[sea_orm(string_value = "DELETED")]
+    Deleted,
+    /// A ledger entry moved the balance; `data` holds it.
+    #[sea_orm(string_value = "CREDITS")]
+    Credits,
+    /// Someone joined, left or changed role: access must be checked again.
+    #[sea_orm(string_value = "MEMBERS")]
+    Members,
+}
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "live_events")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// The position in commit order, given at commit; the cursor of resumable subscriptions.
+    pub seq: Option<i64>,
+    pub workspace_id: Uuid,
+    pub job_id: Option<Uuid>,
+    pub kind: LiveKind,
+    /// The job's status, stage, progress and attempt as of this change.
+    pub status: Option<JobStatus>,
+    pub stage: Option<String>,
+    pub progress: Option<f64>,
+    pub attempt: Option<i32>,
+    pub data: Option<Json>,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+impl Entity {
+    /// The entries committed after `seq`, in commit order.
+    pub fn find_after(seq: i64) -> Select<Entity> {
+        Self::find()
+            .filter(Column::Seq.gt(seq))
+            .order_by_asc(Column::Seq)
+    }
+}

@@ -1,0 +1,427 @@
+//! GraphQL over websockets on `/graphql`, in both protocols clients speak:
+//! `graphql-transport-ws` (the graphql-ws library, Apollo Client, urql, Python gql) and the
+//! legacy `graphql-ws` of subscriptions-transport-ws.
+//!
+//! The connection is handled as the graphql-ws library's server does: 4400 closes on a
+//! malformed message, 4401 on an operation before `connection_ack`, 4403 when
+//! `connection_init` is refused, 4408 when it does not come in time, 4409 on an operation id
+//! already running, 4429 on a second `connection_init`, 4406 without a protocol we speak. The
+//! server pings (`ping`, or `ka` for the legacy protocol) to keep proxies from closing an idle
+//! connection. Each connection runs at most `--ws-max-subscriptions` operations, and messages
+//! are at most `--max-body-bytes` (a larger one closes with 1009).
+//!
+//! Each operation runs in its own task and writes through a small queue: a client that reads
+//! slowly holds up only its own operations, whose live feeds then read the event log instead.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::{FromRequestParts as _, WebSocketUpgrade};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::access::Viewer;
+use crate::app::AppState;
+use crate::graphql;
+use crate::users::tokens;
+
+use super::graphql::{MediaType, authenticate};
+
+/// The subprotocols, in order of preference.
+const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
+
+/// Bytes read from a socket at once.
+const READ_BUFFER: usize = 4096;
+
+/// Messages queued for one connection's socket.
+const OUTGOING: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// `graphql-transport-ws`.
+    TransportWs,
+    /// `graphql-ws`, of subscriptions-transport-ws.
+    Legacy,
+}
+
+impl Protocol {
+    fn next_type(self) -> &'static str {
+        match self {
+            Protocol::TransportWs => "next",
+            Protocol::Legacy => "data",
+        }
+    }
+}
+
+/// Upgrades `GET /graphql` to a GraphQL websocket. A bad token in the upgrade request's
+/// `Authorization` header is refused with 401 before the upgrade.
+pub(super) async fn upgrade(state: AppState, parts: &mut Parts) -> Response {
+    let upgrade = match WebSocketUpgrade::from_request_parts(parts, &state).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let header_viewer = match authenticate(&state, &parts.headers, MediaType::Json).await {
+        Ok(viewer) => viewer,
+        Err(response) => return response,
+    };
+    let upgrade = upgrade
+        .protocols(PROTOCOLS)
+        .max_message_size(state.config.max_body_bytes)
+        .max_frame_size(state.config.max_body_bytes)
+        // Client messages are small; the 128 KiB default buffer, allocated per connection,
+        // would dominate the memory of thousands of idle subscribers.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0);
+    let protocol = match upgrade.selected_protocol().map(|p| p.as_bytes()) {
+        Some(b"graphql-transport-ws") => Some(Protocol::TransportWs),
+        Some(b"graphql-ws") => Some(Protocol::Legacy),
+        _ => None,
+    };
+    upgrade.on_upgrade(move |mut socket| async move {
+        match protocol {
+            Some(protocol) => {
+                Connection::new(state, protocol, header_viewer)
+                    .serve(socket)
+                    .await
+            }
+            None => {
+                close(&mut socket, 4406, "Subprotocol not acceptable").await;
+            }
+        }
+    })
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+/// Why the connection ends.
+struct Closing(u16, String);
+
+fn closing(code: u16, reason: impl Into<String>) -> Closing {
+    Closing(code, reason.into())
+}
+
+struct Connection {
+    state: AppState,
+    protocol: Protocol,
+    header_viewer: Viewer,
+    /// Set once `connection_init` was received; the viewer once acknowledged.
+    initialised: bool,
+    viewer: Option<Viewer>,
+    operations: HashMap<String, AbortHandle>,
+    /// Answers to the client's messages, written before anything queued.
+    replies: Vec<Value>,
+    outgoing: mpsc::Sender<Message>,
+    queued: Option<mpsc::Receiver<Message>>,
+}
+
+impl Connection {
+    fn new(state: AppState, protocol: Protocol, header_viewer: Viewer) -> Self {
+        let (outgoing, queued) = mpsc::channel(OUTGOING);
+        Connection {
+            state,
+            protocol,
+            header_viewer,
+            initialised: false,
+            viewer: None,
+            operations: HashMap::new(),
+            replies: Vec::new(),
+            outgoing,
+            queued: Some(queued),
+        }
+    }
+
+    async fn serve(mut self, mut socket: WebSocket) {
+        let mut queued = self.queued.take().expect("served once");
+        let config = self.state.config.clone();
+        let init_deadline = tokio::time::sleep(Duration::from_secs(config.ws_init_timeout_seconds));
+        tokio::pin!(init_deadline);
+        let period = Duration::from_secs(config.ws_keepalive_seconds);
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let stopping = self.state.bus.stopping();
+        let outcome = loop {
+            tokio::select! {
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        let received = self.receive(text.as_str()).await;
+                        let mut sent = true;
+                        for reply in std::mem::take(&mut self.replies) {
+                            sent = sent && socket.send(Message::text(reply.to_string())).await.is_ok();
+                        }
+                        match received {
+                            Err(closing) => break Some(closing),
+                            Ok(()) if !sent => break None,
+                            Ok(()) => {}
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        break Some(closing(4400, "Invalid message received: binary frames are not GraphQL messages"));
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Err(err)) => {
+                        let reason = err.to_string();
+                        if reason.contains("too long") || reason.contains("too big") {
+                            break Some(closing(1009, "Message too big"));
+                        }
+                        break None;
+                    }
+                },
+                Some(message) = queued.recv() => {
+                    if socket.send(message).await.is_err() {
+                        break None;
+                    }
+                }
+                _ = &mut init_deadline, if !self.initialised => {
+                    break Some(closing(4408, "Connection initialisation timeout"));
+                }
+                _ = keepalive.tick(), if self.viewer.is_some() => {
+                    let ping = match self.protocol {
+                        Protocol::TransportWs => json!({"type": "ping"}),
+                        Protocol::Legacy => json!({"type": "ka"}),
+                    };
+                    if socket.send(Message::text(ping.to_string())).await.is_err() {
+                        break None;
+                    }
+                }
+                _ = stopping.cancelled() => break Some(closing(1001, "The server is stopping")),
+            }
+        };
+        for (_, operation) in self.operations.drain() {
+            operation.abort();
+        }
+        if let Some(Closing(code, reason)) = outcome {
+            close(&mut socket, code, &reason).await;
+        }
+    }
+
+    /// Handles one text message; `Err` closes the connection.
+    async fn receive(&mut self, text: &str) -> Result<(), Closing> {
+        let invalid = |why: &str| closing(4400, format!("Invalid message received: {why}"));
+        let message: Map<String, Value> = match serde_json::from_str(text) {
+            Ok(Value::Object(message)) => message,
+            _ => return Err(invalid("not a JSON object")),
+        };
+        let Some(kind) = message.get("type").and_then(Value::as_str) else {
+            return Err(invalid("no `type`"));
+        };
+        let id = message.get("id");
+        match (self.protocol, kind) {
+            (_, "connection_init") => self.init(message.get("payload")).await,
+            (Protocol::TransportWs, "ping") => {
+                self.replies.push(json!({"type": "pong"}));
+                Ok(())
+            }
+            (Protocol::TransportWs, "pong") => Ok(()),
+            (Protocol::TransportWs, "subscribe") | (Protocol::Legacy, "start") => {
+                let Some(id) = id.and_then(Value::as_str).filter(|id| !id.is_empty()) else {
+                    return Err(invalid("an operation needs an `id`"));
+                };
+                let Some(payload) = message.get("payload").and_then(Value::as_object) else {
+                    return Err(invalid("an operation needs a `payload` object"));
+                };
+                let request = request(payload).map_err(|why| invalid(&why))?;
+                self.start(id.to_owned(), request).await
+            }
+            (Protocol::TransportWs, "complete") | (Protocol::Legacy, "stop") => {
+                let Some(id) = id.and_then(Value::as_str) else {
+                    return Err(invalid("`complete` needs an `id`"));
+                };
+                if let Some(operation) = self.operations.remove(id) {
+                    operation.abort();
+                }
+                Ok(())
+            }
+            (Protocol::Legacy, "connection_terminate") => Err(closing(1000, "Normal Closure")),
+            (_, other) => Err(invalid(&format!("unexpected message type `{other}`"))),
+        }
+    }
+
+    async fn init(&mut self, payload: Option<&Value>) -> Result<(), Closing> {
+        if self.initialised {
+            return Err(closing(4429, "Too many initialisation requests"));
+        }
+        self.initialised = true;
+        let secret = payload.and_then(bearer_from_init);
+        let viewer = match secret {
+            Some(secret) => match tokens::authenticate(&self.state.db, &secret).await {
+                Ok(viewer) => viewer,
+                Err(err) => {
+                    if self.protocol == Protocol::Legacy {
+                        self.replies.push(json!({
+                            "type": "connection_error",
+                            "payload": {"message": err.public_message()},
+                        }));
+                    }
+                    return Err(closing(4403, "Forbidden"));
+                }
+            },
+            None => self.header_viewer.clone(),
+        };
+        self.viewer = Some(viewer);
+        self.replies.push(json!({"type": "connection_ack"}));
+        if self.protocol == Protocol::Legacy {
+            self.replies.push(json!({"type": "ka"}));
+        }
+        Ok(())
+    }
+
+    async fn start(
+        &mut self,
+        id: String,
+        mut request: async_graphql::Request,
+    ) -> Result<(), Closing> {
+        let Some(viewer) = self.viewer.clone() else {
+            return Err(closing(4401, "Unauthorized"));
+        };
+        self.operations
+            .retain(|_, operation| !operation.is_finished());
+        if self.operations.contains_key(&id) {
+            return Err(closing(4409, format!("Subscriber for {id} already exists")));
+        }
+        let protocol = self.protocol;
+        if self.operations.len() >= self.state.config.ws_max_subscriptions {
+            let error = json!({
+                "message": format!(
+                    "a connection runs at most {} operations at once",
+                    self.state.config.ws_max_subscriptions
+                ),
+                "extensions": {"code": "BAD_REQUEST"},
+            });
+            let payload = match protocol {
+                Protocol::TransportWs => json!([error]),
+                Protocol::Legacy => error,
+            };
+            self.replies
+                .push(json!({"type": "error", "id": id, "payload": payload}));
+            return Ok(());
+        }
+        request.data = graphql::request_data(&self.state.db, viewer);
+        let schema = self.state.schema.clone();
+        let outgoing = self.outgoing.clone();
+        let operation_id = id.clone();
+        let task = tokio::spawn(async move {
+            let mut responses = std::pin::pin!(schema.execute_stream(request));
+            let mut first = true;
+            while let Some(response) = responses.next().await {
+                let is_request_error = first
+                    && response.data == async_graphql::Value::Null
+                    && !response.errors.is_empty()
+                    && response.errors.iter().all(|error| error.path.is_empty());
+                first = false;
+                let message = if is_request_error {
+                    let payload = match protocol {
+                        Protocol::TransportWs => json!(response.errors),
+                        Protocol::Legacy => json!(response.errors.first()),
+                    };
+                    json!({"type": "error", "id": operation_id, "payload": payload})
+                } else {
+                    json!({"type": protocol.next_type(), "id": operation_id, "payload": response})
+                };
+                if outgoing
+                    .send(Message::text(message.to_string()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if is_request_error {
+                    return;
+                }
+            }
+            let complete = json!({"type": "complete", "id": operation_id});
+            let _ = outgoing.send(Message::text(complete.to_string())).await;
+        });
+        self.operations.insert(id, task.abort_handle());
+        Ok(())
+    }
+}
+
+/// Reads an operation from a `subscribe` (or `start`) payload.
+fn request(payload: &Map<String, Value>) -> Result<async_graphql::Request, String> {
+    let Some(query) = payload.get("query").and_then(Value::as_str) else {
+        return Err("the payload needs a `query` string".into());
+    };
+    let mut request = async_graphql::Request::new(query);
+    match payload.get("operationName") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(name)) => request = request.operation_name(name),
+        Some(_) => return Err("`operationName` must be a string".into()),
+    }
+    match payload.get("variables") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(variables)) => {
+            request = request.variables(async_graphql::Variables::from_json(Value::Object(
+                variables.clone(),
+            )));
+        }
+        Some(_) => return Err("`variables` must be a map".into()),
+    }
+    if let Some(Value::Object(extensions)) = payload.get("extensions") {
+        for (key, value) in extensions {
+            if let Ok(value) = async_graphql::Value::from_json(value.clone()) {
+                request.extensions.insert(key.clone(), value);
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// Reads `authorization` (any case) from a `connection_init` payload.
+fn bearer_from_init(payload: &Value) -> Option<String> {
+    let object = payload.as_object()?;
+    let value = object
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case("authorization"))?
+        .1
+        .as_str()?;
+    Some(
+        value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .unwrap_or(value)
+            .trim()
+            .to_owned(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_init_payload_carries_the_token() {
+        assert_eq!(
+            bearer_from_init(&json!({"Authorization": "Bearer jg_x"})).as_deref(),
+            Some("jg_x")
+        );
+        assert_eq!(
+            bearer_from_init(&json!({"authorization": "jg_y"})).as_deref(),
+            Some("jg_y")
+        );
+        assert_eq!(bearer_from_init(&json!({})), None);
+    }
+
+    #[test]
+    fn operations_need_a_query_and_well_typed_parameters() {
+        assert!(request(json!({"query": "{a}"}).as_object().unwrap()).is_ok());
+        for bad in [
+            json!({}),
+            json!({"query": 1}),
+            json!({"query": "{a}", "variables": []}),
+            json!({"query": "{a}", "operationName": 2}),
+        ] {
+            assert!(request(bad.as_object().unwrap()).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Live updates: the event log every writer appends to inside its transaction, and the bus
+//! that tails the log and fans each committed entry out to this process's subscribers.
+//!
+//! Writers call `job_changed`, `job_deleted`, `balance_moved` or `members_changed` in the
+//! transaction that makes the change, so an entry exists exactly when the change committed.
+//! Entries get their `seq` in commit order (see the migration), which makes `seq` a cursor:
+//! "everything after n" is a plain range read, on any node. The bus of each API process reads
+//! new entries when woken (PostgreSQL `NOTIFY jobgraph_live`, sent by the log's trigger at
+//! commit; on SQLite, an in-process wake after which it queues behind the writer) and at least
+//! every second, loads the jobs they name once, and broadcasts them. A notification carries no
+//! payload, so PostgreSQL's 8 KB limit never applies.
+
+pub mod feed;
+pub mod subscriptions;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use entity::job;
+use entity::live_event;
+pub use entity::live_event::LiveKind;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, Set,
+};
+use serde_json::json;
+use tokio::sync::{Notify, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::access::{self, Standing, Viewer};
+use crate::error::Result;
+
+/// The PostgreSQL channel on which the log's trigger announces committed entries.
+pub const CHANNEL: &str = "jobgraph_live";
+
+/// Entries read from the log at once.
+const BATCH: u64 = 500;
+
+/// Entries a subscriber may fall behind before it reads the log itself instead.
+const BUFFER: usize = 4096;
+
+/// How long entries are kept for resuming subscriptions.
+const RETENTION: chrono::Duration = chrono::Duration::days(7);
+
+/// Wakes the buses of this process after a SQLite write (PostgreSQL wakes them by NOTIFY).
+static LOCAL_WAKE: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
+
+async fn append(tx: &DatabaseTransaction, entry: live_event::ActiveModel) -> Result<()> {
+    entry.insert(tx).await?;
+    if tx.get_database_backend() == DatabaseBackend::Sqlite {
+        // The bus takes the write lock before reading, so it reads after this commits.
+        LOCAL_WAKE.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    Ok(())
+}
+
+fn entry(workspace_id: Uuid, job_id: Option<Uuid>, kind: LiveKind) -> live_event::ActiveModel {
+    live_event::ActiveModel {
+        seq: Set(None),
+        workspace_id: Set(workspace_id),
+        job_id: Set(job_id),
+        kind: Set(kind),
+        status: Set(None),
+        stage: Set(None),
+        progress: Set(None),
+        attempt: Set(None),
+        data: Set(None),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    }
+}
+
+/// Records that a job was created or changed, as it now is.
+pub async fn job_changed(tx: &DatabaseTransaction, job: &job::Model, kind: LiveKind) -> Result<()> {
+    let mut entry = entry(job.workspace_id, Some(job.id), kind);
+    entry.status = Set(Some(job.status));
+    entry.stage = Set(job.stage.clone());
+    entry.progress = Set(Some(job.progress));
+    entry.attempt = Set(Some(job.attempt));
+    append(tx, entry).await
+}
+
+/// Records that a job was deleted, keeping what subscription filters look at.
+pub async fn job_deleted(tx: &DatabaseTransaction, job: &job::Model) -> Result<()> {
+    let mut entry = entry(job.workspace_id, Some(job.id), LiveKind::Deleted);
+    entry.status = Set(Some(job.status));
+    entry.data = Set(Some(json!({
+        "name": job.name,
+        "tool": job.tool,
+        "submitterId": job.submitter_id,
+        "batchId": job.batch_id,
+        "createdAt": job.created_at,
+    })));
+    append(tx, entry).await
+}
+
+/// Records a workspace's balance after a ledger entry.
+pub async fn balance_moved(
+    tx: &DatabaseTransaction,
+    workspace_id: Uuid,
+    balance: i64,
+) -> Result<()> {
+    let mut entry = entry(workspace_id, None, LiveKind::Credits);
+    entry.data = Set(Some(json!({ "balance": balance })));
+    append(tx, entry).await
+}
+
+/// Records that a workspace's members changed, so subscribers check their access again.
+pub async fn members_changed(tx: &DatabaseTransaction, workspace_id: Uuid) -> Result<()> {
+    append(tx, entry(workspace_id, None, LiveKind::Members)).await
+}
+
+/// A committed entry, with the job it names as it is now (none when deleted).
+#[derive(Debug)]
+pub struct Event {
+    pub entry: live_event::Model,
+    pub job: Option<Arc<job::Model>>,
+}
+
+impl Event {
+    pub fn seq(&self) -> i64 {
+        self.entry.seq.unwrap_or_default()
+    }
+
+    /// The job with the status, stage, progress and attempt of this entry: a subscriber that
+    /// reads late still sees every status in order.
+    pub fn job_as_of_entry(&self) -> Option<job::Model> {
+        let mut job = self.job.as_deref()?.clone();
+        let entry = &self.entry;
+        if let Some(status) = entry.status {
+            job.status = status;
+        }
+        job.stage = entry.stage.clone();
+        if let Some(progress) = entry.progress {
+            job.progress = progress;
+        }
+        if let Some(attempt) = entry.attempt {
+            job.attempt = attempt;
+        }
+        Some(job)
+    }
+}
+
+/// Loads the jobs that `entries` name, once each.
+pub async fn resolve(
+    db: &impl ConnectionTrait,
+    entries: Vec<live_event::Model>,
+) -> Result<Vec<Arc<Event>>> {
+    let ids: Vec<Uuid> = entries
+        .iter()
+        .filter(|e| matches!(e.kind, LiveKind::Created | LiveKind::Updated))
+        .filter_map(|e| e.job_id)
+        .collect();
+    let mut jobs: HashMap<Uuid, Arc<job::Model>> = HashMap::new();
+    for chunk in ids.chunks(500) {
+        for job in job::Entity::find()
+            .filter(job::Column::Id.is_in(chunk.iter().copied()))
+            .all(db)
+            .await?
+        {
+            jobs.insert(job.id, Arc::new(job));
+        }
+    }
+    Ok(entries
+        .into_iter()
+        .map(|entry| {
+            let job = match entry.kind {
+                LiveKind::Created | LiveKind::Updated => {
+                    entry.job_id.and_then(|id| jobs.get(&id).cloned())
+                }
+                _ => None,
+            };
+            Arc::new(Event { entry, job })
+        })
+        .collect())
+}
+
+/// This process's fan-out of committed entries.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    sender: broadcast::Sender<Arc<Event>>,
+    /// The last `seq` broadcast.
+    head: AtomicI64,
+    wake: Notify,
+    /// Cancelled when the server stops: subscriptions end and websockets close.
+    stopping: CancellationToken,
+    standings: Mutex<Standings>,
+}
+
+/// Subscribers' standings in workspaces, shared by all subscriptions of this process and
+/// trusted for a second at most. A member change clears them all before it is broadcast, and
+/// a standing read before a clear is not stored after it.
+#[derive(Default)]
+struct Standings {
+    generation: u64,
+    entries: HashMap<(Option<Uuid>, Uuid), (Standing, Instant)>,
+}
+
+/// How long a subscriber's standing is trusted without a member change.
+const STANDING_TTL: Duration = Duration::from_secs(1);
+
+impl Bus {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Bus {
+            inner: Arc::new(Inner {
+                db,
+                sender: broadcast::channel(BUFFER).0,
+                head: AtomicI64::new(0),
+                wake: Notify::new(),
+                stopping: CancellationToken::new(),
+                standings: Mutex::default(),
+            }),
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    /// A receiver of every entry broadcast from now on, and the last `seq` broadcast before.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<Event>>, i64) {
+        let receiver = self.inner.sender.subscribe();
+        (receiver, self.head())
+    }
+
+    /// The last `seq` broadcast; entries after it are still to come.
+    pub fn head(&self) -> i64 {
+        self.inner.head.load(Ordering::Acquire)
+    }
+
+    /// The viewer's current standing in a workspace.
+    pub async fn standing(&self, viewer: &Viewer, workspace_id: Uuid) -> Result<Standing> {
+        let key = (viewer.user_id(), workspace_id);
+        let generation = {
+            let standings = self.standings();
+            match standings.entries.get(&key) {
+                Some((standing, at)) if at.elapsed() < STANDING_TTL => return Ok(*standing),
+                _ => standings.generation,
+            }
+        };
+        let standing = access::standing(self.db(), viewer, workspace_id).await?;
+        let mut standings = self.standings();
+        if standings.generation == generation {
+            if standings.entries.len() > 100_000 {
+                standings.entries.clear();
+            }
+            standings.entries.insert(key, (standing, Instant::now()));
+        }
+        Ok(standing)
+    }
+
+    fn standings(&self) -> std::sync::MutexGuard<'_, Standings> {
+        self.inner
+            .standings
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn forget_standings(&self) {
+        let mut standings = self.standings();
+        standings.generation += 1;
+        standings.entries.clear();
+    }
+
+    /// Cancelled when the server stops.
+    pub fn stopping(&self) -> CancellationToken {
+        self.inner.stopping.clone()
+    }
+
+    /// Subscribers of this process.
+    pub fn subscribers(&self) -> usize {
+        self.inner.sender.receiver_count()
+    }
+
+    /// Tails the log until `shutdown`: wakes on notifications (PostgreSQL, when
+    /// `listen_url` is given), on local writes (SQLite) and every second.
+    pub async fn run(self, listen_url: Option<String>, shutdown: CancellationToken) {
+        let stopping = self.inner.stopping.clone();
+        let _stopping = stopping.drop_guard();
+        let start = loop {
+            match self.last_committed().await {
+                Ok(seq) => break seq,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading the live event log failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        self.inner.head.store(start, Ordering::Release);
+        if let Some(url) = listen_url {
+            tokio::spawn(listen(url, self.clone(), shutdown.clone()));
+        }
+        let mut local = LOCAL_WAKE.subscribe();
+        let mut last_prune = std::time::Instant::now();
+        while !shutdown.is_cancelled() {
+            if let Err(err) = self.drain().await {
+                tracing::warn!(error = %err, "reading the live event log failed");
+            }
+            if last_prune.elapsed() > Duration::from_secs(3600) {
+                last_prune = std::time::Instant::now();
+                if let Err(err) = prune(self.db()).await {
+                    tracing::warn!(error = %err, "pruning the live event log failed");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.inner.wake.notified() => {}
+                _ = local.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Whether the log still holds every entry after `seq`: older ones are pruned.
+    pub async fn still_kept(&self, seq: i64) -> Result<bool> {
+        let oldest: Option<Option<i64>> = live_event::Entity::find()
+            .select_only()
+            .column_as(live_event::Column::Seq.min(), "seq")
+            .into_tuple()
+            .one(self.db())
+            .await?;
+        Ok(oldest.flatten().is_none_or(|oldest| seq + 1 >= oldest))
+    }
+
+    /// The last `seq` committed: everything up to it is visible to a read that starts now.
+    pub async fn last_committed(&self) -> Result<i64> {
+        let seq: Option<Option<i64>> = live_event::Entity::find()
+            .select_only()
+            .column_as(live_event::Column::Seq.max(), "seq")
+            .into_tuple()
+            .one(self.db())
+            .await?;
+        Ok(seq.flatten().unwrap_or(0))
+    }
+
+    /// Broadcasts every entry committed after the head.
+    async fn drain(&self) -> Result<()> {
+        loop {
+            let head = self.head();
+            let entries = self.read_after(head).await?;
+            let full = entries.len() as u64 == BATCH;
+            if entries.is_empty() {
+                return Ok(());
+            }
+            for event in resolve(self.db(), entries).await? {
+                let seq = event.seq();
+                if event.entry.kind == LiveKind::Members {
+                    self.forget_standings();
+                }
+                // No receivers is not an error: nobody listens yet.
+                let _ = self.inner.sender.send(event);
+                self.inner.head.store(seq, Ordering::Release);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn read_after(&self, head: i64) -> Result<Vec<live_event::Model>> {
+        let select = live_event::Entity::find_after(head).limit(BATCH);
+        if self.db().get_database_backend() == DatabaseBackend::Sqlite {
+            // Queue behind the writer that woke us, so that its entries are committed.
+            let tx = crate::db::begin_write(self.db()).await?;
+            let entries = select.all(&tx).await?;
+            tx.commit().await?;
+            Ok(entries)
+        } else {
+            Ok(select.all(self.db()).await?)
+        }
+    }
+}
+
+/// Wakes `bus` on every notification of the log's trigger, reconnecting after failures; the
+/// bus's one-second poll covers the gaps.
+async fn listen(url: String, bus: Bus, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let once = async {
+            let mut listener = sea_orm::sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(CHANNEL).await?;
+            bus.inner.wake.notify_one();
+            loop {
+                listener.recv().await?;
+                bus.inner.wake.notify_one();
+            }
+            #[expect(unreachable_code, reason = "gives the async block its error type")]
+            Ok::<(), sea_orm::sqlx::Error>(())
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            Err(err) = once => {
+                tracing::warn!(error = %err, "listening for live events failed; retrying");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn prune(db: &DatabaseConnection) -> Result<()> {
+    live_event::Entity::delete_many()
+        .filter(live_event::Column::CreatedAt.lt(Utc::now() - RETENTION))
+        .exec(db)
+        .await?;
+    Ok(())
+}

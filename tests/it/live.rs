@@ -1,0 +1,558 @@
+//! Live updates: subscriptions over a real websocket, their access checks, resuming from a
+//! cursor, and events crossing server processes.
+
+use std::time::Duration;
+
+use entity::job::JobStatus;
+use jobgraph::jobs::lifecycle::Change;
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+use crate::support::ws::{Received, Ws};
+
+const JOB_UPDATED: &str =
+    "subscription($id: ID!) { jobUpdated(id: $id) { id name status stage progress result } }";
+const EVENTS: &str = "subscription($ws: ID!, $filter: JobFilterInput, $after: String) {
+  workspaceJobEvents(workspaceId: $ws, filter: $filter, after: $after) {
+    cursor kind jobId status job { id status name } } }";
+
+async fn rename(app: &TestApp, token: &str, id: &str, name: &str) {
+    app.ok(
+        Some(token),
+        "mutation($id: ID!, $name: String!) { renameJob(input: {jobId: $id, name: $name}) { job { id } } }",
+        json!({ "id": id, "name": name }),
+    )
+    .await;
+}
+
+async fn cancel(app: &TestApp, token: &str, id: &str) {
+    app.ok(
+        Some(token),
+        "mutation($id: ID!) { cancelJob(input: {jobId: $id}) { job { id } } }",
+        json!({ "id": id }),
+    )
+    .await;
+}
+
+async fn delete(app: &TestApp, token: &str, id: &str) {
+    app.ok(
+        Some(token),
+        "mutation($id: ID!) { deleteJob(input: {jobId: $id}) { deletedJobId } }",
+        json!({ "id": id }),
+    )
+    .await;
+}
+
+/// A workspace of Alice's with 100 credits.
+async fn lab(app: &TestApp) -> (crate::support::TestUser, String) {
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "Lab").await;
+    app.grant(&ws, 100).await;
+    (alice, ws)
+}
+
+/// A cursor at the end of the log: subscribing after it sees exactly what happens from now,
+/// however long the subscription takes to start.
+async fn now_cursor(app: &TestApp) -> String {
+    use sea_orm::{ColumnTrait, EntityTrait, QuerySelect};
+    let last: Option<Option<i64>> = entity::live_event::Entity::find()
+        .select_only()
+        .column_as(entity::live_event::Column::Seq.max(), "seq")
+        .into_tuple()
+        .one(&app.db)
+        .await
+        .unwrap();
+    format!("ev{}", last.flatten().unwrap_or(0))
+}
+
+fn id_of(job: &Value) -> String {
+    job["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_job_subscription_starts_with_the_current_state_and_follows_every_change() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = lab(&app).await;
+    let job = id_of(&app.job(&alice, &ws, 1).await);
+    let mut sub = Ws::connect(app.addr, Some(&alice.token)).await;
+    sub.subscribe("j", JOB_UPDATED, json!({ "id": job })).await;
+    assert_eq!(sub.next_data("j").await["jobUpdated"]["status"], "QUEUED");
+
+    app.drive(&job, JobStatus::Processing, Change::default())
+        .await
+        .unwrap();
+    let done = Change {
+        result: Some(json!({"answer": 42})),
+        ..Default::default()
+    };
+    app.drive(&job, JobStatus::Completed, done).await.unwrap();
+    rename(&app, &alice.token, &job, "Renamed").await;
+
+    // Every status, in order. Fields other than status, stage, progress and attempt are the
+    // job's as the server read it, so the rename may show on earlier updates, and it may come
+    // with the COMPLETED update (updates of one status are coalesced).
+    let mut updates = Vec::new();
+    while updates
+        .last()
+        .is_none_or(|job: &Value| job["name"] != "Renamed" || job["status"] != "COMPLETED")
+    {
+        updates.push(sub.next_data("j").await["jobUpdated"].clone());
+    }
+    let statuses: Vec<&Value> = updates.iter().map(|job| &job["status"]).collect();
+    assert_eq!(statuses[0], "PROCESSING");
+    assert!(
+        statuses[1..].iter().all(|s| *s == "COMPLETED"),
+        "{statuses:?}"
+    );
+    let completed = updates.last().unwrap();
+    assert_eq!(completed["progress"], 1.0);
+    assert_eq!(completed["result"], json!({"answer": 42}));
+
+    // A late subscriber still sees the final status first.
+    let mut late = Ws::connect(app.addr, Some(&alice.token)).await;
+    late.subscribe("j", JOB_UPDATED, json!({ "id": job })).await;
+    assert_eq!(
+        late.next_data("j").await["jobUpdated"]["status"],
+        "COMPLETED"
+    );
+
+    // Deleting the job completes both subscriptions.
+    delete(&app, &alice.token, &job).await;
+    assert_eq!(sub.message().await, json!({"type": "complete", "id": "j"}));
+    assert_eq!(late.message().await, json!({"type": "complete", "id": "j"}));
+}
+
+#[tokio::test]
+async fn progress_reported_by_a_running_job_reaches_its_subscribers() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = lab(&app).await;
+    let job = id_of(&app.job(&alice, &ws, 1).await);
+    let model = app
+        .drive(&job, JobStatus::Processing, Change::default())
+        .await
+        .unwrap();
+    let mut sub = Ws::connect(app.addr, Some(&alice.token)).await;
+    sub.subscribe("j", JOB_UPDATED, json!({ "id": job })).await;
+    assert_eq!(
+        sub.next_data("j").await["jobUpdated"]["status"],
+        "PROCESSING"
+    );
+    assert!(
+        jobgraph::queue::report(&app.db, &model, Some(0.5), Some("Aligning"))
+            .await
+            .unwrap()
+    );
+    let update = sub.next_data("j").await["jobUpdated"].clone();
+    assert_eq!(
+        (update["progress"].as_f64(), update["stage"].as_str()),
+        (Some(0.5), Some("Aligning"))
+    );
+    assert!(
+        jobgraph::queue::report(&app.db, &model, Some(0.75), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(sub.next_data("j").await["jobUpdated"]["progress"], 0.75);
+}
+
+#[tokio::test]
+async fn anonymous_viewers_may_watch_public_jobs_only() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = lab(&app).await;
+    let job = id_of(&app.job(&alice, &ws, 1).await);
+
+    let mut anonymous = Ws::connect(app.addr, None).await;
+    anonymous
+        .subscribe("j", JOB_UPDATED, json!({ "id": job }))
+        .await;
+    let refused = anonymous.message().await;
+    assert_eq!(refused["type"], "next", "{refused}");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"],
+        "NOT_FOUND"
+    );
+
+    let ws_events = "subscription($ws: ID!) { workspaceJobEvents(workspaceId: $ws) { cursor } }";
+    anonymous
+        .subscribe("w", ws_events, json!({ "ws": ws }))
+        .await;
+    let refused = loop {
+        let message = anonymous.message().await;
+        if message["id"] == "w" && message["type"] == "next" {
+            break message;
+        }
+    };
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"],
+        "UNAUTHENTICATED"
+    );
+
+    app.ok(
+        Some(&alice.token),
+        "mutation($id: ID!) { setJobSharing(input: {jobId: $id, visibility: PUBLIC}) { job { id } } }",
+        json!({ "id": job }),
+    )
+    .await;
+    let mut anonymous = Ws::connect(app.addr, None).await;
+    anonymous
+        .subscribe("j", JOB_UPDATED, json!({ "id": job }))
+        .await;
+    assert_eq!(
+        anonymous.next_data("j").await["jobUpdated"]["status"],
+        "QUEUED"
+    );
+    cancel(&app, &alice.token, &job).await;
+    assert_eq!(
+        anonymous.next_data("j").await["jobUpdated"]["status"],
+        "CANCELLED"
+    );
+}
+
+#[tokio::test]
+async fn workspace_events_report_created_updated_and_deleted_jobs_that_pass_the_filter() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = lab(&app).await;
+    let mut sub = Ws::connect(app.addr, Some(&alice.token)).await;
+    let now = now_cursor(&app).await;
+    sub.subscribe("all", EVENTS, json!({ "ws": ws, "after": now }))
+        .await;
+    sub.subscribe(
+        "cancelled",
+        EVENTS,
+        json!({ "ws": ws, "after": now, "filter": { "statuses": ["CANCELLED"] } }),
+    )
+    .await;
+
+    let job = id_of(&app.job(&alice, &ws, 1).await);
+    cancel(&app, &alice.token, &job).await;
+    delete(&app, &alice.token, &job).await;
+
+    let mut all = Vec::new();
+    let mut cancelled = Vec::new();
+    while all.len() < 4 || cancelled.len() < 2 {
+        let message = sub.message().await;
+        assert_eq!(message["type"], "next", "{message}");
+        let event = message["payload"]["data"]["workspaceJobEvents"].clone();
+        assert_eq!(event["jobId"], job.as_str());
+        let seen = (event["kind"].clone(), event["status"].clone());
+        match message["id"].as_str() {
+            Some("all") => all.push(seen),
+            _ => cancelled.push(seen),
+        }
+        if event["kind"] == "DELETED" {
+            assert!(event["job"].is_null());
+        } else {
+            assert_eq!(event["job"]["status"], event["status"]);
+        }
+    }
+    let pairs = |list: &[(&str, &str)]| -> Vec<(Value, Value)> {
+        list.iter().map(|(k, s)| (json!(k), json!(s))).collect()
+    };
+    assert_eq!(
+        all,
+        pairs(&[
+            ("CREATED", "PENDING"),
+            ("UPDATED", "QUEUED"),
+            ("UPDATED", "CANCELLED"),
+            ("DELETED", "CANCELLED"),
+        ])
+    );
+    assert_eq!(
+        cancelled,
+        pairs(&[("UPDATED", "CANCELLED"), ("DELETED", "CANCELLED")])
+    );
+    sub.silent_for(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_member_removed_from_a_workspace_stops_receiving_its_events() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = lab(&app).await;
+    let bob = app.user("bob@lab.test").await;
+    app.add_member(&alice, &ws, &bob, "MEMBER").await;
+    let mut sub = Ws::connect(app.addr, Some(&bob.token)).await;
+    let now = now_cursor(&app).await;
+    sub.subscribe("w", EVENTS, json!({ "ws": ws, "after": now }))
+        .await;
+
+    app.job(&alice, &ws, 1).await;
+    assert_eq!(
+        sub.next_data("w").await["workspaceJobEvents"]["kind"],
+        "CREATED"
+    );
+    assert_eq!(
+        sub.next_data("w").await["workspaceJobEvents"]["kind"],
+        "UPDATED"
+    );
+
+    app.ok(
+        Some(&alice.token),
+        "mutation($ws: ID!, $user: ID!) { removeMember(input: {workspaceId: $ws, userId: $user}) { removedUserId } }",
+        json!({ "ws": ws, "user": bob.id }),
+    )
+    .await;
+    let ended = sub.message().await;
+    assert_eq!(
+        ended["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{ended}"
+    );
+    assert_eq!(sub.message().await, json!({"type": "complete", "id": "w"}));
+    app.job(&alice, &ws, 1).await;
+    sub.silent_for(Duration::from_millis(500)).await;
+}
+
+#[tokio::test]
+async fn a_resumed_subscription_replays_what_it_missed_then_continues_live() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = lab(&app).await;
+    let mut sub = Ws::connect(app.addr, Some(&alice.token)).await;
+    let now = now_cursor(&app).await;
+    sub.subscribe("w", EVENTS, json!({ "ws": ws, "after": now }))
+        .await;
+    let first = id_of(&app.job(&alice, &ws, 1).await);
+    let created = sub.next_data("w").await["workspaceJobEvents"].clone();
+    assert_eq!(created["kind"], "CREATED");
+    let cursor = created["cursor"].as_str().unwrap().to_owned();
+    drop(sub);
+
+    // While disconnected.
+    let second = id_of(&app.job(&alice, &ws, 1).await);
+    cancel(&app, &alice.token, &first).await;
+
+    let mut sub = Ws::connect(app.addr, Some(&alice.token)).await;
+    sub.subscribe("w", EVENTS, json!({ "ws": ws, "after": cursor }))
+        .await;
+    let expected = [
+        (&first, "UPDATED", "QUEUED"),
+        (&second, "CREATED", "PENDING"),
+        (&second, "UPDATED", "QUEUED"),
+        (&first, "UPDATED", "CANCELLED"),
+    ];
+    let mut cursors = vec![cursor];
+    for (job, kind, status) in expected {
+        let event = sub.next_data("w").await["workspaceJobEvents"].clone();
+        assert_eq!(
+            (&event["jobId"], &event["kind"], &event["status"]),
+            (&json!(job), &json!(kind), &json!(status))
+        );
+        cursors.push(event["cursor"].as_str().unwrap().to_owned());
+    }
+    // Then live, across the seam, with nothing repeated.
+    rename(&app, &alice.token, &second, "Live again").await;
+    let live = sub.next_data("w").await["workspaceJobEvents"].clone();
+    assert_eq!(live["job"]["name"], "Live again");
+    cursors.push(live["cursor"].as_str().unwrap().to_owned());
+    sub.silent_for(Duration::from_millis(300)).await;
+    let numbers: Vec<i64> = cursors.iter().map(|c| c[2..].parse().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+
+    sub.subscribe("bad", EVENTS, json!({ "ws": ws, "after": "nope" }))
+        .await;
+    let refused = sub.message().await;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"],
+        "BAD_USER_INPUT"
+    );
+}
+
+#[tokio::test]
+async fn the_jobs_indicator_and_the_balance_follow_each_change() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = lab(&app).await;
+    let mut sub = Ws::connect(app.addr, Some(&alice.token)).await;
+    sub.subscribe(
+        "counts",
+        "subscription($ws: ID!) { jobCounts(workspaceId: $ws, mine: true) { queued cancelled active total } }",
+        json!({ "ws": ws }),
+    )
+    .await;
+    assert_eq!(
+        sub.next_data("counts").await["jobCounts"],
+        json!({"queued": 0, "cancelled": 0, "active": 0, "total": 0})
+    );
+    sub.subscribe(
+        "balance",
+        "subscription($ws: ID!) { creditBalance(workspaceId: $ws) }",
+        json!({ "ws": ws }),
+    )
+    .await;
+    assert_eq!(sub.next_data("balance").await["creditBalance"], 100);
+
+    let job = app.job(&alice, &ws, 2).await;
+    let cost = job["creditCost"].as_i64().unwrap();
+    assert!(cost > 0);
+    cancel(&app, &alice.token, &id_of(&job)).await;
+
+    let mut counts = Vec::new();
+    let mut balances = Vec::new();
+    while counts.last() != Some(&json!({"queued": 0, "cancelled": 1, "active": 0, "total": 1}))
+        || balances.len() < 2
+    {
+        let message = sub.message().await;
+        let data = &message["payload"]["data"];
+        match message["id"].as_str() {
+            Some("counts") => counts.push(data["jobCounts"].clone()),
+            _ => balances.push(data["creditBalance"].as_i64().unwrap()),
+        }
+    }
+    assert_eq!(balances, vec![100 - cost, 100]);
+    // Every pushed count differs from the one before.
+    assert!(counts.windows(2).all(|w| w[0] != w[1]), "{counts:?}");
+    assert!(counts.len() <= 2, "{counts:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A second server process (`jobgraph serve`) on the same database as `app`.
+struct OtherNode {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl OtherNode {
+    async fn start(app: &TestApp) -> OtherNode {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"))
+            .args(["serve", "--workers", "0"])
+            .env("DATABASE_URL", &app.database_url)
+            .env("JOBGRAPH_DATA_DIR", dir.path())
+            .env("JOBGRAPH_LISTEN", addr.to_string())
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+            .spawn()
+            .expect("starting jobgraph");
+        let node = OtherNode {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if client
+                .get(format!("http://{addr}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return node;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stderr = std::fs::read_to_string(node._dir.path().join("stderr")).unwrap_or_default();
+        panic!("the second server did not start: {stderr}");
+    }
+}
+
+impl Drop for OtherNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_change_made_through_one_server_reaches_subscribers_of_another() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = lab(&app).await;
+    let other = OtherNode::start(&app).await;
+    let mut sub = Ws::connect(other.addr, Some(&alice.token)).await;
+    let now = now_cursor(&app).await;
+    sub.subscribe("w", EVENTS, json!({ "ws": ws, "after": now }))
+        .await;
+    let job = id_of(&app.job(&alice, &ws, 1).await);
+    let mut job_sub = Ws::connect(other.addr, Some(&alice.token)).await;
+    job_sub
+        .subscribe("j", JOB_UPDATED, json!({ "id": job }))
+        .await;
+    assert_eq!(
+        job_sub.next_data("j").await["jobUpdated"]["status"],
+        "QUEUED"
+    );
+
+    let started = std::time::Instant::now();
+    app.drive(&job, JobStatus::Processing, Change::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        job_sub.next_data("j").await["jobUpdated"]["status"],
+        "PROCESSING"
+    );
+    let elapsed = started.elapsed();
+    // PostgreSQL notifies at once; SQLite (one file, two processes) is polled each second.
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+
+    let mut kinds = Vec::new();
+    while kinds.len() < 3 {
+        match sub.receive().await {
+            Received::Message(message) => {
+                let event = &message["payload"]["data"]["workspaceJobEvents"];
+                kinds.push((event["kind"].clone(), event["status"].clone()));
+            }
+            Received::Closed(code) => panic!("closed: {code:?}"),
+        }
+    }
+    assert_eq!(
+        kinds,
+        vec![
+            (json!("CREATED"), json!("PENDING")),
+            (json!("UPDATED"), json!("QUEUED")),
+            (json!("UPDATED"), json!("PROCESSING")),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_the_kept_log_is_refused() {
+    use sea_orm::{ConnectionTrait, EntityTrait};
+    let app = TestApp::spawn().await;
+    let (alice, ws) = lab(&app).await;
+    app.job(&alice, &ws, 1).await;
+    let entries = entity::live_event::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    let oldest = entries.iter().filter_map(|e| e.seq).min().unwrap();
+    // What pruning does to entries older than the retention.
+    app.db
+        .execute_unprepared(&format!("DELETE FROM live_events WHERE seq <= {oldest}"))
+        .await
+        .unwrap();
+    let mut sub = Ws::connect(app.addr, Some(&alice.token)).await;
+    sub.subscribe(
+        "old",
+        EVENTS,
+        json!({ "ws": ws, "after": format!("ev{}", oldest - 1) }),
+    )
+    .await;
+    let refused = sub.message().await;
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{refused}"
+    );
+    // The oldest kept position still resumes: the grant was pruned, the job's events are kept.
+    sub.subscribe(
+        "kept",
+        EVENTS,
+        json!({ "ws": ws, "after": format!("ev{oldest}") }),
+    )
+    .await;
+    let replayed = loop {
+        let message = sub.message().await;
+        if message["id"] == "kept" {
+            break message;
+        }
+    };
+    assert_eq!(
+        replayed["payload"]["data"]["workspaceJobEvents"]["kind"], "CREATED",
+        "{replayed}"
+    );
+}
