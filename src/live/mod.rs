@@ -74,6 +74,18 @@ fn entry(workspace_id: Uuid, job_id: Option<Uuid>, kind: LiveKind) -> live_event
     }
 }
 
+/// What subscription filters look at, kept in each job entry: a job deleted before its entries
+/// are read is still filtered, and its changes still reported.
+fn filter_facts(job: &job::Model) -> serde_json::Value {
+    json!({
+        "name": job.name,
+        "tool": job.tool,
+        "submitterId": job.submitter_id,
+        "batchId": job.batch_id,
+        "createdAt": job.created_at,
+    })
+}
+
 /// Records that a job was created or changed, as it now is.
 pub async fn job_changed(tx: &DatabaseTransaction, job: &job::Model, kind: LiveKind) -> Result<()> {
     let mut entry = entry(job.workspace_id, Some(job.id), kind);
@@ -81,6 +93,7 @@ pub async fn job_changed(tx: &DatabaseTransaction, job: &job::Model, kind: LiveK
     entry.stage = Set(job.stage.clone());
     entry.progress = Set(Some(job.progress));
     entry.attempt = Set(Some(job.attempt));
+    entry.data = Set(Some(filter_facts(job)));
     append(tx, entry).await
 }
 
@@ -88,13 +101,7 @@ pub async fn job_changed(tx: &DatabaseTransaction, job: &job::Model, kind: LiveK
 pub async fn job_deleted(tx: &DatabaseTransaction, job: &job::Model) -> Result<()> {
     let mut entry = entry(job.workspace_id, Some(job.id), LiveKind::Deleted);
     entry.status = Set(Some(job.status));
-    entry.data = Set(Some(json!({
-        "name": job.name,
-        "tool": job.tool,
-        "submitterId": job.submitter_id,
-        "batchId": job.batch_id,
-        "createdAt": job.created_at,
-    })));
+    entry.data = Set(Some(filter_facts(job)));
     append(tx, entry).await
 }
 

@@ -153,21 +153,27 @@ pub async fn workspace_events(
                     Err(err) => { yield Err(err); return; }
                 };
                 let Some(job_id) = entry.job_id else { continue };
+                // The entry's own facts decide the filter when the job is gone: deleted before
+                // its entries were read, it still reports each change, without the job.
+                let kept = || {
+                    entry
+                        .data
+                        .clone()
+                        .and_then(|data| serde_json::from_value::<KeptFacts>(data).ok())
+                };
                 let job = match entry.kind {
                     LiveKind::Created | LiveKind::Updated => match event.job_as_of_entry() {
                         Some(job) if matches(&filter, &Facts::of(&job)) => Some(job),
+                        Some(_) => continue,
+                        None => match kept() {
+                            Some(kept) if matches(&filter, &kept.facts(entry.status)) => None,
+                            _ => continue,
+                        },
+                    },
+                    LiveKind::Deleted => match kept() {
+                        Some(kept) if matches(&filter, &kept.facts(entry.status)) => None,
                         _ => continue,
                     },
-                    LiveKind::Deleted => {
-                        let facts = entry
-                            .data
-                            .clone()
-                            .and_then(|data| serde_json::from_value::<DeletedJob>(data).ok());
-                        match facts {
-                            Some(deleted) if matches(&filter, &deleted.facts(entry.status)) => None,
-                            _ => continue,
-                        }
-                    }
                     _ => continue,
                 };
                 yield Ok(WorkspaceEvent {
@@ -290,10 +296,10 @@ impl<'a> Facts<'a> {
     }
 }
 
-/// What a DELETED entry keeps of the job.
+/// What a job's entries keep of the job for the filters.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DeletedJob {
+struct KeptFacts {
     name: String,
     tool: String,
     submitter_id: Uuid,
@@ -301,7 +307,7 @@ struct DeletedJob {
     created_at: DateTime<Utc>,
 }
 
-impl DeletedJob {
+impl KeptFacts {
     fn facts(&self, status: Option<JobStatus>) -> Facts<'_> {
         Facts {
             status,
