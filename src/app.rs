@@ -155,6 +155,11 @@ impl App {
             .database_url
             .starts_with("postgres")
             .then(|| self.state.database_url.clone());
+        self.state
+            .bus
+            .start()
+            .await
+            .map_err(|err| anyhow::anyhow!("reading the live event log: {err}"))?;
         let bus = tokio::spawn(self.state.bus.clone().run(listen_url, shutdown.clone()));
         let worker = (self.state.config.workers > 0)
             .then(|| tokio::spawn(self.worker().run(shutdown.clone())));

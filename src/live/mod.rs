@@ -293,19 +293,6 @@ impl Bus {
     pub async fn run(self, listen_url: Option<String>, shutdown: CancellationToken) {
         let stopping = self.inner.stopping.clone();
         let _stopping = stopping.drop_guard();
-        let start = loop {
-            match self.last_committed().await {
-                Ok(seq) => break seq,
-                Err(err) => {
-                    tracing::warn!(error = %err, "reading the live event log failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        };
-        self.inner.head.store(start, Ordering::Release);
         if let Some(url) = listen_url {
             tokio::spawn(listen(url, self.clone(), shutdown.clone()));
         }
@@ -328,6 +315,15 @@ impl Bus {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// Starts the bus's head at the log's last entry. Call it before serving: a subscription
+    /// starts from an entry at or after the head, and the bus broadcasts only what follows it,
+    /// so a head read later could skip a subscriber's first changes.
+    pub async fn start(&self) -> Result<()> {
+        let start = self.last_committed().await?;
+        self.inner.head.store(start, Ordering::Release);
+        Ok(())
     }
 
     /// Whether the log still holds every entry after `seq`: older ones are pruned.
