@@ -633,3 +633,91 @@ async fn metrics_report_jobs_the_queue_claims_and_runs() {
     }
     assert!(text.contains("jobgraph_running_jobs{worker="), "{text}");
 }
+
+#[tokio::test]
+async fn a_worker_process_killed_mid_run_leaves_every_job_finished_and_charged_once() {
+    let app = spawn(0).await;
+    let (alice, ws) = setup(&app).await;
+    let balance_before = app.balance(&ws).await;
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        jobs.push(
+            app.job(&alice, &ws, 3).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+
+    // A worker process on the same database takes the jobs...
+    let tools = app.state.config.tools_file.clone().unwrap();
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"))
+        .args(["worker", "--workers", "4", "--lease-seconds", "3"])
+        .arg("--tools-file")
+        .arg(&tools)
+        .arg("--database-url")
+        .arg(&app.database_url)
+        .env(
+            "JOBGRAPH_DATA_DIR",
+            app.state.data_dir.join("killed-worker"),
+        )
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = |app: &TestApp| {
+        let db = app.db.clone();
+        async move {
+            job::Entity::find()
+                .filter(job::Column::Status.eq(JobStatus::Processing))
+                .all(&db)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while running(&app).await < jobs.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker took no jobs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and dies without a word, mid-run.
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    // Another worker reclaims them once their leases expire, and runs them again.
+    let mut config = jobgraph::Config::defaults();
+    config.database.database_url = Some(app.database_url.clone());
+    config.server.tools_file = Some(tools);
+    config.server.workers = 4;
+    config.server.lease_seconds = 3;
+    let other = jobgraph::App::build(config).await.unwrap();
+    let mut rescuer = other.worker();
+    rescuer.config.poll = Duration::from_millis(50);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(rescuer.run(shutdown.clone()));
+    for id in &jobs {
+        let job = app
+            .wait_final(&alice.token, id, Duration::from_secs(40))
+            .await;
+        assert_eq!(job["status"], "COMPLETED", "{job}");
+        assert_eq!(job["attempt"], 2, "run again after the lost attempt: {job}");
+    }
+    shutdown.cancel();
+    handle.await.unwrap();
+
+    // Each job charged once and never refunded; the balance is the ledger's sum.
+    let ledger = entity::credit_transaction::Entity::find()
+        .filter(entity::credit_transaction::Column::JobId.is_not_null())
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(ledger.len(), jobs.len(), "{ledger:?}");
+    assert!(ledger.iter().all(|t| t.amount < 0));
+    let charged: i64 = ledger.iter().map(|t| t.amount).sum();
+    assert_eq!(app.balance(&ws).await, balance_before + charged);
+}
