@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::StandingCache;
+use crate::cache::TtlCache;
 use crate::config::{Config, ServerConfig};
 use crate::db::QueryStats;
 use crate::files::Files;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Recently checked API tokens.
     pub tokens: Arc<TokenCache>,
+    /// Recently parsed GraphQL documents, by their text.
+    pub documents: Arc<TtlCache<String, async_graphql::parser::types::ExecutableDocument>>,
     /// Recently checked standings of users in workspaces.
     pub standings: Arc<StandingCache>,
     /// Stored files: uploads, downloads and outputs.
@@ -87,6 +90,7 @@ impl AppState {
             metrics,
             tokens,
             standings,
+            documents: Arc::new(TtlCache::new(std::time::Duration::from_secs(600))),
             files,
             bus,
         }

@@ -32,6 +32,9 @@ use crate::graphql;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
+/// Documents up to this size are parsed once and kept (`AppState::documents`).
+const MAX_CACHED_DOCUMENT: usize = 16 * 1024;
+
 /// The media type of a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum MediaType {
@@ -314,6 +317,15 @@ async fn execute(
         Ok(viewer) => viewer,
         Err(response) => return response,
     };
+    // Clients send the same few documents over and over: parse each once.
+    let cacheable = request.query.len() <= MAX_CACHED_DOCUMENT;
+    let cached = cacheable
+        .then(|| state.documents.get(&request.query))
+        .flatten();
+    let parsed_here = cached.is_none();
+    if let Some(document) = cached {
+        request.set_parsed_query(document);
+    }
     match operation_type(&mut request) {
         Err(error) => {
             return request_error_response(media, vec![error], ErrorCode::GraphqlParseFailed);
@@ -331,6 +343,13 @@ async fn execute(
             return response;
         }
         Ok(_) => {}
+    }
+    if cacheable
+        && parsed_here
+        && let Ok(document) = request.parsed_query()
+    {
+        let document = document.clone();
+        state.documents.insert(request.query.clone(), document);
     }
     request.data = graphql::request_data(&state.db, viewer);
     let response = state.schema.execute(request).await;
