@@ -76,6 +76,48 @@ impl JobFilter {
     }
 }
 
+/// What the history filters look at in a job: a loaded job, or what a live event kept of one.
+pub struct JobFacts<'a> {
+    pub status: Option<JobStatus>,
+    pub tool: &'a str,
+    pub name: &'a str,
+    pub submitter_id: Uuid,
+    pub batch_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl<'a> JobFacts<'a> {
+    pub fn of(job: &'a job::Model) -> Self {
+        JobFacts {
+            status: Some(job.status),
+            tool: &job.tool,
+            name: &job.name,
+            submitter_id: job.submitter_id,
+            batch_id: job.batch_id,
+            created_at: job.created_at,
+        }
+    }
+}
+
+impl JobFilter {
+    /// Whether a job passes the filters, as [`list`] would select it (`apply`'s SQL, in memory).
+    pub fn matches(&self, job: &JobFacts<'_>) -> bool {
+        let search = self
+            .search
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_lowercase);
+        (self.statuses.is_empty() || job.status.is_some_and(|s| self.statuses.contains(&s)))
+            && self.tool.as_deref().is_none_or(|tool| tool == job.tool)
+            && self.submitter_id.is_none_or(|id| id == job.submitter_id)
+            && self.batch_id.is_none_or(|id| Some(id) == job.batch_id)
+            && self.created_after.is_none_or(|t| job.created_at >= t)
+            && self.created_before.is_none_or(|t| job.created_at < t)
+            && search.is_none_or(|s| job.name.to_lowercase().contains(&s))
+    }
+}
+
 /// Which of a job's columns a read loads.
 #[derive(Debug, Clone)]
 pub enum Detail {

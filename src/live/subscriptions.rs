@@ -20,7 +20,7 @@ use super::Bus;
 use super::feed::{Feed, Scope};
 use crate::access::{self, JobAccess, JobStanding, Standing, Viewer, WorkspaceAccess};
 use crate::error::{Error, Result};
-use crate::jobs::history::{self, JobFilter};
+use crate::jobs::history::{self, JobFacts, JobFilter};
 
 /// A subscriber's standing in one workspace, as the bus's shared cache has it.
 struct Gate {
@@ -163,15 +163,15 @@ pub async fn workspace_events(
                 };
                 let job = match entry.kind {
                     LiveKind::Created | LiveKind::Updated => match event.job_as_of_entry() {
-                        Some(job) if matches(&filter, &Facts::of(&job)) => Some(job),
+                        Some(job) if filter.matches(&JobFacts::of(&job)) => Some(job),
                         Some(_) => continue,
                         None => match kept() {
-                            Some(kept) if matches(&filter, &kept.facts(entry.status)) => None,
+                            Some(kept) if filter.matches(&kept.facts(entry.status)) => None,
                             _ => continue,
                         },
                     },
                     LiveKind::Deleted => match kept() {
-                        Some(kept) if matches(&filter, &kept.facts(entry.status)) => None,
+                        Some(kept) if filter.matches(&kept.facts(entry.status)) => None,
                         _ => continue,
                     },
                     _ => continue,
@@ -273,29 +273,6 @@ pub async fn credit_balance(
     })
 }
 
-/// What the history filters look at.
-struct Facts<'a> {
-    status: Option<JobStatus>,
-    tool: &'a str,
-    name: &'a str,
-    submitter_id: Uuid,
-    batch_id: Option<Uuid>,
-    created_at: DateTime<Utc>,
-}
-
-impl<'a> Facts<'a> {
-    fn of(job: &'a job::Model) -> Self {
-        Facts {
-            status: Some(job.status),
-            tool: &job.tool,
-            name: &job.name,
-            submitter_id: job.submitter_id,
-            batch_id: job.batch_id,
-            created_at: job.created_at,
-        }
-    }
-}
-
 /// What a job's entries keep of the job for the filters.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -308,8 +285,8 @@ struct KeptFacts {
 }
 
 impl KeptFacts {
-    fn facts(&self, status: Option<JobStatus>) -> Facts<'_> {
-        Facts {
+    fn facts(&self, status: Option<JobStatus>) -> JobFacts<'_> {
+        JobFacts {
             status,
             tool: &self.tool,
             name: &self.name,
@@ -318,21 +295,4 @@ impl KeptFacts {
             created_at: self.created_at,
         }
     }
-}
-
-/// Whether a job passes the history filters, as `history::list` would select it.
-fn matches(filter: &JobFilter, job: &Facts<'_>) -> bool {
-    let search = filter
-        .search
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_lowercase);
-    (filter.statuses.is_empty() || job.status.is_some_and(|s| filter.statuses.contains(&s)))
-        && filter.tool.as_deref().is_none_or(|tool| tool == job.tool)
-        && filter.submitter_id.is_none_or(|id| id == job.submitter_id)
-        && filter.batch_id.is_none_or(|id| Some(id) == job.batch_id)
-        && filter.created_after.is_none_or(|t| job.created_at >= t)
-        && filter.created_before.is_none_or(|t| job.created_at < t)
-        && search.is_none_or(|s| job.name.to_lowercase().contains(&s))
 }
