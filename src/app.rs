@@ -132,6 +132,7 @@ impl App {
             config: WorkerConfig {
                 concurrency: self.state.config.workers,
                 lease: Duration::from_secs(self.state.config.lease_seconds),
+                workspace_max_running: Some(self.state.config.workspace_max_running),
                 ..WorkerConfig::default()
             },
             wake: self.state.wake.clone(),

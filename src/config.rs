@@ -62,6 +62,12 @@ pub struct ServerConfig {
     #[arg(long, env = "JOBGRAPH_LEASE_SECONDS", default_value_t = 30)]
     pub lease_seconds: u64,
 
+    /// Jobs of one workspace that run at once, across every worker on the database, so that
+    /// one workspace's long queue does not hold every worker while another's job waits; 0 for
+    /// no limit. Each tool may also set its own `max_running`.
+    #[arg(long, env = "JOBGRAPH_WORKSPACE_MAX_RUNNING", default_value_t = 0)]
+    pub workspace_max_running: u32,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "JOBGRAPH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

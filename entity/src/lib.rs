@@ -12,6 +12,7 @@ pub mod job_share;
 pub mod live_event;
 pub mod membership;
 pub mod user;
+pub mod worker;
 pub mod workspace;
 
 pub mod prelude;

@@ -10,4 +10,5 @@ pub use crate::job_share::Entity as JobShare;
 pub use crate::live_event::Entity as LiveEvent;
 pub use crate::membership::Entity as Membership;
 pub use crate::user::Entity as User;
+pub use crate::worker::Entity as Worker;
 pub use crate::workspace::Entity as Workspace;

@@ -8,21 +8,25 @@
 //! that lost its lease cannot touch the job again.
 
 pub mod runner;
+pub mod workers;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus};
 use entity::live_event::LiveKind;
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait as _, Set,
 };
 use uuid::Uuid;
 
 use crate::db;
 use crate::error::Result;
 use crate::jobs::lifecycle::{self, Change};
+use crate::tools::Catalog;
 
 /// The PostgreSQL channel on which queued jobs are announced to workers in every process.
 pub const CHANNEL: &str = "jobgraph_jobs_queued";
@@ -69,62 +73,263 @@ async fn listen_once(
     }
 }
 
-/// Claims up to `limit` QUEUED jobs, highest priority then oldest first, for `worker`.
+/// Which QUEUED jobs a worker may claim.
+#[derive(Debug, Clone)]
+pub enum Tools {
+    /// Jobs of any tool but these: a jobgraph worker pool, which leaves the tools that run on
+    /// remote workers alone (and ends jobs of tools no longer offered).
+    Except(Vec<String>),
+    /// Jobs of these tools only: a remote worker.
+    Only(Vec<String>),
+}
+
+impl Tools {
+    /// The jobs a worker pool of this process claims: all but the remote tools' ones.
+    pub fn local(catalog: &Catalog) -> Self {
+        Tools::Except(
+            catalog
+                .all()
+                .iter()
+                .filter(|tool| tool.runs_remotely())
+                .map(|tool| tool.name.clone())
+                .collect(),
+        )
+    }
+
+    fn includes(&self, tool: &str) -> bool {
+        match self {
+            Tools::Except(names) => !names.iter().any(|name| name == tool),
+            Tools::Only(names) => names.iter().any(|name| name == tool),
+        }
+    }
+
+    fn condition(&self) -> sea_orm::Condition {
+        let column = job::Column::Tool;
+        sea_orm::Condition::all().add_option(match self {
+            Tools::Except(names) if names.is_empty() => None,
+            Tools::Except(names) => Some(column.is_not_in(names.clone())),
+            Tools::Only(names) => Some(column.is_in(names.clone())),
+        })
+    }
+}
+
+/// How many jobs may run at once, across every worker: per workspace and per tool. The one
+/// place that decides whether another run may start.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Runs of one workspace at once, so that one workspace's thousand jobs do not hold every
+    /// worker while another's one job waits.
+    pub workspace: Option<u32>,
+    /// Runs of a tool at once, for the tools that declare `max_running`.
+    pub tools: HashMap<String, u32>,
+}
+
+impl Limits {
+    pub fn new(catalog: &Catalog, workspace: Option<u32>) -> Self {
+        Limits {
+            workspace: workspace.filter(|&n| n > 0),
+            tools: catalog
+                .all()
+                .iter()
+                .filter_map(|tool| Some((tool.name.clone(), tool.max_running?)))
+                .collect(),
+        }
+    }
+
+    /// Whether any limit can hold back a job of `tools`.
+    fn bind(&self, tools: &Tools) -> bool {
+        self.workspace.is_some() || self.tools.keys().any(|tool| tools.includes(tool))
+    }
+
+    /// Whether a workspace running `count` jobs is at its limit.
+    pub fn workspace_full(&self, count: u64) -> bool {
+        self.workspace.is_some_and(|max| count >= u64::from(max))
+    }
+
+    /// Whether a tool running `count` jobs is at its limit.
+    pub fn tool_full(&self, tool: &str, count: u64) -> bool {
+        self.tools
+            .get(tool)
+            .is_some_and(|&max| count >= u64::from(max))
+    }
+}
+
+/// The jobs running now, counted by workspace and by tool.
+#[derive(Debug, Clone, Default)]
+pub struct Running {
+    pub by_workspace: HashMap<Uuid, u64>,
+    pub by_tool: HashMap<String, u64>,
+}
+
+impl Running {
+    pub async fn count(db: &impl ConnectionTrait) -> Result<Self> {
+        #[derive(FromQueryResult)]
+        struct Row {
+            workspace_id: Uuid,
+            tool: String,
+            running: i64,
+        }
+        let rows = job::Entity::find()
+            .select_only()
+            .column(job::Column::WorkspaceId)
+            .column(job::Column::Tool)
+            .column_as(job::Column::Id.count(), "running")
+            .filter(job::Column::Status.eq(JobStatus::Processing))
+            .group_by(job::Column::WorkspaceId)
+            .group_by(job::Column::Tool)
+            .into_model::<Row>()
+            .all(db)
+            .await?;
+        let mut running = Running::default();
+        for row in rows {
+            let n = row.running.max(0) as u64;
+            *running.by_workspace.entry(row.workspace_id).or_default() += n;
+            *running.by_tool.entry(row.tool).or_default() += n;
+        }
+        Ok(running)
+    }
+}
+
+/// The advisory lock that makes claims under limits take turns on PostgreSQL, so that two
+/// workers never both take a workspace's or a tool's last free slot.
+const CLAIM_LOCK: i64 = 7_202_611_230_020;
+
+/// Claims up to `limit` QUEUED jobs of `tools`, highest priority then oldest first, for
+/// `worker`, within `limits`.
 pub async fn claim(
     db: &DatabaseConnection,
     worker: &str,
+    tools: &Tools,
+    limits: &Limits,
     limit: u64,
     lease: Duration,
 ) -> Result<Vec<job::Model>> {
     if limit == 0 {
         return Ok(Vec::new());
     }
+    let tx = db::begin_write(db).await?;
+    let chosen = if limits.bind(tools) {
+        let ids = choose_within_limits(&tx, tools, limits, limit).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        job::Column::Id.is_in(ids)
+    } else {
+        // No limit applies: the head of the queue, skipping rows other claims hold.
+        let head = queued(tools)
+            .select_only()
+            .column(job::Column::Id)
+            .limit(limit)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .into_query();
+        job::Column::Id.in_subquery(head)
+    };
+    // Read once the claim holds its locks, so a run never seems to start before the run that
+    // freed its slot ended.
     let now = Utc::now();
     let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-    let backend = db.get_database_backend();
-    // PostgreSQL numbers its parameters; SQLite takes them in order of appearance.
-    let (sql, values): (&str, Vec<sea_orm::Value>) = match backend {
-        DatabaseBackend::Postgres => (
-            "UPDATE jobs SET status = 'PROCESSING', attempt = attempt + 1, worker_id = $1, \
-             lease_expires_at = $2, heartbeat_at = $3, started_at = $3, updated_at = $3, \
-             stage = NULL, run_after = NULL \
-             WHERE id IN (SELECT id FROM jobs WHERE status = 'QUEUED' \
-             ORDER BY priority DESC, queued_at ASC LIMIT $4 FOR UPDATE SKIP LOCKED) \
-             RETURNING *",
-            vec![
-                worker.into(),
-                expires.into(),
-                now.into(),
-                (limit as i64).into(),
-            ],
-        ),
-        _ => (
-            "UPDATE jobs SET status = 'PROCESSING', attempt = attempt + 1, worker_id = ?, \
-             lease_expires_at = ?, heartbeat_at = ?, started_at = ?, updated_at = ?, \
-             stage = NULL, run_after = NULL \
-             WHERE id IN (SELECT id FROM jobs WHERE status = 'QUEUED' \
-             ORDER BY priority DESC, queued_at ASC LIMIT ?) \
-             RETURNING *",
-            vec![
-                worker.into(),
-                expires.into(),
-                now.into(),
-                now.into(),
-                now.into(),
-                (limit as i64).into(),
-            ],
-        ),
-    };
-    let tx = db::begin_write(db).await?;
-    let claimed =
-        job::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
-            .all(&tx)
-            .await?;
+    let claimed = job::Entity::update_many()
+        .col_expr(job::Column::Status, Expr::value(JobStatus::Processing))
+        .col_expr(
+            job::Column::Attempt,
+            sea_orm::sea_query::ExprTrait::add(Expr::col(job::Column::Attempt), 1),
+        )
+        .col_expr(job::Column::WorkerId, Expr::value(worker))
+        .col_expr(job::Column::LeaseExpiresAt, Expr::value(expires))
+        .col_expr(job::Column::HeartbeatAt, Expr::value(now))
+        .col_expr(job::Column::StartedAt, Expr::value(now))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .col_expr(job::Column::Stage, Expr::value(Option::<String>::None))
+        .col_expr(
+            job::Column::RunAfter,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(chosen)
+        .filter(job::Column::Status.eq(JobStatus::Queued))
+        .exec_with_returning(&tx)
+        .await?;
     for job in &claimed {
         lifecycle::record_event(&tx, job, Some(format!("claimed by {worker}"))).await?;
     }
     tx.commit().await?;
     Ok(claimed)
+}
+
+/// QUEUED jobs of `tools` in claim order.
+fn queued(tools: &Tools) -> sea_orm::Select<job::Entity> {
+    job::Entity::find()
+        .filter(job::Column::Status.eq(JobStatus::Queued))
+        .filter(tools.condition())
+        .order_by_desc(job::Column::Priority)
+        .order_by_asc(job::Column::QueuedAt)
+}
+
+/// The ids of up to `limit` jobs to claim without exceeding any limit: the head of the queue,
+/// passing over workspaces and tools with no free slot.
+async fn choose_within_limits(
+    tx: &DatabaseTransaction,
+    tools: &Tools,
+    limits: &Limits,
+    limit: u64,
+) -> Result<Vec<Uuid>> {
+    if tx.get_database_backend() == DatabaseBackend::Postgres {
+        tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CLAIM_LOCK})"))
+            .await?;
+    }
+    let mut running = Running::count(tx).await?;
+    let full_workspaces: Vec<Uuid> = running
+        .by_workspace
+        .iter()
+        .filter(|(_, n)| limits.workspace_full(**n))
+        .map(|(&id, _)| id)
+        .collect();
+    let full_tools: Vec<String> = running
+        .by_tool
+        .iter()
+        .filter(|(tool, n)| limits.tool_full(tool, **n))
+        .map(|(tool, _)| tool.clone())
+        .collect();
+    #[derive(FromQueryResult)]
+    struct Candidate {
+        id: Uuid,
+        workspace_id: Uuid,
+        tool: String,
+    }
+    // Several candidates per slot, for those that a workspace's or tool's few free slots turn
+    // away; the next claim looks again.
+    let candidates = queued(tools)
+        .filter(job::Column::WorkspaceId.is_not_in(full_workspaces))
+        .filter(job::Column::Tool.is_not_in(full_tools))
+        .select_only()
+        .column(job::Column::Id)
+        .column(job::Column::WorkspaceId)
+        .column(job::Column::Tool)
+        .limit(limit.saturating_mul(4).max(64))
+        .into_model::<Candidate>()
+        .all(tx)
+        .await?;
+    let mut chosen = Vec::new();
+    for candidate in candidates {
+        let in_workspace = running
+            .by_workspace
+            .get(&candidate.workspace_id)
+            .copied()
+            .unwrap_or(0);
+        let of_tool = running.by_tool.get(&candidate.tool).copied().unwrap_or(0);
+        if limits.workspace_full(in_workspace) || limits.tool_full(&candidate.tool, of_tool) {
+            continue;
+        }
+        *running
+            .by_workspace
+            .entry(candidate.workspace_id)
+            .or_default() += 1;
+        *running.by_tool.entry(candidate.tool).or_default() += 1;
+        chosen.push(candidate.id);
+        if chosen.len() as u64 == limit {
+            break;
+        }
+    }
+    Ok(chosen)
 }
 
 /// Extends the lease of a job this worker runs. `false` when the job is no longer this

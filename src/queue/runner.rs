@@ -32,6 +32,8 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// How often expired leases are reclaimed and due retries queued.
     pub maintenance: Duration,
+    /// Runs of one workspace at once across every worker; none for no limit.
+    pub workspace_max_running: Option<u32>,
 }
 
 impl Default for WorkerConfig {
@@ -42,9 +44,13 @@ impl Default for WorkerConfig {
             poll: Duration::from_millis(500),
             grace: Duration::from_secs(10),
             maintenance: Duration::from_secs(1),
+            workspace_max_running: None,
         }
     }
 }
+
+/// How often a worker tells the register it is present.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(10);
 
 /// A worker over one database.
 pub struct Worker {
@@ -72,6 +78,24 @@ impl Worker {
         let mut running: JoinSet<()> = JoinSet::new();
         let mut in_flight: Vec<(tokio::task::AbortHandle, job::Model)> = Vec::new();
         let mut maintenance = tokio::time::interval(worker.config.maintenance);
+        let tools = crate::queue::Tools::local(&worker.catalog);
+        let limits =
+            crate::queue::Limits::new(&worker.catalog, worker.config.workspace_max_running);
+        let runs: Vec<String> = worker
+            .catalog
+            .all()
+            .iter()
+            .filter(|tool| !tool.runs_remotely())
+            .map(|tool| tool.name.clone())
+            .collect();
+        let announcement = crate::queue::workers::Announcement {
+            name: &worker.name,
+            kind: "local",
+            tools: &runs,
+            capacity: worker.config.concurrency,
+            user_id: None,
+        };
+        let mut announced = Instant::now() - ANNOUNCE_EVERY;
         // Armed before the first claim, so nothing queued from now on goes unnoticed.
         if let Some(url) = worker.listen_url.clone() {
             tokio::spawn(crate::queue::listen(
@@ -87,6 +111,8 @@ impl Worker {
                 match crate::queue::claim(
                     &worker.db,
                     &worker.name,
+                    &tools,
+                    &limits,
                     free as u64,
                     worker.config.lease,
                 )
@@ -110,6 +136,13 @@ impl Worker {
                 _ = tokio::time::sleep(worker.config.poll) => {}
                 _ = maintenance.tick() => {
                     let now = chrono::Utc::now();
+                    if announced.elapsed() >= ANNOUNCE_EVERY {
+                        announced = Instant::now();
+                        let seen = crate::queue::workers::seen(&worker.db, announcement.clone()).await;
+                        if let Err(err) = seen.and(crate::queue::workers::forget_silent(&worker.db, now).await) {
+                            tracing::warn!(error = %err, "announcing the worker failed");
+                        }
+                    }
                     if let Err(err) = crate::queue::reclaim_expired(&worker.db, now).await {
                         tracing::error!(error = %err, "reclaiming expired leases failed");
                     }
@@ -130,6 +163,9 @@ impl Worker {
                 continue;
             }
             hand_back(&worker.db, &job).await;
+        }
+        if let Err(err) = crate::queue::workers::gone(&worker.db, &worker.name).await {
+            tracing::warn!(error = %err, "removing the worker from the register failed");
         }
         tracing::info!(worker = %worker.name, "worker stopped");
     }

@@ -104,6 +104,9 @@ pub struct Tool {
     pub timeout_seconds: u64,
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
+    /// Most runs of this tool at once, across every worker; none means no limit of its own.
+    #[serde(default)]
+    pub max_running: Option<u32>,
     pub executor: Option<ExecutorSpec>,
     #[serde(skip)]
     validator: Option<Arc<jsonschema::Validator>>,
@@ -200,7 +203,18 @@ impl Prepared {
     }
 }
 
+/// The executor kinds a tool may declare.
+pub const EXECUTOR_KINDS: [&str; 3] = ["builtin", "command", "remote"];
+
 impl Tool {
+    /// Whether the tool's runs wait for remote workers (the worker API) rather than the worker
+    /// pools of jobgraph processes.
+    pub fn runs_remotely(&self) -> bool {
+        self.executor
+            .as_ref()
+            .is_some_and(|executor| executor.kind == "remote")
+    }
+
     fn compile(&mut self) -> anyhow::Result<()> {
         let validator = jsonschema::validator_for(&self.settings_schema)
             .map_err(|err| anyhow::anyhow!("{err}"))
@@ -220,6 +234,19 @@ impl Tool {
                     input.name
                 );
             }
+        }
+        if let Some(executor) = &self.executor
+            && !EXECUTOR_KINDS.contains(&executor.kind.as_str())
+        {
+            bail!(
+                "tool `{}`: the executor kind `{}` is unknown; the kinds are: {}",
+                self.name,
+                executor.kind,
+                EXECUTOR_KINDS.join(", ")
+            );
+        }
+        if self.max_running == Some(0) {
+            bail!("tool `{}`: max_running must be positive", self.name);
         }
         if self.timeout_seconds == 0 || self.max_attempts == 0 {
             bail!(

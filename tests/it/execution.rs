@@ -45,6 +45,15 @@ echo hi > outputs/report.txt
 price = { base = 1 }
 
 [[tools]]
+name = "solo"
+title = "One at a time"
+version = "1"
+timeout_seconds = 30
+max_running = 1
+executor = { kind = "builtin", function = "sleep" }
+price = { base = 1 }
+
+[[tools]]
 name = "crash"
 title = "Crash"
 version = "1"
@@ -330,9 +339,16 @@ async fn a_job_whose_worker_died_is_reclaimed_and_its_stale_completion_refused()
     let (alice, ws) = setup(&app).await;
     let id = submit(&app, &alice, &ws, "sleep", json!([]), json!({"seconds": 0})).await;
     // A worker claims it and dies: its lease runs out.
-    let claimed = jobgraph::queue::claim(&app.db, "doomed", 10, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let claimed = jobgraph::queue::claim(
+        &app.db,
+        "doomed",
+        &any_tool(),
+        &Default::default(),
+        10,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert_eq!(claimed.len(), 1);
     let stale = claimed[0].clone();
     job::Entity::update_many()
@@ -365,9 +381,16 @@ async fn a_job_whose_worker_died_is_reclaimed_and_its_stale_completion_refused()
             .unwrap(),
         1
     );
-    let again = jobgraph::queue::claim(&app.db, "alive", 10, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let again = jobgraph::queue::claim(
+        &app.db,
+        "alive",
+        &any_tool(),
+        &Default::default(),
+        10,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert_eq!(again[0].attempt, 2);
 
     // The dead worker comes back and reports its old attempt: refused.
@@ -403,13 +426,16 @@ async fn a_job_whose_worker_died_is_reclaimed_and_its_stale_completion_refused()
 async fn two_workers_on_one_database_never_run_a_job_twice() {
     let app = spawn(0).await;
     let (alice, ws) = setup(&app).await;
-    let batch: Vec<_> = (0..300).map(|_| json!({"tool": "noop"})).collect();
-    app.ok(
-        Some(&alice.token),
-        "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
-        json!({"ws": ws, "jobs": batch}),
-    )
-    .await;
+    app.grant(&ws, 10_000).await;
+    let batch: Vec<_> = (0..1000).map(|_| json!({"tool": "noop"})).collect();
+    for _ in 0..2 {
+        app.ok(
+            Some(&alice.token),
+            "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
+            json!({"ws": ws, "jobs": batch}),
+        )
+        .await;
+    }
     // Two workers with their own connection pools, as two processes would have.
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut workers = Vec::new();
@@ -437,7 +463,7 @@ async fn two_workers_on_one_database_never_run_a_job_twice() {
                 json!({"ws": ws}),
             )
             .await;
-        if data["workspace"]["jobCounts"]["completed"] == 300 {
+        if data["workspace"]["jobCounts"]["completed"] == 2000 {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{data}");
@@ -452,17 +478,17 @@ async fn two_workers_on_one_database_never_run_a_job_twice() {
         .all(&app.db)
         .await
         .unwrap();
-    assert_eq!(claims.len(), 300, "each job was claimed exactly once");
+    assert_eq!(claims.len(), 2000, "each job was claimed exactly once");
     let by_one = claims
         .iter()
         .filter(|e| e.message.as_deref() == Some("claimed by one"))
         .count();
     assert!(
-        by_one > 0 && by_one < 300,
+        by_one > 0 && by_one < 2000,
         "both workers took part: {by_one} by one"
     );
     let ids: std::collections::HashSet<_> = claims.iter().map(|e| e.job_id).collect();
-    assert_eq!(ids.len(), 300);
+    assert_eq!(ids.len(), 2000);
 }
 
 #[tokio::test]
@@ -580,6 +606,11 @@ async fn an_idle_worker_wakes_at_once_when_a_job_is_queued() {
     );
     shutdown.cancel();
     handle.await.unwrap();
+}
+
+/// Claims of any tool's jobs.
+fn any_tool() -> jobgraph::queue::Tools {
+    jobgraph::queue::Tools::Except(Vec::new())
 }
 
 /// A worker in the test server's own process, sharing its in-memory wake-up.
@@ -720,4 +751,184 @@ async fn a_worker_process_killed_mid_run_leaves_every_job_finished_and_charged_o
     assert!(ledger.iter().all(|t| t.amount < 0));
     let charged: i64 = ledger.iter().map(|t| t.amount).sum();
     assert_eq!(app.balance(&ws).await, balance_before + charged);
+}
+
+/// Workers of their own processes (own connection pools) on the test database, with a
+/// per-workspace limit.
+async fn workers_with_limit(
+    app: &TestApp,
+    names: &[&str],
+    concurrency: usize,
+    workspace_max_running: u32,
+) -> Vec<jobgraph::queue::runner::Worker> {
+    let mut workers = Vec::new();
+    for name in names {
+        let mut config = jobgraph::Config::defaults();
+        config.database.database_url = Some(app.database_url.clone());
+        config.server.tools_file = app.state.config.tools_file.clone();
+        config.server.workers = concurrency;
+        config.server.workspace_max_running = workspace_max_running;
+        let other = jobgraph::App::build(config).await.unwrap();
+        let mut worker = other.worker();
+        worker.name = (*name).to_owned();
+        worker.config.poll = Duration::from_millis(20);
+        workers.push(worker);
+    }
+    workers
+}
+
+async fn wait_until_final(app: &TestApp, ids: &[String]) -> Vec<job::Model> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let mut jobs = Vec::new();
+        for id in ids {
+            let id = jobgraph::ids::decode(jobgraph::ids::Kind::Job, "id", id).unwrap();
+            jobs.push(
+                job::Entity::find_by_id(id)
+                    .one(&app.db)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        if jobs.iter().all(|job| job.status.is_final()) {
+            return jobs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{jobs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether any two runs overlap in time.
+fn overlapping(jobs: &[job::Model]) -> bool {
+    jobs.iter().enumerate().any(|(i, a)| {
+        jobs[i + 1..].iter().any(|b| {
+            a.started_at.unwrap() < b.finished_at.unwrap()
+                && b.started_at.unwrap() < a.finished_at.unwrap()
+        })
+    })
+}
+
+#[tokio::test]
+async fn one_workspaces_long_queue_does_not_hold_back_another_workspaces_job() {
+    let app = spawn(0).await;
+    let (alice, busy) = setup(&app).await;
+    let bob = app.user("bob@lab.test").await;
+    let quiet = app.workspace(&bob, "quiet").await;
+    app.grant(&quiet, 100).await;
+    let mut queued = Vec::new();
+    for _ in 0..6 {
+        queued.push(
+            submit(
+                &app,
+                &alice,
+                &busy,
+                "sleep",
+                json!([]),
+                json!({"seconds": 0.4}),
+            )
+            .await,
+        );
+    }
+    let lone = submit(
+        &app,
+        &bob,
+        &quiet,
+        "sleep",
+        json!([]),
+        json!({"seconds": 0.4}),
+    )
+    .await;
+    // Two workers of two slots each, one run per workspace at a time.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handles: Vec<_> = workers_with_limit(&app, &["one", "two"], 2, 1)
+        .await
+        .into_iter()
+        .map(|worker| tokio::spawn(worker.run(shutdown.clone())))
+        .collect();
+    let busy_jobs = wait_until_final(&app, &queued).await;
+    let lone_job = wait_until_final(&app, std::slice::from_ref(&lone))
+        .await
+        .remove(0);
+    shutdown.cancel();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    assert!(
+        busy_jobs
+            .iter()
+            .all(|job| job.status == JobStatus::Completed)
+    );
+    assert_eq!(lone_job.status, JobStatus::Completed);
+    assert!(
+        !overlapping(&busy_jobs),
+        "the busy workspace never ran two jobs at once, across both workers: {:?}",
+        busy_jobs
+            .iter()
+            .map(|j| (j.started_at, j.finished_at, j.worker_id.clone(), j.attempt))
+            .collect::<Vec<_>>()
+    );
+    let last_busy_start = busy_jobs
+        .iter()
+        .map(|job| job.started_at.unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        lone_job.finished_at.unwrap() < last_busy_start,
+        "the other workspace's job ran while the long queue waited: it finished at {:?}, the \
+         busy workspace's last job started at {last_busy_start:?}",
+        lone_job.finished_at
+    );
+}
+
+#[tokio::test]
+async fn a_tools_limit_holds_across_workers_while_other_tools_run() {
+    let app = spawn(0).await;
+    let (alice, ws) = setup(&app).await;
+    let mut solos = Vec::new();
+    for _ in 0..3 {
+        solos.push(
+            submit(
+                &app,
+                &alice,
+                &ws,
+                "solo",
+                json!([]),
+                json!({"seconds": 0.4}),
+            )
+            .await,
+        );
+    }
+    let other = submit(
+        &app,
+        &alice,
+        &ws,
+        "sleep",
+        json!([]),
+        json!({"seconds": 0.6}),
+    )
+    .await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handles: Vec<_> = workers_with_limit(&app, &["one", "two"], 2, 0)
+        .await
+        .into_iter()
+        .map(|worker| tokio::spawn(worker.run(shutdown.clone())))
+        .collect();
+    let solo_jobs = wait_until_final(&app, &solos).await;
+    let other_job = wait_until_final(&app, std::slice::from_ref(&other))
+        .await
+        .remove(0);
+    shutdown.cancel();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    assert!(
+        solo_jobs
+            .iter()
+            .all(|job| job.status == JobStatus::Completed)
+    );
+    assert!(!overlapping(&solo_jobs), "one `solo` run at a time");
+    let mut all = solo_jobs.clone();
+    all.push(other_job);
+    assert!(overlapping(&all), "another tool's job ran beside them");
 }

@@ -1,0 +1,92 @@
+//! The register of workers: each worker pool and remote worker says, every few seconds, which
+//! tools it runs. A QUEUED job whose tool no recently heard worker runs is waiting for nobody,
+//! and says so.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use entity::worker;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// How long a worker counts as present after it was last heard from.
+pub const PRESENT_FOR: chrono::Duration = chrono::Duration::seconds(60);
+
+/// A worker as it announces itself.
+#[derive(Debug, Clone)]
+pub struct Announcement<'a> {
+    pub name: &'a str,
+    /// `local` or `remote`.
+    pub kind: &'a str,
+    pub tools: &'a [String],
+    pub capacity: usize,
+    pub user_id: Option<Uuid>,
+}
+
+/// Records that a worker is present, with what it runs.
+pub async fn seen(db: &impl ConnectionTrait, worker: Announcement<'_>) -> Result<()> {
+    let now = Utc::now();
+    let row = worker::ActiveModel {
+        name: Set(worker.name.to_owned()),
+        kind: Set(worker.kind.to_owned()),
+        tools: Set(serde_json::json!(worker.tools)),
+        capacity: Set(i32::try_from(worker.capacity).unwrap_or(i32::MAX)),
+        user_id: Set(worker.user_id),
+        started_at: Set(now),
+        seen_at: Set(now),
+    };
+    worker::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(worker::Column::Name)
+                .update_columns([
+                    worker::Column::Tools,
+                    worker::Column::Capacity,
+                    worker::Column::SeenAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    Ok(())
+}
+
+/// Removes a worker that stops.
+pub async fn gone(db: &impl ConnectionTrait, name: &str) -> Result<()> {
+    worker::Entity::delete_by_id(name.to_owned())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Forgets workers not heard from for a long time (a day): they are gone without saying so.
+pub async fn forget_silent(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<()> {
+    worker::Entity::delete_many()
+        .filter(worker::Column::SeenAt.lt(now - chrono::Duration::days(1)))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The workers present now.
+pub async fn present(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<Vec<worker::Model>> {
+    Ok(worker::Entity::find()
+        .filter(worker::Column::SeenAt.gte(now - PRESENT_FOR))
+        .all(db)
+        .await?)
+}
+
+/// The tools that the workers present now run, and the jobs they run at once in all.
+pub fn served(workers: &[worker::Model]) -> (HashSet<String>, u64) {
+    let mut tools = HashSet::new();
+    let mut capacity = 0u64;
+    for worker in workers {
+        capacity += worker.capacity.max(0) as u64;
+        if let Some(names) = worker.tools.as_array() {
+            tools.extend(names.iter().filter_map(|n| n.as_str().map(str::to_owned)));
+        }
+    }
+    (tools, capacity)
+}
