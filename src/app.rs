@@ -44,6 +44,8 @@ pub struct AppState {
     pub files: Arc<Files>,
     /// Fans committed changes out to this process's subscriptions.
     pub bus: crate::live::Bus,
+    /// Where waiting jobs stand.
+    pub queue: Arc<crate::queue::waiting::Queue>,
 }
 
 impl AppState {
@@ -67,6 +69,11 @@ impl AppState {
         let tokens = Arc::new(TokenCache::new(trust));
         let standings = Arc::new(StandingCache::new(trust));
         let files = Arc::new(files);
+        let queue = Arc::new(crate::queue::waiting::Queue::new(
+            db.clone(),
+            catalog.clone(),
+            crate::queue::Limits::new(&catalog, Some(config.workspace_max_running)),
+        ));
         let schema = graphql::build(
             db.clone(),
             config.clone(),
@@ -93,6 +100,7 @@ impl AppState {
             documents: Arc::new(TtlCache::new(std::time::Duration::from_secs(600))),
             files,
             bus,
+            queue,
         }
     }
 }

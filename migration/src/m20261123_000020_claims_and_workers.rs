@@ -4,6 +4,9 @@
 //! exactly that order lets a claim read the head of the queue instead of sorting it, and lets a
 //! job's queue position be counted from the index alone.
 //!
+//! A tool's recent runs, newest first, give the typical run time that a waiting job's
+//! estimated start is computed from.
+//!
 //! `workers` lists the processes and remote workers that claim jobs, with the tools each runs
 //! and when it was last heard from, so that a waiting job can tell that nobody runs its tool.
 #![expect(
@@ -22,6 +25,8 @@ enum Jobs {
     Status,
     Priority,
     QueuedAt,
+    Tool,
+    FinishedAt,
 }
 
 #[derive(DeriveIden)]
@@ -63,6 +68,16 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
+            .create_index(
+                Index::create()
+                    .name("idx_jobs_tool_finished")
+                    .table(Jobs::Table)
+                    .col(Jobs::Tool)
+                    .col(Jobs::FinishedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
             .create_table(
                 Table::create()
                     .table(Workers::Table)
@@ -92,6 +107,14 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .drop_table(Table::drop().table(Workers::Table).to_owned())
+            .await?;
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("idx_jobs_tool_finished")
+                    .table(Jobs::Table)
+                    .to_owned(),
+            )
             .await?;
         manager
             .drop_index(

@@ -23,6 +23,7 @@ use crate::ids::{self, Kind};
 use crate::jobs::export;
 use crate::jobs::history::{self, BatchSummary, Difference, DifferenceKind};
 use crate::pagination::PageArgs;
+use crate::queue::waiting::{Wait, WaitReason, Waiter};
 use crate::tools::{Estimate, InputKind, InputValue, Prepared, StoredInputKind, Tool};
 
 macro_rules! mirror_enum {
@@ -60,6 +61,37 @@ mirror_enum!(
     [Private, Public, LoggedIn, Invited]
 );
 mirror_enum!(ParentKindView, "ParentKind", ParentKind, [Retry, Duplicate]);
+
+/// Why a job has not started yet.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "WaitReason")]
+pub enum WaitReasonView {
+    /// Jobs ahead of it in the queue will be claimed first.
+    QueuedBehindOthers,
+    /// It is next in the queue: the next free worker takes it.
+    WaitingForWorker,
+    /// Its workspace runs as many jobs at once as it may.
+    WorkspaceLimit,
+    /// Its tool runs as many jobs at once as it may.
+    ToolLimit,
+    /// No worker present runs its tool.
+    NoWorkerForTool,
+    /// A failed attempt waits out its backoff; `eligibleAt` says until when.
+    RetryBackoff,
+}
+
+impl From<WaitReason> for WaitReasonView {
+    fn from(reason: WaitReason) -> Self {
+        match reason {
+            WaitReason::QueuedBehindOthers => WaitReasonView::QueuedBehindOthers,
+            WaitReason::WaitingForWorker => WaitReasonView::WaitingForWorker,
+            WaitReason::WorkspaceLimit => WaitReasonView::WorkspaceLimit,
+            WaitReason::ToolLimit => WaitReasonView::ToolLimit,
+            WaitReason::NoWorkerForTool => WaitReasonView::NoWorkerForTool,
+            WaitReason::RetryBackoff => WaitReasonView::RetryBackoff,
+        }
+    }
+}
 
 /// A tool users can run.
 pub struct ToolView(pub Arc<Tool>);
@@ -326,6 +358,9 @@ fn columns_of_field(name: &str) -> Option<&'static [job::Column]> {
         "finishedAt" => &[C::FinishedAt],
         "durationSeconds" => &[C::StartedAt, C::FinishedAt],
         "parent" => &[C::ParentId],
+        "queuePosition" | "waitReason" | "eligibleAt" | "estimatedStartAt" => {
+            &[C::Tool, C::Priority, C::QueuedAt, C::RunAfter]
+        }
         "parentKind" => &[C::ParentKind],
         "batch" => &[C::BatchId],
         _ => return None,
@@ -338,6 +373,22 @@ pub struct JobView(pub job::Model, pub JobStanding);
 impl JobView {
     pub fn from_access(access: JobAccess) -> Self {
         JobView(access.job, access.standing)
+    }
+
+    /// Where the job stands while it waits, loaded with the rest of its page.
+    async fn wait(&self, ctx: &Context<'_>) -> ApiResult<Wait> {
+        if !matches!(self.0.status, JobStatus::Queued | JobStatus::Retry) {
+            return Ok(Wait::default());
+        }
+        let id = self.0.id;
+        Ok(ctx
+            .data_unchecked::<super::Waits>()
+            .load_one(Waiter::from(&self.0))
+            .await
+            .map_err(|err| {
+                Error::Internal(anyhow::anyhow!("placing job {id} in the queue: {err}"))
+            })?
+            .unwrap_or_default())
     }
 
     fn can(&self, action: JobAction) -> bool {
@@ -508,6 +559,25 @@ impl JobView {
         let until = self.0.finished_at.unwrap_or_else(Utc::now);
         Some((until - started).num_milliseconds() as f64 / 1000.0)
     }
+    /// For a QUEUED job, how many QUEUED jobs will be claimed before it: those of higher
+    /// priority, then those queued earlier (0: it is next). Null for any other status.
+    async fn queue_position(&self, ctx: &Context<'_>) -> ApiResult<Option<i64>> {
+        Ok(self.wait(ctx).await?.position.map(|n| n as i64))
+    }
+    /// Why a QUEUED or RETRY job has not started yet; null for any other status.
+    async fn wait_reason(&self, ctx: &Context<'_>) -> ApiResult<Option<WaitReasonView>> {
+        Ok(self.wait(ctx).await?.reason.map(Into::into))
+    }
+    /// For a RETRY job, when it is queued again.
+    async fn eligible_at(&self, ctx: &Context<'_>) -> ApiResult<Option<DateTime<Utc>>> {
+        Ok(self.wait(ctx).await?.eligible_at)
+    }
+    /// For a QUEUED or RETRY job, when it will likely start: from the jobs ahead of it, the
+    /// capacity of the workers that run its tool and how long its tool's recent runs took.
+    /// Null when no worker runs its tool.
+    async fn estimated_start_at(&self, ctx: &Context<'_>) -> ApiResult<Option<DateTime<Utc>>> {
+        Ok(self.wait(ctx).await?.estimated_start_at)
+    }
     /// Every status and stage change, oldest first.
     async fn timeline(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobEventView>> {
         let events = history::timeline(db(ctx), self.0.id).await?;
@@ -652,6 +722,14 @@ impl BatchView {
     }
 }
 
+/// The fields of `Job` that say where a waiting job stands.
+const WAIT_FIELDS: [&str; 4] = [
+    "queuePosition",
+    "waitReason",
+    "eligibleAt",
+    "estimatedStartAt",
+];
+
 /// A page of a workspace's jobs as a connection.
 pub async fn job_connection(
     ctx: &Context<'_>,
@@ -692,6 +770,19 @@ pub async fn job_connection(
         ctx.data_unchecked::<super::Workspaces>()
             .feed_one(access.workspace.id, access.clone())
             .await;
+    }
+    if WAIT_FIELDS.iter().any(|name| selects(name)) {
+        // Every waiting job of the page placed in one go.
+        let waiters = listing
+            .page
+            .items
+            .iter()
+            .filter(|job| matches!(job.status, JobStatus::Queued | JobStatus::Retry))
+            .map(Waiter::from);
+        ctx.data_unchecked::<super::Waits>()
+            .load_many(waiters)
+            .await
+            .map_err(|err| Error::Internal(anyhow::anyhow!("placing jobs in the queue: {err}")))?;
     }
     let standing = JobStanding {
         workspace: access.standing,

@@ -93,3 +93,30 @@ impl Loader<Uuid> for WorkspaceAccessLoader {
             .collect())
     }
 }
+
+/// Loads where waiting jobs stand, a page at a time.
+pub struct WaitLoader {
+    queue: Arc<crate::queue::waiting::Queue>,
+}
+
+impl WaitLoader {
+    pub fn new(queue: Arc<crate::queue::waiting::Queue>) -> Self {
+        WaitLoader { queue }
+    }
+}
+
+impl Loader<crate::queue::waiting::Waiter> for WaitLoader {
+    type Value = crate::queue::waiting::Wait;
+    type Error = Arc<crate::error::Error>;
+
+    async fn load(
+        &self,
+        keys: &[crate::queue::waiting::Waiter],
+    ) -> Result<HashMap<crate::queue::waiting::Waiter, Self::Value>, Self::Error> {
+        let mut answers = self.queue.explain(keys).await.map_err(Arc::new)?;
+        Ok(keys
+            .iter()
+            .map(|key| (key.clone(), answers.remove(&key.id).unwrap_or_default()))
+            .collect())
+    }
+}

@@ -92,11 +92,25 @@ pub fn sdl() -> String {
 pub(crate) type Users = DataLoader<UserLoader, HashMapCache>;
 /// A request's workspace loader.
 pub(crate) type Workspaces = DataLoader<WorkspaceAccessLoader, HashMapCache>;
+/// A request's loader of where waiting jobs stand.
+pub(crate) type Waits = DataLoader<loaders::WaitLoader, HashMapCache>;
 
 /// The per-request data: who is asking, and the request's batch loaders, whose caches live as
 /// long as the request.
-pub fn request_data(db: &DatabaseConnection, viewer: Viewer) -> Data {
+pub fn request_data(
+    db: &DatabaseConnection,
+    queue: &Arc<crate::queue::waiting::Queue>,
+    viewer: Viewer,
+) -> Data {
     let mut data = Data::default();
+    data.insert(
+        DataLoader::with_cache(
+            loaders::WaitLoader::new(queue.clone()),
+            tokio::spawn,
+            HashMapCache::default(),
+        )
+        .delay(Duration::ZERO),
+    );
     // No batching window: the keys of sibling fields are registered in the same poll, and a
     // page primes its loaders up front, so waiting would only add latency.
     data.insert(

@@ -351,7 +351,7 @@ async fn execute(
         let document = document.clone();
         state.documents.insert(request.query.clone(), document);
     }
-    request.data = graphql::request_data(&state.db, viewer);
+    request.data = graphql::request_data(&state.db, &state.queue, viewer);
     let response = state.schema.execute(request).await;
     let is_request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()

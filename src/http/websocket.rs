@@ -306,7 +306,7 @@ impl Connection {
                 .push(json!({"type": "error", "id": id, "payload": payload}));
             return Ok(());
         }
-        request.data = graphql::request_data(&self.state.db, viewer);
+        request.data = graphql::request_data(&self.state.db, &self.state.queue, viewer);
         let schema = self.state.schema.clone();
         let outgoing = self.outgoing.clone();
         let operation_id = id.clone();

@@ -8,6 +8,7 @@
 //! that lost its lease cannot touch the job again.
 
 pub mod runner;
+pub mod waiting;
 pub mod workers;
 
 use std::collections::HashMap;

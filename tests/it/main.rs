@@ -13,5 +13,6 @@ mod members;
 mod schema;
 mod support;
 mod tokens;
+mod waiting;
 mod websocket;
 mod workspaces;

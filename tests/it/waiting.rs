@@ -1,0 +1,248 @@
+//! Where a waiting job stands: its place in the queue, why it waits and when it will likely
+//! start, for a page of jobs at the cost of a few statements.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::job::JobStatus;
+use jobgraph::jobs::lifecycle::Change;
+use jobgraph::queue::{self, Limits, Tools, workers};
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, TestUser};
+
+const SOLO: &str = r#"
+[[tools]]
+name = "solo"
+title = "One at a time"
+version = "1"
+timeout_seconds = 30
+max_running = 1
+executor = { kind = "builtin", function = "sleep" }
+price = { base = 1 }
+"#;
+
+/// A server without workers, two runs at once per workspace.
+async fn spawn() -> TestApp {
+    TestApp::spawn_with(|config| {
+        let tools = config.database.data_dir.join("tools.toml");
+        let builtin = include_str!("../../src/tools/default_tools.toml");
+        std::fs::write(&tools, format!("{builtin}\n{SOLO}")).unwrap();
+        config.server.tools_file = Some(tools);
+        config.server.workers = 0;
+        config.server.workspace_max_running = 2;
+    })
+    .await
+}
+
+async fn submit(app: &TestApp, user: &TestUser, ws: &str, tool: &str, priority: i32) -> String {
+    let data = app
+        .ok(
+            Some(&user.token),
+            "mutation($ws: ID!, $tool: String!, $priority: Int!) {
+               submitJob(input: {workspaceId: $ws, tool: $tool, priority: $priority,
+                                 settings: {seconds: 1}}) { job { id } } }",
+            json!({"ws": ws, "tool": tool, "priority": priority}),
+        )
+        .await;
+    data["submitJob"]["job"]["id"].as_str().unwrap().to_owned()
+}
+
+async fn wait_of(app: &TestApp, user: &TestUser, id: &str) -> Value {
+    app.ok(
+        Some(&user.token),
+        "query($id: ID!) { job(id: $id) { status queuePosition waitReason eligibleAt estimatedStartAt } }",
+        json!({"id": id}),
+    )
+    .await["job"]
+        .clone()
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+async fn claim(app: &TestApp, tools: Tools, limit: u64) -> Vec<entity::job::Model> {
+    let limits = Limits::new(&app.state.catalog, Some(2));
+    queue::claim(
+        &app.db,
+        "worker",
+        &tools,
+        &limits,
+        limit,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_waiting_job_says_where_it_stands_and_why() {
+    let app = spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 1000).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(submit(&app, &alice, &ws, "sleep", 0).await);
+    }
+    // Submitted last, claimed first.
+    let urgent = submit(&app, &alice, &ws, "sleep", 10).await;
+    ids.insert(0, urgent.clone());
+
+    // Nobody runs the tool yet.
+    for (position, id) in ids.iter().enumerate() {
+        let wait = wait_of(&app, &alice, id).await;
+        assert_eq!(wait["status"], "QUEUED");
+        assert_eq!(wait["queuePosition"], position, "{wait}");
+        assert_eq!(wait["waitReason"], "NO_WORKER_FOR_TOOL");
+        assert_eq!(wait["estimatedStartAt"], Value::Null);
+    }
+
+    // A worker of two slots runs it.
+    let tools = ["sleep".to_owned(), "solo".to_owned()];
+    workers::seen(
+        &app.db,
+        workers::Announcement {
+            name: "worker",
+            kind: "local",
+            tools: &tools,
+            capacity: 2,
+            user_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    let mut starts = Vec::new();
+    for (position, id) in ids.iter().enumerate() {
+        let wait = wait_of(&app, &alice, id).await;
+        assert_eq!(wait["queuePosition"], position);
+        let reason = if position == 0 {
+            "WAITING_FOR_WORKER"
+        } else {
+            "QUEUED_BEHIND_OTHERS"
+        };
+        assert_eq!(wait["waitReason"], reason, "{wait}");
+        starts.push(time(&wait["estimatedStartAt"]));
+    }
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+    assert!(
+        starts[3] > starts[0],
+        "a job two waves back starts later: {starts:?}"
+    );
+
+    // The workspace runs two jobs, its limit: the others wait for it.
+    let claimed = claim(&app, Tools::Except(Vec::new()), 2).await;
+    assert_eq!(claimed.len(), 2);
+    for (position, id) in ids[2..].iter().enumerate() {
+        let wait = wait_of(&app, &alice, id).await;
+        assert_eq!(wait["queuePosition"], position);
+        assert_eq!(wait["waitReason"], "WORKSPACE_LIMIT", "{wait}");
+    }
+    let running = wait_of(&app, &alice, &urgent).await;
+    assert_eq!(running["status"], "PROCESSING");
+    assert_eq!(running["queuePosition"], Value::Null);
+    assert_eq!(running["waitReason"], Value::Null);
+    assert_eq!(running["estimatedStartAt"], Value::Null);
+
+    // A failed attempt waits out its backoff.
+    let retry_at = Utc::now() + chrono::Duration::seconds(90);
+    app.drive(
+        &urgent,
+        JobStatus::Retry,
+        Change {
+            run_after: Some(retry_at),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let retrying = wait_of(&app, &alice, &urgent).await;
+    assert_eq!(retrying["waitReason"], "RETRY_BACKOFF");
+    assert_eq!(retrying["queuePosition"], Value::Null);
+    let eligible = time(&retrying["eligibleAt"]);
+    assert!(
+        (eligible - retry_at).num_milliseconds().abs() < 5,
+        "{retrying}"
+    );
+    assert_eq!(time(&retrying["estimatedStartAt"]), eligible);
+
+    // Another workspace's job of a tool at its own limit waits for the tool.
+    let bob = app.user("bob@lab.test").await;
+    let other = app.workspace(&bob, "other").await;
+    app.grant(&other, 100).await;
+    let first = submit(&app, &bob, &other, "solo", 0).await;
+    let second = submit(&app, &bob, &other, "solo", 0).await;
+    let claimed = claim(&app, Tools::Only(vec!["solo".to_owned()]), 2).await;
+    assert_eq!(claimed.len(), 1, "one `solo` run at a time");
+    assert_eq!(wait_of(&app, &bob, &first).await["status"], "PROCESSING");
+    let held = wait_of(&app, &bob, &second).await;
+    assert_eq!(held["waitReason"], "TOOL_LIMIT", "{held}");
+}
+
+#[tokio::test]
+async fn a_page_of_waiting_jobs_costs_the_same_few_statements_whatever_its_size() {
+    let app = spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 1000).await;
+    let jobs: Vec<_> = (0..60)
+        .map(|i| json!({"tool": "sleep", "priority": i % 3, "settings": {"seconds": 1}}))
+        .collect();
+    app.ok(
+        Some(&alice.token),
+        "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
+        json!({"ws": ws, "jobs": jobs}),
+    )
+    .await;
+    let page =
+        "query($ws: ID!, $first: Int) { workspace(id: $ws) { jobs(first: $first) { edges { node {
+        id priority queuedAt queuePosition waitReason estimatedStartAt } } } } }";
+    let token = Some(alice.token.as_str());
+    app.ok(token, "{ viewer { isAuthenticated } }", json!({}))
+        .await;
+    // Once, so that the tool's typical run time is known.
+    app.ok(token, page, json!({"ws": ws, "first": 1})).await;
+    let mut costs = Vec::new();
+    for first in [50, 5] {
+        let before = app.queries.count();
+        let data = app.ok(token, page, json!({"ws": ws, "first": first})).await;
+        costs.push(app.queries.count() - before);
+        let nodes: Vec<&Value> = data["workspace"]["jobs"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|edge| &edge["node"])
+            .collect();
+        assert_eq!(nodes.len(), first);
+        // Each position counts the jobs of the whole queue claimed before it.
+        let mut all = nodes.clone();
+        all.sort_by_key(|n| {
+            (
+                -n["priority"].as_i64().unwrap(),
+                n["queuedAt"].as_str().unwrap().to_owned(),
+            )
+        });
+        let positions: Vec<i64> = all
+            .iter()
+            .map(|n| n["queuePosition"].as_i64().unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    }
+    let data = app.ok(token, page, json!({"ws": ws, "first": 60})).await;
+    let mut positions: Vec<i64> = data["workspace"]["jobs"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| edge["node"]["queuePosition"].as_i64().unwrap())
+        .collect();
+    positions.sort();
+    assert_eq!(positions, (0..60).collect::<Vec<_>>());
+    assert_eq!(
+        costs[0], costs[1],
+        "a page of 50 costs what a page of 5 does: {costs:?}"
+    );
+    // The page (the viewer's standing is known from the warm-up), then one count over the
+    // queue, one of running jobs and one read of the worker register.
+    assert_eq!(costs[0], 4, "a page costs {} statements", costs[0]);
+}
