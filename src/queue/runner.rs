@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use entity::job::{self, JobStatus};
 use sea_orm::DatabaseConnection;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::db;
 use crate::error::Error;
-use crate::executors::{self, Failure, Output, Progress};
+use crate::executors::{self, Failure, Output, Progress, Usage};
 use crate::files::{self, Files, NewFile};
 use crate::jobs::lifecycle::{self, Change};
 use crate::tools::Catalog;
@@ -195,6 +195,23 @@ async fn hand_back(db: &DatabaseConnection, job: &job::Model) {
     }
 }
 
+/// How long a run's outcome waits for its killed program to be reaped and its usage known.
+const USAGE_WAIT: Duration = Duration::from_secs(2);
+
+/// A run's `resources`: its wall time, and what its program used when one ran.
+fn resources(wall_seconds: f64, usage: Option<Usage>) -> Value {
+    let mut resources = json!({ "wallSeconds": wall_seconds });
+    if let (Some(usage), Value::Object(map)) = (usage, &mut resources) {
+        map.insert("cpuUserSeconds".to_owned(), json!(usage.cpu_user_seconds));
+        map.insert(
+            "cpuSystemSeconds".to_owned(),
+            json!(usage.cpu_system_seconds),
+        );
+        map.insert("peakMemoryBytes".to_owned(), json!(usage.peak_memory_bytes));
+    }
+    resources
+}
+
 enum Outcome {
     Done(Output),
     Failed(Failure),
@@ -208,16 +225,13 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
         tracing::info_span!("job", job.id = %job.id, attempt = job.attempt, tool = %job.tool);
     let _enter = span.enter();
     let started = Instant::now();
+    let (progress, usage) = Progress::new(&worker.db, &job);
     let outcome = match worker.catalog.get(&job.tool).cloned() {
         None => Outcome::Failed(Failure::Permanent(format!(
             "the tool `{}` is no longer offered",
             job.tool
         ))),
         Some(tool) => {
-            let progress = Progress {
-                db: &worker.db,
-                job: &job,
-            };
             let limit = Duration::from_secs(tool.timeout_seconds);
             let heartbeat_every = (worker.config.lease / 3).min(Duration::from_secs(2));
             let heartbeat = async {
@@ -242,7 +256,14 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    let resources = json!({ "wallSeconds": seconds });
+    drop(progress);
+    // Sent once the program is reaped: at once when it ended by itself, moments after the kill
+    // of a timed-out or abandoned run; closed when no program was started.
+    let usage = tokio::time::timeout(USAGE_WAIT, usage)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let resources = resources(seconds, usage);
     // Only a completed run keeps output files: any other ending, or a completion that cannot
     // be recorded, removes what this attempt stored.
     let completed = matches!(outcome, Outcome::Done(_));
@@ -278,13 +299,18 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
             .await
             .map(Some)
         }
-        Outcome::Failed(Failure::Transient(message)) => {
-            crate::queue::fail_attempt(&worker.db, &job, message, "TRANSIENT_FAILURE", true)
-                .await
-                .map(Some)
-        }
+        Outcome::Failed(Failure::Transient(message)) => crate::queue::fail_attempt(
+            &worker.db,
+            &job,
+            message,
+            "TRANSIENT_FAILURE",
+            true,
+            Some(resources),
+        )
+        .await
+        .map(Some),
         Outcome::Failed(Failure::Permanent(message)) => {
-            crate::queue::fail_attempt(&worker.db, &job, message, "FAILED", false)
+            crate::queue::fail_attempt(&worker.db, &job, message, "FAILED", false, Some(resources))
                 .await
                 .map(Some)
         }

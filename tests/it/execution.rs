@@ -70,6 +70,20 @@ timeout_seconds = 1
 max_attempts = 1
 executor = { kind = "command", program = "sh", args = ["-c", "sleep 30 & echo $! > \"$1\"; wait", "hang", "{setting:pidfile}"] }
 price = { base = 1 }
+
+[[tools]]
+name = "burn"
+title = "Burn"
+version = "1"
+timeout_seconds = 30
+executor = { kind = "command", program = "sh", args = ["-c", "python3 -c \"$1\"; echo burnt", "burn", """
+import time
+block = b"x" * (50 * 1024 * 1024)
+start = time.process_time()
+while time.process_time() - start < 0.3:
+    pass
+"""] }
+price = { base = 1 }
 "##;
 
 async fn spawn(workers: usize) -> TestApp {
@@ -931,4 +945,64 @@ async fn a_tools_limit_holds_across_workers_while_other_tools_run() {
     let mut all = solo_jobs.clone();
     all.push(other_job);
     assert!(overlapping(&all), "another tool's job ran beside them");
+}
+
+#[tokio::test]
+async fn a_command_run_records_the_cpu_time_and_peak_memory_of_its_program() {
+    let app = spawn(2).await;
+    let (alice, ws) = setup(&app).await;
+    // The shell waits for python, so what python used counts as the run's.
+    let burnt = submit(&app, &alice, &ws, "burn", json!([]), json!({})).await;
+    let failed = submit(&app, &alice, &ws, "crash", json!([]), json!({"code": 3})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let timed_out = submit(
+        &app,
+        &alice,
+        &ws,
+        "hang",
+        json!([]),
+        json!({"pidfile": pidfile.display().to_string()}),
+    )
+    .await;
+    let resources = |id: String| {
+        let app = &app;
+        let token = alice.token.clone();
+        async move {
+            let job = app.wait_final(&token, &id, WAIT).await;
+            let data = app
+                .ok(
+                    Some(&token),
+                    "query($id: ID!) { job(id: $id) { resources } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            (job["status"].clone(), data["job"]["resources"].clone())
+        }
+    };
+
+    let (status, used) = resources(burnt).await;
+    assert_eq!(status, "COMPLETED", "{used}");
+    assert!(used["wallSeconds"].as_f64().unwrap() > 0.3, "{used}");
+    assert!(used["cpuUserSeconds"].as_f64().unwrap() > 0.1, "{used}");
+    assert!(used["cpuSystemSeconds"].as_f64().unwrap() >= 0.0, "{used}");
+    assert!(
+        used["peakMemoryBytes"].as_u64().unwrap() > 40 * 1024 * 1024,
+        "{used}"
+    );
+
+    // A failed run and a timed-out one (its program killed, then reaped) record theirs too.
+    for (id, ending) in [(failed, "FAILED"), (timed_out, "TIMEOUT")] {
+        let (status, used) = resources(id).await;
+        assert_eq!(status, ending, "{used}");
+        for key in [
+            "wallSeconds",
+            "cpuUserSeconds",
+            "cpuSystemSeconds",
+            "peakMemoryBytes",
+        ] {
+            assert!(used[key].is_number(), "{ending} lacks {key}: {used}");
+        }
+        assert!(used["peakMemoryBytes"].as_u64().unwrap() > 0, "{used}");
+    }
 }
