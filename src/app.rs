@@ -141,6 +141,7 @@ impl App {
                 concurrency: self.state.config.workers,
                 lease: Duration::from_secs(self.state.config.lease_seconds),
                 workspace_max_running: Some(self.state.config.workspace_max_running),
+                grace: Duration::from_secs(self.state.config.grace_seconds),
                 ..WorkerConfig::default()
             },
             wake: self.state.wake.clone(),

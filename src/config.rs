@@ -68,6 +68,11 @@ pub struct ServerConfig {
     #[arg(long, env = "JOBGRAPH_WORKSPACE_MAX_RUNNING", default_value_t = 0)]
     pub workspace_max_running: u32,
 
+    /// Seconds a stopping worker lets its running jobs finish; it then stops the rest and hands
+    /// them back to the queue.
+    #[arg(long, env = "JOBGRAPH_GRACE_SECONDS", default_value_t = 10)]
+    pub grace_seconds: u64,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "JOBGRAPH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -10,6 +10,8 @@
 //! files and listed in it. On another exit
 //! code the tail of stderr is the error; codes listed in `retryable_exit_codes` are transient
 //! failures. The program runs in its own process group, killed whole on timeout or cancel.
+//! It is reaped with `wait4`, which also tells the CPU time and peak memory it used, with its
+//! descendants that it waited for; they are sent back through [`Progress::usage_sender`].
 //!
 //! ```toml
 //! executor = { kind = "command", program = "prokka", args = ["--outdir", "{outputs}", "{input:genome}"],
@@ -17,14 +19,15 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 
 use entity::job;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use super::{Failure, Output, Progress};
+use super::{Failure, Output, Progress, Usage};
 use crate::files::{self, Files};
 use crate::tools::{ExecutorSpec, Prepared};
 
@@ -33,17 +36,47 @@ const STDERR_TAIL_BYTES: usize = 4000;
 
 /// Kills a process group when dropped: on timeout, cancellation or any early return, nothing
 /// the program started outlives its attempt.
-struct ProcessGroup(Option<i32>);
+struct ProcessGroup(i32);
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// Waits for the child `pid` to end and reaps it, with what it used. Blocks: call it on a
+/// blocking thread.
+///
+/// `wait4` is the one call that gives a child's exit status and its resource usage together
+/// (`getrusage` only sums all children of this process, and other attempts run beside this
+/// one); no safe wrapper of it returns the usage.
+#[expect(unsafe_code, reason = "wait4 with its rusage has no safe wrapper")]
+fn wait_with_usage(pid: i32) -> std::io::Result<(ExitStatus, Usage)> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` holds plain integers, for which all zeros is a valid value.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals of the right types for the whole call.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
+        if reaped == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
         }
     }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let usage = Usage {
+        cpu_user_seconds: seconds(rusage.ru_utime),
+        cpu_system_seconds: seconds(rusage.ru_stime),
+        // Kibibytes on Linux.
+        peak_memory_bytes: (rusage.ru_maxrss.max(0) as u64) * 1024,
+    };
+    Ok((ExitStatus::from_raw(status), usage))
 }
 
 /// Removes the working directory when the attempt ends, whatever way it ends.
@@ -163,19 +196,34 @@ pub async fn run(
         .map(|arg| expand(arg, &dir, &job.settings))
         .collect();
 
-    let mut child = tokio::process::Command::new(program)
+    // Started with std, not tokio: tokio would reap a child it dropped unwaited, racing the
+    // `wait4` below (and, once the pid is reused, reaping another attempt's program).
+    let mut child = std::process::Command::new(program)
         .args(&args)
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
         .spawn()
         .map_err(|err| Failure::Permanent(format!("cannot start `{program}`: {err}")))?;
-    let _group = ProcessGroup(child.id().map(|pid| pid as i32));
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let pid = child.id() as i32;
+    let _group = ProcessGroup(pid);
+    // Reaps the program whatever happens to this attempt, so it never lingers as a zombie, and
+    // sends back what it used.
+    let usage = progress.usage_sender();
+    let reaped = tokio::task::spawn_blocking(move || {
+        let reaped = wait_with_usage(pid);
+        if let (Ok((_, used)), Some(usage)) = (&reaped, usage) {
+            let _ = usage.send(*used);
+        }
+        reaped.map(|(status, _)| status)
+    });
+    let pipe = io_failure("reading the program's output");
+    let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().expect("piped"))
+        .map_err(&pipe)?;
+    let mut stderr = tokio::process::ChildStderr::from_std(child.stderr.take().expect("piped"))
+        .map_err(&pipe)?;
     let stderr_tail = tokio::spawn(async move {
         let mut tail: VecDeque<u8> = VecDeque::with_capacity(STDERR_TAIL_BYTES);
         let mut buffer = [0u8; 4096];
@@ -198,9 +246,9 @@ pub async fn run(
             progress.report(fraction, stage.as_deref()).await?;
         }
     }
-    let status = child
-        .wait()
+    let status = reaped
         .await
+        .map_err(|err| Failure::Transient(format!("waiting for the program: {err}")))?
         .map_err(io_failure("waiting for the program"))?;
     let tail = stderr_tail.await.unwrap_or_default();
     if !status.success() {

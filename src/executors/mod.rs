@@ -5,11 +5,13 @@ pub mod builtin;
 pub mod command;
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use entity::job;
 use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 
 use crate::files::{self, Files, NewFile};
 use crate::tools::{Prepared, Tool};
@@ -33,13 +35,43 @@ pub enum Failure {
     Abandoned,
 }
 
-/// A running attempt's channel back to the job: progress and stage.
+/// What a run's program used, its descendants that it waited for included.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    pub cpu_user_seconds: f64,
+    pub cpu_system_seconds: f64,
+    pub peak_memory_bytes: u64,
+}
+
+/// A running attempt's channel back to the job: progress and stage, and what its program used.
 pub struct Progress<'a> {
     pub db: &'a DatabaseConnection,
     pub job: &'a job::Model,
+    usage: Mutex<Option<oneshot::Sender<Usage>>>,
 }
 
-impl Progress<'_> {
+impl<'a> Progress<'a> {
+    /// A channel for one attempt, and where the usage of the program it starts (if any)
+    /// arrives. The receiver resolves once that program is reaped, even when the attempt was
+    /// stopped early (a timeout kills the program, which is reaped moments later), or as closed
+    /// once this `Progress` is dropped without a program having started.
+    pub fn new(
+        db: &'a DatabaseConnection,
+        job: &'a job::Model,
+    ) -> (Self, oneshot::Receiver<Usage>) {
+        let (sender, receiver) = oneshot::channel();
+        let progress = Progress {
+            db,
+            job,
+            usage: Mutex::new(Some(sender)),
+        };
+        (progress, receiver)
+    }
+
+    /// Where to send the usage of the program this attempt starts; `None` once taken.
+    pub fn usage_sender(&self) -> Option<oneshot::Sender<Usage>> {
+        self.usage.lock().ok()?.take()
+    }
     /// Records progress (0 to 1) and, when given, a new stage. `Abandoned` once the job is no
     /// longer this attempt's, so the executor can stop.
     pub async fn report(&self, progress: f64, stage: Option<&str>) -> Result<(), Failure> {

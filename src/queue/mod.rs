@@ -404,13 +404,14 @@ pub fn backoff(attempt: i32) -> chrono::Duration {
 }
 
 /// Ends an attempt that failed: RETRY with backoff while attempts remain and the failure is
-/// transient, FAILED (refunded) otherwise.
+/// transient, FAILED (refunded) otherwise. `resources` is what the attempt used, when known.
 pub async fn fail_attempt(
     db: &DatabaseConnection,
     job: &job::Model,
     message: String,
     code: &str,
     transient: bool,
+    resources: Option<serde_json::Value>,
 ) -> Result<job::Model> {
     let tx = db::begin_write(db).await?;
     let retry = transient && job.attempt < job.max_attempts;
@@ -419,6 +420,7 @@ pub async fn fail_attempt(
         error_message: Some(message),
         error_code: Some(code.to_owned()),
         run_after: retry.then(|| Utc::now() + backoff(job.attempt)),
+        resources,
         ..Default::default()
     };
     let to = if retry {
@@ -449,6 +451,7 @@ pub async fn reclaim_expired(db: &DatabaseConnection, now: DateTime<Utc>) -> Res
             format!("worker {worker} stopped answering; its lease expired"),
             "LEASE_EXPIRED",
             true,
+            None,
         )
         .await
         {

@@ -2,19 +2,21 @@
 //! tool's time limit while a heartbeat renews the lease, records the outcome, and keeps the
 //! queue healthy (expired leases reclaimed, due retries queued again).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use entity::job::{self, JobStatus};
-use sea_orm::DatabaseConnection;
-use serde_json::json;
+use sea_orm::sea_query::{Expr, ExprTrait as _};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::db;
 use crate::error::Error;
-use crate::executors::{self, Failure, Output, Progress};
+use crate::executors::{self, Failure, Output, Progress, Usage};
 use crate::files::{self, Files, NewFile};
 use crate::jobs::lifecycle::{self, Change};
 use crate::tools::Catalog;
@@ -76,7 +78,8 @@ impl Worker {
         let worker = Arc::new(self);
         tracing::info!(worker = %worker.name, concurrency = worker.config.concurrency, "worker started");
         let mut running: JoinSet<()> = JoinSet::new();
-        let mut in_flight: Vec<(tokio::task::AbortHandle, job::Model)> = Vec::new();
+        // The job each running task runs, so those unfinished at shutdown can be handed back.
+        let mut in_flight: HashMap<tokio::task::Id, job::Model> = HashMap::new();
         let mut maintenance = tokio::time::interval(worker.config.maintenance);
         let tools = crate::queue::Tools::local(&worker.catalog);
         let limits =
@@ -105,7 +108,6 @@ impl Worker {
             ));
         }
         loop {
-            in_flight.retain(|(handle, _)| !handle.is_finished());
             let free = worker.config.concurrency.saturating_sub(running.len());
             if free > 0 {
                 match crate::queue::claim(
@@ -122,7 +124,7 @@ impl Worker {
                         worker.metrics.claimed(&jobs);
                         for job in jobs {
                             let handle = running.spawn(execute(worker.clone(), job.clone()));
-                            in_flight.push((handle, job));
+                            in_flight.insert(handle.id(), job);
                         }
                     }
                     Err(err) => tracing::error!(error = %err, "claiming jobs failed"),
@@ -131,7 +133,9 @@ impl Worker {
             worker.metrics.set_running(&worker.name, running.len());
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(_) = running.join_next(), if !running.is_empty() => {}
+                Some(ended) = running.join_next_with_id(), if !running.is_empty() => {
+                    ended_run(&mut in_flight, ended);
+                }
                 _ = worker.wake.notified() => {}
                 _ = tokio::time::sleep(worker.config.poll) => {}
                 _ = maintenance.tick() => {
@@ -154,15 +158,18 @@ impl Worker {
         }
         tracing::info!(worker = %worker.name, running = running.len(), "worker stopping");
         let _ = tokio::time::timeout(worker.config.grace, async {
-            while running.join_next().await.is_some() {}
+            while let Some(ended) = running.join_next_with_id().await {
+                ended_run(&mut in_flight, ended);
+            }
         })
         .await;
+        // The rest are stopped, and gone (their programs killed) before their jobs go back.
         running.abort_all();
-        for (handle, job) in in_flight {
-            if handle.is_finished() {
-                continue;
-            }
-            hand_back(&worker.db, &job).await;
+        while let Some(ended) = running.join_next_with_id().await {
+            ended_run(&mut in_flight, ended);
+        }
+        for job in in_flight.into_values() {
+            hand_back(&worker, &job).await;
         }
         if let Err(err) = crate::queue::workers::gone(&worker.db, &worker.name).await {
             tracing::warn!(error = %err, "removing the worker from the register failed");
@@ -171,16 +178,51 @@ impl Worker {
     }
 }
 
-/// Returns an unfinished job to the queue at shutdown.
-async fn hand_back(db: &DatabaseConnection, job: &job::Model) {
+/// Forgets a run that ended by itself. A run stopped by shutdown stays in `in_flight`, to be
+/// handed back.
+fn ended_run(
+    in_flight: &mut HashMap<tokio::task::Id, job::Model>,
+    ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    match ended {
+        Ok((id, ())) => {
+            in_flight.remove(&id);
+        }
+        Err(err) if err.is_cancelled() => {}
+        Err(err) => {
+            let job = in_flight.remove(&err.id());
+            tracing::error!(job.id = ?job.map(|job| job.id), error = %err, "a job's run panicked");
+        }
+    }
+}
+
+/// Returns a job whose run was stopped at shutdown to the queue, and deletes what the stopped
+/// attempt stored.
+///
+/// A shutdown is not the job's failure, so the job is allowed one more attempt: the stopped one
+/// does not use up `max_attempts`, while `attempt`, the token that fences every write of a
+/// running job, still only grows.
+async fn hand_back(worker: &Worker, job: &job::Model) {
     let result = async {
-        let tx = db::begin_write(db).await?;
+        let tx = db::begin_write(&worker.db).await?;
+        job::Entity::update_many()
+            .col_expr(
+                job::Column::MaxAttempts,
+                Expr::col(job::Column::MaxAttempts).add(1),
+            )
+            .filter(job::Column::Id.eq(job.id))
+            .filter(job::Column::Status.eq(job.status))
+            .filter(job::Column::Attempt.eq(job.attempt))
+            .exec(&tx)
+            .await?;
         lifecycle::transition(
             &tx,
             job,
             JobStatus::Queued,
             Change {
-                message: Some("handed back: the worker shut down".to_owned()),
+                message: Some(
+                    "handed back: the worker shut down; this attempt does not count".to_owned(),
+                ),
                 ..Default::default()
             },
         )
@@ -190,9 +232,34 @@ async fn hand_back(db: &DatabaseConnection, job: &job::Model) {
     }
     .await;
     match result {
-        Ok(()) | Err(Error::Conflict(_)) => {}
+        Ok(()) => {
+            tracing::info!(job.id = %job.id, attempt = job.attempt, "handed a job back");
+            worker
+                .files
+                .delete_prefix(&files::output_prefix(job.workspace_id, job.id, job.attempt))
+                .await;
+        }
+        // Finished, cancelled or reclaimed meanwhile: no longer this attempt's to hand back.
+        Err(Error::Conflict(_)) => {}
         Err(err) => tracing::error!(job.id = %job.id, error = %err, "handing a job back failed"),
     }
+}
+
+/// How long a run's outcome waits for its killed program to be reaped and its usage known.
+const USAGE_WAIT: Duration = Duration::from_secs(2);
+
+/// A run's `resources`: its wall time, and what its program used when one ran.
+fn resources(wall_seconds: f64, usage: Option<Usage>) -> Value {
+    let mut resources = json!({ "wallSeconds": wall_seconds });
+    if let (Some(usage), Value::Object(map)) = (usage, &mut resources) {
+        map.insert("cpuUserSeconds".to_owned(), json!(usage.cpu_user_seconds));
+        map.insert(
+            "cpuSystemSeconds".to_owned(),
+            json!(usage.cpu_system_seconds),
+        );
+        map.insert("peakMemoryBytes".to_owned(), json!(usage.peak_memory_bytes));
+    }
+    resources
 }
 
 enum Outcome {
@@ -208,16 +275,13 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
         tracing::info_span!("job", job.id = %job.id, attempt = job.attempt, tool = %job.tool);
     let _enter = span.enter();
     let started = Instant::now();
+    let (progress, usage) = Progress::new(&worker.db, &job);
     let outcome = match worker.catalog.get(&job.tool).cloned() {
         None => Outcome::Failed(Failure::Permanent(format!(
             "the tool `{}` is no longer offered",
             job.tool
         ))),
         Some(tool) => {
-            let progress = Progress {
-                db: &worker.db,
-                job: &job,
-            };
             let limit = Duration::from_secs(tool.timeout_seconds);
             let heartbeat_every = (worker.config.lease / 3).min(Duration::from_secs(2));
             let heartbeat = async {
@@ -242,7 +306,14 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    let resources = json!({ "wallSeconds": seconds });
+    drop(progress);
+    // Sent once the program is reaped: at once when it ended by itself, moments after the kill
+    // of a timed-out or abandoned run; closed when no program was started.
+    let usage = tokio::time::timeout(USAGE_WAIT, usage)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let resources = resources(seconds, usage);
     // Only a completed run keeps output files: any other ending, or a completion that cannot
     // be recorded, removes what this attempt stored.
     let completed = matches!(outcome, Outcome::Done(_));
@@ -278,13 +349,18 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
             .await
             .map(Some)
         }
-        Outcome::Failed(Failure::Transient(message)) => {
-            crate::queue::fail_attempt(&worker.db, &job, message, "TRANSIENT_FAILURE", true)
-                .await
-                .map(Some)
-        }
+        Outcome::Failed(Failure::Transient(message)) => crate::queue::fail_attempt(
+            &worker.db,
+            &job,
+            message,
+            "TRANSIENT_FAILURE",
+            true,
+            Some(resources),
+        )
+        .await
+        .map(Some),
         Outcome::Failed(Failure::Permanent(message)) => {
-            crate::queue::fail_attempt(&worker.db, &job, message, "FAILED", false)
+            crate::queue::fail_attempt(&worker.db, &job, message, "FAILED", false, Some(resources))
                 .await
                 .map(Some)
         }

@@ -70,6 +70,29 @@ timeout_seconds = 1
 max_attempts = 1
 executor = { kind = "command", program = "sh", args = ["-c", "sleep 30 & echo $! > \"$1\"; wait", "hang", "{setting:pidfile}"] }
 price = { base = 1 }
+
+[[tools]]
+name = "nap"
+title = "Nap"
+version = "1"
+timeout_seconds = 60
+max_attempts = 1
+executor = { kind = "builtin", function = "sleep" }
+price = { base = 2 }
+
+[[tools]]
+name = "burn"
+title = "Burn"
+version = "1"
+timeout_seconds = 30
+executor = { kind = "command", program = "sh", args = ["-c", "python3 -c \"$1\"; echo burnt", "burn", """
+import time
+block = b"x" * (50 * 1024 * 1024)
+start = time.process_time()
+while time.process_time() - start < 0.3:
+    pass
+"""] }
+price = { base = 1 }
 "##;
 
 async fn spawn(workers: usize) -> TestApp {
@@ -931,4 +954,206 @@ async fn a_tools_limit_holds_across_workers_while_other_tools_run() {
     let mut all = solo_jobs.clone();
     all.push(other_job);
     assert!(overlapping(&all), "another tool's job ran beside them");
+}
+
+#[tokio::test]
+async fn a_command_run_records_the_cpu_time_and_peak_memory_of_its_program() {
+    let app = spawn(2).await;
+    let (alice, ws) = setup(&app).await;
+    // The shell waits for python, so what python used counts as the run's.
+    let burnt = submit(&app, &alice, &ws, "burn", json!([]), json!({})).await;
+    let failed = submit(&app, &alice, &ws, "crash", json!([]), json!({"code": 3})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let timed_out = submit(
+        &app,
+        &alice,
+        &ws,
+        "hang",
+        json!([]),
+        json!({"pidfile": pidfile.display().to_string()}),
+    )
+    .await;
+    let resources = |id: String| {
+        let app = &app;
+        let token = alice.token.clone();
+        async move {
+            let job = app.wait_final(&token, &id, WAIT).await;
+            let data = app
+                .ok(
+                    Some(&token),
+                    "query($id: ID!) { job(id: $id) { resources } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            (job["status"].clone(), data["job"]["resources"].clone())
+        }
+    };
+
+    let (status, used) = resources(burnt).await;
+    assert_eq!(status, "COMPLETED", "{used}");
+    assert!(used["wallSeconds"].as_f64().unwrap() > 0.3, "{used}");
+    assert!(used["cpuUserSeconds"].as_f64().unwrap() > 0.1, "{used}");
+    assert!(used["cpuSystemSeconds"].as_f64().unwrap() >= 0.0, "{used}");
+    assert!(
+        used["peakMemoryBytes"].as_u64().unwrap() > 40 * 1024 * 1024,
+        "{used}"
+    );
+
+    // A failed run and a timed-out one (its program killed, then reaped) record theirs too.
+    for (id, ending) in [(failed, "FAILED"), (timed_out, "TIMEOUT")] {
+        let (status, used) = resources(id).await;
+        assert_eq!(status, ending, "{used}");
+        for key in [
+            "wallSeconds",
+            "cpuUserSeconds",
+            "cpuSystemSeconds",
+            "peakMemoryBytes",
+        ] {
+            assert!(used[key].is_number(), "{ending} lacks {key}: {used}");
+        }
+        assert!(used["peakMemoryBytes"].as_u64().unwrap() > 0, "{used}");
+    }
+}
+
+#[tokio::test]
+async fn a_stopping_worker_finishes_short_runs_and_hands_the_rest_back_at_once() {
+    let app = spawn(0).await;
+    let (alice, ws) = setup(&app).await;
+    let balance_before = app.balance(&ws).await;
+    // `nap` allows one attempt: a hand-back must not use it up.
+    let mut long = Vec::new();
+    for _ in 0..2 {
+        long.push(submit(&app, &alice, &ws, "nap", json!([]), json!({"seconds": 8})).await);
+    }
+    let short = submit(&app, &alice, &ws, "nap", json!([]), json!({"seconds": 1.5})).await;
+
+    // A worker process takes all three, with a lease far longer than the test waits...
+    let grace = Duration::from_secs(3);
+    let tools = app.state.config.tools_file.clone().unwrap();
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"))
+        .args(["worker", "--workers", "3", "--lease-seconds", "60"])
+        .args(["--grace-seconds", &grace.as_secs().to_string()])
+        .arg("--tools-file")
+        .arg(&tools)
+        .arg("--database-url")
+        .arg(&app.database_url)
+        .env(
+            "JOBGRAPH_DATA_DIR",
+            app.state.data_dir.join("stopped-worker"),
+        )
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let running = job::Entity::find()
+            .filter(job::Column::Status.eq(JobStatus::Processing))
+            .all(&app.db)
+            .await
+            .unwrap();
+        if running.len() == 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker took no jobs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // ...and is asked to stop while they run.
+    let stopping = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < grace + Duration::from_secs(3),
+            "the worker did not stop within its grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+
+    let read = |id: String| {
+        let app = &app;
+        let token = alice.token.clone();
+        async move {
+            app.ok(
+                Some(&token),
+                "query($id: ID!) { job(id: $id) { status attempt maxAttempts timeline { status message } } }",
+                json!({ "id": id }),
+            )
+            .await["job"]
+                .clone()
+        }
+    };
+    let handed_back = |job: &Value| {
+        job["timeline"].as_array().unwrap().iter().any(|e| {
+            e["status"] == "QUEUED"
+                && e["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("handed back")
+        })
+    };
+    // The short run finished within the grace period, normally.
+    let job = read(short.clone()).await;
+    assert_eq!(
+        (&job["status"], &job["attempt"]),
+        (&json!("COMPLETED"), &json!(1)),
+        "{job}"
+    );
+    assert!(!handed_back(&job), "{job}");
+    // The long ones are queued again at once, not after their lease, with one more attempt
+    // allowed so the stopped one does not count.
+    for id in &long {
+        let job = read(id.clone()).await;
+        assert_eq!(job["status"], "QUEUED", "{job}");
+        assert_eq!(
+            (&job["attempt"], &job["maxAttempts"]),
+            (&json!(1), &json!(2)),
+            "{job}"
+        );
+        assert!(handed_back(&job), "{job}");
+    }
+
+    // Another worker runs them to the end.
+    let mut config = jobgraph::Config::defaults();
+    config.database.database_url = Some(app.database_url.clone());
+    config.server.tools_file = Some(tools);
+    config.server.workers = 2;
+    let other = jobgraph::App::build(config).await.unwrap();
+    let mut rescuer = other.worker();
+    rescuer.config.poll = Duration::from_millis(50);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(rescuer.run(shutdown.clone()));
+    for id in &long {
+        let job = app
+            .wait_final(&alice.token, id, Duration::from_secs(40))
+            .await;
+        assert_eq!(job["status"], "COMPLETED", "{job}");
+        assert_eq!(job["attempt"], 2, "{job}");
+    }
+    shutdown.cancel();
+    handle.await.unwrap();
+
+    // Each job charged once and never refunded; the balance is the ledger's sum.
+    let ledger = entity::credit_transaction::Entity::find()
+        .filter(entity::credit_transaction::Column::JobId.is_not_null())
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(ledger.len(), 3, "{ledger:?}");
+    assert!(ledger.iter().all(|t| t.amount < 0), "{ledger:?}");
+    let charged: i64 = ledger.iter().map(|t| t.amount).sum();
+    assert_eq!(app.balance(&ws).await, balance_before + charged);
 }
