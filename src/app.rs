@@ -59,7 +59,7 @@ impl AppState {
     ) -> Self {
         // The bus reads the event log in the background, on a connection whose statements
         // are not counted among the requests'.
-        let bus = crate::live::Bus::new(db.clone());
+        let bus_db = db.clone();
         let query_stats = crate::db::instrument(&mut db);
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
@@ -68,6 +68,8 @@ impl AppState {
         let trust = std::time::Duration::from_secs(config.auth_cache_seconds);
         let tokens = Arc::new(TokenCache::new(trust));
         let standings = Arc::new(StandingCache::new(trust));
+        // Member changes the bus reads, from any process, clear the standings requests trust.
+        let bus = crate::live::Bus::new(bus_db, standings.clone());
         let files = Arc::new(files);
         let queue = Arc::new(crate::queue::waiting::Queue::new(
             db.clone(),

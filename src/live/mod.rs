@@ -201,6 +201,8 @@ struct Inner {
     /// Cancelled when the server stops: subscriptions end and websockets close.
     stopping: CancellationToken,
     standings: Mutex<Standings>,
+    /// The standings HTTP requests trust, told of member changes made by any process.
+    request_standings: Arc<access::StandingCache>,
 }
 
 /// Subscribers' standings in workspaces, shared by all subscriptions of this process and
@@ -216,7 +218,7 @@ struct Standings {
 const STANDING_TTL: Duration = Duration::from_secs(1);
 
 impl Bus {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: DatabaseConnection, request_standings: Arc<access::StandingCache>) -> Self {
         Bus {
             inner: Arc::new(Inner {
                 db,
@@ -225,6 +227,7 @@ impl Bus {
                 wake: Notify::new(),
                 stopping: CancellationToken::new(),
                 standings: Mutex::default(),
+                request_standings,
             }),
         }
     }
@@ -361,6 +364,9 @@ impl Bus {
                 let seq = event.seq();
                 if event.entry.kind == LiveKind::Members {
                     self.forget_standings();
+                    self.inner
+                        .request_standings
+                        .forget_workspace(event.entry.workspace_id);
                 }
                 // No receivers is not an error: nobody listens yet.
                 let _ = self.inner.sender.send(event);

@@ -388,3 +388,40 @@ async fn a_removed_member_loses_access_at_once_here_and_soon_when_removed_elsewh
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_member_removed_by_another_server_loses_access_here_as_soon_as_it_is_told() {
+    // Trust standings for a minute: only the live log's member change can end it sooner.
+    let app = TestApp::spawn_with(|c| c.server.auth_cache_seconds = 60).await;
+    let alice = app.user("alice@lab.test").await;
+    let bob = app.user("bob@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.add_member(&alice, &ws, &bob, "MEMBER").await;
+    let jobs = "query($ws: ID!) { workspace(id: $ws) { jobs { nodes { id } } } }";
+    app.ok(Some(&bob.token), jobs, json!({"ws": ws})).await;
+
+    // Another server on the same database removes him.
+    let mut config = jobgraph::Config::defaults();
+    config.database.database_url = Some(app.database_url.clone());
+    let other = jobgraph::App::build(config).await.unwrap();
+    jobgraph::workspaces::members::remove(
+        &other.state.db,
+        &jobgraph::access::Viewer::System,
+        ids::decode(Kind::Workspace, "ws", &ws).unwrap(),
+        ids::decode(Kind::User, "u", &bob.id).unwrap(),
+    )
+    .await
+    .unwrap();
+    let removed_at = std::time::Instant::now();
+    loop {
+        let (_, body) = app.post(Some(&bob.token), jobs, json!({"ws": ws})).await;
+        if body["errors"][0]["extensions"]["code"] == "NOT_FOUND" {
+            break;
+        }
+        assert!(
+            removed_at.elapsed() < std::time::Duration::from_secs(3),
+            "a member removed by another server still reads the workspace: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
