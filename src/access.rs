@@ -21,8 +21,21 @@ pub enum Viewer {
     Anonymous,
     /// A user, authenticated by one of their API tokens.
     User { user: user::Model, token_id: Uuid },
+    /// A remote worker, authenticated by a worker token: it may use the worker API and
+    /// download the inputs of the jobs it runs, and nothing else.
+    Worker(WorkerToken),
     /// The server itself or its command line, acting with platform-admin rights.
     System,
+}
+
+/// The worker token behind a remote worker's request.
+#[derive(Debug, Clone)]
+pub struct WorkerToken {
+    pub user_id: Uuid,
+    pub token_id: Uuid,
+    /// The token's secret hash: the key that signs the attempt tokens of the jobs it claims,
+    /// so that no other token can speak for them.
+    pub key: String,
 }
 
 impl Viewer {
@@ -37,6 +50,27 @@ impl Viewer {
         self.user().map(|user| user.id)
     }
 
+    /// The worker token of a remote worker's request.
+    pub fn worker(&self) -> Option<&WorkerToken> {
+        match self {
+            Viewer::Worker(token) => Some(token),
+            _ => None,
+        }
+    }
+
+    /// The worker token, for the worker API: FORBIDDEN for a user's token, UNAUTHENTICATED
+    /// without one.
+    pub fn require_worker(&self) -> Result<&WorkerToken> {
+        match self {
+            Viewer::Worker(token) => Ok(token),
+            Viewer::Anonymous => Err(Error::Unauthenticated),
+            Viewer::User { .. } | Viewer::System => Err(Error::forbidden(
+                "the worker API takes a worker token; a platform administrator creates one \
+                 with createApiToken(input: {kind: WORKER})",
+            )),
+        }
+    }
+
     /// The user, or UNAUTHENTICATED.
     pub fn require_user(&self) -> Result<&user::Model> {
         self.user().ok_or(Error::Unauthenticated)
@@ -46,7 +80,7 @@ impl Viewer {
         match self {
             Viewer::User { user, .. } => user.is_platform_admin,
             Viewer::System => true,
-            Viewer::Anonymous => false,
+            Viewer::Anonymous | Viewer::Worker(_) => false,
         }
     }
 }
@@ -350,6 +384,37 @@ pub async fn readable_file(
     Ok(file)
 }
 
+/// An input file that a remote worker may read: one of the job whose running attempt the
+/// attempt token names. NOT_FOUND otherwise, exactly like a missing file.
+pub async fn worker_readable_file(
+    db: &sea_orm::DatabaseConnection,
+    worker: &WorkerToken,
+    id: Uuid,
+    attempt: Option<&str>,
+) -> Result<entity::file::Model> {
+    let not_found = || Error::NotFound("file");
+    let attempt = attempt.ok_or_else(|| {
+        Error::bad_input(
+            "attempt",
+            "a worker token downloads a file with the attempt token of the job it runs",
+        )
+    })?;
+    let job = match crate::queue::remote::attempt(db, worker, attempt).await {
+        Ok(crate::queue::remote::Attempt::Running(job)) => job,
+        Ok(crate::queue::remote::Attempt::Cancelled(_)) | Err(Error::StaleAttempt(_)) => {
+            return Err(not_found());
+        }
+        Err(err) => return Err(err),
+    };
+    entity::file::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .filter(|file| {
+            file.job_id == Some(job.id) && file.role == entity::file::FileRole::Input
+        })
+        .ok_or_else(not_found)
+}
+
 /// Whether a job's sharing lets a viewer who is not a member read it.
 pub async fn shared_with(
     db: &impl ConnectionTrait,
@@ -378,6 +443,12 @@ pub fn can_manage_credits(viewer: &Viewer) -> bool {
 
 /// Only platform administrators create users and tokens for others.
 pub fn can_manage_users(viewer: &Viewer) -> bool {
+    viewer.is_platform_admin()
+}
+
+/// Only platform administrators create worker tokens: a remote worker claims the jobs of
+/// every workspace.
+pub fn can_create_worker_tokens(viewer: &Viewer) -> bool {
     viewer.is_platform_admin()
 }
 

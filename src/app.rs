@@ -179,6 +179,13 @@ impl App {
         let bus = tokio::spawn(self.state.bus.clone().run(listen_url, shutdown.clone()));
         let worker = (self.state.config.workers > 0)
             .then(|| tokio::spawn(self.worker().run(shutdown.clone())));
+        let maintenance = crate::queue::maintenance::Maintenance {
+            db: self.state.db.clone(),
+            catalog: self.state.catalog.clone(),
+            every: Duration::from_secs(1),
+            local_pool: self.state.config.workers > 0,
+        };
+        tokio::spawn(maintenance.run(shutdown.clone()));
         if let Some(requests) = self.state.files.take_download_requests() {
             let downloader = crate::files::download::Downloader {
                 db: self.state.db.clone(),

@@ -15,6 +15,7 @@ pub enum ErrorCode {
     BadUserInput,
     InsufficientCredits,
     Conflict,
+    StaleAttempt,
     PayloadTooLarge,
     BadRequest,
     GraphqlParseFailed,
@@ -34,6 +35,7 @@ impl ErrorCode {
                 ("INSUFFICIENT_CREDITS", StatusCode::PAYMENT_REQUIRED)
             }
             ErrorCode::Conflict => ("CONFLICT", StatusCode::CONFLICT),
+            ErrorCode::StaleAttempt => ("STALE_ATTEMPT", StatusCode::CONFLICT),
             ErrorCode::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", StatusCode::PAYLOAD_TOO_LARGE),
             ErrorCode::BadRequest => ("BAD_REQUEST", StatusCode::BAD_REQUEST),
             ErrorCode::GraphqlParseFailed => ("GRAPHQL_PARSE_FAILED", StatusCode::BAD_REQUEST),
@@ -72,6 +74,9 @@ pub enum Error {
     InsufficientCredits { needed: i64, balance: i64 },
     #[error("{0}")]
     Conflict(String),
+    /// A remote worker spoke for an attempt that is no longer the job's running one.
+    #[error("{0}")]
+    StaleAttempt(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("database error: {0}")]
@@ -108,6 +113,7 @@ impl Error {
             Error::BadInput { .. } => ErrorCode::BadUserInput,
             Error::InsufficientCredits { .. } => ErrorCode::InsufficientCredits,
             Error::Conflict(_) => ErrorCode::Conflict,
+            Error::StaleAttempt(_) => ErrorCode::StaleAttempt,
             Error::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Error::Database(err) if is_unique_violation(err) => ErrorCode::Conflict,
             Error::Database(_) | Error::Internal(_) => ErrorCode::InternalServerError,

@@ -75,6 +75,9 @@ enum TokenCommand {
         /// Days until the token expires; never if omitted.
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// A worker token, for a remote worker: it uses the worker API and nothing else.
+        #[arg(long)]
+        worker: bool,
     },
 }
 
@@ -210,6 +213,7 @@ async fn token_command(database: &DatabaseConfig, command: TokenCommand) -> anyh
             email,
             name,
             expires_in_days,
+            worker,
         } => {
             let email = users::normalize_email(&email)?;
             let user = entity::user::Entity::find_by_email(&email)
@@ -223,7 +227,11 @@ async fn token_command(database: &DatabaseConfig, command: TokenCommand) -> anyh
                 &Viewer::System,
                 Some(user.id),
                 &name,
-                entity::api_token::TokenKind::User,
+                if worker {
+                    entity::api_token::TokenKind::Worker
+                } else {
+                    entity::api_token::TokenKind::User
+                },
                 expires_at,
             )
             .await?;

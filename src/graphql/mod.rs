@@ -11,6 +11,7 @@ mod live;
 mod loaders;
 mod node;
 mod users;
+mod worker;
 mod workspaces;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub struct Mutation(
     credits::CreditsMutation,
     job_actions::JobsMutation,
     users::UsersMutation,
+    worker::WorkerMutation,
 );
 
 /// The subscription root.
@@ -68,6 +70,7 @@ pub fn build(
     )
     .limit_depth(config.max_query_depth)
     .limit_complexity(config.max_query_complexity)
+    .extension(worker::WorkerFieldsOnly)
     .data(db)
     .data(config)
     .data(catalog)

@@ -111,6 +111,15 @@ pub enum TokenKindView {
     Worker,
 }
 
+impl From<TokenKindView> for TokenKind {
+    fn from(kind: TokenKindView) -> Self {
+        match kind {
+            TokenKindView::User => TokenKind::User,
+            TokenKindView::Worker => TokenKind::Worker,
+        }
+    }
+}
+
 impl From<TokenKind> for TokenKindView {
     fn from(kind: TokenKind) -> Self {
         match kind {
@@ -197,6 +206,9 @@ struct CreateApiTokenInput {
     expires_at: Option<DateTime<Utc>>,
     /// Platform administrators may create a token for another user.
     user_id: Option<ID>,
+    /// WORKER tokens (platform administrators only) use the worker API and nothing else.
+    #[graphql(default_with = "TokenKindView::User")]
+    kind: TokenKindView,
 }
 
 #[derive(SimpleObject)]
@@ -255,7 +267,7 @@ impl UsersMutation {
             viewer(ctx),
             user_id,
             &input.name,
-            TokenKind::User,
+            input.kind.into(),
             input.expires_at,
         )
         .await?;

@@ -26,6 +26,11 @@ async fn load(state: &AppState, headers: &HeaderMap, id: &str) -> Result<JobAcce
             err.public_message(),
         )
     };
+    if viewer.worker().is_some() {
+        return Err(fail(crate::error::Error::forbidden(
+            "a worker token may use only the worker API",
+        )));
+    }
     let id = ids::decode(Kind::Job, "id", id).map_err(fail)?;
     JobAccess::load(&state.db, &viewer, id).await.map_err(fail)
 }

@@ -1,5 +1,6 @@
 //! File downloads: `GET /files/{id}` streams a stored file under its job's access rules (a
-//! PUBLIC job's files need no token), with its content type, an attachment disposition and
+//! PUBLIC job's files need no token; a remote worker adds `?attempt=` to read the inputs of the
+//! job it runs), with its content type, an attachment disposition and
 //! single byte ranges (`Range: bytes=...`). The bytes go from storage to the client in chunks,
 //! never whole in memory.
 
@@ -11,7 +12,7 @@ use crate::app::AppState;
 use crate::error::{Error, ErrorCode};
 use crate::ids::{self, Kind};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -96,6 +97,7 @@ pub async fn download(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     let viewer = match authenticate(&state, &headers, MediaType::Json).await {
         Ok(viewer) => viewer,
@@ -103,7 +105,18 @@ pub async fn download(
     };
     let result = async {
         let id = ids::decode(Kind::File, "id", &id)?;
-        access::readable_file(&state.db, &viewer, id).await
+        match viewer.worker() {
+            Some(worker) => {
+                let attempt = serde_urlencoded::from_str::<Vec<(String, String)>>(
+                    query.as_deref().unwrap_or(""),
+                )
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|(name, value)| (name == "attempt").then_some(value));
+                access::worker_readable_file(&state.db, worker, id, attempt.as_deref()).await
+            }
+            None => access::readable_file(&state.db, &viewer, id).await,
+        }
     }
     .await;
     let file = match result {

@@ -268,6 +268,10 @@ impl Connection {
             },
             None => self.header_viewer.clone(),
         };
+        // Worker tokens use the worker API, which has no subscriptions.
+        if viewer.worker().is_some() {
+            return Err(closing(4403, "Forbidden"));
+        }
         self.viewer = Some(viewer);
         self.replies.push(json!({"type": "connection_ack"}));
         if self.protocol == Protocol::Legacy {

@@ -7,6 +7,8 @@
 //! transaction is the lock. Every later write of a running job matches its attempt, so a worker
 //! that lost its lease cannot touch the job again.
 
+pub mod maintenance;
+pub mod remote;
 pub mod runner;
 pub mod waiting;
 pub mod workers;

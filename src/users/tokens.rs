@@ -84,6 +84,11 @@ pub async fn create(
     kind: TokenKind,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<(api_token::Model, String)> {
+    if kind == TokenKind::Worker && !access::can_create_worker_tokens(viewer) {
+        return Err(Error::forbidden(
+            "only platform administrators create worker tokens",
+        ));
+    }
     let me = match viewer {
         Viewer::System => None,
         _ => Some(viewer.require_user()?.id),
@@ -150,9 +155,16 @@ async fn check(
             .exec(db)
             .await?;
     }
-    let viewer = Viewer::User {
-        user,
-        token_id: token.id,
+    let viewer = match token.kind {
+        TokenKind::User => Viewer::User {
+            user,
+            token_id: token.id,
+        },
+        TokenKind::Worker => Viewer::Worker(access::WorkerToken {
+            user_id: user.id,
+            token_id: token.id,
+            key: token.secret_hash,
+        }),
     };
     Ok((viewer, token.expires_at))
 }
@@ -190,7 +202,11 @@ impl TokenCache {
     /// Drops a token, so that its next request is checked against the database.
     pub fn forget(&self, token_id: Uuid) {
         self.0.forget(
-            |_, (viewer, _)| matches!(viewer, Viewer::User { token_id: id, .. } if *id == token_id),
+            |_, (viewer, _)| match viewer {
+                Viewer::User { token_id: id, .. } => *id == token_id,
+                Viewer::Worker(worker) => worker.token_id == token_id,
+                _ => false,
+            },
         );
     }
 }

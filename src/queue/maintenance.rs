@@ -1,0 +1,50 @@
+//! Queue upkeep that every serving process runs, with or without a worker pool of its own:
+//! expired leases reclaimed, due retries queued again, overdue remote runs timed out. With
+//! only remote workers (`serve --workers 0`) nothing else would do it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::tools::Catalog;
+
+/// The upkeep of one process.
+pub struct Maintenance {
+    pub db: DatabaseConnection,
+    pub catalog: Arc<Catalog>,
+    /// How often it runs.
+    pub every: Duration,
+    /// Whether a worker pool of this process already reclaims leases and queues retries.
+    pub local_pool: bool,
+}
+
+impl Maintenance {
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => self.once(chrono::Utc::now()).await,
+            }
+        }
+    }
+
+    /// One round; failures are logged and retried on the next.
+    pub async fn once(&self, now: chrono::DateTime<chrono::Utc>) {
+        if !self.local_pool {
+            if let Err(err) = super::reclaim_expired(&self.db, now).await {
+                tracing::error!(error = %err, "reclaiming expired leases failed");
+            }
+            if let Err(err) = super::requeue_due(&self.db, now).await {
+                tracing::error!(error = %err, "queueing retries failed");
+            }
+        }
+        if let Err(err) = super::remote::time_out_overdue(&self.db, &self.catalog, now).await {
+            tracing::error!(error = %err, "timing out overdue remote runs failed");
+        }
+    }
+}
