@@ -409,9 +409,7 @@ pub async fn worker_readable_file(
     entity::file::Entity::find_by_id(id)
         .one(db)
         .await?
-        .filter(|file| {
-            file.job_id == Some(job.id) && file.role == entity::file::FileRole::Input
-        })
+        .filter(|file| file.job_id == Some(job.id) && file.role == entity::file::FileRole::Input)
         .ok_or_else(not_found)
 }
 

@@ -7,8 +7,8 @@ use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo,
 };
 use async_graphql::{
-    Context, ID, InputObject, Json, Object, ServerResult, SimpleObject,
-    Upload as UploadScalar, Value,
+    Context, ID, InputObject, Json, Object, ServerResult, SimpleObject, Upload as UploadScalar,
+    Value,
 };
 use chrono::{DateTime, Utc};
 use entity::file;
@@ -265,8 +265,7 @@ impl WorkerMutation {
         let worker = worker_of(ctx)?;
         let config = ctx.data_unchecked::<Arc<ServerConfig>>();
         let lease = remote::lease(input.lease_seconds, config.lease_seconds)?;
-        let limits =
-            crate::queue::Limits::new(catalog(ctx), Some(config.workspace_max_running));
+        let limits = crate::queue::Limits::new(catalog(ctx), Some(config.workspace_max_running));
         let request = remote::ClaimRequest {
             worker: input.worker,
             tools: input.tools,
@@ -318,10 +317,11 @@ impl WorkerMutation {
         ctx: &Context<'_>,
         attempt: String,
         result: Option<Json<serde_json::Value>>,
-        #[graphql(default)] outputs: Vec<UploadScalar>,
+        outputs: Option<Vec<UploadScalar>>,
     ) -> ApiResult<FinishJobPayload> {
         let worker = worker_of(ctx)?;
         let uploads = outputs
+            .unwrap_or_default()
             .into_iter()
             .enumerate()
             .map(|(i, upload)| {
@@ -340,11 +340,12 @@ impl WorkerMutation {
             .collect::<Result<Vec<_>, Error>>()?;
         let result = result.map_or_else(|| serde_json::json!({}), |Json(value)| value);
         let job = remote::complete(db(ctx), files(ctx), worker, &attempt, result, uploads).await?;
-        let outputs = super::files::job_files(ctx, job.id, Some(super::files::FileRoleView::Output))
-            .await?
-            .into_iter()
-            .map(|view| view.0)
-            .collect();
+        let outputs =
+            super::files::job_files(ctx, job.id, Some(super::files::FileRoleView::Output))
+                .await?
+                .into_iter()
+                .map(|view| view.0)
+                .collect();
         Ok(FinishJobPayload::new(&job, outputs))
     }
 

@@ -243,11 +243,9 @@ pub async fn attempt(
         JobStatus::Completed => Err(Error::StaleAttempt(format!(
             "attempt {attempt} already completed the job"
         ))),
-        JobStatus::Retry | JobStatus::Queued | JobStatus::Pending => {
-            Err(Error::StaleAttempt(format!(
-                "attempt {attempt} is stale: its lease expired and the job was taken back"
-            )))
-        }
+        JobStatus::Retry | JobStatus::Queued | JobStatus::Pending => Err(Error::StaleAttempt(
+            format!("attempt {attempt} is stale: its lease expired and the job was taken back"),
+        )),
         status => Err(Error::StaleAttempt(format!(
             "attempt {attempt} is over: the job is {}{}",
             state::name(status),
@@ -314,9 +312,9 @@ pub async fn heartbeat(
 /// The lease length the last claim or renewal of a job used.
 fn claimed_lease(job: &job::Model) -> Duration {
     match (job.heartbeat_at, job.lease_expires_at) {
-        (Some(beat), Some(expires)) if expires > beat => (expires - beat)
-            .to_std()
-            .unwrap_or(Duration::from_secs(30)),
+        (Some(beat), Some(expires)) if expires > beat => {
+            (expires - beat).to_std().unwrap_or(Duration::from_secs(30))
+        }
         _ => Duration::from_secs(30),
     }
 }
@@ -436,12 +434,11 @@ pub async fn complete(
             files.discard(&stored).await;
             match err {
                 // Fenced out: the attempt ended or was replaced between the read and the write.
-                Error::Conflict(_) => Err(running(db, worker, token)
-                    .await
-                    .err()
-                    .unwrap_or_else(|| {
+                Error::Conflict(_) => {
+                    Err(running(db, worker, token).await.err().unwrap_or_else(|| {
                         Error::StaleAttempt("the job changed while it was completed".to_owned())
-                    })),
+                    }))
+                }
                 other => Err(other),
             }
         }
@@ -469,9 +466,11 @@ pub async fn fail(
     };
     match super::fail_attempt(db, &job, message, code, transient).await {
         Ok(moved) => Ok(moved),
-        Err(Error::Conflict(_)) => Err(running(db, worker, token).await.err().unwrap_or_else(
-            || Error::StaleAttempt("the job changed while it was failed".to_owned()),
-        )),
+        Err(Error::Conflict(_)) => {
+            Err(running(db, worker, token).await.err().unwrap_or_else(|| {
+                Error::StaleAttempt("the job changed while it was failed".to_owned())
+            }))
+        }
         Err(err) => Err(err),
     }
 }
@@ -486,7 +485,8 @@ pub async fn time_out_overdue(
 ) -> Result<usize> {
     let mut ended = 0;
     for tool in catalog.all().iter().filter(|tool| tool.runs_remotely()) {
-        let limit = chrono::Duration::seconds(i64::try_from(tool.timeout_seconds).unwrap_or(i64::MAX));
+        let limit =
+            chrono::Duration::seconds(i64::try_from(tool.timeout_seconds).unwrap_or(i64::MAX));
         let overdue = job::Entity::find()
             .filter(job::Column::Status.eq(JobStatus::Processing))
             .filter(job::Column::Tool.eq(tool.name.as_str()))

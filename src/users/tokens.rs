@@ -201,13 +201,11 @@ impl TokenCache {
 
     /// Drops a token, so that its next request is checked against the database.
     pub fn forget(&self, token_id: Uuid) {
-        self.0.forget(
-            |_, (viewer, _)| match viewer {
-                Viewer::User { token_id: id, .. } => *id == token_id,
-                Viewer::Worker(worker) => worker.token_id == token_id,
-                _ => false,
-            },
-        );
+        self.0.forget(|_, (viewer, _)| match viewer {
+            Viewer::User { token_id: id, .. } => *id == token_id,
+            Viewer::Worker(worker) => worker.token_id == token_id,
+            _ => false,
+        });
     }
 }
 
