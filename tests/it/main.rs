@@ -10,6 +10,7 @@ mod job_history;
 mod jobs;
 mod live;
 mod members;
+mod remote;
 mod schema;
 mod support;
 mod tokens;
