@@ -615,12 +615,13 @@ async fn the_python_example_worker_runs_a_job() {
         .arg(example)
         .args(["--url", &app.url("/graphql")])
         .args(["--tool", "align", "--worker", "example-1", "--max-jobs", "1"])
-        .args(["--poll-seconds", "0.2"])
+        .args(["--poll-seconds", "0.2", "--lease-seconds", "3"])
         .args([
             "--",
             "sh",
             "-c",
-            "wc -l < \"$JOBGRAPH_INPUT_READS\" > outputs/lines.txt && echo '{\"lines\": 4}' > result.json",
+            "echo 'progress: 0.5 Counting'; sleep 1.5; \
+             wc -l < \"$JOBGRAPH_INPUT_READS\" > outputs/lines.txt && echo '{\"lines\": 4}' > result.json",
         ])
         .env("JOBGRAPH_TOKEN", &worker)
         .output()
@@ -637,6 +638,21 @@ async fn the_python_example_worker_runs_a_job() {
         .await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
     assert_eq!(done["result"], json!({ "lines": 4 }));
+    let stages: Vec<&str> = done["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["stage"].as_str())
+        .collect();
+    assert!(stages.contains(&"Counting"), "{done}");
+    // The heartbeat thread kept the 3-second lease alive through the run.
+    let id = ids::decode(Kind::Job, "id", &job).unwrap();
+    let row = entity::job::Entity::find_by_id(id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(row.heartbeat_at > row.started_at, "{row:?}");
     let data = app
         .ok(
             Some(&alice.token),
