@@ -11,7 +11,7 @@ mod live;
 mod loaders;
 mod node;
 mod users;
-mod worker;
+pub mod worker;
 mod workspaces;
 
 use std::sync::Arc;
@@ -70,7 +70,6 @@ pub fn build(
     )
     .limit_depth(config.max_query_depth)
     .limit_complexity(config.max_query_complexity)
-    .extension(worker::WorkerFieldsOnly)
     .data(db)
     .data(config)
     .data(catalog)

@@ -3,22 +3,16 @@
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo,
-};
-use async_graphql::{
-    Context, ID, InputObject, Json, Object, ServerResult, SimpleObject, Upload as UploadScalar,
-    Value,
-};
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject, Upload as UploadScalar};
 use chrono::{DateTime, Utc};
 use entity::file;
 
 use super::files::FileView;
 use super::jobs::JobStatusView;
 use super::{catalog, db, files, viewer};
-use crate::access::Viewer;
 use crate::config::ServerConfig;
-use crate::error::{ApiError, ApiResult, Error};
+use crate::error::{ApiResult, Error};
 use crate::files::Upload;
 use crate::ids::{self, Kind};
 use crate::queue::remote::{self, Claimed};
@@ -33,41 +27,49 @@ const WORKER_FIELDS: [&str; 5] = [
     "failJob",
 ];
 
-/// Refuses every root field but the worker API's to worker tokens.
-pub struct WorkerFieldsOnly;
-
-impl ExtensionFactory for WorkerFieldsOnly {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(WorkerFieldsOnly)
+/// The first root field of a document that is not the worker API's, if any: a worker token
+/// may ask for nothing else. Checked before execution, and only for worker tokens, so other
+/// requests pay nothing for it.
+pub fn other_than_worker_fields(document: &ExecutableDocument) -> Option<String> {
+    fn first_other(
+        document: &ExecutableDocument,
+        selections: &SelectionSet,
+        depth: usize,
+    ) -> Option<String> {
+        // Fragments nest only so deep; a cycle is refused by validation anyway.
+        if depth > 8 {
+            return Some("...".to_owned());
+        }
+        selections.items.iter().find_map(|item| match &item.node {
+            Selection::Field(field) => {
+                let name = field.node.name.node.as_str();
+                (!name.starts_with("__") && !WORKER_FIELDS.contains(&name)).then(|| name.to_owned())
+            }
+            Selection::InlineFragment(fragment) => {
+                first_other(document, &fragment.node.selection_set.node, depth + 1)
+            }
+            Selection::FragmentSpread(spread) => {
+                match document.fragments.get(&spread.node.fragment_name.node) {
+                    Some(fragment) => {
+                        first_other(document, &fragment.node.selection_set.node, depth + 1)
+                    }
+                    None => Some(spread.node.fragment_name.node.to_string()),
+                }
+            }
+        })
     }
+    document
+        .operations
+        .iter()
+        .find_map(|(_, operation)| first_other(document, &operation.node.selection_set.node, 0))
 }
 
-#[async_graphql::async_trait::async_trait]
-impl Extension for WorkerFieldsOnly {
-    async fn resolve(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        info: ResolveInfo<'_>,
-        next: NextResolve<'_>,
-    ) -> ServerResult<Option<Value>> {
-        let root = info.path_node.parent.is_none();
-        if root
-            && !info.name.starts_with("__")
-            && !WORKER_FIELDS.contains(&info.name)
-            && matches!(ctx.data_opt::<Viewer>(), Some(Viewer::Worker(_)))
-        {
-            let error: async_graphql::Error = ApiError::from(Error::forbidden(format!(
-                "a worker token may use only the worker API ({}); `{}` takes a user's token",
-                WORKER_FIELDS.join(", "),
-                info.name
-            )))
-            .into();
-            let mut error = error.into_server_error(info.field.name.pos);
-            error.path = vec![async_graphql::PathSegment::Field(info.name.to_owned())];
-            return Err(error);
-        }
-        next.run(ctx, info).await
-    }
+/// The refusal of a field to a worker token.
+pub fn worker_token_refused(field: &str) -> Error {
+    Error::forbidden(format!(
+        "a worker token may use only the worker API ({}); `{field}` takes a user's token",
+        WORKER_FIELDS.join(", "),
+    ))
 }
 
 fn worker_of<'a>(ctx: &Context<'a>) -> Result<&'a crate::access::WorkerToken, Error> {

@@ -351,6 +351,21 @@ async fn execute(
         let document = document.clone();
         state.documents.insert(request.query.clone(), document);
     }
+    // A worker token asks for the worker API or nothing.
+    let refused = match request.parsed_query() {
+        _ if viewer.worker().is_none() => None,
+        Ok(document) => graphql::worker::other_than_worker_fields(document),
+        Err(_) => Some("this document".to_owned()),
+    };
+    if let Some(field) = refused {
+        let err = graphql::worker::worker_token_refused(&field);
+        return error_response(
+            err.code().http_status(),
+            media,
+            err.code(),
+            err.public_message(),
+        );
+    }
     request.data = graphql::request_data(&state.db, &state.queue, viewer);
     let response = state.schema.execute(request).await;
     let is_request_error = response.data == async_graphql::Value::Null

@@ -515,6 +515,12 @@ async fn an_overdue_remote_run_times_out_and_is_refunded() {
     );
 }
 
+/// An attempt token with its last character changed.
+fn forged(attempt: &str) -> String {
+    let (head, last) = attempt.split_at(attempt.len() - 1);
+    format!("{head}{}", if last == "A" { "B" } else { "A" })
+}
+
 #[tokio::test]
 async fn worker_tokens_use_only_the_worker_api_and_user_tokens_not_it() {
     let app = spawn().await;
@@ -552,9 +558,13 @@ async fn worker_tokens_use_only_the_worker_api_and_user_tokens_not_it() {
         "{ viewer { user { id } } }",
         "{ tools { name } }",
         "mutation { createApiToken(input: {name: \"more\"}) { secret } }",
+        "mutation { ...F } fragment F on Mutation { createApiToken(input: {name: \"x\"}) { secret } }",
+        "mutation { ... on Mutation { createApiToken(input: {name: \"x\"}) { secret } } }",
+        "mutation { failJob(attempt: \"x\", message: \"m\", transient: true) { id }
+           createWorkspace(input: {name: \"w\"}) { workspace { id } } }",
     ] {
         let (status, body) = app.post(Some(&worker), query, json!({})).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
         assert_eq!(
             body["errors"][0]["extensions"]["code"], "FORBIDDEN",
             "{body}"
@@ -569,6 +579,11 @@ async fn worker_tokens_use_only_the_worker_api_and_user_tokens_not_it() {
         .await,
         "FORBIDDEN"
     );
+    // Nor subscriptions.
+    let mut socket = crate::support::ws::Ws::open(app.addr, "graphql-transport-ws", None).await;
+    socket.init(Some(&worker)).await;
+    assert_eq!(socket.close_code().await, Some(4403));
+
     // Only remote tools are claimed, and only by name.
     for tools in [json!(["sleep"]), json!(["nope"]), json!([])] {
         assert_eq!(
@@ -590,7 +605,7 @@ async fn worker_tokens_use_only_the_worker_api_and_user_tokens_not_it() {
     let other = worker_token(&app).await;
     for (token, attempt) in [
         (&worker, "jgat_forged".to_owned()),
-        (&worker, format!("{}x", &attempt[..attempt.len() - 1])),
+        (&worker, forged(&attempt)),
         (&other, attempt.clone()),
     ] {
         assert_eq!(
@@ -601,6 +616,16 @@ async fn worker_tokens_use_only_the_worker_api_and_user_tokens_not_it() {
     }
     app.ok(Some(&worker), HEARTBEAT, json!({ "a": attempt }))
         .await;
+    // Nor job exports, not even of the jobs it runs.
+    let export = format!("/jobs/{}/export.json", claimed[0]["id"].as_str().unwrap());
+    let response = app
+        .client()
+        .get(app.url(&export))
+        .bearer_auth(&worker)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
