@@ -408,14 +408,12 @@ pub async fn complete(
             }
         }
     }
-    let wall = job
-        .started_at
-        .map(|started| (Utc::now() - started).num_milliseconds() as f64 / 1000.0);
+    let resources = wall_seconds(&job, Utc::now());
     let finished = async {
         let tx = db::begin_write(db).await?;
         let change = Change {
             result: Some(result),
-            resources: wall.map(|seconds| json!({ "wallSeconds": seconds })),
+            resources,
             message: job.worker_id.as_ref().map(|w| format!("completed by {w}")),
             ..Default::default()
         };
@@ -464,7 +462,8 @@ pub async fn fail(
     } else {
         "FAILED"
     };
-    match super::fail_attempt(db, &job, message, code, transient).await {
+    let resources = wall_seconds(&job, Utc::now());
+    match super::fail_attempt(db, &job, message, code, transient, resources).await {
         Ok(moved) => Ok(moved),
         Err(Error::Conflict(_)) => {
             Err(running(db, worker, token).await.err().unwrap_or_else(|| {
@@ -473,6 +472,14 @@ pub async fn fail(
         }
         Err(err) => Err(err),
     }
+}
+
+/// The wall time of a remote run until `now`, as a job's `resources`: the only use jobgraph
+/// can measure of a program it does not run.
+fn wall_seconds(job: &job::Model, now: DateTime<Utc>) -> Option<Value> {
+    let started = job.started_at?;
+    let seconds = (now - started).num_milliseconds().max(0) as f64 / 1000.0;
+    Some(json!({ "wallSeconds": seconds }))
 }
 
 /// Ends TIMEOUT (refunded) the remote runs that have gone past their tool's time limit:
@@ -498,15 +505,13 @@ pub async fn time_out_overdue(
                 "the run exceeded the tool's limit of {} s",
                 tool.timeout_seconds
             );
-            let wall = job
-                .started_at
-                .map(|started| (now - started).num_milliseconds() as f64 / 1000.0);
+            let resources = wall_seconds(&job, now);
             let tx = db::begin_write(db).await?;
             let change = Change {
                 message: Some(message.clone()),
                 error_message: Some(message),
                 error_code: Some("TIMEOUT".to_owned()),
-                resources: wall.map(|seconds| json!({ "wallSeconds": seconds })),
+                resources,
                 ..Default::default()
             };
             match lifecycle::transition(&tx, &job, JobStatus::Timeout, change).await {
