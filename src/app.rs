@@ -86,6 +86,7 @@ impl AppState {
             bus.clone(),
         )
         .data(files.clone())
+        .data(metrics.clone())
         .finish();
         AppState {
             db,

@@ -275,6 +275,7 @@ impl WorkerMutation {
             lease,
         };
         let claimed = remote::claim(db(ctx), catalog(ctx), &limits, worker, request).await?;
+        metrics(ctx).claimed(&claimed.iter().map(|c| c.job.clone()).collect::<Vec<_>>());
         Ok(ClaimJobsPayload {
             jobs: claimed.into_iter().map(ClaimedJobView).collect(),
         })
@@ -342,6 +343,7 @@ impl WorkerMutation {
             .collect::<Result<Vec<_>, Error>>()?;
         let result = result.map_or_else(|| serde_json::json!({}), |Json(value)| value);
         let job = remote::complete(db(ctx), files(ctx), worker, &attempt, result, uploads).await?;
+        ended(ctx, &job);
         let outputs =
             super::files::job_files(ctx, job.id, Some(super::files::FileRoleView::Output))
                 .await?
@@ -362,6 +364,21 @@ impl WorkerMutation {
     ) -> ApiResult<FinishJobPayload> {
         let worker = worker_of(ctx)?;
         let job = remote::fail(db(ctx), worker, &attempt, &message, transient).await?;
+        ended(ctx, &job);
         Ok(FinishJobPayload::new(&job, Vec::new()))
     }
+}
+
+fn metrics<'a>(ctx: &Context<'a>) -> &'a crate::metrics::Metrics {
+    ctx.data_unchecked::<Arc<crate::metrics::Metrics>>()
+}
+
+/// Counts a remote attempt's ending in the metrics, as a local run's is.
+fn ended(ctx: &Context<'_>, job: &entity::job::Model) {
+    let seconds = match (job.started_at, job.finished_at) {
+        (Some(started), Some(finished)) => (finished - started).as_seconds_f64(),
+        (Some(started), None) => (chrono::Utc::now() - started).as_seconds_f64(),
+        _ => 0.0,
+    };
+    metrics(ctx).finished(&job.tool, job.status, seconds, job.refunded);
 }

@@ -14,9 +14,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use entity::file::{self, FileRole};
 use entity::job::{self, JobStatus};
+use hmac::{Hmac, Mac};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
-use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
