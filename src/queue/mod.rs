@@ -7,6 +7,7 @@
 //! transaction is the lock. Every later write of a running job matches its attempt, so a worker
 //! that lost its lease cannot touch the job again.
 
+pub mod completions;
 pub mod runner;
 
 use std::time::Duration;
@@ -120,9 +121,7 @@ pub async fn claim(
         job::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
             .all(&tx)
             .await?;
-    for job in &claimed {
-        lifecycle::record_event(&tx, job, Some(format!("claimed by {worker}"))).await?;
-    }
+    lifecycle::record_events(&tx, &claimed, Some(format!("claimed by {worker}"))).await?;
     tx.commit().await?;
     Ok(claimed)
 }
