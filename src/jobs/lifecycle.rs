@@ -212,35 +212,29 @@ pub async fn complete_all(
     let now = Utc::now();
     let mut updated: HashMap<Uuid, job::Model> = HashMap::with_capacity(allowed.len());
     for chunk in allowed.chunks(ROWS_PER_INSERT) {
-        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(1 + chunk.len() * 5);
-        values.push(now.into());
+        let postgres = backend == DatabaseBackend::Postgres;
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(2 + chunk.len() * 5);
         let mut rows = String::new();
         for &i in chunk {
             let c = &completions[i];
-            let n = values.len();
             if !rows.is_empty() {
                 rows.push_str(", ");
             }
-            // PostgreSQL casts the parameters of a VALUES list; SQLite takes them as bound.
-            // Both number them, so the shared time can be the first.
-            rows.push_str(&match backend {
-                DatabaseBackend::Postgres => format!(
+            // PostgreSQL types the parameters of a VALUES list by their casts. SQLite gets
+            // anonymous `?`: it looks numbered ones up in a list, once per parameter bound.
+            if postgres {
+                let n = values.len();
+                rows.push_str(&format!(
                     "(${}::uuid, ${}, ${}::integer, ${}::jsonb, ${}::jsonb)",
                     n + 1,
                     n + 2,
                     n + 3,
                     n + 4,
                     n + 5
-                ),
-                _ => format!(
-                    "(?{}, ?{}, ?{}, ?{}, ?{})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5
-                ),
-            });
+                ));
+            } else {
+                rows.push_str("(?, ?, ?, ?, ?)");
+            }
             values.extend([
                 c.job.id.into(),
                 c.job.status.to_value().into(),
@@ -249,14 +243,18 @@ pub async fn complete_all(
                 c.resources.clone().into(),
             ]);
         }
-        let (now_param, returning) = match backend {
-            DatabaseBackend::Postgres => ("$1", "jobs.*"),
-            _ => ("?1", "*"),
+        let (finished_at, updated_at, returning) = if postgres {
+            let n = values.len();
+            values.push(now.into());
+            (format!("${}", n + 1), format!("${}", n + 1), "jobs.*")
+        } else {
+            values.extend([now.into(), now.into()]);
+            ("?".to_owned(), "?".to_owned(), "*")
         };
         let sql = format!(
             "WITH done (id, status, attempt, result, resources) AS (VALUES {rows}) \
              UPDATE jobs SET status = 'COMPLETED', progress = 1.0, stage = NULL, \
-             finished_at = {now_param}, updated_at = {now_param}, lease_expires_at = NULL, \
+             finished_at = {finished_at}, updated_at = {updated_at}, lease_expires_at = NULL, \
              result = done.result, resources = done.resources \
              FROM done WHERE jobs.id = done.id AND jobs.status = done.status \
              AND jobs.attempt = done.attempt \
