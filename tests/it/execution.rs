@@ -405,9 +405,8 @@ async fn completions_written_together_skip_only_the_jobs_that_changed_meanwhile(
 
     let app = spawn(0).await;
     let (alice, ws) = setup(&app).await;
-    let mut ids = Vec::new();
     for _ in 0..4 {
-        ids.push(submit(&app, &alice, &ws, "sleep", json!([]), json!({"seconds": 0})).await);
+        submit(&app, &alice, &ws, "sleep", json!([]), json!({"seconds": 0})).await;
     }
     let claimed = jobgraph::queue::claim(&app.db, "grouped", 10, Duration::from_secs(60))
         .await
@@ -475,8 +474,6 @@ async fn completions_written_together_skip_only_the_jobs_that_changed_meanwhile(
             }
         }
     }
-    let done = app.wait_final(&alice.token, &ids[0], WAIT).await;
-    assert_eq!(done["status"], "COMPLETED");
 }
 
 #[tokio::test]
