@@ -480,7 +480,11 @@ async fn completions_written_together_skip_only_the_jobs_that_changed_meanwhile(
 async fn two_workers_on_one_database_never_run_a_job_twice() {
     let app = spawn(0).await;
     let (alice, ws) = setup(&app).await;
-    let batch: Vec<_> = (0..300).map(|_| json!({"tool": "noop"})).collect();
+    // Runs that take a moment: a worker can then not drain the queue alone between two claims
+    // of the other, whose completions are written in groups.
+    let batch: Vec<_> = (0..300)
+        .map(|_| json!({"tool": "sleep", "settings": {"seconds": 0.02, "stages": ["Working"]}}))
+        .collect();
     app.ok(
         Some(&alice.token),
         "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
@@ -528,7 +532,15 @@ async fn two_workers_on_one_database_never_run_a_job_twice() {
         .filter(entity::job_event::Column::Status.eq(JobStatus::Processing))
         .all(&app.db)
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        // The stage the run reports is a PROCESSING event too.
+        .filter(|e| {
+            e.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("claimed by "))
+        })
+        .collect::<Vec<_>>();
     assert_eq!(claims.len(), 300, "each job was claimed exactly once");
     let by_one = claims
         .iter()
