@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_tables;
 mod m20261123_000010_create_live_events;
 mod m20261123_000020_claims_and_workers;
+mod m20261123_000030_number_live_events_per_commit;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_tables::Migration),
             Box::new(m20261123_000010_create_live_events::Migration),
             Box::new(m20261123_000020_claims_and_workers::Migration),
+            Box::new(m20261123_000030_number_live_events_per_commit::Migration),
         ]
     }
 }

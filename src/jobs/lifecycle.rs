@@ -4,14 +4,15 @@
 //! the caller's transaction.
 //! Two racing finishers therefore cannot both succeed, and a job is refunded at most once.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use entity::credit_transaction::TransactionKind;
 use entity::job::{self, JobStatus};
 use entity::job_event;
 use entity::live_event::LiveKind;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, DatabaseTransaction, EntityTrait,
-    QueryFilter, Set,
+    ActiveValue::NotSet, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -36,31 +37,49 @@ pub struct Change {
     pub resources: Option<Value>,
 }
 
+/// Rows written by one multi-row INSERT: far below the parameter limits of both databases.
+const ROWS_PER_INSERT: usize = 1000;
+
 /// Records a timeline event.
 pub async fn record_event(
     tx: &DatabaseTransaction,
     job: &job::Model,
     message: Option<String>,
 ) -> Result<()> {
-    job_event::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        job_id: Set(job.id),
-        workspace_id: Set(job.workspace_id),
-        status: Set(job.status),
-        stage: Set(job.stage.clone()),
-        message: Set(message),
-        progress: Set(job.progress),
-        attempt: Set(job.attempt),
-        created_at: Set(Utc::now()),
+    record_events(tx, std::slice::from_ref(job), message).await
+}
+
+/// Records the same timeline event for many jobs, as each now is: one INSERT for the timeline
+/// and one for the live log (per thousand jobs).
+pub async fn record_events(
+    tx: &DatabaseTransaction,
+    jobs: &[job::Model],
+    message: Option<String>,
+) -> Result<()> {
+    let now = Utc::now();
+    for chunk in jobs.chunks(ROWS_PER_INSERT) {
+        job_event::Entity::insert_many(chunk.iter().map(|job| job_event::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            job_id: Set(job.id),
+            workspace_id: Set(job.workspace_id),
+            status: Set(job.status),
+            stage: Set(job.stage.clone()),
+            message: Set(message.clone()),
+            progress: Set(job.progress),
+            attempt: Set(job.attempt),
+            created_at: Set(now),
+        }))
+        .exec_without_returning(tx)
+        .await?;
     }
-    .insert(tx)
-    .await?;
-    let kind = if job.status == JobStatus::Pending {
-        LiveKind::Created
-    } else {
-        LiveKind::Updated
-    };
-    crate::live::job_changed(tx, job, kind).await
+    crate::live::jobs_changed(tx, jobs, |job| {
+        if job.status == JobStatus::Pending {
+            LiveKind::Created
+        } else {
+            LiveKind::Updated
+        }
+    })
+    .await
 }
 
 /// Moves `job` (as the caller last saw it) to `to`. CONFLICT if the state machine refuses, or
@@ -153,4 +172,136 @@ pub async fn transition(
         .await?;
     }
     Ok(updated)
+}
+
+/// What a successful run leaves on its job.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The job as its runner last saw it.
+    pub job: job::Model,
+    pub result: Value,
+    /// Wall time, CPU and memory the run used.
+    pub resources: Value,
+}
+
+/// Moves many jobs to COMPLETED in the caller's transaction, as `transition` would one by one:
+/// one UPDATE (per thousand) fenced by the status and attempt each runner saw, then their
+/// timeline and live entries in multi-row INSERTs. Returns each job's outcome in order: the job
+/// as updated, or CONFLICT for a job the state machine refuses or that changed meanwhile, which
+/// is left untouched.
+pub async fn complete_all(
+    tx: &DatabaseTransaction,
+    completions: &[Completion],
+) -> Result<Vec<Result<job::Model>>> {
+    use sea_orm::{ActiveEnum as _, ConnectionTrait as _, DatabaseBackend, FromQueryResult as _};
+
+    let mut outcomes: Vec<Option<Result<job::Model>>> = completions
+        .iter()
+        .map(|c| {
+            // COMPLETED never gives the charge back: there is no refund to book here.
+            debug_assert!(!state::refunds(c.job.status, JobStatus::Completed));
+            state::transition(c.job.status, JobStatus::Completed)
+                .err()
+                .map(|err| Err(Error::conflict(err.to_string())))
+        })
+        .collect();
+    let allowed: Vec<usize> = (0..completions.len())
+        .filter(|&i| outcomes[i].is_none())
+        .collect();
+    let backend = tx.get_database_backend();
+    let now = Utc::now();
+    let mut updated: HashMap<Uuid, job::Model> = HashMap::with_capacity(allowed.len());
+    for chunk in allowed.chunks(ROWS_PER_INSERT) {
+        let postgres = backend == DatabaseBackend::Postgres;
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(2 + chunk.len() * 5);
+        let mut rows = String::new();
+        for &i in chunk {
+            let c = &completions[i];
+            if !rows.is_empty() {
+                rows.push_str(", ");
+            }
+            // PostgreSQL types the parameters of a VALUES list by their casts. SQLite gets
+            // anonymous `?`: it looks numbered ones up in a list, once per parameter bound.
+            if postgres {
+                let n = values.len();
+                rows.push_str(&format!(
+                    "(${}::uuid, ${}, ${}::integer, ${}::jsonb, ${}::jsonb)",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5
+                ));
+            } else {
+                rows.push_str("(?, ?, ?, ?, ?)");
+            }
+            values.extend([
+                c.job.id.into(),
+                c.job.status.to_value().into(),
+                c.job.attempt.into(),
+                c.result.clone().into(),
+                c.resources.clone().into(),
+            ]);
+        }
+        let (finished_at, updated_at, returning) = if postgres {
+            let n = values.len();
+            values.push(now.into());
+            (format!("${}", n + 1), format!("${}", n + 1), "jobs.*")
+        } else {
+            values.extend([now.into(), now.into()]);
+            ("?".to_owned(), "?".to_owned(), "*")
+        };
+        let sql = format!(
+            "WITH done (id, status, attempt, result, resources) AS (VALUES {rows}) \
+             UPDATE jobs SET status = 'COMPLETED', progress = 1.0, stage = NULL, \
+             finished_at = {finished_at}, updated_at = {updated_at}, lease_expires_at = NULL, \
+             result = done.result, resources = done.resources \
+             FROM done WHERE jobs.id = done.id AND jobs.status = done.status \
+             AND jobs.attempt = done.attempt \
+             RETURNING {returning}"
+        );
+        let rows = job::Model::find_by_statement(sea_orm::Statement::from_sql_and_values(
+            backend, sql, values,
+        ))
+        .all(tx)
+        .await?;
+        updated.extend(rows.into_iter().map(|job| (job.id, job)));
+    }
+    let missing: Vec<Uuid> = allowed
+        .iter()
+        .map(|&i| completions[i].job.id)
+        .filter(|id| !updated.contains_key(id))
+        .collect();
+    let mut now_as: HashMap<Uuid, JobStatus> = HashMap::new();
+    for chunk in missing.chunks(ROWS_PER_INSERT) {
+        for job in job::Entity::find()
+            .filter(job::Column::Id.is_in(chunk.iter().copied()))
+            .all(tx)
+            .await?
+        {
+            now_as.insert(job.id, job.status);
+        }
+    }
+    let mut recorded = Vec::with_capacity(updated.len());
+    for &i in &allowed {
+        let id = completions[i].job.id;
+        outcomes[i] = Some(match updated.remove(&id) {
+            Some(job) => {
+                recorded.push(job.clone());
+                Ok(job)
+            }
+            None => Err(Error::conflict(match now_as.get(&id) {
+                Some(status) => format!(
+                    "the job changed meanwhile: it is now {}",
+                    state::name(*status)
+                ),
+                None => "the job was deleted meanwhile".to_owned(),
+            })),
+        });
+    }
+    record_events(tx, &recorded, None).await?;
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every completion has an outcome"))
+        .collect())
 }

@@ -51,11 +51,15 @@ static LOCAL_WAKE: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channe
 
 async fn append(tx: &DatabaseTransaction, entry: live_event::ActiveModel) -> Result<()> {
     entry.insert(tx).await?;
+    wake_local(tx);
+    Ok(())
+}
+
+fn wake_local(tx: &DatabaseTransaction) {
     if tx.get_database_backend() == DatabaseBackend::Sqlite {
         // The bus takes the write lock before reading, so it reads after this commits.
         LOCAL_WAKE.send_modify(|n| *n = n.wrapping_add(1));
     }
-    Ok(())
 }
 
 fn entry(workspace_id: Uuid, job_id: Option<Uuid>, kind: LiveKind) -> live_event::ActiveModel {
@@ -88,13 +92,33 @@ fn filter_facts(job: &job::Model) -> serde_json::Value {
 
 /// Records that a job was created or changed, as it now is.
 pub async fn job_changed(tx: &DatabaseTransaction, job: &job::Model, kind: LiveKind) -> Result<()> {
-    let mut entry = entry(job.workspace_id, Some(job.id), kind);
-    entry.status = Set(Some(job.status));
-    entry.stage = Set(job.stage.clone());
-    entry.progress = Set(Some(job.progress));
-    entry.attempt = Set(Some(job.attempt));
-    entry.data = Set(Some(filter_facts(job)));
-    append(tx, entry).await
+    jobs_changed(tx, std::slice::from_ref(job), |_| kind).await
+}
+
+/// Records that jobs were created or changed, as each now is, in one INSERT per thousand.
+pub async fn jobs_changed(
+    tx: &DatabaseTransaction,
+    jobs: &[job::Model],
+    kind: impl Fn(&job::Model) -> LiveKind,
+) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    for chunk in jobs.chunks(1000) {
+        live_event::Entity::insert_many(chunk.iter().map(|job| {
+            let mut entry = entry(job.workspace_id, Some(job.id), kind(job));
+            entry.status = Set(Some(job.status));
+            entry.stage = Set(job.stage.clone());
+            entry.progress = Set(Some(job.progress));
+            entry.attempt = Set(Some(job.attempt));
+            entry.data = Set(Some(filter_facts(job)));
+            entry
+        }))
+        .exec_without_returning(tx)
+        .await?;
+    }
+    wake_local(tx);
+    Ok(())
 }
 
 /// Records that a job was deleted, keeping what subscription filters look at.

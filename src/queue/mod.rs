@@ -7,6 +7,7 @@
 //! transaction is the lock. Every later write of a running job matches its attempt, so a worker
 //! that lost its lease cannot touch the job again.
 
+pub mod completions;
 pub mod maintenance;
 pub mod remote;
 pub mod runner;
@@ -251,9 +252,7 @@ pub async fn claim(
         .filter(job::Column::Status.eq(JobStatus::Queued))
         .exec_with_returning(&tx)
         .await?;
-    for job in &claimed {
-        lifecycle::record_event(&tx, job, Some(format!("claimed by {worker}"))).await?;
-    }
+    lifecycle::record_events(&tx, &claimed, Some(format!("claimed by {worker}"))).await?;
     tx.commit().await?;
     Ok(claimed)
 }

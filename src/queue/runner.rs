@@ -18,7 +18,8 @@ use crate::db;
 use crate::error::Error;
 use crate::executors::{self, Failure, Output, Progress, Usage};
 use crate::files::{self, Files, NewFile};
-use crate::jobs::lifecycle::{self, Change};
+use crate::jobs::lifecycle::{self, Change, Completion};
+use crate::queue::completions::Completions;
 use crate::tools::Catalog;
 
 /// How a worker runs.
@@ -99,6 +100,7 @@ impl Worker {
             user_id: None,
         };
         let mut announced = Instant::now() - ANNOUNCE_EVERY;
+        let completions = Completions::start(worker.db.clone());
         // Armed before the first claim, so nothing queued from now on goes unnoticed.
         if let Some(url) = worker.listen_url.clone() {
             tokio::spawn(crate::queue::listen(
@@ -108,6 +110,11 @@ impl Worker {
             ));
         }
         loop {
+            // Every run that ended frees its slot before the claim: short runs end in groups
+            // (their completions are written together), and are claimed again in groups.
+            while let Some(ended) = running.try_join_next_with_id() {
+                ended_run(&mut in_flight, ended);
+            }
             let free = worker.config.concurrency.saturating_sub(running.len());
             if free > 0 {
                 match crate::queue::claim(
@@ -123,7 +130,11 @@ impl Worker {
                     Ok(jobs) => {
                         worker.metrics.claimed(&jobs);
                         for job in jobs {
-                            let handle = running.spawn(execute(worker.clone(), job.clone()));
+                            let handle = running.spawn(execute(
+                                worker.clone(),
+                                completions.clone(),
+                                job.clone(),
+                            ));
                             in_flight.insert(handle.id(), job);
                         }
                     }
@@ -270,7 +281,7 @@ enum Outcome {
 }
 
 /// Runs one claimed job to its end.
-async fn execute(worker: Arc<Worker>, job: job::Model) {
+async fn execute(worker: Arc<Worker>, completions: Completions, job: job::Model) {
     let span =
         tracing::info_span!("job", job.id = %job.id, attempt = job.attempt, tool = %job.tool);
     let _enter = span.enter();
@@ -318,19 +329,17 @@ async fn execute(worker: Arc<Worker>, job: job::Model) {
     // be recorded, removes what this attempt stored.
     let completed = matches!(outcome, Outcome::Done(_));
     let result = match outcome {
-        Outcome::Done(output) => finish(
-            &worker.db,
-            &job,
-            JobStatus::Completed,
-            Change {
-                result: Some(output.result),
-                resources: Some(resources),
-                ..Default::default()
-            },
-            &output.files,
-        )
-        .await
-        .map(Some),
+        Outcome::Done(output) => completions
+            .complete(
+                Completion {
+                    job: job.clone(),
+                    result: output.result,
+                    resources,
+                },
+                output.files,
+            )
+            .await
+            .map(Some),
         Outcome::TimedOut(limit) => {
             let message = format!("the run exceeded the tool's limit of {limit} s");
             finish(
