@@ -25,6 +25,7 @@
 //! | `BENCH_DATABASE_URL` | `sqlite,postgres://postgres@127.0.0.1:5432/test?sslmode=disable` | databases to run on, comma-separated: `sqlite` (a temporary file) or a PostgreSQL server where the user may create databases |
 //! | `BENCH_JOBS` | `20000` | jobs of the throughput phase |
 //! | `BENCH_CONCURRENCY` | `512` | the worker's concurrency |
+//! | `BENCH_WORKERS` | `1` | workers (each with its own claims and completion writer), as worker processes would run |
 //! | `BENCH_LATENCY_JOBS` | `500` | jobs of the latency phase |
 //! | `BENCH_LATENCY_GAP_MS` | `5` | pause between two of them |
 //! | `BENCH_LOCAL_WAKE` | `1` | `0`: no in-process wake after a submission, the worker learns of it by `NOTIFY` (PostgreSQL) or its poll |
@@ -81,6 +82,7 @@ struct Settings {
     databases: Vec<String>,
     jobs: usize,
     concurrency: usize,
+    workers: usize,
     latency_jobs: usize,
     latency_gap: Duration,
     local_wake: bool,
@@ -126,11 +128,14 @@ impl Settings {
         ensure!(jobs > 0, "BENCH_JOBS must be positive");
         let concurrency = parsed("BENCH_CONCURRENCY", 512)?;
         ensure!(concurrency > 0, "BENCH_CONCURRENCY must be positive");
+        let workers = parsed("BENCH_WORKERS", 1)?;
+        ensure!(workers > 0, "BENCH_WORKERS must be positive");
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Settings {
             databases,
             jobs,
             concurrency,
+            workers,
             latency_jobs: parsed("BENCH_LATENCY_JOBS", 500)?,
             latency_gap: Duration::from_millis(parsed("BENCH_LATENCY_GAP_MS", 5)?),
             local_wake: var("BENCH_LOCAL_WAKE").is_none_or(|v| v != "0"),
@@ -303,12 +308,21 @@ async fn bench(
         settings.jobs as f64 / submit_seconds
     );
 
-    let mut worker = app.worker();
-    worker.config.concurrency = settings.concurrency;
+    // Each worker claims and writes its completions on its own, as worker processes would.
+    let workers: Vec<_> = (0..settings.workers)
+        .map(|_| {
+            let mut worker = app.worker();
+            worker.config.concurrency = settings.concurrency;
+            worker
+        })
+        .collect();
     let shutdown = CancellationToken::new();
     let cpu_before = CpuSample::take();
     let start = Utc::now();
-    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let running: Vec<_> = workers
+        .into_iter()
+        .map(|worker| tokio::spawn(worker.run(shutdown.clone())))
+        .collect();
     let finished = wait_until_final(&db, Duration::from_secs(600)).await?;
     let cpu = cpu_before.zip(CpuSample::take()).map(|(a, b)| b.since(&a));
     ensure!(finished, "jobs still unfinished after 10 minutes");
@@ -316,8 +330,8 @@ async fn bench(
     let run_seconds = (last - start).num_microseconds().unwrap_or(0) as f64 / 1e6;
     let jobs_per_second = settings.jobs as f64 / run_seconds;
     println!(
-        "ran {} jobs in {run_seconds:.2} s: {jobs_per_second:.0} jobs/s, concurrency {}",
-        settings.jobs, settings.concurrency
+        "ran {} jobs in {run_seconds:.2} s: {jobs_per_second:.0} jobs/s, {} worker(s) of concurrency {}",
+        settings.jobs, settings.workers, settings.concurrency
     );
     if let Some(cpu) = &cpu {
         println!("while running: {cpu}");
@@ -364,7 +378,9 @@ async fn bench(
     }
     check(&db, workspace.id, settings.jobs + ids.len()).await?;
     shutdown.cancel();
-    running.await?;
+    for worker in running {
+        worker.await?;
+    }
     db.close().await.ok();
     Ok(Figures {
         database,
