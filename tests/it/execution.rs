@@ -896,6 +896,32 @@ async fn workers_with_limit(
     workers
 }
 
+/// Runs two workers of `concurrency` slots, with a per-workspace limit, until every job of
+/// `groups` has ended; the jobs as they ended, group by group.
+async fn run_to_the_end(
+    app: &TestApp,
+    concurrency: usize,
+    workspace_max_running: u32,
+    groups: &[Vec<String>],
+) -> Vec<Vec<job::Model>> {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handles: Vec<_> =
+        workers_with_limit(app, &["one", "two"], concurrency, workspace_max_running)
+            .await
+            .into_iter()
+            .map(|worker| tokio::spawn(worker.run(shutdown.clone())))
+            .collect();
+    let mut ended = Vec::new();
+    for ids in groups {
+        ended.push(wait_until_final(app, ids).await);
+    }
+    shutdown.cancel();
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    ended
+}
+
 async fn wait_until_final(app: &TestApp, ids: &[String]) -> Vec<job::Model> {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -959,20 +985,9 @@ async fn one_workspaces_long_queue_does_not_hold_back_another_workspaces_job() {
     )
     .await;
     // Two workers of two slots each, one run per workspace at a time.
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let handles: Vec<_> = workers_with_limit(&app, &["one", "two"], 2, 1)
-        .await
-        .into_iter()
-        .map(|worker| tokio::spawn(worker.run(shutdown.clone())))
-        .collect();
-    let busy_jobs = wait_until_final(&app, &queued).await;
-    let lone_job = wait_until_final(&app, std::slice::from_ref(&lone))
-        .await
-        .remove(0);
-    shutdown.cancel();
-    for handle in handles {
-        handle.await.unwrap();
-    }
+    let mut ended = run_to_the_end(&app, 2, 1, &[queued, vec![lone]]).await;
+    let lone_job = ended.pop().unwrap().remove(0);
+    let busy_jobs = ended.pop().unwrap();
     assert!(
         busy_jobs
             .iter()
@@ -1027,20 +1042,9 @@ async fn a_tools_limit_holds_across_workers_while_other_tools_run() {
         json!({"seconds": 0.6}),
     )
     .await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let handles: Vec<_> = workers_with_limit(&app, &["one", "two"], 2, 0)
-        .await
-        .into_iter()
-        .map(|worker| tokio::spawn(worker.run(shutdown.clone())))
-        .collect();
-    let solo_jobs = wait_until_final(&app, &solos).await;
-    let other_job = wait_until_final(&app, std::slice::from_ref(&other))
-        .await
-        .remove(0);
-    shutdown.cancel();
-    for handle in handles {
-        handle.await.unwrap();
-    }
+    let mut ended = run_to_the_end(&app, 2, 0, &[solos, vec![other]]).await;
+    let other_job = ended.pop().unwrap().remove(0);
+    let solo_jobs = ended.pop().unwrap();
     assert!(
         solo_jobs
             .iter()
