@@ -118,9 +118,8 @@ async fn write_one(db: &DatabaseConnection, request: &Request) -> Result<job::Mo
         result,
         resources,
     } = &request.completion;
-    let tx = db::begin_write(db).await?;
-    let ended = lifecycle::transition(
-        &tx,
+    super::finish(
+        db,
         job,
         JobStatus::Completed,
         Change {
@@ -128,12 +127,7 @@ async fn write_one(db: &DatabaseConnection, request: &Request) -> Result<job::Mo
             resources: Some(resources.clone()),
             ..Default::default()
         },
+        &request.outputs,
     )
-    .await?;
-    for file in &request.outputs {
-        file.insert(&tx, job.workspace_id, job.id, FileRole::Output)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(ended)
+    .await
 }

@@ -404,6 +404,47 @@ pub fn backoff(attempt: i32) -> chrono::Duration {
     chrono::Duration::milliseconds(base + jitter)
 }
 
+/// Records a run's ending, with the rows of its output files, in one transaction.
+pub async fn finish(
+    db: &DatabaseConnection,
+    job: &job::Model,
+    to: JobStatus,
+    change: Change,
+    outputs: &[crate::files::NewFile],
+) -> Result<job::Model> {
+    let tx = db::begin_write(db).await?;
+    let ended = lifecycle::transition(&tx, job, to, change).await?;
+    for file in outputs {
+        file.insert(
+            &tx,
+            job.workspace_id,
+            job.id,
+            entity::file::FileRole::Output,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(ended)
+}
+
+/// Ends a run that went past its tool's limit of `limit_seconds`: TIMEOUT, refunded.
+pub async fn time_out(
+    db: &DatabaseConnection,
+    job: &job::Model,
+    limit_seconds: u64,
+    resources: Option<serde_json::Value>,
+) -> Result<job::Model> {
+    let message = format!("the run exceeded the tool's limit of {limit_seconds} s");
+    let change = Change {
+        message: Some(message.clone()),
+        error_message: Some(message),
+        error_code: Some("TIMEOUT".to_owned()),
+        resources,
+        ..Default::default()
+    };
+    finish(db, job, JobStatus::Timeout, change, &[]).await
+}
+
 /// Ends an attempt that failed: RETRY with backoff while attempts remain and the failure is
 /// transient, FAILED (refunded) otherwise. `resources` is what the attempt used, when known.
 pub async fn fail_attempt(

@@ -22,10 +22,9 @@ use uuid::Uuid;
 
 use super::{Limits, Tools, workers};
 use crate::access::WorkerToken;
-use crate::db;
 use crate::error::{Error, Result};
 use crate::files::{self, Checks, Files, NewFile, Upload};
-use crate::jobs::lifecycle::{self, Change};
+use crate::jobs::lifecycle::Change;
 use crate::jobs::state;
 use crate::tools::Catalog;
 
@@ -396,24 +395,13 @@ pub async fn complete(
         }
     }
     let resources = wall_seconds(&job, Utc::now());
-    let finished = async {
-        let tx = db::begin_write(db).await?;
-        let change = Change {
-            result: Some(result),
-            resources,
-            message: job.worker_id.as_ref().map(|w| format!("completed by {w}")),
-            ..Default::default()
-        };
-        let ended = lifecycle::transition(&tx, &job, JobStatus::Completed, change).await?;
-        for file in &stored {
-            file.insert(&tx, job.workspace_id, job.id, FileRole::Output)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok::<_, Error>(ended)
-    }
-    .await;
-    match finished {
+    let change = Change {
+        result: Some(result),
+        resources,
+        message: job.worker_id.as_ref().map(|w| format!("completed by {w}")),
+        ..Default::default()
+    };
+    match super::finish(db, &job, JobStatus::Completed, change, &stored).await {
         Ok(ended) => Ok(ended),
         Err(err) => {
             files.discard(&stored).await;
@@ -488,24 +476,9 @@ pub async fn time_out_overdue(
             .all(db)
             .await?;
         for job in overdue {
-            let message = format!(
-                "the run exceeded the tool's limit of {} s",
-                tool.timeout_seconds
-            );
             let resources = wall_seconds(&job, now);
-            let tx = db::begin_write(db).await?;
-            let change = Change {
-                message: Some(message.clone()),
-                error_message: Some(message),
-                error_code: Some("TIMEOUT".to_owned()),
-                resources,
-                ..Default::default()
-            };
-            match lifecycle::transition(&tx, &job, JobStatus::Timeout, change).await {
-                Ok(_) => {
-                    tx.commit().await?;
-                    ended += 1;
-                }
+            match super::time_out(db, &job, tool.timeout_seconds, resources).await {
+                Ok(_) => ended += 1,
                 // Finished or reclaimed meanwhile.
                 Err(Error::Conflict(_)) => {}
                 Err(err) => return Err(err),

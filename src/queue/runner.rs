@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db;
 use crate::error::Error;
 use crate::executors::{self, Failure, Output, Progress, Usage};
-use crate::files::{self, Files, NewFile};
+use crate::files::{self, Files};
 use crate::jobs::lifecycle::{self, Change, Completion};
 use crate::queue::completions::Completions;
 use crate::tools::Catalog;
@@ -341,22 +341,9 @@ async fn execute(worker: Arc<Worker>, completions: Completions, job: job::Model)
             .await
             .map(Some),
         Outcome::TimedOut(limit) => {
-            let message = format!("the run exceeded the tool's limit of {limit} s");
-            finish(
-                &worker.db,
-                &job,
-                JobStatus::Timeout,
-                Change {
-                    message: Some(message.clone()),
-                    error_message: Some(message),
-                    error_code: Some("TIMEOUT".to_owned()),
-                    resources: Some(resources),
-                    ..Default::default()
-                },
-                &[],
-            )
-            .await
-            .map(Some)
+            crate::queue::time_out(&worker.db, &job, limit, Some(resources))
+                .await
+                .map(Some)
         }
         Outcome::Failed(Failure::Transient(message)) => crate::queue::fail_attempt(
             &worker.db,
@@ -397,27 +384,4 @@ async fn execute(worker: Arc<Worker>, completions: Completions, job: job::Model)
         Err(Error::Conflict(message)) => tracing::info!(%message, "the job changed while it ran"),
         Err(err) => tracing::error!(error = %err, "recording a job's outcome failed"),
     }
-}
-
-/// Records a run's ending, with the rows of its output files, in one transaction.
-async fn finish(
-    db: &DatabaseConnection,
-    job: &job::Model,
-    to: JobStatus,
-    change: Change,
-    outputs: &[NewFile],
-) -> Result<job::Model, Error> {
-    let tx = db::begin_write(db).await?;
-    let ended = lifecycle::transition(&tx, job, to, change).await?;
-    for file in outputs {
-        file.insert(
-            &tx,
-            job.workspace_id,
-            job.id,
-            entity::file::FileRole::Output,
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(ended)
 }
