@@ -358,9 +358,7 @@ fn columns_of_field(name: &str) -> Option<&'static [job::Column]> {
         "finishedAt" => &[C::FinishedAt],
         "durationSeconds" => &[C::StartedAt, C::FinishedAt],
         "parent" => &[C::ParentId],
-        "queuePosition" | "waitReason" | "eligibleAt" | "estimatedStartAt" => {
-            &[C::Tool, C::Priority, C::QueuedAt, C::RunAfter]
-        }
+        name if WAIT_FIELDS.contains(&name) => &Waiter::COLUMNS,
         "parentKind" => &[C::ParentKind],
         "batch" => &[C::BatchId],
         _ => return None,

@@ -36,15 +36,21 @@ impl Maintenance {
     /// One round; failures are logged and retried on the next.
     pub async fn once(&self, now: chrono::DateTime<chrono::Utc>) {
         if !self.local_pool {
-            if let Err(err) = super::reclaim_expired(&self.db, now).await {
-                tracing::error!(error = %err, "reclaiming expired leases failed");
-            }
-            if let Err(err) = super::requeue_due(&self.db, now).await {
-                tracing::error!(error = %err, "queueing retries failed");
-            }
+            leases_and_retries(&self.db, now).await;
         }
         if let Err(err) = super::remote::time_out_overdue(&self.db, &self.catalog, now).await {
             tracing::error!(error = %err, "timing out overdue remote runs failed");
         }
+    }
+}
+
+/// Reclaims expired leases and queues due retries; failures are logged and retried on the next
+/// round. Worker pools run it between claims, serving processes without one here.
+pub async fn leases_and_retries(db: &DatabaseConnection, now: chrono::DateTime<chrono::Utc>) {
+    if let Err(err) = super::reclaim_expired(db, now).await {
+        tracing::error!(error = %err, "reclaiming expired leases failed");
+    }
+    if let Err(err) = super::requeue_due(db, now).await {
+        tracing::error!(error = %err, "queueing retries failed");
     }
 }

@@ -158,12 +158,7 @@ impl Worker {
                             tracing::warn!(error = %err, "announcing the worker failed");
                         }
                     }
-                    if let Err(err) = crate::queue::reclaim_expired(&worker.db, now).await {
-                        tracing::error!(error = %err, "reclaiming expired leases failed");
-                    }
-                    if let Err(err) = crate::queue::requeue_due(&worker.db, now).await {
-                        tracing::error!(error = %err, "queueing retries failed");
-                    }
+                    crate::queue::maintenance::leases_and_retries(&worker.db, now).await;
                 }
             }
         }

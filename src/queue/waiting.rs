@@ -67,7 +67,7 @@ impl From<&job::Model> for Waiter {
 }
 
 impl Waiter {
-    /// The columns a waiter is read from.
+    /// The columns a waiter is read from: what a job's wait fields need loaded.
     pub const COLUMNS: [job::Column; 7] = [
         job::Column::Id,
         job::Column::Status,

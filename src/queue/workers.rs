@@ -2,8 +2,6 @@
 //! tools it runs. A QUEUED job whose tool no recently heard worker runs is waiting for nobody,
 //! and says so.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use entity::worker;
 use sea_orm::sea_query::OnConflict;
@@ -76,17 +74,4 @@ pub async fn present(db: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<Ve
         .filter(worker::Column::SeenAt.gte(now - PRESENT_FOR))
         .all(db)
         .await?)
-}
-
-/// The tools that the workers present now run, and the jobs they run at once in all.
-pub fn served(workers: &[worker::Model]) -> (HashSet<String>, u64) {
-    let mut tools = HashSet::new();
-    let mut capacity = 0u64;
-    for worker in workers {
-        capacity += worker.capacity.max(0) as u64;
-        if let Some(names) = worker.tools.as_array() {
-            tools.extend(names.iter().filter_map(|n| n.as_str().map(str::to_owned)));
-        }
-    }
-    (tools, capacity)
 }
