@@ -2,6 +2,7 @@
 
 mod cli;
 mod credits;
+mod database;
 mod execution;
 mod files;
 mod http_spec;
