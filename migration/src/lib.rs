@@ -6,6 +6,7 @@ mod m20261123_000001_create_tables;
 mod m20261123_000010_create_live_events;
 mod m20261123_000020_claims_and_workers;
 mod m20261123_000030_number_live_events_per_commit;
+mod m20261123_000040_claim_ties_by_id;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000010_create_live_events::Migration),
             Box::new(m20261123_000020_claims_and_workers::Migration),
             Box::new(m20261123_000030_number_live_events_per_commit::Migration),
+            Box::new(m20261123_000040_claim_ties_by_id::Migration),
         ]
     }
 }

@@ -198,7 +198,7 @@ impl Running {
 /// workers never both take a workspace's or a tool's last free slot.
 const CLAIM_LOCK: i64 = 7_202_611_230_020;
 
-/// Claims up to `limit` QUEUED jobs of `tools`, highest priority then oldest first, for
+/// Claims up to `limit` QUEUED jobs of `tools`, in claim order (see `queued`), for
 /// `worker`, within `limits`.
 pub async fn claim(
     db: &DatabaseConnection,
@@ -257,13 +257,15 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// QUEUED jobs of `tools` in claim order.
+/// QUEUED jobs of `tools` in claim order: highest priority, then queued first, then (for jobs
+/// queued together, as a batch's are) submitted first.
 fn queued(tools: &Tools) -> sea_orm::Select<job::Entity> {
     job::Entity::find()
         .filter(job::Column::Status.eq(JobStatus::Queued))
         .filter(tools.condition())
         .order_by_desc(job::Column::Priority)
         .order_by_asc(job::Column::QueuedAt)
+        .order_by_asc(job::Column::Id)
 }
 
 /// The ids of up to `limit` jobs to claim without exceeding any limit: the head of the queue,

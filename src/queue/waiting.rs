@@ -226,13 +226,14 @@ impl Queue {
 }
 
 /// For QUEUED jobs, how many QUEUED jobs come before each in claim order (higher priority, or
-/// the same priority and queued earlier): one count over the head of the queue up to the last
-/// of them, however many they are.
+/// the same priority and queued earlier, or queued together and submitted earlier): one count
+/// over the head of the queue up to the last of them, however many they are.
 async fn positions(db: &DatabaseConnection, jobs: &[&Waiter]) -> Result<HashMap<Uuid, u64>> {
     let Some(last) = jobs.iter().min_by(|a, b| {
         a.priority
             .cmp(&b.priority)
             .then(b.queued_at.cmp(&a.queued_at))
+            .then(b.id.cmp(&a.id))
     }) else {
         return Ok(HashMap::new());
     };
@@ -245,12 +246,18 @@ async fn positions(db: &DatabaseConnection, jobs: &[&Waiter]) -> Result<HashMap<
             _ => "?".to_owned(),
         }
     };
-    // Ahead of (p, q): priority > p, or priority = p and queued_at < q.
+    // Ahead of (p, q, i): priority > p, or priority = p and queued_at < q, or both equal and
+    // id < i.
     let ahead = |job: &Waiter, values: &mut Vec<sea_orm::Value>| {
         let p1 = param(job.priority.into(), values);
         let p2 = param(job.priority.into(), values);
-        let q = param(job.queued_at.into(), values);
-        format!("(priority > {p1} OR (priority = {p2} AND queued_at < {q}))")
+        let q1 = param(job.queued_at.into(), values);
+        let q2 = param(job.queued_at.into(), values);
+        let i = param(job.id.into(), values);
+        format!(
+            "(priority > {p1} OR (priority = {p2} AND \
+             (queued_at < {q1} OR (queued_at = {q2} AND id < {i}))))"
+        )
     };
     let mut columns = Vec::new();
     for (i, job) in jobs.iter().enumerate() {

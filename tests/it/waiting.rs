@@ -215,19 +215,27 @@ async fn a_page_of_waiting_jobs_costs_the_same_few_statements_whatever_its_size(
             .map(|edge| &edge["node"])
             .collect();
         assert_eq!(nodes.len(), first);
-        // Each position counts the jobs of the whole queue claimed before it.
-        let mut all = nodes.clone();
-        all.sort_by_key(|n| {
+        // Each position counts the jobs of the whole queue claimed before it: a job of higher
+        // priority, or queued earlier, comes first. (The batch queued its jobs together: among
+        // those, submission order decides.)
+        let key = |n: &Value| {
             (
                 -n["priority"].as_i64().unwrap(),
                 n["queuedAt"].as_str().unwrap().to_owned(),
             )
-        });
-        let positions: Vec<i64> = all
-            .iter()
-            .map(|n| n["queuePosition"].as_i64().unwrap())
-            .collect();
-        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+        };
+        // The list is newest first: of two jobs queued together, the later one listed was
+        // submitted first.
+        for (i, a) in nodes.iter().enumerate() {
+            for (j, b) in nodes.iter().enumerate() {
+                if key(a) < key(b) || (key(a) == key(b) && i > j) {
+                    assert!(
+                        a["queuePosition"].as_i64() < b["queuePosition"].as_i64(),
+                        "{a} is claimed before {b}"
+                    );
+                }
+            }
+        }
     }
     let data = app.ok(token, page, json!({"ws": ws, "first": 60})).await;
     let mut positions: Vec<i64> = data["workspace"]["jobs"]["edges"]
@@ -238,6 +246,29 @@ async fn a_page_of_waiting_jobs_costs_the_same_few_statements_whatever_its_size(
         .collect();
     positions.sort();
     assert_eq!(positions, (0..60).collect::<Vec<_>>());
+    // Workers claim in the order the positions give (two: the helper's workspace limit).
+    let by_position: std::collections::HashMap<i64, String> = data["workspace"]["jobs"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| {
+            let node = &edge["node"];
+            (
+                node["queuePosition"].as_i64().unwrap(),
+                node["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let claimed: Vec<String> = claim(&app, Tools::Only(vec!["sleep".to_owned()]), 2)
+        .await
+        .iter()
+        .map(|job| jobgraph::ids::encode(jobgraph::ids::Kind::Job, job.id).to_string())
+        .collect();
+    let mut expected: Vec<String> = (0..2).map(|p| by_position[&p].clone()).collect();
+    let mut claimed_sorted = claimed.clone();
+    claimed_sorted.sort();
+    expected.sort();
+    assert_eq!(claimed_sorted, expected, "the two at positions 0 and 1");
     assert_eq!(
         costs[0], costs[1],
         "a page of 50 costs what a page of 5 does: {costs:?}"
