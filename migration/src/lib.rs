@@ -7,6 +7,7 @@ mod m20261123_000010_create_live_events;
 mod m20261123_000020_claims_and_workers;
 mod m20261123_000030_number_live_events_per_commit;
 mod m20261123_000040_claim_ties_by_id;
+mod m20261123_000050_fewer_index_writes;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000020_claims_and_workers::Migration),
             Box::new(m20261123_000030_number_live_events_per_commit::Migration),
             Box::new(m20261123_000040_claim_ties_by_id::Migration),
+            Box::new(m20261123_000050_fewer_index_writes::Migration),
         ]
     }
 }
