@@ -1,8 +1,8 @@
 //! Connecting to the database (SQLite or PostgreSQL), migrating it, and write transactions.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -10,7 +10,8 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    DatabaseTransaction, DbErr, ExecResult, QueryResult, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait,
 };
 
 /// The SQLite database used when no URL is configured.
@@ -118,21 +119,87 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
         .context("migrating the database")
 }
 
+/// A write transaction. It is a `DatabaseTransaction` for every statement; in addition it keeps
+/// the live entries its changes record (`crate::live`) and writes them when it commits, numbered
+/// in commit order. Dropped without `commit`, it rolls back, entries and all.
+pub struct Transaction {
+    inner: DatabaseTransaction,
+    live: Mutex<Vec<entity::live_event::ActiveModel>>,
+}
+
+impl Transaction {
+    /// Keeps a live entry to be written at commit.
+    pub(crate) fn record_live(
+        &self,
+        entries: impl IntoIterator<Item = entity::live_event::ActiveModel>,
+    ) {
+        self.live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(entries);
+    }
+
+    /// Writes the live entries, then commits.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        let entries = self
+            .live
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        crate::live::write_at_commit(&self.inner, entries).await?;
+        self.inner.commit().await
+    }
+}
+
+impl std::ops::Deref for Transaction {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.inner
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Transaction {
+    fn get_database_backend(&self) -> DatabaseBackend {
+        self.inner.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.inner.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.inner.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.inner.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.inner.query_all_raw(stmt).await
+    }
+}
+
 /// Begins a transaction that will write.
 ///
 /// On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so two writers queue instead
 /// of failing when a read-then-write transaction would need to upgrade its lock.
-pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    match db.get_database_backend() {
+pub async fn begin_write(db: &DatabaseConnection) -> Result<Transaction, DbErr> {
+    let inner = match db.get_database_backend() {
         DatabaseBackend::Sqlite => {
             db.begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..Default::default()
             })
-            .await
+            .await?
         }
-        _ => db.begin().await,
-    }
+        _ => db.begin().await?,
+    };
+    Ok(Transaction {
+        inner,
+        live: Mutex::new(Vec::new()),
+    })
 }
 
 /// Whether the database answers.

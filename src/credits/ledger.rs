@@ -10,8 +10,7 @@ use entity::credit_transaction::{self, TransactionKind};
 use entity::workspace;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, EntityTrait, Order,
-    QueryFilter, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Order, QueryFilter, Set,
 };
 use uuid::Uuid;
 
@@ -38,7 +37,7 @@ pub struct Entry {
 /// INSUFFICIENT_CREDITS if the balance would go below zero; CONFLICT if the job already has an
 /// entry of this kind.
 pub async fn append(
-    tx: &DatabaseTransaction,
+    tx: &crate::db::Transaction,
     entry: Entry,
 ) -> Result<(credit_transaction::Model, workspace::Model)> {
     let (mut records, workspace) = append_all(tx, vec![entry]).await?;
@@ -55,7 +54,7 @@ pub async fn append(
 /// already has an entry of its kind. Entries of one sign never take any `balance_after` below
 /// zero.
 pub async fn append_all(
-    tx: &DatabaseTransaction,
+    tx: &crate::db::Transaction,
     entries: Vec<Entry>,
 ) -> Result<(Vec<credit_transaction::Model>, workspace::Model)> {
     let Some(workspace_id) = entries.first().map(|e| e.workspace_id) else {

@@ -11,9 +11,7 @@ use entity::credit_transaction::TransactionKind;
 use entity::job::{self, JobStatus};
 use entity::job_event;
 use entity::live_event::LiveKind;
-use sea_orm::{
-    ActiveValue::NotSet, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, Set,
-};
+use sea_orm::{ActiveValue::NotSet, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -42,7 +40,7 @@ const ROWS_PER_INSERT: usize = 1000;
 
 /// Records a timeline event.
 pub async fn record_event(
-    tx: &DatabaseTransaction,
+    tx: &crate::db::Transaction,
     job: &job::Model,
     message: Option<String>,
 ) -> Result<()> {
@@ -52,7 +50,7 @@ pub async fn record_event(
 /// Records the same timeline event for many jobs, as each now is: one INSERT for the timeline
 /// and one for the live log (per thousand jobs).
 pub async fn record_events(
-    tx: &DatabaseTransaction,
+    tx: &crate::db::Transaction,
     jobs: &[job::Model],
     message: Option<String>,
 ) -> Result<()> {
@@ -85,7 +83,7 @@ pub async fn record_events(
 /// Moves `job` (as the caller last saw it) to `to`. CONFLICT if the state machine refuses, or
 /// if the job changed meanwhile.
 pub async fn transition(
-    tx: &DatabaseTransaction,
+    tx: &crate::db::Transaction,
     job: &job::Model,
     to: JobStatus,
     change: Change,
@@ -186,7 +184,7 @@ fn status_update(to: JobStatus, change: Change, now: DateTime<Utc>) -> job::Acti
 /// For moves that book no refund, such as queuing a batch's new jobs. CONFLICT, for the lot,
 /// if the state machine refuses or any job changed meanwhile.
 pub async fn transition_all(
-    tx: &DatabaseTransaction,
+    tx: &crate::db::Transaction,
     jobs: &[job::Model],
     to: JobStatus,
     change: Change,
@@ -242,7 +240,7 @@ pub struct Completion {
 /// as updated, or CONFLICT for a job the state machine refuses or that changed meanwhile, which
 /// is left untouched.
 pub async fn complete_all(
-    tx: &DatabaseTransaction,
+    tx: &crate::db::Transaction,
     completions: &[Completion],
 ) -> Result<Vec<Result<job::Model>>> {
     use sea_orm::{ActiveEnum as _, ConnectionTrait as _, DatabaseBackend, FromQueryResult as _};

@@ -9,8 +9,8 @@ use entity::job::{self, JobStatus, ParentKind, Visibility};
 use entity::live_event::LiveKind;
 use entity::{batch, job_share};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
-    IntoActiveModel, QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
+    Set,
 };
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -224,7 +224,7 @@ const JOBS_PER_INSERT: usize = 500;
 /// Set-based: a batch of a thousand jobs costs about a dozen statements, as one job does.
 /// Returns the jobs in the order given.
 async fn insert_jobs(
-    tx: &DatabaseTransaction,
+    tx: &crate::db::Transaction,
     submitter_id: Uuid,
     workspace_id: Uuid,
     new: Vec<NewJob>,

@@ -2,11 +2,12 @@
 //! that tails the log and fans each committed entry out to this process's subscribers.
 //!
 //! Writers call `job_changed`, `job_deleted`, `balance_moved` or `members_changed` in the
-//! transaction that makes the change, so an entry exists exactly when the change committed.
-//! Entries get their `seq` in commit order (see the migration), which makes `seq` a cursor:
-//! "everything after n" is a plain range read, on any node. The bus of each API process reads
-//! new entries when woken (PostgreSQL `NOTIFY jobgraph_live`, sent by the log's trigger at
-//! commit; on SQLite, an in-process wake after which it queues behind the writer) and at least
+//! transaction that makes the change (`db::Transaction`), which writes the entries as its last
+//! statements before it commits, so an entry exists exactly when the change committed. Entries
+//! get their `seq` in commit order (`write_at_commit`), which makes `seq` a cursor: "everything
+//! after n" is a plain range read, on any node. The bus of each API process reads new entries
+//! when woken (PostgreSQL `NOTIFY jobgraph_live`, sent by the committing transaction; on SQLite,
+//! an in-process wake after which it queues behind the writer) and at least
 //! every second, loads the jobs they name once, and broadcasts them. A notification carries no
 //! payload, so PostgreSQL's 8 KB limit never applies.
 
@@ -23,8 +24,8 @@ use entity::job;
 use entity::live_event;
 pub use entity::live_event::LiveKind;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, QueryFilter, QuerySelect, Set,
 };
 use serde_json::json;
 use tokio::sync::{Notify, broadcast, watch};
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::access::{self, Standing, Viewer};
+use crate::db::Transaction;
 use crate::error::Result;
 
 /// The PostgreSQL channel on which the log's trigger announces committed entries.
@@ -49,17 +51,60 @@ const RETENTION: chrono::Duration = chrono::Duration::days(7);
 /// Wakes the buses of this process after a SQLite write (PostgreSQL wakes them by NOTIFY).
 static LOCAL_WAKE: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
 
-async fn append(tx: &DatabaseTransaction, entry: live_event::ActiveModel) -> Result<()> {
-    entry.insert(tx).await?;
-    wake_local(tx);
-    Ok(())
-}
+/// The advisory lock under which a committing transaction numbers its live entries on
+/// PostgreSQL: held until the commit is visible, so numbers follow commit order.
+const NUMBERING_LOCK: i64 = 7_202_611_230_010;
 
-fn wake_local(tx: &DatabaseTransaction) {
-    if tx.get_database_backend() == DatabaseBackend::Sqlite {
+/// Entries written by one INSERT: far below the parameter limits of both databases.
+const ENTRIES_PER_INSERT: usize = 1000;
+
+/// Writes a committing transaction's live entries, as the last statements before its commit
+/// (`db::Transaction::commit`), each row once and already numbered.
+///
+/// On PostgreSQL the transaction takes the numbering lock, reserves a block of consecutive
+/// numbers from `live_events_seq`, writes the rows with them and notifies the buses; the lock is
+/// held until the commit is visible, so a reader of `seq > n` never misses a row committed later
+/// with a smaller number. On SQLite the transaction already holds the one write lock, and the
+/// log's trigger numbers each row with its id.
+pub(crate) async fn write_at_commit(
+    tx: &DatabaseTransaction,
+    mut entries: Vec<live_event::ActiveModel>,
+) -> std::result::Result<(), sea_orm::DbErr> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let backend = tx.get_database_backend();
+    if backend == DatabaseBackend::Postgres {
+        // One round trip takes the lock, reserves the numbers and queues the notification
+        // (sent at commit): the lock is held for as few round trips as can be.
+        let last: i64 = tx
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "WITH numbering AS (SELECT pg_advisory_xact_lock({NUMBERING_LOCK})) \
+                     SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) AS last, \
+                     pg_notify('{CHANNEL}', '') FROM numbering"
+                ),
+                [(entries.len() as i64).into()],
+            ))
+            .await?
+            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("live_events_seq".to_owned()))?
+            .try_get("", "last")?;
+        let first = last - entries.len() as i64 + 1;
+        for (n, entry) in entries.iter_mut().enumerate() {
+            entry.seq = Set(Some(first + n as i64));
+        }
+    }
+    for chunk in entries.chunks(ENTRIES_PER_INSERT) {
+        live_event::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(tx)
+            .await?;
+    }
+    if backend == DatabaseBackend::Sqlite {
         // The bus takes the write lock before reading, so it reads after this commits.
         LOCAL_WAKE.send_modify(|n| *n = n.wrapping_add(1));
     }
+    Ok(())
 }
 
 fn entry(workspace_id: Uuid, job_id: Option<Uuid>, kind: LiveKind) -> live_event::ActiveModel {
@@ -91,58 +136,49 @@ fn filter_facts(job: &job::Model) -> serde_json::Value {
 }
 
 /// Records that a job was created or changed, as it now is.
-pub async fn job_changed(tx: &DatabaseTransaction, job: &job::Model, kind: LiveKind) -> Result<()> {
+pub async fn job_changed(tx: &Transaction, job: &job::Model, kind: LiveKind) -> Result<()> {
     jobs_changed(tx, std::slice::from_ref(job), |_| kind).await
 }
 
-/// Records that jobs were created or changed, as each now is, in one INSERT per thousand.
+/// Records that jobs were created or changed, as each now is.
 pub async fn jobs_changed(
-    tx: &DatabaseTransaction,
+    tx: &Transaction,
     jobs: &[job::Model],
     kind: impl Fn(&job::Model) -> LiveKind,
 ) -> Result<()> {
-    if jobs.is_empty() {
-        return Ok(());
-    }
-    for chunk in jobs.chunks(1000) {
-        live_event::Entity::insert_many(chunk.iter().map(|job| {
-            let mut entry = entry(job.workspace_id, Some(job.id), kind(job));
-            entry.status = Set(Some(job.status));
-            entry.stage = Set(job.stage.clone());
-            entry.progress = Set(Some(job.progress));
-            entry.attempt = Set(Some(job.attempt));
-            entry.data = Set(Some(filter_facts(job)));
-            entry
-        }))
-        .exec_without_returning(tx)
-        .await?;
-    }
-    wake_local(tx);
+    tx.record_live(jobs.iter().map(|job| {
+        let mut entry = entry(job.workspace_id, Some(job.id), kind(job));
+        entry.status = Set(Some(job.status));
+        entry.stage = Set(job.stage.clone());
+        entry.progress = Set(Some(job.progress));
+        entry.attempt = Set(Some(job.attempt));
+        entry.data = Set(Some(filter_facts(job)));
+        entry
+    }));
     Ok(())
 }
 
 /// Records that a job was deleted, keeping what subscription filters look at.
-pub async fn job_deleted(tx: &DatabaseTransaction, job: &job::Model) -> Result<()> {
+pub async fn job_deleted(tx: &Transaction, job: &job::Model) -> Result<()> {
     let mut entry = entry(job.workspace_id, Some(job.id), LiveKind::Deleted);
     entry.status = Set(Some(job.status));
     entry.data = Set(Some(filter_facts(job)));
-    append(tx, entry).await
+    tx.record_live([entry]);
+    Ok(())
 }
 
 /// Records a workspace's balance after a ledger entry.
-pub async fn balance_moved(
-    tx: &DatabaseTransaction,
-    workspace_id: Uuid,
-    balance: i64,
-) -> Result<()> {
+pub async fn balance_moved(tx: &Transaction, workspace_id: Uuid, balance: i64) -> Result<()> {
     let mut entry = entry(workspace_id, None, LiveKind::Credits);
     entry.data = Set(Some(json!({ "balance": balance })));
-    append(tx, entry).await
+    tx.record_live([entry]);
+    Ok(())
 }
 
 /// Records that a workspace's members changed, so subscribers check their access again.
-pub async fn members_changed(tx: &DatabaseTransaction, workspace_id: Uuid) -> Result<()> {
-    append(tx, entry(workspace_id, None, LiveKind::Members)).await
+pub async fn members_changed(tx: &Transaction, workspace_id: Uuid) -> Result<()> {
+    tx.record_live([entry(workspace_id, None, LiveKind::Members)]);
+    Ok(())
 }
 
 /// A committed entry, with the job it names as it is now (none when deleted).

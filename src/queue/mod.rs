@@ -22,8 +22,8 @@ use entity::job::{self, JobStatus};
 use entity::live_event::LiveKind;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait as _, Set,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait as _, Set,
 };
 use uuid::Uuid;
 
@@ -271,7 +271,7 @@ fn queued(tools: &Tools) -> sea_orm::Select<job::Entity> {
 /// The ids of up to `limit` jobs to claim without exceeding any limit: the head of the queue,
 /// passing over workspaces and tools with no free slot.
 async fn choose_within_limits(
-    tx: &DatabaseTransaction,
+    tx: &crate::db::Transaction,
     tools: &Tools,
     limits: &Limits,
     limit: u64,

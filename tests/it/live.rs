@@ -627,3 +627,76 @@ async fn changes_of_a_job_deleted_before_they_are_read_are_still_reported() {
     );
     sub.silent_for(Duration::from_millis(300)).await;
 }
+
+/// Live entries are numbered in the order their transactions commit, not the order they were
+/// written in: a reader that has seen entry n never finds a later commit below n. On PostgreSQL
+/// the second transaction commits first; on SQLite it waits for the first's write lock.
+#[tokio::test]
+async fn live_entries_are_numbered_in_commit_order() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use entity::live_event;
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _};
+
+    let app = TestApp::spawn().await;
+    let owner = app.user("owner@lab.test").await;
+    let (first_ws, second_ws) = (
+        app.workspace(&owner, "first").await,
+        app.workspace(&owner, "second").await,
+    );
+    let decode =
+        |id: &str| jobgraph::ids::decode(jobgraph::ids::Kind::Workspace, "ws", id).unwrap();
+    let (first_ws, second_ws) = (decode(&first_ws), decode(&second_ws));
+    let commits = Arc::new(AtomicUsize::new(0));
+
+    // The first transaction writes its entry, then waits before committing.
+    let first = jobgraph::db::begin_write(&app.db).await.unwrap();
+    jobgraph::live::members_changed(&first, first_ws)
+        .await
+        .unwrap();
+    let second = tokio::spawn({
+        let db = app.db.clone();
+        let commits = commits.clone();
+        async move {
+            let tx = jobgraph::db::begin_write(&db).await.unwrap();
+            jobgraph::live::members_changed(&tx, second_ws)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            commits.fetch_add(1, Ordering::SeqCst)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.commit().await.unwrap();
+    let first_place = commits.fetch_add(1, Ordering::SeqCst);
+    let second_place = second.await.unwrap();
+
+    let seq_of = |ws| {
+        let db = app.db.clone();
+        async move {
+            live_event::Entity::find()
+                .filter(live_event::Column::WorkspaceId.eq(ws))
+                .filter(live_event::Column::Kind.eq(jobgraph::live::LiveKind::Members))
+                .one(&db)
+                .await
+                .unwrap()
+                .expect("the entry was written")
+                .seq
+                .expect("the entry is numbered")
+        }
+    };
+    let (first_seq, second_seq) = (seq_of(first_ws).await, seq_of(second_ws).await);
+    assert_ne!(first_place, second_place);
+    assert_eq!(
+        first_place < second_place,
+        first_seq < second_seq,
+        "committed {first_place} and {second_place}, numbered {first_seq} and {second_seq}"
+    );
+    if app.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        assert!(
+            second_seq < first_seq,
+            "the second transaction committed first"
+        );
+    }
+}
