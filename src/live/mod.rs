@@ -36,7 +36,7 @@ use crate::access::{self, Standing, Viewer};
 use crate::db::Transaction;
 use crate::error::Result;
 
-/// The PostgreSQL channel on which the log's trigger announces committed entries.
+/// The PostgreSQL channel on which committing transactions announce their live entries.
 pub const CHANNEL: &str = "jobgraph_live";
 
 /// Entries read from the log at once.
@@ -452,7 +452,7 @@ impl Bus {
     }
 }
 
-/// Wakes `bus` on every notification of the log's trigger, reconnecting after failures; the
+/// Wakes `bus` on every notification of committed entries, reconnecting after failures; the
 /// bus's one-second poll covers the gaps.
 async fn listen(url: String, bus: Bus, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
