@@ -27,7 +27,7 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend};
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-const NUMBER_PER_COMMIT: &str = r#"
+pub(crate) const NUMBER_PER_COMMIT: &str = r#"
 CREATE OR REPLACE FUNCTION live_events_number() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   numbered bigint := coalesce(nullif(current_setting('jobgraph.live_numbered', true), '')::bigint, 0);

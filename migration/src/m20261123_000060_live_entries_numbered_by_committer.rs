@@ -22,37 +22,8 @@ DROP TRIGGER live_events_number ON live_events;
 DROP FUNCTION live_events_number();
 "#;
 
-/// The trigger as `m20261123_000030` left it.
-const NUMBER_PER_COMMIT: &str = r#"
-CREATE FUNCTION live_events_number() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-  numbered bigint := coalesce(nullif(current_setting('jobgraph.live_numbered', true), '')::bigint, 0);
-  base bigint;
-  last_seq bigint;
-  last_id bigint;
-BEGIN
-  IF NEW.id <= numbered OR NEW.seq IS NOT NULL THEN
-    RETURN NULL;
-  END IF;
-  PERFORM pg_advisory_xact_lock(7202611230010);
-  base := nextval('live_events_seq') - 1;
-  WITH numbered_rows AS (
-    UPDATE live_events AS l SET seq = base + mine.n
-    FROM (SELECT id, row_number() OVER (ORDER BY id) AS n
-          FROM live_events WHERE id >= NEW.id AND coalesce(seq, 0) = 0) AS mine
-    WHERE l.id = mine.id
-    RETURNING l.id, l.seq
-  )
-  SELECT max(seq), max(id) INTO last_seq, last_id FROM numbered_rows;
-  IF last_seq > base + 1 THEN
-    PERFORM setval('live_events_seq', last_seq);
-  END IF;
-  IF last_id IS NOT NULL THEN
-    PERFORM set_config('jobgraph.live_numbered', last_id::text, true);
-  END IF;
-  PERFORM pg_notify('jobgraph_live', '');
-  RETURN NULL;
-END $$;
+/// The trigger of `m20261123_000010`, whose function `m20261123_000030` replaced.
+const CREATE_TRIGGER: &str = r#"
 CREATE CONSTRAINT TRIGGER live_events_number AFTER INSERT ON live_events
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION live_events_number();
 "#;
@@ -70,7 +41,11 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
         if db.get_database_backend() == DatabaseBackend::Postgres {
-            db.execute_unprepared(NUMBER_PER_COMMIT).await?;
+            db.execute_unprepared(
+                crate::m20261123_000030_number_live_events_per_commit::NUMBER_PER_COMMIT,
+            )
+            .await?;
+            db.execute_unprepared(CREATE_TRIGGER).await?;
         }
         Ok(())
     }

@@ -41,3 +41,46 @@ async fn large_statements_are_not_held_back_by_delayed_acks() {
         "40 statements of 256 KiB took {took:?}"
     );
 }
+
+/// The newest migrations can be undone and applied again, and the server works on the result:
+/// its writes are committed with their live entries, all numbered.
+#[tokio::test]
+async fn the_newest_migrations_go_down_and_up_again() {
+    use entity::live_event;
+    use migration::{Migrator, MigratorTrait as _};
+    use sea_orm::{EntityTrait as _, QueryOrder as _};
+
+    let app = TestApp::spawn().await;
+    let owner = app.user("owner@lab.test").await;
+    app.workspace(&owner, "before").await;
+    Migrator::down(&app.db, Some(4)).await.unwrap();
+    assert_eq!(
+        Migrator::get_pending_migrations(&app.db)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+    jobgraph::db::migrate(&app.db).await.unwrap();
+    assert!(
+        Migrator::get_pending_migrations(&app.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let ws = app.workspace(&owner, "after").await;
+    app.grant(&ws, 10).await;
+    app.job(&owner, &ws, 1).await;
+    let entries = live_event::Entity::find()
+        .order_by_asc(live_event::Column::Id)
+        .all(&app.db)
+        .await
+        .unwrap();
+    let numbers: Vec<i64> = entries
+        .iter()
+        .map(|e| e.seq.expect("every entry is numbered"))
+        .collect();
+    assert!(numbers.len() >= 4, "{numbers:?}");
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+}
