@@ -50,6 +50,15 @@ impl Viewer {
         self.user().map(|user| user.id)
     }
 
+    /// The API token this viewer authenticated with.
+    pub fn token_id(&self) -> Option<Uuid> {
+        match self {
+            Viewer::User { token_id, .. } => Some(*token_id),
+            Viewer::Worker(token) => Some(token.token_id),
+            Viewer::Anonymous | Viewer::System => None,
+        }
+    }
+
     /// The worker token of a remote worker's request.
     pub fn worker(&self) -> Option<&WorkerToken> {
         match self {

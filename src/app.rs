@@ -68,8 +68,9 @@ impl AppState {
         let trust = std::time::Duration::from_secs(config.auth_cache_seconds);
         let tokens = Arc::new(TokenCache::new(trust));
         let standings = Arc::new(StandingCache::new(trust));
-        // Member changes the bus reads, from any process, clear the standings requests trust.
-        let bus = crate::live::Bus::new(bus_db, standings.clone());
+        // Member changes and token revocations the bus reads, from any process, clear the
+        // standings and tokens that requests trust.
+        let bus = crate::live::Bus::new(bus_db, standings.clone(), tokens.clone());
         let files = Arc::new(files);
         let queue = Arc::new(crate::queue::waiting::Queue::new(
             db.clone(),

@@ -86,9 +86,9 @@ pub struct ServerConfig {
     pub max_query_complexity: usize,
 
     /// Seconds a checked API token, and a user's role in a workspace, are trusted without
-    /// another lookup. A token revoked through another process is seen here within this time
-    /// (at once through this one); member changes by any process are seen as soon as the live
-    /// event log brings them; 0 checks every request.
+    /// another lookup. Token revocations and member changes by any process are seen as soon as
+    /// the live event log brings them (within a second), so this bounds only what the log cannot
+    /// tell, such as a token that expired; 0 checks every request.
     #[arg(long, env = "JOBGRAPH_AUTH_CACHE_SECONDS", default_value_t = 5)]
     pub auth_cache_seconds: u64,
 

@@ -24,6 +24,10 @@ pub enum LiveKind {
     /// Someone joined, left or changed role: access must be checked again.
     #[sea_orm(string_value = "MEMBERS")]
     Members,
+    /// An API token was revoked: every process stops trusting it at once. Not about a
+    /// workspace (`workspace_id` is nil); `data` holds `tokenId`.
+    #[sea_orm(string_value = "TOKEN_REVOKED")]
+    TokenRevoked,
 }
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

@@ -22,7 +22,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::AbortHandle;
 
 use crate::access::Viewer;
@@ -149,6 +149,8 @@ impl Connection {
         let period = Duration::from_secs(config.ws_keepalive_seconds);
         let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let stopping = self.state.bus.stopping();
+        let mut revocations = self.state.bus.revocations();
+        let mut told_of_revocations = true;
         let outcome = loop {
             tokio::select! {
                 incoming = socket.recv() => match incoming {
@@ -192,6 +194,25 @@ impl Connection {
                     };
                     if socket.send(Message::text(ping.to_string())).await.is_err() {
                         break None;
+                    }
+                }
+                revoked = revocations.recv(), if told_of_revocations => {
+                    let token = self.viewer.as_ref().unwrap_or(&self.header_viewer).token_id();
+                    match revoked {
+                        Ok(id) if Some(id) == token => {
+                            break Some(closing(4401, "Unauthorized: the token was revoked"));
+                        }
+                        Ok(_) => {}
+                        // Fell behind the revocations: whether its own was among them is
+                        // asked of the database.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            if let Some(id) = token
+                                && !tokens::still_valid(&self.state.db, id).await
+                            {
+                                break Some(closing(4401, "Unauthorized: the token was revoked"));
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => told_of_revocations = false,
                     }
                 }
                 _ = stopping.cancelled() => break Some(closing(1001, "The server is stopping")),

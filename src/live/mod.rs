@@ -35,6 +35,7 @@ use uuid::Uuid;
 use crate::access::{self, Standing, Viewer};
 use crate::db::Transaction;
 use crate::error::Result;
+use crate::users::tokens::TokenCache;
 
 /// The PostgreSQL channel on which committing transactions announce their live entries.
 pub const CHANNEL: &str = "jobgraph_live";
@@ -44,6 +45,10 @@ const BATCH: u64 = 500;
 
 /// Entries a subscriber may fall behind before it reads the log itself instead.
 const BUFFER: usize = 4096;
+
+/// Revocations a websocket may fall behind: revocations are rare, and a socket is checked
+/// against each.
+const REVOCATIONS: usize = 256;
 
 /// How long entries are kept for resuming subscriptions.
 const RETENTION: chrono::Duration = chrono::Duration::days(7);
@@ -175,6 +180,14 @@ pub async fn balance_moved(tx: &Transaction, workspace_id: Uuid, balance: i64) -
     Ok(())
 }
 
+/// Records that an API token was revoked, so that every process stops trusting it at once.
+pub async fn token_revoked(tx: &Transaction, token_id: Uuid) -> Result<()> {
+    let mut entry = entry(Uuid::nil(), None, LiveKind::TokenRevoked);
+    entry.data = Set(Some(json!({ "tokenId": token_id })));
+    tx.record_live([entry]);
+    Ok(())
+}
+
 /// Records that a workspace's members changed, so subscribers check their access again.
 pub async fn members_changed(tx: &Transaction, workspace_id: Uuid) -> Result<()> {
     tx.record_live([entry(workspace_id, None, LiveKind::Members)]);
@@ -263,6 +276,10 @@ struct Inner {
     standings: Mutex<Standings>,
     /// The standings HTTP requests trust, told of member changes made by any process.
     request_standings: Arc<access::StandingCache>,
+    /// The tokens requests trust, told of revocations made by any process.
+    tokens: Arc<TokenCache>,
+    /// Tokens revoked, as the log tells: websockets they opened close.
+    revoked: broadcast::Sender<Uuid>,
 }
 
 /// Subscribers' standings in workspaces, shared by all subscriptions of this process and
@@ -278,7 +295,11 @@ struct Standings {
 const STANDING_TTL: Duration = Duration::from_secs(1);
 
 impl Bus {
-    pub fn new(db: DatabaseConnection, request_standings: Arc<access::StandingCache>) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        request_standings: Arc<access::StandingCache>,
+        tokens: Arc<TokenCache>,
+    ) -> Self {
         Bus {
             inner: Arc::new(Inner {
                 db,
@@ -288,8 +309,15 @@ impl Bus {
                 stopping: CancellationToken::new(),
                 standings: Mutex::default(),
                 request_standings,
+                tokens,
+                revoked: broadcast::channel(REVOCATIONS).0,
             }),
         }
+    }
+
+    /// The tokens revoked from now on, by any process.
+    pub fn revocations(&self) -> broadcast::Receiver<Uuid> {
+        self.inner.revoked.subscribe()
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -422,6 +450,17 @@ impl Bus {
             }
             for event in resolve(self.db(), entries).await? {
                 let seq = event.seq();
+                if event.entry.kind == LiveKind::TokenRevoked
+                    && let Some(token_id) = event
+                        .entry
+                        .data
+                        .as_ref()
+                        .and_then(|data| data.get("tokenId"))
+                        .and_then(|id| serde_json::from_value::<Uuid>(id.clone()).ok())
+                {
+                    self.inner.tokens.forget(token_id);
+                    let _ = self.inner.revoked.send(token_id);
+                }
                 if event.entry.kind == LiveKind::Members {
                     self.forget_standings();
                     self.inner

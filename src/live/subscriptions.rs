@@ -98,7 +98,7 @@ pub async fn job_updates(
                             Err(err) => { yield Err(err); return; }
                         }
                     }
-                    LiveKind::Members | LiveKind::Credits => {}
+                    LiveKind::Members | LiveKind::Credits | LiveKind::TokenRevoked => {}
                 }
             }
         }

@@ -169,12 +169,24 @@ async fn check(
     Ok((viewer, token.expires_at))
 }
 
+/// Whether a token is still neither revoked nor expired. A failed lookup counts as valid: the
+/// token's next request is checked anyway.
+pub async fn still_valid(db: &impl ConnectionTrait, token_id: Uuid) -> bool {
+    match api_token::Entity::find_by_id(token_id).one(db).await {
+        Ok(Some(token)) => {
+            token.revoked_at.is_none() && token.expires_at.is_none_or(|at| at > Utc::now())
+        }
+        Ok(None) => false,
+        Err(_) => true,
+    }
+}
+
 /// Tokens this process recently authenticated, so that a client's stream of requests costs one
 /// token lookup every few seconds instead of one per request.
 ///
-/// An entry lives `ttl`. A token revoked through this process is dropped at once
-/// ([`TokenCache::forget`]); one revoked through another process sharing the database stops
-/// working here within `ttl`. An expiry time is honoured to the second, cached or not. A zero
+/// An entry lives `ttl`. A revoked token is dropped at once ([`TokenCache::forget`]): by the
+/// revoking request in its own process, and by the live bus in every other process as soon as
+/// it reads the revocation (within a second; `ttl` if no bus runs there). An expiry time is honoured to the second, cached or not. A zero
 /// `ttl` turns the cache off.
 pub struct TokenCache(TtlCache<String, (Viewer, Option<DateTime<Utc>>)>);
 
@@ -228,8 +240,11 @@ pub async fn list(
 
 /// Revokes a token: the viewer's own, or any for a platform administrator. Revoking twice
 /// leaves the first revocation time.
+///
+/// The revocation goes on the live log, so that every process sharing the database stops
+/// trusting the token at once, and closes the websockets it opened.
 pub async fn revoke(
-    db: &impl ConnectionTrait,
+    db: &sea_orm::DatabaseConnection,
     viewer: &Viewer,
     token_id: Uuid,
 ) -> Result<api_token::Model> {
@@ -243,7 +258,11 @@ pub async fn revoke(
     }
     let mut active = token.into_active_model();
     active.revoked_at = Set(Some(Utc::now()));
-    Ok(active.update(db).await?)
+    let tx = crate::db::begin_write(db).await?;
+    let revoked = active.update(&tx).await?;
+    crate::live::token_revoked(&tx, token_id).await?;
+    tx.commit().await?;
+    Ok(revoked)
 }
 
 #[cfg(test)]

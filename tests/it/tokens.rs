@@ -286,3 +286,61 @@ async fn a_trusted_token_still_expires_on_time_and_another_process_revoking_it_i
     let (status, _) = app.post(Some(&brief), ME, json!({})).await;
     assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_token_revoked_by_another_server_is_refused_here_at_once_and_its_websocket_closed() {
+    // Trust tokens for a minute: only the live log's revocation can end it sooner.
+    let app = TestApp::spawn_with(|c| c.server.auth_cache_seconds = 60).await;
+    let alice = app.user("alice@lab.test").await;
+    let data = app
+        .ok(Some(&alice.token), CREATE, json!({"name": "notebook"}))
+        .await;
+    let secret = data["createApiToken"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.ok(Some(&secret), ME, json!({})).await;
+    let mut socket = crate::support::ws::Ws::connect(app.addr, Some(&secret)).await;
+    let mut bystander = crate::support::ws::Ws::connect(app.addr, Some(&alice.token)).await;
+    let workspace = app.workspace(&alice, "lab").await;
+    let balance = "subscription($ws: ID!) { creditBalance(workspaceId: $ws) }";
+    socket
+        .subscribe("1", balance, json!({"ws": workspace}))
+        .await;
+    socket.next_data("1").await;
+
+    // Another server on the same database revokes it.
+    let mut config = jobgraph::Config::defaults();
+    config.database.database_url = Some(app.database_url.clone());
+    let other = jobgraph::App::build(config).await.unwrap();
+    let viewer = jobgraph::users::tokens::authenticate(&other.state.db, &secret)
+        .await
+        .unwrap();
+    jobgraph::users::tokens::revoke(
+        &other.state.db,
+        &jobgraph::access::Viewer::System,
+        viewer.token_id().unwrap(),
+    )
+    .await
+    .unwrap();
+    let revoked_at = std::time::Instant::now();
+    loop {
+        let (status, _) = app.post(Some(&secret), ME, json!({})).await;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_secs(3),
+            "a token revoked by another server still works here"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(3), socket.close_code())
+        .await
+        .expect("the revoked token's websocket is closed");
+    assert_eq!(closed, Some(4401));
+    // Other tokens' sockets stay open.
+    bystander
+        .silent_for(std::time::Duration::from_millis(300))
+        .await;
+}
