@@ -66,50 +66,98 @@ const ENTRIES_PER_INSERT: usize = 1000;
 /// Writes a committing transaction's live entries, as the last statements before its commit
 /// (`db::Transaction::commit`), each row once and already numbered.
 ///
-/// On PostgreSQL the transaction takes the numbering lock, reserves a block of consecutive
-/// numbers from `live_events_seq`, writes the rows with them and notifies the buses; the lock is
-/// held until the commit is visible, so a reader of `seq > n` never misses a row committed later
+/// On PostgreSQL one statement (`numbered_insert`) takes the numbering lock, reserves a block of
+/// consecutive numbers from `live_events_seq`, writes the rows with them and notifies the buses;
+/// the lock is held until the commit is visible, so a reader of `seq > n` never misses a row committed later
 /// with a smaller number. On SQLite the transaction already holds the one write lock, and the
 /// log's trigger numbers each row with its id.
 pub(crate) async fn write_at_commit(
     tx: &DatabaseTransaction,
-    mut entries: Vec<live_event::ActiveModel>,
+    entries: Vec<live_event::ActiveModel>,
 ) -> std::result::Result<(), sea_orm::DbErr> {
     if entries.is_empty() {
         return Ok(());
     }
     let backend = tx.get_database_backend();
     if backend == DatabaseBackend::Postgres {
-        // One round trip takes the lock, reserves the numbers and queues the notification
-        // (sent at commit): the lock is held for as few round trips as can be.
-        let last: i64 = tx
-            .query_one_raw(sea_orm::Statement::from_sql_and_values(
-                backend,
-                format!(
-                    "WITH numbering AS (SELECT pg_advisory_xact_lock({NUMBERING_LOCK})) \
-                     SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) AS last, \
-                     pg_notify('{CHANNEL}', '') FROM numbering"
-                ),
-                [(entries.len() as i64).into()],
-            ))
-            .await?
-            .ok_or_else(|| sea_orm::DbErr::RecordNotFound("live_events_seq".to_owned()))?
-            .try_get("", "last")?;
-        let first = last - entries.len() as i64 + 1;
-        for (n, entry) in entries.iter_mut().enumerate() {
-            entry.seq = Set(Some(first + n as i64));
+        for chunk in entries.chunks(ENTRIES_PER_INSERT) {
+            tx.execute_raw(numbered_insert(chunk)).await?;
         }
-    }
-    for chunk in entries.chunks(ENTRIES_PER_INSERT) {
-        live_event::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(tx)
-            .await?;
+    } else {
+        for chunk in entries.chunks(ENTRIES_PER_INSERT) {
+            live_event::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(tx)
+                .await?;
+        }
     }
     if backend == DatabaseBackend::Sqlite {
         // The bus takes the write lock before reading, so it reads after this commits.
         LOCAL_WAKE.send_modify(|n| *n = n.wrapping_add(1));
     }
     Ok(())
+}
+
+/// On PostgreSQL, one statement that takes the numbering lock, reserves consecutive numbers,
+/// queues the notification (sent at commit) and writes `entries` with their numbers, in order.
+/// It is built before the lock is asked for, so the lock waits for no client-side work, and it is
+/// one round trip. The lock is re-entrant: a transaction's later chunks continue its numbers.
+fn numbered_insert(entries: &[live_event::ActiveModel]) -> sea_orm::Statement {
+    use sea_orm::ActiveValue;
+    fn value<T: Into<sea_orm::Value> + Clone>(column: &ActiveValue<T>) -> sea_orm::Value {
+        column
+            .clone()
+            .into_value()
+            .unwrap_or(sea_orm::Value::Bool(None))
+    }
+    let mut values: Vec<sea_orm::Value> = vec![(entries.len() as i64).into()];
+    let mut rows = String::new();
+    for (ord, entry) in entries.iter().enumerate() {
+        let n = values.len();
+        if !rows.is_empty() {
+            rows.push_str(", ");
+        }
+        let casts = [
+            "bigint",
+            "uuid",
+            "uuid",
+            "text",
+            "text",
+            "text",
+            "float8",
+            "int4",
+            "jsonb",
+            "timestamptz",
+        ];
+        let row: Vec<String> = casts
+            .iter()
+            .enumerate()
+            .map(|(i, cast)| format!("${}::{cast}", n + 1 + i))
+            .collect();
+        rows.push_str(&format!("({})", row.join(", ")));
+        values.extend([
+            (ord as i64).into(),
+            value(&entry.workspace_id),
+            value(&entry.job_id),
+            value(&entry.kind),
+            value(&entry.status),
+            value(&entry.stage),
+            value(&entry.progress),
+            value(&entry.attempt),
+            value(&entry.data),
+            value(&entry.created_at),
+        ]);
+    }
+    let sql = format!(
+        "WITH numbering AS (SELECT pg_advisory_xact_lock({NUMBERING_LOCK})), \
+         reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) - $1 + 1 \
+         AS first, pg_notify('{CHANNEL}', '') FROM numbering) \
+         INSERT INTO live_events \
+         (seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
+         SELECT reserved.first + v.ord, v.workspace_id, v.job_id, v.kind, v.status, v.stage, \
+         v.progress, v.attempt, v.data, v.created_at FROM reserved, (VALUES {rows}) \
+         AS v (ord, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at)"
+    );
+    sea_orm::Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
 }
 
 fn entry(workspace_id: Uuid, job_id: Option<Uuid>, kind: LiveKind) -> live_event::ActiveModel {
