@@ -202,6 +202,18 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<Transaction, DbErr> 
     })
 }
 
+/// Puts rows a multi-row statement returned back in the order of `ids`, the order they were
+/// given in: `RETURNING` promises none.
+pub fn in_given_order<T>(
+    rows: &mut [T],
+    ids: impl IntoIterator<Item = uuid::Uuid>,
+    id: impl Fn(&T) -> uuid::Uuid,
+) {
+    let position: std::collections::HashMap<uuid::Uuid, usize> =
+        ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
+    rows.sort_by_key(|row| position.get(&id(row)).copied());
+}
+
 /// Whether the database answers.
 pub async fn ping(db: &DatabaseConnection) -> bool {
     db.execute_unprepared("SELECT 1").await.is_ok()

@@ -51,6 +51,13 @@ impl Related<super::user::Entity> for Entity {
 
 impl ActiveModelBehavior for ActiveModel {}
 
+impl Model {
+    /// Whether the token still authenticates at `now`: neither revoked nor expired.
+    pub fn is_active(&self, now: DateTimeUtc) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
 impl Entity {
     /// The tokens of one user.
     pub fn find_of_user(user_id: Uuid) -> Select<Entity> {

@@ -119,13 +119,11 @@ pub async fn append_all(
             })?;
         records.extend(inserted);
     }
-    // In the order given, whatever order the database returned them in.
-    let order: std::collections::HashMap<Uuid, usize> = rows
-        .iter()
-        .enumerate()
-        .filter_map(|(i, row)| Some((*row.id.try_as_ref()?, i)))
-        .collect();
-    records.sort_by_key(|record| order.get(&record.id).copied());
+    db::in_given_order(
+        &mut records,
+        rows.iter().filter_map(|row| row.id.try_as_ref().copied()),
+        |record| record.id,
+    );
     crate::live::balance_moved(tx, workspace.id, workspace.credit_balance).await?;
     Ok((records, workspace))
 }

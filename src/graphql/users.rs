@@ -170,7 +170,7 @@ impl ApiTokenView {
 
     /// Neither revoked nor expired.
     async fn is_active(&self) -> bool {
-        self.0.revoked_at.is_none() && self.0.expires_at.is_none_or(|at| at > Utc::now())
+        self.0.is_active(Utc::now())
     }
 }
 

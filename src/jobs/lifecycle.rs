@@ -214,9 +214,7 @@ pub async fn transition_all(
     if moved.len() != jobs.len() {
         return Err(Error::conflict("jobs changed meanwhile; reload them"));
     }
-    // In the order given, whatever order the database returned them in.
-    let order: HashMap<Uuid, usize> = jobs.iter().enumerate().map(|(i, j)| (j.id, i)).collect();
-    moved.sort_by_key(|job| order.get(&job.id).copied());
+    crate::db::in_given_order(&mut moved, jobs.iter().map(|job| job.id), |job| job.id);
     record_events(tx, &moved, message).await?;
     if to == JobStatus::Queued {
         crate::queue::announce(tx).await?;

@@ -232,6 +232,8 @@ async fn insert_jobs(
     let now = Utc::now();
     let mut rows = Vec::with_capacity(new.len());
     let mut stored = Vec::new();
+    // Jobs that wait for their URL inputs; the others are ready to queue.
+    let mut downloading = std::collections::HashSet::new();
     for NewJob {
         planned,
         idempotency_key,
@@ -244,6 +246,9 @@ async fn insert_jobs(
             .inputs
             .values()
             .any(|input| input.kind == StoredInputKind::Url);
+        if downloads {
+            downloading.insert(planned.id);
+        }
         stored.extend(planned.files.into_iter().map(|file| (planned.id, file)));
         rows.push(job::ActiveModel {
             id: Set(planned.id),
@@ -282,11 +287,6 @@ async fn insert_jobs(
             heartbeat_at: Set(None),
         });
     }
-    let order: HashMap<Uuid, usize> = rows
-        .iter()
-        .enumerate()
-        .filter_map(|(i, row)| Some((*row.id.try_as_ref()?, i)))
-        .collect();
     let mut jobs = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(JOBS_PER_INSERT) {
         jobs.extend(
@@ -295,7 +295,11 @@ async fn insert_jobs(
                 .await?,
         );
     }
-    jobs.sort_by_key(|job| order.get(&job.id).copied());
+    db::in_given_order(
+        &mut jobs,
+        rows.iter().filter_map(|row| row.id.try_as_ref().copied()),
+        |job| job.id,
+    );
     for (job_id, file) in &stored {
         file.insert(tx, workspace_id, *job_id, entity::file::FileRole::Input)
             .await?;
@@ -316,10 +320,9 @@ async fn insert_jobs(
     if !charges.is_empty() {
         ledger::append_all(tx, charges).await?;
     }
-    // Jobs waiting for downloads keep their DOWNLOADING stage; the others are ready.
     let ready: Vec<job::Model> = jobs
         .iter()
-        .filter(|job| job.stage.is_none())
+        .filter(|job| !downloading.contains(&job.id))
         .cloned()
         .collect();
     let queued = lifecycle::transition_all(

@@ -109,6 +109,19 @@ fn numbered_insert(entries: &[live_event::ActiveModel]) -> sea_orm::Statement {
             .into_value()
             .unwrap_or(sea_orm::Value::Bool(None))
     }
+    // The columns of a row, in the order below, as PostgreSQL types them.
+    const CASTS: [&str; 10] = [
+        "bigint",
+        "uuid",
+        "uuid",
+        "text",
+        "text",
+        "text",
+        "float8",
+        "int4",
+        "jsonb",
+        "timestamptz",
+    ];
     let mut values: Vec<sea_orm::Value> = vec![(entries.len() as i64).into()];
     let mut rows = String::new();
     for (ord, entry) in entries.iter().enumerate() {
@@ -116,19 +129,7 @@ fn numbered_insert(entries: &[live_event::ActiveModel]) -> sea_orm::Statement {
         if !rows.is_empty() {
             rows.push_str(", ");
         }
-        let casts = [
-            "bigint",
-            "uuid",
-            "uuid",
-            "text",
-            "text",
-            "text",
-            "float8",
-            "int4",
-            "jsonb",
-            "timestamptz",
-        ];
-        let row: Vec<String> = casts
+        let row: Vec<String> = CASTS
             .iter()
             .enumerate()
             .map(|(i, cast)| format!("${}::{cast}", n + 1 + i))

@@ -142,7 +142,7 @@ async fn check(
         return Err(Error::InvalidToken);
     };
     let now = Utc::now();
-    if token.revoked_at.is_some() || token.expires_at.is_some_and(|at| at <= now) {
+    if !token.is_active(now) {
         return Err(Error::InvalidToken);
     }
     if token
@@ -173,9 +173,7 @@ async fn check(
 /// token's next request is checked anyway.
 pub async fn still_valid(db: &impl ConnectionTrait, token_id: Uuid) -> bool {
     match api_token::Entity::find_by_id(token_id).one(db).await {
-        Ok(Some(token)) => {
-            token.revoked_at.is_none() && token.expires_at.is_none_or(|at| at > Utc::now())
-        }
+        Ok(Some(token)) => token.is_active(Utc::now()),
         Ok(None) => false,
         Err(_) => true,
     }
