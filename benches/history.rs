@@ -27,6 +27,10 @@
 //! | `BENCH_STRICT` | unset | `1` exits with status 1 when a target is missed |
 //! | `RUST_LOG` | unset | logs of the server, e.g. `jobgraph=debug` |
 
+#[path = "support/cpu.rs"]
+mod cpu;
+
+use cpu::{CpuSample, CpuUse};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -381,7 +385,7 @@ async fn seed_and_measure(
     if let Some(before) = CpuSample::take() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if let Some(after) = CpuSample::take() {
-            let idle = after.since(&before);
+            let idle = after.since(&before, "server", "wrk and the rest");
             println!("before loading: {idle}");
             if idle.machine > 0.25 {
                 println!(
@@ -420,7 +424,9 @@ async fn seed_and_measure(
             let (queries, query_micros) = (stats.count(), stats.micros());
             let cpu = CpuSample::take();
             let output = run_wrk(run(&settings.duration)).await?;
-            let cpu = cpu.zip(CpuSample::take()).map(|(a, b)| b.since(&a));
+            let cpu = cpu
+                .zip(CpuSample::take())
+                .map(|(a, b)| b.since(&a, "server", "wrk and the rest"));
             let mut result = WrkResult::parse(&output)
                 .with_context(|| format!("reading wrk's output:\n{output}"))?;
             let queries = stats.count() - queries;
@@ -883,94 +889,4 @@ fn parse_duration(text: &str) -> anyhow::Result<f64> {
         _ => bail!("`{text}`: unknown unit"),
     };
     Ok(number * scale)
-}
-
-/// CPU counters from `/proc` (Linux), in clock ticks: the machine's, this process's (the
-/// server) and every `postgres` process's.
-struct CpuSample {
-    busy: u64,
-    total: u64,
-    server: u64,
-    postgres: u64,
-}
-
-/// Where the CPU went during a run, in cores (1.0 = one core busy all the time).
-#[derive(Debug, Clone)]
-struct CpuUse {
-    machine: f64,
-    server: f64,
-    postgres: f64,
-    cores: f64,
-}
-
-impl std::fmt::Display for CpuUse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{:.2} of {:.0} cores busy: server {:.2}, PostgreSQL {:.2}, wrk and the rest {:.2}",
-            self.machine,
-            self.cores,
-            self.server,
-            self.postgres,
-            (self.machine - self.server - self.postgres).max(0.0)
-        )
-    }
-}
-
-impl CpuSample {
-    fn take() -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<u64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal
-        let total: u64 = cpu.iter().take(8).sum();
-        let idle = cpu.get(3)? + cpu.get(4)?;
-        let mut postgres = 0;
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            let name = entry.file_name();
-            if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            if let Some((comm, ticks)) = process_ticks(&entry.path().join("stat"))
-                && comm == "postgres"
-            {
-                postgres += ticks;
-            }
-        }
-        Some(CpuSample {
-            busy: total - idle,
-            total,
-            server: process_ticks(Path::new("/proc/self/stat"))?.1,
-            postgres,
-        })
-    }
-
-    fn since(&self, before: &CpuSample) -> CpuUse {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let total = (self.total - before.total).max(1) as f64 / cores;
-        let share = |ticks: u64| ticks as f64 / total;
-        CpuUse {
-            machine: share(self.busy - before.busy),
-            server: share(self.server - before.server),
-            postgres: share(self.postgres.saturating_sub(before.postgres)),
-            cores,
-        }
-    }
-}
-
-/// A process's command name and user plus system time, from its `/proc/<pid>/stat`.
-fn process_ticks(path: &Path) -> Option<(String, u64)> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_owned();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3, utime field 14, stime field 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((comm, utime + stime))
 }

@@ -35,6 +35,10 @@
 //! | `BENCH_STRICT` | unset | `1` exits with status 1 when a target is missed |
 //! | `RUST_LOG` | unset | logs, e.g. `jobgraph=debug` |
 
+#[path = "support/cpu.rs"]
+mod cpu;
+
+use cpu::{CpuSample, CpuUse};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -324,7 +328,9 @@ async fn bench(
         .map(|worker| tokio::spawn(worker.run(shutdown.clone())))
         .collect();
     let finished = wait_until_final(&db, Duration::from_secs(600)).await?;
-    let cpu = cpu_before.zip(CpuSample::take()).map(|(a, b)| b.since(&a));
+    let cpu = cpu_before
+        .zip(CpuSample::take())
+        .map(|(a, b)| b.since(&a, "worker", "the rest"));
     ensure!(finished, "jobs still unfinished after 10 minutes");
     let last = last_finished(&db).await?;
     let run_seconds = (last - start).num_microseconds().unwrap_or(0) as f64 / 1e6;
@@ -577,95 +583,4 @@ fn report(settings: &Settings, all: &[Figures]) -> bool {
         }
     }
     met_all
-}
-
-/// The machine's CPU counters, this process's and PostgreSQL's.
-struct CpuSample {
-    busy: u64,
-    total: u64,
-    bench: u64,
-    postgres: u64,
-}
-
-/// Where the CPU went during a run, in cores (1.0 = one core busy all the time).
-struct CpuUse {
-    machine: f64,
-    bench: f64,
-    postgres: f64,
-    cores: f64,
-}
-
-impl std::fmt::Display for CpuUse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{:.2} of {:.0} cores busy: worker {:.2}, PostgreSQL {:.2}, the rest {:.2}",
-            self.machine,
-            self.cores,
-            self.bench,
-            self.postgres,
-            (self.machine - self.bench - self.postgres).max(0.0)
-        )
-    }
-}
-
-impl CpuSample {
-    fn take() -> Option<Self> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu: Vec<u64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|n| n.parse().ok())
-            .collect();
-        // user nice system idle iowait irq softirq steal
-        let total: u64 = cpu.iter().take(8).sum();
-        let idle = cpu.get(3)? + cpu.get(4)?;
-        let mut postgres = 0;
-        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-            if !entry
-                .file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-            {
-                continue;
-            }
-            if let Some((comm, ticks)) = process_ticks(&entry.path().join("stat"))
-                && comm == "postgres"
-            {
-                postgres += ticks;
-            }
-        }
-        Some(CpuSample {
-            busy: total - idle,
-            total,
-            bench: process_ticks(Path::new("/proc/self/stat"))?.1,
-            postgres,
-        })
-    }
-
-    fn since(&self, before: &CpuSample) -> CpuUse {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let total = (self.total - before.total).max(1) as f64 / cores;
-        let share = |ticks: u64| ticks as f64 / total;
-        CpuUse {
-            machine: share(self.busy - before.busy),
-            bench: share(self.bench - before.bench),
-            postgres: share(self.postgres.saturating_sub(before.postgres)),
-            cores,
-        }
-    }
-}
-
-/// A process's command name and user plus system time, from its `/proc/<pid>/stat`.
-fn process_ticks(path: &Path) -> Option<(String, u64)> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let comm = head.split_once('(')?.1.to_owned();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((comm, utime + stime))
 }

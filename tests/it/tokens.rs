@@ -14,6 +14,19 @@ const REVOKE: &str =
     "mutation($id: ID!) { revokeApiToken(input: {tokenId: $id}) { token { isActive revokedAt } } }";
 const ME: &str = "{ viewer { isAuthenticated user { email } } }";
 
+/// Waits until `secret` is refused (401), failing with `why` if it still works after `within`.
+async fn refused_within(app: &TestApp, secret: &str, within: std::time::Duration, why: &str) {
+    let since = std::time::Instant::now();
+    loop {
+        let (status, _) = app.post(Some(secret), ME, json!({})).await;
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return;
+        }
+        assert!(since.elapsed() < within, "{why}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_created_token_authenticates_until_it_is_revoked() {
     let app = TestApp::spawn().await;
@@ -267,18 +280,13 @@ async fn a_trusted_token_still_expires_on_time_and_another_process_revoking_it_i
         .exec(&app.db)
         .await
         .unwrap();
-    let revoked_at = std::time::Instant::now();
-    loop {
-        let (status, _) = app.post(Some(&other), ME, json!({})).await;
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert!(
-            revoked_at.elapsed() < std::time::Duration::from_millis(2500),
-            "a token revoked elsewhere still works after the cache time"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    refused_within(
+        &app,
+        &other,
+        std::time::Duration::from_millis(2500),
+        "a token revoked elsewhere still works after the cache time",
+    )
+    .await;
 
     // `brief` is trusted from the cache right up to its expiry, and not a moment after.
     let wait = (soon - Utc::now()).to_std().unwrap_or_default();
@@ -323,18 +331,13 @@ async fn a_token_revoked_by_another_server_is_refused_here_at_once_and_its_webso
     )
     .await
     .unwrap();
-    let revoked_at = std::time::Instant::now();
-    loop {
-        let (status, _) = app.post(Some(&secret), ME, json!({})).await;
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            break;
-        }
-        assert!(
-            revoked_at.elapsed() < std::time::Duration::from_secs(3),
-            "a token revoked by another server still works here"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    refused_within(
+        &app,
+        &secret,
+        std::time::Duration::from_secs(3),
+        "a token revoked by another server still works here",
+    )
+    .await;
     let closed = tokio::time::timeout(std::time::Duration::from_secs(3), socket.close_code())
         .await
         .expect("the revoked token's websocket is closed");
