@@ -212,6 +212,9 @@ pub async fn claim(
         return Ok(Vec::new());
     }
     let tx = db::begin_write(db).await?;
+    if tx.get_database_backend() == DatabaseBackend::Postgres {
+        tx.execute_unprepared(CLAIM_PLAN).await?;
+    }
     let chosen = if limits.bind(tools) {
         let ids = choose_within_limits(&tx, tools, limits, limit).await?;
         if ids.is_empty() {
@@ -219,14 +222,8 @@ pub async fn claim(
         }
         job::Column::Id.is_in(ids)
     } else {
-        // No limit applies: the head of the queue, skipping rows other claims hold.
-        let head = queued(tools)
-            .select_only()
-            .column(job::Column::Id)
-            .limit(limit)
-            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .into_query();
-        job::Column::Id.in_subquery(head)
+        // No limit applies: the head of the queue.
+        job::Column::Id.in_subquery(head(tools, limit))
     };
     // Read once the claim holds its locks, so a run never seems to start before the run that
     // freed its slot ended.
@@ -255,6 +252,24 @@ pub async fn claim(
     lifecycle::record_events(&tx, &claimed, Some(format!("claimed by {worker}"))).await?;
     tx.commit().await?;
     Ok(claimed)
+}
+
+/// How a claim's transaction plans its reads on PostgreSQL: the head of the queue is read in
+/// claim order from `idx_jobs_claim`, however few QUEUED jobs the table's statistics promise.
+/// Left to those statistics, which a queue outdates all the time (and which a server without
+/// autovacuum never gathers), the planner may gather every QUEUED job and sort them, and then
+/// each claim costs the whole queue: 21 ms at 20,000 queued jobs instead of 0.5 ms.
+pub const CLAIM_PLAN: &str = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off";
+
+/// The ids of up to `limit` QUEUED jobs of `tools` at the head of the queue, locked, skipping
+/// the rows other claims hold (on PostgreSQL; on SQLite the write transaction is the lock).
+pub fn head(tools: &Tools, limit: u64) -> sea_orm::sea_query::SelectStatement {
+    queued(tools)
+        .select_only()
+        .column(job::Column::Id)
+        .limit(limit)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .into_query()
 }
 
 /// QUEUED jobs of `tools` in claim order: highest priority, then queued first, then (for jobs

@@ -277,3 +277,49 @@ async fn a_page_of_waiting_jobs_costs_the_same_few_statements_whatever_its_size(
     // queue, one of running jobs and one read of the worker register.
     assert_eq!(costs[0], 4, "a page costs {} statements", costs[0]);
 }
+
+/// A claim reads the head of the queue in claim order from the claim index, however long the
+/// queue and whatever the table's statistics say (here there are none, as on a server that
+/// never analyzed it): it never gathers every queued job to sort them.
+#[tokio::test]
+async fn a_claim_reads_the_head_of_a_long_queue_from_the_claim_index() {
+    use sea_orm::{ConnectionTrait as _, DatabaseBackend, Statement};
+
+    let app = spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 10_000).await;
+    let jobs: Vec<_> = (0..1000).map(|_| json!({"tool": "noop"})).collect();
+    for _ in 0..3 {
+        app.ok(
+            Some(&alice.token),
+            "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
+            json!({"ws": ws, "jobs": jobs}),
+        )
+        .await;
+    }
+    let backend = app.db.get_database_backend();
+    let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
+    if backend == DatabaseBackend::Postgres {
+        tx.execute_unprepared(queue::CLAIM_PLAN).await.unwrap();
+    }
+    let head = backend.build(&queue::head(&Tools::Except(Vec::new()), 64));
+    let (explain, column, sorted) = match backend {
+        DatabaseBackend::Postgres => ("EXPLAIN", "QUERY PLAN", "Sort"),
+        _ => ("EXPLAIN QUERY PLAN", "detail", "TEMP B-TREE"),
+    };
+    let plan: Vec<String> = tx
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!("{explain} {}", head.sql),
+            head.values.map(|values| values.0).unwrap_or_default(),
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String>("", column).unwrap())
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("idx_jobs_claim"), "{plan}");
+    assert!(!plan.contains(sorted), "{plan}");
+}
