@@ -214,6 +214,16 @@ pub fn in_given_order<T>(
     rows.sort_by_key(|row| position.get(&id(row)).copied());
 }
 
+/// Rows for a PostgreSQL statement of fixed text: one parameter, a JSON array of objects, that
+/// the statement reads with `json_to_recordset($n::json) AS r (column type, ...)`. Unlike a
+/// multi-row VALUES list, the text is the same for any number of rows, so each connection
+/// parses and plans it once and keeps it prepared, and a NULL needs no type of its own.
+pub fn json_rows<T: serde::Serialize>(rows: &[T]) -> sea_orm::Value {
+    serde_json::to_string(rows)
+        .expect("rows of plain values serialize")
+        .into()
+}
+
 /// Whether the database answers.
 pub async fn ping(db: &DatabaseConnection) -> bool {
     db.execute_unprepared("SELECT 1").await.is_ok()

@@ -11,7 +11,10 @@ use entity::credit_transaction::TransactionKind;
 use entity::job::{self, JobStatus};
 use entity::job_event;
 use entity::live_event::LiveKind;
-use sea_orm::{ActiveValue::NotSet, ColumnTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveEnum as _, ActiveValue::NotSet, ColumnTrait, ConnectionTrait as _, DatabaseBackend,
+    EntityTrait, QueryFilter, Set, Statement,
+};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -55,6 +58,28 @@ pub async fn record_events(
     message: Option<String>,
 ) -> Result<()> {
     let now = Utc::now();
+    if tx.get_database_backend() == DatabaseBackend::Postgres {
+        insert_events_postgres(tx, jobs, message, now).await?;
+    } else {
+        insert_events(tx, jobs, message, now).await?;
+    }
+    crate::live::jobs_changed(tx, jobs, |job| {
+        if job.status == JobStatus::Pending {
+            LiveKind::Created
+        } else {
+            LiveKind::Updated
+        }
+    })
+    .await
+}
+
+/// The timeline rows of `jobs` in multi-row INSERTs.
+async fn insert_events(
+    tx: &crate::db::Transaction,
+    jobs: &[job::Model],
+    message: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<()> {
     for chunk in jobs.chunks(ROWS_PER_INSERT) {
         job_event::Entity::insert_many(chunk.iter().map(|job| job_event::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -70,14 +95,65 @@ pub async fn record_events(
         .exec_without_returning(tx)
         .await?;
     }
-    crate::live::jobs_changed(tx, jobs, |job| {
-        if job.status == JobStatus::Pending {
-            LiveKind::Created
-        } else {
-            LiveKind::Updated
-        }
-    })
-    .await
+    Ok(())
+}
+
+/// The timeline rows of `jobs` in one statement of fixed text (see `db::json_rows`).
+async fn insert_events_postgres(
+    tx: &crate::db::Transaction,
+    jobs: &[job::Model],
+    message: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        id: Uuid,
+        job_id: Uuid,
+        workspace_id: Uuid,
+        status: String,
+        stage: &'a Option<String>,
+        progress: f64,
+        attempt: i32,
+    }
+    let rows: Vec<Row<'_>> = jobs
+        .iter()
+        .map(|job| Row {
+            id: Uuid::now_v7(),
+            job_id: job.id,
+            workspace_id: job.workspace_id,
+            status: job.status.to_value(),
+            stage: &job.stage,
+            progress: job.progress,
+            attempt: job.attempt,
+        })
+        .collect();
+    tx.execute_raw(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        "INSERT INTO job_events \
+         (id, job_id, workspace_id, status, stage, message, progress, attempt, created_at) \
+         SELECT e.id, e.job_id, e.workspace_id, e.status, e.stage, $1, e.progress, e.attempt, $2 \
+         FROM json_to_recordset($3::json) AS e (id uuid, job_id uuid, workspace_id uuid, \
+         status text, stage text, progress float8, attempt int4)",
+        [message.into(), now.into(), crate::db::json_rows(&rows)],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Deletes the timelines of the jobs `jobs` selects, in the transaction that deletes them:
+/// on PostgreSQL no foreign key does it (see migration 000070).
+pub async fn delete_timelines(tx: &crate::db::Transaction, jobs: sea_orm::Condition) -> Result<()> {
+    use sea_orm::{QuerySelect as _, QueryTrait as _};
+    let ids = job::Entity::find()
+        .select_only()
+        .column(job::Column::Id)
+        .filter(jobs)
+        .into_query();
+    job_event::Entity::delete_many()
+        .filter(job_event::Column::JobId.in_subquery(ids))
+        .exec(tx)
+        .await?;
+    Ok(())
 }
 
 /// Moves `job` (as the caller last saw it) to `to`. CONFLICT if the state machine refuses, or
@@ -241,7 +317,7 @@ pub async fn complete_all(
     tx: &crate::db::Transaction,
     completions: &[Completion],
 ) -> Result<Vec<Result<job::Model>>> {
-    use sea_orm::{ActiveEnum as _, ConnectionTrait as _, DatabaseBackend, FromQueryResult as _};
+    use sea_orm::{ConnectionTrait as _, FromQueryResult as _};
 
     let mut outcomes: Vec<Option<Result<job::Model>>> = completions
         .iter()
@@ -259,60 +335,8 @@ pub async fn complete_all(
     let backend = tx.get_database_backend();
     let now = Utc::now();
     let mut updated: HashMap<Uuid, job::Model> = HashMap::with_capacity(allowed.len());
-    for chunk in allowed.chunks(ROWS_PER_INSERT) {
-        let postgres = backend == DatabaseBackend::Postgres;
-        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(2 + chunk.len() * 5);
-        let mut rows = String::new();
-        for &i in chunk {
-            let c = &completions[i];
-            if !rows.is_empty() {
-                rows.push_str(", ");
-            }
-            // PostgreSQL types the parameters of a VALUES list by their casts. SQLite gets
-            // anonymous `?`: it looks numbered ones up in a list, once per parameter bound.
-            if postgres {
-                let n = values.len();
-                rows.push_str(&format!(
-                    "(${}::uuid, ${}, ${}::integer, ${}::jsonb, ${}::jsonb)",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5
-                ));
-            } else {
-                rows.push_str("(?, ?, ?, ?, ?)");
-            }
-            values.extend([
-                c.job.id.into(),
-                c.job.status.to_value().into(),
-                c.job.attempt.into(),
-                c.result.clone().into(),
-                c.resources.clone().into(),
-            ]);
-        }
-        let (finished_at, updated_at, returning) = if postgres {
-            let n = values.len();
-            values.push(now.into());
-            (format!("${}", n + 1), format!("${}", n + 1), "jobs.*")
-        } else {
-            values.extend([now.into(), now.into()]);
-            ("?".to_owned(), "?".to_owned(), "*")
-        };
-        let sql = format!(
-            "WITH done (id, status, attempt, result, resources) AS (VALUES {rows}) \
-             UPDATE jobs SET status = 'COMPLETED', progress = 1.0, stage = NULL, \
-             finished_at = {finished_at}, updated_at = {updated_at}, lease_expires_at = NULL, \
-             result = done.result, resources = done.resources \
-             FROM done WHERE jobs.id = done.id AND jobs.status = done.status \
-             AND jobs.attempt = done.attempt \
-             RETURNING {returning}"
-        );
-        let rows = job::Model::find_by_statement(sea_orm::Statement::from_sql_and_values(
-            backend, sql, values,
-        ))
-        .all(tx)
-        .await?;
+    for statement in completing(backend, completions, &allowed, now) {
+        let rows = job::Model::find_by_statement(statement).all(tx).await?;
         updated.extend(rows.into_iter().map(|job| (job.id, job)));
     }
     let missing: Vec<Uuid> = allowed
@@ -352,4 +376,82 @@ pub async fn complete_all(
         .into_iter()
         .map(|outcome| outcome.expect("every completion has an outcome"))
         .collect())
+}
+
+/// The UPDATEs that move the jobs of `completions` at `chosen` to COMPLETED, each only if it
+/// still has the status and attempt its runner saw, returning the rows they moved. PostgreSQL
+/// gets one statement of fixed text (see `db::json_rows`); SQLite a multi-row VALUES list per
+/// thousand jobs.
+fn completing(
+    backend: sea_orm::DatabaseBackend,
+    completions: &[Completion],
+    chosen: &[usize],
+    now: DateTime<Utc>,
+) -> Vec<Statement> {
+    const SET: &str = "UPDATE jobs SET status = 'COMPLETED', progress = 1.0, stage = NULL, \
+         finished_at = $1, updated_at = $1, lease_expires_at = NULL, \
+         result = done.result, resources = done.resources \
+         FROM done WHERE jobs.id = done.id AND jobs.status = done.status \
+         AND jobs.attempt = done.attempt";
+    if backend == DatabaseBackend::Postgres {
+        #[derive(serde::Serialize)]
+        struct Row<'a> {
+            id: Uuid,
+            status: String,
+            attempt: i32,
+            result: &'a Value,
+            resources: &'a Value,
+        }
+        let rows: Vec<Row<'_>> = chosen
+            .iter()
+            .map(|&i| {
+                let c = &completions[i];
+                Row {
+                    id: c.job.id,
+                    status: c.job.status.to_value(),
+                    attempt: c.job.attempt,
+                    result: &c.result,
+                    resources: &c.resources,
+                }
+            })
+            .collect();
+        let sql = format!(
+            "WITH done AS (SELECT * FROM json_to_recordset($2::json) AS d \
+             (id uuid, status text, attempt int4, result jsonb, resources jsonb)) \
+             {SET} RETURNING jobs.*"
+        );
+        return vec![Statement::from_sql_and_values(
+            backend,
+            sql,
+            [now.into(), crate::db::json_rows(&rows)],
+        )];
+    }
+    // SQLite: anonymous `?` (it looks numbered ones up in a list, once per parameter bound),
+    // in the order of the text: the rows, then `now` twice.
+    let set = SET.replace("$1", "?");
+    chosen
+        .chunks(ROWS_PER_INSERT)
+        .map(|chunk| {
+            let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 5 + 2);
+            let mut rows = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let c = &completions[i];
+                rows.push("(?, ?, ?, ?, ?)");
+                values.extend([
+                    c.job.id.into(),
+                    c.job.status.to_value().into(),
+                    c.job.attempt.into(),
+                    c.result.clone().into(),
+                    c.resources.clone().into(),
+                ]);
+            }
+            values.extend([now.into(), now.into()]);
+            let sql = format!(
+                "WITH done (id, status, attempt, result, resources) AS (VALUES {}) {set} \
+                 RETURNING *",
+                rows.join(", ")
+            );
+            Statement::from_sql_and_values(backend, sql, values)
+        })
+        .collect()
 }

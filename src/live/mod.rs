@@ -60,7 +60,7 @@ static LOCAL_WAKE: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channe
 /// PostgreSQL: held until the commit is visible, so numbers follow commit order.
 const NUMBERING_LOCK: i64 = 7_202_611_230_010;
 
-/// Entries written by one INSERT: far below the parameter limits of both databases.
+/// Entries written by one INSERT on SQLite: far below its parameter limit.
 const ENTRIES_PER_INSERT: usize = 1000;
 
 /// Writes a committing transaction's live entries, as the last statements before its commit
@@ -80,9 +80,7 @@ pub(crate) async fn write_at_commit(
     }
     let backend = tx.get_database_backend();
     if backend == DatabaseBackend::Postgres {
-        for chunk in entries.chunks(ENTRIES_PER_INSERT) {
-            tx.execute_raw(numbered_insert(chunk)).await?;
-        }
+        tx.execute_raw(numbered_insert(&entries)).await?;
     } else {
         for chunk in entries.chunks(ENTRIES_PER_INSERT) {
             live_event::Entity::insert_many(chunk.to_vec())
@@ -100,54 +98,43 @@ pub(crate) async fn write_at_commit(
 /// On PostgreSQL, one statement that takes the numbering lock, reserves consecutive numbers,
 /// queues the notification (sent at commit) and writes `entries` with their numbers, in order.
 /// It is built before the lock is asked for, so the lock waits for no client-side work, and it is
-/// one round trip. The lock is re-entrant: a transaction's later chunks continue its numbers.
+/// one round trip. Its text is the same for any number of entries (they travel as one JSON
+/// document), so every connection parses and plans it once. The lock is re-entrant: a
+/// transaction's later chunks continue its numbers.
 fn numbered_insert(entries: &[live_event::ActiveModel]) -> sea_orm::Statement {
-    use sea_orm::ActiveValue;
-    fn value<T: Into<sea_orm::Value> + Clone>(column: &ActiveValue<T>) -> sea_orm::Value {
-        column
-            .clone()
-            .into_value()
-            .unwrap_or(sea_orm::Value::Bool(None))
+    use sea_orm::ActiveEnum as _;
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        ord: usize,
+        workspace_id: Option<&'a Uuid>,
+        job_id: Option<&'a Option<Uuid>>,
+        kind: Option<String>,
+        status: Option<String>,
+        stage: Option<&'a Option<String>>,
+        progress: Option<&'a Option<f64>>,
+        attempt: Option<&'a Option<i32>>,
+        data: Option<&'a Option<serde_json::Value>>,
+        created_at: Option<&'a chrono::DateTime<Utc>>,
     }
-    // The columns of a row, in the order below, as PostgreSQL types them.
-    const CASTS: [&str; 10] = [
-        "bigint",
-        "uuid",
-        "uuid",
-        "text",
-        "text",
-        "text",
-        "float8",
-        "int4",
-        "jsonb",
-        "timestamptz",
-    ];
-    let mut values: Vec<sea_orm::Value> = vec![(entries.len() as i64).into()];
-    let mut rows = String::new();
-    for (ord, entry) in entries.iter().enumerate() {
-        let n = values.len();
-        if !rows.is_empty() {
-            rows.push_str(", ");
-        }
-        let row: Vec<String> = CASTS
-            .iter()
-            .enumerate()
-            .map(|(i, cast)| format!("${}::{cast}", n + 1 + i))
-            .collect();
-        rows.push_str(&format!("({})", row.join(", ")));
-        values.extend([
-            (ord as i64).into(),
-            value(&entry.workspace_id),
-            value(&entry.job_id),
-            value(&entry.kind),
-            value(&entry.status),
-            value(&entry.stage),
-            value(&entry.progress),
-            value(&entry.attempt),
-            value(&entry.data),
-            value(&entry.created_at),
-        ]);
-    }
+    let rows: Vec<Row<'_>> = entries
+        .iter()
+        .enumerate()
+        .map(|(ord, entry)| Row {
+            ord,
+            workspace_id: entry.workspace_id.try_as_ref(),
+            job_id: entry.job_id.try_as_ref(),
+            kind: entry.kind.try_as_ref().map(|kind| kind.to_value()),
+            status: entry
+                .status
+                .try_as_ref()
+                .and_then(|status| status.map(|status| status.to_value())),
+            stage: entry.stage.try_as_ref(),
+            progress: entry.progress.try_as_ref(),
+            attempt: entry.attempt.try_as_ref(),
+            data: entry.data.try_as_ref(),
+            created_at: entry.created_at.try_as_ref(),
+        })
+        .collect();
     let sql = format!(
         "WITH numbering AS (SELECT pg_advisory_xact_lock({NUMBERING_LOCK})), \
          reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) - $1 + 1 \
@@ -155,10 +142,15 @@ fn numbered_insert(entries: &[live_event::ActiveModel]) -> sea_orm::Statement {
          INSERT INTO live_events \
          (seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
          SELECT reserved.first + v.ord, v.workspace_id, v.job_id, v.kind, v.status, v.stage, \
-         v.progress, v.attempt, v.data, v.created_at FROM reserved, (VALUES {rows}) \
-         AS v (ord, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at)"
+         v.progress, v.attempt, v.data, v.created_at FROM reserved, json_to_recordset($2::json) \
+         AS v (ord bigint, workspace_id uuid, job_id uuid, kind text, status text, stage text, \
+         progress float8, attempt int4, data jsonb, created_at timestamptz)"
     );
-    sea_orm::Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
+    sea_orm::Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        [(entries.len() as i64).into(), crate::db::json_rows(&rows)],
+    )
 }
 
 fn entry(workspace_id: Uuid, job_id: Option<Uuid>, kind: LiveKind) -> live_event::ActiveModel {
