@@ -9,6 +9,7 @@ mod m20261123_000030_number_live_events_per_commit;
 mod m20261123_000040_claim_ties_by_id;
 mod m20261123_000050_fewer_index_writes;
 mod m20261123_000060_live_entries_numbered_by_committer;
+mod m20261123_000070_timeline_without_row_checks;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000040_claim_ties_by_id::Migration),
             Box::new(m20261123_000050_fewer_index_writes::Migration),
             Box::new(m20261123_000060_live_entries_numbered_by_committer::Migration),
+            Box::new(m20261123_000070_timeline_without_row_checks::Migration),
         ]
     }
 }

@@ -622,6 +622,7 @@ pub async fn delete(
     let tx = db::begin_write(db).await?;
     let access = JobAccess::load(&tx, viewer, id).await?;
     access.check(JobAction::Delete)?;
+    lifecycle::delete_timelines(&tx, sea_orm::Condition::all().add(job::Column::Id.eq(id))).await?;
     let deleted = job::Entity::delete_many()
         .filter(job::Column::Id.eq(id))
         .filter(job::Column::Status.eq(access.job.status))

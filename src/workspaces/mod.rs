@@ -97,6 +97,11 @@ pub async fn delete(
             "the workspace has {active_jobs} active job(s): cancel them or let them finish first"
         )));
     }
+    crate::jobs::lifecycle::delete_timelines(
+        &tx,
+        sea_orm::Condition::all().add(job::Column::WorkspaceId.eq(id)),
+    )
+    .await?;
     workspace::Entity::delete_by_id(id).exec(&tx).await?;
     tx.commit().await?;
     files

@@ -3,7 +3,7 @@
 use chrono::Utc;
 use entity::job::{self, JobStatus, Visibility};
 use jobgraph::ids::{self, Kind};
-use sea_orm::{ActiveModelTrait, Set};
+use sea_orm::{ActiveModelTrait, EntityTrait, PaginatorTrait, Set};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -177,6 +177,17 @@ async fn renaming_changes_the_name_and_deleting_removes_the_workspace() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice@lab.test").await;
     let ws = app.workspace(&alice, "old").await;
+    // A finished job, whose timeline goes with the workspace.
+    app.grant(&ws, 10).await;
+    let job = app.job(&alice, &ws, 0).await;
+    app.ok(
+        Some(&alice.token),
+        "mutation($id: ID!) { cancelJob(input: {jobId: $id}) { job { id } } }",
+        json!({"id": job["id"]}),
+    )
+    .await;
+    let timeline = || entity::job_event::Entity::find().count(&app.db);
+    assert!(timeline().await.unwrap() > 0);
     let data = app
         .ok(
             Some(&alice.token),
@@ -193,6 +204,11 @@ async fn renaming_changes_the_name_and_deleting_removes_the_workspace() {
         )
         .await;
     assert_eq!(data["deleteWorkspace"]["deletedWorkspaceId"], ws.as_str());
+    assert_eq!(
+        timeline().await.unwrap(),
+        0,
+        "the job's timeline is deleted"
+    );
     let code = app
         .error_code(
             Some(&alice.token),
