@@ -191,7 +191,7 @@ impl Metrics {
         let oldest = job::Entity::find()
             .select_only()
             .column(job::Column::QueuedAt)
-            .filter(job::Column::Status.eq(JobStatus::Queued))
+            .filter(crate::queue::status_is(JobStatus::Queued))
             .order_by_asc(job::Column::QueuedAt)
             .into_tuple::<Option<chrono::DateTime<Utc>>>()
             .one(db)

@@ -10,6 +10,7 @@ mod m20261123_000040_claim_ties_by_id;
 mod m20261123_000050_fewer_index_writes;
 mod m20261123_000060_live_entries_numbered_by_committer;
 mod m20261123_000070_timeline_without_row_checks;
+mod m20261123_000080_queue_indexes_of_one_status;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000050_fewer_index_writes::Migration),
             Box::new(m20261123_000060_live_entries_numbered_by_committer::Migration),
             Box::new(m20261123_000070_timeline_without_row_checks::Migration),
+            Box::new(m20261123_000080_queue_indexes_of_one_status::Migration),
         ]
     }
 }

@@ -178,7 +178,7 @@ impl Running {
             .column(job::Column::WorkspaceId)
             .column(job::Column::Tool)
             .column_as(job::Column::Id.count(), "running")
-            .filter(job::Column::Status.eq(JobStatus::Processing))
+            .filter(status_is(JobStatus::Processing))
             .group_by(job::Column::WorkspaceId)
             .group_by(job::Column::Tool)
             .into_model::<Row>()
@@ -272,11 +272,20 @@ pub fn head(tools: &Tools, limit: u64) -> sea_orm::sea_query::SelectStatement {
         .into_query()
 }
 
+/// `status = '<STATUS>'`, with the status written into the statement rather than bound: the
+/// queue's indexes (`idx_jobs_claim`, `idx_jobs_lease`, `idx_jobs_retry`) hold the jobs of one
+/// status only, and a planner uses such an index only for a query whose text names that status.
+pub fn status_is(status: JobStatus) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::ActiveEnum as _;
+    use sea_orm::sea_query::ExprTrait as _;
+    Expr::col((job::Entity, job::Column::Status)).eq(Expr::cust(format!("'{}'", status.to_value())))
+}
+
 /// QUEUED jobs of `tools` in claim order: highest priority, then queued first, then (for jobs
 /// queued together, as a batch's are) submitted first.
 fn queued(tools: &Tools) -> sea_orm::Select<job::Entity> {
     job::Entity::find()
-        .filter(job::Column::Status.eq(JobStatus::Queued))
+        .filter(status_is(JobStatus::Queued))
         .filter(tools.condition())
         .order_by_desc(job::Column::Priority)
         .order_by_asc(job::Column::QueuedAt)
@@ -496,7 +505,7 @@ pub async fn fail_attempt(
 /// failure of that attempt). Returns how many were reclaimed.
 pub async fn reclaim_expired(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<usize> {
     let expired = job::Entity::find()
-        .filter(job::Column::Status.eq(JobStatus::Processing))
+        .filter(status_is(JobStatus::Processing))
         .filter(job::Column::LeaseExpiresAt.lt(now))
         .limit(500)
         .all(db)
@@ -526,7 +535,7 @@ pub async fn reclaim_expired(db: &DatabaseConnection, now: DateTime<Utc>) -> Res
 /// Queues again the RETRY jobs whose backoff has passed. Returns how many.
 pub async fn requeue_due(db: &DatabaseConnection, now: DateTime<Utc>) -> Result<usize> {
     let due = job::Entity::find()
-        .filter(job::Column::Status.eq(JobStatus::Retry))
+        .filter(status_is(JobStatus::Retry))
         .filter(job::Column::RunAfter.lte(now))
         .order_by_asc(job::Column::RunAfter)
         .limit(500)

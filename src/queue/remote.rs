@@ -470,7 +470,7 @@ pub async fn time_out_overdue(
         let limit =
             chrono::Duration::seconds(i64::try_from(tool.timeout_seconds).unwrap_or(i64::MAX));
         let overdue = job::Entity::find()
-            .filter(job::Column::Status.eq(JobStatus::Processing))
+            .filter(super::status_is(JobStatus::Processing))
             .filter(job::Column::Tool.eq(tool.name.as_str()))
             .filter(job::Column::StartedAt.lt(now - limit))
             .all(db)

@@ -267,10 +267,10 @@ async fn positions(db: &DatabaseConnection, jobs: &[&Waiter]) -> Result<HashMap<
         ));
     }
     let bound = ahead(last, &mut values);
-    let status = param(JobStatus::Queued.into(), &mut values);
-    // Placeholders in the order their values were pushed (SQLite's are positional).
+    // Placeholders in the order their values were pushed (SQLite's are positional); the status
+    // in the text, for the claim index (see `status_is`).
     let sql = format!(
-        "SELECT {} FROM jobs WHERE {bound} AND status = {status}",
+        "SELECT {} FROM jobs WHERE {bound} AND status = 'QUEUED'",
         columns.join(", ")
     );
     let row = db

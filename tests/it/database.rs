@@ -53,13 +53,13 @@ async fn the_newest_migrations_go_down_and_up_again() {
     let app = TestApp::spawn().await;
     let owner = app.user("owner@lab.test").await;
     app.workspace(&owner, "before").await;
-    Migrator::down(&app.db, Some(5)).await.unwrap();
+    Migrator::down(&app.db, Some(6)).await.unwrap();
     assert_eq!(
         Migrator::get_pending_migrations(&app.db)
             .await
             .unwrap()
             .len(),
-        5
+        6
     );
     jobgraph::db::migrate(&app.db).await.unwrap();
     assert!(
