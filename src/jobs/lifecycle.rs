@@ -98,43 +98,35 @@ async fn insert_events(
     Ok(())
 }
 
-/// The timeline rows of `jobs` in one statement of fixed text (see `db::json_rows`).
+/// The timeline rows of `jobs` in one statement of fixed text (see `db::column`).
 async fn insert_events_postgres(
     tx: &crate::db::Transaction,
     jobs: &[job::Model],
     message: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    #[derive(serde::Serialize)]
-    struct Row<'a> {
-        id: Uuid,
-        job_id: Uuid,
-        workspace_id: Uuid,
-        status: String,
-        stage: &'a Option<String>,
-        progress: f64,
-        attempt: i32,
-    }
-    let rows: Vec<Row<'_>> = jobs
-        .iter()
-        .map(|job| Row {
-            id: Uuid::now_v7(),
-            job_id: job.id,
-            workspace_id: job.workspace_id,
-            status: job.status.to_value(),
-            stage: &job.stage,
-            progress: job.progress,
-            attempt: job.attempt,
-        })
-        .collect();
+    use crate::db::column;
     tx.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         "INSERT INTO job_events \
          (id, job_id, workspace_id, status, stage, message, progress, attempt, created_at) \
-         SELECT e.id, e.job_id, e.workspace_id, e.status, e.stage, $1, e.progress, e.attempt, $2 \
-         FROM json_to_recordset($3::json) AS e (id uuid, job_id uuid, workspace_id uuid, \
-         status text, stage text, progress float8, attempt int4)",
-        [message.into(), now.into(), crate::db::json_rows(&rows)],
+         SELECT e.id, e.job_id, e.workspace_id, e.status, CASE WHEN e.staged THEN e.stage END, \
+         $1, e.progress, e.attempt, $2 \
+         FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::bool[], $8::text[], \
+         $9::float8[], $10::int4[]) \
+         AS e (id, job_id, workspace_id, status, staged, stage, progress, attempt)",
+        [
+            message.into(),
+            now.into(),
+            column(jobs.iter().map(|_| Uuid::now_v7())),
+            column(jobs.iter().map(|job| job.id)),
+            column(jobs.iter().map(|job| job.workspace_id)),
+            column(jobs.iter().map(|job| job.status.to_value())),
+            column(jobs.iter().map(|job| job.stage.is_some())),
+            column(jobs.iter().map(|job| job.stage.clone().unwrap_or_default())),
+            column(jobs.iter().map(|job| job.progress)),
+            column(jobs.iter().map(|job| job.attempt)),
+        ],
     ))
     .await?;
     Ok(())
@@ -380,7 +372,7 @@ pub async fn complete_all(
 
 /// The UPDATEs that move the jobs of `completions` at `chosen` to COMPLETED, each only if it
 /// still has the status and attempt its runner saw, returning the rows they moved. PostgreSQL
-/// gets one statement of fixed text (see `db::json_rows`); SQLite a multi-row VALUES list per
+/// gets one statement of fixed text (see `db::column`); SQLite a multi-row VALUES list per
 /// thousand jobs.
 fn completing(
     backend: sea_orm::DatabaseBackend,
@@ -394,36 +386,24 @@ fn completing(
          FROM done WHERE jobs.id = done.id AND jobs.status = done.status \
          AND jobs.attempt = done.attempt";
     if backend == DatabaseBackend::Postgres {
-        #[derive(serde::Serialize)]
-        struct Row<'a> {
-            id: Uuid,
-            status: String,
-            attempt: i32,
-            result: &'a Value,
-            resources: &'a Value,
-        }
-        let rows: Vec<Row<'_>> = chosen
-            .iter()
-            .map(|&i| {
-                let c = &completions[i];
-                Row {
-                    id: c.job.id,
-                    status: c.job.status.to_value(),
-                    attempt: c.job.attempt,
-                    result: &c.result,
-                    resources: &c.resources,
-                }
-            })
-            .collect();
+        use crate::db::column;
+        let chosen = || chosen.iter().map(|&i| &completions[i]);
         let sql = format!(
-            "WITH done AS (SELECT * FROM json_to_recordset($2::json) AS d \
-             (id uuid, status text, attempt int4, result jsonb, resources jsonb)) \
+            "WITH done AS (SELECT * FROM unnest($2::uuid[], $3::text[], $4::int4[], \
+             $5::jsonb[], $6::jsonb[]) AS d (id, status, attempt, result, resources)) \
              {SET} RETURNING jobs.*"
         );
         return vec![Statement::from_sql_and_values(
             backend,
             sql,
-            [now.into(), crate::db::json_rows(&rows)],
+            [
+                now.into(),
+                column(chosen().map(|c| c.job.id)),
+                column(chosen().map(|c| c.job.status.to_value())),
+                column(chosen().map(|c| c.job.attempt)),
+                column(chosen().map(|c| c.result.clone())),
+                column(chosen().map(|c| c.resources.clone())),
+            ],
         )];
     }
     // SQLite: anonymous `?` (it looks numbered ones up in a list, once per parameter bound),

@@ -98,59 +98,100 @@ pub(crate) async fn write_at_commit(
 /// On PostgreSQL, one statement that takes the numbering lock, reserves consecutive numbers,
 /// queues the notification (sent at commit) and writes `entries` with their numbers, in order.
 /// It is built before the lock is asked for, so the lock waits for no client-side work, and it is
-/// one round trip. Its text is the same for any number of entries (they travel as one JSON
-/// document), so every connection parses and plans it once. The lock is re-entrant: a
-/// transaction's later chunks continue its numbers.
+/// one round trip. Its text is the same for any number of entries (their columns travel as
+/// arrays, see `db::column`), so every connection parses and plans it once. The lock is
+/// re-entrant: a transaction's later statements continue its numbers.
 fn numbered_insert(entries: &[live_event::ActiveModel]) -> sea_orm::Statement {
     use sea_orm::ActiveEnum as _;
-    #[derive(serde::Serialize)]
-    struct Row<'a> {
-        ord: usize,
-        workspace_id: Option<&'a Uuid>,
-        job_id: Option<&'a Option<Uuid>>,
-        kind: Option<String>,
-        status: Option<String>,
-        stage: Option<&'a Option<String>>,
-        progress: Option<&'a Option<f64>>,
-        attempt: Option<&'a Option<i32>>,
-        data: Option<&'a Option<serde_json::Value>>,
-        created_at: Option<&'a chrono::DateTime<Utc>>,
+    use sea_orm::ActiveValue;
+    /// Bits of `nulls`: which nullable columns of an entry are NULL.
+    const JOB_ID: i32 = 1;
+    const STATUS: i32 = 2;
+    const STAGE: i32 = 4;
+    const PROGRESS: i32 = 8;
+    const ATTEMPT: i32 = 16;
+    const DATA: i32 = 32;
+    fn given<T: Clone>(column: &ActiveValue<Option<T>>) -> Option<T>
+    where
+        Option<T>: Into<sea_orm::Value>,
+    {
+        column.try_as_ref().cloned().flatten()
     }
-    let rows: Vec<Row<'_>> = entries
-        .iter()
-        .enumerate()
-        .map(|(ord, entry)| Row {
-            ord,
-            workspace_id: entry.workspace_id.try_as_ref(),
-            job_id: entry.job_id.try_as_ref(),
-            kind: entry.kind.try_as_ref().map(|kind| kind.to_value()),
-            status: entry
-                .status
+    let now = Utc::now();
+    let nulls = entries.iter().map(|entry| {
+        [
+            (given(&entry.job_id).is_none(), JOB_ID),
+            (given(&entry.status).is_none(), STATUS),
+            (given(&entry.stage).is_none(), STAGE),
+            (given(&entry.progress).is_none(), PROGRESS),
+            (given(&entry.attempt).is_none(), ATTEMPT),
+            (given(&entry.data).is_none(), DATA),
+        ]
+        .into_iter()
+        .filter(|(null, _)| *null)
+        .fold(0, |row, (_, bit)| row | bit)
+    });
+    let values = vec![
+        (entries.len() as i64).into(),
+        crate::db::column(nulls),
+        crate::db::column(
+            entries
+                .iter()
+                .map(|e| e.workspace_id.try_as_ref().copied().unwrap_or_default()),
+        ),
+        crate::db::column(entries.iter().map(|e| given(&e.job_id).unwrap_or_default())),
+        crate::db::column(entries.iter().map(|e| {
+            e.kind
                 .try_as_ref()
-                .and_then(|status| status.map(|status| status.to_value())),
-            stage: entry.stage.try_as_ref(),
-            progress: entry.progress.try_as_ref(),
-            attempt: entry.attempt.try_as_ref(),
-            data: entry.data.try_as_ref(),
-            created_at: entry.created_at.try_as_ref(),
-        })
-        .collect();
+                .map(|kind| kind.to_value())
+                .unwrap_or_default()
+        })),
+        crate::db::column(
+            entries
+                .iter()
+                .map(|e| given(&e.status).map(|s| s.to_value()).unwrap_or_default()),
+        ),
+        crate::db::column(entries.iter().map(|e| given(&e.stage).unwrap_or_default())),
+        crate::db::column(
+            entries
+                .iter()
+                .map(|e| given(&e.progress).unwrap_or_default()),
+        ),
+        crate::db::column(
+            entries
+                .iter()
+                .map(|e| given(&e.attempt).unwrap_or_default()),
+        ),
+        crate::db::column(
+            entries
+                .iter()
+                .map(|e| given(&e.data).unwrap_or(serde_json::Value::Null)),
+        ),
+        crate::db::column(
+            entries
+                .iter()
+                .map(|e| e.created_at.try_as_ref().copied().unwrap_or(now)),
+        ),
+    ];
     let sql = format!(
         "WITH numbering AS (SELECT pg_advisory_xact_lock({NUMBERING_LOCK})), \
-         reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) - $1 + 1 \
-         AS first, pg_notify('{CHANNEL}', '') FROM numbering) \
+         reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) - $1 \
+         AS before, pg_notify('{CHANNEL}', '') FROM numbering) \
          INSERT INTO live_events \
          (seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
-         SELECT reserved.first + v.ord, v.workspace_id, v.job_id, v.kind, v.status, v.stage, \
-         v.progress, v.attempt, v.data, v.created_at FROM reserved, json_to_recordset($2::json) \
-         AS v (ord bigint, workspace_id uuid, job_id uuid, kind text, status text, stage text, \
-         progress float8, attempt int4, data jsonb, created_at timestamptz)"
+         SELECT reserved.before + v.ord, v.workspace_id, \
+         CASE WHEN v.nulls & {JOB_ID} = 0 THEN v.job_id END, v.kind, \
+         CASE WHEN v.nulls & {STATUS} = 0 THEN v.status END, \
+         CASE WHEN v.nulls & {STAGE} = 0 THEN v.stage END, \
+         CASE WHEN v.nulls & {PROGRESS} = 0 THEN v.progress END, \
+         CASE WHEN v.nulls & {ATTEMPT} = 0 THEN v.attempt END, \
+         CASE WHEN v.nulls & {DATA} = 0 THEN v.data END, v.created_at \
+         FROM reserved, unnest($2::int4[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
+         $7::text[], $8::float8[], $9::int4[], $10::jsonb[], $11::timestamptz[]) WITH ORDINALITY \
+         AS v (nulls, workspace_id, job_id, kind, status, stage, progress, attempt, data, \
+         created_at, ord)"
     );
-    sea_orm::Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        sql,
-        [(entries.len() as i64).into(), crate::db::json_rows(&rows)],
-    )
+    sea_orm::Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
 }
 
 fn entry(workspace_id: Uuid, job_id: Option<Uuid>, kind: LiveKind) -> live_event::ActiveModel {
