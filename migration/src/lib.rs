@@ -31,3 +31,16 @@ impl MigratorTrait for Migrator {
         ]
     }
 }
+
+/// Runs `statements` in order: for migrations that are the same plain statements on SQLite and
+/// PostgreSQL.
+pub(crate) async fn run_statements(
+    manager: &SchemaManager<'_>,
+    statements: &[&str],
+) -> Result<(), DbErr> {
+    let db = manager.get_connection();
+    for statement in statements {
+        db.execute_unprepared(statement).await?;
+    }
+    Ok(())
+}
