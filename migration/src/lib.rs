@@ -44,3 +44,15 @@ pub(crate) async fn run_statements(
     }
     Ok(())
 }
+
+/// Runs `statements` in order on PostgreSQL, and nothing on SQLite: for migrations that change
+/// only what PostgreSQL has.
+pub(crate) async fn run_on_postgres(
+    manager: &SchemaManager<'_>,
+    statements: &[&str],
+) -> Result<(), DbErr> {
+    if manager.get_database_backend() == sea_orm_migration::sea_orm::DatabaseBackend::Postgres {
+        run_statements(manager, statements).await?;
+    }
+    Ok(())
+}

@@ -22,7 +22,6 @@
 )]
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -77,19 +76,11 @@ END $$;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
         // On SQLite the one writer makes insertion order commit order: nothing to change.
-        if db.get_database_backend() == DatabaseBackend::Postgres {
-            db.execute_unprepared(NUMBER_PER_COMMIT).await?;
-        }
-        Ok(())
+        crate::run_on_postgres(manager, &[NUMBER_PER_COMMIT]).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        if db.get_database_backend() == DatabaseBackend::Postgres {
-            db.execute_unprepared(NUMBER_PER_ROW).await?;
-        }
-        Ok(())
+        crate::run_on_postgres(manager, &[NUMBER_PER_ROW]).await
     }
 }

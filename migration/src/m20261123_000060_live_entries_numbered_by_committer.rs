@@ -12,7 +12,6 @@
 )]
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DatabaseBackend};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -31,22 +30,17 @@ CREATE CONSTRAINT TRIGGER live_events_number AFTER INSERT ON live_events
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        if db.get_database_backend() == DatabaseBackend::Postgres {
-            db.execute_unprepared(DROP_TRIGGER).await?;
-        }
-        Ok(())
+        crate::run_on_postgres(manager, &[DROP_TRIGGER]).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let db = manager.get_connection();
-        if db.get_database_backend() == DatabaseBackend::Postgres {
-            db.execute_unprepared(
+        crate::run_on_postgres(
+            manager,
+            &[
                 crate::m20261123_000030_number_live_events_per_commit::NUMBER_PER_COMMIT,
-            )
-            .await?;
-            db.execute_unprepared(CREATE_TRIGGER).await?;
-        }
-        Ok(())
+                CREATE_TRIGGER,
+            ],
+        )
+        .await
     }
 }

@@ -14,7 +14,6 @@
 )]
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::DatabaseBackend;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -26,27 +25,19 @@ impl MigrationTrait for Migration {
     }
 
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DatabaseBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared("ALTER TABLE job_events DROP CONSTRAINT fk_job_events_job")
-            .await?;
-        Ok(())
+        crate::run_on_postgres(
+            manager,
+            &["ALTER TABLE job_events DROP CONSTRAINT fk_job_events_job"],
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DatabaseBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "ALTER TABLE job_events ADD CONSTRAINT fk_job_events_job \
-                 FOREIGN KEY (job_id) REFERENCES jobs (id) ON DELETE CASCADE",
-            )
-            .await?;
-        Ok(())
+        crate::run_on_postgres(
+            manager,
+            &["ALTER TABLE job_events ADD CONSTRAINT fk_job_events_job \
+               FOREIGN KEY (job_id) REFERENCES jobs (id) ON DELETE CASCADE"],
+        )
+        .await
     }
 }

@@ -3,7 +3,7 @@
 use chrono::{Duration, Utc};
 use entity::api_token;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::TestApp;
 
@@ -27,6 +27,13 @@ async fn refused_within(app: &TestApp, secret: &str, within: std::time::Duration
     }
 }
 
+/// The secret a `createApiToken` answer carries.
+fn secret_of(data: &Value) -> String {
+    data["createApiToken"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
 #[tokio::test]
 async fn a_created_token_authenticates_until_it_is_revoked() {
     let app = TestApp::spawn().await;
@@ -65,10 +72,7 @@ async fn tokens_are_stored_hashed_and_listed_without_secrets() {
     let data = app
         .ok(Some(&alice.token), CREATE, json!({"name": "ci"}))
         .await;
-    let secret = data["createApiToken"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secret = secret_of(&data);
     let stored = api_token::Entity::find()
         .filter(api_token::Column::Name.eq("ci"))
         .one(&app.db)
@@ -111,10 +115,7 @@ async fn an_expired_token_is_refused() {
             json!({"name": "short", "expiresAt": tomorrow}),
         )
         .await;
-    let secret = data["createApiToken"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secret = secret_of(&data);
     app.ok(Some(&secret), ME, json!({})).await;
     api_token::Entity::update_many()
         .col_expr(
@@ -185,8 +186,8 @@ async fn only_platform_admins_create_tokens_and_users_for_others() {
             json!({"name": "for bob", "userId": bob.id}),
         )
         .await;
-    let secret = data["createApiToken"]["secret"].as_str().unwrap();
-    let data = app.ok(Some(secret), ME, json!({})).await;
+    let secret = secret_of(&data);
+    let data = app.ok(Some(&secret), ME, json!({})).await;
     assert_eq!(data["viewer"]["user"]["email"], "bob@lab.test");
 
     let create_user = "mutation { createUser(input: {email: \"carol@lab.test\"}) { user { email displayName isPending } } }";
@@ -259,17 +260,11 @@ async fn a_trusted_token_still_expires_on_time_and_another_process_revoking_it_i
             json!({"name": "brief", "expiresAt": soon.to_rfc3339()}),
         )
         .await;
-    let brief = data["createApiToken"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let brief = secret_of(&data);
     let data = app
         .ok(Some(&alice.token), CREATE, json!({"name": "other"}))
         .await;
-    let other = data["createApiToken"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other = secret_of(&data);
     app.ok(Some(&brief), ME, json!({})).await;
     app.ok(Some(&other), ME, json!({})).await;
 
@@ -303,10 +298,7 @@ async fn a_token_revoked_by_another_server_is_refused_here_at_once_and_its_webso
     let data = app
         .ok(Some(&alice.token), CREATE, json!({"name": "notebook"}))
         .await;
-    let secret = data["createApiToken"]["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secret = secret_of(&data);
     app.ok(Some(&secret), ME, json!({})).await;
     let mut socket = crate::support::ws::Ws::connect(app.addr, Some(&secret)).await;
     let mut bystander = crate::support::ws::Ws::connect(app.addr, Some(&alice.token)).await;
