@@ -247,47 +247,47 @@ fn status_update(to: JobStatus, change: Change, now: DateTime<Utc>) -> job::Acti
     update
 }
 
-/// Moves many jobs that have the same status to `to` with the same `change`, as `transition`
-/// would one by one, in one UPDATE (per thousand) and multi-row timeline and live INSERTs.
-/// For moves that book no refund, such as queuing a batch's new jobs. CONFLICT, for the lot,
-/// if the state machine refuses or any job changed meanwhile.
-pub async fn transition_all(
+/// The status a new job is written with: QUEUED when its inputs are ready, PENDING while it
+/// waits for downloads. A ready job takes the state machine's PENDING → QUEUED in its INSERT,
+/// rather than by an UPDATE of the row just written; `record_submitted` gives it both events.
+pub fn submitted_status(ready: bool) -> JobStatus {
+    if ready && state::transition(JobStatus::Pending, JobStatus::Queued).is_ok() {
+        JobStatus::Queued
+    } else {
+        JobStatus::Pending
+    }
+}
+
+/// Records the submission of new jobs written by the caller (with `submitted_status`): each
+/// job's PENDING event, as it was submitted.
+pub async fn record_submitted(tx: &crate::db::Transaction, jobs: &[job::Model]) -> Result<()> {
+    let submitted: Vec<job::Model> = jobs
+        .iter()
+        .map(|job| job::Model {
+            status: JobStatus::Pending,
+            queued_at: None,
+            ..job.clone()
+        })
+        .collect();
+    record_events(tx, &submitted, Some("submitted".to_owned())).await
+}
+
+/// Records that the new jobs written QUEUED were queued (their QUEUED event, after their
+/// PENDING one), and announces them to workers.
+pub async fn record_queued_at_submission(
     tx: &crate::db::Transaction,
     jobs: &[job::Model],
-    to: JobStatus,
-    change: Change,
-) -> Result<Vec<job::Model>> {
-    let Some(from) = jobs.first().map(|job| job.status) else {
-        return Ok(Vec::new());
-    };
-    if jobs.iter().any(|job| job.status != from) || state::refunds(from, to) {
-        return Err(Error::Internal(anyhow::anyhow!(
-            "transition_all moves jobs of one status, without refunds"
-        )));
+) -> Result<()> {
+    let queued: Vec<job::Model> = jobs
+        .iter()
+        .filter(|job| job.status == JobStatus::Queued)
+        .cloned()
+        .collect();
+    if queued.is_empty() {
+        return Ok(());
     }
-    state::transition(from, to).map_err(|err| Error::conflict(err.to_string()))?;
-    let message = change.message.clone();
-    let update = status_update(to, change, Utc::now());
-    let mut moved = Vec::with_capacity(jobs.len());
-    for chunk in jobs.chunks(ROWS_PER_INSERT) {
-        moved.extend(
-            job::Entity::update_many()
-                .set(update.clone())
-                .filter(job::Column::Id.is_in(chunk.iter().map(|job| job.id)))
-                .filter(job::Column::Status.eq(from))
-                .exec_with_returning(tx)
-                .await?,
-        );
-    }
-    if moved.len() != jobs.len() {
-        return Err(Error::conflict("jobs changed meanwhile; reload them"));
-    }
-    crate::db::in_given_order(&mut moved, jobs.iter().map(|job| job.id), |job| job.id);
-    record_events(tx, &moved, message).await?;
-    if to == JobStatus::Queued {
-        crate::queue::announce(tx).await?;
-    }
-    Ok(moved)
+    record_events(tx, &queued, Some("inputs ready".to_owned())).await?;
+    crate::queue::announce(tx).await
 }
 
 /// What a successful run leaves on its job.

@@ -1,7 +1,7 @@
 //! What users do with jobs: submit (alone or as a batch), rename, delete, cancel, retry,
 //! duplicate and share. Each checks the caller through `access` and writes in one transaction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::Utc;
 use entity::credit_transaction::TransactionKind;
@@ -218,9 +218,10 @@ struct NewJob {
 /// Job rows written by one INSERT: within SQLite's limit of 32,766 parameters.
 const JOBS_PER_INSERT: usize = 500;
 
-/// Writes jobs of one workspace, in the caller's transaction: their rows, stored files and
-/// first events, their charges (one balance move for all), then queues those whose inputs are
-/// ready. A job with URL inputs stays PENDING at stage DOWNLOADING until they are fetched.
+/// Writes jobs of one workspace, in the caller's transaction: their rows (QUEUED at once when
+/// their inputs are ready), stored files and PENDING events, their charges (one balance move for
+/// all), then the QUEUED events. A job with URL inputs stays PENDING at stage DOWNLOADING until
+/// they are fetched.
 /// Set-based: a batch of a thousand jobs costs about a dozen statements, as one job does.
 /// Returns the jobs in the order given.
 async fn insert_jobs(
@@ -232,8 +233,6 @@ async fn insert_jobs(
     let now = Utc::now();
     let mut rows = Vec::with_capacity(new.len());
     let mut stored = Vec::new();
-    // Jobs that wait for their URL inputs; the others are ready to queue.
-    let mut downloading = std::collections::HashSet::new();
     for NewJob {
         planned,
         idempotency_key,
@@ -246,10 +245,8 @@ async fn insert_jobs(
             .inputs
             .values()
             .any(|input| input.kind == StoredInputKind::Url);
-        if downloads {
-            downloading.insert(planned.id);
-        }
         stored.extend(planned.files.into_iter().map(|file| (planned.id, file)));
+        let status = lifecycle::submitted_status(!downloads);
         rows.push(job::ActiveModel {
             id: Set(planned.id),
             workspace_id: Set(workspace_id),
@@ -257,7 +254,7 @@ async fn insert_jobs(
             tool: Set(planned.tool.name.clone()),
             tool_version: Set(planned.tool.version.clone()),
             name: Set(planned.name),
-            status: Set(JobStatus::Pending),
+            status: Set(status),
             stage: Set(downloads.then(|| files::download::STAGE.to_owned())),
             progress: Set(0.0),
             inputs: Set(planned.prepared.inputs_json()),
@@ -278,7 +275,7 @@ async fn insert_jobs(
             resources: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
-            queued_at: Set(None),
+            queued_at: Set((status == JobStatus::Queued).then_some(now)),
             started_at: Set(None),
             finished_at: Set(None),
             run_after: Set(None),
@@ -304,7 +301,7 @@ async fn insert_jobs(
         file.insert(tx, workspace_id, *job_id, entity::file::FileRole::Input)
             .await?;
     }
-    lifecycle::record_events(tx, &jobs, Some("submitted".to_owned())).await?;
+    lifecycle::record_submitted(tx, &jobs).await?;
     let charges: Vec<ledger::Entry> = jobs
         .iter()
         .filter(|job| job.credit_cost > 0)
@@ -320,27 +317,8 @@ async fn insert_jobs(
     if !charges.is_empty() {
         ledger::append_all(tx, charges).await?;
     }
-    let ready: Vec<job::Model> = jobs
-        .iter()
-        .filter(|job| !downloading.contains(&job.id))
-        .cloned()
-        .collect();
-    let queued = lifecycle::transition_all(
-        tx,
-        &ready,
-        JobStatus::Queued,
-        Change {
-            message: Some("inputs ready".to_owned()),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let mut queued: HashMap<Uuid, job::Model> =
-        queued.into_iter().map(|job| (job.id, job)).collect();
-    Ok(jobs
-        .into_iter()
-        .map(|job| queued.remove(&job.id).unwrap_or(job))
-        .collect())
+    lifecycle::record_queued_at_submission(tx, &jobs).await?;
+    Ok(jobs)
 }
 
 /// After a submission commits: starts the downloads of jobs that wait for them.
