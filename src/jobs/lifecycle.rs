@@ -247,14 +247,15 @@ fn status_update(to: JobStatus, change: Change, now: DateTime<Utc>) -> job::Acti
     update
 }
 
-/// The status a new job is written with: QUEUED when its inputs are ready, PENDING while it
-/// waits for downloads. A ready job takes the state machine's PENDING → QUEUED in its INSERT,
-/// rather than by an UPDATE of the row just written; `record_submitted` gives it both events.
-pub fn submitted_status(ready: bool) -> JobStatus {
+/// The status a new job is written with, and its `queued_at`: QUEUED at `now` when its inputs
+/// are ready, PENDING while it waits for downloads. A ready job takes the state machine's
+/// PENDING → QUEUED in its INSERT, rather than by an UPDATE of the row just written;
+/// `record_submitted` gives it both events.
+pub fn submitted_status(ready: bool, now: DateTime<Utc>) -> (JobStatus, Option<DateTime<Utc>>) {
     if ready && state::transition(JobStatus::Pending, JobStatus::Queued).is_ok() {
-        JobStatus::Queued
+        (JobStatus::Queued, Some(now))
     } else {
-        JobStatus::Pending
+        (JobStatus::Pending, None)
     }
 }
 

@@ -246,7 +246,7 @@ async fn insert_jobs(
             .values()
             .any(|input| input.kind == StoredInputKind::Url);
         stored.extend(planned.files.into_iter().map(|file| (planned.id, file)));
-        let status = lifecycle::submitted_status(!downloads);
+        let (status, queued_at) = lifecycle::submitted_status(!downloads, now);
         rows.push(job::ActiveModel {
             id: Set(planned.id),
             workspace_id: Set(workspace_id),
@@ -275,7 +275,7 @@ async fn insert_jobs(
             resources: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
-            queued_at: Set((status == JobStatus::Queued).then_some(now)),
+            queued_at: Set(queued_at),
             started_at: Set(None),
             finished_at: Set(None),
             run_after: Set(None),
