@@ -125,6 +125,9 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
 pub struct Transaction {
     inner: DatabaseTransaction,
     live: Mutex<Vec<entity::live_event::ActiveModel>>,
+    /// On SQLite, this process's turn at the database's one write lock, held until the
+    /// transaction ends. Declared after `inner`, so it is released after the transaction is.
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Transaction {
@@ -184,22 +187,60 @@ impl ConnectionTrait for Transaction {
 /// Begins a transaction that will write.
 ///
 /// On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), so two writers queue instead
-/// of failing when a read-then-write transaction would need to upgrade its lock.
+/// of failing when a read-then-write transaction would need to upgrade its lock. The writers of
+/// this process first queue for their turn in memory (`write_turn`), in arrival order: SQLite
+/// itself makes a writer that finds the lock taken sleep and retry (1, 2, 5, 10 ms and longer),
+/// which left the database idle between transactions whenever a worker's claims, its
+/// completions and the live bus wrote at once.
 pub async fn begin_write(db: &DatabaseConnection) -> Result<Transaction, DbErr> {
-    let inner = match db.get_database_backend() {
+    let (inner, turn) = match db.get_database_backend() {
         DatabaseBackend::Sqlite => {
-            db.begin_with_options(TransactionOptions {
-                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                ..Default::default()
-            })
-            .await?
+            let turn = write_turn(db).await?;
+            let inner = db
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await?;
+            (inner, turn)
         }
-        _ => db.begin().await?,
+        _ => (db.begin().await?, None),
     };
     Ok(Transaction {
         inner,
         live: Mutex::new(Vec::new()),
+        _turn: turn,
     })
+}
+
+/// How long a SQLite writer waits for its turn, as long as SQLite's own busy timeout.
+const WRITE_TURN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits for this process's turn to write to a SQLite database: one queue per database file,
+/// shared by every pool of the process that opens it. Writers of other processes, and single
+/// statements outside a write transaction, still meet at SQLite's lock and its busy timeout.
+async fn write_turn(
+    db: &DatabaseConnection,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, DbErr> {
+    type Turns = Mutex<std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+    static TURNS: std::sync::LazyLock<Turns> = std::sync::LazyLock::new(Default::default);
+    let options = db.get_sqlite_connection_pool().connect_options();
+    let file = options.get_filename();
+    let queue = {
+        let mut turns = TURNS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match turns.get(file) {
+            Some(queue) => queue.clone(),
+            None => turns.entry(file.to_owned()).or_default().clone(),
+        }
+    };
+    match tokio::time::timeout(WRITE_TURN_TIMEOUT, queue.lock_owned()).await {
+        Ok(turn) => Ok(Some(turn)),
+        Err(_) => Err(DbErr::Custom(
+            "the database stayed locked by other writers of this process".to_owned(),
+        )),
+    }
 }
 
 /// Puts rows a multi-row statement returned back in the order of `ids`, the order they were

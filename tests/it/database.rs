@@ -84,3 +84,46 @@ async fn the_newest_migrations_go_down_and_up_again() {
     assert!(numbers.len() >= 4, "{numbers:?}");
     assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
 }
+
+/// Write transactions of one process take turns at a SQLite database in the order they asked,
+/// waiting in memory rather than in SQLite's busy handler, which sleeps and retries (1, 2, 5,
+/// 10 ms and longer) and so hands the lock to whichever retry comes first. On PostgreSQL they
+/// do not wait for each other at all.
+#[tokio::test]
+async fn write_transactions_take_turns_in_arrival_order_on_sqlite() {
+    use std::sync::{Arc, Mutex};
+
+    let app = TestApp::spawn().await;
+    let sqlite = app.db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite;
+    let first = jobgraph::db::begin_write(&app.db).await.unwrap();
+    let began = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for n in 1..=3 {
+        let db = app.db.clone();
+        let began = began.clone();
+        writers.push(tokio::spawn(async move {
+            let tx = jobgraph::db::begin_write(&db).await.unwrap();
+            began.lock().unwrap().push(n);
+            tx.execute_unprepared("SELECT 1").await.unwrap();
+            tx.commit().await.unwrap();
+        }));
+        // Each asks after the one before has been waiting a while.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let while_first_open = began.lock().unwrap().clone();
+    first.commit().await.unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let order = began.lock().unwrap().clone();
+    if sqlite {
+        assert!(
+            while_first_open.is_empty(),
+            "began beside an open write transaction: {while_first_open:?}"
+        );
+    } else {
+        assert_eq!(while_first_open.len(), 3, "{while_first_open:?}");
+    }
+    assert_eq!(order, vec![1, 2, 3]);
+}
