@@ -67,7 +67,9 @@ const ENTRIES_PER_INSERT: usize = 1000;
 /// (`db::Transaction::commit`), each row once and already numbered.
 ///
 /// On PostgreSQL one statement (`numbered_insert`) takes the numbering lock, reserves a block of
-/// consecutive numbers from `live_events_seq`, writes the rows with them and notifies the buses;
+/// consecutive numbers from `live_events_seq`, writes the rows with them (each row's number is
+/// its `id` as well as its `seq`, so the primary key keeps numbers unique: migration 000090) and
+/// notifies the buses;
 /// the lock is held until the commit is visible, so a reader of `seq > n` never misses a row committed later
 /// with a smaller number. On SQLite the transaction already holds the one write lock, and the
 /// log's trigger numbers each row with its id.
@@ -178,8 +180,8 @@ fn numbered_insert(entries: &[live_event::ActiveModel]) -> sea_orm::Statement {
          reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) - $1 \
          AS before, pg_notify('{CHANNEL}', '') FROM numbering) \
          INSERT INTO live_events \
-         (seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
-         SELECT reserved.before + v.ord, v.workspace_id, \
+         (id, seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
+         SELECT reserved.before + v.ord, reserved.before + v.ord, v.workspace_id, \
          CASE WHEN v.nulls & {JOB_ID} = 0 THEN v.job_id END, v.kind, \
          CASE WHEN v.nulls & {STATUS} = 0 THEN v.status END, \
          CASE WHEN v.nulls & {STAGE} = 0 THEN v.stage END, \
