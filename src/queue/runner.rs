@@ -130,11 +130,14 @@ impl Worker {
                     Ok(jobs) => {
                         worker.metrics.claimed(&jobs);
                         for job in jobs {
-                            let handle = running.spawn(execute(
+                            // Boxed: a run's future is large (it holds every executor's state),
+                            // and a task's future is moved whole as the task is spawned, polled
+                            // to its end and joined; a box moves as a pointer.
+                            let handle = running.spawn(Box::pin(execute(
                                 worker.clone(),
                                 completions.clone(),
                                 job.clone(),
-                            ));
+                            )));
                             in_flight.insert(handle.id(), job);
                         }
                     }
