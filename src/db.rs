@@ -126,7 +126,9 @@ pub struct Transaction {
     inner: DatabaseTransaction,
     live: Mutex<Vec<entity::live_event::ActiveModel>>,
     /// On SQLite, this process's turn at the database's one write lock, held until the
-    /// transaction ends. Declared after `inner`, so it is released after the transaction is.
+    /// transaction ends. Declared after `inner`, so it is released once the transaction has
+    /// committed or its rollback has been started (a writer that comes first to a rollback still
+    /// under way waits in SQLite's busy handler).
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
@@ -216,9 +218,10 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<Transaction, DbErr> 
 /// How long a SQLite writer waits for its turn, as long as SQLite's own busy timeout.
 const WRITE_TURN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Waits for this process's turn to write to a SQLite database: one queue per database file,
-/// shared by every pool of the process that opens it. Writers of other processes, and single
-/// statements outside a write transaction, still meet at SQLite's lock and its busy timeout.
+/// Waits for this process's turn to write to a SQLite database: one queue per database file
+/// name, shared by every pool of the process that opens the file by that name. Writers of other
+/// processes, and single statements outside a write transaction, still meet at SQLite's lock and
+/// its busy timeout.
 async fn write_turn(
     db: &DatabaseConnection,
 ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, DbErr> {
