@@ -97,6 +97,7 @@ async fn write_group(
     completions: &[Completion],
     requests: &[Request],
 ) -> Result<Vec<Result<job::Model>>> {
+    let began = std::time::Instant::now();
     let tx = db::begin_write(db).await?;
     let outcomes = lifecycle::complete_all(&tx, completions).await?;
     for (request, outcome) in requests.iter().zip(&outcomes) {
@@ -108,6 +109,11 @@ async fn write_group(
         }
     }
     tx.commit().await?;
+    tracing::debug!(
+        jobs = completions.len(),
+        ms = began.elapsed().as_secs_f64() * 1e3,
+        "recorded completions"
+    );
     Ok(outcomes)
 }
 

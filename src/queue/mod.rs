@@ -211,6 +211,7 @@ pub async fn claim(
     if limit == 0 {
         return Ok(Vec::new());
     }
+    let began = std::time::Instant::now();
     let tx = db::begin_write(db).await?;
     if tx.get_database_backend() == DatabaseBackend::Postgres {
         tx.execute_unprepared(CLAIM_PLAN).await?;
@@ -230,6 +231,13 @@ pub async fn claim(
         .await?;
     lifecycle::record_events(&tx, &claimed, Some(format!("claimed by {worker}"))).await?;
     tx.commit().await?;
+    tracing::debug!(
+        worker,
+        asked = limit,
+        jobs = claimed.len(),
+        ms = began.elapsed().as_secs_f64() * 1e3,
+        "claimed"
+    );
     Ok(claimed)
 }
 

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::db;
 use crate::error::Error;
@@ -278,11 +279,19 @@ enum Outcome {
     Abandoned,
 }
 
-/// Runs one claimed job to its end.
+/// Runs one claimed job to its end, inside its `job` span.
 async fn execute(worker: Arc<Worker>, completions: Completions, job: job::Model) {
+    // Instrumented rather than entered: a span entered by a guard stays entered on the thread
+    // while the run awaits, and other tasks' events then appear inside it (with enough runs,
+    // the stack of spans entered on one thread overflowed the thread's stack).
     let span =
         tracing::info_span!("job", job.id = %job.id, attempt = job.attempt, tool = %job.tool);
-    let _enter = span.enter();
+    run_to_end(worker, completions, job).instrument(span).await;
+}
+
+/// Runs one claimed job to its end.
+async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Model) {
+    tracing::debug!("run started");
     let started = Instant::now();
     let (progress, usage) = Progress::new(&worker.db, &job);
     let outcome = match worker.catalog.get(&job.tool).cloned() {

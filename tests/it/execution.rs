@@ -727,6 +727,84 @@ async fn an_idle_worker_wakes_at_once_when_a_job_is_queued() {
     handle.await.unwrap();
 }
 
+/// An event's message and the names of the spans around it, innermost first.
+type Scoped = (String, Vec<String>);
+
+/// The names of the spans around each event, by the event's message.
+#[derive(Clone, Default)]
+struct EventScopes(std::sync::Arc<std::sync::Mutex<Vec<Scoped>>>);
+
+impl<S> tracing_subscriber::Layer<S> for EventScopes
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        let spans = ctx
+            .event_scope(event)
+            .map(|scope| scope.map(|span| span.name().to_owned()).collect())
+            .unwrap_or_default();
+        self.0.lock().unwrap().push((message.0, spans));
+    }
+}
+
+#[tokio::test]
+async fn a_runs_log_lines_carry_its_job_and_no_other_tasks_do() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    // A current-thread runtime: the worker's loop, its completion writer and every run take
+    // turns on this one thread, where the subscriber is installed.
+    let scopes = EventScopes::default();
+    let subscriber = tracing_subscriber::registry().with(scopes.clone()).with(
+        tracing_subscriber::filter::Targets::new().with_target("jobgraph", tracing::Level::DEBUG),
+    );
+    let _default = tracing::subscriber::set_default(subscriber);
+    let app = spawn(0).await;
+    let (alice, ws) = setup(&app).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut worker = app_worker(&app);
+    worker.config.concurrency = 2;
+    let handle = tokio::spawn(worker.run(shutdown.clone()));
+    // The second job is claimed while the first one runs.
+    let first = submit(&app, &alice, &ws, "nap", json!([]), json!({"seconds": 1})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = submit(&app, &alice, &ws, "nap", json!([]), json!({"seconds": 1})).await;
+    for id in [&first, &second] {
+        assert_eq!(
+            app.wait_final(&alice.token, id, WAIT).await["status"],
+            "COMPLETED"
+        );
+    }
+    shutdown.cancel();
+    handle.await.unwrap();
+    let events = scopes.0.lock().unwrap().clone();
+    let with = |message: &str| -> Vec<Vec<String>> {
+        events
+            .iter()
+            .filter(|(m, _)| m == message)
+            .map(|(_, spans)| spans.clone())
+            .collect()
+    };
+    let runs = with("run started");
+    assert_eq!(runs.len(), 2, "{events:?}");
+    assert!(runs.iter().all(|spans| spans == &["job"]), "{events:?}");
+    let claims: Vec<_> = with("claimed");
+    assert!(claims.len() >= 2, "{events:?}");
+    let completions = with("recorded completions");
+    assert!(!completions.is_empty(), "{events:?}");
+    for spans in claims.iter().chain(&completions) {
+        assert!(!spans.contains(&"job".to_owned()), "{events:?}");
+    }
+}
+
 /// Claims of any tool's jobs.
 fn any_tool() -> jobgraph::queue::Tools {
     jobgraph::queue::Tools::Except(Vec::new())
