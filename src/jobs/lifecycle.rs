@@ -310,7 +310,7 @@ pub async fn complete_all(
     tx: &crate::db::Transaction,
     completions: &[Completion],
 ) -> Result<Vec<Result<job::Model>>> {
-    use sea_orm::{ConnectionTrait as _, FromQueryResult as _};
+    use sea_orm::ConnectionTrait as _;
 
     let mut outcomes: Vec<Option<Result<job::Model>>> = completions
         .iter()
@@ -329,7 +329,7 @@ pub async fn complete_all(
     let now = Utc::now();
     let mut updated: HashMap<Uuid, job::Model> = HashMap::with_capacity(allowed.len());
     for statement in completing(backend, completions, &allowed, now) {
-        let rows = job::Model::find_by_statement(statement).all(tx).await?;
+        let rows = super::rows::decode(tx.query_all_raw(statement).await?)?;
         updated.extend(rows.into_iter().map(|job| (job.id, job)));
     }
     let missing: Vec<Uuid> = allowed
@@ -396,7 +396,8 @@ fn completing(
         let sql = format!(
             "WITH done AS (SELECT * FROM unnest($2::uuid[], $3::text[], $4::int4[], \
              $5::jsonb[], $6::jsonb[]) AS d (id, status, attempt, result, resources)) \
-             {SET} AND jobs.id = ANY(ARRAY(SELECT id FROM done)) RETURNING jobs.*"
+             {SET} AND jobs.id = ANY(ARRAY(SELECT id FROM done)) {}",
+            super::rows::returning_sql("jobs")
         );
         return vec![Statement::from_sql_and_values(
             backend,

@@ -6,5 +6,6 @@
 pub mod export;
 pub mod history;
 pub mod lifecycle;
+pub mod rows;
 pub mod service;
 pub mod state;

@@ -226,9 +226,7 @@ pub async fn claim(
         // No limit applies: the head of the queue.
         head_ids(tx.get_database_backend(), head(tools, limit))
     };
-    let claimed = claiming(chosen, worker, lease)
-        .exec_with_returning(&tx)
-        .await?;
+    let claimed = crate::jobs::rows::update_returning(&tx, claiming(chosen, worker, lease)).await?;
     lifecycle::record_events(&tx, &claimed, Some(format!("claimed by {worker}"))).await?;
     tx.commit().await?;
     tracing::debug!(

@@ -727,6 +727,88 @@ async fn an_idle_worker_wakes_at_once_when_a_job_is_queued() {
     handle.await.unwrap();
 }
 
+#[tokio::test]
+async fn the_queues_job_rows_read_back_as_sea_orm_reads_them() {
+    use chrono::{TimeZone as _, Utc};
+    use sea_orm::{ActiveModelTrait as _, Set};
+    let app = spawn(0).await;
+    let (alice, ws) = setup(&app).await;
+    let mut ids = Vec::new();
+    for label in ["bare", "full"] {
+        let id = submit(
+            &app,
+            &alice,
+            &ws,
+            "noop",
+            json!([]),
+            json!({ "label": label }),
+        )
+        .await;
+        ids.push(jobgraph::ids::decode(jobgraph::ids::Kind::Job, "id", &id).unwrap());
+    }
+    let [bare, full] = ids[..] else {
+        unreachable!()
+    };
+    let at = |second| Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, second).unwrap());
+    let submitted = job::Entity::find_by_id(full)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let batch = entity::batch::ActiveModel {
+        id: Set(uuid::Uuid::now_v7()),
+        workspace_id: Set(submitted.workspace_id),
+        submitter_id: Set(submitted.submitter_id),
+        name: Set(None),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&app.db)
+    .await
+    .unwrap();
+    // Every column holds a value of its own, so that two columns read in each other's place
+    // would show.
+    job::ActiveModel {
+        id: Set(full),
+        stage: Set(Some("Annotating".to_owned())),
+        progress: Set(0.25),
+        result: Set(Some(json!({"n50": 1234}))),
+        error_message: Set(Some("message".to_owned())),
+        error_code: Set(Some("CODE".to_owned())),
+        parent_id: Set(Some(bare)),
+        parent_kind: Set(Some(job::ParentKind::Duplicate)),
+        batch_id: Set(Some(batch.id)),
+        idempotency_key: Set(Some("key".to_owned())),
+        resources: Set(Some(json!({"wallSeconds": 1.5}))),
+        started_at: Set(at(1)),
+        finished_at: Set(at(2)),
+        run_after: Set(at(3)),
+        worker_id: Set(Some("worker".to_owned())),
+        lease_expires_at: Set(at(4)),
+        heartbeat_at: Set(at(5)),
+        priority: Set(7),
+        visibility: Set(job::Visibility::Public),
+        ..Default::default()
+    }
+    .update(&app.db)
+    .await
+    .unwrap();
+    for id in [bare, full] {
+        let read = job::Entity::find_by_id(id)
+            .one(&app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        // An update that leaves the row as it is.
+        let update = job::Entity::update_many()
+            .col_expr(job::Column::Attempt, Expr::col(job::Column::Attempt))
+            .filter(job::Column::Id.eq(id));
+        let returned = jobgraph::jobs::rows::update_returning(&app.db, update)
+            .await
+            .unwrap();
+        assert_eq!(returned, vec![read]);
+    }
+}
+
 /// An event's message and the names of the spans around it, innermost first.
 type Scoped = (String, Vec<String>);
 
