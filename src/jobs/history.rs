@@ -414,6 +414,11 @@ pub struct BatchSummary {
     pub total_cost: i64,
 }
 
+/// The jobs of a batch, found through the batch index (which holds batched jobs only).
+pub fn batch_jobs(id: Uuid) -> sea_orm::Select<job::Entity> {
+    job::Entity::find().filter(job::Column::BatchId.eq(id))
+}
+
 /// Loads a batch of a workspace the viewer can read. NOT_FOUND otherwise.
 pub async fn batch(
     db: &impl ConnectionTrait,
@@ -427,12 +432,11 @@ pub async fn batch(
     let access = WorkspaceAccess::load(db, viewer, found.workspace_id)
         .await
         .map_err(|_| Error::NotFound("batch"))?;
-    let rows: Vec<(JobStatus, f64, i64)> = job::Entity::find()
+    let rows: Vec<(JobStatus, f64, i64)> = batch_jobs(id)
         .select_only()
         .column(job::Column::Status)
         .column(job::Column::Progress)
         .column(job::Column::CreditCost)
-        .filter(job::Column::BatchId.eq(id))
         .into_tuple()
         .all(db)
         .await?;

@@ -517,3 +517,57 @@ async fn a_list_answers_every_job_field_exactly_as_the_job_itself() {
     assert_eq!(nodes[3]["result"][0]["kmer"], "AC", "{listed}");
     assert!(!nodes[2]["changesFromParent"].as_array().unwrap().is_empty());
 }
+
+/// A batch's jobs are found through the batch index, which holds batched jobs only (jobs outside
+/// batches add no entry to it when they are submitted, claimed or completed).
+#[tokio::test]
+async fn a_batchs_jobs_are_read_from_the_batch_index() {
+    use sea_orm::{ConnectionTrait as _, DatabaseBackend, QueryTrait as _, Statement};
+
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 10_000).await;
+    let jobs: Vec<_> = (0..500).map(|_| json!({"tool": "noop"})).collect();
+    let mut batches = Vec::new();
+    for _ in 0..4 {
+        let data = app
+            .ok(
+                Some(&alice.token),
+                "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
+                json!({"ws": ws, "jobs": jobs}),
+            )
+            .await;
+        let id = data["submitBatch"]["batch"]["id"].as_str().unwrap();
+        batches.push(jobgraph::ids::decode(jobgraph::ids::Kind::Batch, "id", id).unwrap());
+    }
+    let backend = app.db.get_database_backend();
+    let query = backend.build(&jobgraph::jobs::history::batch_jobs(batches[2]).into_query());
+    let (explain, column) = match backend {
+        DatabaseBackend::Postgres => ("EXPLAIN", "QUERY PLAN"),
+        _ => ("EXPLAIN QUERY PLAN", "detail"),
+    };
+    let plan: Vec<String> = app
+        .db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            format!("{explain} {}", query.sql),
+            query.values.map(|values| values.0).unwrap_or_default(),
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String>("", column).unwrap())
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("idx_jobs_batch"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(plan.lines().all(|step| step != "SCAN jobs"), "{plan}");
+    // And it finds exactly that batch's jobs.
+    let found = jobgraph::jobs::history::batch_jobs(batches[2])
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 500);
+    assert!(found.iter().all(|job| job.batch_id == Some(batches[2])));
+}
