@@ -63,6 +63,77 @@ pub async fn record_events(
     } else {
         insert_events(tx, jobs, message, now).await?;
     }
+    announce_changes(tx, jobs).await
+}
+
+/// Runs `update`, an UPDATE of jobs that returns the columns of `rows::returning`, and records
+/// the timeline event `message` for each job it changed, as `record_events` would. Returns the
+/// changed jobs as they now are. `at_most` bounds how many jobs it may change.
+///
+/// On PostgreSQL the statement writes the timeline rows itself, from the rows it returns: the
+/// queue changes a thousand jobs at a time this way (claims, completions), and the timeline
+/// then costs neither a round trip nor a thousand rows sent back to the database.
+pub async fn update_recording(
+    tx: &crate::db::Transaction,
+    update: Statement,
+    message: Option<String>,
+    at_most: usize,
+) -> Result<Vec<job::Model>> {
+    if tx.get_database_backend() != DatabaseBackend::Postgres {
+        let jobs = super::rows::decode(tx.query_all_raw(update).await?)?;
+        record_events(tx, &jobs, message).await?;
+        return Ok(jobs);
+    }
+    let statement = with_timeline(update, message, Utc::now(), at_most);
+    let jobs = super::rows::decode(tx.query_all_raw(statement).await?)?;
+    if jobs.len() > at_most {
+        // Some of them got no timeline row: the caller's transaction must not commit.
+        return Err(Error::Internal(anyhow::anyhow!(
+            "an update changed {} jobs where at most {at_most} were expected",
+            jobs.len()
+        )));
+    }
+    announce_changes(tx, &jobs).await?;
+    Ok(jobs)
+}
+
+/// `update` (PostgreSQL, numbered parameters) wrapped so that it also inserts a timeline row for
+/// each job it returns, and still returns those jobs. The event ids come from here (UUIDv7, in
+/// the writer's order, as every timeline row's id does), paired with the changed rows in the
+/// order they come.
+fn with_timeline(
+    update: Statement,
+    message: Option<String>,
+    now: DateTime<Utc>,
+    at_most: usize,
+) -> Statement {
+    let mut values = update.values.map(|values| values.0).unwrap_or_default();
+    let first = values.len() + 1;
+    let sql = format!(
+        "WITH changed AS ({update}), \
+         timeline AS (INSERT INTO job_events \
+         (id, job_id, workspace_id, status, stage, message, progress, attempt, created_at) \
+         SELECT e.id, c.id, c.workspace_id, c.status, c.stage, ${message}, c.progress, \
+         c.attempt, ${now} \
+         FROM (SELECT changed.id, changed.workspace_id, changed.status, changed.stage, \
+         changed.progress, changed.attempt, row_number() OVER () AS n FROM changed) AS c \
+         JOIN unnest(${ids}::uuid[]) WITH ORDINALITY AS e (id, n) ON e.n = c.n) \
+         SELECT * FROM changed",
+        update = update.sql,
+        message = first,
+        now = first + 1,
+        ids = first + 2,
+    );
+    values.extend([
+        message.into(),
+        now.into(),
+        crate::db::column((0..at_most).map(|_| Uuid::now_v7())),
+    ]);
+    Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
+}
+
+/// The live entries of jobs just created or changed.
+async fn announce_changes(tx: &crate::db::Transaction, jobs: &[job::Model]) -> Result<()> {
     crate::live::jobs_changed(tx, jobs, |job| {
         if job.status == JobStatus::Pending {
             LiveKind::Created
@@ -329,7 +400,7 @@ pub async fn complete_all(
     let now = Utc::now();
     let mut updated: HashMap<Uuid, job::Model> = HashMap::with_capacity(allowed.len());
     for statement in completing(backend, completions, &allowed, now) {
-        let rows = super::rows::decode(tx.query_all_raw(statement).await?)?;
+        let rows = update_recording(tx, statement, None, allowed.len()).await?;
         updated.extend(rows.into_iter().map(|job| (job.id, job)));
     }
     let missing: Vec<Uuid> = allowed
@@ -347,14 +418,10 @@ pub async fn complete_all(
             now_as.insert(job.id, job.status);
         }
     }
-    let mut recorded = Vec::with_capacity(updated.len());
     for &i in &allowed {
         let id = completions[i].job.id;
         outcomes[i] = Some(match updated.remove(&id) {
-            Some(job) => {
-                recorded.push(job.clone());
-                Ok(job)
-            }
+            Some(job) => Ok(job),
             None => Err(Error::conflict(match now_as.get(&id) {
                 Some(status) => format!(
                     "the job changed meanwhile: it is now {}",
@@ -364,7 +431,6 @@ pub async fn complete_all(
             })),
         });
     }
-    record_events(tx, &recorded, None).await?;
     Ok(outcomes
         .into_iter()
         .map(|outcome| outcome.expect("every completion has an outcome"))

@@ -91,18 +91,24 @@ fn enum_value<E: ActiveEnum<Value = String>>(value: String) -> Result<E, sea_orm
     E::try_from_value(&value).map_err(|err| sea_orm::sqlx::Error::Decode(err.to_string().into()))
 }
 
+/// `update` as a statement that returns the columns of `returning`.
+pub fn returning_statement(
+    backend: sea_orm::DatabaseBackend,
+    update: sea_orm::UpdateMany<job::Entity>,
+) -> sea_orm::Statement {
+    use sea_orm::QueryTrait as _;
+    let mut query = update.into_query();
+    query.returning(sea_orm::sea_query::Query::returning().columns(returning()));
+    backend.build(&query)
+}
+
 /// Runs `update` and returns the jobs it changed, as they now are.
 pub async fn update_returning(
     db: &impl sea_orm::ConnectionTrait,
     update: sea_orm::UpdateMany<job::Entity>,
 ) -> Result<Vec<job::Model>, DbErr> {
-    use sea_orm::QueryTrait as _;
-    let mut query = update.into_query();
-    query.returning(sea_orm::sea_query::Query::returning().columns(returning()));
-    let rows = db
-        .query_all_raw(db.get_database_backend().build(&query))
-        .await?;
-    decode(rows)
+    let statement = returning_statement(db.get_database_backend(), update);
+    decode(db.query_all_raw(statement).await?)
 }
 
 /// `RETURNING` with the columns of `returning`, of the table named `table` in the statement.

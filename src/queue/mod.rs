@@ -226,8 +226,12 @@ pub async fn claim(
         // No limit applies: the head of the queue.
         head_ids(tx.get_database_backend(), head(tools, limit))
     };
-    let claimed = crate::jobs::rows::update_returning(&tx, claiming(chosen, worker, lease)).await?;
-    lifecycle::record_events(&tx, &claimed, Some(format!("claimed by {worker}"))).await?;
+    let claiming = crate::jobs::rows::returning_statement(
+        tx.get_database_backend(),
+        claiming(chosen, worker, lease),
+    );
+    let message = Some(format!("claimed by {worker}"));
+    let claimed = lifecycle::update_recording(&tx, claiming, message, limit as usize).await?;
     tx.commit().await?;
     tracing::debug!(
         worker,

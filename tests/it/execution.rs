@@ -524,6 +524,38 @@ async fn completions_written_together_skip_only_the_jobs_that_changed_meanwhile(
                 assert_eq!(now.result, Some(json!({"id": job.id})));
                 assert_eq!(now.progress, 1.0);
                 assert!(now.finished_at.is_some() && now.lease_expires_at.is_none());
+                // The claim's and the completion's timeline rows, each the job as it then was,
+                // after the submission's and in that order.
+                let rows: Vec<_> = timeline
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.status,
+                            e.message.as_deref(),
+                            e.stage.as_deref(),
+                            e.progress,
+                            e.attempt,
+                            e.workspace_id,
+                        )
+                    })
+                    .collect();
+                assert_eq!(
+                    rows[2..],
+                    [
+                        (
+                            JobStatus::Processing,
+                            Some("claimed by grouped"),
+                            None,
+                            0.0,
+                            1,
+                            job.workspace_id
+                        ),
+                        (JobStatus::Completed, None, None, 1.0, 1, job.workspace_id),
+                    ],
+                    "{timeline:?}"
+                );
+                assert_eq!(timeline[0].status, JobStatus::Pending);
+                assert!(timeline.windows(2).all(|w| w[0].id < w[1].id));
             }
         }
     }
