@@ -522,7 +522,7 @@ async fn a_list_answers_every_job_field_exactly_as_the_job_itself() {
 /// batches add no entry to it when they are submitted, claimed or completed).
 #[tokio::test]
 async fn a_batchs_jobs_are_read_from_the_batch_index() {
-    use sea_orm::{ConnectionTrait as _, DatabaseBackend, QueryTrait as _, Statement};
+    use sea_orm::QueryTrait as _;
 
     let app = TestApp::spawn().await;
     let alice = app.user("alice@lab.test").await;
@@ -543,23 +543,7 @@ async fn a_batchs_jobs_are_read_from_the_batch_index() {
     }
     let backend = app.db.get_database_backend();
     let query = backend.build(&jobgraph::jobs::history::batch_jobs(batches[2]).into_query());
-    let (explain, column) = match backend {
-        DatabaseBackend::Postgres => ("EXPLAIN", "QUERY PLAN"),
-        _ => ("EXPLAIN QUERY PLAN", "detail"),
-    };
-    let plan: Vec<String> = app
-        .db
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            format!("{explain} {}", query.sql),
-            query.values.map(|values| values.0).unwrap_or_default(),
-        ))
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.try_get::<String>("", column).unwrap())
-        .collect();
-    let plan = plan.join("\n");
+    let plan = crate::support::plan(&app.db, query).await;
     assert!(plan.contains("idx_jobs_batch"), "{plan}");
     assert!(!plan.contains("Seq Scan"), "{plan}");
     assert!(plan.lines().all(|step| step != "SCAN jobs"), "{plan}");

@@ -283,7 +283,7 @@ async fn a_page_of_waiting_jobs_costs_the_same_few_statements_whatever_its_size(
 /// never analyzed it): it never gathers every queued job to sort them.
 #[tokio::test]
 async fn a_claim_reads_the_head_of_a_long_queue_from_the_claim_index() {
-    use sea_orm::{ConnectionTrait as _, DatabaseBackend, QueryTrait as _, Statement};
+    use sea_orm::{ConnectionTrait as _, DatabaseBackend, QueryTrait as _};
 
     let app = spawn().await;
     let alice = app.user("alice@lab.test").await;
@@ -313,22 +313,7 @@ async fn a_claim_reads_the_head_of_a_long_queue_from_the_claim_index() {
         )
         .into_query(),
     );
-    let (explain, column) = match backend {
-        DatabaseBackend::Postgres => ("EXPLAIN", "QUERY PLAN"),
-        _ => ("EXPLAIN QUERY PLAN", "detail"),
-    };
-    let plan: Vec<String> = tx
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            format!("{explain} {}", claim.sql),
-            claim.values.map(|values| values.0).unwrap_or_default(),
-        ))
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.try_get::<String>("", column).unwrap())
-        .collect();
-    let plan = plan.join("\n");
+    let plan = crate::support::plan(&tx, claim).await;
     assert!(plan.contains("idx_jobs_claim"), "{plan}");
     match backend {
         // Read in claim order, not sorted; the claimed jobs found through the primary key, not

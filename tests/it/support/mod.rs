@@ -63,6 +63,28 @@ pub async fn fresh_database_url(dir: &std::path::Path) -> String {
     }
 }
 
+/// The plan the database makes for `statement`, one step per line: PostgreSQL's `EXPLAIN`, or
+/// SQLite's `EXPLAIN QUERY PLAN`.
+pub async fn plan(db: &impl ConnectionTrait, statement: sea_orm::Statement) -> String {
+    let backend = db.get_database_backend();
+    let (explain, column) = match backend {
+        sea_orm::DatabaseBackend::Postgres => ("EXPLAIN", "QUERY PLAN"),
+        _ => ("EXPLAIN QUERY PLAN", "detail"),
+    };
+    let steps: Vec<String> = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            format!("{explain} {}", statement.sql),
+            statement.values.map(|values| values.0).unwrap_or_default(),
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String>("", column).unwrap())
+        .collect();
+    steps.join("\n")
+}
+
 /// Points a test's storage at a fresh bucket of the S3 server of `TEST_S3_ENDPOINT`, if set.
 pub async fn fresh_storage(config: &mut Config) {
     let Ok(endpoint) = std::env::var("TEST_S3_ENDPOINT") else {
