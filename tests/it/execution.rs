@@ -876,6 +876,11 @@ async fn a_runs_log_lines_carry_its_job_and_no_other_tasks_do() {
     use tracing_subscriber::layer::SubscriberExt as _;
     // A current-thread runtime: the worker's loop, its completion writer and every run take
     // turns on this one thread, where the subscriber is installed.
+    // With one dispatcher in the process, tracing works out a callsite's interest from the
+    // default dispatcher of whichever thread reaches the callsite first: another test's thread,
+    // which has none, would switch this test's events off for good. With a second (inert) one
+    // registered, every live dispatcher is asked instead.
+    let _inert = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let scopes = EventScopes::default();
     let subscriber = tracing_subscriber::registry().with(scopes.clone()).with(
         tracing_subscriber::filter::Targets::new().with_target("jobgraph", tracing::Level::DEBUG),
