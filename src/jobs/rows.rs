@@ -34,10 +34,10 @@ pub fn decode(rows: Vec<QueryResult>) -> Result<Vec<job::Model>, DbErr> {
 fn in_entity_order(row: &PgRow) -> bool {
     use sea_orm::IdenStatic as _;
     let columns = row.columns();
-    columns.len() == job::Column::iter().count()
+    columns.len() == returning().count()
         && columns
             .iter()
-            .zip(job::Column::iter())
+            .zip(returning())
             .all(|(column, expected)| column.name() == expected.as_str())
 }
 
@@ -100,15 +100,6 @@ pub fn returning_statement(
     let mut query = update.into_query();
     query.returning(sea_orm::sea_query::Query::returning().columns(returning()));
     backend.build(&query)
-}
-
-/// Runs `update` and returns the jobs it changed, as they now are.
-pub async fn update_returning(
-    db: &impl sea_orm::ConnectionTrait,
-    update: sea_orm::UpdateMany<job::Entity>,
-) -> Result<Vec<job::Model>, DbErr> {
-    let statement = returning_statement(db.get_database_backend(), update);
-    decode(db.query_all_raw(statement).await?)
 }
 
 /// `RETURNING` with the columns of `returning`, of the table named `table` in the statement.

@@ -762,7 +762,7 @@ async fn an_idle_worker_wakes_at_once_when_a_job_is_queued() {
 #[tokio::test]
 async fn the_queues_job_rows_read_back_as_sea_orm_reads_them() {
     use chrono::{TimeZone as _, Utc};
-    use sea_orm::{ActiveModelTrait as _, Set};
+    use sea_orm::{ActiveModelTrait as _, ConnectionTrait as _, Set};
     let app = spawn(0).await;
     let (alice, ws) = setup(&app).await;
     let mut ids = Vec::new();
@@ -834,9 +834,10 @@ async fn the_queues_job_rows_read_back_as_sea_orm_reads_them() {
         let update = job::Entity::update_many()
             .col_expr(job::Column::Attempt, Expr::col(job::Column::Attempt))
             .filter(job::Column::Id.eq(id));
-        let returned = jobgraph::jobs::rows::update_returning(&app.db, update)
-            .await
-            .unwrap();
+        let statement =
+            jobgraph::jobs::rows::returning_statement(app.db.get_database_backend(), update);
+        let returned =
+            jobgraph::jobs::rows::decode(app.db.query_all_raw(statement).await.unwrap()).unwrap();
         assert_eq!(returned, vec![read]);
     }
 }
