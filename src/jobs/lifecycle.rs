@@ -70,9 +70,11 @@ pub async fn record_events(
 /// the timeline event `message` for each job it changed, as `record_events` would. Returns the
 /// changed jobs as they now are. `at_most` bounds how many jobs it may change.
 ///
-/// On PostgreSQL the statement writes the timeline rows itself, from the rows it returns: the
-/// queue changes a thousand jobs at a time this way (claims, completions), and the timeline
-/// then costs neither a round trip nor a thousand rows sent back to the database.
+/// On PostgreSQL the statement writes the timeline rows and the live entries itself, from the
+/// rows it changes: the queue changes a thousand jobs at a time this way (claims, completions),
+/// and neither costs a round trip, a thousand rows sent back to the database, nor client-side
+/// work while the transaction is open. Its live entries are numbered when the statement ends,
+/// before any the transaction records later (`crate::live::jobs_changed`).
 pub async fn update_recording(
     tx: &crate::db::Transaction,
     update: Statement,
@@ -93,14 +95,13 @@ pub async fn update_recording(
             jobs.len()
         )));
     }
-    announce_changes(tx, &jobs).await?;
     Ok(jobs)
 }
 
-/// `update` (PostgreSQL, numbered parameters) wrapped so that it also inserts a timeline row for
-/// each job it returns, and still returns those jobs. The event ids come from here (UUIDv7, in
-/// the writer's order, as every timeline row's id does), paired with the changed rows in the
-/// order they come.
+/// `update` (PostgreSQL, numbered parameters) wrapped so that it also inserts a timeline row and
+/// a live entry for each job it returns, and still returns those jobs. The event ids come from
+/// here (UUIDv7, in the writer's order, as every timeline row's id does), paired with the
+/// changed rows in the order they come.
 fn with_timeline(
     update: Statement,
     message: Option<String>,
@@ -117,12 +118,14 @@ fn with_timeline(
          c.attempt, ${now} \
          FROM (SELECT changed.id, changed.workspace_id, changed.status, changed.stage, \
          changed.progress, changed.attempt, row_number() OVER () AS n FROM changed) AS c \
-         JOIN unnest(${ids}::uuid[]) WITH ORDINALITY AS e (id, n) ON e.n = c.n) \
+         JOIN unnest(${ids}::uuid[]) WITH ORDINALITY AS e (id, n) ON e.n = c.n), \
+         {live} \
          SELECT * FROM changed",
         update = update.sql,
         message = first,
         now = first + 1,
         ids = first + 2,
+        live = crate::live::entries_of_changed_jobs("changed", &format!("${}", first + 1)),
     );
     values.extend([
         message.into(),

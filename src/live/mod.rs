@@ -196,6 +196,35 @@ fn numbered_insert(entries: &[live_event::ActiveModel]) -> sea_orm::Statement {
     sea_orm::Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
 }
 
+/// On PostgreSQL, the common table expressions that write the live entries of the jobs a
+/// statement changes, from inside that statement: `changed` names its CTE of changed `jobs` rows
+/// and `now` the parameter with the entries' time. They write what `jobs_changed` would for those
+/// rows, numbered as `numbered_insert` numbers (under the numbering lock, held until commit),
+/// and queue the notification. The lock is asked for once every changed row is counted, that is
+/// once the change itself is done, so statements of other transactions change their rows in
+/// parallel and take turns only for the numbering; no lock is taken when nothing changed.
+pub(crate) fn entries_of_changed_jobs(changed: &str, now: &str) -> String {
+    use sea_orm::ActiveEnum as _;
+    let created = LiveKind::Created.to_value();
+    let updated = LiveKind::Updated.to_value();
+    let pending = job::JobStatus::Pending.to_value();
+    format!(
+        "live_counted AS (SELECT count(*) AS n FROM {changed}), \
+         live_locked AS (SELECT n, pg_advisory_xact_lock({NUMBERING_LOCK}) FROM live_counted \
+         WHERE n > 0), \
+         live_reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + n - 1) \
+         - n AS before, pg_notify('{CHANNEL}', '') FROM live_locked), \
+         live AS (INSERT INTO live_events \
+         (id, seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
+         SELECT r.before + c.ord, r.before + c.ord, c.workspace_id, c.id, \
+         CASE WHEN c.status = '{pending}' THEN '{created}' ELSE '{updated}' END, c.status, \
+         c.stage, c.progress, c.attempt, jsonb_build_object('name', c.name, 'tool', c.tool, \
+         'submitterId', c.submitter_id, 'batchId', c.batch_id, 'createdAt', c.created_at), {now} \
+         FROM live_reserved AS r, (SELECT {changed}.*, row_number() OVER () AS ord \
+         FROM {changed}) AS c)"
+    )
+}
+
 fn entry(workspace_id: Uuid, job_id: Option<Uuid>, kind: LiveKind) -> live_event::ActiveModel {
     live_event::ActiveModel {
         seq: Set(None),
@@ -213,7 +242,8 @@ fn entry(workspace_id: Uuid, job_id: Option<Uuid>, kind: LiveKind) -> live_event
 }
 
 /// What subscription filters look at, kept in each job entry: a job deleted before its entries
-/// are read is still filtered, and its changes still reported.
+/// are read is still filtered, and its changes still reported. `entries_of_changed_jobs` builds
+/// the same object in SQL.
 fn filter_facts(job: &job::Model) -> serde_json::Value {
     json!({
         "name": job.name,

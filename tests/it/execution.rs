@@ -556,9 +556,151 @@ async fn completions_written_together_skip_only_the_jobs_that_changed_meanwhile(
                 );
                 assert_eq!(timeline[0].status, JobStatus::Pending);
                 assert!(timeline.windows(2).all(|w| w[0].id < w[1].id));
+                // Their live entries likewise, numbered, with what subscription filters read.
+                let live = live_entries(&app, job.id).await;
+                let facts = json!({
+                    "name": job.name,
+                    "tool": job.tool,
+                    "submitterId": job.submitter_id,
+                    "batchId": null,
+                    "createdAt": job.created_at,
+                });
+                let rows: Vec<_> = live
+                    .iter()
+                    .map(|e| (e.kind, e.status, e.stage.as_deref(), e.progress, e.attempt))
+                    .collect();
+                use entity::live_event::LiveKind::{Created, Updated};
+                assert_eq!(
+                    rows,
+                    [
+                        (Created, Some(JobStatus::Pending), None, Some(0.0), Some(0)),
+                        (Updated, Some(JobStatus::Queued), None, Some(0.0), Some(0)),
+                        (
+                            Updated,
+                            Some(JobStatus::Processing),
+                            None,
+                            Some(0.0),
+                            Some(1)
+                        ),
+                        (
+                            Updated,
+                            Some(JobStatus::Completed),
+                            None,
+                            Some(1.0),
+                            Some(1)
+                        ),
+                    ],
+                    "{live:?}"
+                );
+                for entry in &live {
+                    assert_eq!(entry.seq, Some(entry.id));
+                    assert_eq!(entry.workspace_id, job.workspace_id);
+                    let data = entry.data.clone().unwrap();
+                    assert_eq!(data["name"], facts["name"], "{data}");
+                    assert_eq!(data["tool"], facts["tool"], "{data}");
+                    assert_eq!(data["submitterId"], facts["submitterId"], "{data}");
+                    assert_eq!(data["batchId"], facts["batchId"], "{data}");
+                    let created: chrono::DateTime<chrono::Utc> =
+                        serde_json::from_value(data["createdAt"].clone()).unwrap();
+                    assert_eq!(created, job.created_at, "{data}");
+                }
             }
         }
     }
+    // The cancelled job's entries end with its cancellation, the reclaimed one's with its claim.
+    let last = |entries: Vec<entity::live_event::Model>| entries.last().and_then(|e| e.status);
+    assert_eq!(
+        last(live_entries(&app, claimed[1].id).await),
+        Some(JobStatus::Cancelled)
+    );
+    assert_eq!(
+        last(live_entries(&app, claimed[2].id).await),
+        Some(JobStatus::Processing)
+    );
+}
+
+#[tokio::test]
+async fn a_claim_changes_its_jobs_before_it_waits_its_turn_to_number_live_entries() {
+    use jobgraph::jobs::{lifecycle, rows};
+    use jobgraph::queue;
+    use sea_orm::{ConnectionTrait as _, DatabaseBackend, Statement};
+
+    let app = spawn(0).await;
+    let (alice, ws) = setup(&app).await;
+    for _ in 0..4 {
+        submit(&app, &alice, &ws, "sleep", json!([]), json!({"seconds": 0})).await;
+    }
+    let backend = app.db.get_database_backend();
+    let lease = Duration::from_secs(60);
+    // A first claim, of one job, written and not yet committed: it holds the numbering of live
+    // entries (PostgreSQL) or the one write lock (SQLite) until it commits.
+    let first = jobgraph::db::begin_write(&app.db).await.unwrap();
+    let claiming = queue::claiming(
+        queue::head_ids(backend, queue::head(&any_tool(), 1)),
+        "first",
+        lease,
+    );
+    let claimed_first = lifecycle::update_recording(
+        &first,
+        rows::returning_statement(backend, claiming),
+        Some("claimed by first".to_owned()),
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(claimed_first.len(), 1);
+
+    let db = app.db.clone();
+    let second = tokio::spawn(async move {
+        queue::claim(&db, "second", &any_tool(), &Default::default(), 10, lease).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second claim waits for the first"
+    );
+    if backend == DatabaseBackend::Postgres {
+        // It waits with its jobs already changed (and locked): only the numbering waits, so
+        // claims and completions of several workers change their rows side by side.
+        let lockable = app
+            .db
+            .query_one_raw(Statement::from_string(
+                backend,
+                "SELECT count(*) AS n FROM (SELECT id FROM jobs WHERE status = 'QUEUED' \
+                 FOR UPDATE SKIP LOCKED) AS q",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap();
+        assert_eq!(lockable, 0, "the second claim holds the other three jobs");
+    }
+    first.commit().await.unwrap();
+    let claimed_second = second.await.unwrap().unwrap();
+    assert_eq!(claimed_second.len(), 3);
+    // Numbered in commit order: the first claim's entry before the second's.
+    let first_seq = live_entries(&app, claimed_first[0].id)
+        .await
+        .last()
+        .unwrap()
+        .seq;
+    for job in &claimed_second {
+        let entry = live_entries(&app, job.id).await.pop().unwrap();
+        assert_eq!(entry.status, Some(JobStatus::Processing));
+        assert!(entry.seq > first_seq, "{entry:?} after {first_seq:?}");
+    }
+}
+
+/// A job's live entries in the order of their numbers.
+async fn live_entries(app: &TestApp, job_id: uuid::Uuid) -> Vec<entity::live_event::Model> {
+    use sea_orm::QueryOrder as _;
+    entity::live_event::Entity::find()
+        .filter(entity::live_event::Column::JobId.eq(job_id))
+        .order_by_asc(entity::live_event::Column::Seq)
+        .all(&app.db)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
