@@ -18,6 +18,7 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::rows::Changed;
 use super::state;
 use crate::credits::ledger;
 use crate::error::{Error, Result};
@@ -68,7 +69,8 @@ pub async fn record_events(
 
 /// Runs `update`, an UPDATE of jobs that returns the columns of `rows::returning`, and records
 /// the timeline event `message` for each job it changed, as `record_events` would. Returns the
-/// changed jobs as they now are. `at_most` bounds how many jobs it may change.
+/// changed jobs (`Changed::into_jobs` reads them as they now are, best once the transaction has
+/// committed). `at_most` bounds how many jobs it may change.
 ///
 /// On PostgreSQL the statement writes the timeline rows and the live entries itself, from the
 /// rows it changes: the queue changes a thousand jobs at a time this way (claims, completions),
@@ -80,22 +82,22 @@ pub async fn update_recording(
     update: Statement,
     message: Option<String>,
     at_most: usize,
-) -> Result<Vec<job::Model>> {
+) -> Result<Changed> {
     if tx.get_database_backend() != DatabaseBackend::Postgres {
         let jobs = super::rows::decode(tx.query_all_raw(update).await?)?;
         record_events(tx, &jobs, message).await?;
-        return Ok(jobs);
+        return Ok(Changed::Jobs(jobs));
     }
     let statement = with_timeline(update, message, Utc::now(), at_most);
-    let jobs = super::rows::decode(tx.query_all_raw(statement).await?)?;
-    if jobs.len() > at_most {
+    let rows = tx.query_all_raw(statement).await?;
+    if rows.len() > at_most {
         // Some of them got no timeline row: the caller's transaction must not commit.
         return Err(Error::Internal(anyhow::anyhow!(
             "an update changed {} jobs where at most {at_most} were expected",
-            jobs.len()
+            rows.len()
         )));
     }
-    Ok(jobs)
+    Ok(Changed::Rows(rows))
 }
 
 /// `update` (PostgreSQL, numbered parameters) wrapped so that it also inserts a timeline row and
@@ -375,69 +377,135 @@ pub struct Completion {
     pub resources: Value,
 }
 
-/// Moves many jobs to COMPLETED in the caller's transaction, as `transition` would one by one:
-/// one UPDATE (per thousand) fenced by the status and attempt each runner saw, then their
-/// timeline and live entries in multi-row INSERTs. Returns each job's outcome in order: the job
-/// as updated, or CONFLICT for a job the state machine refuses or that changed meanwhile, which
-/// is left untouched.
-pub async fn complete_all(
-    tx: &crate::db::Transaction,
-    completions: &[Completion],
-) -> Result<Vec<Result<job::Model>>> {
-    use sea_orm::ConnectionTrait as _;
+/// Many jobs to move to COMPLETED, as `transition` would one by one: one UPDATE (per thousand
+/// on SQLite) fenced by the status and attempt each runner saw, with their timeline and live
+/// entries. The statements are built by `new`, before the transaction that `write` runs them in
+/// begins; `Completed::outcomes` reads the jobs once it has committed.
+pub struct Completing<'a> {
+    completions: &'a [Completion],
+    /// The refusals of the state machine, by position; `None` for the jobs to move.
+    refused: Vec<Option<Error>>,
+    statements: Vec<Statement>,
+}
 
-    let mut outcomes: Vec<Option<Result<job::Model>>> = completions
-        .iter()
-        .map(|c| {
-            // COMPLETED never gives the charge back: there is no refund to book here.
-            debug_assert!(!state::refunds(c.job.status, JobStatus::Completed));
-            state::transition(c.job.status, JobStatus::Completed)
-                .err()
-                .map(|err| Err(Error::conflict(err.to_string())))
-        })
-        .collect();
-    let allowed: Vec<usize> = (0..completions.len())
-        .filter(|&i| outcomes[i].is_none())
-        .collect();
-    let backend = tx.get_database_backend();
-    let now = Utc::now();
-    let mut updated: HashMap<Uuid, job::Model> = HashMap::with_capacity(allowed.len());
-    for statement in completing(backend, completions, &allowed, now) {
-        let rows = update_recording(tx, statement, None, allowed.len()).await?;
-        updated.extend(rows.into_iter().map(|job| (job.id, job)));
-    }
-    let missing: Vec<Uuid> = allowed
-        .iter()
-        .map(|&i| completions[i].job.id)
-        .filter(|id| !updated.contains_key(id))
-        .collect();
-    let mut now_as: HashMap<Uuid, JobStatus> = HashMap::new();
-    for chunk in missing.chunks(ROWS_PER_INSERT) {
-        for job in job::Entity::find()
-            .filter(job::Column::Id.is_in(chunk.iter().copied()))
-            .all(tx)
-            .await?
-        {
-            now_as.insert(job.id, job.status);
+impl<'a> Completing<'a> {
+    pub fn new(backend: DatabaseBackend, completions: &'a [Completion]) -> Self {
+        let refused: Vec<Option<Error>> = completions
+            .iter()
+            .map(|c| {
+                // COMPLETED never gives the charge back: there is no refund to book here.
+                debug_assert!(!state::refunds(c.job.status, JobStatus::Completed));
+                state::transition(c.job.status, JobStatus::Completed)
+                    .err()
+                    .map(|err| Error::conflict(err.to_string()))
+            })
+            .collect();
+        let allowed: Vec<usize> = (0..completions.len())
+            .filter(|&i| refused[i].is_none())
+            .collect();
+        let statements = completing(backend, completions, &allowed, Utc::now());
+        Completing {
+            completions,
+            refused,
+            statements,
         }
     }
-    for &i in &allowed {
-        let id = completions[i].job.id;
-        outcomes[i] = Some(match updated.remove(&id) {
-            Some(job) => Ok(job),
-            None => Err(Error::conflict(match now_as.get(&id) {
-                Some(status) => format!(
-                    "the job changed meanwhile: it is now {}",
-                    state::name(*status)
-                ),
-                None => "the job was deleted meanwhile".to_owned(),
-            })),
-        });
+
+    /// Runs the UPDATEs in `tx`. A job that changed meanwhile is left untouched, and its
+    /// outcome is CONFLICT.
+    pub async fn write(self, tx: &crate::db::Transaction) -> Result<Completed> {
+        let allowed = self.refused.iter().filter(|r| r.is_none()).count();
+        let mut changed = Vec::with_capacity(self.statements.len());
+        for statement in self.statements {
+            changed.push(update_recording(tx, statement, None, allowed).await?);
+        }
+        let mut moved: HashMap<Uuid, usize> = HashMap::with_capacity(allowed);
+        for rows in &changed {
+            for id in rows.ids()? {
+                let at = moved.len();
+                moved.insert(id, at);
+            }
+        }
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(self.completions.len());
+        let mut missing = Vec::new();
+        for (completion, refused) in self.completions.iter().zip(self.refused) {
+            outcomes.push(match refused {
+                Some(err) => Outcome::Refused(err),
+                None => match moved.remove(&completion.job.id) {
+                    Some(at) => Outcome::Moved(at),
+                    None => {
+                        missing.push(completion.job.id);
+                        Outcome::Changed(completion.job.id)
+                    }
+                },
+            });
+        }
+        let mut now_as: HashMap<Uuid, JobStatus> = HashMap::new();
+        for chunk in missing.chunks(ROWS_PER_INSERT) {
+            for job in job::Entity::find()
+                .filter(job::Column::Id.is_in(chunk.iter().copied()))
+                .all(tx)
+                .await?
+            {
+                now_as.insert(job.id, job.status);
+            }
+        }
+        Ok(Completed {
+            changed,
+            outcomes,
+            now_as,
+        })
     }
-    Ok(outcomes
-        .into_iter()
-        .map(|outcome| outcome.expect("every completion has an outcome"))
-        .collect())
+}
+
+enum Outcome {
+    Refused(Error),
+    /// Moved: the position of its row among the changed rows.
+    Moved(usize),
+    /// Not moved: the job changed meanwhile.
+    Changed(Uuid),
+}
+
+/// What `Completing::write` did.
+pub struct Completed {
+    changed: Vec<Changed>,
+    outcomes: Vec<Outcome>,
+    /// What the jobs that changed meanwhile had become.
+    now_as: HashMap<Uuid, JobStatus>,
+}
+
+impl Completed {
+    /// Whether the completion at `index` moved its job.
+    pub fn moved(&self, index: usize) -> bool {
+        matches!(self.outcomes[index], Outcome::Moved(_))
+    }
+
+    /// Each completion's outcome in order: its job as updated, or CONFLICT for a job the state
+    /// machine refused or that changed meanwhile.
+    pub fn outcomes(self) -> Result<Vec<Result<job::Model>>> {
+        let mut jobs: Vec<Option<job::Model>> = Vec::new();
+        for changed in self.changed {
+            jobs.extend(changed.into_jobs()?.into_iter().map(Some));
+        }
+        let now_as = self.now_as;
+        Ok(self
+            .outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Outcome::Refused(err) => Err(err),
+                Outcome::Moved(at) => jobs.get_mut(at).and_then(Option::take).ok_or_else(|| {
+                    Error::Internal(anyhow::anyhow!("a completed row went missing"))
+                }),
+                Outcome::Changed(id) => Err(Error::conflict(match now_as.get(&id) {
+                    Some(status) => format!(
+                        "the job changed meanwhile: it is now {}",
+                        state::name(*status)
+                    ),
+                    None => "the job was deleted meanwhile".to_owned(),
+                })),
+            })
+            .collect())
+    }
 }
 
 /// The UPDATEs that move the jobs of `completions` at `chosen` to COMPLETED, each only if it

@@ -110,3 +110,41 @@ pub fn returning_sql(table: &str) -> String {
         .collect();
     format!("RETURNING {}", columns.join(", "))
 }
+
+/// The jobs an UPDATE changed: decoded where its transaction needed them, or as the database
+/// sent them, to be decoded once the transaction has committed (so that it holds its locks, and
+/// the numbering of live entries, for no client-side work).
+#[derive(Debug)]
+pub enum Changed {
+    Jobs(Vec<job::Model>),
+    Rows(Vec<QueryResult>),
+}
+
+impl Changed {
+    pub fn len(&self) -> usize {
+        match self {
+            Changed::Jobs(jobs) => jobs.len(),
+            Changed::Rows(rows) => rows.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids of the changed jobs, in order; only the `id` column is read.
+    pub fn ids(&self) -> Result<Vec<uuid::Uuid>, DbErr> {
+        match self {
+            Changed::Jobs(jobs) => Ok(jobs.iter().map(|job| job.id).collect()),
+            Changed::Rows(rows) => rows.iter().map(|row| row.try_get("", "id")).collect(),
+        }
+    }
+
+    /// The changed jobs as they now are.
+    pub fn into_jobs(self) -> Result<Vec<job::Model>, DbErr> {
+        match self {
+            Changed::Jobs(jobs) => Ok(jobs),
+            Changed::Rows(rows) => decode(rows),
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! Short jobs finish close together, and one transaction per job would make the commit the
 //! queue's limit (SQLite has one writer; on PostgreSQL each commit waits for its WAL flush and
 //! numbers its live entries one committer at a time). A group is written with set-based
-//! statements (`lifecycle::complete_all`): each job still moves only if it has the status and
+//! statements (`lifecycle::Completing`): each job still moves only if it has the status and
 //! attempt its runner saw, and only a job that changed meanwhile is reported as a conflict. No
 //! completion waits for a timer: an idle worker writes one at once.
 
@@ -98,10 +98,12 @@ async fn write_group(
     requests: &[Request],
 ) -> Result<Vec<Result<job::Model>>> {
     let began = std::time::Instant::now();
+    let completing = lifecycle::Completing::new(db.get_database_backend(), completions);
     let tx = db::begin_write(db).await?;
-    let outcomes = lifecycle::complete_all(&tx, completions).await?;
-    for (request, outcome) in requests.iter().zip(&outcomes) {
-        if let Ok(job) = outcome {
+    let completed = completing.write(&tx).await?;
+    for (index, request) in requests.iter().enumerate() {
+        if completed.moved(index) {
+            let job = &request.completion.job;
             for file in &request.outputs {
                 file.insert(&tx, job.workspace_id, job.id, FileRole::Output)
                     .await?;
@@ -109,6 +111,7 @@ async fn write_group(
         }
     }
     tx.commit().await?;
+    let outcomes = completed.outcomes()?;
     tracing::debug!(
         jobs = completions.len(),
         ms = began.elapsed().as_secs_f64() * 1e3,

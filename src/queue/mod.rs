@@ -233,6 +233,8 @@ pub async fn claim(
     let message = Some(format!("claimed by {worker}"));
     let claimed = lifecycle::update_recording(&tx, claiming, message, limit as usize).await?;
     tx.commit().await?;
+    // Read once committed. Should that fail, the claimed jobs come back when their lease ends.
+    let claimed = claimed.into_jobs()?;
     tracing::debug!(
         worker,
         asked = limit,

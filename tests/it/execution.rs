@@ -488,9 +488,13 @@ async fn completions_written_together_skip_only_the_jobs_that_changed_meanwhile(
             resources: json!({"wallSeconds": 0.0}),
         })
         .collect();
+    let completing = lifecycle::Completing::new(app.db.get_database_backend(), &completions);
     let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
-    let outcomes = lifecycle::complete_all(&tx, &completions).await.unwrap();
+    let completed = completing.write(&tx).await.unwrap();
+    let moved: Vec<bool> = (0..completions.len()).map(|i| completed.moved(i)).collect();
+    assert_eq!(moved, [true, false, false, true]);
     tx.commit().await.unwrap();
+    let outcomes = completed.outcomes().unwrap();
     let kinds: Vec<&str> = outcomes
         .iter()
         .map(|outcome| match outcome {
@@ -647,6 +651,8 @@ async fn a_claim_changes_its_jobs_before_it_waits_its_turn_to_number_live_entrie
         1,
     )
     .await
+    .unwrap()
+    .into_jobs()
     .unwrap();
     assert_eq!(claimed_first.len(), 1);
 
