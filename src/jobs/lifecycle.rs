@@ -4,7 +4,7 @@
 //! the caller's transaction.
 //! Two racing finishers therefore cannot both succeed, and a job is refunded at most once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use entity::credit_transaction::TransactionKind;
@@ -83,12 +83,34 @@ pub async fn update_recording(
     message: Option<String>,
     at_most: usize,
 ) -> Result<Changed> {
+    recording(tx, update, message, at_most, "*").await
+}
+
+/// `update_recording` for a writer that needs only the ids of the changed jobs: on PostgreSQL
+/// the jobs' rows are not sent back.
+pub async fn update_recording_ids(
+    tx: &crate::db::Transaction,
+    update: Statement,
+    message: Option<String>,
+    at_most: usize,
+) -> Result<Vec<Uuid>> {
+    Ok(recording(tx, update, message, at_most, "id").await?.ids()?)
+}
+
+/// `update_recording`, returning the columns `returned` of the changed jobs on PostgreSQL.
+async fn recording(
+    tx: &crate::db::Transaction,
+    update: Statement,
+    message: Option<String>,
+    at_most: usize,
+    returned: &str,
+) -> Result<Changed> {
     if tx.get_database_backend() != DatabaseBackend::Postgres {
         let jobs = super::rows::decode(tx.query_all_raw(update).await?)?;
         record_events(tx, &jobs, message).await?;
         return Ok(Changed::Jobs(jobs));
     }
-    let statement = with_timeline(update, message, Utc::now(), at_most);
+    let statement = with_timeline(update, message, Utc::now(), at_most, returned);
     let rows = tx.query_all_raw(statement).await?;
     if rows.len() > at_most {
         // Some of them got no timeline row: the caller's transaction must not commit.
@@ -103,12 +125,13 @@ pub async fn update_recording(
 /// `update` (PostgreSQL, numbered parameters) wrapped so that it also inserts a timeline row and
 /// a live entry for each job it returns, and still returns those jobs. The event ids come from
 /// here (UUIDv7, in the writer's order, as every timeline row's id does), paired with the
-/// changed rows in the order they come.
+/// changed rows in the order they come. The statement returns the columns `returned` of them.
 fn with_timeline(
     update: Statement,
     message: Option<String>,
     now: DateTime<Utc>,
     at_most: usize,
+    returned: &str,
 ) -> Statement {
     let mut values = update.values.map(|values| values.0).unwrap_or_default();
     let first = values.len() + 1;
@@ -122,7 +145,7 @@ fn with_timeline(
          changed.progress, changed.attempt, row_number() OVER () AS n FROM changed) AS c \
          JOIN unnest(${ids}::uuid[]) WITH ORDINALITY AS e (id, n) ON e.n = c.n), \
          {live} \
-         SELECT * FROM changed",
+         SELECT {returned} FROM changed",
         update = update.sql,
         message = first,
         now = first + 1,
@@ -380,7 +403,8 @@ pub struct Completion {
 /// Many jobs to move to COMPLETED, as `transition` would one by one: one UPDATE (per thousand
 /// on SQLite) fenced by the status and attempt each runner saw, with their timeline and live
 /// entries. The statements are built by `new`, before the transaction that `write` runs them in
-/// begins; `Completed::outcomes` reads the jobs once it has committed.
+/// begins. Only the ids of the moved jobs come back: a completion changes nothing its runner
+/// reads (COMPLETED gives no refund).
 pub struct Completing<'a> {
     completions: &'a [Completion],
     /// The refusals of the state machine, by position; `None` for the jobs to move.
@@ -411,35 +435,29 @@ impl<'a> Completing<'a> {
         }
     }
 
-    /// Runs the UPDATEs in `tx`. A job that changed meanwhile is left untouched, and its
-    /// outcome is CONFLICT.
-    pub async fn write(self, tx: &crate::db::Transaction) -> Result<Completed> {
+    /// Runs the UPDATEs in `tx`. Returns each completion's outcome in order: done, or CONFLICT
+    /// for a job the state machine refused or that changed meanwhile, which is left untouched.
+    pub async fn write(self, tx: &crate::db::Transaction) -> Result<Vec<Result<()>>> {
         let allowed = self.refused.iter().filter(|r| r.is_none()).count();
-        let mut changed = Vec::with_capacity(self.statements.len());
+        let mut moved: HashSet<Uuid> = HashSet::with_capacity(allowed);
         for statement in self.statements {
-            changed.push(update_recording(tx, statement, None, allowed).await?);
+            moved.extend(update_recording_ids(tx, statement, None, allowed).await?);
         }
-        let mut moved: HashMap<Uuid, usize> = HashMap::with_capacity(allowed);
-        for rows in &changed {
-            for id in rows.ids()? {
-                let at = moved.len();
-                moved.insert(id, at);
-            }
-        }
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(self.completions.len());
-        let mut missing = Vec::new();
+        let mut outcomes: Vec<std::result::Result<(), Option<Uuid>>> =
+            Vec::with_capacity(self.completions.len());
+        let mut refusals = Vec::new();
         for (completion, refused) in self.completions.iter().zip(self.refused) {
+            let id = completion.job.id;
             outcomes.push(match refused {
-                Some(err) => Outcome::Refused(err),
-                None => match moved.remove(&completion.job.id) {
-                    Some(at) => Outcome::Moved(at),
-                    None => {
-                        missing.push(completion.job.id);
-                        Outcome::Changed(completion.job.id)
-                    }
-                },
+                Some(err) => {
+                    refusals.push(err);
+                    Err(None)
+                }
+                None if moved.remove(&id) => Ok(()),
+                None => Err(Some(id)),
             });
         }
+        let missing: Vec<Uuid> = outcomes.iter().filter_map(|o| o.err().flatten()).collect();
         let mut now_as: HashMap<Uuid, JobStatus> = HashMap::new();
         for chunk in missing.chunks(ROWS_PER_INSERT) {
             for job in job::Entity::find()
@@ -450,53 +468,13 @@ impl<'a> Completing<'a> {
                 now_as.insert(job.id, job.status);
             }
         }
-        Ok(Completed {
-            changed,
-            outcomes,
-            now_as,
-        })
-    }
-}
-
-enum Outcome {
-    Refused(Error),
-    /// Moved: the position of its row among the changed rows.
-    Moved(usize),
-    /// Not moved: the job changed meanwhile.
-    Changed(Uuid),
-}
-
-/// What `Completing::write` did.
-pub struct Completed {
-    changed: Vec<Changed>,
-    outcomes: Vec<Outcome>,
-    /// What the jobs that changed meanwhile had become.
-    now_as: HashMap<Uuid, JobStatus>,
-}
-
-impl Completed {
-    /// Whether the completion at `index` moved its job.
-    pub fn moved(&self, index: usize) -> bool {
-        matches!(self.outcomes[index], Outcome::Moved(_))
-    }
-
-    /// Each completion's outcome in order: its job as updated, or CONFLICT for a job the state
-    /// machine refused or that changed meanwhile.
-    pub fn outcomes(self) -> Result<Vec<Result<job::Model>>> {
-        let mut jobs: Vec<Option<job::Model>> = Vec::new();
-        for changed in self.changed {
-            jobs.extend(changed.into_jobs()?.into_iter().map(Some));
-        }
-        let now_as = self.now_as;
-        Ok(self
-            .outcomes
+        let mut refusals = refusals.into_iter();
+        Ok(outcomes
             .into_iter()
             .map(|outcome| match outcome {
-                Outcome::Refused(err) => Err(err),
-                Outcome::Moved(at) => jobs.get_mut(at).and_then(Option::take).ok_or_else(|| {
-                    Error::Internal(anyhow::anyhow!("a completed row went missing"))
-                }),
-                Outcome::Changed(id) => Err(Error::conflict(match now_as.get(&id) {
+                Ok(()) => Ok(()),
+                Err(None) => Err(refusals.next().expect("one refusal per refused completion")),
+                Err(Some(id)) => Err(Error::conflict(match now_as.get(&id) {
                     Some(status) => format!(
                         "the job changed meanwhile: it is now {}",
                         state::name(*status)

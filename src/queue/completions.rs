@@ -9,7 +9,7 @@
 //! completion waits for a timer: an idle worker writes one at once.
 
 use entity::file::FileRole;
-use entity::job::{self, JobStatus};
+use entity::job::JobStatus;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
@@ -25,7 +25,7 @@ const MAX_GROUP: usize = 1000;
 struct Request {
     completion: Completion,
     outputs: Vec<NewFile>,
-    reply: oneshot::Sender<Result<job::Model>>,
+    reply: oneshot::Sender<Result<()>>,
 }
 
 /// The handle through which a worker's runs record their completion.
@@ -42,13 +42,9 @@ impl Completions {
         Completions { sender }
     }
 
-    /// Records that `completion` ended its job, with the rows of its output files, and returns
-    /// the job as it now is. CONFLICT if the job changed meanwhile.
-    pub async fn complete(
-        &self,
-        completion: Completion,
-        outputs: Vec<NewFile>,
-    ) -> Result<job::Model> {
+    /// Records that `completion` ended its job, with the rows of its output files. CONFLICT if
+    /// the job changed meanwhile.
+    pub async fn complete(&self, completion: Completion, outputs: Vec<NewFile>) -> Result<()> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send(Request {
@@ -96,13 +92,13 @@ async fn write_group(
     db: &DatabaseConnection,
     completions: &[Completion],
     requests: &[Request],
-) -> Result<Vec<Result<job::Model>>> {
+) -> Result<Vec<Result<()>>> {
     let began = std::time::Instant::now();
     let completing = lifecycle::Completing::new(db.get_database_backend(), completions);
     let tx = db::begin_write(db).await?;
-    let completed = completing.write(&tx).await?;
-    for (index, request) in requests.iter().enumerate() {
-        if completed.moved(index) {
+    let outcomes = completing.write(&tx).await?;
+    for (request, outcome) in requests.iter().zip(&outcomes) {
+        if outcome.is_ok() {
             let job = &request.completion.job;
             for file in &request.outputs {
                 file.insert(&tx, job.workspace_id, job.id, FileRole::Output)
@@ -111,7 +107,6 @@ async fn write_group(
         }
     }
     tx.commit().await?;
-    let outcomes = completed.outcomes()?;
     tracing::debug!(
         jobs = completions.len(),
         ms = began.elapsed().as_secs_f64() * 1e3,
@@ -121,7 +116,7 @@ async fn write_group(
 }
 
 /// One completion in its own transaction, as `lifecycle::transition` records any ending.
-async fn write_one(db: &DatabaseConnection, request: &Request) -> Result<job::Model> {
+async fn write_one(db: &DatabaseConnection, request: &Request) -> Result<()> {
     let Completion {
         job,
         result,
@@ -139,4 +134,5 @@ async fn write_one(db: &DatabaseConnection, request: &Request) -> Result<job::Mo
         &request.outputs,
     )
     .await
+    .map(drop)
 }

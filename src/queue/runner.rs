@@ -335,6 +335,8 @@ async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Mod
     // Only a completed run keeps output files: any other ending, or a completion that cannot
     // be recorded, removes what this attempt stored.
     let completed = matches!(outcome, Outcome::Done(_));
+    // How the run ended: the job's status, and whether it was refunded.
+    let ended = |job: job::Model| Some((job.status, job.refunded));
     let result = match outcome {
         Outcome::Done(output) => completions
             .complete(
@@ -346,11 +348,12 @@ async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Mod
                 output.files,
             )
             .await
-            .map(Some),
+            // COMPLETED gives no refund.
+            .map(|()| Some((JobStatus::Completed, job.refunded))),
         Outcome::TimedOut(limit) => {
             crate::queue::time_out(&worker.db, &job, limit, Some(resources))
                 .await
-                .map(Some)
+                .map(ended)
         }
         Outcome::Failed(Failure::Transient(message)) => crate::queue::fail_attempt(
             &worker.db,
@@ -361,11 +364,11 @@ async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Mod
             Some(resources),
         )
         .await
-        .map(Some),
+        .map(ended),
         Outcome::Failed(Failure::Permanent(message)) => {
             crate::queue::fail_attempt(&worker.db, &job, message, "FAILED", false, Some(resources))
                 .await
-                .map(Some)
+                .map(ended)
         }
         Outcome::Failed(Failure::Abandoned) | Outcome::Abandoned => {
             tracing::info!("the job was cancelled or reclaimed; the attempt stops");
@@ -378,13 +381,10 @@ async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Mod
             .delete_prefix(&files::output_prefix(job.workspace_id, job.id, job.attempt))
             .await;
     }
-    if let Ok(Some(ended)) = &result {
-        worker.metrics.finished(
-            &job.tool,
-            ended.status,
-            seconds,
-            ended.refunded && !job.refunded,
-        );
+    if let Ok(Some((status, refunded))) = result {
+        worker
+            .metrics
+            .finished(&job.tool, status, seconds, refunded && !job.refunded);
     }
     match result.map(drop) {
         Ok(()) => {}
