@@ -8,6 +8,7 @@ pub mod credit_transaction;
 pub mod file;
 pub mod job;
 pub mod job_event;
+pub mod job_key;
 pub mod job_share;
 pub mod live_event;
 pub mod membership;

@@ -6,6 +6,7 @@ pub use crate::credit_transaction::Entity as CreditTransaction;
 pub use crate::file::Entity as File;
 pub use crate::job::Entity as Job;
 pub use crate::job_event::Entity as JobEvent;
+pub use crate::job_key::Entity as JobKey;
 pub use crate::job_share::Entity as JobShare;
 pub use crate::live_event::Entity as LiveEvent;
 pub use crate::membership::Entity as Membership;

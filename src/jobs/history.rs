@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus};
-use entity::{batch, job_event, user};
+use entity::{batch, job_event, job_key, user};
 use sea_orm::sea_query::{Expr, ExprTrait as _, Func};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic, Iterable,
@@ -34,15 +34,11 @@ pub struct JobFilter {
 }
 
 impl JobFilter {
+    /// `select`, jobs of one workspace with the filter's tool and submitter, narrowed by the
+    /// rest of the filter.
     fn apply(&self, mut select: sea_orm::Select<job::Entity>) -> sea_orm::Select<job::Entity> {
         if !self.statuses.is_empty() {
             select = select.filter(job::Column::Status.is_in(self.statuses.iter().copied()));
-        }
-        if let Some(tool) = &self.tool {
-            select = select.filter(job::Column::Tool.eq(tool.as_str()));
-        }
-        if let Some(submitter) = self.submitter_id {
-            select = select.filter(job::Column::SubmitterId.eq(submitter));
         }
         if let Some(batch) = self.batch_id {
             select = select.filter(job::Column::BatchId.eq(batch));
@@ -74,6 +70,31 @@ impl JobFilter {
         }
         select
     }
+}
+
+/// `jobs.id` among the jobs of `workspace_id` with the tool `tool` and the submitter
+/// `submitter_id` (those given), as `job_keys` holds them: its indexes serve these filters (see
+/// migration 000110). None when neither is given.
+fn keyed(
+    workspace_id: Uuid,
+    tool: Option<&str>,
+    submitter_id: Option<Uuid>,
+) -> Option<sea_orm::sea_query::SimpleExpr> {
+    use sea_orm::sea_query::Query;
+    if tool.is_none() && submitter_id.is_none() {
+        return None;
+    }
+    let mut keys = Query::select();
+    keys.column(job_key::Column::JobId)
+        .from(job_key::Entity)
+        .and_where(job_key::Column::WorkspaceId.eq(workspace_id));
+    if let Some(tool) = tool {
+        keys.and_where(job_key::Column::Tool.eq(tool));
+    }
+    if let Some(submitter) = submitter_id {
+        keys.and_where(job_key::Column::SubmitterId.eq(submitter));
+    }
+    Some(job::Column::Id.in_subquery(keys))
 }
 
 /// What the history filters look at in a job: a loaded job, or what a live event kept of one.
@@ -147,6 +168,32 @@ pub struct Listing {
     pub submitters: Vec<user::Model>,
 }
 
+/// The jobs of `workspace_id` that pass `filter`, in no order.
+pub fn filtered(workspace_id: Uuid, filter: &JobFilter) -> sea_orm::Select<job::Entity> {
+    filter.apply(of_workspace(
+        workspace_id,
+        filter.tool.as_deref(),
+        filter.submitter_id,
+    ))
+}
+
+/// The jobs of `workspace_id`, of the tool `tool` and the submitter `submitter_id` when given.
+///
+/// A tool's or a submitter's jobs are found through their keys (`keyed`), which hold the
+/// workspace: the jobs themselves are then reached by id only. With `jobs.workspace_id` as a
+/// condition as well, a planner without statistics paired each key with a scan of the
+/// workspace's jobs instead of looking its job up (a job never moves to another workspace).
+fn of_workspace(
+    workspace_id: Uuid,
+    tool: Option<&str>,
+    submitter_id: Option<Uuid>,
+) -> sea_orm::Select<job::Entity> {
+    match keyed(workspace_id, tool, submitter_id) {
+        Some(keys) => job::Entity::find().filter(keys),
+        None => job::Entity::find_in_workspace(workspace_id),
+    }
+}
+
 /// The prefix of the submitter's columns in a listing's rows.
 const SUBMITTER: &str = "submitter__";
 
@@ -160,7 +207,7 @@ pub async fn list(
     detail: &Detail,
     with_submitters: bool,
 ) -> Result<Listing> {
-    let mut select = filter.apply(job::Entity::find_in_workspace(access.workspace.id));
+    let mut select = filtered(access.workspace.id, filter);
     let columns = match detail {
         Detail::Full => None,
         Detail::Columns(extra) => {
@@ -296,14 +343,11 @@ pub async fn counts(
     access: &WorkspaceAccess,
     submitter_id: Option<Uuid>,
 ) -> Result<HashMap<JobStatus, i64>> {
-    let mut select = job::Entity::find_in_workspace(access.workspace.id)
+    let select = of_workspace(access.workspace.id, None, submitter_id)
         .select_only()
         .column(job::Column::Status)
         .column_as(job::Column::Id.count(), "count")
         .group_by(job::Column::Status);
-    if let Some(submitter) = submitter_id {
-        select = select.filter(job::Column::SubmitterId.eq(submitter));
-    }
     let rows: Vec<(JobStatus, i64)> = select.into_tuple().all(db).await?;
     Ok(rows.into_iter().collect())
 }

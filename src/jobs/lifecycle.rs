@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use entity::credit_transaction::TransactionKind;
 use entity::job::{self, JobStatus};
-use entity::job_event;
 use entity::live_event::LiveKind;
+use entity::{job_event, job_key};
 use sea_orm::{
     ActiveEnum as _, ActiveValue::NotSet, ColumnTrait, ConnectionTrait as _, DatabaseBackend,
     EntityTrait, QueryFilter, Set, Statement,
@@ -231,19 +231,40 @@ async fn insert_events_postgres(
     Ok(())
 }
 
-/// Deletes the timelines of the jobs `jobs` selects, in the transaction that deletes them:
-/// on PostgreSQL no foreign key does it (see migration 000070).
-pub async fn delete_timelines(tx: &crate::db::Transaction, jobs: sea_orm::Condition) -> Result<()> {
+/// Deletes the timelines and the keys (`job_keys`) of the jobs `jobs` selects, in the
+/// transaction that deletes them: no foreign key does it (see migrations 000070 and 000110).
+pub async fn delete_records(tx: &crate::db::Transaction, jobs: sea_orm::Condition) -> Result<()> {
     use sea_orm::{QuerySelect as _, QueryTrait as _};
-    let ids = job::Entity::find()
-        .select_only()
-        .column(job::Column::Id)
-        .filter(jobs)
-        .into_query();
+    let ids = || {
+        job::Entity::find()
+            .select_only()
+            .column(job::Column::Id)
+            .filter(jobs.clone())
+            .into_query()
+    };
     job_event::Entity::delete_many()
-        .filter(job_event::Column::JobId.in_subquery(ids))
+        .filter(job_event::Column::JobId.in_subquery(ids()))
         .exec(tx)
         .await?;
+    job_key::Entity::delete_many()
+        .filter(job_key::Column::JobId.in_subquery(ids()))
+        .exec(tx)
+        .await?;
+    Ok(())
+}
+
+/// Writes the keys (`job_keys`) of new jobs, in the transaction that inserts them.
+pub async fn insert_keys(tx: &crate::db::Transaction, jobs: &[job::Model]) -> Result<()> {
+    for chunk in jobs.chunks(ROWS_PER_INSERT) {
+        job_key::Entity::insert_many(chunk.iter().map(|job| job_key::ActiveModel {
+            job_id: Set(job.id),
+            workspace_id: Set(job.workspace_id),
+            tool: Set(job.tool.clone()),
+            submitter_id: Set(job.submitter_id),
+        }))
+        .exec_without_returning(tx)
+        .await?;
+    }
     Ok(())
 }
 

@@ -297,6 +297,7 @@ async fn insert_jobs(
         rows.iter().filter_map(|row| row.id.try_as_ref().copied()),
         |job| job.id,
     );
+    lifecycle::insert_keys(tx, &jobs).await?;
     for (job_id, file) in &stored {
         file.insert(tx, workspace_id, *job_id, entity::file::FileRole::Input)
             .await?;
@@ -600,7 +601,7 @@ pub async fn delete(
     let tx = db::begin_write(db).await?;
     let access = JobAccess::load(&tx, viewer, id).await?;
     access.check(JobAction::Delete)?;
-    lifecycle::delete_timelines(&tx, sea_orm::Condition::all().add(job::Column::Id.eq(id))).await?;
+    lifecycle::delete_records(&tx, sea_orm::Condition::all().add(job::Column::Id.eq(id))).await?;
     let deleted = job::Entity::delete_many()
         .filter(job::Column::Id.eq(id))
         .filter(job::Column::Status.eq(access.job.status))

@@ -132,3 +132,30 @@ async fn write_transactions_take_turns_in_arrival_order_on_sqlite() {
     }
     assert_eq!(order, vec![1, 2, 3]);
 }
+
+/// The migration that brings `job_keys` writes the keys of the jobs already there.
+#[tokio::test]
+async fn job_keys_are_written_for_the_jobs_already_there() {
+    use migration::{Migrator, MigratorTrait as _};
+    use sea_orm::EntityTrait as _;
+
+    let app = TestApp::spawn().await;
+    let owner = app.user("owner@lab.test").await;
+    let ws = app.workspace(&owner, "lab").await;
+    app.grant(&ws, 10).await;
+    app.job(&owner, &ws, 1).await;
+    Migrator::down(&app.db, Some(1)).await.unwrap();
+    jobgraph::db::migrate(&app.db).await.unwrap();
+    let jobs = entity::job::Entity::find().all(&app.db).await.unwrap();
+    let keys = entity::job_key::Entity::find().all(&app.db).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        keys,
+        [entity::job_key::Model {
+            job_id: jobs[0].id,
+            workspace_id: jobs[0].workspace_id,
+            tool: jobs[0].tool.clone(),
+            submitter_id: jobs[0].submitter_id,
+        }]
+    );
+}

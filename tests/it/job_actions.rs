@@ -405,6 +405,8 @@ async fn deleting_a_finished_job_keeps_its_ledger_entries() {
         json!({"id": job}),
     )
     .await;
+    let keys = || entity::job_key::Entity::find().count(&app.db);
+    assert_eq!(keys().await.unwrap(), 1);
     app.ok(Some(&alice.token), delete, json!({"id": job})).await;
     let (_, body) = app.read_job(Some(&alice.token), &job).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
@@ -422,6 +424,7 @@ async fn deleting_a_finished_job_keeps_its_ledger_entries() {
             .unwrap(),
         0
     );
+    assert_eq!(keys().await.unwrap(), 0, "the job's keys go with it");
     assert_eq!(app.balance(&ws).await, 100);
 }
 

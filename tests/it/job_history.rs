@@ -555,3 +555,70 @@ async fn a_batchs_jobs_are_read_from_the_batch_index() {
     assert_eq!(found.len(), 500);
     assert!(found.iter().all(|job| job.batch_id == Some(batches[2])));
 }
+
+/// The history's tool and submitter filters read `job_keys` through its indexes: those keys are
+/// written once per job, where on `jobs` every change of status added an entry to their indexes.
+#[tokio::test]
+async fn a_tools_and_a_submitters_jobs_are_read_through_the_job_keys() {
+    use jobgraph::jobs::history::{self, JobFilter};
+    use sea_orm::{QueryOrder as _, QuerySelect as _, QueryTrait as _};
+
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let bob = app.user("bob@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.add_member(&alice, &ws, &bob, "MEMBER").await;
+    app.grant(&ws, 100_000).await;
+    let batch = "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }";
+    let noop: Vec<_> = (0..500).map(|_| json!({"tool": "noop"})).collect();
+    for _ in 0..3 {
+        app.ok(Some(&alice.token), batch, json!({"ws": ws, "jobs": noop}))
+            .await;
+    }
+    let sleep: Vec<_> = (0..30)
+        .map(|_| json!({"tool": "sleep", "settings": {"seconds": 0}}))
+        .collect();
+    app.ok(Some(&bob.token), batch, json!({"ws": ws, "jobs": sleep}))
+        .await;
+    let ws_id = jobgraph::ids::decode(jobgraph::ids::Kind::Workspace, "id", &ws).unwrap();
+    let bob_id = jobgraph::ids::decode(jobgraph::ids::Kind::User, "id", &bob.id).unwrap();
+    let backend = app.db.get_database_backend();
+    for (filter, index) in [
+        (
+            JobFilter {
+                tool: Some("sleep".to_owned()),
+                ..Default::default()
+            },
+            "idx_job_keys_tool",
+        ),
+        (
+            JobFilter {
+                submitter_id: Some(bob_id),
+                ..Default::default()
+            },
+            "idx_job_keys_submitter",
+        ),
+    ] {
+        let page = history::filtered(ws_id, &filter)
+            .order_by_desc(entity::job::Column::Id)
+            .limit(21);
+        let plan = crate::support::plan(&app.db, backend.build(&page.clone().into_query())).await;
+        assert!(plan.contains(index), "{filter:?}: {plan}");
+        assert!(!plan.contains("Seq Scan"), "{filter:?}: {plan}");
+        // Each key's job is then looked up by id, not among the workspace's jobs.
+        let by_id = match backend {
+            sea_orm::DatabaseBackend::Postgres => "Index Scan using jobs_pkey on jobs",
+            _ => "SEARCH jobs USING INDEX sqlite_autoindex_jobs_1 (id=?)",
+        };
+        assert!(plan.contains(by_id), "{filter:?}: {plan}");
+        let found = page.all(&app.db).await.unwrap();
+        assert_eq!(found.len(), 21);
+        assert!(
+            found
+                .iter()
+                .all(|job| job.tool == "sleep" && job.submitter_id == bob_id),
+            "{filter:?}"
+        );
+        assert!(found.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    }
+}

@@ -188,6 +188,8 @@ async fn renaming_changes_the_name_and_deleting_removes_the_workspace() {
     .await;
     let timeline = || entity::job_event::Entity::find().count(&app.db);
     assert!(timeline().await.unwrap() > 0);
+    let keys = || entity::job_key::Entity::find().count(&app.db);
+    assert_eq!(keys().await.unwrap(), 1);
     let data = app
         .ok(
             Some(&alice.token),
@@ -209,6 +211,7 @@ async fn renaming_changes_the_name_and_deleting_removes_the_workspace() {
         0,
         "the job's timeline is deleted"
     );
+    assert_eq!(keys().await.unwrap(), 0, "and its keys");
     let code = app
         .error_code(
             Some(&alice.token),
