@@ -319,7 +319,8 @@ async fn seed_and_measure(
     let started = Instant::now();
     seed_jobs(db, workspace.id, &submitters, settings.jobs).await?;
     let inserted = started.elapsed();
-    db.execute_unprepared("VACUUM (ANALYZE) jobs").await?;
+    db.execute_unprepared("VACUUM (ANALYZE) jobs, job_keys")
+        .await?;
     let seeding = started.elapsed();
     // Writes out the seeded gigabyte now rather than in a checkpoint during a measured run
     // (best effort: it needs superuser or pg_checkpoint).
@@ -605,7 +606,8 @@ async fn check_page(
     Ok(())
 }
 
-/// Seeds `count` jobs into the workspace with a few `INSERT ... SELECT` statements.
+/// Seeds `count` jobs into the workspace with a few `INSERT ... SELECT` statements, each with
+/// the jobs' keys (`job_keys`), as a submission writes them.
 ///
 /// Job `i` (1 is the oldest) is created `SEED_STEP_MS` after job `i - 1`, up to about now. Its
 /// id is UUIDv7-shaped: 48 bits of the creation time in milliseconds, the version nibble 7, the
@@ -636,7 +638,7 @@ async fn seed_jobs(
         // `h` is a well-mixed number per job, for the choices that should look random.
         let sql = format!(
             r#"
-INSERT INTO jobs (
+WITH inserted AS (INSERT INTO jobs (
     id, workspace_id, submitter_id, tool, tool_version, name, status, stage, progress,
     inputs, settings, result, error_message, error_code, attempt, max_attempts, credit_cost,
     refunded, visibility, priority, parent_id, parent_kind, batch_id, idempotency_key,
@@ -705,7 +707,10 @@ FROM (
             ((i * 2654435761) % 4294967296) / 65536 AS h
         FROM generate_series({from}::bigint, {to}::bigint) AS i
     ) s
-) g"#,
+) g
+RETURNING id, workspace_id, tool, submitter_id)
+INSERT INTO job_keys (job_id, workspace_id, tool, submitter_id)
+SELECT id, workspace_id, tool, submitter_id FROM inserted"#,
             fasta_bytes = fasta.len() - 2,
         );
         db.execute_unprepared(&sql)
