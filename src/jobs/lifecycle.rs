@@ -253,19 +253,46 @@ pub async fn delete_records(tx: &crate::db::Transaction, jobs: sea_orm::Conditio
     Ok(())
 }
 
-/// Writes the keys (`job_keys`) of new jobs, in the transaction that inserts them.
-pub async fn insert_keys(tx: &crate::db::Transaction, jobs: &[job::Model]) -> Result<()> {
-    for chunk in jobs.chunks(ROWS_PER_INSERT) {
-        job_key::Entity::insert_many(chunk.iter().map(|job| job_key::ActiveModel {
-            job_id: Set(job.id),
-            workspace_id: Set(job.workspace_id),
-            tool: Set(job.tool.clone()),
-            submitter_id: Set(job.submitter_id),
-        }))
-        .exec_without_returning(tx)
-        .await?;
+/// Inserts new jobs with their keys (`job_keys`), and returns the jobs as written. On
+/// PostgreSQL one statement writes both, so a submission's keys cost no round trip of their own.
+pub async fn insert_with_keys(
+    tx: &crate::db::Transaction,
+    rows: Vec<job::ActiveModel>,
+) -> Result<Vec<job::Model>> {
+    use sea_orm::QueryTrait as _;
+    let backend = tx.get_database_backend();
+    if backend != DatabaseBackend::Postgres {
+        let jobs = job::Entity::insert_many(rows)
+            .exec_with_returning(tx)
+            .await?;
+        for chunk in jobs.chunks(ROWS_PER_INSERT) {
+            job_key::Entity::insert_many(chunk.iter().map(|job| job_key::ActiveModel {
+                job_id: Set(job.id),
+                workspace_id: Set(job.workspace_id),
+                tool: Set(job.tool.clone()),
+                submitter_id: Set(job.submitter_id),
+            }))
+            .exec_without_returning(tx)
+            .await?;
+        }
+        return Ok(jobs);
     }
-    Ok(())
+    let mut insert = job::Entity::insert_many(rows).into_query();
+    insert.returning(sea_orm::sea_query::Query::returning().columns(super::rows::returning()));
+    let insert = backend.build(&insert);
+    let sql = format!(
+        "WITH inserted AS ({}), \
+         keys AS (INSERT INTO job_keys (job_id, workspace_id, tool, submitter_id) \
+         SELECT id, workspace_id, tool, submitter_id FROM inserted) \
+         SELECT * FROM inserted",
+        insert.sql
+    );
+    let statement = Statement::from_sql_and_values(
+        backend,
+        sql,
+        insert.values.map(|values| values.0).unwrap_or_default(),
+    );
+    Ok(super::rows::decode(tx.query_all_raw(statement).await?)?)
 }
 
 /// Moves `job` (as the caller last saw it) to `to`. CONFLICT if the state machine refuses, or

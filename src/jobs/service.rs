@@ -286,18 +286,13 @@ async fn insert_jobs(
     }
     let mut jobs = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(JOBS_PER_INSERT) {
-        jobs.extend(
-            job::Entity::insert_many(chunk.to_vec())
-                .exec_with_returning(tx)
-                .await?,
-        );
+        jobs.extend(lifecycle::insert_with_keys(tx, chunk.to_vec()).await?);
     }
     db::in_given_order(
         &mut jobs,
         rows.iter().filter_map(|row| row.id.try_as_ref().copied()),
         |job| job.id,
     );
-    lifecycle::insert_keys(tx, &jobs).await?;
     for (job_id, file) in &stored {
         file.insert(tx, workspace_id, *job_id, entity::file::FileRole::Input)
             .await?;
