@@ -320,13 +320,7 @@ pub async fn transition(
         .await?;
     let Some(updated) = updated.into_iter().next() else {
         let now = job::Entity::find_by_id(job.id).one(tx).await?;
-        return Err(Error::conflict(match now {
-            Some(now) => format!(
-                "the job changed meanwhile: it is now {}",
-                state::name(now.status)
-            ),
-            None => "the job was deleted meanwhile".to_owned(),
-        }));
+        return Err(changed_meanwhile(now.map(|now| now.status)));
     };
     record_event(tx, &updated, message).await?;
     if to == JobStatus::Queued {
@@ -347,6 +341,18 @@ pub async fn transition(
         .await?;
     }
     Ok(updated)
+}
+
+/// CONFLICT for a job that no longer had the status and attempt its writer saw: it is now
+/// `now`, or gone.
+fn changed_meanwhile(now: Option<JobStatus>) -> Error {
+    Error::conflict(match now {
+        Some(status) => format!(
+            "the job changed meanwhile: it is now {}",
+            state::name(status)
+        ),
+        None => "the job was deleted meanwhile".to_owned(),
+    })
 }
 
 /// The columns a move to `to` sets, with what else `change` brings; `refunded` is the caller's.
@@ -491,21 +497,13 @@ impl<'a> Completing<'a> {
         for statement in self.statements {
             moved.extend(update_recording_ids(tx, statement, None, allowed).await?);
         }
-        let mut outcomes: Vec<std::result::Result<(), Option<Uuid>>> =
-            Vec::with_capacity(self.completions.len());
-        let mut refusals = Vec::new();
-        for (completion, refused) in self.completions.iter().zip(self.refused) {
-            let id = completion.job.id;
-            outcomes.push(match refused {
-                Some(err) => {
-                    refusals.push(err);
-                    Err(None)
-                }
-                None if moved.remove(&id) => Ok(()),
-                None => Err(Some(id)),
-            });
-        }
-        let missing: Vec<Uuid> = outcomes.iter().filter_map(|o| o.err().flatten()).collect();
+        let missing: Vec<Uuid> = self
+            .completions
+            .iter()
+            .zip(&self.refused)
+            .filter(|(c, refused)| refused.is_none() && !moved.contains(&c.job.id))
+            .map(|(c, _)| c.job.id)
+            .collect();
         let mut now_as: HashMap<Uuid, JobStatus> = HashMap::new();
         for chunk in missing.chunks(ROWS_PER_INSERT) {
             for job in job::Entity::find()
@@ -516,19 +514,14 @@ impl<'a> Completing<'a> {
                 now_as.insert(job.id, job.status);
             }
         }
-        let mut refusals = refusals.into_iter();
-        Ok(outcomes
-            .into_iter()
-            .map(|outcome| match outcome {
-                Ok(()) => Ok(()),
-                Err(None) => Err(refusals.next().expect("one refusal per refused completion")),
-                Err(Some(id)) => Err(Error::conflict(match now_as.get(&id) {
-                    Some(status) => format!(
-                        "the job changed meanwhile: it is now {}",
-                        state::name(*status)
-                    ),
-                    None => "the job was deleted meanwhile".to_owned(),
-                })),
+        Ok(self
+            .completions
+            .iter()
+            .zip(self.refused)
+            .map(|(c, refused)| match refused {
+                Some(err) => Err(err),
+                None if moved.remove(&c.job.id) => Ok(()),
+                None => Err(changed_meanwhile(now_as.get(&c.job.id).copied())),
             })
             .collect())
     }

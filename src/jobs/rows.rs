@@ -121,17 +121,6 @@ pub enum Changed {
 }
 
 impl Changed {
-    pub fn len(&self) -> usize {
-        match self {
-            Changed::Jobs(jobs) => jobs.len(),
-            Changed::Rows(rows) => rows.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The ids of the changed jobs, in order; only the `id` column is read.
     pub fn ids(&self) -> Result<Vec<uuid::Uuid>, DbErr> {
         match self {
