@@ -134,15 +134,15 @@ impl ToolView {
     async fn price(&self) -> ToolPrice {
         let price = &self.0.price;
         ToolPrice {
-            base: price.base,
-            per_kilobyte: price.per_kilobyte,
-            per_1k_residues: price.per_1k_residues,
+            base: price.base.get(),
+            per_kilobyte: price.per_kilobyte.get(),
+            per_1k_residues: price.per_1k_residues.get(),
             settings: price
                 .settings
                 .iter()
                 .map(|s| SettingPriceView {
                     name: s.name.clone(),
-                    per_unit: s.per_unit,
+                    per_unit: s.per_unit.get(),
                 })
                 .collect(),
         }
@@ -204,15 +204,15 @@ struct CostLine {
 impl From<Estimate> for CostEstimate {
     fn from(estimate: Estimate) -> Self {
         CostEstimate {
-            total: estimate.total,
+            total: estimate.total.get(),
             breakdown: estimate
                 .lines
                 .into_iter()
                 .map(|l| CostLine {
                     label: l.label,
                     quantity: l.quantity,
-                    unit_price: l.unit_price,
-                    amount: l.amount,
+                    unit_price: l.unit_price.get(),
+                    amount: l.amount.get(),
                 })
                 .collect(),
         }
