@@ -169,7 +169,8 @@ struct ToolInput {
     description: String,
 }
 
-/// How a tool is priced, in credits.
+/// How a tool is priced, in credits: each rate 0 to 2,000,000,000; a priced tool's base is at
+/// least 1.
 #[derive(SimpleObject)]
 struct ToolPrice {
     base: i64,
@@ -186,7 +187,8 @@ struct SettingPriceView {
     per_unit: i64,
 }
 
-/// A price and its breakdown.
+/// A price and its breakdown. No price, nor any figure of it, is above 2,000,000,000 credits:
+/// a submission that would cost more is refused, naming the field that makes it so.
 #[derive(SimpleObject)]
 pub struct CostEstimate {
     total: i64,
@@ -502,7 +504,7 @@ impl JobView {
     async fn max_attempts(&self) -> i32 {
         self.0.max_attempts
     }
-    /// The credits charged at submission.
+    /// The credits charged at submission: at most 2,000,000,000.
     async fn credit_cost(&self) -> i64 {
         self.0.credit_cost
     }
@@ -699,6 +701,7 @@ impl BatchView {
     async fn progress(&self) -> f64 {
         self.0.progress
     }
+    /// The credits its jobs were charged together: at most 2,000,000,000.
     async fn total_cost(&self) -> i64 {
         self.0.total_cost
     }
