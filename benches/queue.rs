@@ -299,7 +299,7 @@ async fn bench(
             workspace.id,
             None,
             submissions,
-            None,
+            service::SubmitOptions::default(),
         )
         .await?;
         submitted += count;

@@ -15,6 +15,8 @@ pub enum ErrorCode {
     BadUserInput,
     InsufficientCredits,
     Conflict,
+    /// An idempotency key sent again with a different request.
+    IdempotencyKeyReused,
     StaleAttempt,
     PayloadTooLarge,
     BadRequest,
@@ -35,6 +37,7 @@ impl ErrorCode {
                 ("INSUFFICIENT_CREDITS", StatusCode::PAYMENT_REQUIRED)
             }
             ErrorCode::Conflict => ("CONFLICT", StatusCode::CONFLICT),
+            ErrorCode::IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", StatusCode::CONFLICT),
             ErrorCode::StaleAttempt => ("STALE_ATTEMPT", StatusCode::CONFLICT),
             ErrorCode::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", StatusCode::PAYLOAD_TOO_LARGE),
             ErrorCode::BadRequest => ("BAD_REQUEST", StatusCode::BAD_REQUEST),
@@ -72,8 +75,16 @@ pub enum Error {
     BadInput { field: String, message: String },
     #[error("insufficient credits: this costs {needed} credits and the workspace has {balance}")]
     InsufficientCredits { needed: i64, balance: i64 },
+    /// An administrator's adjustment that would take the balance below zero.
+    #[error(
+        "insufficient credits: an adjustment of {amount} credits would take the balance below \
+         zero; the workspace has {balance}"
+    )]
+    InsufficientForAdjustment { amount: i64, balance: i64 },
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// A remote worker spoke for an attempt that is no longer the job's running one.
     #[error("{0}")]
     StaleAttempt(String),
@@ -111,8 +122,11 @@ impl Error {
             Error::Forbidden(_) => ErrorCode::Forbidden,
             Error::NotFound(_) => ErrorCode::NotFound,
             Error::BadInput { .. } => ErrorCode::BadUserInput,
-            Error::InsufficientCredits { .. } => ErrorCode::InsufficientCredits,
+            Error::InsufficientCredits { .. } | Error::InsufficientForAdjustment { .. } => {
+                ErrorCode::InsufficientCredits
+            }
             Error::Conflict(_) => ErrorCode::Conflict,
+            Error::IdempotencyKeyReused(_) => ErrorCode::IdempotencyKeyReused,
             Error::StaleAttempt(_) => ErrorCode::StaleAttempt,
             Error::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
             Error::Database(err) if is_unique_violation(err) => ErrorCode::Conflict,

@@ -10,6 +10,10 @@ pub struct Model {
     pub workspace_id: Uuid,
     pub submitter_id: Uuid,
     pub name: Option<String>,
+    /// Unique in its workspace: the same key sent again returns this batch.
+    pub idempotency_key: Option<String>,
+    /// With an idempotency key: the SHA-256 (hex) of the request's canonical form.
+    pub request_fingerprint: Option<String>,
     pub created_at: DateTimeUtc,
 }
 

@@ -78,6 +78,9 @@ pub struct Model {
     pub parent_kind: Option<ParentKind>,
     pub batch_id: Option<Uuid>,
     pub idempotency_key: Option<String>,
+    /// With an idempotency key: the SHA-256 (hex) of the request's canonical form, so that the
+    /// key sent again with a different request is refused.
+    pub request_fingerprint: Option<String>,
     /// Wall time, CPU and memory used by the run.
     pub resources: Option<Json>,
     pub created_at: DateTimeUtc,

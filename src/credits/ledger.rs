@@ -4,16 +4,23 @@
 //! balance never goes below zero, whatever runs concurrently) and records the entry in the same
 //! transaction, so the balance always equals the sum of the ledger. A unique `(job_id, kind)`
 //! index makes a second charge or refund of one job impossible.
+//!
+//! No balance exceeds `Credits::MAX`: only grants and adjustments add credits of their own, and
+//! they are refused when the balance plus what unfinished jobs hold (which a refund may give
+//! back) would go above it. Charges keep that sum, refunds keep it, and finished jobs lower it.
 
 use chrono::Utc;
 use entity::credit_transaction::{self, TransactionKind};
+use entity::job::{self, JobStatus};
 use entity::workspace;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Order, QueryFilter, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Order, QueryFilter, QuerySelect,
+    Set,
 };
 use uuid::Uuid;
 
+use super::Credits;
 use crate::access::{self, Viewer, WorkspaceAccess};
 use crate::db;
 use crate::error::{Error, Result, is_unique_violation};
@@ -67,7 +74,10 @@ pub async fn append_all(
             "ledger entries of one move must share their workspace"
         )));
     }
-    let sum: i64 = entries.iter().map(|e| e.amount).sum();
+    let sum = entries
+        .iter()
+        .try_fold(0i64, |sum, e| sum.checked_add(e.amount))
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("ledger entries overflow their sum")))?;
     let now = Utc::now();
     let balance = workspace::Column::CreditBalance;
     let moved = workspace::Entity::update_many()
@@ -150,10 +160,10 @@ pub async fn grant(
     amount: i64,
     note: Option<String>,
 ) -> Result<(credit_transaction::Model, workspace::Model)> {
-    if amount <= 0 {
+    if amount <= 0 || amount > Credits::MAX.get() {
         return Err(Error::bad_input(
             "amount",
-            "must be a positive number of credits",
+            format!("must be a number of credits from 1 to {}", Credits::MAX),
         ));
     }
     record_by_admin(
@@ -175,8 +185,14 @@ pub async fn adjust(
     amount: i64,
     note: Option<String>,
 ) -> Result<(credit_transaction::Model, workspace::Model)> {
-    if amount == 0 {
-        return Err(Error::bad_input("amount", "must not be zero"));
+    if amount == 0 || amount.abs() > Credits::MAX.get() {
+        return Err(Error::bad_input(
+            "amount",
+            format!(
+                "must not be zero, and at most {} credits either way",
+                Credits::MAX
+            ),
+        ));
     }
     record_by_admin(
         db,
@@ -187,6 +203,12 @@ pub async fn adjust(
         check_note(note, true)?,
     )
     .await
+    .map_err(|err| match err {
+        Error::InsufficientCredits { balance, .. } => {
+            Error::InsufficientForAdjustment { amount, balance }
+        }
+        other => other,
+    })
 }
 
 async fn record_by_admin(
@@ -205,6 +227,9 @@ async fn record_by_admin(
         ));
     }
     let tx = db::begin_write(db).await?;
+    if amount > 0 {
+        check_room(&tx, workspace_id, amount).await?;
+    }
     let result = append(
         &tx,
         Entry {
@@ -219,6 +244,40 @@ async fn record_by_admin(
     .await?;
     tx.commit().await?;
     Ok(result)
+}
+
+/// BAD_USER_INPUT on `amount` unless the workspace can take `amount` more credits: its balance
+/// plus what its unfinished jobs hold stays within `Credits::MAX`. The workspace row is locked
+/// first, so a charge committed meanwhile is counted (it moved credits from the balance to what
+/// is held) and a later one waits for this move.
+async fn check_room(tx: &db::Transaction, workspace_id: Uuid, amount: i64) -> Result<()> {
+    crate::workspaces::lock(tx, workspace_id).await?;
+    let balance = workspace::Entity::find_by_id(workspace_id)
+        .one(tx)
+        .await?
+        .ok_or(Error::NotFound("workspace"))?
+        .credit_balance;
+    let held: i64 = job::Entity::find_in_workspace(workspace_id)
+        .select_only()
+        .expr(Expr::cust("CAST(COALESCE(SUM(credit_cost), 0) AS BIGINT)"))
+        .filter(job::Column::Status.is_in(JobStatus::ACTIVE))
+        .into_tuple()
+        .one(tx)
+        .await?
+        .unwrap_or(0);
+    let after = balance.saturating_add(held).saturating_add(amount);
+    if after > Credits::MAX.get() {
+        return Err(Error::bad_input(
+            "amount",
+            format!(
+                "would bring the workspace to {after} credits ({balance} in its balance and \
+                 {held} held by unfinished jobs, which get them back if they fail); a workspace \
+                 holds at most {} credits",
+                Credits::MAX
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A workspace's ledger, newest first.

@@ -50,12 +50,12 @@ impl CreditTransactionView {
         self.0.kind.into()
     }
 
-    /// Signed: positive adds credits, negative takes them.
+    /// Signed: positive adds credits, negative takes them. At most 2,000,000,000 either way.
     async fn amount(&self) -> i64 {
         self.0.amount
     }
 
-    /// The workspace balance right after this entry.
+    /// The workspace balance right after this entry: 0 to 2,000,000,000.
     async fn balance_after(&self) -> i64 {
         self.0.balance_after
     }
@@ -85,16 +85,18 @@ impl CreditTransactionView {
 #[derive(InputObject)]
 struct GrantCreditsInput {
     workspace_id: ID,
-    /// A positive number of credits.
-    amount: i64,
+    /// 1 to 2,000,000,000 credits. A workspace holds at most 2,000,000,000 credits, counting
+    /// what its unfinished jobs hold (a failed job gets its charge back).
+    amount: i32,
     note: Option<String>,
 }
 
 #[derive(InputObject)]
 struct AdjustCreditsInput {
     workspace_id: ID,
-    /// Signed and non-zero; the balance cannot go below zero.
-    amount: i64,
+    /// Signed and non-zero; the balance cannot go below zero, nor above 2,000,000,000 credits
+    /// counting what its unfinished jobs hold.
+    amount: i32,
     /// Why; required.
     note: String,
 }
@@ -131,7 +133,7 @@ impl CreditsMutation {
     ) -> ApiResult<CreditsPayload> {
         let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
         let (transaction, _) =
-            ledger::grant(db(ctx), viewer(ctx), id, input.amount, input.note).await?;
+            ledger::grant(db(ctx), viewer(ctx), id, input.amount.into(), input.note).await?;
         Self::payload(ctx, transaction).await
     }
 
@@ -142,8 +144,14 @@ impl CreditsMutation {
         input: AdjustCreditsInput,
     ) -> ApiResult<CreditsPayload> {
         let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
-        let (transaction, _) =
-            ledger::adjust(db(ctx), viewer(ctx), id, input.amount, Some(input.note)).await?;
+        let (transaction, _) = ledger::adjust(
+            db(ctx),
+            viewer(ctx),
+            id,
+            input.amount.into(),
+            Some(input.note),
+        )
+        .await?;
         Self::payload(ctx, transaction).await
     }
 }

@@ -81,10 +81,13 @@ struct SubmitJobInput {
     /// Higher runs first; -100 to 100.
     #[graphql(default = 0)]
     priority: i32,
-    /// Sending the same key again from the same workspace returns the first job, uncharged.
+    /// Sending the same key again from the same workspace returns the first job, uncharged;
+    /// with a different request (tool, name, priority, settings, inputs or maxCredits),
+    /// IDEMPOTENCY_KEY_REUSED. 1 to 200 characters.
     idempotency_key: Option<String>,
-    /// Refuse, writing nothing, if the price is higher.
-    max_credits: Option<i64>,
+    /// Refuse, writing nothing, if the price is higher. A price is never above 2,000,000,000
+    /// credits: a submission that would cost more is refused (BAD_USER_INPUT naming the field).
+    max_credits: Option<i32>,
 }
 
 #[derive(SimpleObject)]
@@ -110,14 +113,21 @@ struct SubmitBatchInput {
     workspace_id: ID,
     name: Option<String>,
     jobs: Vec<BatchJobInput>,
-    /// Refuse, writing nothing, if the batch's total price is higher.
-    max_credits: Option<i64>,
+    /// Refuse, writing nothing, if the batch's total price is higher. A batch's total is never
+    /// above 2,000,000,000 credits.
+    max_credits: Option<i32>,
+    /// Names the whole batch: sending the same key again from the same workspace returns the
+    /// first batch, uncharged; with a different request, IDEMPOTENCY_KEY_REUSED. Batches' keys
+    /// are apart from single jobs' keys. 1 to 200 characters.
+    idempotency_key: Option<String>,
 }
 
 #[derive(SimpleObject)]
 struct SubmitBatchPayload {
     batch: BatchView,
     jobs: Vec<JobView>,
+    /// True when an earlier batch was returned for a repeated idempotency key.
+    replayed: bool,
 }
 
 #[derive(InputObject)]
@@ -144,8 +154,10 @@ struct DeleteJobPayload {
 #[derive(InputObject)]
 struct RetryJobInput {
     job_id: ID,
+    /// As in `submitJob`: the same key again returns the first retry, uncharged.
     idempotency_key: Option<String>,
-    max_credits: Option<i64>,
+    /// As in `submitJob`.
+    max_credits: Option<i32>,
 }
 
 #[derive(InputObject)]
@@ -159,8 +171,11 @@ struct DuplicateJobInput {
     inputs: Vec<JobInputValue>,
     /// Where the copy goes; default the original's workspace.
     workspace_id: Option<ID>,
+    /// As in `submitJob`, in the workspace of the copy: the same key again returns the first
+    /// copy, uncharged.
     idempotency_key: Option<String>,
-    max_credits: Option<i64>,
+    /// As in `submitJob`.
+    max_credits: Option<i32>,
 }
 
 #[derive(InputObject)]
@@ -211,7 +226,7 @@ impl JobsMutation {
         };
         let options = SubmitOptions {
             idempotency_key: input.idempotency_key,
-            max_credits: input.max_credits,
+            max_credits: input.max_credits.map(i64::from),
         };
         let result = service::submit(
             db(ctx),
@@ -254,7 +269,11 @@ impl JobsMutation {
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let (batch, jobs) = service::submit_batch(
+        let options = SubmitOptions {
+            idempotency_key: input.idempotency_key,
+            max_credits: input.max_credits.map(i64::from),
+        };
+        let submitted = service::submit_batch(
             db(ctx),
             catalog(ctx),
             files(ctx),
@@ -262,18 +281,23 @@ impl JobsMutation {
             workspace_id,
             input.name,
             submissions,
-            input.max_credits,
+            options,
         )
         .await?;
         super::jobs_queued(ctx);
-        let (summary, access) = history::batch(db(ctx), viewer(ctx), batch.id).await?;
+        let (summary, access) = history::batch(db(ctx), viewer(ctx), submitted.batch.id).await?;
         let standing = crate::access::JobStanding {
             workspace: access.standing,
             viewer_id: viewer(ctx).user_id(),
         };
         Ok(SubmitBatchPayload {
-            jobs: jobs.into_iter().map(|job| JobView(job, standing)).collect(),
+            jobs: submitted
+                .jobs
+                .into_iter()
+                .map(|job| JobView(job, standing))
+                .collect(),
             batch: BatchView(summary, access),
+            replayed: submitted.replayed,
         })
     }
 
@@ -314,7 +338,7 @@ impl JobsMutation {
     ) -> ApiResult<SubmitJobPayload> {
         let options = SubmitOptions {
             idempotency_key: input.idempotency_key,
-            max_credits: input.max_credits,
+            max_credits: input.max_credits.map(i64::from),
         };
         let result = service::retry(
             db(ctx),
@@ -350,7 +374,7 @@ impl JobsMutation {
         };
         let options = SubmitOptions {
             idempotency_key: input.idempotency_key,
-            max_credits: input.max_credits,
+            max_credits: input.max_credits.map(i64::from),
         };
         let result = service::duplicate(
             db(ctx),

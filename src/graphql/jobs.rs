@@ -134,15 +134,15 @@ impl ToolView {
     async fn price(&self) -> ToolPrice {
         let price = &self.0.price;
         ToolPrice {
-            base: price.base,
-            per_kilobyte: price.per_kilobyte,
-            per_1k_residues: price.per_1k_residues,
+            base: price.base.get(),
+            per_kilobyte: price.per_kilobyte.get(),
+            per_1k_residues: price.per_1k_residues.get(),
             settings: price
                 .settings
                 .iter()
                 .map(|s| SettingPriceView {
                     name: s.name.clone(),
-                    per_unit: s.per_unit,
+                    per_unit: s.per_unit.get(),
                 })
                 .collect(),
         }
@@ -169,7 +169,8 @@ struct ToolInput {
     description: String,
 }
 
-/// How a tool is priced, in credits.
+/// How a tool is priced, in credits: each rate 0 to 2,000,000,000; a priced tool's base is at
+/// least 1.
 #[derive(SimpleObject)]
 struct ToolPrice {
     base: i64,
@@ -186,7 +187,8 @@ struct SettingPriceView {
     per_unit: i64,
 }
 
-/// A price and its breakdown.
+/// A price and its breakdown. No price, nor any figure of it, is above 2,000,000,000 credits:
+/// a submission that would cost more is refused, naming the field that makes it so.
 #[derive(SimpleObject)]
 pub struct CostEstimate {
     total: i64,
@@ -204,15 +206,15 @@ struct CostLine {
 impl From<Estimate> for CostEstimate {
     fn from(estimate: Estimate) -> Self {
         CostEstimate {
-            total: estimate.total,
+            total: estimate.total.get(),
             breakdown: estimate
                 .lines
                 .into_iter()
                 .map(|l| CostLine {
                     label: l.label,
                     quantity: l.quantity,
-                    unit_price: l.unit_price,
-                    amount: l.amount,
+                    unit_price: l.unit_price.get(),
+                    amount: l.amount.get(),
                 })
                 .collect(),
         }
@@ -502,7 +504,7 @@ impl JobView {
     async fn max_attempts(&self) -> i32 {
         self.0.max_attempts
     }
-    /// The credits charged at submission.
+    /// The credits charged at submission: at most 2,000,000,000.
     async fn credit_cost(&self) -> i64 {
         self.0.credit_cost
     }
@@ -699,6 +701,7 @@ impl BatchView {
     async fn progress(&self) -> f64 {
         self.0.progress
     }
+    /// The credits its jobs were charged together: at most 2,000,000,000.
     async fn total_cost(&self) -> i64 {
         self.0.total_cost
     }

@@ -103,7 +103,7 @@ impl WorkspaceView {
         self.0.workspace.updated_at
     }
 
-    /// Credits available; always the sum of `creditTransactions`.
+    /// Credits available; always the sum of `creditTransactions`. 0 to 2,000,000,000.
     async fn credit_balance(&self) -> i64 {
         self.0.workspace.credit_balance
     }

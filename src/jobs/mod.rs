@@ -5,6 +5,7 @@
 
 pub mod export;
 pub mod history;
+mod idempotency;
 pub mod lifecycle;
 pub mod rows;
 pub mod service;

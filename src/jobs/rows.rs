@@ -74,6 +74,7 @@ fn from_pg_row(row: &PgRow) -> Result<job::Model, sea_orm::sqlx::Error> {
             .transpose()?,
         batch_id: row.try_get(at())?,
         idempotency_key: row.try_get(at())?,
+        request_fingerprint: row.try_get(at())?,
         resources: row.try_get(at())?,
         created_at: row.try_get(at())?,
         updated_at: row.try_get(at())?,

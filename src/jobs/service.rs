@@ -15,9 +15,10 @@ use sea_orm::{
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::idempotency;
 use super::lifecycle::{self, Change};
 use crate::access::{JobAccess, JobAction, Viewer, WorkspaceAccess};
-use crate::credits::ledger;
+use crate::credits::{Credits, ledger};
 use crate::db;
 use crate::error::{Error, Result, is_unique_violation};
 use crate::files::{self, Checks, Files, NewFile};
@@ -40,7 +41,8 @@ pub struct Submission {
 /// Options that apply to a whole submission.
 #[derive(Debug, Clone, Default)]
 pub struct SubmitOptions {
-    /// The same key from the same workspace returns the first job instead of a new one.
+    /// The same key from the same workspace returns the first job (or batch) instead of a new
+    /// one; with another request, IDEMPOTENCY_KEY_REUSED.
     pub idempotency_key: Option<String>,
     /// Refuse, writing nothing, when the price is higher.
     pub max_credits: Option<i64>,
@@ -141,7 +143,9 @@ fn plan(catalog: &Catalog, submission: Submission, field: &str, id: Uuid) -> Res
             "must be between -100 and 100",
         ));
     }
-    let estimate = tool.estimate(&prepared);
+    let estimate = tool
+        .estimate(&prepared)
+        .map_err(|err| prefix_field(err, field))?;
     Ok(Planned {
         id,
         files,
@@ -169,9 +173,10 @@ pub fn estimate(catalog: &Catalog, submission: Submission) -> Result<Estimate> {
     Ok(plan(catalog, submission, "", Uuid::now_v7())?.estimate)
 }
 
-fn check_max_credits(price: i64, max_credits: Option<i64>) -> Result<()> {
+fn check_max_credits(price: Credits, max_credits: Option<i64>) -> Result<()> {
     match max_credits {
-        Some(max) if price > max => Err(Error::bad_input(
+        Some(max) if max < 0 => Err(Error::bad_input("maxCredits", "must not be negative")),
+        Some(max) if price.get() > max => Err(Error::bad_input(
             "maxCredits",
             format!("the price is {price} credits, more than the {max} you allowed"),
         )),
@@ -189,15 +194,26 @@ fn check_idempotency_key(key: &Option<String>) -> Result<()> {
     }
 }
 
+/// The job made with idempotency key `key`, if any; IDEMPOTENCY_KEY_REUSED if it was made by
+/// another request than the one of `fingerprint`.
 async fn find_by_idempotency_key(
     db: &impl sea_orm::ConnectionTrait,
     workspace_id: Uuid,
     key: &str,
+    fingerprint: &str,
 ) -> Result<Option<job::Model>> {
-    Ok(job::Entity::find_in_workspace(workspace_id)
+    let job = job::Entity::find_in_workspace(workspace_id)
         .filter(job::Column::IdempotencyKey.eq(key))
         .one(db)
-        .await?)
+        .await?;
+    if let Some(job) = &job {
+        let made = format!(
+            "the job {}",
+            crate::ids::encode(crate::ids::Kind::Job, job.id).0
+        );
+        idempotency::check_same(job.request_fingerprint.as_deref(), fingerprint, &made)?;
+    }
+    Ok(job)
 }
 
 /// Where a new job comes from, for retries and duplicates.
@@ -211,6 +227,7 @@ struct Lineage {
 struct NewJob {
     planned: Planned,
     idempotency_key: Option<String>,
+    request_fingerprint: Option<String>,
     batch_id: Option<Uuid>,
     lineage: Option<Lineage>,
 }
@@ -236,6 +253,7 @@ async fn insert_jobs(
     for NewJob {
         planned,
         idempotency_key,
+        request_fingerprint,
         batch_id,
         lineage,
     } in new
@@ -264,7 +282,7 @@ async fn insert_jobs(
             error_code: Set(None),
             attempt: Set(0),
             max_attempts: Set(planned.tool.max_attempts as i32),
-            credit_cost: Set(planned.estimate.total),
+            credit_cost: Set(planned.estimate.total.get()),
             refunded: Set(false),
             visibility: Set(Visibility::Private),
             priority: Set(planned.priority),
@@ -272,6 +290,7 @@ async fn insert_jobs(
             parent_kind: Set(lineage.map(|l| l.kind)),
             batch_id: Set(batch_id),
             idempotency_key: Set(idempotency_key),
+            request_fingerprint: Set(request_fingerprint),
             resources: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
@@ -400,14 +419,6 @@ async fn submit_staged(
     let access = WorkspaceAccess::load(db, viewer, workspace_id).await?;
     access.require(access.standing.can_submit(), "submit jobs")?;
     check_idempotency_key(&options.idempotency_key)?;
-    if let Some(key) = &options.idempotency_key
-        && let Some(job) = find_by_idempotency_key(db, workspace_id, key).await?
-    {
-        return Ok(Submitted {
-            job,
-            replayed: true,
-        });
-    }
     let job_id = Uuid::now_v7();
     stage(
         files,
@@ -418,6 +429,19 @@ async fn submit_staged(
         staged,
     )
     .await?;
+    // Compared once uploads are stored: a file is part of the request by its content.
+    let fingerprint = options.idempotency_key.as_ref().map(|_| {
+        let parent = lineage.map(|l| (l.parent_id, sea_orm::ActiveEnum::to_value(&l.kind)));
+        idempotency::job_fingerprint(&submission, parent, options.max_credits)
+    });
+    if let (Some(key), Some(fingerprint)) = (&options.idempotency_key, &fingerprint)
+        && let Some(job) = find_by_idempotency_key(db, workspace_id, key, fingerprint).await?
+    {
+        return Ok(Submitted {
+            job,
+            replayed: true,
+        });
+    }
     let planned = plan(catalog, submission, "", job_id)?;
     check_max_credits(planned.estimate.total, options.max_credits)?;
     let tx = db::begin_write(db).await?;
@@ -428,6 +452,7 @@ async fn submit_staged(
         vec![NewJob {
             planned,
             idempotency_key: options.idempotency_key.clone(),
+            request_fingerprint: fingerprint.clone(),
             batch_id: None,
             lineage,
         }],
@@ -445,11 +470,10 @@ async fn submit_staged(
         // A concurrent retry with the same key won the race: answer with its job.
         Err(Error::Database(err)) if is_unique_violation(&err) => {
             drop(tx);
-            let key = options
-                .idempotency_key
-                .as_deref()
-                .ok_or(Error::Database(err))?;
-            let job = find_by_idempotency_key(db, workspace_id, key)
+            let (Some(key), Some(fingerprint)) = (&options.idempotency_key, &fingerprint) else {
+                return Err(Error::Database(err));
+            };
+            let job = find_by_idempotency_key(db, workspace_id, key, fingerprint)
                 .await?
                 .ok_or_else(|| {
                     Error::conflict("a job with this idempotency key is being submitted")
@@ -463,7 +487,17 @@ async fn submit_staged(
     }
 }
 
-/// Submits many jobs as one batch: all or nothing, priced as their sum.
+/// A submitted batch with its jobs, and whether it is an earlier one returned for a repeated
+/// idempotency key.
+#[derive(Debug, Clone)]
+pub struct SubmittedBatch {
+    pub batch: batch::Model,
+    pub jobs: Vec<job::Model>,
+    pub replayed: bool,
+}
+
+/// Submits many jobs as one batch: all or nothing, priced as their sum. An idempotency key
+/// names the whole batch.
 #[expect(
     clippy::too_many_arguments,
     reason = "submit's arguments plus the batch's"
@@ -476,8 +510,8 @@ pub async fn submit_batch(
     workspace_id: Uuid,
     name: Option<String>,
     submissions: Vec<Submission>,
-    max_credits: Option<i64>,
-) -> Result<(batch::Model, Vec<job::Model>)> {
+    options: SubmitOptions,
+) -> Result<SubmittedBatch> {
     let mut staged = Vec::new();
     let result = submit_batch_staged(
         db,
@@ -487,15 +521,48 @@ pub async fn submit_batch(
         workspace_id,
         name,
         submissions,
-        max_credits,
+        options,
         &mut staged,
     )
     .await;
     match &result {
-        Ok((_, jobs)) => start_downloads(files, jobs),
-        Err(_) => files.discard(&staged).await,
+        Ok(submitted) if !submitted.replayed => start_downloads(files, &submitted.jobs),
+        _ => files.discard(&staged).await,
     }
     result
+}
+
+/// The batch made with idempotency key `key`, with its jobs, if any; IDEMPOTENCY_KEY_REUSED if
+/// it was made by another request than the one of `fingerprint`.
+async fn find_batch_by_idempotency_key(
+    db: &impl sea_orm::ConnectionTrait,
+    workspace_id: Uuid,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<SubmittedBatch>> {
+    use sea_orm::QueryOrder as _;
+    let Some(batch) = batch::Entity::find_in_workspace(workspace_id)
+        .filter(batch::Column::IdempotencyKey.eq(key))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let made = format!(
+        "the batch {}",
+        crate::ids::encode(crate::ids::Kind::Batch, batch.id).0
+    );
+    idempotency::check_same(batch.request_fingerprint.as_deref(), fingerprint, &made)?;
+    let jobs = job::Entity::find()
+        .filter(job::Column::BatchId.eq(batch.id))
+        .order_by_asc(job::Column::Id)
+        .all(db)
+        .await?;
+    Ok(Some(SubmittedBatch {
+        batch,
+        jobs,
+        replayed: true,
+    }))
 }
 
 #[expect(clippy::too_many_arguments, reason = "the body of submit_batch")]
@@ -507,9 +574,9 @@ async fn submit_batch_staged(
     workspace_id: Uuid,
     name: Option<String>,
     submissions: Vec<Submission>,
-    max_credits: Option<i64>,
+    options: SubmitOptions,
     staged: &mut Vec<NewFile>,
-) -> Result<(batch::Model, Vec<job::Model>)> {
+) -> Result<SubmittedBatch> {
     let user = viewer.require_user()?;
     let access = WorkspaceAccess::load(db, viewer, workspace_id).await?;
     access.require(access.standing.can_submit(), "submit jobs")?;
@@ -519,6 +586,9 @@ async fn submit_batch_staged(
             format!("a batch holds 1 to {MAX_BATCH_JOBS} jobs"),
         ));
     }
+    check_idempotency_key(&options.idempotency_key)?;
+    let mut forms = Vec::new();
+    let requested_name = name.clone();
     let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
     let mut planned = Vec::with_capacity(submissions.len());
     for (i, mut submission) in submissions.into_iter().enumerate() {
@@ -533,33 +603,69 @@ async fn submit_batch_staged(
             staged,
         )
         .await?;
+        if options.idempotency_key.is_some() {
+            forms.push(idempotency::submission_form(&submission));
+        }
         planned.push(plan(catalog, submission, &field, job_id)?);
     }
-    let total: i64 = planned.iter().map(|p| p.estimate.total).sum();
-    check_max_credits(total, max_credits)?;
+    let fingerprint = options.idempotency_key.as_ref().map(|_| {
+        idempotency::batch_fingerprint(requested_name.as_deref(), forms, options.max_credits)
+    });
+    if let (Some(key), Some(fingerprint)) = (&options.idempotency_key, &fingerprint)
+        && let Some(earlier) =
+            find_batch_by_idempotency_key(db, workspace_id, key, fingerprint).await?
+    {
+        return Ok(earlier);
+    }
+    let total = Credits::checked_sum(planned.iter().map(|p| p.estimate.total))
+        .ok_or_else(|| crate::tools::pricing::too_expensive("jobs"))?;
+    check_max_credits(total, options.max_credits)?;
     let tx = db::begin_write(db).await?;
-    let batch = batch::ActiveModel {
+    let inserted = batch::ActiveModel {
         id: Set(Uuid::now_v7()),
         workspace_id: Set(workspace_id),
         submitter_id: Set(user.id),
         name: Set(name),
+        idempotency_key: Set(options.idempotency_key.clone()),
+        request_fingerprint: Set(fingerprint.clone()),
         created_at: Set(Utc::now()),
     }
     .insert(&tx)
-    .await?;
+    .await;
+    let batch = match inserted {
+        Ok(batch) => batch,
+        // A concurrent request with the same key won the race: answer with its batch.
+        Err(err) if is_unique_violation(&err) => {
+            drop(tx);
+            let (Some(key), Some(fingerprint)) = (&options.idempotency_key, &fingerprint) else {
+                return Err(err.into());
+            };
+            return find_batch_by_idempotency_key(db, workspace_id, key, fingerprint)
+                .await?
+                .ok_or_else(|| {
+                    Error::conflict("a batch with this idempotency key is being submitted")
+                });
+        }
+        Err(err) => return Err(err.into()),
+    };
     // Charged as one move of the whole batch's price: INSUFFICIENT_CREDITS names that price.
     let new = planned
         .into_iter()
         .map(|planned| NewJob {
             planned,
             idempotency_key: None,
+            request_fingerprint: None,
             batch_id: Some(batch.id),
             lineage: None,
         })
         .collect();
     let jobs = insert_jobs(&tx, user.id, workspace_id, new).await?;
     tx.commit().await?;
-    Ok((batch, jobs))
+    Ok(SubmittedBatch {
+        batch,
+        jobs,
+        replayed: false,
+    })
 }
 
 /// Renames a job.

@@ -254,6 +254,14 @@ impl Tool {
                 self.name
             );
         }
+        // Both are GraphQL `Int`s of the tool.
+        if self.timeout_seconds > i32::MAX as u64 || self.max_attempts > i32::MAX as u32 {
+            bail!(
+                "tool `{}`: timeout_seconds and max_attempts must be at most {}",
+                self.name,
+                i32::MAX
+            );
+        }
         self.price
             .check()
             .with_context(|| format!("tool `{}`", self.name))?;
@@ -396,8 +404,9 @@ impl Tool {
         Ok(settings)
     }
 
-    /// The price of a checked submission, with its breakdown.
-    pub fn estimate(&self, prepared: &Prepared) -> Estimate {
+    /// The price of a checked submission, with its breakdown; BAD_USER_INPUT names the field
+    /// that takes it above `Credits::MAX`.
+    pub fn estimate(&self, prepared: &Prepared) -> Result<Estimate> {
         self.price.estimate(self, prepared)
     }
 }

@@ -113,6 +113,11 @@ async fn an_adjustment_cannot_take_the_balance_below_zero() {
         body["errors"][0]["extensions"]["code"], "INSUFFICIENT_CREDITS",
         "{body}"
     );
+    assert_eq!(
+        body["errors"][0]["message"],
+        "insufficient credits: an adjustment of -31 credits would take the balance below zero; \
+         the workspace has 30"
+    );
     let data = app
         .ok(
             Some(&app.admin_token),
@@ -223,4 +228,65 @@ async fn the_database_refuses_a_second_charge_for_one_job() {
         .await
         .unwrap();
     assert_eq!(charges.len(), 1);
+}
+
+#[tokio::test]
+async fn a_balance_with_what_its_jobs_hold_stays_within_the_ceiling() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    let ceiling = 2_000_000_000i64;
+    for amount in [ceiling + 1, -(ceiling + 1)] {
+        let (_, body) = app
+            .post(
+                Some(&app.admin_token),
+                ADJUST,
+                json!({"ws": ws, "amount": amount, "note": "too much"}),
+            )
+            .await;
+        assert_eq!(body["errors"][0]["extensions"]["field"], "amount", "{body}");
+    }
+    app.grant(&ws, 100).await;
+    // A job holds 6 credits until it ends: a failure gives them back.
+    let job = app.job(&alice, &ws, 5).await;
+    let (_, body) = app
+        .post(
+            Some(&app.admin_token),
+            GRANT,
+            json!({"ws": ws, "amount": ceiling - 100 + 1}),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "amount", "{body}");
+    let (_, body) = app
+        .post(
+            Some(&app.admin_token),
+            ADJUST,
+            json!({"ws": ws, "amount": ceiling - 100 + 1, "note": "more"}),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["field"], "amount", "{body}");
+    let (balance, _) = assert_ledger_adds_up(&app, &alice.token, &ws).await;
+    assert_eq!(balance, 94, "nothing moved");
+    let data = app
+        .ok(
+            Some(&app.admin_token),
+            GRANT,
+            json!({"ws": ws, "amount": ceiling - 100}),
+        )
+        .await;
+    assert_eq!(
+        data["grantCredits"]["workspace"]["creditBalance"],
+        ceiling - 6
+    );
+    // The refund brings the balance to the ceiling, not above.
+    app.drive(
+        job["id"].as_str().unwrap(),
+        entity::job::JobStatus::Cancelled,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let (balance, _) = assert_ledger_adds_up(&app, &alice.token, &ws).await;
+    assert_eq!(balance, ceiling);
 }

@@ -144,7 +144,16 @@ async fn job_keys_are_written_for_the_jobs_already_there() {
     let ws = app.workspace(&owner, "lab").await;
     app.grant(&ws, 10).await;
     app.job(&owner, &ws, 1).await;
-    Migrator::down(&app.db, Some(1)).await.unwrap();
+    // Back to before the job_keys migration, with those after it.
+    let since_job_keys = Migrator::migrations()
+        .iter()
+        .rev()
+        .position(|m| m.name() == "m20261202_000110_job_keys")
+        .unwrap()
+        + 1;
+    Migrator::down(&app.db, Some(since_job_keys as u32))
+        .await
+        .unwrap();
     jobgraph::db::migrate(&app.db).await.unwrap();
     let jobs = entity::job::Entity::find().all(&app.db).await.unwrap();
     let keys = entity::job_key::Entity::find().all(&app.db).await.unwrap();

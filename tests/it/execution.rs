@@ -944,6 +944,8 @@ async fn the_queues_job_rows_read_back_as_sea_orm_reads_them() {
         workspace_id: Set(submitted.workspace_id),
         submitter_id: Set(submitted.submitter_id),
         name: Set(None),
+        idempotency_key: Set(None),
+        request_fingerprint: Set(None),
         created_at: Set(Utc::now()),
     }
     .insert(&app.db)
@@ -962,6 +964,7 @@ async fn the_queues_job_rows_read_back_as_sea_orm_reads_them() {
         parent_kind: Set(Some(job::ParentKind::Duplicate)),
         batch_id: Set(Some(batch.id)),
         idempotency_key: Set(Some("key".to_owned())),
+        request_fingerprint: Set(Some("fingerprint".to_owned())),
         resources: Set(Some(json!({"wallSeconds": 1.5}))),
         started_at: Set(at(1)),
         finished_at: Set(at(2)),

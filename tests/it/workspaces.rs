@@ -255,6 +255,7 @@ async fn a_workspace_with_an_active_job_cannot_be_deleted() {
         parent_kind: Set(None),
         batch_id: Set(None),
         idempotency_key: Set(None),
+        request_fingerprint: Set(None),
         resources: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
