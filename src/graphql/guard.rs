@@ -10,6 +10,8 @@
 //!   so it is refused here once for both, naming where it was found.
 //! - A file of a multipart request lands only where the operation expects an `Upload`: the
 //!   request's map could otherwise put a file's placeholder into any variable, a name say.
+//!   A placeholder must name a file the request holds (the `Upload` scalar would index past
+//!   them and panic), and a document may not write one.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
