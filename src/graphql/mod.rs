@@ -3,8 +3,10 @@
 //! Resolvers stay thin: they read the viewer and the database from the context, call one
 //! service function and wrap the result in a view type.
 
+mod codes;
 mod credits;
 mod files;
+pub mod guard;
 mod job_actions;
 pub mod jobs;
 mod live;
@@ -70,6 +72,7 @@ pub fn build(
     )
     .limit_depth(config.max_query_depth)
     .limit_complexity(config.max_query_complexity)
+    .extension(codes::Codes)
     .data(db)
     .data(config)
     .data(catalog)

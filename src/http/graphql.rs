@@ -204,6 +204,9 @@ impl Params {
 
     /// Reads the parameters from a URL query string, where maps are JSON-encoded strings.
     fn from_query_string(query: &str) -> Result<Option<Self>, String> {
+        if !decodes_to_utf8(query) {
+            return Err("the query string does not decode to UTF-8 text".into());
+        }
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
             .map_err(|err| format!("the query string is malformed: {err}"))?;
         let mut object = Map::new();
@@ -238,6 +241,33 @@ impl Params {
         }
         request
     }
+}
+
+/// Whether a query string's percent-decoded bytes are UTF-8. The form decoder would quietly
+/// replace what is not with U+FFFD, so a name sent that way would be stored altered. The
+/// separators are ASCII, so checking the whole string checks each name and value.
+fn decodes_to_utf8(query: &str) -> bool {
+    let bytes = query.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            None => {
+                decoded.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 fn object_param(value: Option<Value>, name: &str) -> Result<Option<Map<String, Value>>, String> {
@@ -323,8 +353,8 @@ async fn execute(
         .then(|| state.documents.get(&request.query))
         .flatten();
     let parsed_here = cached.is_none();
-    if let Some(document) = cached {
-        request.set_parsed_query(document);
+    if let Err(error) = graphql::guard::admit(&mut request, cached) {
+        return request_error_response(media, vec![error], ErrorCode::GraphqlParseFailed);
     }
     match operation_type(&mut request) {
         Err(error) => {

@@ -323,12 +323,12 @@ impl Connection {
                 ),
                 "extensions": {"code": "BAD_REQUEST"},
             });
-            let payload = match protocol {
-                Protocol::TransportWs => json!([error]),
-                Protocol::Legacy => error,
-            };
+            self.replies.push(operation_error(protocol, &id, error));
+            return Ok(());
+        }
+        if let Err(error) = graphql::guard::admit(&mut request, None) {
             self.replies
-                .push(json!({"type": "error", "id": id, "payload": payload}));
+                .push(operation_error(protocol, &id, json!(error)));
             return Ok(());
         }
         request.data = graphql::request_data(&self.state.db, &self.state.queue, viewer);
@@ -370,6 +370,15 @@ impl Connection {
         self.operations.insert(id, task.abort_handle());
         Ok(())
     }
+}
+
+/// The `error` message refusing operation `id`, in the protocol's shape.
+fn operation_error(protocol: Protocol, id: &str, error: Value) -> Value {
+    let payload = match protocol {
+        Protocol::TransportWs => json!([error]),
+        Protocol::Legacy => error,
+    };
+    json!({"type": "error", "id": id, "payload": payload})
 }
 
 /// Reads an operation from a `subscribe` (or `start`) payload.

@@ -5,6 +5,7 @@ mod credits;
 mod database;
 mod execution;
 mod files;
+mod hostile;
 mod http_spec;
 mod job_actions;
 mod job_history;

@@ -1,0 +1,325 @@
+//! Wrong kinds of input and integer edges: every error carries a code, none is internal.
+
+use serde_json::json;
+
+use super::{Expect, Hostile, Send};
+
+#[tokio::test]
+async fn input_of_the_wrong_kind_is_refused_with_a_code() {
+    let hostile = Hostile::spawn().await;
+    let ws = &hostile.ws;
+    let job = &hostile.job;
+    let post = |query: String| Send::Post(query, json!({}));
+    let cases = vec![
+        (
+            "inputs as a string",
+            post(format!(
+                "mutation {{ submitJob(input: {{workspaceId: \"{ws}\", tool: \"sleep\", inputs: \"x\"}}) {{ job {{ id }} }} }}"
+            )),
+        ),
+        (
+            "a date that is not one",
+            post(format!(
+                "{{ workspace(id: \"{ws}\") {{ jobs(filter: {{createdAfter: \"yesterday\"}}) {{ totalCount }} }} }}"
+            )),
+        ),
+        (
+            "a date variable that is not one",
+            Send::Post(
+                format!(
+                    "query($d: DateTime) {{ workspace(id: \"{ws}\") {{ jobs(filter: {{createdAfter: $d}}) {{ totalCount }} }} }}"
+                ),
+                json!({"d": "yesterday"}),
+            ),
+        ),
+        (
+            "a token expiry that is not a date",
+            post(
+                "mutation { createApiToken(input: {name: \"t\", expiresAt: \"soon\"}) { token } }"
+                    .into(),
+            ),
+        ),
+        (
+            "settings as a string",
+            post(format!(
+                "mutation {{ submitJob(input: {{workspaceId: \"{ws}\", tool: \"sleep\", settings: \"x\"}}) {{ job {{ id }} }} }}"
+            )),
+        ),
+        (
+            "settings as a list",
+            post(format!(
+                "mutation {{ submitJob(input: {{workspaceId: \"{ws}\", tool: \"sleep\", settings: [1, 2]}}) {{ job {{ id }} }} }}"
+            )),
+        ),
+        (
+            "a setting of the wrong type",
+            post(format!(
+                "mutation {{ submitJob(input: {{workspaceId: \"{ws}\", tool: \"sleep\", settings: {{seconds: \"ten\"}}}}) {{ job {{ id }} }} }}"
+            )),
+        ),
+        (
+            "a text input as a number",
+            Send::Post(
+                format!(
+                    "mutation($i: [JobInputValue!]!) {{ submitJob(input: {{workspaceId: \"{ws}\", tool: \"sleep\", inputs: $i}}) {{ job {{ id }} }} }}"
+                ),
+                json!({"i": [{"name": "note", "text": 5}]}),
+            ),
+        ),
+        (
+            "a boolean for a name",
+            post("mutation { createWorkspace(input: {name: true}) { workspace { id } } }".into()),
+        ),
+        (
+            "null for a required name",
+            post("mutation { createWorkspace(input: {name: null}) { workspace { id } } }".into()),
+        ),
+        (
+            "an unknown enum value",
+            post(format!(
+                "{{ workspace(id: \"{ws}\") {{ jobs(filter: {{statuses: [NOPE]}}) {{ totalCount }} }} }}"
+            )),
+        ),
+        (
+            "an enum as a string variable",
+            Send::Post(
+                format!(
+                    "query($s: [JobStatus!]) {{ workspace(id: \"{ws}\") {{ jobs(filter: {{statuses: $s}}) {{ totalCount }} }} }}"
+                ),
+                json!({"s": "nope"}),
+            ),
+        ),
+        (
+            "a malformed id",
+            post("{ job(id: \"nope\") { id } }".into()),
+        ),
+        (
+            "an id of another kind",
+            post(format!("{{ job(id: \"{ws}\") {{ id }} }}")),
+        ),
+        ("a number for an id", post("{ job(id: 5) { id } }".into())),
+        (
+            "an object for a list",
+            post(format!(
+                "mutation {{ setJobSharing(input: {{jobId: \"{job}\", visibility: INVITED, invitedEmails: {{a: 1}}}}) {{ job {{ id }} }} }}"
+            )),
+        ),
+        ("an unknown field", post("{ nope }".into())),
+        (
+            "an unknown argument",
+            post("{ tools(x: 1) { name } }".into()),
+        ),
+        (
+            "a subscription over POST",
+            post(format!(
+                "subscription {{ jobUpdated(id: \"{job}\") {{ id }} }}"
+            )),
+        ),
+        (
+            "two operations, none named",
+            post(
+                "query A { viewer { isAuthenticated } } query B { viewer { isAuthenticated } }"
+                    .into(),
+            ),
+        ),
+        (
+            "a missing operation name",
+            Send::Body(
+                "application/json",
+                br#"{"query": "query A { viewer { isAuthenticated } }", "operationName": "B"}"#
+                    .to_vec(),
+            ),
+        ),
+        (
+            "an undeclared variable",
+            post("{ tool(name: $x) { name } }".into()),
+        ),
+        (
+            "a missing variable",
+            post("query($x: String!) { tool(name: $x) { name } }".into()),
+        ),
+        (
+            "a fragment cycle",
+            post("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }".into()),
+        ),
+        ("a long chain of fragments", post(fragment_chain(3_000))),
+        (
+            "a variable of an output type",
+            post("query($x: Job) { viewer { isAuthenticated } }".into()),
+        ),
+        (
+            "a worker mutation by a user",
+            post(
+                "mutation { claimJobs(input: {worker: \"w\", tools: [\"x\"]}) { jobs { id } } }"
+                    .into(),
+            ),
+        ),
+        (
+            "a websocket subscription with a bad id",
+            Send::Ws(json!({"query": "subscription { jobUpdated(id: \"nope\") { id } }"})),
+        ),
+        (
+            "a websocket query of a bad date",
+            Send::Ws(
+                json!({"query": format!("{{ workspace(id: \"{ws}\") {{ jobs(filter: {{createdAfter: \"yesterday\"}}) {{ totalCount }} }} }}")}),
+            ),
+        ),
+    ];
+    hostile
+        .check(
+            Expect::Refused,
+            cases
+                .into_iter()
+                .map(|(name, send)| (name.to_owned(), send))
+                .collect(),
+        )
+        .await;
+}
+
+/// `{ ...F0 }` with each fragment spreading the next.
+fn fragment_chain(n: usize) -> String {
+    let mut document = "{ ...F0 }".to_owned();
+    for i in 0..n {
+        document.push_str(&format!(" fragment F{i} on Query {{ ...F{} }}", i + 1));
+    }
+    document.push_str(&format!(
+        " fragment F{n} on Query {{ viewer {{ isAuthenticated }} }}"
+    ));
+    document
+}
+
+/// Integers at the edges: 2^31, -1, 0 and far beyond any integer. Whether a value is in
+/// range is the schema's business; none may crash or answer an internal error.
+const EDGES: [&str; 6] = [
+    "2147483648",
+    "-2147483649",
+    "-1",
+    "0",
+    "9223372036854775808",
+    "1e30",
+];
+
+#[tokio::test]
+async fn integer_edges_in_every_numeric_argument_answer_with_a_code_or_a_result() {
+    let hostile = Hostile::spawn().await;
+    // Submissions go to a workspace without credits, so nothing is charged whatever the value.
+    let empty = hostile.app.workspace(&hostile.owner, "empty").await;
+    let ws = &hostile.ws;
+    let job = &hostile.job;
+    let mut cases = Vec::new();
+    for n in EDGES {
+        let operations = [
+            (
+                "workspaces(first)",
+                format!("{{ viewer {{ workspaces(first: {n}) {{ totalCount }} }} }}"),
+            ),
+            (
+                "jobs(first)",
+                format!("{{ workspace(id: \"{ws}\") {{ jobs(first: {n}) {{ totalCount }} }} }}"),
+            ),
+            (
+                "members(first)",
+                format!("{{ workspace(id: \"{ws}\") {{ members(first: {n}) {{ totalCount }} }} }}"),
+            ),
+            (
+                "apiTokens(first)",
+                format!("{{ viewer {{ apiTokens(first: {n}) {{ totalCount }} }} }}"),
+            ),
+            (
+                "priority",
+                format!(
+                    "mutation {{ submitJob(input: {{workspaceId: \"{empty}\", tool: \"sleep\", priority: {n}}}) {{ job {{ id }} }} }}"
+                ),
+            ),
+            (
+                "maxCredits",
+                format!(
+                    "mutation {{ submitJob(input: {{workspaceId: \"{empty}\", tool: \"sleep\", maxCredits: {n}}}) {{ job {{ id }} }} }}"
+                ),
+            ),
+            (
+                "a setting",
+                format!(
+                    "mutation {{ submitJob(input: {{workspaceId: \"{empty}\", tool: \"sleep\", settings: {{seconds: {n}}}}}) {{ job {{ id }} }} }}"
+                ),
+            ),
+            (
+                "an estimate's setting",
+                format!(
+                    "{{ estimateJobCost(input: {{tool: \"sleep\", settings: {{seconds: {n}}}}}) {{ total }} }}"
+                ),
+            ),
+            (
+                "a batch's priority",
+                format!(
+                    "mutation {{ submitBatch(input: {{workspaceId: \"{empty}\", jobs: [{{tool: \"sleep\", priority: {n}}}]}}) {{ batch {{ id }} }} }}"
+                ),
+            ),
+            (
+                "retry maxCredits",
+                format!(
+                    "mutation {{ retryJob(input: {{jobId: \"{job}\", maxCredits: {n}}}) {{ job {{ id }} }} }}"
+                ),
+            ),
+            (
+                "duplicate maxCredits",
+                format!(
+                    "mutation {{ duplicateJob(input: {{jobId: \"{job}\", workspaceId: \"{empty}\", maxCredits: {n}}}) {{ job {{ id }} }} }}"
+                ),
+            ),
+            (
+                "a grant by a non-administrator",
+                format!(
+                    "mutation {{ grantCredits(input: {{workspaceId: \"{ws}\", amount: {n}}}) {{ workspace {{ id }} }} }}"
+                ),
+            ),
+            (
+                "an adjustment by a non-administrator",
+                format!(
+                    "mutation {{ adjustCredits(input: {{workspaceId: \"{ws}\", amount: {n}, note: \"x\"}}) {{ workspace {{ id }} }} }}"
+                ),
+            ),
+            (
+                "claim limit",
+                format!(
+                    "mutation {{ claimJobs(input: {{worker: \"w\", tools: [\"x\"], limit: {n}, leaseSeconds: {n}}}) {{ jobs {{ id }} }} }}"
+                ),
+            ),
+            (
+                "heartbeat lease",
+                format!(
+                    "mutation {{ heartbeatJob(attempt: \"x\", leaseSeconds: {n}) {{ cancelled }} }}"
+                ),
+            ),
+            (
+                "progress",
+                format!(
+                    "mutation {{ reportJobProgress(attempt: \"x\", progress: {n}) {{ cancelled }} }}"
+                ),
+            ),
+        ];
+        for (what, query) in operations {
+            cases.push((
+                format!("{what} = {n}"),
+                Send::Post(query.clone(), json!({})),
+            ));
+        }
+        // The same values as JSON variables.
+        let value: serde_json::Value = serde_json::from_str(n).unwrap();
+        cases.push((
+            format!("jobs(first) = {n} as a variable"),
+            Send::Post(
+                format!("query($n: Int) {{ workspace(id: \"{ws}\") {{ jobs(first: $n) {{ totalCount }} }} }}"),
+                json!({"n": value}),
+            ),
+        ));
+        cases.push((
+            format!("a setting = {n} as a variable"),
+            Send::Post(
+                format!("mutation($s: JSON) {{ submitJob(input: {{workspaceId: \"{empty}\", tool: \"sleep\", settings: $s}}) {{ job {{ id }} }} }}"),
+                json!({"s": {"seconds": value}}),
+            ),
+        ));
+    }
+    hostile.check(Expect::RefusedOrOk, cases).await;
+}
