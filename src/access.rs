@@ -621,6 +621,54 @@ mod tests {
     }
 
     #[test]
+    fn refusals_name_the_action_and_the_role_as_a_sentence_would() {
+        let refusal = |role, action| match as_role(role).check(action) {
+            Err(Error::Forbidden(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        let change = |current, new| WorkspaceAction::ChangeMember { current, new };
+        for (role, action, expected) in [
+            (
+                Some(Role::Viewer),
+                WorkspaceAction::SubmitJobs,
+                "you cannot submit jobs in this workspace: you are a VIEWER",
+            ),
+            (
+                Some(Role::Member),
+                WorkspaceAction::Rename,
+                "you cannot rename this workspace: you are a MEMBER",
+            ),
+            (
+                Some(Role::Admin),
+                WorkspaceAction::Delete,
+                "you cannot delete this workspace: you are an ADMIN",
+            ),
+            (
+                Some(Role::Admin),
+                change(None, Some(Role::Owner)),
+                "you cannot add an OWNER to this workspace: you are an ADMIN",
+            ),
+            (
+                Some(Role::Admin),
+                change(Some(Role::Owner), Some(Role::Member)),
+                "you cannot change an OWNER into a MEMBER: you are an ADMIN",
+            ),
+            (
+                Some(Role::Member),
+                change(Some(Role::Admin), None),
+                "you cannot remove an ADMIN from this workspace: you are a MEMBER",
+            ),
+            (
+                None,
+                WorkspaceAction::Rename,
+                "you cannot rename this workspace: you are not a member of it",
+            ),
+        ] {
+            assert_eq!(refusal(role, action), expected);
+        }
+    }
+
+    #[test]
     fn platform_admins_may_do_everything() {
         let s = Standing {
             role: None,

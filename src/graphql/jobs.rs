@@ -653,7 +653,9 @@ impl JobView {
         let (summary, access) = history::batch(db(ctx), viewer(ctx), batch_id).await?;
         Ok(Some(BatchView(summary, access)))
     }
-    /// The record, result and timeline as one JSON document.
+    /// The record, result and timeline as one JSON document; what it tells of the workspace
+    /// (`workspaceId`, `submitterId`, who acted) is null or left out for viewers who see the
+    /// job only through its sharing, as in the fields above.
     async fn export_json(&self, ctx: &Context<'_>) -> ApiResult<Json<Value>> {
         let events = history::timeline(db(ctx), self.0.id).await?;
         Ok(Json(export::to_json(

@@ -14,6 +14,7 @@ mod members;
 mod races;
 mod remote;
 mod schema;
+mod sharing;
 mod support;
 mod tokens;
 mod waiting;
