@@ -5,7 +5,7 @@
 use entity::job::{self, Visibility};
 use entity::membership::Role;
 use entity::{job_share, membership, user, workspace};
-use sea_orm::sea_query::{Expr, ExprTrait as _, IntoCondition as _};
+use sea_orm::sea_query::{Expr, ExprTrait as _, IntoCondition as _, LockType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait,
 };
@@ -131,6 +131,53 @@ impl Standing {
         }
         self.role == Some(Role::Admin) && current != Some(Role::Owner) && new != Some(Role::Owner)
     }
+
+    /// Decides one action on a workspace: FORBIDDEN, in words naming the action and the
+    /// caller's role, unless the caller may.
+    pub fn check(self, action: WorkspaceAction) -> Result<()> {
+        let allowed = match action {
+            WorkspaceAction::SubmitJobs => self.can_submit(),
+            WorkspaceAction::Rename => self.can_rename(),
+            WorkspaceAction::Delete => self.can_delete(),
+            WorkspaceAction::ChangeMember { current, new } => self.can_change_member(current, new),
+        };
+        if allowed {
+            return Ok(());
+        }
+        let what = match action {
+            WorkspaceAction::SubmitJobs => "submit jobs in this workspace".to_owned(),
+            WorkspaceAction::Rename => "rename this workspace".to_owned(),
+            WorkspaceAction::Delete => "delete this workspace".to_owned(),
+            WorkspaceAction::ChangeMember { current, new } => match (current, new) {
+                (None, Some(new)) => format!("add {} to this workspace", a_role(new)),
+                (Some(current), Some(new)) => {
+                    format!("change {} into {}", a_role(current), a_role(new))
+                }
+                (Some(current), None) => format!("remove {} from this workspace", a_role(current)),
+                (None, None) => "change the members of this workspace".to_owned(),
+            },
+        };
+        let you = match self.role {
+            Some(role) => a_role(role),
+            None => "not a member of it".to_owned(),
+        };
+        Err(Error::forbidden(format!(
+            "you cannot {what}: you are {you}"
+        )))
+    }
+}
+
+/// What a caller may or may not do to a workspace, by their [`Standing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceAction {
+    SubmitJobs,
+    Rename,
+    Delete,
+    /// Moving a member from `current` to `new` role; `None` is not being a member.
+    ChangeMember {
+        current: Option<Role>,
+        new: Option<Role>,
+    },
 }
 
 /// A workspace as one caller sees it.
@@ -228,18 +275,27 @@ impl WorkspaceAccess {
         })
     }
 
-    /// FORBIDDEN with a message naming the action unless `allowed`.
-    pub fn require(&self, allowed: bool, action: &str) -> Result<()> {
-        if allowed {
-            return Ok(());
+    /// The viewer's access to a workspace whose row the caller has just read (under the
+    /// workspace's lock, see `workspaces::hold`): their standing read now. NOT_FOUND if they
+    /// may not read it.
+    pub async fn of(
+        db: &impl ConnectionTrait,
+        viewer: &Viewer,
+        workspace: workspace::Model,
+    ) -> Result<Self> {
+        let standing = standing(db, viewer, workspace.id).await?;
+        if !standing.can_read() {
+            return Err(Error::NotFound("workspace"));
         }
-        let role = match self.standing.role {
-            Some(role) => format!("a {}", role_name(role)),
-            None => "not a member".to_owned(),
-        };
-        Err(Error::forbidden(format!(
-            "you cannot {action} in this workspace: you are {role}"
-        )))
+        Ok(WorkspaceAccess {
+            workspace,
+            standing,
+        })
+    }
+
+    /// FORBIDDEN, naming the action and the viewer's role, unless the viewer may.
+    pub fn check(&self, action: WorkspaceAction) -> Result<()> {
+        self.standing.check(action)
     }
 }
 
@@ -269,7 +325,11 @@ pub enum JobAction {
     Delete,
     Cancel,
     Retry,
-    Duplicate,
+    /// Copying it into a workspace where the viewer has standing `into` (the job's own by
+    /// default): whoever may read a job may copy it where they may submit jobs.
+    Duplicate {
+        into: Standing,
+    },
     Share,
 }
 
@@ -290,30 +350,28 @@ impl JobStanding {
             || (w.role == Some(Role::Member) && self.viewer_id == Some(job.submitter_id))
     }
 
-    /// Decides one action on one job: FORBIDDEN for the role, CONFLICT for the job's status.
-    /// The mutations enforce this and `Job.viewerCan*` report it.
+    /// Decides one action on one job the viewer may read: FORBIDDEN for the role, CONFLICT
+    /// for the job's status. The mutations enforce this and `Job.viewerCan*` report it.
     pub fn check(self, job: &job::Model, action: JobAction) -> Result<()> {
         let allowed = match action {
-            JobAction::Retry | JobAction::Duplicate => self.workspace.can_submit(),
+            JobAction::Retry => self.workspace.can_submit(),
+            JobAction::Duplicate { into } => into.can_submit(),
             _ => self.manages(job),
         };
         if !allowed {
-            let what = match action {
-                JobAction::Rename => "rename",
-                JobAction::Delete => "delete",
-                JobAction::Cancel => "cancel",
-                JobAction::Retry => "retry",
-                JobAction::Duplicate => "duplicate",
-                JobAction::Share => "change the sharing of",
-            };
-            return Err(Error::forbidden(format!(
-                "you cannot {what} this job: {}",
-                match action {
-                    JobAction::Retry | JobAction::Duplicate =>
-                        "you may not submit jobs in its workspace",
-                    _ => "only its submitter and the workspace's owners and admins may",
+            let why = "only its submitter and the workspace's owners and admins may";
+            return Err(Error::forbidden(match action {
+                JobAction::Rename => format!("you cannot rename this job: {why}"),
+                JobAction::Delete => format!("you cannot delete this job: {why}"),
+                JobAction::Cancel => format!("you cannot cancel this job: {why}"),
+                JobAction::Share => format!("you cannot change the sharing of this job: {why}"),
+                JobAction::Retry => {
+                    "you cannot retry this job: you may not submit jobs in its workspace".to_owned()
                 }
-            )));
+                JobAction::Duplicate { .. } => "you cannot duplicate this job into that \
+                     workspace: you may not submit jobs there"
+                    .to_owned(),
+            }));
         }
         let status = crate::jobs::state::name(job.status);
         match action {
@@ -335,6 +393,26 @@ impl JobStanding {
     }
 }
 
+impl JobStanding {
+    /// Whether the viewer sees what a job tells of its workspace: the workspace itself, who
+    /// submitted it, its batch, its idempotency key and who acted on it. Members do; viewers
+    /// who read the job only through its sharing see the work (tool, inputs, settings, result,
+    /// files, timeline) and nothing of the workspace behind it. Every representation of a job
+    /// (GraphQL, exports, live updates) asks this.
+    pub fn sees_workspace(self) -> bool {
+        self.workspace.can_read()
+    }
+
+    /// A timeline entry's message as the viewer may read it: outsiders do not learn who
+    /// cancelled a job, which its message names.
+    pub fn event_message(self, event: &entity::job_event::Model) -> Option<&str> {
+        if event.status == job::JobStatus::Cancelled && !self.sees_workspace() {
+            return Some("cancelled");
+        }
+        event.message.as_deref()
+    }
+}
+
 /// A job as one viewer sees it.
 #[derive(Debug, Clone)]
 pub struct JobAccess {
@@ -346,11 +424,33 @@ impl JobAccess {
     /// Loads a job the viewer may read: as a member of its workspace, or through its sharing.
     /// NOT_FOUND otherwise.
     pub async fn load(db: &impl ConnectionTrait, viewer: &Viewer, id: Uuid) -> Result<Self> {
+        Self::load_locked(db, viewer, id, None).await
+    }
+
+    /// [`JobAccess::load`] for a user's change of the job: its row stays locked for the rest of
+    /// the write transaction (on PostgreSQL; SQLite's write transaction holds the database),
+    /// so that the job is not deleted, with its workspace or alone, before the change is
+    /// written.
+    pub async fn load_to_change(
+        tx: &crate::db::Transaction,
+        viewer: &Viewer,
+        id: Uuid,
+    ) -> Result<Self> {
+        Self::load_locked(tx, viewer, id, Some(LockType::NoKeyUpdate)).await
+    }
+
+    async fn load_locked(
+        db: &impl ConnectionTrait,
+        viewer: &Viewer,
+        id: Uuid,
+        lock: Option<LockType>,
+    ) -> Result<Self> {
         let not_found = || Error::NotFound("job");
-        let job = job::Entity::find_by_id(id)
-            .one(db)
-            .await?
-            .ok_or_else(not_found)?;
+        let mut select = job::Entity::find_by_id(id);
+        if let Some(lock) = lock {
+            select = select.lock(lock);
+        }
+        let job = select.one(db).await?.ok_or_else(not_found)?;
         let workspace = standing(db, viewer, job.workspace_id).await?;
         let access = JobAccess {
             standing: JobStanding {
@@ -459,6 +559,15 @@ pub fn can_create_worker_tokens(viewer: &Viewer) -> bool {
     viewer.is_platform_admin()
 }
 
+/// The role with its article, as a sentence says it: "an OWNER", "a MEMBER".
+pub fn a_role(role: Role) -> String {
+    let article = match role {
+        Role::Owner | Role::Admin => "an",
+        Role::Member | Role::Viewer => "a",
+    };
+    format!("{article} {}", role_name(role))
+}
+
 /// The role as clients spell it.
 pub fn role_name(role: Role) -> &'static str {
     match role {
@@ -508,6 +617,54 @@ mod tests {
                 s.can_delete(),
             ];
             assert_eq!(got, expected, "{role:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_action_and_the_role_as_a_sentence_would() {
+        let refusal = |role, action| match as_role(role).check(action) {
+            Err(Error::Forbidden(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        let change = |current, new| WorkspaceAction::ChangeMember { current, new };
+        for (role, action, expected) in [
+            (
+                Some(Role::Viewer),
+                WorkspaceAction::SubmitJobs,
+                "you cannot submit jobs in this workspace: you are a VIEWER",
+            ),
+            (
+                Some(Role::Member),
+                WorkspaceAction::Rename,
+                "you cannot rename this workspace: you are a MEMBER",
+            ),
+            (
+                Some(Role::Admin),
+                WorkspaceAction::Delete,
+                "you cannot delete this workspace: you are an ADMIN",
+            ),
+            (
+                Some(Role::Admin),
+                change(None, Some(Role::Owner)),
+                "you cannot add an OWNER to this workspace: you are an ADMIN",
+            ),
+            (
+                Some(Role::Admin),
+                change(Some(Role::Owner), Some(Role::Member)),
+                "you cannot change an OWNER into a MEMBER: you are an ADMIN",
+            ),
+            (
+                Some(Role::Member),
+                change(Some(Role::Admin), None),
+                "you cannot remove an ADMIN from this workspace: you are a MEMBER",
+            ),
+            (
+                None,
+                WorkspaceAction::Rename,
+                "you cannot rename this workspace: you are not a member of it",
+            ),
+        ] {
+            assert_eq!(refusal(role, action), expected);
         }
     }
 

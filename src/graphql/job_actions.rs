@@ -182,7 +182,7 @@ struct DuplicateJobInput {
 struct SetJobSharingInput {
     job_id: ID,
     visibility: VisibilityView,
-    /// For INVITED: who may see the job.
+    /// For INVITED: who may see the job, at most 100 e-mails.
     #[graphql(default)]
     invited_emails: Vec<String>,
 }

@@ -281,8 +281,8 @@ struct JobInput {
     file: Option<FileView>,
 }
 
-/// One entry of a job's timeline.
-pub struct JobEventView(job_event::Model);
+/// One entry of a job's timeline, as the viewer of its job may see it.
+pub struct JobEventView(job_event::Model, JobStanding);
 
 #[Object(name = "JobEvent")]
 impl JobEventView {
@@ -293,7 +293,7 @@ impl JobEventView {
         self.0.stage.as_deref()
     }
     async fn message(&self) -> Option<&str> {
-        self.0.message.as_deref()
+        self.1.event_message(&self.0)
     }
     async fn progress(&self) -> f64 {
         self.0.progress
@@ -420,7 +420,7 @@ impl JobView {
     }
     /// The workspace; null for viewers who see the job only through its sharing.
     async fn workspace(&self, ctx: &Context<'_>) -> ApiResult<Option<WorkspaceView>> {
-        if !self.1.workspace.can_read() {
+        if !self.1.sees_workspace() {
             return Ok(None);
         }
         let loader = ctx.data_unchecked::<super::Workspaces>();
@@ -430,9 +430,9 @@ impl JobView {
             .map_err(|err| Error::Internal(anyhow::anyhow!("loading a workspace: {err}")))?;
         Ok(access.map(WorkspaceView))
     }
-    /// Who submitted it; null for viewers outside the workspace.
+    /// Who submitted it; null for viewers who see the job only through its sharing.
     async fn submitter(&self, ctx: &Context<'_>) -> ApiResult<Option<UserView>> {
-        if !self.1.workspace.can_read() {
+        if !self.1.sees_workspace() {
             return Ok(None);
         }
         load_user(ctx, self.0.submitter_id).await.map(Some)
@@ -531,8 +531,13 @@ impl JobView {
     async fn priority(&self) -> i32 {
         self.0.priority
     }
+    /// The key it was submitted with; null for viewers who see the job only through its
+    /// sharing.
     async fn idempotency_key(&self) -> Option<&str> {
-        self.0.idempotency_key.as_deref()
+        self.0
+            .idempotency_key
+            .as_deref()
+            .filter(|_| self.1.sees_workspace())
     }
     /// Wall time, CPU and memory the run used.
     async fn resources(&self) -> Option<Json<Value>> {
@@ -581,7 +586,10 @@ impl JobView {
     /// Every status and stage change, oldest first.
     async fn timeline(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobEventView>> {
         let events = history::timeline(db(ctx), self.0.id).await?;
-        Ok(events.into_iter().map(JobEventView).collect())
+        Ok(events
+            .into_iter()
+            .map(|event| JobEventView(event, self.1))
+            .collect())
     }
     /// A stable link that opens the job.
     async fn url(&self, ctx: &Context<'_>) -> String {
@@ -635,21 +643,26 @@ impl JobView {
         }
         Ok(views)
     }
+    /// The batch it was submitted in; null for viewers who see the job only through its
+    /// sharing.
     async fn batch(&self, ctx: &Context<'_>) -> ApiResult<Option<BatchView>> {
         let Some(batch_id) = self.0.batch_id else {
             return Ok(None);
         };
-        if !self.1.workspace.can_read() {
+        if !self.1.sees_workspace() {
             return Ok(None);
         }
         let (summary, access) = history::batch(db(ctx), viewer(ctx), batch_id).await?;
         Ok(Some(BatchView(summary, access)))
     }
-    /// The record, result and timeline as one JSON document.
+    /// The record, result and timeline as one JSON document; what it tells of the workspace
+    /// (`workspaceId`, `submitterId`, who acted) is null or left out for viewers who see the
+    /// job only through its sharing, as in the fields above.
     async fn export_json(&self, ctx: &Context<'_>) -> ApiResult<Json<Value>> {
         let events = history::timeline(db(ctx), self.0.id).await?;
         Ok(Json(export::to_json(
             &self.0,
+            self.1,
             &events,
             &job_url(ctx, self.0.id),
         )))
@@ -670,9 +683,21 @@ impl JobView {
     async fn viewer_can_retry(&self) -> bool {
         self.can(JobAction::Retry)
     }
-    /// Whether the viewer may duplicate the job into its own workspace.
-    async fn viewer_can_duplicate(&self) -> bool {
-        self.can(JobAction::Duplicate)
+    /// Whether the viewer may duplicate the job into workspace `into`, by default the job's
+    /// own: whoever may read a job may copy it into a workspace where they may submit jobs.
+    async fn viewer_can_duplicate(&self, ctx: &Context<'_>, into: Option<ID>) -> ApiResult<bool> {
+        let into = match into {
+            None => self.1.workspace,
+            Some(id) => {
+                let id = ids::decode(Kind::Workspace, "into", &id)?;
+                if id == self.0.workspace_id {
+                    self.1.workspace
+                } else {
+                    crate::access::standing(db(ctx), viewer(ctx), id).await?
+                }
+            }
+        };
+        Ok(self.can(JobAction::Duplicate { into }))
     }
     async fn viewer_can_share(&self) -> bool {
         self.can(JobAction::Share)
@@ -693,7 +718,9 @@ impl BatchView {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.batch.created_at
     }
-    /// The least advanced status among its jobs.
+    /// While any of its jobs is active, the least advanced of them: PENDING, then QUEUED, then
+    /// PROCESSING (which a job waiting to be retried counts as). Once all have ended,
+    /// COMPLETED if all completed, else FAILED if any failed or timed out, else CANCELLED.
     async fn status(&self) -> JobStatusView {
         history::batch_status(&self.0.statuses).into()
     }

@@ -69,7 +69,7 @@ pub async fn json(
     };
     let gid = ids::encode(Kind::Job, access.job.id);
     let url = state.config.job_url(access.job.id);
-    let document = export::to_json(&access.job, &events, &url);
+    let document = export::to_json(&access.job, access.standing, &events, &url);
     let body = serde_json::to_string_pretty(&document).unwrap_or_default();
     attachment(
         "application/json; charset=utf-8",

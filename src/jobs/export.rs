@@ -4,19 +4,28 @@ use entity::job;
 use entity::job_event;
 use serde_json::{Map, Value, json};
 
+use crate::access::JobStanding;
 use crate::ids::{self, Kind};
 use crate::jobs::state;
 
-/// The job record, its result and its timeline, as one JSON document.
-pub fn to_json(job: &job::Model, timeline: &[job_event::Model], url: &str) -> Value {
+/// The job record, its result and its timeline, as one JSON document, as `standing` may see
+/// them: what it tells of the workspace is null for viewers who do not see the workspace
+/// ([`JobStanding::sees_workspace`]), as in the API.
+pub fn to_json(
+    job: &job::Model,
+    standing: JobStanding,
+    timeline: &[job_event::Model],
+    url: &str,
+) -> Value {
+    let sees_workspace = standing.sees_workspace();
     json!({
         "id": ids::encode(Kind::Job, job.id).as_str(),
         "url": url,
         "name": job.name,
         "tool": job.tool,
         "toolVersion": job.tool_version,
-        "workspaceId": ids::encode(Kind::Workspace, job.workspace_id).as_str(),
-        "submitterId": ids::encode(Kind::User, job.submitter_id).as_str(),
+        "workspaceId": sees_workspace.then(|| ids::encode(Kind::Workspace, job.workspace_id).to_string()),
+        "submitterId": sees_workspace.then(|| ids::encode(Kind::User, job.submitter_id).to_string()),
         "status": state::name(job.status),
         "stage": job.stage,
         "progress": job.progress,
@@ -36,7 +45,7 @@ pub fn to_json(job: &job::Model, timeline: &[job_event::Model], url: &str) -> Va
         "timeline": timeline.iter().map(|event| json!({
             "status": state::name(event.status),
             "stage": event.stage,
-            "message": event.message,
+            "message": standing.event_message(event),
             "progress": event.progress,
             "attempt": event.attempt,
             "at": event.created_at,

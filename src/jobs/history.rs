@@ -511,21 +511,45 @@ pub async fn batch(
     ))
 }
 
-/// The status a batch shows: the least advanced of its jobs.
+/// The status a batch shows: while any of its jobs is active, the least advanced of them
+/// (PENDING, then QUEUED, then PROCESSING, which a job waiting to be retried counts as); once
+/// all have ended, COMPLETED if all completed, else FAILED if any failed or timed out, else
+/// CANCELLED.
 pub fn batch_status(statuses: &[JobStatus]) -> JobStatus {
     use JobStatus::*;
     let any = |s: JobStatus| statuses.contains(&s);
-    if any(Processing) || any(Retry) {
-        Processing
+    if any(Pending) {
+        Pending
     } else if any(Queued) {
         Queued
-    } else if any(Pending) {
-        Pending
+    } else if any(Processing) || any(Retry) {
+        Processing
     } else if statuses.iter().all(|s| *s == Completed) {
         Completed
     } else if any(Failed) || any(Timeout) {
         Failed
     } else {
         Cancelled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_shows_its_least_advanced_active_job_then_its_outcome() {
+        use JobStatus::*;
+        for (statuses, expected) in [
+            (vec![Processing, Queued, Completed], Queued),
+            (vec![Retry, Pending, Processing], Pending),
+            (vec![Retry, Completed], Processing),
+            (vec![Processing, Failed], Processing),
+            (vec![Completed, Completed], Completed),
+            (vec![Completed, Timeout, Cancelled], Failed),
+            (vec![Completed, Cancelled], Cancelled),
+        ] {
+            assert_eq!(batch_status(&statuses), expected, "{statuses:?}");
+        }
     }
 }

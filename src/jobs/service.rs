@@ -17,13 +17,14 @@ use uuid::Uuid;
 
 use super::idempotency;
 use super::lifecycle::{self, Change};
-use crate::access::{JobAccess, JobAction, Viewer, WorkspaceAccess};
+use crate::access::{JobAccess, JobAction, Viewer, WorkspaceAccess, WorkspaceAction};
 use crate::credits::{Credits, ledger};
 use crate::db;
 use crate::error::{Error, Result, is_unique_violation};
 use crate::files::{self, Checks, Files, NewFile};
 use crate::tools::{Catalog, Estimate, InputFormat, InputValue, Prepared, StoredInputKind, Tool};
 use crate::users;
+use crate::workspaces::{self, Hold};
 
 /// The most jobs one batch may hold.
 pub const MAX_BATCH_JOBS: usize = 1000;
@@ -416,8 +417,11 @@ async fn submit_staged(
     staged: &mut Vec<NewFile>,
 ) -> Result<Submitted> {
     let user = viewer.require_user()?;
-    let access = WorkspaceAccess::load(db, viewer, workspace_id).await?;
-    access.require(access.standing.can_submit(), "submit jobs")?;
+    // Checked first so that nothing is stored for a refused submission, and again under the
+    // workspace's lock, where the job is written.
+    WorkspaceAccess::load(db, viewer, workspace_id)
+        .await?
+        .check(WorkspaceAction::SubmitJobs)?;
     check_idempotency_key(&options.idempotency_key)?;
     let job_id = Uuid::now_v7();
     stage(
@@ -445,6 +449,9 @@ async fn submit_staged(
     let planned = plan(catalog, submission, "", job_id)?;
     check_max_credits(planned.estimate.total, options.max_credits)?;
     let tx = db::begin_write(db).await?;
+    workspaces::hold(&tx, viewer, workspace_id, Hold::Change)
+        .await?
+        .check(WorkspaceAction::SubmitJobs)?;
     let inserted = insert_jobs(
         &tx,
         user.id,
@@ -578,8 +585,11 @@ async fn submit_batch_staged(
     staged: &mut Vec<NewFile>,
 ) -> Result<SubmittedBatch> {
     let user = viewer.require_user()?;
-    let access = WorkspaceAccess::load(db, viewer, workspace_id).await?;
-    access.require(access.standing.can_submit(), "submit jobs")?;
+    // Checked first so that nothing is stored for a refused batch, and again under the
+    // workspace's lock, where the batch is written.
+    WorkspaceAccess::load(db, viewer, workspace_id)
+        .await?
+        .check(WorkspaceAction::SubmitJobs)?;
     if submissions.is_empty() || submissions.len() > MAX_BATCH_JOBS {
         return Err(Error::bad_input(
             "jobs",
@@ -621,6 +631,9 @@ async fn submit_batch_staged(
         .ok_or_else(|| crate::tools::pricing::too_expensive("jobs"))?;
     check_max_credits(total, options.max_credits)?;
     let tx = db::begin_write(db).await?;
+    workspaces::hold(&tx, viewer, workspace_id, Hold::Change)
+        .await?
+        .check(WorkspaceAction::SubmitJobs)?;
     let inserted = batch::ActiveModel {
         id: Set(Uuid::now_v7()),
         workspace_id: Set(workspace_id),
@@ -675,7 +688,8 @@ pub async fn rename(
     id: Uuid,
     name: &str,
 ) -> Result<job::Model> {
-    let access = JobAccess::load(db, viewer, id).await?;
+    let tx = db::begin_write(db).await?;
+    let access = JobAccess::load_to_change(&tx, viewer, id).await?;
     access.check(JobAction::Rename)?;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
@@ -684,7 +698,6 @@ pub async fn rename(
     let mut active = access.job.into_active_model();
     active.name = Set(name.to_owned());
     active.updated_at = Set(Utc::now());
-    let tx = db::begin_write(db).await?;
     let job = active.update(&tx).await?;
     crate::live::job_changed(&tx, &job, LiveKind::Updated).await?;
     tx.commit().await?;
@@ -699,7 +712,17 @@ pub async fn delete(
     viewer: &Viewer,
     id: Uuid,
 ) -> Result<job::Model> {
+    let not_found = || Error::NotFound("job");
+    let workspace_id = job::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(not_found)?
+        .workspace_id;
     let tx = db::begin_write(db).await?;
+    // Under the workspace's lock, as its deletion is, which would take the job with it.
+    workspaces::lock(&tx, workspace_id, Hold::Change)
+        .await
+        .map_err(|_| not_found())?;
     let access = JobAccess::load(&tx, viewer, id).await?;
     access.check(JobAction::Delete)?;
     lifecycle::delete_records(&tx, sea_orm::Condition::all().add(job::Column::Id.eq(id))).await?;
@@ -723,7 +746,7 @@ pub async fn delete(
 /// is stopped by the execution layer, which sees the CANCELLED status.
 pub async fn cancel(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Result<job::Model> {
     let tx = db::begin_write(db).await?;
-    let access = JobAccess::load(&tx, viewer, id).await?;
+    let access = JobAccess::load_to_change(&tx, viewer, id).await?;
     access.check(JobAction::Cancel)?;
     let by = viewer
         .user()
@@ -805,9 +828,13 @@ pub async fn duplicate(
     let access = JobAccess::load(db, viewer, id).await?;
     let original = access.job.clone();
     let target = overrides.workspace_id.unwrap_or(original.workspace_id);
-    if target == original.workspace_id {
-        access.check(JobAction::Duplicate)?;
-    }
+    // Another workspace must be readable: one that is not answers NOT_FOUND, as everywhere.
+    let into = if target == original.workspace_id {
+        access.standing.workspace
+    } else {
+        WorkspaceAccess::load(db, viewer, target).await?.standing
+    };
+    access.check(JobAction::Duplicate { into })?;
     let mut inputs: BTreeMap<String, InputValue> =
         stored_inputs(db, &original).await?.into_iter().collect();
     inputs.extend(overrides.inputs);
@@ -868,7 +895,11 @@ async fn stored_inputs(
         .collect())
 }
 
-/// Sets who may see a job besides its workspace; INVITED lists the e-mails that may.
+/// The most e-mails a job may be shared with.
+pub const MAX_INVITED_EMAILS: usize = 100;
+
+/// Sets who may see a job besides its workspace; INVITED lists the e-mails that may, at most
+/// [`MAX_INVITED_EMAILS`].
 pub async fn set_sharing(
     db: &DatabaseConnection,
     viewer: &Viewer,
@@ -876,6 +907,12 @@ pub async fn set_sharing(
     visibility: Visibility,
     invited: Vec<String>,
 ) -> Result<job::Model> {
+    if invited.len() > MAX_INVITED_EMAILS {
+        return Err(Error::bad_input(
+            "invitedEmails",
+            format!("a job is shared with at most {MAX_INVITED_EMAILS} e-mails"),
+        ));
+    }
     let invited = invited
         .iter()
         .map(|email| {
@@ -900,7 +937,7 @@ pub async fn set_sharing(
         ));
     }
     let tx = db::begin_write(db).await?;
-    let access = JobAccess::load(&tx, viewer, id).await?;
+    let access = JobAccess::load_to_change(&tx, viewer, id).await?;
     access.check(JobAction::Share)?;
     job_share::Entity::delete_many()
         .filter(job_share::Column::JobId.eq(id))

@@ -1,7 +1,8 @@
 //! Members of a workspace: adding, changing roles, removing, leaving.
 //!
-//! Every change runs in a transaction that first locks the workspace row, so that two
-//! concurrent changes can never leave a workspace without an owner.
+//! Every change runs in a transaction that first holds the workspace (`super::hold`), so that
+//! two concurrent changes can never leave a workspace without an owner, and a member removed
+//! or demoted submits nothing after it.
 
 use chrono::Utc;
 use entity::membership::{self, Role};
@@ -11,7 +12,8 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::access::{Viewer, WorkspaceAccess, role_name};
+use super::Hold;
+use crate::access::{Viewer, WorkspaceAccess, WorkspaceAction, role_name};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::pagination::{self, Page, PageArgs};
@@ -42,12 +44,11 @@ pub async fn add(
     role: Role,
 ) -> Result<membership::Model> {
     let tx = db::begin_write(db).await?;
-    super::lock(&tx, workspace_id).await?;
-    let access = WorkspaceAccess::load(&tx, viewer, workspace_id).await?;
-    access.require(
-        access.standing.can_change_member(None, Some(role)),
-        &format!("add a member as {}", role_name(role)),
-    )?;
+    let access = super::hold(&tx, viewer, workspace_id, Hold::Change).await?;
+    access.check(WorkspaceAction::ChangeMember {
+        current: None,
+        new: Some(role),
+    })?;
     let user = users::find_or_invite(&tx, email).await?;
     if let Some(existing) = membership::Entity::find_for(workspace_id, user.id)
         .one(&tx)
@@ -82,19 +83,12 @@ pub async fn change_role(
     role: Role,
 ) -> Result<membership::Model> {
     let tx = db::begin_write(db).await?;
-    super::lock(&tx, workspace_id).await?;
-    let access = WorkspaceAccess::load(&tx, viewer, workspace_id).await?;
+    let access = super::hold(&tx, viewer, workspace_id, Hold::Change).await?;
     let member = find_member(&tx, workspace_id, user_id).await?;
-    access.require(
-        access
-            .standing
-            .can_change_member(Some(member.role), Some(role)),
-        &format!(
-            "change a {} into a {}",
-            role_name(member.role),
-            role_name(role)
-        ),
-    )?;
+    access.check(WorkspaceAction::ChangeMember {
+        current: Some(member.role),
+        new: Some(role),
+    })?;
     if member.role == role {
         return Ok(member);
     }
@@ -117,13 +111,12 @@ pub async fn remove(
     user_id: Uuid,
 ) -> Result<membership::Model> {
     let tx = db::begin_write(db).await?;
-    super::lock(&tx, workspace_id).await?;
-    let access = WorkspaceAccess::load(&tx, viewer, workspace_id).await?;
+    let access = super::hold(&tx, viewer, workspace_id, Hold::Change).await?;
     let member = find_member(&tx, workspace_id, user_id).await?;
-    access.require(
-        access.standing.can_change_member(Some(member.role), None),
-        &format!("remove a {}", role_name(member.role)),
-    )?;
+    access.check(WorkspaceAction::ChangeMember {
+        current: Some(member.role),
+        new: None,
+    })?;
     delete_member(&tx, member.clone()).await?;
     crate::live::members_changed(&tx, workspace_id).await?;
     tx.commit().await?;
@@ -138,7 +131,7 @@ pub async fn leave(
 ) -> Result<membership::Model> {
     let user = viewer.require_user()?;
     let tx = db::begin_write(db).await?;
-    super::lock(&tx, workspace_id).await?;
+    super::hold(&tx, viewer, workspace_id, Hold::Change).await?;
     let member = membership::Entity::find_for(workspace_id, user.id)
         .one(&tx)
         .await?

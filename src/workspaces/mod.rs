@@ -8,14 +8,14 @@ use chrono::Utc;
 use entity::job::{self, JobStatus};
 use entity::membership::{self, Role};
 use entity::workspace;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::LockType;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
     IntoActiveModel, JoinType, Order, PaginatorTrait, QueryFilter, QuerySelect, RelationTrait, Set,
 };
 use uuid::Uuid;
 
-use crate::access::{Standing, Viewer, WorkspaceAccess};
+use crate::access::{Standing, Viewer, WorkspaceAccess, WorkspaceAction};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::pagination::{self, Page, PageArgs};
@@ -63,22 +63,25 @@ pub async fn create(
 
 /// Renames a workspace (OWNER or ADMIN).
 pub async fn rename(
-    db: &impl ConnectionTrait,
+    db: &DatabaseConnection,
     viewer: &Viewer,
     id: Uuid,
     name: &str,
 ) -> Result<workspace::Model> {
-    let access = WorkspaceAccess::load(db, viewer, id).await?;
-    access.require(access.standing.can_rename(), "rename the workspace")?;
+    let tx = db::begin_write(db).await?;
+    let access = hold(&tx, viewer, id, Hold::Change).await?;
+    access.check(WorkspaceAction::Rename)?;
     let name = check_name(name)?;
     let mut active = access.workspace.into_active_model();
     active.name = Set(name);
     active.updated_at = Set(Utc::now());
-    Ok(active.update(db).await?)
+    let workspace = active.update(&tx).await?;
+    tx.commit().await?;
+    Ok(workspace)
 }
 
 /// Deletes a workspace with its members, jobs and files (OWNER only). Refused while any of
-/// its jobs is still active.
+/// its jobs is still active: under the workspace's lock, so no job is being added meanwhile.
 pub async fn delete(
     db: &DatabaseConnection,
     files: &crate::files::Files,
@@ -86,8 +89,8 @@ pub async fn delete(
     id: Uuid,
 ) -> Result<()> {
     let tx = db::begin_write(db).await?;
-    let access = WorkspaceAccess::load(&tx, viewer, id).await?;
-    access.require(access.standing.can_delete(), "delete the workspace")?;
+    let access = hold(&tx, viewer, id, Hold::Delete).await?;
+    access.check(WorkspaceAction::Delete)?;
     let active_jobs = job::Entity::find_in_workspace(id)
         .filter(job::Column::Status.is_in(JobStatus::ACTIVE))
         .count(&tx)
@@ -151,16 +154,55 @@ pub async fn list_for_viewer(
     })
 }
 
-/// Takes the workspace row's write lock for the rest of the transaction, so that concurrent
-/// changes to its members or balance happen one after the other. NOT_FOUND if it is gone.
-pub(crate) async fn lock(db: &impl ConnectionTrait, id: Uuid) -> Result<()> {
-    let updated = workspace::Entity::update_many()
-        .col_expr(workspace::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(workspace::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    if updated.rows_affected == 0 {
-        return Err(Error::NotFound("workspace"));
+/// What a writer is about to do to a workspace, which decides the lock it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Changing what it holds: adding jobs, changing members, renaming it.
+    Change,
+    /// Deleting it, with everything it holds.
+    Delete,
+}
+
+/// Takes the workspace's lock for the rest of the write transaction, then reads it and the
+/// viewer's standing in it as they are under that lock. NOT_FOUND if it is gone or the viewer
+/// may not read it.
+///
+/// Every writer that adds jobs to a workspace (submissions, batches, retries, duplicates),
+/// deletes its jobs, changes its members, or renames or deletes it starts here, so that they
+/// happen one after the other and each decides on what the one before it left: a job is never
+/// added to a workspace being deleted, nor by someone just removed from it, and a deletion
+/// counts every job it would take with it. A job's status changes lock the job, not its
+/// workspace: the execution layer locks a job before its workspace's balance, and a user's
+/// change of a job must not take the two the other way round.
+///
+/// On PostgreSQL this is the row's lock, taken before the standing is read (a statement that
+/// waited for the lock and then joined the members would see them as they were before the
+/// wait): FOR NO KEY UPDATE, the lock a balance move takes too, or FOR UPDATE for a deletion,
+/// which also waits for rows being added that refer to the workspace. On SQLite the write
+/// transaction already holds the database's one write lock (BEGIN IMMEDIATE).
+pub(crate) async fn hold(
+    tx: &db::Transaction,
+    viewer: &Viewer,
+    id: Uuid,
+    hold: Hold,
+) -> Result<WorkspaceAccess> {
+    if matches!(viewer, Viewer::Anonymous) {
+        return Err(Error::Unauthenticated);
     }
-    Ok(())
+    let workspace = lock(tx, id, hold).await?;
+    WorkspaceAccess::of(tx, viewer, workspace).await
+}
+
+/// The lock of [`hold`], for a writer that decides access by other means (a job's deletion,
+/// by the job). NOT_FOUND if the workspace is gone.
+pub(crate) async fn lock(tx: &db::Transaction, id: Uuid, hold: Hold) -> Result<workspace::Model> {
+    let lock = match hold {
+        Hold::Change => LockType::NoKeyUpdate,
+        Hold::Delete => LockType::Update,
+    };
+    workspace::Entity::find_by_id(id)
+        .lock(lock)
+        .one(tx)
+        .await?
+        .ok_or(Error::NotFound("workspace"))
 }

@@ -320,6 +320,83 @@ async fn every_action_by_role_and_status_matches_the_viewer_can_flags() {
 }
 
 #[tokio::test]
+async fn outsiders_on_shared_jobs_may_do_what_the_viewer_can_flags_say() {
+    let app = TestApp::spawn().await;
+    let owner = app.user("owner@lab.test").await;
+    let outsider = app.user("outsider@lab.test").await;
+    let ws = app.workspace(&owner, "lab").await;
+    app.grant(&ws, 100_000).await;
+    let own = app.workspace(&outsider, "outsider's").await;
+    app.grant(&own, 100_000).await;
+    let share = "mutation($id: ID!, $v: Visibility!) { setJobSharing(input: {jobId: $id, visibility: $v}) { job { id } } }";
+    let read = format!(
+        "query($id: ID!, $into: ID!) {{ job(id: $id) {{ {JOB_FIELDS} intoOwn: viewerCanDuplicate(into: $into) }} }}"
+    );
+    let into_own = "mutation($id: ID!, $into: ID!) { duplicateJob(input: {jobId: $id, workspaceId: $into}) { job { id } } }";
+    let mut allowed = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    for status in ["QUEUED", "FAILED", "COMPLETED", "CANCELLED"] {
+        for (visibility, actor, token) in [
+            ("PUBLIC", "OUTSIDER", Some(outsider.token.as_str())),
+            ("LOGGED_IN", "OUTSIDER", Some(outsider.token.as_str())),
+            ("PUBLIC", "ANONYMOUS", None),
+        ] {
+            let actions = ACTIONS
+                .iter()
+                .map(|(action, mutation)| (*action, *mutation, json!({})))
+                .chain([("duplicate into own", into_own, json!({"into": own}))]);
+            for (action, mutation, extra) in actions {
+                let job = job_in(&app, &owner, &ws, status).await;
+                app.ok(
+                    Some(&owner.token),
+                    share,
+                    json!({"id": job, "v": visibility}),
+                )
+                .await;
+                let (_, body) = app
+                    .post(token, &read, json!({"id": job, "into": own}))
+                    .await;
+                let job_read = &body["data"]["job"];
+                assert!(
+                    job_read.is_object(),
+                    "{actor} reads a {visibility} job: {body}"
+                );
+                let can = match action {
+                    "duplicate into own" => job_read["intoOwn"].as_bool().unwrap(),
+                    _ => flag(job_read, action),
+                };
+                let mut variables = json!({"id": job});
+                variables
+                    .as_object_mut()
+                    .unwrap()
+                    .extend(extra.as_object().unwrap().clone());
+                let (_, body) = app.post(token, mutation, variables).await;
+                let did = body["errors"].is_null();
+                if can != did {
+                    failures.push(format!(
+                        "{actor} {action} on {visibility} {status}: flag {can}, mutation {body}"
+                    ));
+                }
+                if did {
+                    allowed.insert(format!("{visibility} {status} {actor} {action}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // An outsider copies a job they may read into their own workspace, and nothing else.
+    let expected: std::collections::BTreeSet<String> =
+        ["QUEUED", "FAILED", "COMPLETED", "CANCELLED"]
+            .into_iter()
+            .flat_map(|status| {
+                ["PUBLIC", "LOGGED_IN"]
+                    .map(|visibility| format!("{visibility} {status} OUTSIDER duplicate into own"))
+            })
+            .collect();
+    assert_eq!(allowed, expected);
+}
+
+#[tokio::test]
 async fn retries_and_duplicates_are_new_charged_jobs_linked_to_their_parent() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice@lab.test").await;
@@ -482,6 +559,7 @@ async fn sharing_levels_decide_who_sees_a_job_and_shared_viewers_only_read() {
                     "{body}"
                 );
                 assert_eq!(job["viewerCanRename"], false);
+                // Not into the job's workspace; into their own, see the test above.
                 assert_eq!(job["viewerCanDuplicate"], false);
             }
         }
