@@ -251,11 +251,8 @@ async fn record_by_admin(
 /// first, so a charge committed meanwhile is counted (it moved credits from the balance to what
 /// is held) and a later one waits for this move.
 async fn check_room(tx: &db::Transaction, workspace_id: Uuid, amount: i64) -> Result<()> {
-    crate::workspaces::lock(tx, workspace_id).await?;
-    let balance = workspace::Entity::find_by_id(workspace_id)
-        .one(tx)
+    let balance = crate::workspaces::lock(tx, workspace_id, crate::workspaces::Hold::Change)
         .await?
-        .ok_or(Error::NotFound("workspace"))?
         .credit_balance;
     let held: i64 = job::Entity::find_in_workspace(workspace_id)
         .select_only()
