@@ -116,8 +116,8 @@ pub struct App {
 
 impl App {
     /// Checks the configuration, connects to the database and migrates it.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        config.server.validate()?;
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
         let catalog = Catalog::load(config.server.tools_file.as_deref())?;
         let files = Files::from_config(&config.server, &config.database.data_dir)?;
         let database_url = config.database.url();

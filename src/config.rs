@@ -25,6 +25,18 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// Makes the data directory absolute, once, at start: programs of command tools run in
+    /// their own working directory, where a relative path given to them would name nothing.
+    pub fn validate(&mut self) -> anyhow::Result<()> {
+        self.data_dir = std::path::absolute(&self.data_dir).with_context(|| {
+            format!(
+                "--data-dir `{}` cannot be made absolute",
+                self.data_dir.display()
+            )
+        })?;
+        Ok(())
+    }
+
     /// The database URL in effect.
     pub fn url(&self) -> String {
         self.database_url
@@ -213,6 +225,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Checks the whole configuration and resolves its paths; fails with what to fix.
+    pub fn validate(&mut self) -> anyhow::Result<()> {
+        self.database.validate()?;
+        self.server.validate()
+    }
+
     /// The defaults, as `jobgraph serve` with no flags and no environment would use.
     pub fn defaults() -> Self {
         use clap::Parser;

@@ -107,7 +107,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let command = cli.command.unwrap_or(Command::Serve(cli.server));
-    let database = cli.database;
+    let mut database = cli.database;
+    database.validate()?;
     match command {
         Command::Serve(server) => serve(Config { database, server }).await,
         Command::Worker(server) => work(Config { database, server }).await,
@@ -194,6 +195,21 @@ async fn open(database: &DatabaseConfig) -> anyhow::Result<sea_orm::DatabaseConn
     Ok(db)
 }
 
+/// Opens the database a command that works on existing data needs: a SQLite file that does not
+/// exist is refused rather than created empty (a command run from another folder would
+/// otherwise find nothing in a new `./data`).
+async fn open_existing(database: &DatabaseConfig) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let url = database.url();
+    if let Some(path) = jobgraph::db::sqlite_path(&url)
+        && !std::path::Path::new(path).exists()
+    {
+        anyhow::bail!(
+            "no database at {path}: point --data-dir (or DATABASE_URL) at the server's data"
+        );
+    }
+    open(database).await
+}
+
 async fn user_command(database: &DatabaseConfig, command: UserCommand) -> anyhow::Result<()> {
     let db = open(database).await?;
     match command {
@@ -207,7 +223,7 @@ async fn user_command(database: &DatabaseConfig, command: UserCommand) -> anyhow
 }
 
 async fn token_command(database: &DatabaseConfig, command: TokenCommand) -> anyhow::Result<()> {
-    let db = open(database).await?;
+    let db = open_existing(database).await?;
     match command {
         TokenCommand::Create {
             email,
@@ -219,7 +235,12 @@ async fn token_command(database: &DatabaseConfig, command: TokenCommand) -> anyh
             let user = entity::user::Entity::find_by_email(&email)
                 .one(&db)
                 .await?
-                .with_context(|| format!("no user has the e-mail {email}"))?;
+                .with_context(|| {
+                    format!(
+                        "no user has the e-mail {email} in the database at {}",
+                        jobgraph::db::redact(&database.url())
+                    )
+                })?;
             let expires_at = expires_in_days
                 .map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
             let (_, secret) = users::tokens::create(
@@ -242,7 +263,7 @@ async fn token_command(database: &DatabaseConfig, command: TokenCommand) -> anyh
 }
 
 async fn credits_command(database: &DatabaseConfig, command: CreditsCommand) -> anyhow::Result<()> {
-    let db = open(database).await?;
+    let db = open_existing(database).await?;
     match command {
         CreditsCommand::Grant {
             workspace,
