@@ -149,7 +149,10 @@ impl App {
                 ..WorkerConfig::default()
             },
             wake: self.state.wake.clone(),
-            work_root: self.state.data_dir.join("work"),
+            places: crate::executors::Places {
+                work_root: self.state.data_dir.join("work"),
+                supervisor: self.state.config.supervisor(),
+            },
             metrics: self.state.metrics.clone(),
             files: self.state.files.clone(),
             listen_url: self

@@ -80,6 +80,12 @@ pub struct ServerConfig {
     #[arg(long, env = "JOBGRAPH_WORKSPACE_MAX_RUNNING", default_value_t = 0)]
     pub workspace_max_running: u32,
 
+    /// The `jobgraph` program that supervises each program a command tool runs: it ends the
+    /// program, with all it started, when the worker goes away, and measures what the program
+    /// alone used. Default: this program.
+    #[arg(long, env = "JOBGRAPH_SUPERVISOR")]
+    pub supervisor: Option<PathBuf>,
+
     /// Seconds a stopping worker lets its running jobs finish; it then stops the rest and hands
     /// them back to the queue.
     #[arg(long, env = "JOBGRAPH_GRACE_SECONDS", default_value_t = 10)]
@@ -200,6 +206,14 @@ impl ServerConfig {
             bail!("--max-query-depth must be at least 5 and --max-query-complexity at least 100");
         }
         Ok(())
+    }
+
+    /// The supervisor of command tools' programs in effect.
+    pub fn supervisor(&self) -> PathBuf {
+        self.supervisor
+            .clone()
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("jobgraph"))
     }
 
     /// The stable link that opens a job.

@@ -45,6 +45,12 @@ enum Command {
     /// Manage workspace credits.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Runs a command tool's program for a worker, which starts it (see `executors::supervise`).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,9 +101,20 @@ enum CreditsCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A supervisor stays a single small process: no runtime, no logging.
+    if let Some(Command::Supervise { command }) = &cli.command {
+        std::process::exit(jobgraph::executors::supervise::main(command));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
@@ -128,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         Command::User(command) => user_command(&database, command).await,
         Command::Token(command) => token_command(&database, command).await,
         Command::Credits(command) => credits_command(&database, command).await,
+        Command::Supervise { .. } => unreachable!("handled before the runtime starts"),
     }
 }
 

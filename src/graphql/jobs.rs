@@ -532,7 +532,12 @@ impl JobView {
     async fn idempotency_key(&self) -> Option<&str> {
         self.0.idempotency_key.as_deref()
     }
-    /// Wall time, CPU and memory the run used.
+    /// What the last attempt used: `wallSeconds`; for a command tool run by a jobgraph worker
+    /// also `cpuUserSeconds` and `cpuSystemSeconds`, of the tool's program and the descendants
+    /// it waited for, and `peakMemoryBytes`, the largest resident memory of that program or of
+    /// one of those descendants (the largest one's, not a sum), never the server's or the
+    /// worker's; it includes the few megabytes the program's supervisor held when it started
+    /// the program.
     async fn resources(&self) -> Option<Json<Value>> {
         self.0.resources.clone().map(Json)
     }

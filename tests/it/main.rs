@@ -11,6 +11,7 @@ mod job_history;
 mod jobs;
 mod live;
 mod members;
+mod processes;
 mod remote;
 mod schema;
 mod support;
