@@ -98,6 +98,7 @@ impl Worker {
             kind: "local",
             tools: &runs,
             capacity: worker.config.concurrency,
+            workspace_max_running: limits.workspace,
             user_id: None,
         };
         let mut announced = Instant::now() - ANNOUNCE_EVERY;
