@@ -547,6 +547,8 @@ impl JobView {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+    /// When the job joined the queue: its place in the claim order, which it keeps when it
+    /// comes back for another attempt (a retry, a run whose worker was lost or stopped).
     async fn queued_at(&self) -> Option<DateTime<Utc>> {
         self.0.queued_at
     }
