@@ -76,8 +76,9 @@ pub fn main(command: &[OsString]) -> i32 {
         eprintln!("jobgraph supervise: no program given");
         return 2;
     };
+    // Read and written as a file: the worker gives a socket, but any stream will do.
     let lifeline = match std::io::stdin().as_fd().try_clone_to_owned() {
-        Ok(fd) => UnixStream::from(fd),
+        Ok(fd) => std::fs::File::from(fd),
         Err(err) => {
             eprintln!("jobgraph supervise: stdin is not the worker's socket: {err}");
             return 2;
@@ -91,7 +92,7 @@ pub fn main(command: &[OsString]) -> i32 {
     0
 }
 
-fn supervise(program: &OsString, args: &[OsString], lifeline: &UnixStream) -> Report {
+fn supervise(program: &OsString, args: &[OsString], lifeline: &std::fs::File) -> Report {
     let supervisor = std::process::id() as i32;
     let mut command = Command::new(program);
     command.args(args).stdin(Stdio::null()).process_group(0);
@@ -112,7 +113,12 @@ fn supervise(program: &OsString, args: &[OsString], lifeline: &UnixStream) -> Re
     // Whatever the worker sends, and the end of the stream when it lets go or dies, means stop.
     if let Ok(watched) = lifeline.try_clone() {
         std::thread::spawn(move || {
-            let _ = (&watched).read(&mut [0u8; 1]);
+            loop {
+                match (&watched).read(&mut [0u8; 1]) {
+                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                    _ => break,
+                }
+            }
             kill_group();
         });
     }
