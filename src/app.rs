@@ -116,8 +116,8 @@ pub struct App {
 
 impl App {
     /// Checks the configuration, connects to the database and migrates it.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        config.server.validate()?;
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
         let catalog = Catalog::load(config.server.tools_file.as_deref())?;
         let files = Files::from_config(&config.server, &config.database.data_dir)?;
         let database_url = config.database.url();
@@ -149,7 +149,10 @@ impl App {
                 ..WorkerConfig::default()
             },
             wake: self.state.wake.clone(),
-            work_root: self.state.data_dir.join("work"),
+            places: crate::executors::Places {
+                work_root: self.state.data_dir.join("work"),
+                supervisor: self.state.config.supervisor(),
+            },
             metrics: self.state.metrics.clone(),
             files: self.state.files.clone(),
             listen_url: self

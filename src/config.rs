@@ -25,6 +25,18 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// Makes the data directory absolute, once, at start: programs of command tools run in
+    /// their own working directory, where a relative path given to them would name nothing.
+    pub fn validate(&mut self) -> anyhow::Result<()> {
+        self.data_dir = std::path::absolute(&self.data_dir).with_context(|| {
+            format!(
+                "--data-dir `{}` cannot be made absolute",
+                self.data_dir.display()
+            )
+        })?;
+        Ok(())
+    }
+
     /// The database URL in effect.
     pub fn url(&self) -> String {
         self.database_url
@@ -67,6 +79,12 @@ pub struct ServerConfig {
     /// no limit. Each tool may also set its own `max_running`.
     #[arg(long, env = "JOBGRAPH_WORKSPACE_MAX_RUNNING", default_value_t = 0)]
     pub workspace_max_running: u32,
+
+    /// The `jobgraph` program that supervises each program a command tool runs: it ends the
+    /// program, with all it started, when the worker goes away, and measures what the program
+    /// alone used. Default: this program.
+    #[arg(long, env = "JOBGRAPH_SUPERVISOR")]
+    pub supervisor: Option<PathBuf>,
 
     /// Seconds a stopping worker lets its running jobs finish; it then stops the rest and hands
     /// them back to the queue.
@@ -190,6 +208,14 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// The supervisor of command tools' programs in effect.
+    pub fn supervisor(&self) -> PathBuf {
+        self.supervisor
+            .clone()
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("jobgraph"))
+    }
+
     /// The stable link that opens a job.
     pub fn job_url(&self, job_id: uuid::Uuid) -> String {
         let id = crate::ids::encode(crate::ids::Kind::Job, job_id);
@@ -213,6 +239,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// Checks the whole configuration and resolves its paths; fails with what to fix.
+    pub fn validate(&mut self) -> anyhow::Result<()> {
+        self.database.validate()?;
+        self.server.validate()
+    }
+
     /// The defaults, as `jobgraph serve` with no flags and no environment would use.
     pub fn defaults() -> Self {
         use clap::Parser;

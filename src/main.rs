@@ -45,6 +45,12 @@ enum Command {
     /// Manage workspace credits.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Runs a command tool's program for a worker, which starts it (see `executors::supervise`).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,9 +101,20 @@ enum CreditsCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A supervisor stays a single small process: no runtime, no logging.
+    if let Some(Command::Supervise { command }) = &cli.command {
+        std::process::exit(jobgraph::executors::supervise::main(command));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
@@ -107,7 +124,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let command = cli.command.unwrap_or(Command::Serve(cli.server));
-    let database = cli.database;
+    let mut database = cli.database;
+    database.validate()?;
     match command {
         Command::Serve(server) => serve(Config { database, server }).await,
         Command::Worker(server) => work(Config { database, server }).await,
@@ -127,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
         Command::User(command) => user_command(&database, command).await,
         Command::Token(command) => token_command(&database, command).await,
         Command::Credits(command) => credits_command(&database, command).await,
+        Command::Supervise { .. } => unreachable!("handled before the runtime starts"),
     }
 }
 
@@ -194,6 +213,21 @@ async fn open(database: &DatabaseConfig) -> anyhow::Result<sea_orm::DatabaseConn
     Ok(db)
 }
 
+/// Opens the database a command that works on existing data needs: a SQLite file that does not
+/// exist is refused rather than created empty (a command run from another folder would
+/// otherwise find nothing in a new `./data`).
+async fn open_existing(database: &DatabaseConfig) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let url = database.url();
+    if let Some(path) = jobgraph::db::sqlite_path(&url)
+        && !std::path::Path::new(path).exists()
+    {
+        anyhow::bail!(
+            "no database at {path}: point --data-dir (or DATABASE_URL) at the server's data"
+        );
+    }
+    open(database).await
+}
+
 async fn user_command(database: &DatabaseConfig, command: UserCommand) -> anyhow::Result<()> {
     let db = open(database).await?;
     match command {
@@ -207,7 +241,7 @@ async fn user_command(database: &DatabaseConfig, command: UserCommand) -> anyhow
 }
 
 async fn token_command(database: &DatabaseConfig, command: TokenCommand) -> anyhow::Result<()> {
-    let db = open(database).await?;
+    let db = open_existing(database).await?;
     match command {
         TokenCommand::Create {
             email,
@@ -219,7 +253,12 @@ async fn token_command(database: &DatabaseConfig, command: TokenCommand) -> anyh
             let user = entity::user::Entity::find_by_email(&email)
                 .one(&db)
                 .await?
-                .with_context(|| format!("no user has the e-mail {email}"))?;
+                .with_context(|| {
+                    format!(
+                        "no user has the e-mail {email} in the database at {}",
+                        jobgraph::db::redact(&database.url())
+                    )
+                })?;
             let expires_at = expires_in_days
                 .map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
             let (_, secret) = users::tokens::create(
@@ -242,7 +281,7 @@ async fn token_command(database: &DatabaseConfig, command: TokenCommand) -> anyh
 }
 
 async fn credits_command(database: &DatabaseConfig, command: CreditsCommand) -> anyhow::Result<()> {
-    let db = open(database).await?;
+    let db = open_existing(database).await?;
     match command {
         CreditsCommand::Grant {
             workspace,

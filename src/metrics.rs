@@ -70,7 +70,7 @@ impl Metrics {
         let claim_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register(
             "claim_latency_seconds",
-            "Time from QUEUED to claimed by a worker of this process",
+            "Time from QUEUED to the first claim, by a worker of this process",
             claim_latency.clone(),
         );
         let run_duration = Family::<ToolOutcome, Histogram>::new_with_constructor(|| {
@@ -119,10 +119,12 @@ impl Metrics {
         }
     }
 
-    /// Records claimed jobs' wait in the queue.
+    /// Records claimed jobs' wait in the queue. Only first attempts: a job back for another
+    /// attempt keeps the `queued_at` of its first (its place in the queue), so the time since
+    /// then is not a wait.
     pub fn claimed(&self, jobs: &[job::Model]) {
         let now = Utc::now();
-        for job in jobs {
+        for job in jobs.iter().filter(|job| job.attempt == 1) {
             if let Some(queued) = job.queued_at {
                 self.claim_latency.observe(
                     ((now - queued).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0),

@@ -14,6 +14,8 @@ pub struct Model {
     pub tools: Json,
     /// Jobs it runs at once.
     pub capacity: i32,
+    /// Jobs of one workspace it lets run at once, across every worker, when it has a limit.
+    pub workspace_max_running: Option<i32>,
     /// For a remote worker, the user whose worker token it uses.
     pub user_id: Option<Uuid>,
     pub started_at: DateTimeUtc,

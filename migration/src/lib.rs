@@ -15,6 +15,7 @@ mod m20261124_000090_one_index_fewer_per_timeline_and_live_row;
 mod m20261202_000100_batch_index_of_batched_jobs;
 mod m20261202_000110_job_keys;
 mod m20261203_000120_request_fingerprints;
+mod m20261203_000125_worker_workspace_limit;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000100_batch_index_of_batched_jobs::Migration),
             Box::new(m20261202_000110_job_keys::Migration),
             Box::new(m20261203_000120_request_fingerprints::Migration),
+            Box::new(m20261203_000125_worker_workspace_limit::Migration),
         ]
     }
 }

@@ -9,9 +9,10 @@
 //! tool's `result_file`), and the files left in `outputs/` are stored as the job's output
 //! files and listed in it. On another exit
 //! code the tail of stderr is the error; codes listed in `retryable_exit_codes` are transient
-//! failures. The program runs in its own process group, killed whole on timeout or cancel.
-//! It is reaped with `wait4`, which also tells the CPU time and peak memory it used, with its
-//! descendants that it waited for; they are sent back through [`Progress::usage_sender`].
+//! failures. The program runs under a [`supervise`] process, in its own process group, killed
+//! whole on timeout, cancel, or when the worker goes away in any way. The supervisor tells the
+//! CPU time and peak memory the program used, with its descendants that it waited for; they
+//! are sent back through [`Progress::usage_sender`].
 //!
 //! ```toml
 //! executor = { kind = "command", program = "prokka", args = ["--outdir", "{outputs}", "{input:genome}"],
@@ -19,64 +20,31 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 
 use entity::job;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use super::{Failure, Output, Progress, Usage};
+use super::{Failure, Output, Places, Progress, supervise};
 use crate::files::{self, Files};
 use crate::tools::{ExecutorSpec, Prepared};
 
 /// How much of stderr a failed run keeps as its error.
 const STDERR_TAIL_BYTES: usize = 4000;
 
-/// Kills a process group when dropped: on timeout, cancellation or any early return, nothing
-/// the program started outlives its attempt.
-struct ProcessGroup(i32);
+/// The worker's end of its supervisor's socket. Letting go of it (a timeout, a cancel, any
+/// early return) tells the supervisor to kill the program with everything it started; the
+/// supervisor still reports what the program used.
+struct Lifeline(UnixStream);
 
-impl Drop for ProcessGroup {
+impl Drop for Lifeline {
     fn drop(&mut self) {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.0),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
     }
-}
-
-/// Waits for the child `pid` to end and reaps it, with what it used. Blocks: call it on a
-/// blocking thread.
-///
-/// `wait4` is the one call that gives a child's exit status and its resource usage together
-/// (`getrusage` only sums all children of this process, and other attempts run beside this
-/// one); no safe wrapper of it returns the usage.
-#[expect(unsafe_code, reason = "wait4 with its rusage has no safe wrapper")]
-fn wait_with_usage(pid: i32) -> std::io::Result<(ExitStatus, Usage)> {
-    let mut status: libc::c_int = 0;
-    // SAFETY: `rusage` holds plain integers, for which all zeros is a valid value.
-    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: both pointers are to live locals of the right types for the whole call.
-        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
-        if reaped == pid {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let usage = Usage {
-        cpu_user_seconds: seconds(rusage.ru_utime),
-        cpu_system_seconds: seconds(rusage.ru_stime),
-        // Kibibytes on Linux.
-        peak_memory_bytes: (rusage.ru_maxrss.max(0) as u64) * 1024,
-    };
-    Ok((ExitStatus::from_raw(status), usage))
 }
 
 /// Removes the working directory when the attempt ends, whatever way it ends.
@@ -149,7 +117,7 @@ pub async fn run(
     spec: &ExecutorSpec,
     job: &job::Model,
     progress: &Progress<'_>,
-    work_root: &Path,
+    places: &Places,
     files: &Files,
 ) -> Result<Output, Failure> {
     let option = |name: &str| spec.options.get(name);
@@ -168,7 +136,9 @@ pub async fn run(
         .map(|codes| codes.iter().filter_map(Value::as_i64).collect())
         .unwrap_or_default();
 
-    let dir = work_root.join(format!("{}-{}", job.id.simple(), job.attempt));
+    let dir = places
+        .work_root
+        .join(format!("{}-{}", job.id.simple(), job.attempt));
     let _cleanup = WorkDir(dir.clone());
     tokio::fs::create_dir_all(dir.join("inputs"))
         .await
@@ -196,34 +166,48 @@ pub async fn run(
         .map(|arg| expand(arg, &dir, &job.settings))
         .collect();
 
-    // Started with std, not tokio: tokio would reap a child it dropped unwaited, racing the
-    // `wait4` below (and, once the pid is reused, reaping another attempt's program).
-    let mut child = std::process::Command::new(program)
+    // The program runs under a supervisor (see `supervise`), started with std, not tokio:
+    // tokio would reap a child it dropped unwaited, racing the wait below.
+    let (lifeline, theirs) =
+        UnixStream::pair().map_err(io_failure("starting the program's supervisor"))?;
+    let reports = lifeline
+        .try_clone()
+        .map_err(io_failure("starting the program's supervisor"))?;
+    let mut child = std::process::Command::new(&places.supervisor)
+        .arg("supervise")
+        .arg("--")
+        .arg(program)
         .args(&args)
         .current_dir(&dir)
-        .stdin(Stdio::null())
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .map_err(|err| Failure::Permanent(format!("cannot start `{program}`: {err}")))?;
-    let pid = child.id() as i32;
-    let _group = ProcessGroup(pid);
-    // Reaps the program whatever happens to this attempt, so it never lingers as a zombie, and
-    // sends back what it used.
+        .map_err(|err| {
+            Failure::Transient(format!(
+                "cannot start the supervisor {}: {err}",
+                places.supervisor.display()
+            ))
+        })?;
+    let _lifeline = Lifeline(lifeline);
+    // Reaps the supervisor whatever happens to this attempt, so it never lingers as a zombie,
+    // and sends back what the program used.
     let usage = progress.usage_sender();
+    let stdout_pipe = child.stdout.take().expect("piped");
+    let stderr_pipe = child.stderr.take().expect("piped");
     let reaped = tokio::task::spawn_blocking(move || {
-        let reaped = wait_with_usage(pid);
-        if let (Ok((_, used)), Some(usage)) = (&reaped, usage) {
+        let report = supervise::Report::read(&reports);
+        let _ = child.wait();
+        let outcome = report?.outcome();
+        if let (Ok((_, used)), Some(usage)) = (&outcome, usage) {
             let _ = usage.send(*used);
         }
-        reaped.map(|(status, _)| status)
+        Ok::<_, std::io::Error>(outcome.map(|(status, _)| status))
     });
     let pipe = io_failure("reading the program's output");
-    let stdout = tokio::process::ChildStdout::from_std(child.stdout.take().expect("piped"))
-        .map_err(&pipe)?;
-    let mut stderr = tokio::process::ChildStderr::from_std(child.stderr.take().expect("piped"))
-        .map_err(&pipe)?;
+    let stdout = tokio::process::ChildStdout::from_std(stdout_pipe).map_err(&pipe)?;
+    let mut stderr = tokio::process::ChildStderr::from_std(stderr_pipe).map_err(&pipe)?;
     let stderr_tail = tokio::spawn(async move {
         let mut tail: VecDeque<u8> = VecDeque::with_capacity(STDERR_TAIL_BYTES);
         let mut buffer = [0u8; 4096];
@@ -249,7 +233,8 @@ pub async fn run(
     let status = reaped
         .await
         .map_err(|err| Failure::Transient(format!("waiting for the program: {err}")))?
-        .map_err(io_failure("waiting for the program"))?;
+        .map_err(io_failure("waiting for the program"))?
+        .map_err(Failure::Permanent)?;
     let tail = stderr_tail.await.unwrap_or_default();
     if !status.success() {
         return Err(match status.code() {

@@ -3,8 +3,9 @@
 
 pub mod builtin;
 pub mod command;
+pub mod supervise;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,6 +16,15 @@ use tokio::sync::oneshot;
 
 use crate::files::{self, Files, NewFile};
 use crate::tools::{Prepared, Tool};
+
+/// Where command tools run.
+#[derive(Debug, Clone)]
+pub struct Places {
+    /// Where each attempt gets its working directory.
+    pub work_root: PathBuf,
+    /// The `jobgraph` program that supervises each command tool's program.
+    pub supervisor: PathBuf,
+}
 
 /// What a successful run produced: its structured result and its stored output files.
 #[derive(Debug, Clone, Default)]
@@ -134,14 +144,14 @@ pub async fn run(
     tool: &Tool,
     job: &job::Model,
     progress: &Progress<'_>,
-    work_root: &Path,
+    places: &Places,
     files: &Files,
 ) -> Result<Output, Failure> {
     let executor = tool.executor.as_ref().ok_or_else(|| {
         Failure::Permanent(format!("the tool `{}` declares no executor", tool.name))
     })?;
     if executor.kind == "command" {
-        return command::run(executor, job, progress, work_root, files).await;
+        return command::run(executor, job, progress, places, files).await;
     }
     if executor.kind != "builtin" {
         return Err(Failure::Permanent(format!(

@@ -67,7 +67,10 @@ impl Cidr {
 }
 
 /// Whether an address belongs to a private network rather than the internet: loopback,
-/// private, link-local (cloud metadata lives there), shared, unspecified, multicast.
+/// private, link-local (cloud metadata lives there), shared, unspecified, multicast; for IPv6
+/// also unique-local and site-local, and every form that carries an IPv4 address a router or
+/// the host turns back into IPv4 (mapped, compatible, NAT64, 6to4, Teredo) when that address is
+/// internal.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -88,11 +91,39 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+                || (first & 0xffc0) == 0xfec0
+                || embedded_ipv4(v6)
+                    .into_iter()
+                    .any(|v4| is_internal(IpAddr::V4(v4)))
         }
     }
+}
+
+/// The IPv4 addresses an IPv6 address carries, by the standard ways of embedding one.
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Vec<std::net::Ipv4Addr> {
+    use std::net::Ipv4Addr;
+    let bits = u128::from(v6);
+    let low = Ipv4Addr::from(bits as u32);
+    let s = v6.segments();
+    let mut found = Vec::new();
+    // Mapped (::ffff:a.b.c.d) and the deprecated compatible form (::a.b.c.d).
+    if bits >> 32 == 0xffff || bits >> 32 == 0 {
+        found.push(low);
+    }
+    // NAT64: the well-known prefix 64:ff9b::/96 and the local-use 64:ff9b:1::/48.
+    if bits >> 32 == 0x0064_ff9b_0000_0000_0000_0000 || bits >> 80 == 0x0064_ff9b_0001 {
+        found.push(low);
+    }
+    // 6to4 (2002:AABB:CCDD::/48).
+    if s[0] == 0x2002 {
+        found.push(Ipv4Addr::from((u32::from(s[1]) << 16) | u32::from(s[2])));
+    }
+    // Teredo (2001:0::/32): the server's address, then the client's, stored inverted.
+    if s[0] == 0x2001 && s[1] == 0 {
+        found.push(Ipv4Addr::from((u32::from(s[2]) << 16) | u32::from(s[3])));
+        found.push(Ipv4Addr::from(!(bits as u32)));
+    }
+    found
 }
 
 /// Checks that a submitted URL can be fetched at all; the message says why not.
@@ -229,10 +260,32 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::7f00:1",
+            "::127.0.0.1",
+            "::a9fe:a9fe",
+            "64:ff9b::7f00:1",
+            "64:ff9b::10.0.0.1",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::",
+            "2002:c0a8:101::1",
+            // Teredo with the client 127.0.0.1 (stored inverted), then with the server 10.0.0.1.
+            "2001:0:5db9:1:0:0:80ff:fffe",
+            "2001:0:a00:1::",
+            "fec0::1",
         ] {
             assert!(is_internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1::1", "8.8.8.8"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:2800:220:1::1",
+            "8.8.8.8",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:0:5db9:1::f7f7:f7f7",
+        ] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
         }
     }

@@ -539,7 +539,12 @@ impl JobView {
             .as_deref()
             .filter(|_| self.1.sees_workspace())
     }
-    /// Wall time, CPU and memory the run used.
+    /// What the last attempt used: `wallSeconds`; for a command tool run by a jobgraph worker
+    /// also `cpuUserSeconds` and `cpuSystemSeconds`, of the tool's program and the descendants
+    /// it waited for, and `peakMemoryBytes`, the largest resident memory of that program or of
+    /// one of those descendants (the largest one's, not a sum), never the server's or the
+    /// worker's; it includes the few megabytes the program's supervisor held when it started
+    /// the program.
     async fn resources(&self) -> Option<Json<Value>> {
         self.0.resources.clone().map(Json)
     }
@@ -549,6 +554,8 @@ impl JobView {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+    /// When the job joined the queue: its place in the claim order, which it keeps when it
+    /// comes back for another attempt (a retry, a run whose worker was lost or stopped).
     async fn queued_at(&self) -> Option<DateTime<Utc>> {
         self.0.queued_at
     }

@@ -118,6 +118,9 @@ struct Connection {
     /// Set once `connection_init` was received; the viewer once acknowledged.
     initialised: bool,
     viewer: Option<Viewer>,
+    /// When the acknowledged viewer's token expires: the connection is closed then, as on a
+    /// revocation.
+    expires: Option<tokio::time::Instant>,
     operations: HashMap<String, AbortHandle>,
     /// Answers to the client's messages, written before anything queued.
     replies: Vec<Value>,
@@ -134,6 +137,7 @@ impl Connection {
             header_viewer,
             initialised: false,
             viewer: None,
+            expires: None,
             operations: HashMap::new(),
             replies: Vec::new(),
             outgoing,
@@ -152,6 +156,7 @@ impl Connection {
         let mut revocations = self.state.bus.revocations();
         let mut told_of_revocations = true;
         let outcome = loop {
+            let expires = self.expires;
             tokio::select! {
                 incoming = socket.recv() => match incoming {
                     Some(Ok(Message::Text(text))) => {
@@ -214,6 +219,9 @@ impl Connection {
                         }
                         Err(broadcast::error::RecvError::Closed) => told_of_revocations = false,
                     }
+                }
+                _ = tokio::time::sleep_until(expires.unwrap_or_else(tokio::time::Instant::now)), if expires.is_some() => {
+                    break Some(closing(4401, "Unauthorized: the token expired"));
                 }
                 _ = stopping.cancelled() => break Some(closing(1001, "The server is stopping")),
             }
@@ -292,6 +300,12 @@ impl Connection {
         // Worker tokens use the worker API, which has no subscriptions.
         if viewer.worker().is_some() {
             return Err(closing(4403, "Forbidden"));
+        }
+        if let Some(token_id) = viewer.token_id()
+            && let Some(at) = tokens::expires_at(&self.state.db, token_id).await
+        {
+            let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            self.expires = Some(tokio::time::Instant::now() + left);
         }
         self.viewer = Some(viewer);
         self.replies.push(json!({"type": "connection_ack"}));

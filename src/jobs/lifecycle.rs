@@ -307,7 +307,7 @@ pub async fn transition(
     let refund = state::refunds(job.status, to) && job.credit_cost > 0 && !job.refunded;
     let actor_id = change.actor_id;
     let message = change.message.clone();
-    let mut update = status_update(to, change, Utc::now());
+    let mut update = status_update(job.status, to, change, Utc::now());
     if refund {
         update.refunded = Set(true);
     }
@@ -355,8 +355,14 @@ fn changed_meanwhile(now: Option<JobStatus>) -> Error {
     })
 }
 
-/// The columns a move to `to` sets, with what else `change` brings; `refunded` is the caller's.
-fn status_update(to: JobStatus, change: Change, now: DateTime<Utc>) -> job::ActiveModel {
+/// The columns a move from `from` to `to` sets, with what else `change` brings; `refunded` is
+/// the caller's.
+fn status_update(
+    from: JobStatus,
+    to: JobStatus,
+    change: Change,
+    now: DateTime<Utc>,
+) -> job::ActiveModel {
     let mut update = job::ActiveModel {
         status: Set(to),
         updated_at: Set(now),
@@ -372,7 +378,12 @@ fn status_update(to: JobStatus, change: Change, now: DateTime<Utc>) -> job::Acti
     }
     match to {
         JobStatus::Queued => {
-            update.queued_at = Set(Some(now));
+            // `queued_at` is the job's place in the claim order. A job back for another attempt
+            // (after a retry's backoff, or from a run whose worker was lost or stopped) keeps
+            // the place it waited for; one queued anew (by a user's retry) joins the end.
+            if !matches!(from, JobStatus::Retry | JobStatus::Processing) {
+                update.queued_at = Set(Some(now));
+            }
             update.worker_id = Set(None);
             update.lease_expires_at = Set(None);
         }

@@ -158,6 +158,8 @@ pub async fn claim(
             kind: "remote",
             tools: &request.tools,
             capacity: request.limit as usize,
+            // This process claims for it, under this process's limit.
+            workspace_max_running: limits.workspace,
             user_id: Some(worker.user_id),
         },
     )
@@ -313,12 +315,13 @@ async fn announce(db: &DatabaseConnection, worker: &WorkerToken, job: &job::Mode
     let known = entity::worker::Entity::find_by_id(name.to_owned())
         .one(db)
         .await?;
-    let (tools, capacity) = match known {
+    let (tools, capacity, workspace_max_running) = match known {
         Some(known) => (
             serde_json::from_value(known.tools).unwrap_or_default(),
             known.capacity.max(1) as usize,
+            known.workspace_max_running.map(|n| n.max(0) as u32),
         ),
-        None => (vec![job.tool.clone()], 1),
+        None => (vec![job.tool.clone()], 1, None),
     };
     workers::seen(
         db,
@@ -327,6 +330,7 @@ async fn announce(db: &DatabaseConnection, worker: &WorkerToken, job: &job::Mode
             kind: "remote",
             tools: &tools,
             capacity,
+            workspace_max_running,
             user_id: Some(worker.user_id),
         },
     )

@@ -64,8 +64,8 @@ pub struct Worker {
     pub config: WorkerConfig,
     /// Notified when jobs are queued in this process.
     pub wake: Arc<Notify>,
-    /// Where `command` runs get their working directories.
-    pub work_root: std::path::PathBuf,
+    /// Where `command` runs get their working directories and their supervisor.
+    pub places: crate::executors::Places,
     /// On PostgreSQL, the URL to listen on for jobs queued by other processes.
     pub listen_url: Option<String>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -98,6 +98,7 @@ impl Worker {
             kind: "local",
             tools: &runs,
             capacity: worker.config.concurrency,
+            workspace_max_running: limits.workspace,
             user_id: None,
         };
         let mut announced = Instant::now() - ANNOUNCE_EVERY;
@@ -313,7 +314,7 @@ async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Mod
                 }
             };
             tokio::select! {
-                result = tokio::time::timeout(limit, executors::run(&tool, &job, &progress, &worker.work_root, &worker.files)) => match result {
+                result = tokio::time::timeout(limit, executors::run(&tool, &job, &progress, &worker.places, &worker.files)) => match result {
                     Ok(Ok(value)) => Outcome::Done(value),
                     Ok(Err(Failure::Abandoned)) => Outcome::Abandoned,
                     Ok(Err(failure)) => Outcome::Failed(failure),

@@ -148,7 +148,7 @@ impl Queue {
             answer.position = Some(position);
             // The slots that can run this tool: the present workers that run it, within the
             // tool's own limit.
-            let mut slots: u64 = present
+            let runners: Vec<&entity::worker::Model> = present
                 .iter()
                 .filter(|worker| {
                     worker
@@ -156,8 +156,16 @@ impl Queue {
                         .as_array()
                         .is_some_and(|tools| tools.iter().any(|t| t.as_str() == Some(&job.tool)))
                 })
+                .collect();
+            let mut slots: u64 = runners
+                .iter()
                 .map(|worker| worker.capacity.max(0) as u64)
                 .sum();
+            // Each worker claims under the workspace limit it recorded in the register: the
+            // job waits on its workspace only when every worker that runs its tool is full.
+            let workspace_limit = runners.iter().try_fold(0u64, |most, worker| {
+                Some(most.max(worker.workspace_max_running?.max(0) as u64))
+            });
             if let Some(&max) = self.limits.tools.get(&job.tool) {
                 slots = slots.min(u64::from(max));
             }
@@ -167,7 +175,7 @@ impl Queue {
                 WaitReason::NoWorkerForTool
             } else if self.limits.tool_full(&job.tool, of_tool.unwrap_or(0)) {
                 WaitReason::ToolLimit
-            } else if self.limits.workspace_full(in_workspace.unwrap_or(0)) {
+            } else if workspace_limit.is_some_and(|limit| in_workspace.unwrap_or(0) >= limit) {
                 WaitReason::WorkspaceLimit
             } else if position > 0 {
                 WaitReason::QueuedBehindOthers

@@ -21,6 +21,9 @@ pub struct Announcement<'a> {
     pub kind: &'a str,
     pub tools: &'a [String],
     pub capacity: usize,
+    /// The per-workspace limit its claims keep, if any: recorded so that every process sees
+    /// it.
+    pub workspace_max_running: Option<u32>,
     pub user_id: Option<Uuid>,
 }
 
@@ -32,6 +35,9 @@ pub async fn seen(db: &impl ConnectionTrait, worker: Announcement<'_>) -> Result
         kind: Set(worker.kind.to_owned()),
         tools: Set(serde_json::json!(worker.tools)),
         capacity: Set(i32::try_from(worker.capacity).unwrap_or(i32::MAX)),
+        workspace_max_running: Set(worker
+            .workspace_max_running
+            .map(|n| i32::try_from(n).unwrap_or(i32::MAX))),
         user_id: Set(worker.user_id),
         started_at: Set(now),
         seen_at: Set(now),
@@ -42,6 +48,7 @@ pub async fn seen(db: &impl ConnectionTrait, worker: Announcement<'_>) -> Result
                 .update_columns([
                     worker::Column::Tools,
                     worker::Column::Capacity,
+                    worker::Column::WorkspaceMaxRunning,
                     worker::Column::SeenAt,
                 ])
                 .to_owned(),

@@ -179,6 +179,17 @@ pub async fn still_valid(db: &impl ConnectionTrait, token_id: Uuid) -> bool {
     }
 }
 
+/// When a token expires, if it does. A failed lookup tells nothing: the token's next request
+/// is checked anyway.
+pub async fn expires_at(db: &impl ConnectionTrait, token_id: Uuid) -> Option<DateTime<Utc>> {
+    api_token::Entity::find_by_id(token_id)
+        .one(db)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|token| token.expires_at)
+}
+
 /// Tokens this process recently authenticated, so that a client's stream of requests costs one
 /// token lookup every few seconds instead of one per request.
 ///

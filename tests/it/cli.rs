@@ -59,6 +59,9 @@ async fn management_commands_print_what_scripts_capture() {
         &["token", "create", "--email", "nobody@lab.test"],
     );
     assert!(!ok && stderr.contains("nobody@lab.test"), "{stderr}");
+    // The message names the database it looked in.
+    let shown = jobgraph::db::redact(&url);
+    assert!(stderr.contains(&shown), "{stderr}");
 
     let (ok, stdout, _) = jobgraph(&url, dir.path(), &["schema"]);
     assert!(ok && stdout == jobgraph::graphql::sdl());
@@ -85,6 +88,32 @@ async fn management_commands_print_what_scripts_capture() {
         &["credits", "grant", "--workspace", &ws_id, "--amount", "0"],
     );
     assert!(!ok && stderr.contains("amount"), "{stderr}");
+}
+
+#[test]
+fn a_command_that_needs_data_refuses_a_missing_database_and_creates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_jobgraph"))
+        .args(["token", "create", "--email", "carol@lab.test"])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("JOBGRAPH_DATA_DIR")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running jobgraph");
+    let stderr = String::from_utf8(output.stdout.clone()).unwrap()
+        + &String::from_utf8(output.stderr).unwrap();
+    assert!(!output.status.success(), "{stderr}");
+    // The data directory is named absolutely, so the user sees where it looked.
+    let expected = dir.path().canonicalize().unwrap().join("data/jobgraph.db");
+    assert!(
+        stderr.contains(&format!("no database at {}", expected.display())),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "an empty database was made"
+    );
 }
 
 #[tokio::test]

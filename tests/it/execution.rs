@@ -1096,7 +1096,10 @@ fn app_worker(app: &TestApp) -> jobgraph::queue::runner::Worker {
             ..Default::default()
         },
         wake: app.state.wake.clone(),
-        work_root: app.state.data_dir.join("work"),
+        places: jobgraph::executors::Places {
+            work_root: app.state.data_dir.join("work"),
+            supervisor: app.state.config.supervisor(),
+        },
         metrics: app.state.metrics.clone(),
         files: app.state.files.clone(),
         listen_url: None,

@@ -13,6 +13,7 @@ mod jobs;
 mod live;
 mod members;
 mod money;
+mod processes;
 mod races;
 mod remote;
 mod schema;

@@ -22,7 +22,8 @@ executor = { kind = "builtin", function = "sleep" }
 price = { base = 1 }
 "#;
 
-/// A server without workers, two runs at once per workspace.
+/// A server without workers and without a workspace limit of its own: the limit in effect is
+/// the one the workers record in the register.
 async fn spawn() -> TestApp {
     TestApp::spawn_with(|config| {
         let tools = config.database.data_dir.join("tools.toml");
@@ -30,7 +31,6 @@ async fn spawn() -> TestApp {
         std::fs::write(&tools, format!("{builtin}\n{SOLO}")).unwrap();
         config.server.tools_file = Some(tools);
         config.server.workers = 0;
-        config.server.workspace_max_running = 2;
     })
     .await
 }
@@ -108,6 +108,8 @@ async fn a_waiting_job_says_where_it_stands_and_why() {
             kind: "local",
             tools: &tools,
             capacity: 2,
+            // Its claims keep two runs at once per workspace (`claim` below).
+            workspace_max_running: Some(2),
             user_id: None,
         },
     )
@@ -330,4 +332,58 @@ async fn a_claim_reads_the_head_of_a_long_queue_from_the_claim_index() {
             assert!(plan.lines().all(|step| step != "SCAN jobs"), "{plan}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_job_back_from_a_lost_run_keeps_its_place_at_the_head_of_the_queue() {
+    use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, sea_query::Expr};
+
+    let app = spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 100).await;
+    let lost = submit(&app, &alice, &ws, "sleep", 0).await;
+    let claimed = claim(&app, Tools::Except(Vec::new()), 1).await;
+    assert_eq!(claimed.len(), 1);
+    let later = [
+        submit(&app, &alice, &ws, "sleep", 0).await,
+        submit(&app, &alice, &ws, "sleep", 0).await,
+    ];
+
+    // Its worker dies: the lease runs out, the job is reclaimed and, after its backoff, queued
+    // again.
+    entity::job::Entity::update_many()
+        .col_expr(
+            entity::job::Column::LeaseExpiresAt,
+            Expr::value(Utc::now() - chrono::Duration::seconds(1)),
+        )
+        .filter(entity::job::Column::Id.eq(claimed[0].id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        queue::reclaim_expired(&app.db, Utc::now()).await.unwrap(),
+        1
+    );
+    let due = Utc::now() + chrono::Duration::minutes(10);
+    assert_eq!(queue::requeue_due(&app.db, due).await.unwrap(), 1);
+
+    // It is first in line again (no job ahead), before the jobs submitted while it ran.
+    let job = wait_of(&app, &alice, &lost).await;
+    assert_eq!(
+        (&job["status"], &job["queuePosition"]),
+        (&json!("QUEUED"), &json!(0)),
+        "{job}"
+    );
+    for id in &later {
+        assert!(
+            wait_of(&app, &alice, id).await["queuePosition"]
+                .as_i64()
+                .unwrap()
+                > 0
+        );
+    }
+    let next = claim(&app, Tools::Except(Vec::new()), 1).await;
+    assert_eq!(next[0].id, claimed[0].id);
+    assert_eq!(next[0].attempt, 2);
 }

@@ -203,3 +203,42 @@ async fn the_legacy_graphql_ws_protocol_is_spoken_too() {
     assert_eq!(ws.message().await["type"], "connection_error");
     assert!(matches!(ws.receive().await, Received::Closed(Some(4403))));
 }
+
+#[tokio::test]
+async fn a_connection_is_closed_with_4401_when_its_token_expires() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws_id = app.workspace(&alice, "Lab").await;
+    let user_id = jobgraph::ids::decode(jobgraph::ids::Kind::User, "id", &alice.id).unwrap();
+    let counts = "subscription($ws: ID!) { jobCounts(workspaceId: $ws) { total } }";
+    // The token in `connection_init`, then in the upgrade request's header.
+    for in_header in [false, true] {
+        let lifetime = Duration::from_secs(2);
+        let (_, secret) = jobgraph::users::tokens::issue(
+            &app.db,
+            user_id,
+            "short-lived",
+            entity::api_token::TokenKind::User,
+            Some(chrono::Utc::now() + lifetime),
+        )
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        let mut ws = if in_header {
+            let mut ws = Ws::open(app.addr, "graphql-transport-ws", Some(&secret)).await;
+            ws.init(None).await;
+            assert_eq!(ws.message().await["type"], "connection_ack");
+            ws
+        } else {
+            Ws::connect(app.addr, Some(&secret)).await
+        };
+        ws.subscribe("counts", counts, json!({"ws": ws_id})).await;
+        assert_eq!(ws.next_data("counts").await["jobCounts"]["total"], 0);
+        assert_eq!(ws.close_code().await, Some(4401), "header: {in_header}");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= lifetime - Duration::from_millis(200) && elapsed < lifetime * 2,
+            "closed after {elapsed:?} (header: {in_header})"
+        );
+    }
+}

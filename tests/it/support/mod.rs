@@ -124,6 +124,8 @@ impl TestApp {
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         // Tests drive jobs themselves unless they ask for workers.
         config.server.workers = 0;
+        // Command tools' programs run under the real binary's supervisor, not this test's.
+        config.server.supervisor = Some(env!("CARGO_BIN_EXE_jobgraph").into());
         fresh_storage(&mut config).await;
         tweak(&mut config);
         let listener = TcpListener::bind(config.server.listen).await.unwrap();
