@@ -393,8 +393,16 @@ impl Files {
     }
 
     /// Copies another job's stored file (for a retry or a duplicate) as `key`.
+    /// NOT_FOUND if the original is no longer stored: its job, or workspace, was deleted
+    /// while the copy was being made.
     pub async fn copy(&self, from: &file::Model, id: Uuid, key: String) -> Result<NewFile> {
-        self.storage.copy(&from.storage_key, &key).await?;
+        self.storage
+            .copy(&from.storage_key, &key)
+            .await
+            .map_err(|err| match err.downcast_ref::<object_store::Error>() {
+                Some(object_store::Error::NotFound { .. }) => Error::NotFound("input file"),
+                _ => err.into(),
+            })?;
         Ok(NewFile {
             id,
             name: from.name.clone(),

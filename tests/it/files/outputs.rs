@@ -254,3 +254,42 @@ async fn deleting_a_workspace_removes_its_files_and_files_are_nodes() {
     assert_eq!(stored(&app, &ws).await, Vec::<String>::new());
     assert_eq!(file_rows(&app).await, 0);
 }
+
+/// A duplicate (or retry) copies its original's stored inputs before its transaction; if they
+/// go meanwhile (their job or workspace deleted), it answers NOT_FOUND, never an internal
+/// error, and leaves nothing stored.
+#[tokio::test]
+async fn copying_inputs_that_are_no_longer_stored_is_not_found_and_stores_nothing() {
+    let app = spawn().await;
+    let (alice, ws) = setup(&app, 100).await;
+    let (_, body) = upload(
+        &app,
+        Some(&alice.token),
+        &submit_upload_query("sequence-stats", "sequences"),
+        json!({ "ws": ws }),
+        "reads.fa",
+        FASTA.as_bytes().to_vec(),
+    )
+    .await;
+    let id = body["data"]["submitJob"]["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_final(&alice.token, &id, Duration::from_secs(20))
+        .await;
+    for key in stored(&app, &ws).await {
+        app.state.files.storage.delete(&key).await.unwrap();
+    }
+    let balance = app.balance(&ws).await;
+    let code = app
+        .error_code(
+            Some(&alice.token),
+            "mutation($id: ID!) { duplicateJob(input: {jobId: $id}) { job { id } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(code, "NOT_FOUND");
+    assert_eq!(stored(&app, &ws).await, Vec::<String>::new());
+    assert_eq!(app.balance(&ws).await, balance, "nothing charged");
+}
+
