@@ -42,8 +42,8 @@ impl FileView {
         &self.0.name
     }
     /// In bytes.
-    async fn size(&self) -> i64 {
-        self.0.size
+    async fn size(&self) -> super::scalars::ByteCount {
+        self.0.size.into()
     }
     async fn content_type(&self) -> &str {
         &self.0.content_type

@@ -121,7 +121,7 @@ impl ToolView {
                     InputKind::File => "FILE".to_owned(),
                 },
                 required: spec.required,
-                max_bytes: spec.max_bytes as i64,
+                max_bytes: super::scalars::ByteCount(spec.max_bytes),
                 format: spec.format.map(|_| "FASTA".to_owned()),
                 description: spec.description.clone(),
             })
@@ -163,7 +163,7 @@ struct ToolInput {
     /// TEXT or FILE.
     kind: String,
     required: bool,
-    max_bytes: i64,
+    max_bytes: super::scalars::ByteCount,
     /// FASTA for sequence inputs.
     format: Option<String>,
     description: String,
@@ -274,7 +274,7 @@ struct JobInput {
     /// TEXT, FILE or URL.
     kind: String,
     text: Option<String>,
-    bytes: i64,
+    bytes: super::scalars::ByteCount,
     /// The URL a URL input is fetched from.
     url: Option<String>,
     /// The stored file of a FILE input, or of a URL input once fetched.
@@ -470,7 +470,7 @@ impl JobView {
                 }
                 .to_owned(),
                 text: input.text,
-                bytes: input.bytes as i64,
+                bytes: super::scalars::ByteCount(input.bytes),
                 url: input.url,
                 file: input.file_id.and_then(|id| files.remove(&id)).map(FileView),
             })

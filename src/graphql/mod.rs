@@ -12,6 +12,7 @@ pub mod jobs;
 mod live;
 mod loaders;
 mod node;
+mod scalars;
 mod users;
 pub mod worker;
 mod workspaces;

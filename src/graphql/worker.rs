@@ -93,7 +93,7 @@ struct ClaimedJobInput {
 struct ClaimedFile {
     id: ID,
     name: String,
-    size: i64,
+    size: super::scalars::ByteCount,
     content_type: String,
     sha256: String,
     /// Where the worker downloads it with its worker token, while the attempt runs.
@@ -194,7 +194,7 @@ fn claimed_file(config: &ServerConfig, file: &file::Model, attempt: &str) -> Cla
         ),
         id,
         name: file.name.clone(),
-        size: file.size,
+        size: file.size.into(),
         content_type: file.content_type.clone(),
         sha256: file.sha256.clone(),
     }
