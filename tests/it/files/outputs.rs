@@ -292,4 +292,3 @@ async fn copying_inputs_that_are_no_longer_stored_is_not_found_and_stores_nothin
     assert_eq!(stored(&app, &ws).await, Vec::<String>::new());
     assert_eq!(app.balance(&ws).await, balance, "nothing charged");
 }
-
