@@ -404,10 +404,14 @@ impl JobStanding {
     }
 
     /// A timeline entry's message as the viewer may read it: outsiders do not learn who
-    /// cancelled a job, which its message names.
+    /// cancelled a job, nor which worker ran it, which those entries' messages name.
     pub fn event_message(self, event: &entity::job_event::Model) -> Option<&str> {
-        if event.status == job::JobStatus::Cancelled && !self.sees_workspace() {
-            return Some("cancelled");
+        if !self.sees_workspace() {
+            match event.status {
+                job::JobStatus::Cancelled => return Some("cancelled"),
+                job::JobStatus::Processing => return Some("started"),
+                _ => {}
+            }
         }
         event.message.as_deref()
     }

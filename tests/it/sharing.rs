@@ -187,3 +187,43 @@ async fn a_job_is_shared_with_at_most_a_hundred_e_mails() {
         "invitedEmails: a job is shared with at most 100 e-mails"
     );
 }
+
+/// The timeline names the worker that ran a job; an outsider reads only that it started.
+#[tokio::test]
+async fn outsiders_do_not_learn_which_worker_ran_a_shared_job() {
+    let app = TestApp::spawn_with(|config| config.server.workers = 1).await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 100).await;
+    let job = app.job(&alice, &ws, 0).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_final(&alice.token, &job, std::time::Duration::from_secs(20))
+        .await;
+    share(&app, &alice, &job, "PUBLIC").await;
+    let started = |data: &Value| -> Value {
+        let entries = data["job"]["timeline"].as_array().unwrap().clone();
+        let entry = entries
+            .iter()
+            .find(|e| e["status"] == "PROCESSING")
+            .unwrap();
+        entry["message"].clone()
+    };
+    let member = app.ok(Some(&alice.token), READ, json!({ "id": job })).await;
+    assert!(
+        started(&member)
+            .as_str()
+            .unwrap()
+            .starts_with("claimed by "),
+        "{member}"
+    );
+    let outsider = app.ok(None, READ, json!({ "id": job })).await;
+    assert_eq!(started(&outsider), "started");
+    let downloaded = export_json(&app, None, &job).await;
+    let worker = started(&member).as_str().unwrap()["claimed by ".len()..].to_owned();
+    assert!(
+        !downloaded.to_string().contains(&worker),
+        "the export names the worker: {downloaded}"
+    );
+}
