@@ -115,7 +115,8 @@ async fn setup(app: &TestApp) -> (TestUser, String) {
     (alice, ws)
 }
 
-async fn submit(
+/// Submits a job of `tool` as `user`; returns its id.
+pub(crate) async fn submit(
     app: &TestApp,
     user: &TestUser,
     ws: &str,

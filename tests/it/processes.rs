@@ -5,8 +5,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::execution::submit;
 use crate::support::{TestApp, TestUser};
 
 const TOOLS: &str = r##"
@@ -54,25 +55,6 @@ async fn spawn(workers: usize) -> (TestApp, TestUser, String) {
     let ws = app.workspace(&alice, "lab").await;
     app.grant(&ws, 1000).await;
     (app, alice, ws)
-}
-
-async fn submit(
-    app: &TestApp,
-    user: &TestUser,
-    ws: &str,
-    tool: &str,
-    inputs: Value,
-    settings: Value,
-) -> String {
-    let data = app
-        .ok(
-            Some(&user.token),
-            "mutation($ws: ID!, $tool: String!, $inputs: [JobInputValue!]!, $settings: JSON) {
-               submitJob(input: {workspaceId: $ws, tool: $tool, inputs: $inputs, settings: $settings}) { job { id } } }",
-            json!({"ws": ws, "tool": tool, "inputs": inputs, "settings": settings}),
-        )
-        .await;
-    data["submitJob"]["job"]["id"].as_str().unwrap().to_owned()
 }
 
 /// A `jobgraph worker` process on the test's database, run from `cwd` with the default data

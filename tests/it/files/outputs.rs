@@ -132,21 +132,7 @@ async fn failed_and_cancelled_runs_leave_no_output_files() {
 async fn deleting_a_job_removes_its_files_and_a_duplicate_keeps_its_own_copy() {
     let app = spawn().await;
     let (alice, ws) = setup(&app, 100).await;
-    let (_, body) = upload(
-        &app,
-        Some(&alice.token),
-        &submit_upload_query("sequence-stats", "sequences"),
-        json!({ "ws": ws }),
-        "reads.fa",
-        FASTA.as_bytes().to_vec(),
-    )
-    .await;
-    let id = body["data"]["submitJob"]["job"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.wait_final(&alice.token, &id, Duration::from_secs(20))
-        .await;
+    let id = finished_upload(&app, &alice, &ws).await;
     let data = app
         .ok(
             Some(&alice.token),
@@ -262,21 +248,7 @@ async fn deleting_a_workspace_removes_its_files_and_files_are_nodes() {
 async fn copying_inputs_that_are_no_longer_stored_is_not_found_and_stores_nothing() {
     let app = spawn().await;
     let (alice, ws) = setup(&app, 100).await;
-    let (_, body) = upload(
-        &app,
-        Some(&alice.token),
-        &submit_upload_query("sequence-stats", "sequences"),
-        json!({ "ws": ws }),
-        "reads.fa",
-        FASTA.as_bytes().to_vec(),
-    )
-    .await;
-    let id = body["data"]["submitJob"]["job"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.wait_final(&alice.token, &id, Duration::from_secs(20))
-        .await;
+    let id = finished_upload(&app, &alice, &ws).await;
     for key in stored(&app, &ws).await {
         app.state.files.storage.delete(&key).await.unwrap();
     }
@@ -291,4 +263,24 @@ async fn copying_inputs_that_are_no_longer_stored_is_not_found_and_stores_nothin
     assert_eq!(code, "NOT_FOUND");
     assert_eq!(stored(&app, &ws).await, Vec::<String>::new());
     assert_eq!(app.balance(&ws).await, balance, "nothing charged");
+}
+
+/// A finished job of `sequence-stats` on an uploaded FASTA file; returns its id.
+async fn finished_upload(app: &TestApp, user: &TestUser, ws: &str) -> String {
+    let (_, body) = upload(
+        app,
+        Some(&user.token),
+        &submit_upload_query("sequence-stats", "sequences"),
+        json!({ "ws": ws }),
+        "reads.fa",
+        FASTA.as_bytes().to_vec(),
+    )
+    .await;
+    let id = body["data"]["submitJob"]["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_final(&user.token, &id, Duration::from_secs(20))
+        .await;
+    id
 }
