@@ -10,8 +10,9 @@ use super::{catalog, db, files, viewer};
 use crate::access::JobAccess;
 use crate::error::{ApiResult, Error};
 use crate::ids::{self, Kind};
+use crate::jobs::actions::{self, Overrides};
 use crate::jobs::history;
-use crate::jobs::service::{self, Overrides, Submission, SubmitOptions, Submitted};
+use crate::jobs::service::{self, Submission, SubmitOptions, Submitted};
 
 #[derive(Default)]
 pub struct JobsQuery;
@@ -304,7 +305,7 @@ impl JobsMutation {
     /// Renames a job.
     async fn rename_job(&self, ctx: &Context<'_>, input: RenameJobInput) -> ApiResult<JobPayload> {
         let job =
-            service::rename(db(ctx), viewer(ctx), job_id(&input.job_id)?, &input.name).await?;
+            actions::rename(db(ctx), viewer(ctx), job_id(&input.job_id)?, &input.name).await?;
         Ok(JobPayload {
             job: job_view(ctx, job).await?,
         })
@@ -316,7 +317,7 @@ impl JobsMutation {
         ctx: &Context<'_>,
         input: JobIdInput,
     ) -> ApiResult<DeleteJobPayload> {
-        service::delete(db(ctx), files(ctx), viewer(ctx), job_id(&input.job_id)?).await?;
+        actions::delete(db(ctx), files(ctx), viewer(ctx), job_id(&input.job_id)?).await?;
         Ok(DeleteJobPayload {
             deleted_job_id: input.job_id,
         })
@@ -324,7 +325,7 @@ impl JobsMutation {
 
     /// Cancels a job; refunded if it had not started running.
     async fn cancel_job(&self, ctx: &Context<'_>, input: JobIdInput) -> ApiResult<JobPayload> {
-        let job = service::cancel(db(ctx), viewer(ctx), job_id(&input.job_id)?).await?;
+        let job = actions::cancel(db(ctx), viewer(ctx), job_id(&input.job_id)?).await?;
         Ok(JobPayload {
             job: job_view(ctx, job).await?,
         })
@@ -340,7 +341,7 @@ impl JobsMutation {
             idempotency_key: input.idempotency_key,
             max_credits: input.max_credits.map(i64::from),
         };
-        let result = service::retry(
+        let result = actions::retry(
             db(ctx),
             catalog(ctx),
             files(ctx),
@@ -376,7 +377,7 @@ impl JobsMutation {
             idempotency_key: input.idempotency_key,
             max_credits: input.max_credits.map(i64::from),
         };
-        let result = service::duplicate(
+        let result = actions::duplicate(
             db(ctx),
             catalog(ctx),
             files(ctx),
@@ -395,7 +396,7 @@ impl JobsMutation {
         ctx: &Context<'_>,
         input: SetJobSharingInput,
     ) -> ApiResult<JobPayload> {
-        let job = service::set_sharing(
+        let job = actions::set_sharing(
             db(ctx),
             viewer(ctx),
             job_id(&input.job_id)?,
