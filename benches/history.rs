@@ -895,3 +895,7 @@ fn parse_duration(text: &str) -> anyhow::Result<f64> {
     };
     Ok(number * scale)
 }
+
+/// The allocator the `jobgraph` binary runs with, so that the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

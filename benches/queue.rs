@@ -584,3 +584,7 @@ fn report(settings: &Settings, all: &[Figures]) -> bool {
     }
     met_all
 }
+
+/// The allocator the `jobgraph` binary runs with, so that the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

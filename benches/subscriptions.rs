@@ -339,3 +339,7 @@ async fn bench() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The allocator the `jobgraph` binary runs with, so that the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -23,11 +23,6 @@ pub mod tools;
 pub mod users;
 pub mod workspaces;
 
-/// mimalloc: a request allocates many small short-lived values (documents, rows, JSON), where
-/// it is markedly faster than the system allocator. Every binary linking jobgraph uses it.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -10,6 +10,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: a request allocates many small short-lived values (documents, rows, JSON), where
+/// it is markedly faster than the system allocator. The binary chooses it; the library leaves
+/// the choice to whoever links it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// jobgraph: a GraphQL server for the job layer of scientific analysis platforms.
 ///
 /// With no command, serves the API (`jobgraph serve`).
