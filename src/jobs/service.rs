@@ -5,7 +5,7 @@ use chrono::Utc;
 use entity::batch;
 use entity::credit_transaction::TransactionKind;
 use entity::job::{self, JobStatus, ParentKind, Visibility};
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, QueryFilter, Set};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -553,8 +553,7 @@ async fn find_batch_by_idempotency_key(
         crate::ids::encode(crate::ids::Kind::Batch, batch.id).0
     );
     idempotency::check_same(batch.request_fingerprint.as_deref(), fingerprint, &made)?;
-    let jobs = job::Entity::find()
-        .filter(job::Column::BatchId.eq(batch.id))
+    let jobs = super::history::batch_jobs(batch.id)
         .order_by_asc(job::Column::Id)
         .all(db)
         .await?;
