@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use async_graphql::parser::types::{
-    BaseType, Directive, DocumentOperations, ExecutableDocument, Selection, SelectionSet, Type,
-    TypeKind, TypeSystemDefinition,
+    BaseType, Directive, DocumentOperations, ExecutableDocument, OperationDefinition, Selection,
+    SelectionSet, Type, TypeKind, TypeSystemDefinition,
 };
 use async_graphql::{Name, Positioned, Request, ServerError, Variables};
 use async_graphql_value::{ConstValue, Value};
@@ -299,20 +299,29 @@ fn input_types(sdl: &str) -> InputTypes {
         .collect()
 }
 
-/// Refuses a request whose files were mapped anywhere but to an `Upload` of its operation,
-/// or whose variables name a file it does not hold: the `Upload` scalar would index past
-/// the request's files and panic.
-fn uploads_in_place(document: &ExecutableDocument, request: &Request) -> Result<(), ServerError> {
-    let operation = match (&document.operations, request.operation_name.as_deref()) {
-        (DocumentOperations::Single(operation), _) => Some(operation),
+/// The operation a request runs, chosen as async-graphql chooses it: by name when the request
+/// names one (a lone anonymous operation has none), else the document's only operation.
+/// `None` when no operation can be picked; execution then says why.
+pub(crate) fn operation<'a>(
+    document: &'a ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'a Positioned<OperationDefinition>> {
+    match (&document.operations, name) {
+        (DocumentOperations::Single(_), Some(_)) => None,
+        (DocumentOperations::Single(operation), None) => Some(operation),
         (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
         (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
             operations.values().next()
         }
-        // Execution reports that no operation can be picked; meanwhile no placeholder is
-        // at an `Upload`.
         (DocumentOperations::Multiple(_), None) => None,
-    };
+    }
+}
+
+/// Refuses a request whose files were mapped anywhere but to an `Upload` of its operation,
+/// or whose variables name a file it does not hold: the `Upload` scalar would index past
+/// the request's files and panic.
+fn uploads_in_place(document: &ExecutableDocument, request: &Request) -> Result<(), ServerError> {
+    let operation = operation(document, request.operation_name.as_deref());
     let definitions = operation.map_or(&[][..], |operation| &operation.node.variable_definitions);
     let files = request.uploads.len();
     match misplaced_upload(&request.variables, definitions, files, &INPUT_TYPES) {

@@ -17,7 +17,7 @@
 use std::str::FromStr as _;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::OperationType;
 use async_graphql::{ServerError, Variables};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -285,14 +285,7 @@ fn operation_type(
 ) -> Result<Option<OperationType>, ServerError> {
     let name = request.operation_name.clone();
     let document = request.parsed_query()?;
-    Ok(match (&document.operations, name) {
-        (DocumentOperations::Single(op), None) => Some(op.node.ty),
-        (DocumentOperations::Single(_), Some(_)) => None,
-        (DocumentOperations::Multiple(ops), Some(name)) => {
-            ops.get(name.as_str()).map(|op| op.node.ty)
-        }
-        (DocumentOperations::Multiple(_), None) => None,
-    })
+    Ok(graphql::guard::operation(document, name.as_deref()).map(|op| op.node.ty))
 }
 
 /// Answers a request error: 400 without `data` for graphql-response+json, 200 for json.

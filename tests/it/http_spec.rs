@@ -148,6 +148,20 @@ async fn gets_run_queries_and_refuse_mutations_with_405() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers()["allow"], "POST");
+    // A document's only operation runs without its name being sent: named, it is still a
+    // mutation.
+    let response = app
+        .client()
+        .get(app.url("/graphql"))
+        .query(&[(
+            "query",
+            "mutation M { createWorkspace(input: {name: \"x\"}) { workspace { id } } }",
+        )])
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     let data = app
         .ok(
             Some(&app.admin_token),
