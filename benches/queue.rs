@@ -15,8 +15,8 @@
 //!    that every job is COMPLETED with its four timeline events and its live entries, and that
 //!    the ledger sums to the balance; it fails loudly otherwise.
 //! 2. Latency on an idle queue: with the worker idle and listening, submits `BENCH_LATENCY_JOBS`
-//!    jobs one at a time (`jobs::service::submit`, then the in-process wake a GraphQL mutation
-//!    gives), `BENCH_LATENCY_GAP_MS` apart, and reports `started_at - queued_at`.
+//!    jobs one at a time (`jobs::service::submit`, whose commit wakes the workers of this
+//!    process), `BENCH_LATENCY_GAP_MS` apart, and reports `started_at - queued_at`.
 //!
 //! Environment (all optional):
 //!
@@ -28,7 +28,7 @@
 //! | `BENCH_WORKERS` | `1` | workers (each with its own claims and completion writer), as worker processes would run |
 //! | `BENCH_LATENCY_JOBS` | `500` | jobs of the latency phase |
 //! | `BENCH_LATENCY_GAP_MS` | `5` | pause between two of them |
-//! | `BENCH_LOCAL_WAKE` | `1` | `0`: no in-process wake after a submission, the worker learns of it by `NOTIFY` (PostgreSQL) or its poll |
+//! | `BENCH_LOCAL_WAKE` | `1` | `0`: the worker does not hear this process's submissions, it learns of them by `NOTIFY` (PostgreSQL) or its poll |
 //! | `BENCH_THREADS` | the number of cores | tokio worker threads |
 //! | `BENCH_SETUP_SQL` | unset | statements run on each fresh database after migrating, to try an index or a setting |
 //! | `BENCH_KEEP_DB` | unset | `1` keeps the PostgreSQL database and prints its URL |
@@ -279,6 +279,12 @@ async fn bench(
         .await?
         .ok_or_else(|| anyhow!("a fresh database has no users"))?;
     let viewer = users::tokens::authenticate(&db, &first.secret).await?;
+    let submitter = service::Submitter {
+        db: &db,
+        catalog: &app.state.catalog,
+        files: &app.state.files,
+        viewer: &viewer,
+    };
     let workspace = workspaces::create(&db, &viewer, "bench").await?;
     let credits = (settings.jobs + settings.latency_jobs) as i64;
     credits::ledger::grant(&db, &viewer, workspace.id, credits, Some("bench".into())).await?;
@@ -292,10 +298,7 @@ async fn bench(
             .map(|i| noop(format!("job {}", submitted + i)))
             .collect();
         service::submit_batch(
-            &db,
-            &app.state.catalog,
-            &app.state.files,
-            &viewer,
+            submitter,
             workspace.id,
             None,
             submissions,
@@ -317,6 +320,10 @@ async fn bench(
         .map(|_| {
             let mut worker = app.worker();
             worker.config.concurrency = settings.concurrency;
+            if !settings.local_wake {
+                // Deaf to the signal a submission's commit sends in this process.
+                worker.wake = std::sync::Arc::new(tokio::sync::Notify::new());
+            }
             worker
         })
         .collect();
@@ -353,19 +360,13 @@ async fn bench(
     let mut ids = Vec::with_capacity(settings.latency_jobs);
     for i in 0..settings.latency_jobs {
         let job = service::submit(
-            &db,
-            &app.state.catalog,
-            &app.state.files,
-            &viewer,
+            submitter,
             workspace.id,
             noop(format!("latency {i}")),
             SubmitOptions::default(),
         )
         .await?
         .job;
-        if settings.local_wake {
-            app.state.wake.notify_waiters();
-        }
         ids.push(job.id);
         tokio::time::sleep(settings.latency_gap).await;
     }

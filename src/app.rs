@@ -28,7 +28,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     pub schema: AppSchema,
     pub query_stats: Arc<QueryStats>,
-    /// Wakes this process's workers when jobs are queued.
+    /// Wakes this process's workers: the store's signal of queued jobs (`store::queued_signal`),
+    /// and the listener of other processes' on PostgreSQL.
     pub wake: Arc<Notify>,
     /// The data directory: SQLite file, stored files, working directories.
     pub data_dir: std::path::PathBuf,
@@ -63,7 +64,7 @@ impl AppState {
         let query_stats = crate::db::instrument(&mut db);
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
-        let wake = Arc::new(Notify::new());
+        let wake = crate::store::queued_signal();
         let metrics = Arc::new(Metrics::new(query_stats.clone()));
         let trust = std::time::Duration::from_secs(config.auth_cache_seconds);
         let tokens = Arc::new(TokenCache::new(trust));
@@ -81,7 +82,6 @@ impl AppState {
             db.clone(),
             config.clone(),
             catalog.clone(),
-            wake.clone(),
             tokens.clone(),
             standings.clone(),
             bus.clone(),
@@ -192,11 +192,10 @@ impl App {
         };
         tokio::spawn(maintenance.run(shutdown.clone()));
         if let Some(requests) = self.state.files.take_download_requests() {
-            let downloader = crate::files::download::Downloader {
+            let downloader = crate::jobs::downloads::Downloader {
                 db: self.state.db.clone(),
                 files: self.state.files.clone(),
                 catalog: self.state.catalog.clone(),
-                wake: self.state.wake.clone(),
             };
             tokio::spawn(downloader.serve(requests, shutdown.clone()));
         }

@@ -120,12 +120,58 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
         .context("migrating the database")
 }
 
-/// A write transaction. It is a `DatabaseTransaction` for every statement; in addition it keeps
-/// the live entries its changes record (`crate::live`) and writes them when it commits, numbered
-/// in commit order. Dropped without `commit`, it rolls back, entries and all.
+/// An effect of a write transaction that happens exactly when it commits: statements run as
+/// the transaction's last ones (so that locks they take are held for no other work), and signals
+/// sent once the commit is visible. Domain modules define their effects and register them on the
+/// transaction (`Transaction::at_commit`); the transaction knows nothing of what they are.
+#[async_trait::async_trait]
+pub trait AtCommit: std::any::Any + Send {
+    /// Effects run in ascending `ORDER`: the lower first.
+    const ORDER: i32 = 0;
+
+    /// Runs inside the transaction, after every other statement.
+    async fn before_commit(&mut self, _tx: &DatabaseTransaction) -> Result<(), DbErr> {
+        Ok(())
+    }
+
+    /// Runs once the transaction has committed.
+    fn after_commit(self: Box<Self>) {}
+}
+
+/// The object-safe form of `AtCommit`, through which the transaction keeps its effects.
+#[async_trait::async_trait]
+trait Effect: Send {
+    fn order(&self) -> i32;
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
+    async fn before_commit(&mut self, tx: &DatabaseTransaction) -> Result<(), DbErr>;
+    fn after_commit(self: Box<Self>);
+}
+
+#[async_trait::async_trait]
+impl<E: AtCommit> Effect for E {
+    fn order(&self) -> i32 {
+        E::ORDER
+    }
+
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    async fn before_commit(&mut self, tx: &DatabaseTransaction) -> Result<(), DbErr> {
+        AtCommit::before_commit(self, tx).await
+    }
+
+    fn after_commit(self: Box<Self>) {
+        AtCommit::after_commit(self)
+    }
+}
+
+/// A write transaction. It is a `DatabaseTransaction` for every statement; in addition it is an
+/// outbox of the effects its changes register (`AtCommit`), run when it commits. Dropped without
+/// `commit`, it rolls back, effects and all.
 pub struct Transaction {
     inner: DatabaseTransaction,
-    live: Mutex<Vec<entity::live_event::ActiveModel>>,
+    effects: Mutex<Vec<Box<dyn Effect>>>,
     /// On SQLite, this process's turn at the database's one write lock, held until the
     /// transaction ends. Declared after `inner`, so it is released once the transaction has
     /// committed or its rollback has been started (a writer that comes first to a rollback still
@@ -134,25 +180,40 @@ pub struct Transaction {
 }
 
 impl Transaction {
-    /// Keeps a live entry to be written at commit.
-    pub(crate) fn record_live(
-        &self,
-        entries: impl IntoIterator<Item = entity::live_event::ActiveModel>,
-    ) {
-        self.live
+    /// Registers an effect of type `E` (one per transaction, created empty on first use) and
+    /// lets `add` add to it.
+    pub fn at_commit<E: AtCommit + Default>(&self, add: impl FnOnce(&mut E)) {
+        let mut effects = self
+            .effects
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend(entries);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = effects
+            .iter_mut()
+            .position(|effect| effect.as_any().is::<E>());
+        let at = at.unwrap_or_else(|| {
+            effects.push(Box::new(E::default()));
+            effects.len() - 1
+        });
+        if let Some(effect) = effects[at].as_any().downcast_mut::<E>() {
+            add(effect);
+        }
     }
 
-    /// Writes the live entries, then commits.
+    /// Runs the effects' statements, commits, then sends the effects' signals.
     pub async fn commit(self) -> Result<(), DbErr> {
-        let entries = self
-            .live
+        let mut effects = self
+            .effects
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        crate::live::write_at_commit(&self.inner, entries).await?;
-        self.inner.commit().await
+        effects.sort_by_key(|effect| effect.order());
+        for effect in &mut effects {
+            effect.before_commit(&self.inner).await?;
+        }
+        self.inner.commit().await?;
+        for effect in effects {
+            effect.after_commit();
+        }
+        Ok(())
     }
 }
 
@@ -211,9 +272,19 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<Transaction, DbErr> 
     };
     Ok(Transaction {
         inner,
-        live: Mutex::new(Vec::new()),
+        effects: Mutex::new(Vec::new()),
         _turn: turn,
     })
+}
+
+/// For a reader that must see what this process's writers under way commit: on SQLite, a
+/// write transaction that waits its turn behind them (the reader reads in it, then commits
+/// it); elsewhere nothing, every commit being visible to a read that starts after it.
+pub async fn behind_writers(db: &DatabaseConnection) -> Result<Option<Transaction>, DbErr> {
+    match db.get_database_backend() {
+        DatabaseBackend::Sqlite => Ok(Some(begin_write(db).await?)),
+        _ => Ok(None),
+    }
 }
 
 /// How long a SQLite writer waits for its turn, as long as SQLite's own busy timeout.

@@ -19,6 +19,7 @@ pub mod live;
 pub mod metrics;
 pub mod pagination;
 pub mod queue;
+pub mod store;
 pub mod tools;
 pub mod users;
 pub mod workspaces;

@@ -6,7 +6,6 @@
 //! what it wrote, so nothing is left behind. Keys group a job's files under
 //! `<workspace>/<job>/`, so deleting a job or workspace deletes one prefix.
 
-pub mod download;
 pub mod fetch;
 pub mod storage;
 

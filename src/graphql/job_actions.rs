@@ -191,6 +191,16 @@ struct SetJobSharingInput {
 #[derive(Default)]
 pub struct JobsMutation;
 
+/// The request's viewer, submitting with the server's services.
+fn submitter<'a>(ctx: &Context<'a>) -> service::Submitter<'a> {
+    service::Submitter {
+        db: db(ctx),
+        catalog: catalog(ctx),
+        files: files(ctx),
+        viewer: viewer(ctx),
+    }
+}
+
 async fn job_view(ctx: &Context<'_>, job: entity::job::Model) -> ApiResult<JobView> {
     Ok(JobView::from_access(
         JobAccess::load(db(ctx), viewer(ctx), job.id).await?,
@@ -198,7 +208,6 @@ async fn job_view(ctx: &Context<'_>, job: entity::job::Model) -> ApiResult<JobVi
 }
 
 async fn submitted(ctx: &Context<'_>, submitted: Submitted) -> ApiResult<SubmitJobPayload> {
-    super::jobs_queued(ctx);
     Ok(SubmitJobPayload {
         job: job_view(ctx, submitted.job).await?,
         replayed: submitted.replayed,
@@ -229,16 +238,7 @@ impl JobsMutation {
             idempotency_key: input.idempotency_key,
             max_credits: input.max_credits.map(i64::from),
         };
-        let result = service::submit(
-            db(ctx),
-            catalog(ctx),
-            files(ctx),
-            viewer(ctx),
-            workspace_id,
-            submission,
-            options,
-        )
-        .await?;
+        let result = service::submit(submitter(ctx), workspace_id, submission, options).await?;
         submitted(ctx, result).await
     }
 
@@ -275,17 +275,13 @@ impl JobsMutation {
             max_credits: input.max_credits.map(i64::from),
         };
         let submitted = service::submit_batch(
-            db(ctx),
-            catalog(ctx),
-            files(ctx),
-            viewer(ctx),
+            submitter(ctx),
             workspace_id,
             input.name,
             submissions,
             options,
         )
         .await?;
-        super::jobs_queued(ctx);
         let (summary, access) = history::batch(db(ctx), viewer(ctx), submitted.batch.id).await?;
         let standing = crate::access::JobStanding {
             workspace: access.standing,

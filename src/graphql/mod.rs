@@ -61,7 +61,6 @@ pub fn build(
     db: DatabaseConnection,
     config: Arc<ServerConfig>,
     catalog: Arc<Catalog>,
-    wake: Arc<tokio::sync::Notify>,
     tokens: Arc<crate::users::tokens::TokenCache>,
     standings: Arc<crate::access::StandingCache>,
     bus: crate::live::Bus,
@@ -77,7 +76,6 @@ pub fn build(
     .data(db)
     .data(config)
     .data(catalog)
-    .data(QueueSignal(wake))
     .data(tokens)
     .data(standings)
     .data(bus)
@@ -137,14 +135,6 @@ pub fn request_data(
         .delay(Duration::ZERO),
     );
     data
-}
-
-/// Wakes this process's workers when jobs are queued.
-pub(crate) struct QueueSignal(Arc<tokio::sync::Notify>);
-
-/// Tells idle workers in this process that jobs were queued.
-pub(crate) fn jobs_queued(ctx: &Context<'_>) {
-    ctx.data_unchecked::<QueueSignal>().0.notify_waiters();
 }
 
 pub(crate) fn catalog<'a>(ctx: &Context<'a>) -> &'a Catalog {

@@ -7,23 +7,28 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use entity::job::{self, JobStatus, ParentKind, Visibility};
 use entity::job_share;
-use entity::live_event::LiveKind;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter,
-    Set,
-};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::lifecycle::{self, Change};
-use super::service::{Lineage, Submission, SubmitOptions, Submitted, submit_with_lineage};
+use super::service::{
+    Lineage, Submission, SubmitOptions, Submitted, Submitter, submit_with_lineage,
+};
 use crate::access::{JobAccess, JobAction, Viewer, WorkspaceAccess};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::files::{self, Files};
+use crate::store;
 use crate::tools::{Catalog, InputValue, Prepared};
 use crate::users;
 use crate::workspaces::{self, Hold};
+
+/// CONFLICT for a job that changed between its reading and its writing.
+fn changed_meanwhile() -> Error {
+    Error::conflict("the job changed meanwhile; reload it")
+}
 
 /// Renames a job.
 pub async fn rename(
@@ -39,11 +44,10 @@ pub async fn rename(
     if name.is_empty() || name.chars().count() > 200 {
         return Err(Error::bad_input("name", "must be 1 to 200 characters"));
     }
-    let mut active = access.job.into_active_model();
-    active.name = Set(name.to_owned());
-    active.updated_at = Set(Utc::now());
-    let job = active.update(&tx).await?;
-    crate::live::job_changed(&tx, &job, LiveKind::Updated).await?;
+    let name = vec![(job::Column::Name, Expr::value(name.to_owned()))];
+    let job = store::update_details(&tx, &access.job, name)
+        .await?
+        .ok_or_else(changed_meanwhile)?;
     tx.commit().await?;
     Ok(job)
 }
@@ -69,16 +73,12 @@ pub async fn delete(
         .map_err(|_| not_found())?;
     let access = JobAccess::load(&tx, viewer, id).await?;
     access.check(JobAction::Delete)?;
-    lifecycle::delete_records(&tx, sea_orm::Condition::all().add(job::Column::Id.eq(id))).await?;
-    let deleted = job::Entity::delete_many()
-        .filter(job::Column::Id.eq(id))
-        .filter(job::Column::Status.eq(access.job.status))
-        .exec(&tx)
-        .await?;
-    if deleted.rows_affected == 0 {
-        return Err(Error::conflict("the job changed meanwhile; reload it"));
+    let this = sea_orm::Condition::all()
+        .add(job::Column::Id.eq(id))
+        .add(job::Column::Status.eq(access.job.status));
+    if store::delete_jobs(&tx, this).await?.is_empty() {
+        return Err(changed_meanwhile());
     }
-    crate::live::job_deleted(&tx, &access.job).await?;
     tx.commit().await?;
     files
         .delete_prefix(&files::job_prefix(access.job.workspace_id, id))
@@ -134,11 +134,14 @@ pub async fn retry(
         parent_id: original.id,
         kind: ParentKind::Retry,
     };
-    submit_with_lineage(
+    let by = Submitter {
         db,
         catalog,
         files,
         viewer,
+    };
+    submit_with_lineage(
+        by,
         original.workspace_id,
         submission,
         options,
@@ -199,17 +202,13 @@ pub async fn duplicate(
         parent_id: original.id,
         kind: ParentKind::Duplicate,
     };
-    submit_with_lineage(
+    let by = Submitter {
         db,
         catalog,
         files,
         viewer,
-        target,
-        submission,
-        options,
-        Some(lineage),
-    )
-    .await
+    };
+    submit_with_lineage(by, target, submission, options, Some(lineage)).await
 }
 
 /// The inputs stored on a job, as values to submit again: text as it was, stored files as
@@ -298,11 +297,10 @@ pub async fn set_sharing(
         .insert(&tx)
         .await?;
     }
-    let mut active = access.job.into_active_model();
-    active.visibility = Set(visibility);
-    active.updated_at = Set(now);
-    let job = active.update(&tx).await?;
-    crate::live::job_changed(&tx, &job, LiveKind::Updated).await?;
+    let visibility = vec![(job::Column::Visibility, Expr::value(visibility))];
+    let job = store::update_details(&tx, &access.job, visibility)
+        .await?
+        .ok_or_else(changed_meanwhile)?;
     tx.commit().await?;
     Ok(job)
 }

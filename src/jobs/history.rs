@@ -8,8 +8,8 @@ use entity::job::{self, JobStatus};
 use entity::{batch, job_event, job_key, user};
 use sea_orm::sea_query::{Expr, ExprTrait as _, Func};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IdenStatic, Iterable,
-    JoinType, Order, QueryFilter, QueryOrder, QueryResult, QuerySelect,
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, IdenStatic, Iterable, JoinType,
+    Order, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -243,7 +243,7 @@ pub async fn list(
             submitters.entry(user.id).or_insert(user);
         }
         match &columns {
-            Some(columns) => partial_job(row, columns),
+            Some(columns) => crate::store::rows::read(row, columns),
             None => job::Model::from_query_result(row, ""),
         }
     })
@@ -252,91 +252,6 @@ pub async fn list(
         page,
         submitters: submitters.into_values().collect(),
     })
-}
-
-/// A job with `columns` read from a row that holds them in this order; placeholders elsewhere.
-fn partial_job(
-    row: &QueryResult,
-    columns: &[job::Column],
-) -> std::result::Result<job::Model, DbErr> {
-    use job::Column as C;
-    let mut job = job::Model {
-        id: Uuid::nil(),
-        workspace_id: Uuid::nil(),
-        submitter_id: Uuid::nil(),
-        tool: String::new(),
-        tool_version: String::new(),
-        name: String::new(),
-        status: JobStatus::Pending,
-        stage: None,
-        progress: 0.0,
-        inputs: Value::Null,
-        settings: Value::Null,
-        result: None,
-        error_message: None,
-        error_code: None,
-        attempt: 0,
-        max_attempts: 0,
-        credit_cost: 0,
-        refunded: false,
-        visibility: job::Visibility::Private,
-        priority: 0,
-        parent_id: None,
-        parent_kind: None,
-        batch_id: None,
-        idempotency_key: None,
-        request_fingerprint: None,
-        resources: None,
-        created_at: DateTime::<Utc>::default(),
-        updated_at: DateTime::<Utc>::default(),
-        queued_at: None,
-        started_at: None,
-        finished_at: None,
-        run_after: None,
-        worker_id: None,
-        lease_expires_at: None,
-        heartbeat_at: None,
-    };
-    for (i, column) in columns.iter().enumerate() {
-        match column {
-            C::Id => job.id = row.try_get_by_index(i)?,
-            C::WorkspaceId => job.workspace_id = row.try_get_by_index(i)?,
-            C::SubmitterId => job.submitter_id = row.try_get_by_index(i)?,
-            C::Tool => job.tool = row.try_get_by_index(i)?,
-            C::ToolVersion => job.tool_version = row.try_get_by_index(i)?,
-            C::Name => job.name = row.try_get_by_index(i)?,
-            C::Status => job.status = row.try_get_by_index(i)?,
-            C::Stage => job.stage = row.try_get_by_index(i)?,
-            C::Progress => job.progress = row.try_get_by_index(i)?,
-            C::Inputs => job.inputs = row.try_get_by_index(i)?,
-            C::Settings => job.settings = row.try_get_by_index(i)?,
-            C::Result => job.result = row.try_get_by_index(i)?,
-            C::ErrorMessage => job.error_message = row.try_get_by_index(i)?,
-            C::ErrorCode => job.error_code = row.try_get_by_index(i)?,
-            C::Attempt => job.attempt = row.try_get_by_index(i)?,
-            C::MaxAttempts => job.max_attempts = row.try_get_by_index(i)?,
-            C::CreditCost => job.credit_cost = row.try_get_by_index(i)?,
-            C::Refunded => job.refunded = row.try_get_by_index(i)?,
-            C::Visibility => job.visibility = row.try_get_by_index(i)?,
-            C::Priority => job.priority = row.try_get_by_index(i)?,
-            C::ParentId => job.parent_id = row.try_get_by_index(i)?,
-            C::ParentKind => job.parent_kind = row.try_get_by_index(i)?,
-            C::BatchId => job.batch_id = row.try_get_by_index(i)?,
-            C::IdempotencyKey => job.idempotency_key = row.try_get_by_index(i)?,
-            C::RequestFingerprint => job.request_fingerprint = row.try_get_by_index(i)?,
-            C::Resources => job.resources = row.try_get_by_index(i)?,
-            C::CreatedAt => job.created_at = row.try_get_by_index(i)?,
-            C::UpdatedAt => job.updated_at = row.try_get_by_index(i)?,
-            C::QueuedAt => job.queued_at = row.try_get_by_index(i)?,
-            C::StartedAt => job.started_at = row.try_get_by_index(i)?,
-            C::FinishedAt => job.finished_at = row.try_get_by_index(i)?,
-            C::RunAfter => job.run_after = row.try_get_by_index(i)?,
-            C::WorkerId => job.worker_id = row.try_get_by_index(i)?,
-            C::LeaseExpiresAt => job.lease_expires_at = row.try_get_by_index(i)?,
-            C::HeartbeatAt => job.heartbeat_at = row.try_get_by_index(i)?,
-        }
-    }
-    Ok(job)
 }
 
 /// The number of jobs per status, optionally of one submitter only.

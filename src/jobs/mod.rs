@@ -1,13 +1,15 @@
 //! Jobs: submission and charging, the lifecycle, every user action, history and export.
 //!
-//! `state` decides which status may follow which; `lifecycle` is the only writer of status;
-//! `service` submits jobs and `actions` holds what users do with them then; `history` the read side; `export` the documents.
+//! `state` decides which status may follow which; `lifecycle` decides every status change and
+//! its refund, which the store (`crate::store`) writes; `service` submits jobs and `actions`
+//! holds what users do with them then; `downloads` fetches URL inputs before a job is queued;
+//! `history` is the read side; `export` the documents.
 
 pub mod actions;
+pub mod downloads;
 pub mod export;
 pub mod history;
 mod idempotency;
 pub mod lifecycle;
-pub mod rows;
 pub mod service;
 pub mod state;

@@ -267,7 +267,7 @@ async fn insert_jobs(
             tool_version: Set(planned.tool.version.clone()),
             name: Set(planned.name),
             status: Set(status),
-            stage: Set(downloads.then(|| files::download::STAGE.to_owned())),
+            stage: Set(downloads.then(|| super::downloads::STAGE.to_owned())),
             progress: Set(0.0),
             inputs: Set(planned.prepared.inputs_json()),
             settings: Set(planned.prepared.settings),
@@ -299,7 +299,7 @@ async fn insert_jobs(
     }
     let mut jobs = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(JOBS_PER_INSERT) {
-        jobs.extend(lifecycle::insert_with_keys(tx, chunk.to_vec()).await?);
+        jobs.extend(crate::store::insert_jobs(tx, chunk.to_vec()).await?);
     }
     db::in_given_order(
         &mut jobs,
@@ -339,76 +339,58 @@ fn start_downloads<'a>(files: &Files, jobs: impl IntoIterator<Item = &'a job::Mo
     }
 }
 
+/// Who submits, and what a submission uses: the database, the tool catalog and file storage.
+#[derive(Clone, Copy)]
+pub struct Submitter<'a> {
+    pub db: &'a DatabaseConnection,
+    pub catalog: &'a Catalog,
+    pub files: &'a Files,
+    pub viewer: &'a Viewer,
+}
+
 /// Submits a job: stores its uploads, checks, charges and queues it in one transaction.
 /// Nothing is written, and no uploaded file is left in storage, when any check fails.
 pub async fn submit(
-    db: &DatabaseConnection,
-    catalog: &Catalog,
-    files: &Files,
-    viewer: &Viewer,
+    by: Submitter<'_>,
     workspace_id: Uuid,
     submission: Submission,
     options: SubmitOptions,
 ) -> Result<Submitted> {
-    submit_with_lineage(
-        db,
-        catalog,
-        files,
-        viewer,
-        workspace_id,
-        submission,
-        options,
-        None,
-    )
-    .await
+    submit_with_lineage(by, workspace_id, submission, options, None).await
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the shared body of submit, retry and duplicate"
-)]
+/// `submit`, of a job made from another (`lineage`): the shared body of submit, retry and
+/// duplicate.
 pub(super) async fn submit_with_lineage(
-    db: &DatabaseConnection,
-    catalog: &Catalog,
-    files: &Files,
-    viewer: &Viewer,
+    by: Submitter<'_>,
     workspace_id: Uuid,
     submission: Submission,
     options: SubmitOptions,
     lineage: Option<Lineage>,
 ) -> Result<Submitted> {
     let mut staged = Vec::new();
-    let result = submit_staged(
-        db,
-        catalog,
-        files,
-        viewer,
-        workspace_id,
-        submission,
-        options,
-        lineage,
-        &mut staged,
-    )
-    .await;
+    let result = submit_staged(by, workspace_id, submission, options, lineage, &mut staged).await;
     match &result {
-        Ok(submitted) if !submitted.replayed => start_downloads(files, [&submitted.job]),
-        _ => files.discard(&staged).await,
+        Ok(submitted) if !submitted.replayed => start_downloads(by.files, [&submitted.job]),
+        _ => by.files.discard(&staged).await,
     }
     result
 }
 
-#[expect(clippy::too_many_arguments, reason = "the body of submit_with_lineage")]
 async fn submit_staged(
-    db: &DatabaseConnection,
-    catalog: &Catalog,
-    files: &Files,
-    viewer: &Viewer,
+    by: Submitter<'_>,
     workspace_id: Uuid,
     mut submission: Submission,
     options: SubmitOptions,
     lineage: Option<Lineage>,
     staged: &mut Vec<NewFile>,
 ) -> Result<Submitted> {
+    let Submitter {
+        db,
+        catalog,
+        files,
+        viewer,
+    } = by;
     let user = viewer.require_user()?;
     // Checked first so that nothing is stored for a refused submission, and again under the
     // workspace's lock, where the job is written.
@@ -498,36 +480,19 @@ pub struct SubmittedBatch {
 
 /// Submits many jobs as one batch: all or nothing, priced as their sum. An idempotency key
 /// names the whole batch.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "submit's arguments plus the batch's"
-)]
 pub async fn submit_batch(
-    db: &DatabaseConnection,
-    catalog: &Catalog,
-    files: &Files,
-    viewer: &Viewer,
+    by: Submitter<'_>,
     workspace_id: Uuid,
     name: Option<String>,
     submissions: Vec<Submission>,
     options: SubmitOptions,
 ) -> Result<SubmittedBatch> {
     let mut staged = Vec::new();
-    let result = submit_batch_staged(
-        db,
-        catalog,
-        files,
-        viewer,
-        workspace_id,
-        name,
-        submissions,
-        options,
-        &mut staged,
-    )
-    .await;
+    let result =
+        submit_batch_staged(by, workspace_id, name, submissions, options, &mut staged).await;
     match &result {
-        Ok(submitted) if !submitted.replayed => start_downloads(files, &submitted.jobs),
-        _ => files.discard(&staged).await,
+        Ok(submitted) if !submitted.replayed => start_downloads(by.files, &submitted.jobs),
+        _ => by.files.discard(&staged).await,
     }
     result
 }
@@ -564,18 +529,20 @@ async fn find_batch_by_idempotency_key(
     }))
 }
 
-#[expect(clippy::too_many_arguments, reason = "the body of submit_batch")]
 async fn submit_batch_staged(
-    db: &DatabaseConnection,
-    catalog: &Catalog,
-    files: &Files,
-    viewer: &Viewer,
+    by: Submitter<'_>,
     workspace_id: Uuid,
     name: Option<String>,
     submissions: Vec<Submission>,
     options: SubmitOptions,
     staged: &mut Vec<NewFile>,
 ) -> Result<SubmittedBatch> {
+    let Submitter {
+        db,
+        catalog,
+        files,
+        viewer,
+    } = by;
     let user = viewer.require_user()?;
     // Checked first so that nothing is stored for a refused batch, and again under the
     // workspace's lock, where the batch is written.

@@ -1,11 +1,11 @@
 //! Live updates: the event log every writer appends to inside its transaction, and the bus
 //! that tails the log and fans each committed entry out to this process's subscribers.
 //!
-//! Writers call `job_changed`, `job_deleted`, `balance_moved` or `members_changed` in the
-//! transaction that makes the change (`db::Transaction`), which writes the entries as its last
-//! statements before it commits, so an entry exists exactly when the change committed. Entries
-//! get their `seq` in commit order (`write_at_commit`), which makes `seq` a cursor: "everything
-//! after n" is a plain range read, on any node. The bus of each API process reads new entries
+//! Writers record entries in the transaction that makes the change (the store records a job's
+//! with each write of it; `balance_moved`, `members_changed` and `token_revoked` the others),
+//! which writes them as its last statements before it commits (`store::LiveEntries`), so an
+//! entry exists exactly when the change committed. Entries get their `seq` in commit order,
+//! which makes `seq` a cursor: "everything after n" is a plain range read, on any node. The bus of each API process reads new entries
 //! when woken (PostgreSQL `NOTIFY jobgraph_live`, sent by the committing transaction; on SQLite,
 //! an in-process wake after which it queues behind the writer) and at least
 //! every second, loads the jobs they name once, and broadcasts them. A notification carries no
@@ -16,7 +16,7 @@ pub mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -24,21 +24,21 @@ use entity::job;
 use entity::live_event;
 pub use entity::live_event::LiveKind;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set,
 };
 use serde_json::json;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::access::{self, Standing, Viewer};
 use crate::db::Transaction;
 use crate::error::Result;
+use crate::store;
 use crate::users::tokens::TokenCache;
 
 /// The PostgreSQL channel on which committing transactions announce their live entries.
-pub const CHANNEL: &str = "jobgraph_live";
+pub use crate::store::LIVE_CHANNEL as CHANNEL;
 
 /// Entries read from the log at once.
 const BATCH: u64 = 500;
@@ -53,258 +53,34 @@ const REVOCATIONS: usize = 256;
 /// How long entries are kept for resuming subscriptions.
 const RETENTION: chrono::Duration = chrono::Duration::days(7);
 
-/// Wakes the buses of this process after a SQLite write (PostgreSQL wakes them by NOTIFY).
-static LOCAL_WAKE: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
-
-/// The advisory lock under which a committing transaction numbers its live entries on
-/// PostgreSQL: held until the commit is visible, so numbers follow commit order.
-const NUMBERING_LOCK: i64 = 7_202_611_230_010;
-
-/// Entries written by one INSERT on SQLite: far below its parameter limit.
-const ENTRIES_PER_INSERT: usize = 1000;
-
-/// Writes a committing transaction's live entries, as the last statements before its commit
-/// (`db::Transaction::commit`), each row once and already numbered.
-///
-/// On PostgreSQL one statement (`numbered_insert`) takes the numbering lock, reserves a block of
-/// consecutive numbers from `live_events_seq`, writes the rows with them (each row's number is
-/// its `id` as well as its `seq`, so the primary key keeps numbers unique: migration 000090) and
-/// notifies the buses;
-/// the lock is held until the commit is visible, so a reader of `seq > n` never misses a row committed later
-/// with a smaller number. On SQLite the transaction already holds the one write lock, and the
-/// log's trigger numbers each row with its id.
-pub(crate) async fn write_at_commit(
-    tx: &DatabaseTransaction,
-    entries: Vec<live_event::ActiveModel>,
-) -> std::result::Result<(), sea_orm::DbErr> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let backend = tx.get_database_backend();
-    if backend == DatabaseBackend::Postgres {
-        tx.execute_raw(numbered_insert(&entries)).await?;
-    } else {
-        for chunk in entries.chunks(ENTRIES_PER_INSERT) {
-            live_event::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(tx)
-                .await?;
-        }
-    }
-    if backend == DatabaseBackend::Sqlite {
-        // The bus takes the write lock before reading, so it reads after this commits.
-        LOCAL_WAKE.send_modify(|n| *n = n.wrapping_add(1));
-    }
-    Ok(())
-}
-
-/// On PostgreSQL, one statement that takes the numbering lock, reserves consecutive numbers,
-/// queues the notification (sent at commit) and writes `entries` with their numbers, in order.
-/// It is built before the lock is asked for, so the lock waits for no client-side work, and it is
-/// one round trip. Its text is the same for any number of entries (their columns travel as
-/// arrays, see `db::column`), so every connection parses and plans it once. The lock is
-/// re-entrant: a transaction's later statements continue its numbers.
-fn numbered_insert(entries: &[live_event::ActiveModel]) -> sea_orm::Statement {
-    use sea_orm::ActiveEnum as _;
-    use sea_orm::ActiveValue;
-    /// Bits of `nulls`: which nullable columns of an entry are NULL.
-    const JOB_ID: i32 = 1;
-    const STATUS: i32 = 2;
-    const STAGE: i32 = 4;
-    const PROGRESS: i32 = 8;
-    const ATTEMPT: i32 = 16;
-    const DATA: i32 = 32;
-    fn given<T: Clone>(column: &ActiveValue<Option<T>>) -> Option<T>
-    where
-        Option<T>: Into<sea_orm::Value>,
-    {
-        column.try_as_ref().cloned().flatten()
-    }
-    let now = Utc::now();
-    let nulls = entries.iter().map(|entry| {
-        [
-            (given(&entry.job_id).is_none(), JOB_ID),
-            (given(&entry.status).is_none(), STATUS),
-            (given(&entry.stage).is_none(), STAGE),
-            (given(&entry.progress).is_none(), PROGRESS),
-            (given(&entry.attempt).is_none(), ATTEMPT),
-            (given(&entry.data).is_none(), DATA),
-        ]
-        .into_iter()
-        .filter(|(null, _)| *null)
-        .fold(0, |row, (_, bit)| row | bit)
-    });
-    let values = vec![
-        (entries.len() as i64).into(),
-        crate::db::column(nulls),
-        crate::db::column(
-            entries
-                .iter()
-                .map(|e| e.workspace_id.try_as_ref().copied().unwrap_or_default()),
-        ),
-        crate::db::column(entries.iter().map(|e| given(&e.job_id).unwrap_or_default())),
-        crate::db::column(entries.iter().map(|e| {
-            e.kind
-                .try_as_ref()
-                .map(|kind| kind.to_value())
-                .unwrap_or_default()
-        })),
-        crate::db::column(
-            entries
-                .iter()
-                .map(|e| given(&e.status).map(|s| s.to_value()).unwrap_or_default()),
-        ),
-        crate::db::column(entries.iter().map(|e| given(&e.stage).unwrap_or_default())),
-        crate::db::column(
-            entries
-                .iter()
-                .map(|e| given(&e.progress).unwrap_or_default()),
-        ),
-        crate::db::column(
-            entries
-                .iter()
-                .map(|e| given(&e.attempt).unwrap_or_default()),
-        ),
-        crate::db::column(
-            entries
-                .iter()
-                .map(|e| given(&e.data).unwrap_or(serde_json::Value::Null)),
-        ),
-        crate::db::column(
-            entries
-                .iter()
-                .map(|e| e.created_at.try_as_ref().copied().unwrap_or(now)),
-        ),
-    ];
-    let sql = format!(
-        "WITH numbering AS (SELECT pg_advisory_xact_lock({NUMBERING_LOCK})), \
-         reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) - $1 \
-         AS before, pg_notify('{CHANNEL}', '') FROM numbering) \
-         INSERT INTO live_events \
-         (id, seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
-         SELECT reserved.before + v.ord, reserved.before + v.ord, v.workspace_id, \
-         CASE WHEN v.nulls & {JOB_ID} = 0 THEN v.job_id END, v.kind, \
-         CASE WHEN v.nulls & {STATUS} = 0 THEN v.status END, \
-         CASE WHEN v.nulls & {STAGE} = 0 THEN v.stage END, \
-         CASE WHEN v.nulls & {PROGRESS} = 0 THEN v.progress END, \
-         CASE WHEN v.nulls & {ATTEMPT} = 0 THEN v.attempt END, \
-         CASE WHEN v.nulls & {DATA} = 0 THEN v.data END, v.created_at \
-         FROM reserved, unnest($2::int4[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
-         $7::text[], $8::float8[], $9::int4[], $10::jsonb[], $11::timestamptz[]) WITH ORDINALITY \
-         AS v (nulls, workspace_id, job_id, kind, status, stage, progress, attempt, data, \
-         created_at, ord)"
-    );
-    sea_orm::Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
-}
-
-/// On PostgreSQL, the common table expressions that write the live entries of the jobs a
-/// statement changes, from inside that statement: `changed` names its CTE of changed `jobs` rows
-/// and `now` the parameter with the entries' time. They write what `jobs_changed` would for those
-/// rows, numbered as `numbered_insert` numbers (under the numbering lock, held until commit),
-/// and queue the notification. The lock is asked for once every changed row is counted, that is
-/// once the change itself is done, so statements of other transactions change their rows in
-/// parallel and take turns only for the numbering; no lock is taken when nothing changed.
-pub(crate) fn entries_of_changed_jobs(changed: &str, now: &str) -> String {
-    use sea_orm::ActiveEnum as _;
-    let created = LiveKind::Created.to_value();
-    let updated = LiveKind::Updated.to_value();
-    let pending = job::JobStatus::Pending.to_value();
-    format!(
-        "live_counted AS (SELECT count(*) AS n FROM {changed}), \
-         live_locked AS (SELECT n, pg_advisory_xact_lock({NUMBERING_LOCK}) FROM live_counted \
-         WHERE n > 0), \
-         live_reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + n - 1) \
-         - n AS before, pg_notify('{CHANNEL}', '') FROM live_locked), \
-         live AS (INSERT INTO live_events \
-         (id, seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
-         SELECT r.before + c.ord, r.before + c.ord, c.workspace_id, c.id, \
-         CASE WHEN c.status = '{pending}' THEN '{created}' ELSE '{updated}' END, c.status, \
-         c.stage, c.progress, c.attempt, jsonb_build_object('name', c.name, 'tool', c.tool, \
-         'submitterId', c.submitter_id, 'batchId', c.batch_id, 'createdAt', c.created_at), {now} \
-         FROM live_reserved AS r, (SELECT {changed}.*, row_number() OVER () AS ord \
-         FROM {changed}) AS c)"
-    )
-}
-
-fn entry(workspace_id: Uuid, job_id: Option<Uuid>, kind: LiveKind) -> live_event::ActiveModel {
-    live_event::ActiveModel {
-        seq: Set(None),
-        workspace_id: Set(workspace_id),
-        job_id: Set(job_id),
-        kind: Set(kind),
-        status: Set(None),
-        stage: Set(None),
-        progress: Set(None),
-        attempt: Set(None),
-        data: Set(None),
-        created_at: Set(Utc::now()),
-        ..Default::default()
-    }
-}
-
-/// What subscription filters look at, kept in each job entry: a job deleted before its entries
-/// are read is still filtered, and its changes still reported. `entries_of_changed_jobs` builds
-/// the same object in SQL.
-fn filter_facts(job: &job::Model) -> serde_json::Value {
-    json!({
-        "name": job.name,
-        "tool": job.tool,
-        "submitterId": job.submitter_id,
-        "batchId": job.batch_id,
-        "createdAt": job.created_at,
-    })
-}
-
 /// Records that a job was created or changed, as it now is.
 pub async fn job_changed(tx: &Transaction, job: &job::Model, kind: LiveKind) -> Result<()> {
-    jobs_changed(tx, std::slice::from_ref(job), |_| kind).await
-}
-
-/// Records that jobs were created or changed, as each now is.
-pub async fn jobs_changed(
-    tx: &Transaction,
-    jobs: &[job::Model],
-    kind: impl Fn(&job::Model) -> LiveKind,
-) -> Result<()> {
-    tx.record_live(jobs.iter().map(|job| {
-        let mut entry = entry(job.workspace_id, Some(job.id), kind(job));
-        entry.status = Set(Some(job.status));
-        entry.stage = Set(job.stage.clone());
-        entry.progress = Set(Some(job.progress));
-        entry.attempt = Set(Some(job.attempt));
-        entry.data = Set(Some(filter_facts(job)));
-        entry
-    }));
-    Ok(())
-}
-
-/// Records that a job was deleted, keeping what subscription filters look at.
-pub async fn job_deleted(tx: &Transaction, job: &job::Model) -> Result<()> {
-    let mut entry = entry(job.workspace_id, Some(job.id), LiveKind::Deleted);
-    entry.status = Set(Some(job.status));
-    entry.data = Set(Some(filter_facts(job)));
-    tx.record_live([entry]);
+    store::record_live(tx, [store::live_entry(job, kind)]);
     Ok(())
 }
 
 /// Records a workspace's balance after a ledger entry.
 pub async fn balance_moved(tx: &Transaction, workspace_id: Uuid, balance: i64) -> Result<()> {
-    let mut entry = entry(workspace_id, None, LiveKind::Credits);
+    let mut entry = store::live_entry_of(workspace_id, None, LiveKind::Credits);
     entry.data = Set(Some(json!({ "balance": balance })));
-    tx.record_live([entry]);
+    store::record_live(tx, [entry]);
     Ok(())
 }
 
 /// Records that an API token was revoked, so that every process stops trusting it at once.
 pub async fn token_revoked(tx: &Transaction, token_id: Uuid) -> Result<()> {
-    let mut entry = entry(Uuid::nil(), None, LiveKind::TokenRevoked);
+    let mut entry = store::live_entry_of(Uuid::nil(), None, LiveKind::TokenRevoked);
     entry.data = Set(Some(json!({ "tokenId": token_id })));
-    tx.record_live([entry]);
+    store::record_live(tx, [entry]);
     Ok(())
 }
 
 /// Records that a workspace's members changed, so subscribers check their access again.
 pub async fn members_changed(tx: &Transaction, workspace_id: Uuid) -> Result<()> {
-    tx.record_live([entry(workspace_id, None, LiveKind::Members)]);
+    store::record_live(
+        tx,
+        [store::live_entry_of(workspace_id, None, LiveKind::Members)],
+    );
     Ok(())
 }
 
@@ -501,7 +277,7 @@ impl Bus {
         if let Some(url) = listen_url {
             tokio::spawn(listen(url, self.clone(), shutdown.clone()));
         }
-        let mut local = LOCAL_WAKE.subscribe();
+        let mut local = store::live_signal();
         let mut last_prune = std::time::Instant::now();
         while !shutdown.is_cancelled() {
             if let Err(err) = self.drain().await {
@@ -593,14 +369,14 @@ impl Bus {
 
     async fn read_after(&self, head: i64) -> Result<Vec<live_event::Model>> {
         let select = live_event::Entity::find_after(head).limit(BATCH);
-        if self.db().get_database_backend() == DatabaseBackend::Sqlite {
-            // Queue behind the writer that woke us, so that its entries are committed.
-            let tx = crate::db::begin_write(self.db()).await?;
-            let entries = select.all(&tx).await?;
-            tx.commit().await?;
-            Ok(entries)
-        } else {
-            Ok(select.all(self.db()).await?)
+        // Behind the writer that woke us (SQLite), so that its entries are committed.
+        match crate::db::behind_writers(self.db()).await? {
+            Some(tx) => {
+                let entries = select.all(&tx).await?;
+                tx.commit().await?;
+                Ok(entries)
+            }
+            None => Ok(select.all(self.db()).await?),
         }
     }
 }

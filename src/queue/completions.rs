@@ -94,7 +94,7 @@ async fn write_group(
     requests: &[Request],
 ) -> Result<Vec<Result<()>>> {
     let began = std::time::Instant::now();
-    let completing = lifecycle::Completing::new(db.get_database_backend(), completions);
+    let completing = lifecycle::Completing::new(db, completions);
     let tx = db::begin_write(db).await?;
     let outcomes = completing.write(&tx).await?;
     for (request, outcome) in requests.iter().zip(&outcomes) {

@@ -19,31 +19,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus};
-use entity::live_event::LiveKind;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait,
-    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait as _, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait as _,
 };
 use uuid::Uuid;
 
 use crate::db;
 use crate::error::Result;
 use crate::jobs::lifecycle::{self, Change};
+use crate::store;
 use crate::tools::Catalog;
-
-/// The PostgreSQL channel on which queued jobs are announced to workers in every process.
-pub const CHANNEL: &str = "jobgraph_jobs_queued";
-
-/// Announces, when the transaction commits, that jobs were queued. PostgreSQL folds the
-/// announcements of one transaction into one; SQLite serves one process, whose workers are
-/// woken in memory.
-pub async fn announce(tx: &impl ConnectionTrait) -> Result<()> {
-    if tx.get_database_backend() == DatabaseBackend::Postgres {
-        tx.execute_unprepared(&format!("NOTIFY {CHANNEL}")).await?;
-    }
-    Ok(())
-}
 
 /// Wakes `wake` whenever any process announces queued jobs, until `shutdown`. Reconnects after
 /// a lost connection; the workers' slow poll covers the gap.
@@ -68,7 +55,7 @@ async fn listen_once(
     wake: &tokio::sync::Notify,
 ) -> std::result::Result<(), sea_orm::sqlx::Error> {
     let mut listener = sea_orm::sqlx::postgres::PgListener::connect(database_url).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen(crate::store::QUEUED_CHANNEL).await?;
     // Anything queued while nobody listened.
     wake.notify_waiters();
     loop {
@@ -194,10 +181,6 @@ impl Running {
     }
 }
 
-/// The advisory lock that makes claims under limits take turns on PostgreSQL, so that two
-/// workers never both take a workspace's or a tool's last free slot.
-const CLAIM_LOCK: i64 = 7_202_611_230_020;
-
 /// Claims up to `limit` QUEUED jobs of `tools`, in claim order (see `queued`), for
 /// `worker`, within `limits`.
 pub async fn claim(
@@ -213,9 +196,7 @@ pub async fn claim(
     }
     let began = std::time::Instant::now();
     let tx = db::begin_write(db).await?;
-    if tx.get_database_backend() == DatabaseBackend::Postgres {
-        tx.execute_unprepared(CLAIM_PLAN).await?;
-    }
+    store::begin_claim(&tx).await?;
     let chosen = if limits.bind(tools) {
         let ids = choose_within_limits(&tx, tools, limits, limit).await?;
         if ids.is_empty() {
@@ -224,14 +205,9 @@ pub async fn claim(
         job::Column::Id.is_in(ids)
     } else {
         // No limit applies: the head of the queue.
-        head_ids(tx.get_database_backend(), head(tools, limit))
+        store::head_ids(&tx, head(tools, limit))
     };
-    let claiming = crate::jobs::rows::returning_statement(
-        tx.get_database_backend(),
-        claiming(chosen, worker, lease),
-    );
-    let message = Some(format!("claimed by {worker}"));
-    let claimed = lifecycle::update_recording(&tx, claiming, message, limit as usize).await?;
+    let claimed = store::claim(&tx, chosen, worker, lease, limit as usize).await?;
     tx.commit().await?;
     // Read once committed. Should that fail, the claimed jobs come back when their lease ends.
     let claimed = claimed.into_jobs()?;
@@ -245,48 +221,6 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// The UPDATE that moves the `chosen` jobs (locked, QUEUED) to PROCESSING for `worker`, with
-/// their next attempt and a lease of `lease`.
-pub fn claiming(
-    chosen: sea_orm::sea_query::SimpleExpr,
-    worker: &str,
-    lease: Duration,
-) -> sea_orm::UpdateMany<job::Entity> {
-    // Read once the claim holds its locks, so a run never seems to start before the run that
-    // freed its slot ended.
-    let now = Utc::now();
-    let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-    job::Entity::update_many()
-        .col_expr(job::Column::Status, Expr::value(JobStatus::Processing))
-        .col_expr(
-            job::Column::Attempt,
-            sea_orm::sea_query::ExprTrait::add(Expr::col(job::Column::Attempt), 1),
-        )
-        .col_expr(job::Column::WorkerId, Expr::value(worker))
-        .col_expr(job::Column::LeaseExpiresAt, Expr::value(expires))
-        .col_expr(job::Column::HeartbeatAt, Expr::value(now))
-        .col_expr(job::Column::StartedAt, Expr::value(now))
-        .col_expr(job::Column::UpdatedAt, Expr::value(now))
-        .col_expr(job::Column::Stage, Expr::value(Option::<String>::None))
-        .col_expr(
-            job::Column::RunAfter,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        // No status filter: it would offer the planner `idx_jobs_claim` (which holds only
-        // QUEUED jobs) to find them by id.
-        .filter(chosen)
-}
-
-/// How a claim's transaction plans its reads on PostgreSQL: the head of the queue is read in
-/// claim order from `idx_jobs_claim`, however few QUEUED jobs the table's statistics promise,
-/// and the claimed jobs are then found by id through the primary key.
-/// Left to those statistics, which a queue outdates all the time (and which a server without
-/// autovacuum never gathers), the planner may gather every QUEUED job and sort them, and then
-/// each claim costs the whole queue: 21 ms at 20,000 queued jobs instead of 0.5 ms. Asked for a
-/// few hundred jobs by id, it also prefers reading the whole table while the table is young
-/// (below about 200,000 jobs) over that many index lookups.
-pub const CLAIM_PLAN: &str = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; SET LOCAL enable_seqscan = off";
-
 /// The ids of up to `limit` QUEUED jobs of `tools` at the head of the queue, locked, skipping
 /// the rows other claims hold (on PostgreSQL; on SQLite the write transaction is the lock).
 pub fn head(tools: &Tools, limit: u64) -> sea_orm::sea_query::SelectStatement {
@@ -298,24 +232,6 @@ pub fn head(tools: &Tools, limit: u64) -> sea_orm::sea_query::SelectStatement {
         .into_query()
 }
 
-/// `jobs.id` among the ids `head` selects. On PostgreSQL `id = ANY(ARRAY(head))`: the head is
-/// read first, and the claimed rows are then reached through the primary key. As `IN (head)`,
-/// PostgreSQL joins the head with every QUEUED job, which made each claim read the whole queue
-/// (25 ms at 40,000 queued jobs, however few it claimed).
-pub fn head_ids(
-    backend: DatabaseBackend,
-    head: sea_orm::sea_query::SelectStatement,
-) -> sea_orm::sea_query::SimpleExpr {
-    if backend == DatabaseBackend::Postgres {
-        Expr::cust_with_expr(
-            r#""jobs"."id" = ANY(ARRAY $1)"#,
-            Expr::SubQuery(None, Box::new(head.into())),
-        )
-    } else {
-        job::Column::Id.in_subquery(head)
-    }
-}
-
 /// `status = '<STATUS>'`, with the status written into the statement rather than bound: the
 /// queue's indexes (`idx_jobs_claim`, `idx_jobs_lease`, `idx_jobs_retry`) hold the jobs of one
 /// status only, and a planner uses such an index only for a query whose text names that status.
@@ -325,15 +241,19 @@ pub fn status_is(status: JobStatus) -> sea_orm::sea_query::SimpleExpr {
     Expr::col((job::Entity, job::Column::Status)).eq(Expr::cust(format!("'{}'", status.to_value())))
 }
 
-/// QUEUED jobs of `tools` in claim order: highest priority, then queued first, then (for jobs
-/// queued together, as a batch's are) submitted first.
+/// QUEUED jobs of `tools` in claim order (`store::CLAIM_ORDER`).
 fn queued(tools: &Tools) -> sea_orm::Select<job::Entity> {
-    job::Entity::find()
+    let mut select = job::Entity::find()
         .filter(status_is(JobStatus::Queued))
-        .filter(tools.condition())
-        .order_by_desc(job::Column::Priority)
-        .order_by_asc(job::Column::QueuedAt)
-        .order_by_asc(job::Column::Id)
+        .filter(tools.condition());
+    for (column, descending) in store::CLAIM_ORDER {
+        select = if descending {
+            select.order_by_desc(column)
+        } else {
+            select.order_by_asc(column)
+        };
+    }
+    select
 }
 
 /// The ids of up to `limit` jobs to claim without exceeding any limit: the head of the queue,
@@ -344,10 +264,7 @@ async fn choose_within_limits(
     limits: &Limits,
     limit: u64,
 ) -> Result<Vec<Uuid>> {
-    if tx.get_database_backend() == DatabaseBackend::Postgres {
-        tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CLAIM_LOCK})"))
-            .await?;
-    }
+    store::claim_in_turn(tx).await?;
     let mut running = Running::count(tx).await?;
     let full_workspaces: Vec<Uuid> = running
         .by_workspace
@@ -409,23 +326,7 @@ async fn choose_within_limits(
 /// Extends the lease of a job this worker runs. `false` when the job is no longer this
 /// attempt's: cancelled, reclaimed or finished.
 pub async fn renew(db: &impl ConnectionTrait, job: &job::Model, lease: Duration) -> Result<bool> {
-    let now = Utc::now();
-    let expires = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30));
-    let renewed = job::Entity::update_many()
-        .col_expr(
-            job::Column::LeaseExpiresAt,
-            sea_orm::sea_query::Expr::value(expires),
-        )
-        .col_expr(
-            job::Column::HeartbeatAt,
-            sea_orm::sea_query::Expr::value(now),
-        )
-        .filter(job::Column::Id.eq(job.id))
-        .filter(job::Column::Status.eq(JobStatus::Processing))
-        .filter(job::Column::Attempt.eq(job.attempt))
-        .exec(db)
-        .await?;
-    Ok(renewed.rows_affected == 1)
+    store::renew(db, job, lease).await
 }
 
 /// Reports progress and stage of a running attempt; `false` when it is no longer this
@@ -437,30 +338,8 @@ pub async fn report(
     stage: Option<&str>,
 ) -> Result<bool> {
     let tx = db::begin_write(db).await?;
-    let mut update = job::ActiveModel {
-        updated_at: Set(Utc::now()),
-        ..Default::default()
-    };
-    if let Some(progress) = progress {
-        update.progress = Set(progress.clamp(0.0, 1.0));
-    }
-    if let Some(stage) = stage {
-        update.stage = Set(Some(stage.to_owned()));
-    }
-    let updated = job::Entity::update_many()
-        .set(update)
-        .filter(job::Column::Id.eq(job.id))
-        .filter(job::Column::Status.eq(JobStatus::Processing))
-        .filter(job::Column::Attempt.eq(job.attempt))
-        .exec_with_returning(&tx)
-        .await?;
-    let Some(updated) = updated.into_iter().next() else {
+    if store::report(&tx, job, progress, stage).await?.is_none() {
         return Ok(false);
-    };
-    if stage.is_some() {
-        lifecycle::record_event(&tx, &updated, None).await?;
-    } else {
-        crate::live::job_changed(&tx, &updated, LiveKind::Updated).await?;
     }
     tx.commit().await?;
     Ok(true)

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use entity::job::{self, JobStatus};
-use sea_orm::sea_query::{Expr, ExprTrait as _};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::DatabaseConnection;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -19,7 +18,7 @@ use crate::db;
 use crate::error::Error;
 use crate::executors::{self, Failure, Output, Progress, Usage};
 use crate::files::{self, Files};
-use crate::jobs::lifecycle::{self, Change, Completion};
+use crate::jobs::lifecycle::{self, Completion};
 use crate::queue::completions::Completions;
 use crate::tools::Catalog;
 
@@ -79,24 +78,16 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let worker = Arc::new(self);
         tracing::info!(worker = %worker.name, concurrency = worker.config.concurrency, "worker started");
-        let mut running: JoinSet<()> = JoinSet::new();
-        // The job each running task runs, so those unfinished at shutdown can be handed back.
-        let mut in_flight: HashMap<tokio::task::Id, job::Model> = HashMap::new();
+        let mut runs = Runs::default();
         let mut maintenance = tokio::time::interval(worker.config.maintenance);
         let tools = crate::queue::Tools::local(&worker.catalog);
         let limits =
             crate::queue::Limits::new(&worker.catalog, worker.config.workspace_max_running);
-        let runs: Vec<String> = worker
-            .catalog
-            .all()
-            .iter()
-            .filter(|tool| !tool.runs_remotely())
-            .map(|tool| tool.name.clone())
-            .collect();
+        let runs_tools = worker.local_tools();
         let announcement = crate::queue::workers::Announcement {
             name: &worker.name,
             kind: "local",
-            tools: &runs,
+            tools: &runs_tools,
             capacity: worker.config.concurrency,
             workspace_max_running: limits.workspace,
             user_id: None,
@@ -114,78 +105,124 @@ impl Worker {
         loop {
             // Every run that ended frees its slot before the claim: short runs end in groups
             // (their completions are written together), and are claimed again in groups.
-            while let Some(ended) = running.try_join_next_with_id() {
-                ended_run(&mut in_flight, ended);
+            while let Some(ended) = runs.running.try_join_next_with_id() {
+                runs.ended(ended);
             }
-            let free = worker.config.concurrency.saturating_sub(running.len());
-            if free > 0 {
-                match crate::queue::claim(
-                    &worker.db,
-                    &worker.name,
-                    &tools,
-                    &limits,
-                    free as u64,
-                    worker.config.lease,
-                )
-                .await
-                {
-                    Ok(jobs) => {
-                        worker.metrics.claimed(&jobs);
-                        for job in jobs {
-                            // Boxed: a run's future is large (it holds every executor's state),
-                            // and a task's future is moved whole as the task is spawned, polled
-                            // to its end and joined; a box moves as a pointer.
-                            let handle = running.spawn(Box::pin(execute(
-                                worker.clone(),
-                                completions.clone(),
-                                job.clone(),
-                            )));
-                            in_flight.insert(handle.id(), job);
-                        }
-                    }
-                    Err(err) => tracing::error!(error = %err, "claiming jobs failed"),
-                }
-            }
-            worker.metrics.set_running(&worker.name, running.len());
+            worker
+                .claim_into(&mut runs, &completions, &tools, &limits)
+                .await;
+            worker.metrics.set_running(&worker.name, runs.running.len());
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(ended) = running.join_next_with_id(), if !running.is_empty() => {
-                    ended_run(&mut in_flight, ended);
+                Some(ended) = runs.running.join_next_with_id(), if !runs.running.is_empty() => {
+                    runs.ended(ended);
                 }
                 _ = worker.wake.notified() => {}
                 _ = tokio::time::sleep(worker.config.poll) => {}
                 _ = maintenance.tick() => {
-                    let now = chrono::Utc::now();
                     if announced.elapsed() >= ANNOUNCE_EVERY {
                         announced = Instant::now();
-                        let seen = crate::queue::workers::seen(&worker.db, announcement.clone()).await;
-                        if let Err(err) = seen.and(crate::queue::workers::forget_silent(&worker.db, now).await) {
-                            tracing::warn!(error = %err, "announcing the worker failed");
-                        }
+                        worker.announce(announcement.clone()).await;
                     }
-                    crate::queue::maintenance::leases_and_retries(&worker.db, now).await;
+                    crate::queue::maintenance::leases_and_retries(&worker.db, chrono::Utc::now()).await;
                 }
             }
         }
-        tracing::info!(worker = %worker.name, running = running.len(), "worker stopping");
-        let _ = tokio::time::timeout(worker.config.grace, async {
-            while let Some(ended) = running.join_next_with_id().await {
-                ended_run(&mut in_flight, ended);
+        worker.stop(runs).await;
+    }
+
+    /// The tools this worker runs: all but those of remote workers.
+    fn local_tools(&self) -> Vec<String> {
+        self.catalog
+            .all()
+            .iter()
+            .filter(|tool| !tool.runs_remotely())
+            .map(|tool| tool.name.clone())
+            .collect()
+    }
+
+    /// Claims as many jobs as there are free slots, and starts running them.
+    async fn claim_into(
+        self: &Arc<Self>,
+        runs: &mut Runs,
+        completions: &Completions,
+        tools: &crate::queue::Tools,
+        limits: &crate::queue::Limits,
+    ) {
+        let free = self.config.concurrency.saturating_sub(runs.running.len());
+        if free == 0 {
+            return;
+        }
+        let claimed = crate::queue::claim(
+            &self.db,
+            &self.name,
+            tools,
+            limits,
+            free as u64,
+            self.config.lease,
+        )
+        .await;
+        match claimed {
+            Ok(jobs) => {
+                self.metrics.claimed(&jobs);
+                for job in jobs {
+                    // Boxed: a run's future is large (it holds every executor's state), and a
+                    // task's future is moved whole as the task is spawned, polled to its end
+                    // and joined; a box moves as a pointer.
+                    let run = execute(self.clone(), completions.clone(), job.clone());
+                    let handle = runs.running.spawn(Box::pin(run));
+                    runs.in_flight.insert(handle.id(), job);
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "claiming jobs failed"),
+        }
+    }
+
+    /// Records in the register that this worker is alive, and forgets the silent ones.
+    async fn announce(&self, announcement: crate::queue::workers::Announcement<'_>) {
+        let now = chrono::Utc::now();
+        let seen = crate::queue::workers::seen(&self.db, announcement).await;
+        if let Err(err) = seen.and(crate::queue::workers::forget_silent(&self.db, now).await) {
+            tracing::warn!(error = %err, "announcing the worker failed");
+        }
+    }
+
+    /// Lets running jobs finish within the grace period, stops the rest and hands their jobs
+    /// back to the queue, and leaves the register.
+    async fn stop(&self, mut runs: Runs) {
+        tracing::info!(worker = %self.name, running = runs.running.len(), "worker stopping");
+        let _ = tokio::time::timeout(self.config.grace, async {
+            while let Some(ended) = runs.running.join_next_with_id().await {
+                runs.ended(ended);
             }
         })
         .await;
         // The rest are stopped, and gone (their programs killed) before their jobs go back.
-        running.abort_all();
-        while let Some(ended) = running.join_next_with_id().await {
-            ended_run(&mut in_flight, ended);
+        runs.running.abort_all();
+        while let Some(ended) = runs.running.join_next_with_id().await {
+            runs.ended(ended);
         }
-        for job in in_flight.into_values() {
-            hand_back(&worker, &job).await;
+        for job in runs.in_flight.into_values() {
+            hand_back(self, &job).await;
         }
-        if let Err(err) = crate::queue::workers::gone(&worker.db, &worker.name).await {
+        if let Err(err) = crate::queue::workers::gone(&self.db, &self.name).await {
             tracing::warn!(error = %err, "removing the worker from the register failed");
         }
-        tracing::info!(worker = %worker.name, "worker stopped");
+        tracing::info!(worker = %self.name, "worker stopped");
+    }
+}
+
+/// A worker's runs under way, and the job each runs, so that those unfinished at shutdown can
+/// be handed back.
+#[derive(Default)]
+struct Runs {
+    running: JoinSet<()>,
+    in_flight: HashMap<tokio::task::Id, job::Model>,
+}
+
+impl Runs {
+    fn ended(&mut self, ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
+        ended_run(&mut self.in_flight, ended);
     }
 }
 
@@ -207,37 +244,12 @@ fn ended_run(
     }
 }
 
-/// Returns a job whose run was stopped at shutdown to the queue, and deletes what the stopped
-/// attempt stored.
-///
-/// A shutdown is not the job's failure, so the job is allowed one more attempt: the stopped one
-/// does not use up `max_attempts`, while `attempt`, the token that fences every write of a
-/// running job, still only grows.
+/// Returns a job whose run was stopped at shutdown to the queue (`lifecycle::hand_back`), and
+/// deletes what the stopped attempt stored.
 async fn hand_back(worker: &Worker, job: &job::Model) {
     let result = async {
         let tx = db::begin_write(&worker.db).await?;
-        job::Entity::update_many()
-            .col_expr(
-                job::Column::MaxAttempts,
-                Expr::col(job::Column::MaxAttempts).add(1),
-            )
-            .filter(job::Column::Id.eq(job.id))
-            .filter(job::Column::Status.eq(job.status))
-            .filter(job::Column::Attempt.eq(job.attempt))
-            .exec(&tx)
-            .await?;
-        lifecycle::transition(
-            &tx,
-            job,
-            JobStatus::Queued,
-            Change {
-                message: Some(
-                    "handed back: the worker shut down; this attempt does not count".to_owned(),
-                ),
-                ..Default::default()
-            },
-        )
-        .await?;
+        lifecycle::hand_back(&tx, job).await?;
         tx.commit().await?;
         Ok::<_, Error>(())
     }
@@ -290,40 +302,12 @@ async fn execute(worker: Arc<Worker>, completions: Completions, job: job::Model)
     run_to_end(worker, completions, job).instrument(span).await;
 }
 
-/// Runs one claimed job to its end.
+/// Runs one claimed job to its end: the attempt, then its outcome recorded.
 async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Model) {
     tracing::debug!("run started");
     let started = Instant::now();
     let (progress, usage) = Progress::new(&worker.db, &job);
-    let outcome = match worker.catalog.get(&job.tool).cloned() {
-        None => Outcome::Failed(Failure::Permanent(format!(
-            "the tool `{}` is no longer offered",
-            job.tool
-        ))),
-        Some(tool) => {
-            let limit = Duration::from_secs(tool.timeout_seconds);
-            let heartbeat_every = (worker.config.lease / 3).min(Duration::from_secs(2));
-            let heartbeat = async {
-                loop {
-                    tokio::time::sleep(heartbeat_every).await;
-                    match crate::queue::renew(&worker.db, &job, worker.config.lease).await {
-                        Ok(true) => {}
-                        Ok(false) => return,
-                        Err(err) => tracing::warn!(error = %err, "renewing a lease failed"),
-                    }
-                }
-            };
-            tokio::select! {
-                result = tokio::time::timeout(limit, executors::run(&tool, &job, &progress, &worker.places, &worker.files)) => match result {
-                    Ok(Ok(value)) => Outcome::Done(value),
-                    Ok(Err(Failure::Abandoned)) => Outcome::Abandoned,
-                    Ok(Err(failure)) => Outcome::Failed(failure),
-                    Err(_) => Outcome::TimedOut(tool.timeout_seconds),
-                },
-                () = heartbeat => Outcome::Abandoned,
-            }
-        }
-    };
+    let outcome = attempt(&worker, &job, &progress).await;
     let seconds = started.elapsed().as_secs_f64();
     drop(progress);
     // Sent once the program is reaped: at once when it ended by itself, moments after the kill
@@ -336,46 +320,7 @@ async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Mod
     // Only a completed run keeps output files: any other ending, or a completion that cannot
     // be recorded, removes what this attempt stored.
     let completed = matches!(outcome, Outcome::Done(_));
-    // How the run ended: the job's status, and whether it was refunded.
-    let ended = |job: job::Model| Some((job.status, job.refunded));
-    let result = match outcome {
-        Outcome::Done(output) => completions
-            .complete(
-                Completion {
-                    job: job.clone(),
-                    result: output.result,
-                    resources,
-                },
-                output.files,
-            )
-            .await
-            // COMPLETED gives no refund.
-            .map(|()| Some((JobStatus::Completed, job.refunded))),
-        Outcome::TimedOut(limit) => {
-            crate::queue::time_out(&worker.db, &job, limit, Some(resources))
-                .await
-                .map(ended)
-        }
-        Outcome::Failed(Failure::Transient(message)) => crate::queue::fail_attempt(
-            &worker.db,
-            &job,
-            message,
-            "TRANSIENT_FAILURE",
-            true,
-            Some(resources),
-        )
-        .await
-        .map(ended),
-        Outcome::Failed(Failure::Permanent(message)) => {
-            crate::queue::fail_attempt(&worker.db, &job, message, "FAILED", false, Some(resources))
-                .await
-                .map(ended)
-        }
-        Outcome::Failed(Failure::Abandoned) | Outcome::Abandoned => {
-            tracing::info!("the job was cancelled or reclaimed; the attempt stops");
-            Ok(None)
-        }
-    };
+    let result = record(&worker, &completions, &job, outcome, resources).await;
     if !(completed && result.is_ok()) {
         worker
             .files
@@ -391,5 +336,87 @@ async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Mod
         Ok(()) => {}
         Err(Error::Conflict(message)) => tracing::info!(%message, "the job changed while it ran"),
         Err(err) => tracing::error!(error = %err, "recording a job's outcome failed"),
+    }
+}
+
+/// Runs the tool on `job` under the tool's time limit, renewing the lease meanwhile.
+async fn attempt(worker: &Worker, job: &job::Model, progress: &Progress<'_>) -> Outcome {
+    let Some(tool) = worker.catalog.get(&job.tool).cloned() else {
+        return Outcome::Failed(Failure::Permanent(format!(
+            "the tool `{}` is no longer offered",
+            job.tool
+        )));
+    };
+    let limit = Duration::from_secs(tool.timeout_seconds);
+    tokio::select! {
+        result = tokio::time::timeout(limit, executors::run(&tool, job, progress, &worker.places, &worker.files)) => match result {
+            Ok(Ok(value)) => Outcome::Done(value),
+            Ok(Err(Failure::Abandoned)) => Outcome::Abandoned,
+            Ok(Err(failure)) => Outcome::Failed(failure),
+            Err(_) => Outcome::TimedOut(tool.timeout_seconds),
+        },
+        () = heartbeat(worker, job) => Outcome::Abandoned,
+    }
+}
+
+/// Renews the lease of `job`'s attempt until it is no longer this attempt's.
+async fn heartbeat(worker: &Worker, job: &job::Model) {
+    let every = (worker.config.lease / 3).min(Duration::from_secs(2));
+    loop {
+        tokio::time::sleep(every).await;
+        match crate::queue::renew(&worker.db, job, worker.config.lease).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(err) => tracing::warn!(error = %err, "renewing a lease failed"),
+        }
+    }
+}
+
+/// Records how a run ended; returns the job's status then and whether it was refunded, or
+/// nothing for a run that was stopped (its job cancelled or reclaimed).
+async fn record(
+    worker: &Worker,
+    completions: &Completions,
+    job: &job::Model,
+    outcome: Outcome,
+    resources: Value,
+) -> crate::error::Result<Option<(JobStatus, bool)>> {
+    // How the run ended: the job's status, and whether it was refunded.
+    let ended = |job: job::Model| Some((job.status, job.refunded));
+    match outcome {
+        Outcome::Done(output) => completions
+            .complete(
+                Completion {
+                    job: job.clone(),
+                    result: output.result,
+                    resources,
+                },
+                output.files,
+            )
+            .await
+            // COMPLETED gives no refund.
+            .map(|()| Some((JobStatus::Completed, job.refunded))),
+        Outcome::TimedOut(limit) => crate::queue::time_out(&worker.db, job, limit, Some(resources))
+            .await
+            .map(ended),
+        Outcome::Failed(Failure::Transient(message)) => crate::queue::fail_attempt(
+            &worker.db,
+            job,
+            message,
+            "TRANSIENT_FAILURE",
+            true,
+            Some(resources),
+        )
+        .await
+        .map(ended),
+        Outcome::Failed(Failure::Permanent(message)) => {
+            crate::queue::fail_attempt(&worker.db, job, message, "FAILED", false, Some(resources))
+                .await
+                .map(ended)
+        }
+        Outcome::Failed(Failure::Abandoned) | Outcome::Abandoned => {
+            tracing::info!("the job was cancelled or reclaimed; the attempt stops");
+            Ok(None)
+        }
     }
 }

@@ -14,13 +14,14 @@ use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    QueryOrder, QuerySelect, QueryTrait as _,
 };
 use uuid::Uuid;
 
 use super::{Limits, Running, workers};
 use crate::cache::TtlCache;
 use crate::error::Result;
+use crate::store;
 use crate::tools::Catalog;
 
 /// Why a job has not started yet.
@@ -77,6 +78,57 @@ impl Waiter {
         job::Column::QueuedAt,
         job::Column::RunAfter,
     ];
+
+    /// The value of a column of the claim order (`store::CLAIM_ORDER`).
+    fn claim_value(&self, column: job::Column) -> Option<sea_orm::Value> {
+        match column {
+            job::Column::Priority => Some(self.priority.into()),
+            job::Column::QueuedAt => Some(self.queued_at.into()),
+            job::Column::Id => Some(self.id.into()),
+            _ => None,
+        }
+    }
+
+    /// How this job and `other` compare in claim order: `Less` when this one is claimed first.
+    fn claim_cmp(&self, other: &Waiter) -> std::cmp::Ordering {
+        use job::Column as C;
+        store::CLAIM_ORDER
+            .iter()
+            .map(|&(column, descending)| {
+                let order = match column {
+                    C::Priority => self.priority.cmp(&other.priority),
+                    C::QueuedAt => self.queued_at.cmp(&other.queued_at),
+                    C::Id => self.id.cmp(&other.id),
+                    _ => std::cmp::Ordering::Equal,
+                };
+                if descending { order.reverse() } else { order }
+            })
+            .find(|order| order.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    }
+
+    /// The QUEUED jobs claimed before this one: ahead in the first column of the claim order,
+    /// or equal in it and ahead in the next, and so on.
+    fn ahead(&self) -> sea_orm::sea_query::SimpleExpr {
+        use sea_orm::sea_query::{Expr, ExprTrait as _};
+        let mut ahead: Option<sea_orm::sea_query::SimpleExpr> = None;
+        for &(column, descending) in store::CLAIM_ORDER.iter().rev() {
+            let value = self
+                .claim_value(column)
+                .unwrap_or(sea_orm::Value::Int(None));
+            let col = Expr::col((job::Entity, column));
+            let before = if descending {
+                col.clone().gt(value.clone())
+            } else {
+                col.clone().lt(value.clone())
+            };
+            ahead = Some(match ahead {
+                None => before,
+                Some(rest) => before.or(col.eq(value).and(rest)),
+            });
+        }
+        ahead.unwrap_or_else(|| Expr::value(false))
+    }
 
     fn is_waiting(&self) -> bool {
         matches!(self.status, JobStatus::Queued | JobStatus::Retry)
@@ -233,56 +285,25 @@ impl Queue {
     }
 }
 
-/// For QUEUED jobs, how many QUEUED jobs come before each in claim order (higher priority, or
-/// the same priority and queued earlier, or queued together and submitted earlier): one count
-/// over the head of the queue up to the last of them, however many they are.
+/// For QUEUED jobs, how many QUEUED jobs come before each in claim order
+/// (`store::CLAIM_ORDER`): one count over the head of the queue up to the last of them, however
+/// many they are.
 async fn positions(db: &DatabaseConnection, jobs: &[&Waiter]) -> Result<HashMap<Uuid, u64>> {
-    let Some(last) = jobs.iter().min_by(|a, b| {
-        a.priority
-            .cmp(&b.priority)
-            .then(b.queued_at.cmp(&a.queued_at))
-            .then(b.id.cmp(&a.id))
-    }) else {
+    use sea_orm::sea_query::{Expr, Func};
+    let Some(last) = jobs.iter().copied().max_by(|a, b| a.claim_cmp(b)) else {
         return Ok(HashMap::new());
     };
-    let backend = db.get_database_backend();
-    let mut values: Vec<sea_orm::Value> = Vec::new();
-    let param = |value: sea_orm::Value, values: &mut Vec<sea_orm::Value>| {
-        values.push(value);
-        match backend {
-            sea_orm::DatabaseBackend::Postgres => format!("${}", values.len()),
-            _ => "?".to_owned(),
-        }
-    };
-    // Ahead of (p, q, i): priority > p, or priority = p and queued_at < q, or both equal and
-    // id < i.
-    let ahead = |job: &Waiter, values: &mut Vec<sea_orm::Value>| {
-        let p1 = param(job.priority.into(), values);
-        let p2 = param(job.priority.into(), values);
-        let q1 = param(job.queued_at.into(), values);
-        let q2 = param(job.queued_at.into(), values);
-        let i = param(job.id.into(), values);
-        format!(
-            "(priority > {p1} OR (priority = {p2} AND \
-             (queued_at < {q1} OR (queued_at = {q2} AND id < {i}))))"
-        )
-    };
-    let mut columns = Vec::new();
+    let mut select = job::Entity::find().select_only();
     for (i, job) in jobs.iter().enumerate() {
-        let condition = ahead(job, &mut values);
-        columns.push(format!(
-            "SUM(CASE WHEN {condition} THEN 1 ELSE 0 END) AS p{i}"
-        ));
+        let ahead = Expr::case(job.ahead(), 1).finally(0);
+        select = select.expr_as(Func::sum(ahead), format!("p{i}"));
     }
-    let bound = ahead(last, &mut values);
-    // Placeholders in the order their values were pushed (SQLite's are positional); the status
-    // in the text, for the claim index (see `status_is`).
-    let sql = format!(
-        "SELECT {} FROM jobs WHERE {bound} AND status = 'QUEUED'",
-        columns.join(", ")
-    );
+    // The status in the text, for the claim index (see `status_is`).
+    let select = select
+        .filter(last.ahead())
+        .filter(super::status_is(JobStatus::Queued));
     let row = db
-        .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
+        .query_one_raw(select.build(db.get_database_backend()))
         .await?;
     let mut positions = HashMap::new();
     for (i, job) in jobs.iter().enumerate() {
@@ -292,7 +313,28 @@ async fn positions(db: &DatabaseConnection, jobs: &[&Waiter]) -> Result<HashMap<
                 .unwrap_or(0),
             None => 0,
         };
-        positions.insert(job.id, count.max(0) as u64);
+        positions.insert(job.id, Ord::max(count, 0) as u64);
     }
     Ok(positions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiter_holds_every_column_of_the_claim_order() {
+        let waiter = Waiter {
+            id: Uuid::now_v7(),
+            status: JobStatus::Queued,
+            tool: "t".to_owned(),
+            workspace_id: Uuid::now_v7(),
+            priority: 0,
+            queued_at: Some(Utc::now()),
+            run_after: None,
+        };
+        for (column, _) in store::CLAIM_ORDER {
+            assert!(waiter.claim_value(column).is_some());
+        }
+    }
 }

@@ -100,7 +100,7 @@ pub async fn delete(
             "the workspace has {active_jobs} active job(s): cancel them or let them finish first"
         )));
     }
-    crate::jobs::lifecycle::delete_records(
+    crate::store::delete_records(
         &tx,
         sea_orm::Condition::all().add(job::Column::WorkspaceId.eq(id)),
     )

@@ -489,7 +489,7 @@ async fn completions_written_together_skip_only_the_jobs_that_changed_meanwhile(
             resources: json!({"wallSeconds": 0.0}),
         })
         .collect();
-    let completing = lifecycle::Completing::new(app.db.get_database_backend(), &completions);
+    let completing = lifecycle::Completing::new(&app.db, &completions);
     let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
     let outcomes = completing.write(&tx).await.unwrap();
     tx.commit().await.unwrap();
@@ -630,7 +630,6 @@ async fn completions_written_together_skip_only_the_jobs_that_changed_meanwhile(
 
 #[tokio::test]
 async fn a_claim_changes_its_jobs_before_it_waits_its_turn_to_number_live_entries() {
-    use jobgraph::jobs::{lifecycle, rows};
     use jobgraph::queue;
     use sea_orm::{ConnectionTrait as _, DatabaseBackend, Statement};
 
@@ -644,21 +643,12 @@ async fn a_claim_changes_its_jobs_before_it_waits_its_turn_to_number_live_entrie
     // A first claim, of one job, written and not yet committed: it holds the numbering of live
     // entries (PostgreSQL) or the one write lock (SQLite) until it commits.
     let first = jobgraph::db::begin_write(&app.db).await.unwrap();
-    let claiming = queue::claiming(
-        queue::head_ids(backend, queue::head(&any_tool(), 1)),
-        "first",
-        lease,
-    );
-    let claimed_first = lifecycle::update_recording(
-        &first,
-        rows::returning_statement(backend, claiming),
-        Some("claimed by first".to_owned()),
-        1,
-    )
-    .await
-    .unwrap()
-    .into_jobs()
-    .unwrap();
+    let head = jobgraph::store::head_ids(&first, queue::head(&any_tool(), 1));
+    let claimed_first = jobgraph::store::claim(&first, head, "first", lease, 1)
+        .await
+        .unwrap()
+        .into_jobs()
+        .unwrap();
     assert_eq!(claimed_first.len(), 1);
 
     let db = app.db.clone();
@@ -991,9 +981,9 @@ async fn the_queues_job_rows_read_back_as_sea_orm_reads_them() {
             .col_expr(job::Column::Attempt, Expr::col(job::Column::Attempt))
             .filter(job::Column::Id.eq(id));
         let statement =
-            jobgraph::jobs::rows::returning_statement(app.db.get_database_backend(), update);
+            jobgraph::store::rows::returning_statement(app.db.get_database_backend(), update);
         let returned =
-            jobgraph::jobs::rows::decode(app.db.query_all_raw(statement).await.unwrap()).unwrap();
+            jobgraph::store::rows::decode(app.db.query_all_raw(statement).await.unwrap()).unwrap();
         assert_eq!(returned, vec![read]);
     }
 }

@@ -18,6 +18,7 @@ mod races;
 mod remote;
 mod schema;
 mod sharing;
+mod store;
 mod support;
 mod tokens;
 mod waiting;

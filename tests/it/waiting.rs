@@ -285,7 +285,7 @@ async fn a_page_of_waiting_jobs_costs_the_same_few_statements_whatever_its_size(
 /// never analyzed it): it never gathers every queued job to sort them.
 #[tokio::test]
 async fn a_claim_reads_the_head_of_a_long_queue_from_the_claim_index() {
-    use sea_orm::{ConnectionTrait as _, DatabaseBackend, QueryTrait as _};
+    use sea_orm::DatabaseBackend;
 
     let app = spawn().await;
     let alice = app.user("alice@lab.test").await;
@@ -302,18 +302,14 @@ async fn a_claim_reads_the_head_of_a_long_queue_from_the_claim_index() {
     }
     let backend = app.db.get_database_backend();
     let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
-    if backend == DatabaseBackend::Postgres {
-        tx.execute_unprepared(queue::CLAIM_PLAN).await.unwrap();
-    }
+    jobgraph::store::begin_claim(&tx).await.unwrap();
     // The claim itself, as a worker sends it: the head, then the claimed jobs by id.
     let head = queue::head(&Tools::Except(Vec::new()), 64);
-    let claim = backend.build(
-        &queue::claiming(
-            queue::head_ids(backend, head),
-            "worker",
-            Duration::from_secs(30),
-        )
-        .into_query(),
+    let claim = jobgraph::store::claim_statement(
+        &tx,
+        jobgraph::store::head_ids(&tx, head),
+        "worker",
+        Duration::from_secs(30),
     );
     let plan = crate::support::plan(&tx, claim).await;
     assert!(plan.contains("idx_jobs_claim"), "{plan}");

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use entity::file::FileRole;
 use entity::job::{self, JobStatus};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Checks, Files, NewFile, fetch, input_key};
+use super::lifecycle::{self, Change};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::jobs::lifecycle::{self, Change};
+use crate::files::{Checks, Files, NewFile, fetch, input_key};
+use crate::store;
 use crate::tools::{Catalog, InputFormat, Prepared, StoredInputKind};
 
 /// The stage of a job whose inputs are being downloaded.
@@ -29,8 +30,6 @@ pub struct Downloader {
     pub db: DatabaseConnection,
     pub files: Arc<Files>,
     pub catalog: Arc<Catalog>,
-    /// Wakes this process's workers when a job is queued.
-    pub wake: Arc<Notify>,
 }
 
 impl Downloader {
@@ -109,7 +108,7 @@ impl Downloader {
                     .store_response(key, name_from_url(&url), response, checks)
                     .await
                     .map_err(|err| {
-                        if let super::WriteError::Storage(err) = &err {
+                        if let crate::files::WriteError::Storage(err) = &err {
                             tracing::error!(error = %err, "storing a download failed");
                         }
                         err.describe()
@@ -176,22 +175,22 @@ impl Downloader {
             file.insert(&tx, job.workspace_id, job.id, FileRole::Input)
                 .await?;
         }
-        job::Entity::update_many()
-            .col_expr(
+        let details = vec![
+            (
                 job::Column::Inputs,
                 sea_orm::sea_query::Expr::value(prepared.inputs_json()),
-            )
-            .col_expr(
+            ),
+            (
                 job::Column::Stage,
                 sea_orm::sea_query::Expr::value(Option::<String>::None),
-            )
-            .filter(job::Column::Id.eq(job.id))
-            .filter(job::Column::Status.eq(JobStatus::Pending))
-            .exec(&tx)
-            .await?;
+            ),
+        ];
+        let Some(job) = store::update_details(&tx, job, details).await? else {
+            return Err(Error::conflict("the job changed meanwhile"));
+        };
         lifecycle::transition(
             &tx,
-            job,
+            &job,
             JobStatus::Queued,
             Change {
                 message: Some("inputs downloaded".to_owned()),
@@ -200,7 +199,6 @@ impl Downloader {
         )
         .await?;
         tx.commit().await?;
-        self.wake.notify_waiters();
         Ok(())
     }
 }

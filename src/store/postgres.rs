@@ -1,0 +1,369 @@
+//! The PostgreSQL forms of the store's statements: rows travel as arrays (`db::column`), so
+//! each statement's text is the same for any number of rows and stays prepared; a change and
+//! the timeline rows and live entries it records are one statement.
+
+use chrono::{DateTime, Utc};
+use entity::job::{self, JobStatus};
+use entity::live_event::{self, LiveKind};
+use sea_orm::sea_query::{Expr, SimpleExpr};
+use sea_orm::{
+    ActiveEnum as _, ConnectionTrait, DatabaseBackend, DatabaseTransaction, DbErr, IdenStatic as _,
+    Statement,
+};
+use uuid::Uuid;
+
+use super::writes::Completion;
+use super::{FACTS, LIVE_CHANNEL, QUEUED_CHANNEL, TIMELINE, rows};
+use crate::db::{Transaction, column};
+use crate::error::Result;
+
+/// The advisory lock under which a committing transaction numbers its live entries: held until
+/// the commit is visible, so numbers follow commit order.
+const NUMBERING_LOCK: i64 = 7_202_611_230_010;
+
+/// The advisory lock that makes claims under limits take turns.
+const CLAIM_LOCK: i64 = 7_202_611_230_020;
+
+/// How a claim's transaction plans its reads: the head of the queue is read in claim order
+/// from `idx_jobs_claim`, however few QUEUED jobs the table's statistics promise, and the
+/// claimed jobs are then found by id through the primary key.
+/// Left to those statistics, which a queue outdates all the time (and which a server without
+/// autovacuum never gathers), the planner may gather every QUEUED job and sort them, and then
+/// each claim costs the whole queue: 21 ms at 20,000 queued jobs instead of 0.5 ms. Asked for a
+/// few hundred jobs by id, it also prefers reading the whole table while the table is young
+/// (below about 200,000 jobs) over that many index lookups.
+pub(super) const CLAIM_PLAN: &str = "SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; SET LOCAL enable_seqscan = off";
+
+pub(super) async fn claim_in_turn(tx: &Transaction) -> Result<()> {
+    tx.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CLAIM_LOCK})"))
+        .await?;
+    Ok(())
+}
+
+/// `jobs.id = ANY(ARRAY(head))`: the head is read first, and the claimed rows are then reached
+/// through the primary key. As `IN (head)`, PostgreSQL joins the head with every QUEUED job,
+/// which made each claim read the whole queue (25 ms at 40,000 queued jobs, however few it
+/// claimed).
+pub(super) fn head_ids(head: sea_orm::sea_query::SelectStatement) -> SimpleExpr {
+    Expr::cust_with_expr(
+        r#""jobs"."id" = ANY(ARRAY $1)"#,
+        Expr::SubQuery(None, Box::new(head.into())),
+    )
+}
+
+/// Queues the notification of queued jobs, sent at commit and folded into one per transaction.
+pub(super) async fn announce_queued(tx: &DatabaseTransaction) -> std::result::Result<(), DbErr> {
+    tx.execute_unprepared(&format!("NOTIFY {QUEUED_CHANNEL}"))
+        .await?;
+    Ok(())
+}
+
+/// Inserts new jobs and their keys in one statement, returning the jobs.
+pub(super) async fn insert_jobs(
+    tx: &Transaction,
+    new: Vec<job::ActiveModel>,
+) -> Result<Vec<job::Model>> {
+    use sea_orm::{EntityTrait as _, QueryTrait as _};
+    let mut insert = job::Entity::insert_many(new).into_query();
+    insert.returning(sea_orm::sea_query::Query::returning().columns(rows::returning()));
+    let insert = DatabaseBackend::Postgres.build(&insert);
+    let sql = format!(
+        "WITH inserted AS ({}), \
+         keys AS (INSERT INTO job_keys (job_id, workspace_id, tool, submitter_id) \
+         SELECT id, workspace_id, tool, submitter_id FROM inserted) \
+         SELECT * FROM inserted",
+        insert.sql
+    );
+    let statement = Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        insert.values.map(|values| values.0).unwrap_or_default(),
+    );
+    Ok(rows::decode(tx.query_all_raw(statement).await?)?)
+}
+
+/// The `job_events` columns a timeline row takes from its job (`TIMELINE`), comma-separated.
+fn timeline_columns() -> String {
+    TIMELINE
+        .iter()
+        .map(|(event, _)| event.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The timeline rows of `jobs` (as they are in Rust) in one statement of fixed text.
+pub(super) async fn insert_timeline(
+    tx: &Transaction,
+    jobs: &[job::Model],
+    message: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    use job::Column as C;
+    // The job columns travel in `TIMELINE`'s order; a NULL stage as a flag.
+    debug_assert_eq!(
+        TIMELINE.map(|(_, c)| c.as_str()),
+        [
+            C::Id,
+            C::WorkspaceId,
+            C::Status,
+            C::Stage,
+            C::Progress,
+            C::Attempt
+        ]
+        .map(|c| c.as_str())
+    );
+    let sql = format!(
+        "INSERT INTO job_events (id, message, created_at, {}) \
+         SELECT e.id, $1, $2, e.job_id, e.workspace_id, e.status, \
+         CASE WHEN e.staged THEN e.stage END, e.progress, e.attempt \
+         FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::bool[], $8::text[], \
+         $9::float8[], $10::int4[]) \
+         AS e (id, job_id, workspace_id, status, staged, stage, progress, attempt)",
+        timeline_columns()
+    );
+    tx.execute_raw(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        [
+            message.into(),
+            now.into(),
+            column(jobs.iter().map(|_| Uuid::now_v7())),
+            column(jobs.iter().map(|job| job.id)),
+            column(jobs.iter().map(|job| job.workspace_id)),
+            column(jobs.iter().map(|job| job.status.to_value())),
+            column(jobs.iter().map(|job| job.stage.is_some())),
+            column(jobs.iter().map(|job| job.stage.clone().unwrap_or_default())),
+            column(jobs.iter().map(|job| job.progress)),
+            column(jobs.iter().map(|job| job.attempt)),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// `update` (numbered parameters) wrapped so that it also inserts a timeline row and a live
+/// entry for each job it returns, and still returns those jobs: neither costs a round trip, the
+/// rows sent back to the database, nor client-side work while the transaction is open. The
+/// event ids come from here (UUIDv7, in the writer's order, as every timeline row's id does),
+/// paired with the changed rows in the order they come. The statement returns the columns
+/// `returned` of them.
+pub(super) fn with_timeline(
+    update: Statement,
+    message: Option<String>,
+    now: DateTime<Utc>,
+    at_most: usize,
+    returned: &str,
+) -> Statement {
+    let mut values = update.values.map(|values| values.0).unwrap_or_default();
+    let first = values.len() + 1;
+    let from_job: Vec<String> = TIMELINE
+        .iter()
+        .map(|(_, job)| format!("c.{}", job.as_str()))
+        .collect();
+    let sql = format!(
+        "WITH changed AS ({update}), \
+         timeline AS (INSERT INTO job_events (id, message, created_at, {columns}) \
+         SELECT e.id, ${message}, ${now}, {from_job} \
+         FROM (SELECT changed.*, row_number() OVER () AS n FROM changed) AS c \
+         JOIN unnest(${ids}::uuid[]) WITH ORDINALITY AS e (id, n) ON e.n = c.n), \
+         {live} \
+         SELECT {returned} FROM changed",
+        update = update.sql,
+        columns = timeline_columns(),
+        from_job = from_job.join(", "),
+        message = first,
+        now = first + 1,
+        ids = first + 2,
+        live = entries_of_changed_jobs("changed", &format!("${}", first + 1)),
+    );
+    values.extend([
+        message.into(),
+        now.into(),
+        column((0..at_most).map(|_| Uuid::now_v7())),
+    ]);
+    Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
+}
+
+/// The common table expressions that write the live entries of the jobs a statement changes,
+/// from inside that statement: `changed` names its CTE of changed `jobs` rows and `now` the
+/// parameter with the entries' time. They write what `super::live_entry` builds for those rows
+/// (the `FACTS` alike), numbered as `write_live` numbers (under the numbering lock, held until
+/// commit), and queue the notification. The lock is asked for once every changed row is
+/// counted, that is once the change itself is done, so statements of other transactions change
+/// their rows in parallel and take turns only for the numbering; no lock is taken when nothing
+/// changed.
+fn entries_of_changed_jobs(changed: &str, now: &str) -> String {
+    let created = LiveKind::Created.to_value();
+    let updated = LiveKind::Updated.to_value();
+    let pending = JobStatus::Pending.to_value();
+    let facts: Vec<String> = FACTS
+        .iter()
+        .map(|(key, column)| format!("'{key}', c.{}", column.as_str()))
+        .collect();
+    format!(
+        "live_counted AS (SELECT count(*) AS n FROM {changed}), \
+         live_locked AS (SELECT n, pg_advisory_xact_lock({NUMBERING_LOCK}) FROM live_counted \
+         WHERE n > 0), \
+         live_reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + n - 1) \
+         - n AS before, pg_notify('{LIVE_CHANNEL}', '') FROM live_locked), \
+         live AS (INSERT INTO live_events \
+         (id, seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
+         SELECT r.before + c.ord, r.before + c.ord, c.workspace_id, c.id, \
+         CASE WHEN c.status = '{pending}' THEN '{created}' ELSE '{updated}' END, c.status, \
+         c.stage, c.progress, c.attempt, jsonb_build_object({facts}), {now} \
+         FROM live_reserved AS r, (SELECT {changed}.*, row_number() OVER () AS ord \
+         FROM {changed}) AS c)",
+        facts = facts.join(", ")
+    )
+}
+
+/// Writes a committing transaction's live entries as its last statement: one statement takes
+/// the numbering lock, reserves a block of consecutive numbers from `live_events_seq`, writes
+/// the rows with them (each row's number is its `id` as well as its `seq`, so the primary key
+/// keeps numbers unique: migration 000090) and notifies the buses. The lock is held until the
+/// commit is visible, so a reader of `seq > n` never misses a row committed later with a
+/// smaller number. The statement is built before the lock is asked for, so the lock waits for
+/// no client-side work. The lock is re-entrant: a transaction's later statements continue its
+/// numbers.
+pub(super) async fn write_live(
+    tx: &DatabaseTransaction,
+    entries: &[live_event::ActiveModel],
+) -> std::result::Result<(), DbErr> {
+    tx.execute_raw(numbered_insert(entries)).await?;
+    Ok(())
+}
+
+fn numbered_insert(entries: &[live_event::ActiveModel]) -> Statement {
+    use sea_orm::ActiveValue;
+    /// Bits of `nulls`: which nullable columns of an entry are NULL.
+    const JOB_ID: i32 = 1;
+    const STATUS: i32 = 2;
+    const STAGE: i32 = 4;
+    const PROGRESS: i32 = 8;
+    const ATTEMPT: i32 = 16;
+    const DATA: i32 = 32;
+    fn given<T: Clone>(column: &ActiveValue<Option<T>>) -> Option<T>
+    where
+        Option<T>: Into<sea_orm::Value>,
+    {
+        column.try_as_ref().cloned().flatten()
+    }
+    let now = Utc::now();
+    let nulls = entries.iter().map(|entry| {
+        [
+            (given(&entry.job_id).is_none(), JOB_ID),
+            (given(&entry.status).is_none(), STATUS),
+            (given(&entry.stage).is_none(), STAGE),
+            (given(&entry.progress).is_none(), PROGRESS),
+            (given(&entry.attempt).is_none(), ATTEMPT),
+            (given(&entry.data).is_none(), DATA),
+        ]
+        .into_iter()
+        .filter(|(null, _)| *null)
+        .fold(0, |row, (_, bit)| row | bit)
+    });
+    let values = vec![
+        (entries.len() as i64).into(),
+        column(nulls),
+        column(
+            entries
+                .iter()
+                .map(|e| e.workspace_id.try_as_ref().copied().unwrap_or_default()),
+        ),
+        column(entries.iter().map(|e| given(&e.job_id).unwrap_or_default())),
+        column(entries.iter().map(|e| {
+            e.kind
+                .try_as_ref()
+                .map(|kind| kind.to_value())
+                .unwrap_or_default()
+        })),
+        column(
+            entries
+                .iter()
+                .map(|e| given(&e.status).map(|s| s.to_value()).unwrap_or_default()),
+        ),
+        column(entries.iter().map(|e| given(&e.stage).unwrap_or_default())),
+        column(
+            entries
+                .iter()
+                .map(|e| given(&e.progress).unwrap_or_default()),
+        ),
+        column(
+            entries
+                .iter()
+                .map(|e| given(&e.attempt).unwrap_or_default()),
+        ),
+        column(
+            entries
+                .iter()
+                .map(|e| given(&e.data).unwrap_or(serde_json::Value::Null)),
+        ),
+        column(
+            entries
+                .iter()
+                .map(|e| e.created_at.try_as_ref().copied().unwrap_or(now)),
+        ),
+    ];
+    let sql = format!(
+        "WITH numbering AS (SELECT pg_advisory_xact_lock({NUMBERING_LOCK})), \
+         reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) - $1 \
+         AS before, pg_notify('{LIVE_CHANNEL}', '') FROM numbering) \
+         INSERT INTO live_events \
+         (id, seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
+         SELECT reserved.before + v.ord, reserved.before + v.ord, v.workspace_id, \
+         CASE WHEN v.nulls & {JOB_ID} = 0 THEN v.job_id END, v.kind, \
+         CASE WHEN v.nulls & {STATUS} = 0 THEN v.status END, \
+         CASE WHEN v.nulls & {STAGE} = 0 THEN v.stage END, \
+         CASE WHEN v.nulls & {PROGRESS} = 0 THEN v.progress END, \
+         CASE WHEN v.nulls & {ATTEMPT} = 0 THEN v.attempt END, \
+         CASE WHEN v.nulls & {DATA} = 0 THEN v.data END, v.created_at \
+         FROM reserved, unnest($2::int4[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
+         $7::text[], $8::float8[], $9::int4[], $10::jsonb[], $11::timestamptz[]) WITH ORDINALITY \
+         AS v (nulls, workspace_id, job_id, kind, status, stage, progress, attempt, data, \
+         created_at, ord)"
+    );
+    Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
+}
+
+/// The one statement that moves `completions` to COMPLETED with `sets`, each only if it still
+/// has the status and attempt its runner saw, returning the rows it moved. The rows travel as
+/// arrays in `done`.
+pub(super) fn completing(
+    sets: Vec<(job::Column, SimpleExpr)>,
+    completions: &[&Completion],
+) -> Statement {
+    use sea_orm::sea_query::{Alias, PostgresQueryBuilder, Query};
+    let mut update = Query::update();
+    update
+        .table(job::Entity)
+        .values(sets)
+        .from(Alias::new("done"));
+    let (set_sql, set_values) = update.build(PostgresQueryBuilder);
+    // `UPDATE "jobs" SET ... FROM "done"`, its parameters first; `done`'s arrays follow them.
+    let n = set_values.0.len();
+    // `jobs.id = ANY(ARRAY(...))` reaches the group's jobs through the primary key. Seeing
+    // how many rows the arrays hold, PostgreSQL would otherwise hash the whole `jobs` table
+    // to join a thousand of them, until the table outgrows its random-read estimate: the
+    // cost of every group grew with the history, to 30-50 ms at 40,000 jobs.
+    let sql = format!(
+        "WITH done AS (SELECT * FROM unnest(${}::uuid[], ${}::text[], ${}::int4[], \
+         ${}::jsonb[], ${}::jsonb[]) AS d (id, status, attempt, result, resources)) \
+         {set_sql} WHERE jobs.id = done.id AND jobs.status = done.status \
+         AND jobs.attempt = done.attempt AND jobs.id = ANY(ARRAY(SELECT id FROM done)) {}",
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        n + 5,
+        rows::returning_sql("jobs")
+    );
+    let mut values = set_values.0;
+    values.extend([
+        column(completions.iter().map(|c| c.job.id)),
+        column(completions.iter().map(|c| c.job.status.to_value())),
+        column(completions.iter().map(|c| c.job.attempt)),
+        column(completions.iter().map(|c| c.result.clone())),
+        column(completions.iter().map(|c| c.resources.clone())),
+    ]);
+    Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
+}

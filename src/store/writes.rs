@@ -1,0 +1,369 @@
+//! The writes of jobs, as domain modules ask for them. Each takes the caller's transaction and
+//! records the job's timeline row and live entry with the change, as `record` does.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use entity::job::{self, JobStatus};
+use entity::live_event::LiveKind;
+use entity::{job_event, job_key};
+use sea_orm::sea_query::{Expr, SimpleExpr};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect as _, QueryTrait as _,
+    Statement,
+};
+use uuid::Uuid;
+
+use super::rows::{self, Changed};
+use super::{Change, Dialect, Lease, Move, postgres, sqlite};
+use crate::db::Transaction;
+use crate::error::{Error, Result};
+
+/// Inserts new jobs with their keys (`job_keys`), and returns the jobs as written.
+pub async fn insert_jobs(tx: &Transaction, new: Vec<job::ActiveModel>) -> Result<Vec<job::Model>> {
+    let jobs = match Dialect::of(tx) {
+        Dialect::Postgres => postgres::insert_jobs(tx, new).await?,
+        Dialect::Sqlite => sqlite::insert_jobs(tx, new).await?,
+    };
+    Ok(jobs)
+}
+
+/// Records a timeline row with `message` and a live entry for each of `jobs`, as each now is.
+pub async fn record(tx: &Transaction, jobs: &[job::Model], message: Option<String>) -> Result<()> {
+    let now = Utc::now();
+    match Dialect::of(tx) {
+        Dialect::Postgres => postgres::insert_timeline(tx, jobs, message, now).await?,
+        Dialect::Sqlite => sqlite::insert_timeline(tx, jobs, message, now).await?,
+    }
+    super::record_live(
+        tx,
+        jobs.iter()
+            .map(|job| super::live_entry(job, super::change_kind(job.status))),
+    );
+    Ok(())
+}
+
+/// Records only a live entry of each of `jobs`: a change the timeline does not show.
+pub fn record_live_only(tx: &Transaction, jobs: &[job::Model]) {
+    super::record_live(
+        tx,
+        jobs.iter()
+            .map(|job| super::live_entry(job, LiveKind::Updated)),
+    );
+}
+
+/// Moves `job` (as its writer last saw it) by `step`, with `change`: one UPDATE fenced by the
+/// status and attempt the writer saw, its timeline row and live entry, and the announcement of
+/// a queued job. `None` when the job no longer had that status and attempt.
+pub async fn update_status(
+    tx: &Transaction,
+    job: &job::Model,
+    step: Move,
+    change: &Change,
+) -> Result<Option<job::Model>> {
+    let mut update = job::Entity::update_many();
+    for (column, value) in super::sets(step, change) {
+        update = update.col_expr(column, value);
+    }
+    let updated = update
+        .filter(job::Column::Id.eq(job.id))
+        .filter(job::Column::Status.eq(job.status))
+        .filter(job::Column::Attempt.eq(job.attempt))
+        .exec_with_returning(tx)
+        .await?;
+    let Some(updated) = updated.into_iter().next() else {
+        return Ok(None);
+    };
+    record(tx, std::slice::from_ref(&updated), change.message.clone()).await?;
+    if step.to == JobStatus::Queued {
+        super::announce_queued(tx);
+    }
+    Ok(Some(updated))
+}
+
+/// Changes columns of `job` that no status decides (its name, its visibility, its inputs once
+/// downloaded), if it still has the status it had; records its live entry. `None` when it
+/// changed meanwhile.
+pub async fn update_details(
+    tx: &Transaction,
+    job: &job::Model,
+    details: Vec<(job::Column, SimpleExpr)>,
+) -> Result<Option<job::Model>> {
+    let mut update =
+        job::Entity::update_many().col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()));
+    for (column, value) in details {
+        update = update.col_expr(column, value);
+    }
+    let updated = update
+        .filter(job::Column::Id.eq(job.id))
+        .filter(job::Column::Status.eq(job.status))
+        .exec_with_returning(tx)
+        .await?;
+    let Some(updated) = updated.into_iter().next() else {
+        return Ok(None);
+    };
+    record_live_only(tx, std::slice::from_ref(&updated));
+    Ok(Some(updated))
+}
+
+/// Gives a running attempt stopped by its worker's shutdown one more attempt, so that the
+/// stopped one does not use up `max_attempts`. `false` when it is no longer that attempt.
+pub async fn add_attempt(tx: &Transaction, job: &job::Model) -> Result<bool> {
+    let added = job::Entity::update_many()
+        .col_expr(
+            job::Column::MaxAttempts,
+            sea_orm::sea_query::ExprTrait::add(Expr::col(job::Column::MaxAttempts), 1),
+        )
+        .filter(job::Column::Id.eq(job.id))
+        .filter(job::Column::Status.eq(job.status))
+        .filter(job::Column::Attempt.eq(job.attempt))
+        .exec(tx)
+        .await?;
+    Ok(added.rows_affected == 1)
+}
+
+/// Extends the lease of a running attempt. `false` when the job is no longer that attempt's.
+pub async fn renew(db: &impl ConnectionTrait, job: &job::Model, lease: Duration) -> Result<bool> {
+    let now = Utc::now();
+    let renewed = job::Entity::update_many()
+        .col_expr(
+            job::Column::LeaseExpiresAt,
+            Expr::value(lease_end(now, lease)),
+        )
+        .col_expr(job::Column::HeartbeatAt, Expr::value(now))
+        .filter(job::Column::Id.eq(job.id))
+        .filter(job::Column::Status.eq(JobStatus::Processing))
+        .filter(job::Column::Attempt.eq(job.attempt))
+        .exec(db)
+        .await?;
+    Ok(renewed.rows_affected == 1)
+}
+
+/// When a lease of `lease` taken at `now` ends.
+pub fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
+}
+
+/// Writes the progress and stage a running attempt reports. `None` when the job is no longer
+/// that attempt's. A new stage goes to the timeline; progress alone only to the live log.
+pub async fn report(
+    tx: &Transaction,
+    job: &job::Model,
+    progress: Option<f64>,
+    stage: Option<&str>,
+) -> Result<Option<job::Model>> {
+    let mut update =
+        job::Entity::update_many().col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()));
+    if let Some(progress) = progress {
+        update = update.col_expr(job::Column::Progress, Expr::value(progress.clamp(0.0, 1.0)));
+    }
+    if let Some(stage) = stage {
+        update = update.col_expr(job::Column::Stage, Expr::value(Some(stage.to_owned())));
+    }
+    let updated = update
+        .filter(job::Column::Id.eq(job.id))
+        .filter(job::Column::Status.eq(JobStatus::Processing))
+        .filter(job::Column::Attempt.eq(job.attempt))
+        .exec_with_returning(tx)
+        .await?;
+    let Some(updated) = updated.into_iter().next() else {
+        return Ok(None);
+    };
+    if stage.is_some() {
+        record(tx, std::slice::from_ref(&updated), None).await?;
+    } else {
+        record_live_only(tx, std::slice::from_ref(&updated));
+    }
+    Ok(Some(updated))
+}
+
+/// Moves the `chosen` jobs (locked, QUEUED) to PROCESSING for `worker`, with their next attempt
+/// and a lease of `lease`, recording their timeline rows and live entries; `at_most` bounds how
+/// many it may move. The jobs come back as the database sent them: read them with
+/// `Changed::into_jobs` once the transaction has committed.
+pub async fn claim(
+    tx: &Transaction,
+    chosen: SimpleExpr,
+    worker: &str,
+    lease: Duration,
+    at_most: usize,
+) -> Result<Changed> {
+    let update = claim_statement(tx, chosen, worker, lease);
+    let message = Some(format!("claimed by {worker}"));
+    recording(tx, update, message, at_most, rows::ALL).await
+}
+
+/// The UPDATE of a claim (`claim`), returning the columns of `rows::returning`.
+pub fn claim_statement(
+    db: &impl ConnectionTrait,
+    chosen: SimpleExpr,
+    worker: &str,
+    lease: Duration,
+) -> Statement {
+    // Read once the claim holds its locks, so a run never seems to start before the run that
+    // freed its slot ended.
+    let now = Utc::now();
+    let step = Move {
+        from: JobStatus::Queued,
+        to: JobStatus::Processing,
+        refund: false,
+        now,
+    };
+    let change = Change {
+        lease: Some(Lease {
+            worker: worker.to_owned(),
+            expires_at: lease_end(now, lease),
+        }),
+        ..Default::default()
+    };
+    let mut update = job::Entity::update_many();
+    for (column, value) in super::sets(step, &change) {
+        update = update.col_expr(column, value);
+    }
+    // No status filter: it would offer the planner `idx_jobs_claim` (which holds only QUEUED
+    // jobs) to find them by id.
+    rows::returning_statement(db.get_database_backend(), update.filter(chosen))
+}
+
+/// `jobs.id` among the ids `head` selects, as a claim's `chosen`: see the dialects' forms.
+pub fn head_ids(
+    db: &impl ConnectionTrait,
+    head: sea_orm::sea_query::SelectStatement,
+) -> SimpleExpr {
+    match Dialect::of(db) {
+        Dialect::Postgres => postgres::head_ids(head),
+        Dialect::Sqlite => job::Column::Id.in_subquery(head),
+    }
+}
+
+/// Prepares a claim's transaction: how PostgreSQL plans its reads (`postgres::CLAIM_PLAN`).
+pub async fn begin_claim(tx: &Transaction) -> Result<()> {
+    if Dialect::of(tx) == Dialect::Postgres {
+        tx.execute_unprepared(postgres::CLAIM_PLAN).await?;
+    }
+    Ok(())
+}
+
+/// Makes claims under limits take turns, so that two workers never both take a workspace's or
+/// a tool's last free slot (PostgreSQL; SQLite's write transaction already does).
+pub async fn claim_in_turn(tx: &Transaction) -> Result<()> {
+    if Dialect::of(tx) == Dialect::Postgres {
+        postgres::claim_in_turn(tx).await?;
+    }
+    Ok(())
+}
+
+/// `update`, an UPDATE of jobs returning `rows::returning`, run with the timeline rows
+/// (`message`) and live entries of the jobs it changes; at most `at_most` of them.
+async fn recording(
+    tx: &Transaction,
+    update: Statement,
+    message: Option<String>,
+    at_most: usize,
+    returned: &str,
+) -> Result<Changed> {
+    if Dialect::of(tx) == Dialect::Sqlite {
+        let jobs = rows::decode(tx.query_all_raw(update).await?)?;
+        record(tx, &jobs, message).await?;
+        return Ok(Changed::Jobs(jobs));
+    }
+    let statement = postgres::with_timeline(update, message, Utc::now(), at_most, returned);
+    let rows = tx.query_all_raw(statement).await?;
+    if rows.len() > at_most {
+        // Some of them got no timeline row: the caller's transaction must not commit.
+        return Err(Error::Internal(anyhow::anyhow!(
+            "an update changed {} jobs where at most {at_most} were expected",
+            rows.len()
+        )));
+    }
+    Ok(Changed::Rows(rows))
+}
+
+/// A run's successful ending, for `complete`.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The job as its runner last saw it.
+    pub job: job::Model,
+    pub result: serde_json::Value,
+    /// Wall time, CPU and memory the run used.
+    pub resources: serde_json::Value,
+}
+
+/// The columns of a completion each job brings itself.
+const COMPLETION_ROW: [job::Column; 2] = [job::Column::Result, job::Column::Resources];
+
+/// The statements that move `completions` to COMPLETED, each only if it still has the status
+/// and attempt its runner saw. Built before the transaction that runs them (`complete`) begins.
+pub fn completing(db: &impl ConnectionTrait, completions: &[&Completion]) -> Vec<Statement> {
+    let now = Utc::now();
+    let step = Move {
+        from: JobStatus::Processing,
+        to: JobStatus::Completed,
+        refund: false,
+        now,
+    };
+    // The values stand in for each row's own (`COMPLETION_ROW`).
+    let change = Change {
+        result: Some(serde_json::Value::Null),
+        resources: Some(serde_json::Value::Null),
+        ..Default::default()
+    };
+    let sets = super::sets_per_row(step, &change, "done", &COMPLETION_ROW);
+    match Dialect::of(db) {
+        Dialect::Postgres => vec![postgres::completing(sets, completions)],
+        Dialect::Sqlite => sqlite::completing(sets, completions),
+    }
+}
+
+/// Runs the `completing` statements; returns the ids of the jobs they moved, with their
+/// timeline rows and live entries recorded. `at_most` bounds how many they may move.
+pub async fn complete(
+    tx: &Transaction,
+    statements: Vec<Statement>,
+    at_most: usize,
+) -> Result<Vec<Uuid>> {
+    let mut moved = Vec::with_capacity(at_most);
+    for statement in statements {
+        moved.extend(recording(tx, statement, None, at_most, "id").await?.ids()?);
+    }
+    Ok(moved)
+}
+
+/// Deletes the jobs `jobs` selects in `tx`, with their timelines and keys (no foreign key
+/// deletes those: see migrations 000070 and 000110), recording each deleted job's live entry.
+/// Returns the jobs deleted.
+pub async fn delete_jobs(tx: &Transaction, jobs: sea_orm::Condition) -> Result<Vec<job::Model>> {
+    delete_records(tx, jobs.clone()).await?;
+    let deleted = job::Entity::delete_many()
+        .filter(jobs)
+        .exec_with_returning(tx)
+        .await?;
+    super::record_live(
+        tx,
+        deleted
+            .iter()
+            .map(|job| super::live_entry(job, LiveKind::Deleted)),
+    );
+    Ok(deleted)
+}
+
+/// Deletes the timelines and keys of the jobs `jobs` selects, in the transaction that deletes
+/// them (a workspace's deletion deletes its jobs by the foreign key).
+pub async fn delete_records(tx: &Transaction, jobs: sea_orm::Condition) -> Result<()> {
+    let ids = || {
+        job::Entity::find()
+            .select_only()
+            .column(job::Column::Id)
+            .filter(jobs.clone())
+            .into_query()
+    };
+    job_event::Entity::delete_many()
+        .filter(job_event::Column::JobId.in_subquery(ids()))
+        .exec(tx)
+        .await?;
+    job_key::Entity::delete_many()
+        .filter(job_key::Column::JobId.in_subquery(ids()))
+        .exec(tx)
+        .await?;
+    Ok(())
+}
