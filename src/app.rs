@@ -39,7 +39,7 @@ pub struct AppState {
     pub tokens: Arc<TokenCache>,
     /// Recently parsed GraphQL documents, by their text.
     pub documents: Arc<TtlCache<String, async_graphql::parser::types::ExecutableDocument>>,
-    /// Recently checked standings of users in workspaces.
+    /// Recently checked standings of users in workspaces, for requests and subscriptions.
     pub standings: Arc<StandingCache>,
     /// Stored files: uploads, downloads and outputs.
     pub files: Arc<Files>,
@@ -69,9 +69,13 @@ impl AppState {
         let trust = std::time::Duration::from_secs(config.auth_cache_seconds);
         let tokens = Arc::new(TokenCache::new(trust));
         let standings = Arc::new(StandingCache::new(trust));
-        // Member changes and token revocations the bus reads, from any process, clear the
-        // standings and tokens that requests trust.
-        let bus = crate::live::Bus::new(bus_db, standings.clone(), tokens.clone());
+        // Requests and subscriptions trust the same standings. Member changes and token
+        // revocations the bus reads, from any process, clear the standings and tokens trusted.
+        let bus = crate::live::Bus::new(
+            bus_db,
+            standings.clone(),
+            vec![standings.clone(), tokens.clone()],
+        );
         let files = Arc::new(files);
         let queue = Arc::new(crate::queue::waiting::Queue::new(
             db.clone(),

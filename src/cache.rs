@@ -1,25 +1,41 @@
 //! A small in-process cache whose entries expire: what this process checked against the
 //! database a moment ago, trusted for a few seconds.
+//!
+//! Entries live in a bounded `quick_cache` (which evicts the least useful when full); each
+//! keeps the time it was stored, and a read older than the cache's time to live is a miss.
 
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Entries beyond which the cache drops what has gone stale before adding more.
+/// Entries a cache holds by default; past it, the least useful are evicted.
 const CAPACITY: usize = 10_000;
 
 pub struct TtlCache<K, V> {
     ttl: Duration,
-    entries: Mutex<HashMap<K, (V, Instant)>>,
+    entries: quick_cache::sync::Cache<K, (V, Instant)>,
+    /// Counts the calls to [`TtlCache::forget`], and is held while one runs: a value read
+    /// before a forget is not stored after it ([`TtlCache::insert_read_since`]).
+    forgotten: Mutex<u64>,
 }
+
+/// When a value about to be read from the database started being read: see
+/// [`TtlCache::read_starts`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReadStart(u64);
 
 impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     /// A cache whose entries live `ttl`; a zero `ttl` keeps nothing.
     pub fn new(ttl: Duration) -> Self {
+        Self::with_capacity(ttl, CAPACITY)
+    }
+
+    /// A cache of at most `capacity` entries living `ttl` each.
+    pub fn with_capacity(ttl: Duration, capacity: usize) -> Self {
         TtlCache {
             ttl,
-            entries: Mutex::default(),
+            entries: quick_cache::sync::Cache::new(capacity),
+            forgotten: Mutex::new(0),
         }
     }
 
@@ -29,32 +45,42 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
 
     /// The value stored under `key` less than `ttl` ago.
     pub fn get(&self, key: &K) -> Option<V> {
-        let entries = self.entries.lock().expect("cache lock");
-        let (value, stored_at) = entries.get(key)?;
-        (stored_at.elapsed() < self.ttl).then(|| value.clone())
+        let (value, stored_at) = self.entries.get(key)?;
+        (stored_at.elapsed() < self.ttl).then_some(value)
     }
 
     pub fn insert(&self, key: K, value: V) {
-        if !self.is_enabled() {
-            return;
+        if self.is_enabled() {
+            self.entries.insert(key, (value, Instant::now()));
         }
-        let mut entries = self.entries.lock().expect("cache lock");
-        if entries.len() >= CAPACITY {
-            let ttl = self.ttl;
-            entries.retain(|_, (_, stored_at)| stored_at.elapsed() < ttl);
-            if entries.len() >= CAPACITY {
-                entries.clear();
-            }
+    }
+
+    /// Marks the start of a read whose value may be stored with
+    /// [`TtlCache::insert_read_since`]: take it before reading.
+    pub fn read_starts(&self) -> ReadStart {
+        ReadStart(*self.forgotten())
+    }
+
+    /// Stores a value read since `start`, unless entries were forgotten meanwhile: the value
+    /// may predate the change that made them forgotten, and would outlive it.
+    pub fn insert_read_since(&self, start: ReadStart, key: K, value: V) {
+        let forgotten = self.forgotten();
+        if *forgotten == start.0 {
+            self.insert(key, value);
         }
-        entries.insert(key, (value, Instant::now()));
     }
 
     /// Drops the entries `drop` picks.
     pub fn forget(&self, drop: impl Fn(&K, &V) -> bool) {
-        self.entries
+        let mut forgotten = self.forgotten();
+        *forgotten += 1;
+        self.entries.retain(|key, (value, _)| !drop(key, value));
+    }
+
+    fn forgotten(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.forgotten
             .lock()
-            .expect("cache lock")
-            .retain(|key, (value, _)| !drop(key, value));
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -77,5 +103,28 @@ mod tests {
         let off = TtlCache::new(Duration::ZERO);
         off.insert("a", 1);
         assert_eq!(off.get(&"a"), None);
+    }
+
+    #[test]
+    fn a_value_read_before_a_forget_is_not_stored_after_it() {
+        let cache = TtlCache::new(Duration::from_secs(60));
+        // Read, then the change and its forget, then the store: the stale value is dropped.
+        let start = cache.read_starts();
+        cache.forget(|key, _| *key == "a");
+        cache.insert_read_since(start, "a", "before the change");
+        assert_eq!(cache.get(&"a"), None);
+        // Read after the forget: stored.
+        let start = cache.read_starts();
+        cache.insert_read_since(start, "a", "after the change");
+        assert_eq!(cache.get(&"a"), Some("after the change"));
+    }
+
+    #[test]
+    fn a_full_cache_evicts_instead_of_growing() {
+        let cache = TtlCache::with_capacity(Duration::from_secs(60), 100);
+        for n in 0..1000 {
+            cache.insert(n, n);
+        }
+        assert!(cache.entries.len() <= 100, "{}", cache.entries.len());
     }
 }

@@ -21,7 +21,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::Credits;
-use crate::access::{self, Viewer, WorkspaceAccess};
+use crate::access::{self, Viewer, WorkspaceAccess, WorkspaceRef};
 use crate::db;
 use crate::error::{Error, Result, is_unique_violation};
 use crate::pagination::{self, Page, PageArgs};
@@ -280,12 +280,12 @@ async fn check_room(tx: &db::Transaction, workspace_id: Uuid, amount: i64) -> Re
 /// A workspace's ledger, newest first.
 pub async fn list(
     db: &impl ConnectionTrait,
-    access: &WorkspaceAccess,
+    workspace: WorkspaceRef,
     page: PageArgs,
 ) -> Result<Page<credit_transaction::Model>> {
     pagination::fetch(
         db,
-        credit_transaction::Entity::find_in_workspace(access.workspace.id),
+        credit_transaction::Entity::find_in_workspace(workspace.id),
         credit_transaction::Column::Id,
         Order::Desc,
         page,

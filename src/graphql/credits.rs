@@ -118,7 +118,7 @@ impl CreditsMutation {
         let access = WorkspaceAccess::load(db(ctx), viewer(ctx), transaction.workspace_id).await?;
         Ok(CreditsPayload {
             transaction: CreditTransactionView(transaction),
-            workspace: WorkspaceView(access),
+            workspace: access.into(),
         })
     }
 }

@@ -15,7 +15,7 @@ use super::files::{FileRoleView, FileView};
 use super::users::{UserView, load_user};
 use super::workspaces::WorkspaceView;
 use super::{catalog, db, page_complexity, viewer};
-use crate::access::{JobAccess, JobAction, JobStanding, WorkspaceAccess};
+use crate::access::{JobAccess, JobAction, JobStanding, WorkspaceAccess, WorkspaceRef};
 use crate::config::ServerConfig;
 use crate::error::{ApiResult, Error};
 use crate::files::Upload;
@@ -428,7 +428,7 @@ impl JobView {
             .load_one(self.0.workspace_id)
             .await
             .map_err(|err| Error::Internal(anyhow::anyhow!("loading a workspace: {err}")))?;
-        Ok(access.map(WorkspaceView))
+        Ok(access.map(WorkspaceView::from))
     }
     /// Who submitted it; null for viewers who see the job only through its sharing.
     async fn submitter(&self, ctx: &Context<'_>) -> ApiResult<Option<UserView>> {
@@ -753,7 +753,7 @@ impl BatchView {
             batch_id: Some(self.0.batch.id),
             ..Default::default()
         };
-        job_connection(ctx, &self.1, &filter, first, after).await
+        job_connection(ctx, self.1.known(), Some(&self.1), &filter, first, after).await
     }
 }
 
@@ -765,10 +765,12 @@ const WAIT_FIELDS: [&str; 4] = [
     "estimatedStartAt",
 ];
 
-/// A page of a workspace's jobs as a connection.
+/// A page of a workspace's jobs as a connection. `loaded`, the workspace with its row when the
+/// caller has it, answers the jobs' `workspace` fields.
 pub async fn job_connection(
     ctx: &Context<'_>,
-    access: &WorkspaceAccess,
+    workspace: WorkspaceRef,
+    loaded: Option<&WorkspaceAccess>,
     filter: &history::JobFilter,
     first: Option<i32>,
     after: Option<String>,
@@ -795,15 +797,18 @@ pub async fn job_connection(
             Some(all)
         });
     let detail = columns.map_or(history::Detail::Full, history::Detail::Columns);
-    let with_submitters = selects("submitter") && access.standing.can_read();
-    let listing = history::list(db(ctx), access, filter, page, &detail, with_submitters).await?;
+    let with_submitters = selects("submitter") && workspace.standing.can_read();
+    let listing = history::list(db(ctx), workspace, filter, page, &detail, with_submitters).await?;
     // Prime the request's loaders, so that the page's fields find what they need loaded.
     ctx.data_unchecked::<super::Users>()
         .feed_many(listing.submitters.into_iter().map(|user| (user.id, user)))
         .await;
-    if selects("workspace") && access.standing.can_read() {
+    if selects("workspace")
+        && let Some(loaded) = loaded
+        && loaded.standing.can_read()
+    {
         ctx.data_unchecked::<super::Workspaces>()
-            .feed_one(access.workspace.id, access.clone())
+            .feed_one(loaded.workspace.id, loaded.clone())
             .await;
     }
     if WAIT_FIELDS.iter().any(|name| selects(name)) {
@@ -820,7 +825,7 @@ pub async fn job_connection(
             .map_err(|err| Error::Internal(anyhow::anyhow!("placing jobs in the queue: {err}")))?;
     }
     let standing = JobStanding {
-        workspace: access.standing,
+        workspace: workspace.standing,
         viewer_id: viewer(ctx).user_id(),
     };
     Ok(listing

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
-use entity::{membership, user, workspace};
+use entity::user;
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 
-use crate::access::{Standing, Viewer, WorkspaceAccess};
+use crate::access::{Viewer, WorkspaceAccess};
 use uuid::Uuid;
 
 /// Loads users by id.
@@ -35,7 +35,8 @@ impl Loader<Uuid> for UserLoader {
     }
 }
 
-/// Loads the workspaces one viewer can read, with the viewer's standing in each.
+/// Loads the workspaces one viewer can read, with the viewer's standing in each
+/// ([`WorkspaceAccess::load_many`]).
 pub struct WorkspaceAccessLoader {
     db: DatabaseConnection,
     viewer: Viewer,
@@ -49,48 +50,12 @@ impl WorkspaceAccessLoader {
 
 impl Loader<Uuid> for WorkspaceAccessLoader {
     type Value = WorkspaceAccess;
-    type Error = Arc<DbErr>;
+    type Error = Arc<crate::error::Error>;
 
     async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, WorkspaceAccess>, Self::Error> {
-        let roles: HashMap<Uuid, membership::Model> = match self.viewer.user_id() {
-            Some(user_id) => membership::Entity::find()
-                .filter(membership::Column::UserId.eq(user_id))
-                .filter(membership::Column::WorkspaceId.is_in(keys.iter().copied()))
-                .all(&self.db)
-                .await
-                .map_err(Arc::new)?
-                .into_iter()
-                .map(|m| (m.workspace_id, m))
-                .collect(),
-            None => HashMap::new(),
-        };
-        let platform_admin = self.viewer.is_platform_admin();
-        let readable: Vec<Uuid> = keys
-            .iter()
-            .copied()
-            .filter(|id| platform_admin || roles.contains_key(id))
-            .collect();
-        let workspaces = workspace::Entity::find()
-            .filter(workspace::Column::Id.is_in(readable))
-            .all(&self.db)
+        WorkspaceAccess::load_many(&self.db, &self.viewer, keys)
             .await
-            .map_err(Arc::new)?;
-        Ok(workspaces
-            .into_iter()
-            .map(|workspace| {
-                let standing = Standing {
-                    role: roles.get(&workspace.id).map(|m| m.role),
-                    platform_admin,
-                };
-                (
-                    workspace.id,
-                    WorkspaceAccess {
-                        workspace,
-                        standing,
-                    },
-                )
-            })
-            .collect())
+            .map_err(Arc::new)
     }
 }
 

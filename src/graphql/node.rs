@@ -1,8 +1,6 @@
 //! The `Node` interface and `node(id)`: any object by its global id.
 
 use async_graphql::{Context, ID, Interface, Object};
-use entity::{api_token, credit_transaction, membership};
-use sea_orm::EntityTrait;
 
 use super::credits::CreditTransactionView;
 use super::files::FileView;
@@ -11,7 +9,7 @@ use super::users::{ApiTokenView, UserView};
 use super::workspaces::{MembershipView, WorkspaceView};
 use super::{db, viewer};
 use crate::access::{self, JobAccess, WorkspaceAccess};
-use crate::error::{ApiResult, Error};
+use crate::error::ApiResult;
 use crate::ids::{self, Kind};
 
 /// An object with a global id.
@@ -39,42 +37,20 @@ impl NodeQuery {
         let db = db(ctx);
         let viewer = viewer(ctx);
         let node = match kind {
-            Kind::Workspace => Node::Workspace(WorkspaceView(
-                WorkspaceAccess::load(db, viewer, uuid).await?,
-            )),
-            Kind::User => Node::User(UserView(
-                crate::users::find_visible(db, viewer, uuid).await?,
-            )),
+            Kind::Workspace => {
+                Node::Workspace(WorkspaceAccess::load(db, viewer, uuid).await?.into())
+            }
+            Kind::User => Node::User(UserView(access::readable_user(db, viewer, uuid).await?)),
             Kind::Membership => {
-                let found = membership::Entity::find_by_id(uuid)
-                    .one(db)
-                    .await?
-                    .ok_or(Error::NotFound("membership"))?;
-                let access = WorkspaceAccess::load(db, viewer, found.workspace_id)
-                    .await
-                    .map_err(|_| Error::NotFound("membership"))?;
-                Node::Membership(MembershipView(found, access.standing))
+                let (found, standing) = access::readable_membership(db, viewer, uuid).await?;
+                Node::Membership(MembershipView(found, standing))
             }
-            Kind::CreditTransaction => {
-                let found = credit_transaction::Entity::find_by_id(uuid)
-                    .one(db)
-                    .await?
-                    .ok_or(Error::NotFound("credit transaction"))?;
-                WorkspaceAccess::load(db, viewer, found.workspace_id)
-                    .await
-                    .map_err(|_| Error::NotFound("credit transaction"))?;
-                Node::CreditTransaction(CreditTransactionView(found))
-            }
-            Kind::ApiToken => {
-                let found = api_token::Entity::find_by_id(uuid)
-                    .one(db)
-                    .await?
-                    .filter(|token| {
-                        Some(token.user_id) == viewer.user_id() || access::can_manage_users(viewer)
-                    })
-                    .ok_or(Error::NotFound("API token"))?;
-                Node::ApiToken(ApiTokenView(found))
-            }
+            Kind::CreditTransaction => Node::CreditTransaction(CreditTransactionView(
+                access::readable_credit_transaction(db, viewer, uuid).await?,
+            )),
+            Kind::ApiToken => Node::ApiToken(ApiTokenView(
+                access::readable_token(db, viewer, uuid).await?,
+            )),
             Kind::Job => Node::Job(Box::new(JobView::from_access(
                 JobAccess::load(db, viewer, uuid).await?,
             ))),

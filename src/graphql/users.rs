@@ -84,7 +84,7 @@ impl ViewerView {
     ) -> ApiResult<Connection<String, WorkspaceView>> {
         let page = PageArgs::new(first, after)?;
         let page = crate::workspaces::list_for_viewer(db(ctx), viewer(ctx), page).await?;
-        Ok(page.into_connection(|access| access.workspace.id, WorkspaceView))
+        Ok(page.into_connection(|access| access.workspace.id, WorkspaceView::from))
     }
 
     /// The viewer's API tokens, newest first.

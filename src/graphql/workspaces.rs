@@ -6,14 +6,15 @@ use std::sync::Arc;
 use async_graphql::{Context, Enum, ID, InputObject, Lookahead, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::membership::{self, Role};
+use entity::workspace;
 
 use super::credits::CreditTransactionView;
 use super::jobs::{JobCounts, JobFilterInput, JobView, job_connection};
 use super::users::{UserView, load_user};
 use super::{db, page_complexity, viewer};
-use crate::access::{Standing, StandingCache, WorkspaceAccess};
+use crate::access::{Standing, StandingCache, WorkspaceAccess, WorkspaceRef};
 use crate::credits::ledger;
-use crate::error::ApiResult;
+use crate::error::{ApiResult, Error};
 use crate::ids::{self, Kind};
 use crate::pagination::PageArgs;
 use crate::workspaces::{self as service, members};
@@ -54,12 +55,59 @@ impl From<RoleView> for Role {
     }
 }
 
-/// A workspace: its members, credits and jobs.
-pub struct WorkspaceView(pub WorkspaceAccess);
+/// A workspace: its members, credits and jobs. Read with its row, or known by its id and the
+/// viewer's standing only, when the selection needs nothing else ([`needs_row`]).
+pub enum WorkspaceView {
+    Loaded(WorkspaceAccess),
+    Known(WorkspaceRef),
+}
+
+impl From<WorkspaceAccess> for WorkspaceView {
+    fn from(access: WorkspaceAccess) -> Self {
+        WorkspaceView::Loaded(access)
+    }
+}
+
+impl WorkspaceView {
+    fn known(&self) -> WorkspaceRef {
+        match self {
+            WorkspaceView::Loaded(access) => access.known(),
+            WorkspaceView::Known(known) => *known,
+        }
+    }
+
+    fn loaded(&self) -> Option<&WorkspaceAccess> {
+        match self {
+            WorkspaceView::Loaded(access) => Some(access),
+            WorkspaceView::Known(_) => None,
+        }
+    }
+
+    /// What `read` takes from the workspace's row: the one read, or, for a workspace known by
+    /// its id only, read now through the request's loader.
+    async fn read_row<T>(
+        &self,
+        ctx: &Context<'_>,
+        read: impl FnOnce(&workspace::Model) -> T,
+    ) -> ApiResult<T> {
+        match self {
+            WorkspaceView::Loaded(access) => Ok(read(&access.workspace)),
+            WorkspaceView::Known(known) => {
+                let access = ctx
+                    .data_unchecked::<super::Workspaces>()
+                    .load_one(known.id)
+                    .await
+                    .map_err(|err| Error::Internal(anyhow::anyhow!("loading a workspace: {err}")))?
+                    .ok_or(Error::NotFound("workspace"))?;
+                Ok(read(&access.workspace))
+            }
+        }
+    }
+}
 
 /// Whether a selection of `Workspace` reads the workspace's row, rather than only its id and
 /// the viewer's standing: without, a known standing answers it with no lookup
-/// ([`WorkspaceAccess::without_row`]).
+/// ([`StandingCache::known`]).
 fn needs_row(workspace: &Lookahead<'_>) -> bool {
     workspace.selection_fields().iter().any(|selection| {
         selection.selection_set().any(|field| match field.name() {
@@ -88,45 +136,46 @@ fn needs_row(workspace: &Lookahead<'_>) -> bool {
 #[Object(name = "Workspace")]
 impl WorkspaceView {
     pub async fn id(&self) -> ID {
-        ids::encode(Kind::Workspace, self.0.workspace.id)
+        ids::encode(Kind::Workspace, self.known().id)
     }
 
-    async fn name(&self) -> &str {
-        &self.0.workspace.name
+    async fn name(&self, ctx: &Context<'_>) -> ApiResult<String> {
+        self.read_row(ctx, |workspace| workspace.name.clone()).await
     }
 
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.workspace.created_at
+    async fn created_at(&self, ctx: &Context<'_>) -> ApiResult<DateTime<Utc>> {
+        self.read_row(ctx, |workspace| workspace.created_at).await
     }
 
-    async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.workspace.updated_at
+    async fn updated_at(&self, ctx: &Context<'_>) -> ApiResult<DateTime<Utc>> {
+        self.read_row(ctx, |workspace| workspace.updated_at).await
     }
 
     /// Credits available; always the sum of `creditTransactions`. 0 to 2,000,000,000.
-    async fn credit_balance(&self) -> i64 {
-        self.0.workspace.credit_balance
+    async fn credit_balance(&self, ctx: &Context<'_>) -> ApiResult<i64> {
+        self.read_row(ctx, |workspace| workspace.credit_balance)
+            .await
     }
 
     /// The viewer's role; null when the viewer is a platform administrator but no member.
     async fn viewer_role(&self) -> Option<RoleView> {
-        self.0.standing.role.map(Into::into)
+        self.known().standing.role.map(Into::into)
     }
 
     async fn viewer_can_manage_members(&self) -> bool {
-        self.0.standing.can_manage_members()
+        self.known().standing.can_manage_members()
     }
 
     async fn viewer_can_submit(&self) -> bool {
-        self.0.standing.can_submit()
+        self.known().standing.can_submit()
     }
 
     async fn viewer_can_rename(&self) -> bool {
-        self.0.standing.can_rename()
+        self.known().standing.can_rename()
     }
 
     async fn viewer_can_delete(&self) -> bool {
-        self.0.standing.can_delete()
+        self.known().standing.can_delete()
     }
 
     /// Members, oldest first.
@@ -138,8 +187,9 @@ impl WorkspaceView {
         after: Option<String>,
     ) -> ApiResult<Connection<String, MembershipView>> {
         let page = PageArgs::new(first, after)?;
-        let page = members::list(db(ctx), &self.0, page).await?;
-        let standing = self.0.standing;
+        let known = self.known();
+        let page = members::list(db(ctx), known, page).await?;
+        let standing = known.standing;
         Ok(page.into_connection(|m| m.id, |m| MembershipView(m, standing)))
     }
 
@@ -155,7 +205,7 @@ impl WorkspaceView {
         let filter = filter
             .unwrap_or_default()
             .into_filter(viewer(ctx).user_id())?;
-        job_connection(ctx, &self.0, &filter, first, after).await
+        job_connection(ctx, self.known(), self.loaded(), &filter, first, after).await
     }
 
     /// How many jobs are in each status; with `mine`, only the viewer's own.
@@ -169,7 +219,7 @@ impl WorkspaceView {
         } else {
             None
         };
-        let counts = crate::jobs::history::counts(db(ctx), &self.0, submitter).await?;
+        let counts = crate::jobs::history::counts(db(ctx), self.known(), submitter).await?;
         Ok(JobCounts::from_map(&counts))
     }
 
@@ -182,7 +232,7 @@ impl WorkspaceView {
         after: Option<String>,
     ) -> ApiResult<Connection<String, CreditTransactionView>> {
         let page = PageArgs::new(first, after)?;
-        let page = ledger::list(db(ctx), &self.0, page).await?;
+        let page = ledger::list(db(ctx), self.known(), page).await?;
         Ok(page.into_connection(|t| t.id, CreditTransactionView))
     }
 }
@@ -232,13 +282,11 @@ impl WorkspacesQuery {
         let id = ids::decode(Kind::Workspace, "id", &id)?;
         let standings = ctx.data_unchecked::<Arc<StandingCache>>();
         if !needs_row(&ctx.look_ahead())
-            && let Some(standing) = standings.get(viewer(ctx), id)
+            && let Some(known) = standings.known(viewer(ctx), id)
         {
-            return Ok(WorkspaceView(WorkspaceAccess::without_row(id, standing)));
+            return Ok(WorkspaceView::Known(known));
         }
-        let access = WorkspaceAccess::load(db(ctx), viewer(ctx), id).await?;
-        standings.remember(viewer(ctx), &access);
-        Ok(WorkspaceView(access))
+        Ok(standings.load(db(ctx), viewer(ctx), id).await?.into())
     }
 }
 
@@ -309,9 +357,9 @@ struct RemoveMemberPayload {
 pub struct WorkspacesMutation;
 
 async fn reload(ctx: &Context<'_>, id: uuid::Uuid) -> ApiResult<WorkspaceView> {
-    Ok(WorkspaceView(
-        WorkspaceAccess::load(db(ctx), viewer(ctx), id).await?,
-    ))
+    Ok(WorkspaceAccess::load(db(ctx), viewer(ctx), id)
+        .await?
+        .into())
 }
 
 async fn membership_view(

@@ -113,7 +113,13 @@ pub async fn download(
                 .unwrap_or_default()
                 .into_iter()
                 .find_map(|(name, value)| (name == "attempt").then_some(value));
-                access::worker_readable_file(&state.db, worker, id, attempt.as_deref()).await
+                let running = crate::queue::remote::running_for_download(
+                    &state.db,
+                    worker,
+                    attempt.as_deref(),
+                )
+                .await?;
+                access::worker_readable_file(&state.db, running.as_ref(), id).await
             }
             None => access::readable_file(&state.db, &viewer, id).await,
         }

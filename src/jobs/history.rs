@@ -14,7 +14,7 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::access::{self, JobStanding, Viewer, WorkspaceAccess};
+use crate::access::{self, JobStanding, Viewer, WorkspaceAccess, WorkspaceRef};
 use crate::error::{Error, Result};
 use crate::pagination::{self, Page, PageArgs};
 use crate::tools::Prepared;
@@ -201,13 +201,13 @@ const SUBMITTER: &str = "submitter__";
 /// one statement either way.
 pub async fn list(
     db: &impl ConnectionTrait,
-    access: &WorkspaceAccess,
+    workspace: WorkspaceRef,
     filter: &JobFilter,
     page: PageArgs,
     detail: &Detail,
     with_submitters: bool,
 ) -> Result<Listing> {
-    let mut select = filtered(access.workspace.id, filter);
+    let mut select = filtered(workspace.id, filter);
     let columns = match detail {
         Detail::Full => None,
         Detail::Columns(extra) => {
@@ -257,10 +257,10 @@ pub async fn list(
 /// The number of jobs per status, optionally of one submitter only.
 pub async fn counts(
     db: &impl ConnectionTrait,
-    access: &WorkspaceAccess,
+    workspace: WorkspaceRef,
     submitter_id: Option<Uuid>,
 ) -> Result<HashMap<JobStatus, i64>> {
-    let select = of_workspace(access.workspace.id, None, submitter_id)
+    let select = of_workspace(workspace.id, None, submitter_id)
         .select_only()
         .column(job::Column::Status)
         .column_as(job::Column::Id.count(), "count")

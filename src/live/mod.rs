@@ -16,8 +16,8 @@ pub mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use entity::job;
@@ -35,7 +35,6 @@ use crate::access::{self, Standing, Viewer};
 use crate::db::Transaction;
 use crate::error::Result;
 use crate::store;
-use crate::users::tokens::TokenCache;
 
 /// The PostgreSQL channel on which committing transactions announce their live entries.
 pub use crate::store::LIVE_CHANNEL as CHANNEL;
@@ -163,32 +162,22 @@ struct Inner {
     wake: Notify,
     /// Cancelled when the server stops: subscriptions end and websockets close.
     stopping: CancellationToken,
-    standings: Mutex<Standings>,
-    /// The standings HTTP requests trust, told of member changes made by any process.
-    request_standings: Arc<access::StandingCache>,
-    /// The tokens requests trust, told of revocations made by any process.
-    tokens: Arc<TokenCache>,
+    /// The standings subscribers are checked against: the process's one cache of them.
+    standings: Arc<access::StandingCache>,
+    /// This process's caches of access rules, told of member changes and revocations made by
+    /// any process as the log brings them, before they are broadcast.
+    caches: Vec<Arc<dyn access::Invalidate>>,
     /// Tokens revoked, as the log tells: websockets they opened close.
     revoked: broadcast::Sender<Uuid>,
 }
 
-/// Subscribers' standings in workspaces, shared by all subscriptions of this process and
-/// trusted for a second at most. A member change clears them all before it is broadcast, and
-/// a standing read before a clear is not stored after it.
-#[derive(Default)]
-struct Standings {
-    generation: u64,
-    entries: HashMap<(Option<Uuid>, Uuid), (Standing, Instant)>,
-}
-
-/// How long a subscriber's standing is trusted without a member change.
-const STANDING_TTL: Duration = Duration::from_secs(1);
-
 impl Bus {
+    /// A bus reading `db`'s log, checking subscribers against `standings`, and telling `caches`
+    /// what the log says changed.
     pub fn new(
         db: DatabaseConnection,
-        request_standings: Arc<access::StandingCache>,
-        tokens: Arc<TokenCache>,
+        standings: Arc<access::StandingCache>,
+        caches: Vec<Arc<dyn access::Invalidate>>,
     ) -> Self {
         Bus {
             inner: Arc::new(Inner {
@@ -197,9 +186,8 @@ impl Bus {
                 head: AtomicI64::new(0),
                 wake: Notify::new(),
                 stopping: CancellationToken::new(),
-                standings: Mutex::default(),
-                request_standings,
-                tokens,
+                standings,
+                caches,
                 revoked: broadcast::channel(REVOCATIONS).0,
             }),
         }
@@ -225,38 +213,12 @@ impl Bus {
         self.inner.head.load(Ordering::Acquire)
     }
 
-    /// The viewer's current standing in a workspace.
+    /// The viewer's current standing in a workspace, as the process's standing cache has it.
     pub async fn standing(&self, viewer: &Viewer, workspace_id: Uuid) -> Result<Standing> {
-        let key = (viewer.user_id(), workspace_id);
-        let generation = {
-            let standings = self.standings();
-            match standings.entries.get(&key) {
-                Some((standing, at)) if at.elapsed() < STANDING_TTL => return Ok(*standing),
-                _ => standings.generation,
-            }
-        };
-        let standing = access::standing(self.db(), viewer, workspace_id).await?;
-        let mut standings = self.standings();
-        if standings.generation == generation {
-            if standings.entries.len() > 100_000 {
-                standings.entries.clear();
-            }
-            standings.entries.insert(key, (standing, Instant::now()));
-        }
-        Ok(standing)
-    }
-
-    fn standings(&self) -> std::sync::MutexGuard<'_, Standings> {
         self.inner
             .standings
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn forget_standings(&self) {
-        let mut standings = self.standings();
-        standings.generation += 1;
-        standings.entries.clear();
+            .standing(self.db(), viewer, workspace_id)
+            .await
     }
 
     /// Cancelled when the server stops.
@@ -348,14 +310,15 @@ impl Bus {
                         .and_then(|data| data.get("tokenId"))
                         .and_then(|id| serde_json::from_value::<Uuid>(id.clone()).ok())
                 {
-                    self.inner.tokens.forget(token_id);
+                    for cache in &self.inner.caches {
+                        cache.token_revoked(token_id);
+                    }
                     let _ = self.inner.revoked.send(token_id);
                 }
                 if event.entry.kind == LiveKind::Members {
-                    self.forget_standings();
-                    self.inner
-                        .request_standings
-                        .forget_workspace(event.entry.workspace_id);
+                    for cache in &self.inner.caches {
+                        cache.members_changed(event.entry.workspace_id);
+                    }
                 }
                 // No receivers is not an error: nobody listens yet.
                 let _ = self.inner.sender.send(event);

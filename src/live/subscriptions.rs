@@ -1,10 +1,10 @@
 //! What each subscription delivers, as streams of domain values, with the subscriber's
 //! access checked again as events arrive.
 //!
-//! Access is the subscriber's current one: their standing in the workspace is cached for a
-//! second at most (by the bus, for all subscriptions of the process) and forgotten before a
-//! member change is broadcast, so a member who is removed gets no event committed after the
-//! removal.
+//! Access is the subscriber's current one: their standing in the workspace comes from the
+//! process's standing cache (`access::StandingCache`, which requests use too), trusted for
+//! `--auth-cache-seconds` and forgotten before a member change is broadcast, so a member who is
+//! removed gets no event committed after the removal.
 
 use std::collections::HashMap;
 
@@ -22,7 +22,7 @@ use crate::access::{self, JobAccess, JobStanding, Standing, Viewer, WorkspaceAcc
 use crate::error::{Error, Result};
 use crate::jobs::history::{self, JobFacts, JobFilter};
 
-/// A subscriber's standing in one workspace, as the bus's shared cache has it.
+/// A subscriber's standing in one workspace, as the process's standing cache has it.
 struct Gate {
     bus: Bus,
     viewer: Viewer,
@@ -205,7 +205,7 @@ pub async fn job_counts(
     };
     let gate = Gate::new(bus, viewer, workspace_id);
     Ok(async_stream::stream! {
-        let mut last = match history::counts(&db, &access, submitter).await {
+        let mut last = match history::counts(&db, access.known(), submitter).await {
             Ok(counts) => counts,
             Err(err) => { yield Err(err); return; }
         };
@@ -222,7 +222,7 @@ pub async fn job_counts(
             if !events.iter().any(|e| e.entry.job_id.is_some()) {
                 continue;
             }
-            match history::counts(&db, &access, submitter).await {
+            match history::counts(&db, access.known(), submitter).await {
                 Ok(counts) if counts != last => {
                     last = counts.clone();
                     yield Ok(counts);

@@ -245,6 +245,27 @@ pub async fn attempt(
     }
 }
 
+/// The job a remote worker's file download names by its attempt token, while that attempt
+/// runs: none once it does not (cancelled, or stale), so that its files are as missing as any
+/// other (`access::worker_readable_file`).
+pub async fn running_for_download(
+    db: &DatabaseConnection,
+    worker: &WorkerToken,
+    token: Option<&str>,
+) -> Result<Option<job::Model>> {
+    let token = token.ok_or_else(|| {
+        Error::bad_input(
+            "attempt",
+            "a worker token downloads a file with the attempt token of the job it runs",
+        )
+    })?;
+    match attempt(db, worker, token).await {
+        Ok(Attempt::Running(job)) => Ok(Some(job)),
+        Ok(Attempt::Cancelled(_)) | Err(Error::StaleAttempt(_)) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
 /// The running job of an attempt; STALE_ATTEMPT once it is not running, cancelled included.
 async fn running(db: &DatabaseConnection, worker: &WorkerToken, token: &str) -> Result<job::Model> {
     match attempt(db, worker, token).await? {

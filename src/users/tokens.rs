@@ -195,8 +195,9 @@ pub async fn expires_at(db: &impl ConnectionTrait, token_id: Uuid) -> Option<Dat
 ///
 /// An entry lives `ttl`. A revoked token is dropped at once ([`TokenCache::forget`]): by the
 /// revoking request in its own process, and by the live bus in every other process as soon as
-/// it reads the revocation (within a second; `ttl` if no bus runs there). An expiry time is honoured to the second, cached or not. A zero
-/// `ttl` turns the cache off.
+/// it reads the revocation (within a second; `ttl` if no bus runs there), through
+/// [`access::Invalidate`]. An expiry time is honoured to the second, cached or not. A zero `ttl`
+/// turns the cache off.
 pub struct TokenCache(TtlCache<String, (Viewer, Option<DateTime<Utc>>)>);
 
 impl TokenCache {
@@ -215,8 +216,11 @@ impl TokenCache {
         {
             return Ok(viewer);
         }
+        // A revocation while the token is checked is not outlived by the check.
+        let start = self.0.read_starts();
         let (viewer, expires_at) = check(db, secret, &hash).await?;
-        self.0.insert(hash, (viewer.clone(), expires_at));
+        self.0
+            .insert_read_since(start, hash, (viewer.clone(), expires_at));
         Ok(viewer)
     }
 
@@ -227,6 +231,12 @@ impl TokenCache {
             Viewer::Worker(worker) => worker.token_id == token_id,
             _ => false,
         });
+    }
+}
+
+impl access::Invalidate for TokenCache {
+    fn token_revoked(&self, token_id: Uuid) {
+        self.forget(token_id);
     }
 }
 
@@ -257,11 +267,7 @@ pub async fn revoke(
     viewer: &Viewer,
     token_id: Uuid,
 ) -> Result<api_token::Model> {
-    let token = api_token::Entity::find_by_id(token_id)
-        .one(db)
-        .await?
-        .filter(|token| Some(token.user_id) == viewer.user_id() || access::can_manage_users(viewer))
-        .ok_or(Error::NotFound("API token"))?;
+    let token = access::readable_token(db, viewer, token_id).await?;
     if token.revoked_at.is_some() {
         return Ok(token);
     }

@@ -13,7 +13,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::Hold;
-use crate::access::{Viewer, WorkspaceAccess, WorkspaceAction, role_name};
+use crate::access::{Viewer, WorkspaceAction, WorkspaceRef, role_name};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::pagination::{self, Page, PageArgs};
@@ -22,12 +22,12 @@ use crate::users;
 /// The members of a workspace the viewer can read, oldest first.
 pub async fn list(
     db: &impl ConnectionTrait,
-    access: &WorkspaceAccess,
+    workspace: WorkspaceRef,
     page: PageArgs,
 ) -> Result<Page<membership::Model>> {
     pagination::fetch(
         db,
-        membership::Entity::find_in_workspace(access.workspace.id),
+        membership::Entity::find_in_workspace(workspace.id),
         membership::Column::Id,
         Order::Asc,
         page,
