@@ -143,6 +143,27 @@ impl CommandSpec {
         }
         Ok(())
     }
+
+    /// Whether the program's exit is a success, or which failure it is: the codes listed in
+    /// `retryable_exit_codes` and deaths by a signal are worth another attempt.
+    fn check_status(&self, status: ExitStatus, stderr_tail: &str) -> Result<(), Failure> {
+        if status.success() {
+            return Ok(());
+        }
+        let program = &self.program;
+        Err(match status.code() {
+            Some(code) if self.retryable_exit_codes.contains(&code) => Failure::Transient(format!(
+                "`{program}` exited with code {code}: {stderr_tail}"
+            )),
+            Some(code) => Failure::Permanent(format!(
+                "`{program}` exited with code {code}: {stderr_tail}"
+            )),
+            // Killed by a signal (out of memory, for one): worth another attempt.
+            None => {
+                Failure::Transient(format!("`{program}` was killed by a signal: {stderr_tail}"))
+            }
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -173,29 +194,6 @@ impl Executor for CommandSpec {
         Ok(Output {
             result,
             files: stored,
-        })
-    }
-}
-
-impl CommandSpec {
-    /// Whether the program's exit is a success, or which failure it is: the codes listed in
-    /// `retryable_exit_codes` and deaths by a signal are worth another attempt.
-    fn check_status(&self, status: ExitStatus, stderr_tail: &str) -> Result<(), Failure> {
-        if status.success() {
-            return Ok(());
-        }
-        let program = &self.program;
-        Err(match status.code() {
-            Some(code) if self.retryable_exit_codes.contains(&code) => Failure::Transient(format!(
-                "`{program}` exited with code {code}: {stderr_tail}"
-            )),
-            Some(code) => Failure::Permanent(format!(
-                "`{program}` exited with code {code}: {stderr_tail}"
-            )),
-            // Killed by a signal (out of memory, for one): worth another attempt.
-            None => {
-                Failure::Transient(format!("`{program}` was killed by a signal: {stderr_tail}"))
-            }
         })
     }
 }
