@@ -331,6 +331,19 @@ mod tests {
     }
 
     #[test]
+    fn analyses_read_their_settings_or_their_defaults() {
+        let fasta = ">g\nATGGCCTAAGGG\n";
+        let kmers = Analysis::KmerCount.compute(fasta, &json!({}));
+        assert_eq!(kmers, kmer_count(fasta, 4, 20));
+        let kmers = Analysis::KmerCount.compute(fasta, &json!({"k": 2, "top": 1}));
+        assert_eq!(kmers, kmer_count(fasta, 2, 1));
+        let proteins = Analysis::TranslateDna.compute(fasta, &json!({"stop_at_first_stop": true}));
+        assert_eq!(proteins, translate_dna(fasta, 1, true));
+        let stats = Analysis::SequenceStats.compute(fasta, &json!({"min_length": 20}));
+        assert_eq!(stats["count"], 0);
+    }
+
+    #[test]
     fn analyses_write_tables_and_fasta() {
         let file = Analysis::KmerCount.output_file(&kmer_count(">x\nAAAAC\n", 2, 5));
         assert_eq!(file.0, "kmers.tsv");
