@@ -1,4 +1,5 @@
-//! The `command` executor: runs a program in a private working directory per attempt.
+//! The `command` executor: runs a program in a private working directory per attempt,
+//! `<job id>-<attempt>` under the work root, removed when the attempt ends.
 //!
 //! The directory holds `inputs/<name>` (one file per input), `settings.json` and an empty
 //! `outputs/`. Arguments are a template: `{input:NAME}` is an input's path, `{setting:NAME}` a
@@ -23,15 +24,16 @@ use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 
 use entity::job;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use super::{Failure, Output, Places, Progress, supervise};
-use crate::files::{self, Files};
-use crate::tools::{ExecutorSpec, Prepared};
+use super::{Attempt, Executor, Failure, Output, Progress, supervise};
+use crate::files::{self, Files, NewFile};
+use crate::tools::Prepared;
 
 /// How much of stderr a failed run keeps as its error.
 const STDERR_TAIL_BYTES: usize = 4000;
@@ -112,34 +114,92 @@ fn io_failure(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |err| Failure::Transient(format!("{what}: {err}"))
 }
 
-/// Runs one attempt of a job with an external program.
-pub async fn run(
-    spec: &ExecutorSpec,
-    job: &job::Model,
-    progress: &Progress<'_>,
-    places: &Places,
-    files: &Files,
-) -> Result<Output, Failure> {
-    let option = |name: &str| spec.options.get(name);
-    let program = option("program")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Failure::Permanent("the command executor needs a `program`".to_owned()))?;
-    let args: Vec<&str> = option("args")
-        .and_then(Value::as_array)
-        .map(|args| args.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let result_file = option("result_file")
-        .and_then(Value::as_str)
-        .unwrap_or("result.json");
-    let retryable: Vec<i64> = option("retryable_exit_codes")
-        .and_then(Value::as_array)
-        .map(|codes| codes.iter().filter_map(Value::as_i64).collect())
-        .unwrap_or_default();
+/// A `command` executor, as the tools file declares it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    /// The program, by path or found on `PATH`.
+    pub program: String,
+    /// Its arguments, a template (see the module's documentation).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Where the program leaves its structured result, in its working directory.
+    #[serde(default = "default_result_file")]
+    pub result_file: String,
+    /// Exit codes that are worth another attempt; any other is a permanent failure.
+    #[serde(default)]
+    pub retryable_exit_codes: Vec<i32>,
+}
 
-    let dir = places
-        .work_root
-        .join(format!("{}-{}", job.id.simple(), job.attempt));
-    let _cleanup = WorkDir(dir.clone());
+fn default_result_file() -> String {
+    "result.json".to_owned()
+}
+
+impl CommandSpec {
+    /// What the declaration cannot say by its shape alone.
+    pub(super) fn check(&self) -> Result<(), String> {
+        if self.program.is_empty() {
+            return Err("the command executor's `program` is empty".to_owned());
+        }
+        Ok(())
+    }
+
+    /// Whether the program's exit is a success, or which failure it is: the codes listed in
+    /// `retryable_exit_codes` and deaths by a signal are worth another attempt.
+    fn check_status(&self, status: ExitStatus, stderr_tail: &str) -> Result<(), Failure> {
+        if status.success() {
+            return Ok(());
+        }
+        let program = &self.program;
+        Err(match status.code() {
+            Some(code) if self.retryable_exit_codes.contains(&code) => Failure::Transient(format!(
+                "`{program}` exited with code {code}: {stderr_tail}"
+            )),
+            Some(code) => Failure::Permanent(format!(
+                "`{program}` exited with code {code}: {stderr_tail}"
+            )),
+            // Killed by a signal (out of memory, for one): worth another attempt.
+            None => {
+                Failure::Transient(format!("`{program}` was killed by a signal: {stderr_tail}"))
+            }
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for CommandSpec {
+    async fn run(&self, attempt: &Attempt<'_>) -> Result<Output, Failure> {
+        let Attempt {
+            job,
+            progress,
+            places,
+            files,
+        } = *attempt;
+        let dir = places
+            .work_root
+            .join(format!("{}-{}", job.id.simple(), job.attempt));
+        let _cleanup = WorkDir(dir.clone());
+        prepare(&dir, job, files).await?;
+        let args: Vec<String> = self
+            .args
+            .iter()
+            .map(|arg| expand(arg, &dir, &job.settings))
+            .collect();
+        let running = start(&places.supervisor, &self.program, &args, &dir, progress)?;
+        let ended = running.follow(progress).await?;
+        self.check_status(ended.status, &ended.stderr_tail)?;
+        let mut result = read_result(&dir.join(&self.result_file), &self.result_file).await?;
+        let stored = store_outputs(files, job, &dir.join("outputs")).await?;
+        list_outputs(&mut result, &stored);
+        Ok(Output {
+            result,
+            files: stored,
+        })
+    }
+}
+
+/// Fills a new working directory: `inputs/<name>`, `settings.json` and an empty `outputs/`.
+async fn prepare(dir: &Path, job: &job::Model, files: &Files) -> Result<(), Failure> {
     tokio::fs::create_dir_all(dir.join("inputs"))
         .await
         .map_err(io_failure("creating the working directory"))?;
@@ -160,25 +220,49 @@ pub async fn run(
     }
     tokio::fs::write(dir.join("settings.json"), job.settings.to_string())
         .await
-        .map_err(io_failure("writing the settings"))?;
-    let args: Vec<String> = args
-        .iter()
-        .map(|arg| expand(arg, &dir, &job.settings))
-        .collect();
+        .map_err(io_failure("writing the settings"))
+}
 
-    // The program runs under a supervisor (see `supervise`), started with std, not tokio:
-    // tokio would reap a child it dropped unwaited, racing the wait below.
+/// A program started under its supervisor.
+struct Running {
+    stdout: tokio::process::ChildStdout,
+    stderr: tokio::process::ChildStderr,
+    /// Resolves once the supervisor is reaped: the program's exit status, or why it did not
+    /// start.
+    reaped: tokio::task::JoinHandle<std::io::Result<Result<ExitStatus, String>>>,
+    /// Dropped last: letting go of it stops the program.
+    _lifeline: Lifeline,
+}
+
+/// How the program ended, with the tail of what it wrote to stderr.
+struct Ended {
+    status: ExitStatus,
+    stderr_tail: String,
+}
+
+/// Starts `program` with `args` in `dir` under a supervisor (see [`supervise`]), and a task
+/// that reaps the supervisor whatever happens to the attempt, so it never lingers as a zombie,
+/// and sends what the program used to the attempt's usage sender.
+fn start(
+    supervisor: &Path,
+    program: &str,
+    args: &[String],
+    dir: &Path,
+    progress: &Progress<'_>,
+) -> Result<Running, Failure> {
+    // Started with std, not tokio: tokio would reap a child it dropped unwaited, racing the
+    // wait below.
     let (lifeline, theirs) =
         UnixStream::pair().map_err(io_failure("starting the program's supervisor"))?;
     let reports = lifeline
         .try_clone()
         .map_err(io_failure("starting the program's supervisor"))?;
-    let mut child = std::process::Command::new(&places.supervisor)
+    let mut child = std::process::Command::new(supervisor)
         .arg("supervise")
         .arg("--")
         .arg(program)
-        .args(&args)
-        .current_dir(&dir)
+        .args(args)
+        .current_dir(dir)
         .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -187,15 +271,13 @@ pub async fn run(
         .map_err(|err| {
             Failure::Transient(format!(
                 "cannot start the supervisor {}: {err}",
-                places.supervisor.display()
+                supervisor.display()
             ))
         })?;
-    let _lifeline = Lifeline(lifeline);
-    // Reaps the supervisor whatever happens to this attempt, so it never lingers as a zombie,
-    // and sends back what the program used.
+    let lifeline = Lifeline(lifeline);
     let usage = progress.usage_sender();
-    let stdout_pipe = child.stdout.take().expect("piped");
-    let stderr_pipe = child.stderr.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
     let reaped = tokio::task::spawn_blocking(move || {
         let report = supervise::Report::read(&reports);
         let _ = child.wait();
@@ -206,55 +288,81 @@ pub async fn run(
         Ok::<_, std::io::Error>(outcome.map(|(status, _)| status))
     });
     let pipe = io_failure("reading the program's output");
-    let stdout = tokio::process::ChildStdout::from_std(stdout_pipe).map_err(&pipe)?;
-    let mut stderr = tokio::process::ChildStderr::from_std(stderr_pipe).map_err(&pipe)?;
-    let stderr_tail = tokio::spawn(async move {
-        let mut tail: VecDeque<u8> = VecDeque::with_capacity(STDERR_TAIL_BYTES);
-        let mut buffer = [0u8; 4096];
-        while let Ok(n) = stderr.read(&mut buffer).await {
-            if n == 0 {
-                break;
-            }
-            tail.extend(&buffer[..n]);
-            while tail.len() > STDERR_TAIL_BYTES {
-                tail.pop_front();
+    Ok(Running {
+        stdout: tokio::process::ChildStdout::from_std(stdout).map_err(&pipe)?,
+        stderr: tokio::process::ChildStderr::from_std(stderr).map_err(&pipe)?,
+        reaped,
+        _lifeline: lifeline,
+    })
+}
+
+impl Running {
+    /// Reports the program's progress lines until it ends, then waits for its exit status.
+    /// `Abandoned` as soon as the job is no longer this attempt's, which stops the program.
+    async fn follow(self, progress: &Progress<'_>) -> Result<Ended, Failure> {
+        let Running {
+            stdout,
+            stderr,
+            reaped,
+            _lifeline,
+        } = self;
+        let stderr_tail = tokio::spawn(tail(stderr));
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some((fraction, stage)) = parse_progress(&line) {
+                progress.report(fraction, stage.as_deref()).await?;
             }
         }
-        String::from_utf8_lossy(&tail.into_iter().collect::<Vec<_>>())
-            .trim()
-            .to_owned()
-    });
-    let mut lines = BufReader::new(stdout).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some((fraction, stage)) = parse_progress(&line) {
-            progress.report(fraction, stage.as_deref()).await?;
+        let status = reaped
+            .await
+            .map_err(|err| Failure::Transient(format!("waiting for the program: {err}")))?
+            .map_err(io_failure("waiting for the program"))?
+            .map_err(Failure::Permanent)?;
+        let stderr_tail = stderr_tail.await.unwrap_or_default();
+        Ok(Ended {
+            status,
+            stderr_tail,
+        })
+    }
+}
+
+/// The last [`STDERR_TAIL_BYTES`] of a stream, as trimmed text.
+async fn tail(mut stderr: tokio::process::ChildStderr) -> String {
+    let mut tail: VecDeque<u8> = VecDeque::with_capacity(STDERR_TAIL_BYTES);
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = stderr.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+        tail.extend(&buffer[..n]);
+        while tail.len() > STDERR_TAIL_BYTES {
+            tail.pop_front();
         }
     }
-    let status = reaped
-        .await
-        .map_err(|err| Failure::Transient(format!("waiting for the program: {err}")))?
-        .map_err(io_failure("waiting for the program"))?
-        .map_err(Failure::Permanent)?;
-    let tail = stderr_tail.await.unwrap_or_default();
-    if !status.success() {
-        return Err(match status.code() {
-            Some(code) if retryable.contains(&i64::from(code)) => {
-                Failure::Transient(format!("`{program}` exited with code {code}: {tail}"))
-            }
-            Some(code) => {
-                Failure::Permanent(format!("`{program}` exited with code {code}: {tail}"))
-            }
-            // Killed by a signal (out of memory, for one): worth another attempt.
-            None => Failure::Transient(format!("`{program}` was killed by a signal: {tail}")),
-        });
-    }
-    let mut result = match tokio::fs::read(dir.join(result_file)).await {
+    String::from_utf8_lossy(&tail.into_iter().collect::<Vec<_>>())
+        .trim()
+        .to_owned()
+}
+
+/// The structured result at `path`, named `name` in errors; an empty object when the program
+/// wrote none.
+async fn read_result(path: &Path, name: &str) -> Result<Value, Failure> {
+    match tokio::fs::read(path).await {
         Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
-            .map_err(|err| Failure::Permanent(format!("`{result_file}` is not JSON: {err}")))?,
-        Err(_) => Value::Object(Map::new()),
-    };
+            .map_err(|err| Failure::Permanent(format!("`{name}` is not JSON: {err}"))),
+        Err(_) => Ok(Value::Object(Map::new())),
+    }
+}
+
+/// Stores the files the program left in `outputs`, in name order, under the attempt's output
+/// folder; none stays stored if one cannot be.
+async fn store_outputs(
+    files: &Files,
+    job: &job::Model,
+    outputs: &Path,
+) -> Result<Vec<NewFile>, Failure> {
     let mut paths = Vec::new();
-    if let Ok(mut entries) = tokio::fs::read_dir(dir.join("outputs")).await {
+    if let Ok(mut entries) = tokio::fs::read_dir(outputs).await {
         while let Ok(Some(entry)) = entries.next_entry().await {
             if entry.file_type().await.is_ok_and(|t| t.is_file()) {
                 paths.push(entry.path());
@@ -278,19 +386,20 @@ pub async fn run(
             }
         }
     }
+    Ok(stored)
+}
+
+/// Lists the stored output files in an object result, as `outputFiles`.
+fn list_outputs(result: &mut Value, stored: &[NewFile]) {
     let outputs: Vec<Value> = stored
         .iter()
         .map(|file| json!({ "name": file.name, "bytes": file.size }))
         .collect();
-    if let Value::Object(map) = &mut result
+    if let Value::Object(map) = result
         && !outputs.is_empty()
     {
         map.insert("outputFiles".to_owned(), Value::Array(outputs));
     }
-    Ok(Output {
-        result,
-        files: stored,
-    })
 }
 
 /// Writes a stored file to a path of the working directory, streaming.

@@ -1,5 +1,8 @@
-//! Executors: how a tool's run is carried out. `builtin` holds the analyses compiled into
-//! jobgraph, so the default tools do real work with no external programs.
+//! Executors: how a tool's run is carried out. A tool declares its executor in the tools file;
+//! the declaration is checked into an [`ExecutorSpec`] when the file loads, and each attempt is
+//! run by the spec's [`Executor`]: `builtin` (functions compiled into jobgraph) or `command`
+//! (an external program). A `remote` tool is run by remote workers through the worker API,
+//! never here.
 
 pub mod builtin;
 pub mod command;
@@ -7,15 +10,16 @@ pub mod supervise;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
+use anyhow::Context as _;
 use entity::job;
 use sea_orm::DatabaseConnection;
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::files::{self, Files, NewFile};
-use crate::tools::{Prepared, Tool};
+use crate::files::{Files, NewFile};
+use crate::tools::Tool;
 
 /// Where command tools run.
 #[derive(Debug, Clone)]
@@ -32,6 +36,16 @@ pub struct Output {
     pub result: Value,
     /// Written under the attempt's output folder; their rows are written with the outcome.
     pub files: Vec<NewFile>,
+}
+
+impl Output {
+    /// A result with no output files.
+    pub fn of(result: Value) -> Self {
+        Output {
+            result,
+            files: Vec::new(),
+        }
+    }
 }
 
 /// Why a run did not produce a result.
@@ -97,46 +111,82 @@ impl<'a> Progress<'a> {
     }
 }
 
-/// An input's content as text: pasted, or read from its stored file.
-async fn text_input(files: &Files, job: &job::Model, name: &str) -> Result<String, Failure> {
-    let input = Prepared::from_stored(&job.inputs, &job.settings)
-        .inputs
-        .remove(name)
-        .ok_or_else(|| Failure::Permanent(format!("the input `{name}` is missing")))?;
-    match (input.text, input.file_id) {
-        (Some(text), _) => Ok(text),
-        (None, Some(file_id)) => files
-            .read_text(&files::input_key(job.workspace_id, job.id, file_id))
-            .await
-            .map_err(|err| Failure::Transient(format!("reading the input `{name}`: {err:#}"))),
-        (None, None) => Err(Failure::Permanent(format!("the input `{name}` is missing"))),
+/// One attempt of a job, as an executor receives it.
+#[derive(Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The job as claimed: its inputs, settings and attempt number.
+    pub job: &'a job::Model,
+    /// Where the attempt reports progress, and the usage of the program it starts.
+    pub progress: &'a Progress<'a>,
+    pub places: &'a Places,
+    /// Where inputs are read from and outputs stored.
+    pub files: &'a Files,
+}
+
+/// Carries out attempts of a tool's jobs on this process's workers.
+#[async_trait::async_trait]
+pub trait Executor: Send + Sync {
+    /// Runs one attempt to its result, or to a failure that says whether to try again. The
+    /// future is dropped when the attempt times out or the job is no longer this attempt's;
+    /// an executor leaves nothing running then.
+    async fn run(&self, attempt: &Attempt<'_>) -> Result<Output, Failure>;
+}
+
+/// How a tool runs, as its declaration in the tools file was checked when the file loaded.
+#[derive(Debug, Clone)]
+pub enum ExecutorSpec {
+    /// A function compiled into jobgraph.
+    Builtin(builtin::Function),
+    /// An external program, under a supervisor.
+    Command(command::CommandSpec),
+    /// Run by remote workers, through the worker API.
+    Remote,
+}
+
+/// An executor as the tools file declares it, before its checks.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum Declared {
+    Builtin {
+        /// The function's name; the tool's own name when absent.
+        function: Option<String>,
+    },
+    Command(command::CommandSpec),
+    Remote {},
+}
+
+impl ExecutorSpec {
+    /// Checks the executor a tools file declares for the tool `tool`: its kind, its options,
+    /// and the built-in function or program it names.
+    pub fn declared(declaration: toml::Value, tool: &str) -> anyhow::Result<Self> {
+        let declared: Declared = declaration
+            .try_into()
+            .with_context(|| format!("tool `{tool}`: the executor is not valid"))?;
+        let spec = match declared {
+            Declared::Builtin { function } => {
+                let function = builtin::Function::named(function.as_deref().unwrap_or(tool))
+                    .map_err(|why| anyhow::anyhow!("tool `{tool}`: {why}"))?;
+                ExecutorSpec::Builtin(function)
+            }
+            Declared::Command(command) => {
+                command
+                    .check()
+                    .map_err(|why| anyhow::anyhow!("tool `{tool}`: {why}"))?;
+                ExecutorSpec::Command(command)
+            }
+            Declared::Remote {} => ExecutorSpec::Remote,
+        };
+        Ok(spec)
     }
-}
 
-/// Stores one output of a built-in analysis under the attempt's output folder.
-async fn store_output(
-    files: &Files,
-    job: &job::Model,
-    name: &str,
-    content_type: &str,
-    bytes: Vec<u8>,
-) -> Result<NewFile, Failure> {
-    let key = format!(
-        "{}/{}",
-        files::output_prefix(job.workspace_id, job.id, job.attempt),
-        uuid::Uuid::now_v7().simple()
-    );
-    files
-        .store_bytes(key, name, content_type, bytes)
-        .await
-        .map_err(|err| Failure::Transient(format!("storing the output {name}: {}", err.describe())))
-}
-
-fn setting_u64(job: &job::Model, name: &str, default: u64) -> u64 {
-    job.settings
-        .get(name)
-        .and_then(Value::as_u64)
-        .unwrap_or(default)
+    /// The executor that runs this tool on jobgraph's own workers; none for a remote tool.
+    pub fn local(&self) -> Option<&dyn Executor> {
+        match self {
+            ExecutorSpec::Builtin(function) => Some(function),
+            ExecutorSpec::Command(command) => Some(command),
+            ExecutorSpec::Remote => None,
+        }
+    }
 }
 
 /// Runs one attempt of a job with its tool's executor.
@@ -147,127 +197,17 @@ pub async fn run(
     places: &Places,
     files: &Files,
 ) -> Result<Output, Failure> {
-    let executor = tool.executor.as_ref().ok_or_else(|| {
+    let spec = tool.executor.as_ref().ok_or_else(|| {
         Failure::Permanent(format!("the tool `{}` declares no executor", tool.name))
     })?;
-    if executor.kind == "command" {
-        return command::run(executor, job, progress, places, files).await;
-    }
-    if executor.kind != "builtin" {
-        return Err(Failure::Permanent(format!(
-            "the executor kind `{}` is not available on this worker",
-            executor.kind
-        )));
-    }
-    let function = executor
-        .options
-        .get("function")
-        .and_then(Value::as_str)
-        .unwrap_or(&tool.name);
-    let result = |result| Output {
-        result,
-        files: Vec::new(),
+    let executor = spec.local().ok_or_else(|| {
+        Failure::Permanent("the executor kind `remote` is not available on this worker".to_owned())
+    })?;
+    let attempt = Attempt {
+        job,
+        progress,
+        places,
+        files,
     };
-    match function {
-        "noop" => Ok(result(json!({}))),
-        "sleep" => sleep(job, progress).await.map(result),
-        "flaky" => flaky(job).map(result),
-        "sequence_stats" | "kmer_count" | "translate_dna" => {
-            let fasta = text_input(files, job, "sequences").await?;
-            let settings = job.clone();
-            let function = function.to_owned();
-            progress.report(0.1, Some("Analysing")).await?;
-            let analysis = function.clone();
-            let value = tokio::task::spawn_blocking(move || match analysis.as_str() {
-                "sequence_stats" => builtin::sequence_stats(
-                    &fasta,
-                    setting_u64(&settings, "min_length", 0) as usize,
-                ),
-                "kmer_count" => builtin::kmer_count(
-                    &fasta,
-                    setting_u64(&settings, "k", 4) as usize,
-                    setting_u64(&settings, "top", 20) as usize,
-                ),
-                _ => builtin::translate_dna(
-                    &fasta,
-                    setting_u64(&settings, "frame", 1) as usize,
-                    settings
-                        .settings
-                        .get("stop_at_first_stop")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                ),
-            })
-            .await
-            .map_err(|err| Failure::Transient(format!("the analysis crashed: {err}")))?;
-            progress.report(0.9, Some("Writing outputs")).await?;
-            let mut stored = Vec::new();
-            for (name, content_type, bytes) in builtin::output_files(&function, &value) {
-                match store_output(files, job, name, content_type, bytes).await {
-                    Ok(file) => stored.push(file),
-                    Err(failure) => {
-                        files.discard(&stored).await;
-                        return Err(failure);
-                    }
-                }
-            }
-            Ok(Output {
-                result: value,
-                files: stored,
-            })
-        }
-        other => Err(Failure::Permanent(format!(
-            "no built-in function `{other}`"
-        ))),
-    }
-}
-
-/// Waits `seconds`, walking through the named stages and reporting progress.
-async fn sleep(job: &job::Model, progress: &Progress<'_>) -> Result<Value, Failure> {
-    let seconds = job
-        .settings
-        .get("seconds")
-        .and_then(Value::as_f64)
-        .unwrap_or(5.0)
-        .max(0.0);
-    let stages: Vec<String> = job
-        .settings
-        .get("stages")
-        .and_then(Value::as_array)
-        .map(|stages| {
-            stages
-                .iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
-        .filter(|stages: &Vec<String>| !stages.is_empty())
-        .unwrap_or_else(|| vec!["Working".to_owned()]);
-    let per_stage = Duration::from_secs_f64(seconds / stages.len() as f64);
-    let note = job.inputs.get("note").and_then(|n| n.get("text")).cloned();
-    for (i, stage) in stages.iter().enumerate() {
-        progress
-            .report(i as f64 / stages.len() as f64, Some(stage))
-            .await?;
-        tokio::time::sleep(per_stage).await;
-    }
-    Ok(json!({ "slept": seconds, "stages": stages, "note": note }))
-}
-
-/// A test aid: fails its first `fail_attempts` attempts, transiently unless `permanent`.
-fn flaky(job: &job::Model) -> Result<Value, Failure> {
-    let failing = setting_u64(job, "fail_attempts", 1);
-    if (job.attempt as u64) <= failing {
-        let message = format!("attempt {} failed on purpose", job.attempt);
-        let permanent = job
-            .settings
-            .get("permanent")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        return Err(if permanent {
-            Failure::Permanent(message)
-        } else {
-            Failure::Transient(message)
-        });
-    }
-    Ok(json!({ "succeededOnAttempt": job.attempt }))
+    executor.run(&attempt).await
 }

@@ -7,14 +7,16 @@
 use std::ops::Range;
 
 use super::graphql::{MediaType, authenticate, error_response};
-use crate::access;
+use crate::access::{self, Viewer};
 use crate::app::AppState;
 use crate::error::{Error, ErrorCode};
+use crate::files::storage::Read;
 use crate::ids::{self, Kind};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use entity::file;
 
 /// A `Range` request, read against the file's size.
 #[derive(Debug, PartialEq, Eq)]
@@ -103,61 +105,73 @@ pub async fn download(
         Ok(viewer) => viewer,
         Err(response) => return response,
     };
-    let result = async {
-        let id = ids::decode(Kind::File, "id", &id)?;
-        match viewer.worker() {
-            Some(worker) => {
-                let attempt = serde_urlencoded::from_str::<Vec<(String, String)>>(
-                    query.as_deref().unwrap_or(""),
-                )
-                .unwrap_or_default()
-                .into_iter()
-                .find_map(|(name, value)| (name == "attempt").then_some(value));
-                let running = crate::queue::remote::running_for_download(
-                    &state.db,
-                    worker,
-                    attempt.as_deref(),
-                )
-                .await?;
-                access::worker_readable_file(&state.db, running.as_ref(), id).await
-            }
-            None => access::readable_file(&state.db, &viewer, id).await,
-        }
-    }
-    .await;
-    let file = match result {
+    let file = match readable(&state, &viewer, &id, query.as_deref()).await {
         Ok(file) => file,
         Err(err) => return failure(err),
     };
     let size = file.size as u64;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let (status, range) = match wanted(range, size) {
-        Wanted::Whole => (StatusCode::OK, None),
-        Wanted::Part(range) => (StatusCode::PARTIAL_CONTENT, Some(range)),
-        Wanted::Unsatisfiable => {
-            let mut response = error_response(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                MediaType::Json,
-                ErrorCode::BadRequest,
-                format!("the range is outside the file's {size} bytes"),
-            );
-            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, value);
-            }
-            return response;
+    let range = match wanted(range, size) {
+        Wanted::Whole => None,
+        Wanted::Part(range) => Some(range),
+        Wanted::Unsatisfiable => return unsatisfiable(size),
+    };
+    let partial = range.is_some();
+    match state.files.storage.read(&file.storage_key, range).await {
+        Ok(read) => send(&file, read, partial),
+        Err(err) => failure(Error::Internal(err)),
+    }
+}
+
+/// The file `id` if the viewer may read it. A remote worker names the attempt it runs in the
+/// query (`?attempt=`), whose job's inputs it may read.
+async fn readable(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+    query: Option<&str>,
+) -> Result<file::Model, Error> {
+    let id = ids::decode(Kind::File, "id", id)?;
+    match viewer.worker() {
+        Some(worker) => {
+            let attempt = serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or(""))
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|(name, value)| (name == "attempt").then_some(value));
+            let running =
+                crate::queue::remote::running_for_download(&state.db, worker, attempt.as_deref())
+                    .await?;
+            access::worker_readable_file(&state.db, running.as_ref(), id).await
         }
+        None => access::readable_file(&state.db, viewer, id).await,
+    }
+}
+
+/// 416: the range is outside the file's `size` bytes.
+fn unsatisfiable(size: u64) -> Response {
+    let mut response = error_response(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        MediaType::Json,
+        ErrorCode::BadRequest,
+        format!("the range is outside the file's {size} bytes"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
+    }
+    response
+}
+
+/// Streams the bytes being read, the whole file or (`partial`) the range asked for, with the
+/// file's headers.
+fn send(file: &file::Model, read: Read, partial: bool) -> Response {
+    let status = if partial {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
     };
-    let read = match state
-        .files
-        .storage
-        .read(&file.storage_key, range.clone())
-        .await
-    {
-        Ok(read) => read,
-        Err(err) => return failure(Error::Internal(err)),
-    };
-    let length = read.range.end - read.range.start;
-    let mut response = (status, Body::from_stream(read.stream)).into_response();
+    let Read { stream, range, .. } = read;
+    let length = range.end - range.start;
+    let mut response = (status, Body::from_stream(stream)).into_response();
     let out = response.headers_mut();
     let mut set = |name, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -171,10 +185,10 @@ pub async fn download(
     set(header::ETAG, format!("\"{}\"", file.sha256));
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned());
     set(header::CACHE_CONTROL, "private".to_owned());
-    if range.is_some() {
+    if partial {
         set(
             header::CONTENT_RANGE,
-            format!("bytes {}-{}/{size}", read.range.start, read.range.end - 1),
+            format!("bytes {}-{}/{}", range.start, range.end - 1, file.size),
         );
     }
     response

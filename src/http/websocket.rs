@@ -14,6 +14,7 @@
 //! slowly holds up only its own operations, whose live feeds then read the event log instead.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -27,7 +28,7 @@ use tokio::task::AbortHandle;
 
 use crate::access::Viewer;
 use crate::app::AppState;
-use crate::graphql;
+use crate::graphql::{self, AppSchema};
 use crate::users::tokens;
 
 use super::graphql::{MediaType, authenticate};
@@ -55,6 +56,15 @@ impl Protocol {
             Protocol::TransportWs => "next",
             Protocol::Legacy => "data",
         }
+    }
+
+    /// The server's keepalive message.
+    fn keepalive(self) -> Message {
+        let ping = match self {
+            Protocol::TransportWs => json!({"type": "ping"}),
+            Protocol::Legacy => json!({"type": "ka"}),
+        };
+        Message::text(ping.to_string())
     }
 }
 
@@ -107,6 +117,18 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
 /// Why the connection ends.
 struct Closing(u16, String);
 
+/// What the connection does after an event: goes on, or ends (with a close frame, or without
+/// one when the socket is gone).
+type Step = ControlFlow<Option<Closing>>;
+
+/// Sends `message`; the connection ends when the socket is gone.
+async fn send(socket: &mut WebSocket, message: Message) -> Step {
+    match socket.send(message).await {
+        Ok(()) => Step::Continue(()),
+        Err(_) => Step::Break(None),
+    }
+}
+
 fn closing(code: u16, reason: impl Into<String>) -> Closing {
     Closing(code, reason.into())
 }
@@ -145,6 +167,8 @@ impl Connection {
         }
     }
 
+    /// Serves the connection until it closes: the client's messages, the operations' results,
+    /// the initialisation deadline, keepalives, and the end of the viewer's token.
     async fn serve(mut self, mut socket: WebSocket) {
         let mut queued = self.queued.take().expect("served once");
         let config = self.state.config.clone();
@@ -157,73 +181,29 @@ impl Connection {
         let mut told_of_revocations = true;
         let outcome = loop {
             let expires = self.expires;
-            tokio::select! {
-                incoming = socket.recv() => match incoming {
-                    Some(Ok(Message::Text(text))) => {
-                        let received = self.receive(text.as_str()).await;
-                        let mut sent = true;
-                        for reply in std::mem::take(&mut self.replies) {
-                            sent = sent && socket.send(Message::text(reply.to_string())).await.is_ok();
-                        }
-                        match received {
-                            Err(closing) => break Some(closing),
-                            Ok(()) if !sent => break None,
-                            Ok(()) => {}
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        break Some(closing(4400, "Invalid message received: binary frames are not GraphQL messages"));
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Err(err)) => {
-                        let reason = err.to_string();
-                        if reason.contains("too long") || reason.contains("too big") {
-                            break Some(closing(1009, "Message too big"));
-                        }
-                        break None;
-                    }
-                },
-                Some(message) = queued.recv() => {
-                    if socket.send(message).await.is_err() {
-                        break None;
-                    }
-                }
+            let step = tokio::select! {
+                incoming = socket.recv() => self.incoming(&mut socket, incoming).await,
+                Some(message) = queued.recv() => send(&mut socket, message).await,
                 _ = &mut init_deadline, if !self.initialised => {
-                    break Some(closing(4408, "Connection initialisation timeout"));
+                    Step::Break(Some(closing(4408, "Connection initialisation timeout")))
                 }
                 _ = keepalive.tick(), if self.viewer.is_some() => {
-                    let ping = match self.protocol {
-                        Protocol::TransportWs => json!({"type": "ping"}),
-                        Protocol::Legacy => json!({"type": "ka"}),
-                    };
-                    if socket.send(Message::text(ping.to_string())).await.is_err() {
-                        break None;
-                    }
+                    send(&mut socket, self.protocol.keepalive()).await
                 }
-                revoked = revocations.recv(), if told_of_revocations => {
-                    let token = self.viewer.as_ref().unwrap_or(&self.header_viewer).token_id();
-                    match revoked {
-                        Ok(id) if Some(id) == token => {
-                            break Some(closing(4401, "Unauthorized: the token was revoked"));
-                        }
-                        Ok(_) => {}
-                        // Fell behind the revocations: whether its own was among them is
-                        // asked of the database.
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            if let Some(id) = token
-                                && !tokens::still_valid(&self.state.db, id).await
-                            {
-                                break Some(closing(4401, "Unauthorized: the token was revoked"));
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Closed) => told_of_revocations = false,
+                revoked = revocations.recv(), if told_of_revocations => match revoked {
+                    Err(broadcast::error::RecvError::Closed) => {
+                        told_of_revocations = false;
+                        Step::Continue(())
                     }
-                }
+                    revoked => self.revoked(revoked.ok()).await,
+                },
                 _ = tokio::time::sleep_until(expires.unwrap_or_else(tokio::time::Instant::now)), if expires.is_some() => {
-                    break Some(closing(4401, "Unauthorized: the token expired"));
+                    Step::Break(Some(closing(4401, "Unauthorized: the token expired")))
                 }
-                _ = stopping.cancelled() => break Some(closing(1001, "The server is stopping")),
+                _ = stopping.cancelled() => Step::Break(Some(closing(1001, "The server is stopping"))),
+            };
+            if let Step::Break(outcome) = step {
+                break outcome;
             }
         };
         for (_, operation) in self.operations.drain() {
@@ -232,6 +212,61 @@ impl Connection {
         if let Some(Closing(code, reason)) = outcome {
             close(&mut socket, code, &reason).await;
         }
+    }
+
+    /// Handles what the socket received: a message, whose replies it sends, or the end.
+    async fn incoming(
+        &mut self,
+        socket: &mut WebSocket,
+        incoming: Option<Result<Message, axum::Error>>,
+    ) -> Step {
+        match incoming {
+            Some(Ok(Message::Text(text))) => {
+                let received = self.receive(text.as_str()).await;
+                let mut sent = true;
+                for reply in std::mem::take(&mut self.replies) {
+                    sent = sent && socket.send(Message::text(reply.to_string())).await.is_ok();
+                }
+                match received {
+                    Err(closing) => Step::Break(Some(closing)),
+                    Ok(()) if !sent => Step::Break(None),
+                    Ok(()) => Step::Continue(()),
+                }
+            }
+            Some(Ok(Message::Binary(_))) => Step::Break(Some(closing(
+                4400,
+                "Invalid message received: binary frames are not GraphQL messages",
+            ))),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Step::Continue(()),
+            Some(Ok(Message::Close(_))) | None => Step::Break(None),
+            Some(Err(err)) => {
+                let reason = err.to_string();
+                if reason.contains("too long") || reason.contains("too big") {
+                    return Step::Break(Some(closing(1009, "Message too big")));
+                }
+                Step::Break(None)
+            }
+        }
+    }
+
+    /// Closes the connection if its token is among the revoked: the one `revoked`, or when the
+    /// connection fell behind the revocations (`None`), as the database says.
+    async fn revoked(&self, revoked: Option<uuid::Uuid>) -> Step {
+        let token = self
+            .viewer
+            .as_ref()
+            .unwrap_or(&self.header_viewer)
+            .token_id();
+        let is_ours = match (revoked, token) {
+            (Some(id), Some(token)) => id == token,
+            (Some(_), None) => false,
+            (None, Some(token)) => !tokens::still_valid(&self.state.db, token).await,
+            (None, None) => false,
+        };
+        if is_ours {
+            return Step::Break(Some(closing(4401, "Unauthorized: the token was revoked")));
+        }
+        Step::Continue(())
     }
 
     /// Handles one text message; `Err` closes the connection.
@@ -346,44 +381,58 @@ impl Connection {
             return Ok(());
         }
         request.data = graphql::request_data(&self.state.db, &self.state.queue, viewer);
-        let schema = self.state.schema.clone();
-        let outgoing = self.outgoing.clone();
-        let operation_id = id.clone();
-        let task = tokio::spawn(async move {
-            let mut responses = std::pin::pin!(schema.execute_stream(request));
-            let mut first = true;
-            while let Some(response) = responses.next().await {
-                let is_request_error = first
-                    && response.data == async_graphql::Value::Null
-                    && !response.errors.is_empty()
-                    && response.errors.iter().all(|error| error.path.is_empty());
-                first = false;
-                let message = if is_request_error {
-                    let payload = match protocol {
-                        Protocol::TransportWs => json!(response.errors),
-                        Protocol::Legacy => json!(response.errors.first()),
-                    };
-                    json!({"type": "error", "id": operation_id, "payload": payload})
-                } else {
-                    json!({"type": protocol.next_type(), "id": operation_id, "payload": response})
-                };
-                if outgoing
-                    .send(Message::text(message.to_string()))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                if is_request_error {
-                    return;
-                }
-            }
-            let complete = json!({"type": "complete", "id": operation_id});
-            let _ = outgoing.send(Message::text(complete.to_string())).await;
-        });
+        let operation = run_operation(
+            self.state.schema.clone(),
+            request,
+            protocol,
+            id.clone(),
+            self.outgoing.clone(),
+        );
+        let task = tokio::spawn(operation);
         self.operations.insert(id, task.abort_handle());
         Ok(())
     }
+}
+
+/// Runs operation `id` and queues its results for the socket, then `complete`. A request
+/// error (nothing ran, no field failed) is its one `error` message.
+async fn run_operation(
+    schema: AppSchema,
+    request: async_graphql::Request,
+    protocol: Protocol,
+    id: String,
+    outgoing: mpsc::Sender<Message>,
+) {
+    let mut responses = std::pin::pin!(schema.execute_stream(request));
+    let mut first = true;
+    while let Some(response) = responses.next().await {
+        let is_request_error = first
+            && response.data == async_graphql::Value::Null
+            && !response.errors.is_empty()
+            && response.errors.iter().all(|error| error.path.is_empty());
+        first = false;
+        let message = if is_request_error {
+            let payload = match protocol {
+                Protocol::TransportWs => json!(response.errors),
+                Protocol::Legacy => json!(response.errors.first()),
+            };
+            json!({"type": "error", "id": id, "payload": payload})
+        } else {
+            json!({"type": protocol.next_type(), "id": id, "payload": response})
+        };
+        if outgoing
+            .send(Message::text(message.to_string()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if is_request_error {
+            return;
+        }
+    }
+    let complete = json!({"type": "complete", "id": id});
+    let _ = outgoing.send(Message::text(complete.to_string())).await;
 }
 
 /// The `error` message refusing operation `id`, in the protocol's shape.

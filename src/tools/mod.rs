@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::executors::ExecutorSpec;
 pub use pricing::{Estimate, EstimateLine, Price};
 
 const DEFAULT_TOOLS: &str = include_str!("default_tools.toml");
@@ -77,14 +78,6 @@ fn default_max_bytes() -> u64 {
     10 * 1024 * 1024
 }
 
-/// How a tool runs: the executor backend and its options.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct ExecutorSpec {
-    pub kind: String,
-    #[serde(flatten)]
-    pub options: Map<String, Value>,
-}
-
 /// A tool, as declared in the tools file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +100,11 @@ pub struct Tool {
     /// Most runs of this tool at once, across every worker; none means no limit of its own.
     #[serde(default)]
     pub max_running: Option<u32>,
+    /// The executor as the file declares it, checked into `executor` when the file loads.
+    #[serde(rename = "executor")]
+    declared_executor: Option<toml::Value>,
+    /// How the tool runs; a tool without one is offered, but its runs fail.
+    #[serde(skip)]
     pub executor: Option<ExecutorSpec>,
     #[serde(skip)]
     validator: Option<Arc<jsonschema::Validator>>,
@@ -203,16 +201,11 @@ impl Prepared {
     }
 }
 
-/// The executor kinds a tool may declare.
-pub const EXECUTOR_KINDS: [&str; 3] = ["builtin", "command", "remote"];
-
 impl Tool {
     /// Whether the tool's runs wait for remote workers (the worker API) rather than the worker
     /// pools of jobgraph processes.
     pub fn runs_remotely(&self) -> bool {
-        self.executor
-            .as_ref()
-            .is_some_and(|executor| executor.kind == "remote")
+        matches!(self.executor, Some(ExecutorSpec::Remote))
     }
 
     fn compile(&mut self) -> anyhow::Result<()> {
@@ -235,15 +228,8 @@ impl Tool {
                 );
             }
         }
-        if let Some(executor) = &self.executor
-            && !EXECUTOR_KINDS.contains(&executor.kind.as_str())
-        {
-            bail!(
-                "tool `{}`: the executor kind `{}` is unknown; the kinds are: {}",
-                self.name,
-                executor.kind,
-                EXECUTOR_KINDS.join(", ")
-            );
+        if let Some(declared) = self.declared_executor.take() {
+            self.executor = Some(ExecutorSpec::declared(declared, &self.name)?);
         }
         if self.max_running == Some(0) {
             bail!("tool `{}`: max_running must be positive", self.name);
@@ -558,6 +544,88 @@ mod tests {
             field_of(vec![("sequences".into(), InputValue::Text(huge))]),
             "inputs.sequences"
         );
+    }
+
+    /// A tool `t` with `executor`, as a tools file declares it.
+    fn tool_with(executor: &str) -> anyhow::Result<Catalog> {
+        Catalog::parse(&format!(
+            "[[tools]]\nname = \"t\"\ntitle = \"T\"\nversion = \"1\"\n\
+             timeout_seconds = 5\nprice = {{ base = 1 }}\nexecutor = {executor}\n"
+        ))
+    }
+
+    #[test]
+    fn executors_are_checked_when_the_tools_file_loads() {
+        let spec = |executor: &str| {
+            tool_with(executor)
+                .unwrap()
+                .get("t")
+                .unwrap()
+                .executor
+                .clone()
+        };
+        assert!(matches!(
+            spec(r#"{ kind = "builtin", function = "kmer_count" }"#),
+            Some(ExecutorSpec::Builtin(
+                crate::executors::builtin::Function::Fasta(
+                    crate::executors::builtin::Analysis::KmerCount
+                )
+            ))
+        ));
+        assert!(matches!(
+            spec(r#"{ kind = "command", program = "sh", args = ["-c", "true"] }"#),
+            Some(ExecutorSpec::Command(ref command))
+                if command.program == "sh" && command.result_file == "result.json"
+        ));
+        assert!(matches!(
+            spec(r#"{ kind = "remote" }"#),
+            Some(ExecutorSpec::Remote)
+        ));
+        let refused = |executor: &str| format!("{:#}", tool_with(executor).unwrap_err());
+        for (executor, reason) in [
+            (
+                r#"{ kind = "builtin", function = "flaky" }"#,
+                "no built-in function `flaky`",
+            ),
+            (r#"{ kind = "builtin" }"#, "no built-in function `t`"),
+            (r#"{ kind = "command" }"#, "missing field `program`"),
+            (
+                r#"{ kind = "command", program = "" }"#,
+                "`program` is empty",
+            ),
+            (
+                r#"{ kind = "command", program = "sh", args = [1] }"#,
+                "invalid type",
+            ),
+            (
+                r#"{ kind = "command", program = "sh", retryable = [75] }"#,
+                "unknown field `retryable`",
+            ),
+            (
+                r#"{ kind = "remote", program = "sh" }"#,
+                "unknown field `program`",
+            ),
+            (r#"{ kind = "docker" }"#, "unknown variant `docker`"),
+        ] {
+            let err = refused(executor);
+            assert!(err.starts_with("tool `t`: "), "{executor}: {err}");
+            assert!(err.contains(reason), "{executor}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_builtin_tool_without_a_function_runs_the_function_of_its_name() {
+        let catalog = Catalog::parse(
+            "[[tools]]\nname = \"noop\"\ntitle = \"N\"\nversion = \"1\"\n\
+             timeout_seconds = 5\nprice = { base = 0 }\nexecutor = { kind = \"builtin\" }\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            catalog.get("noop").unwrap().executor,
+            Some(ExecutorSpec::Builtin(
+                crate::executors::builtin::Function::Noop
+            ))
+        ));
     }
 
     #[test]

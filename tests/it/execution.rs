@@ -12,13 +12,23 @@ use crate::support::{TestApp, TestUser};
 
 /// The built-in tools plus tools that exercise limits and failures.
 const TEST_TOOLS: &str = r##"
+# Fails its first `fail_attempts` attempts, transiently unless `permanent`; the attempt is
+# read from the name of its working directory, `<job id>-<attempt>`.
 [[tools]]
 name = "flaky"
 title = "Flaky"
 version = "1"
 timeout_seconds = 30
 max_attempts = 2
-executor = { kind = "builtin", function = "flaky" }
+settings_schema = { type = "object", properties = { fail_attempts = { type = "integer", default = 1 }, permanent = { type = "boolean", default = false } } }
+executor = { kind = "command", program = "sh", args = ["-c", """
+attempt=${1##*-}
+if [ "$attempt" -le "$2" ]; then
+  echo "attempt $attempt failed on purpose" >&2
+  if [ "$3" = true ]; then exit 1; else exit 75; fi
+fi
+printf '{"succeededOnAttempt": %s}' "$attempt" > result.json
+""", "flaky", "{workdir}", "{setting:fail_attempts}", "{setting:permanent}"], retryable_exit_codes = [75] }
 price = { base = 3 }
 
 [[tools]]
@@ -309,7 +319,10 @@ async fn exhausted_retries_and_permanent_failures_fail_and_refund() {
         (Some("FAILED"), Some(2)),
         "{job}"
     );
-    assert_eq!(job["errorMessage"], "attempt 2 failed on purpose");
+    assert_eq!(
+        job["errorMessage"],
+        "`sh` exited with code 75: attempt 2 failed on purpose"
+    );
     assert_eq!(job["refunded"], true);
     let job = app.wait_final(&alice.token, &permanent, WAIT).await;
     assert_eq!(

@@ -1,9 +1,56 @@
-//! Analyses compiled into jobgraph: sequence statistics, k-mer counting and DNA translation on
-//! FASTA input. Pure functions from text and settings to a structured result.
+//! The FASTA analyses compiled into jobgraph: sequence statistics, k-mer counting and DNA
+//! translation. Pure functions from text and settings to a structured result and its output
+//! file.
 
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
+
+/// A FASTA analysis a built-in tool runs on its input `sequences`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Analysis {
+    SequenceStats,
+    KmerCount,
+    TranslateDna,
+}
+
+/// An output file: its name, content type and bytes.
+pub type OutputFile = (&'static str, &'static str, Vec<u8>);
+
+impl Analysis {
+    /// The result of the analysis of `fasta` with the job's `settings`, their defaults where
+    /// absent.
+    pub fn compute(self, fasta: &str, settings: &Value) -> Value {
+        let number = |name: &str, default: u64| {
+            settings
+                .get(name)
+                .and_then(Value::as_u64)
+                .unwrap_or(default) as usize
+        };
+        match self {
+            Analysis::SequenceStats => sequence_stats(fasta, number("min_length", 0)),
+            Analysis::KmerCount => kmer_count(fasta, number("k", 4), number("top", 20)),
+            Analysis::TranslateDna => translate_dna(
+                fasta,
+                number("frame", 1),
+                settings
+                    .get("stop_at_first_stop")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            ),
+        }
+    }
+
+    /// The output file made from a result: a table of the sequences, of the k-mers, or the
+    /// proteins as FASTA.
+    pub fn output_file(self, result: &Value) -> OutputFile {
+        match self {
+            Analysis::SequenceStats => sequences_table(result),
+            Analysis::KmerCount => kmers_table(result),
+            Analysis::TranslateDna => proteins_fasta(result),
+        }
+    }
+}
 
 /// One FASTA record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,56 +217,59 @@ pub fn translate_dna(fasta: &str, frame: usize, stop_at_first_stop: bool) -> Val
     json!({ "frame": frame, "proteins": proteins })
 }
 
-/// The output files of an analysis, made from its result: a table of the sequences, of the
-/// k-mers, or the proteins as FASTA. `(name, content type, bytes)`.
-pub fn output_files(function: &str, result: &Value) -> Vec<(&'static str, &'static str, Vec<u8>)> {
-    let rows = |key: &str| result[key].as_array().cloned().unwrap_or_default();
-    let text = |value: &Value| match value {
+/// The rows of a result's array `key`.
+fn rows(result: &Value, key: &str) -> Vec<Value> {
+    result[key].as_array().cloned().unwrap_or_default()
+}
+
+/// A value as a table cell: strings without their quotes.
+fn text(value: &Value) -> String {
+    match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    };
-    match function {
-        "sequence_stats" => {
-            let mut tsv = String::from("id\tlength\tgc_content\n");
-            for row in rows("sequences") {
-                tsv.push_str(&format!(
-                    "{}\t{}\t{}\n",
-                    text(&row["id"]),
-                    text(&row["length"]),
-                    text(&row["gcContent"])
-                ));
-            }
-            vec![(
-                "sequences.tsv",
-                "text/tab-separated-values",
-                tsv.into_bytes(),
-            )]
-        }
-        "kmer_count" => {
-            let mut tsv = String::from("kmer\tcount\n");
-            for row in rows("kmers") {
-                tsv.push_str(&format!(
-                    "{}\t{}\n",
-                    text(&row["kmer"]),
-                    text(&row["count"])
-                ));
-            }
-            vec![("kmers.tsv", "text/tab-separated-values", tsv.into_bytes())]
-        }
-        "translate_dna" => {
-            let mut fasta = String::new();
-            for row in rows("proteins") {
-                fasta.push_str(&format!(">{}\n", text(&row["id"])));
-                let protein = text(&row["protein"]);
-                for line in protein.as_bytes().chunks(60) {
-                    fasta.push_str(&String::from_utf8_lossy(line));
-                    fasta.push('\n');
-                }
-            }
-            vec![("proteins.fasta", "text/x-fasta", fasta.into_bytes())]
-        }
-        _ => Vec::new(),
     }
+}
+
+fn sequences_table(result: &Value) -> OutputFile {
+    let mut tsv = String::from("id\tlength\tgc_content\n");
+    for row in rows(result, "sequences") {
+        tsv.push_str(&format!(
+            "{}\t{}\t{}\n",
+            text(&row["id"]),
+            text(&row["length"]),
+            text(&row["gcContent"])
+        ));
+    }
+    (
+        "sequences.tsv",
+        "text/tab-separated-values",
+        tsv.into_bytes(),
+    )
+}
+
+fn kmers_table(result: &Value) -> OutputFile {
+    let mut tsv = String::from("kmer\tcount\n");
+    for row in rows(result, "kmers") {
+        tsv.push_str(&format!(
+            "{}\t{}\n",
+            text(&row["kmer"]),
+            text(&row["count"])
+        ));
+    }
+    ("kmers.tsv", "text/tab-separated-values", tsv.into_bytes())
+}
+
+fn proteins_fasta(result: &Value) -> OutputFile {
+    let mut fasta = String::new();
+    for row in rows(result, "proteins") {
+        fasta.push_str(&format!(">{}\n", text(&row["id"])));
+        let protein = text(&row["protein"]);
+        for line in protein.as_bytes().chunks(60) {
+            fasta.push_str(&String::from_utf8_lossy(line));
+            fasta.push('\n');
+        }
+    }
+    ("proteins.fasta", "text/x-fasta", fasta.into_bytes())
 }
 
 #[cfg(test)]
@@ -281,18 +331,31 @@ mod tests {
     }
 
     #[test]
+    fn analyses_read_their_settings_or_their_defaults() {
+        let fasta = ">g\nATGGCCTAAGGG\n";
+        let kmers = Analysis::KmerCount.compute(fasta, &json!({}));
+        assert_eq!(kmers, kmer_count(fasta, 4, 20));
+        let kmers = Analysis::KmerCount.compute(fasta, &json!({"k": 2, "top": 1}));
+        assert_eq!(kmers, kmer_count(fasta, 2, 1));
+        let proteins = Analysis::TranslateDna.compute(fasta, &json!({"stop_at_first_stop": true}));
+        assert_eq!(proteins, translate_dna(fasta, 1, true));
+        let stats = Analysis::SequenceStats.compute(fasta, &json!({"min_length": 20}));
+        assert_eq!(stats["count"], 0);
+    }
+
+    #[test]
     fn analyses_write_tables_and_fasta() {
-        let files = output_files("kmer_count", &kmer_count(">x\nAAAAC\n", 2, 5));
-        assert_eq!(files[0].0, "kmers.tsv");
+        let file = Analysis::KmerCount.output_file(&kmer_count(">x\nAAAAC\n", 2, 5));
+        assert_eq!(file.0, "kmers.tsv");
         assert_eq!(
-            String::from_utf8_lossy(&files[0].2),
+            String::from_utf8_lossy(&file.2),
             "kmer\tcount\nAA\t3\nAC\t1\n"
         );
-        let files = output_files("translate_dna", &translate_dna(">g\nATGGCC\n", 1, false));
-        assert_eq!(String::from_utf8_lossy(&files[0].2), ">g\nMA\n");
-        let files = output_files("sequence_stats", &sequence_stats(">a\nGGAA\n", 0));
+        let file = Analysis::TranslateDna.output_file(&translate_dna(">g\nATGGCC\n", 1, false));
+        assert_eq!(String::from_utf8_lossy(&file.2), ">g\nMA\n");
+        let file = Analysis::SequenceStats.output_file(&sequence_stats(">a\nGGAA\n", 0));
         assert_eq!(
-            String::from_utf8_lossy(&files[0].2),
+            String::from_utf8_lossy(&file.2),
             "id\tlength\tgc_content\na\t4\t0.5\n"
         );
     }
