@@ -105,6 +105,30 @@ impl Viewer {
     }
 }
 
+/// The root fields of the worker API: the only ones a worker token may use.
+pub const WORKER_API: [&str; 5] = [
+    "claimJobs",
+    "heartbeatJob",
+    "reportJobProgress",
+    "completeJob",
+    "failJob",
+];
+
+/// Whether a worker token may ask for the root field `name`: the worker API's, and
+/// introspection.
+pub fn worker_may_call(name: &str) -> bool {
+    name.starts_with("__") || WORKER_API.contains(&name)
+}
+
+/// The refusal of the field `field` (a root field, or what a worker token may not read) to a
+/// worker token.
+pub fn worker_token_refused(field: &str) -> Error {
+    Error::forbidden(format!(
+        "a worker token may use only the worker API ({}); `{field}` takes a user's token",
+        WORKER_API.join(", "),
+    ))
+}
+
 /// Only platform administrators give or adjust credits.
 pub fn can_manage_credits(viewer: &Viewer) -> bool {
     viewer.is_platform_admin()

@@ -18,15 +18,6 @@ use crate::ids::{self, Kind};
 use crate::queue::remote::{self, Claimed};
 use crate::tools::{Prepared, StoredInputKind};
 
-/// The root fields of the worker API: the only ones a worker token may use.
-const WORKER_FIELDS: [&str; 5] = [
-    "claimJobs",
-    "heartbeatJob",
-    "reportJobProgress",
-    "completeJob",
-    "failJob",
-];
-
 /// The first root field of a document that is not the worker API's, if any: a worker token
 /// may ask for nothing else. Checked before execution, and only for worker tokens, so other
 /// requests pay nothing for it.
@@ -43,7 +34,7 @@ pub fn other_than_worker_fields(document: &ExecutableDocument) -> Option<String>
         selections.items.iter().find_map(|item| match &item.node {
             Selection::Field(field) => {
                 let name = field.node.name.node.as_str();
-                (!name.starts_with("__") && !WORKER_FIELDS.contains(&name)).then(|| name.to_owned())
+                (!crate::access::worker_may_call(name)).then(|| name.to_owned())
             }
             Selection::InlineFragment(fragment) => {
                 first_other(document, &fragment.node.selection_set.node, depth + 1)
@@ -62,14 +53,6 @@ pub fn other_than_worker_fields(document: &ExecutableDocument) -> Option<String>
         .operations
         .iter()
         .find_map(|(_, operation)| first_other(document, &operation.node.selection_set.node, 0))
-}
-
-/// The refusal of a field to a worker token.
-pub fn worker_token_refused(field: &str) -> Error {
-    Error::forbidden(format!(
-        "a worker token may use only the worker API ({}); `{field}` takes a user's token",
-        WORKER_FIELDS.join(", "),
-    ))
 }
 
 fn worker_of<'a>(ctx: &Context<'a>) -> Result<&'a crate::access::WorkerToken, Error> {

@@ -27,9 +27,7 @@ async fn load(state: &AppState, headers: &HeaderMap, id: &str) -> Result<JobAcce
         )
     };
     if viewer.worker().is_some() {
-        return Err(fail(crate::error::Error::forbidden(
-            "a worker token may use only the worker API",
-        )));
+        return Err(fail(crate::access::worker_token_refused("export")));
     }
     let id = ids::decode(Kind::Job, "id", id).map_err(fail)?;
     JobAccess::load(&state.db, &viewer, id).await.map_err(fail)

@@ -381,7 +381,7 @@ async fn execute(
         Err(_) => Some("this document".to_owned()),
     };
     if let Some(field) = refused {
-        let err = graphql::worker::worker_token_refused(&field);
+        let err = crate::access::worker_token_refused(&field);
         return error_response(
             err.code().http_status(),
             media,

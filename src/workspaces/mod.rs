@@ -137,17 +137,13 @@ pub async fn list_for_viewer(
         .into_iter()
         .map(|m| (m.workspace_id, m.role))
         .collect();
-    let platform_admin = viewer.is_platform_admin();
     Ok(Page {
         has_next_page: page.has_next_page,
         items: page
             .items
             .into_iter()
             .map(|workspace| WorkspaceAccess {
-                standing: Standing {
-                    role: roles.get(&workspace.id).copied(),
-                    platform_admin,
-                },
+                standing: Standing::of(viewer, roles.get(&workspace.id).copied()),
                 workspace,
             })
             .collect(),
