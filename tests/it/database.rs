@@ -20,8 +20,9 @@ async fn large_statements_are_not_held_back_by_delayed_acks() {
     };
     // The connection is open and warm before timing.
     app.db.execute_unprepared("SELECT 1").await.unwrap();
-    let started = Instant::now();
+    let mut took = Vec::new();
     for _ in 0..40 {
+        let started = Instant::now();
         let row = app
             .db
             .query_one_raw(Statement::from_sql_and_values(
@@ -32,13 +33,18 @@ async fn large_statements_are_not_held_back_by_delayed_acks() {
             .await
             .unwrap()
             .unwrap();
+        took.push(started.elapsed());
         let n: i64 = row.try_get("", "n").unwrap();
         assert_eq!(n, text.len() as i64);
     }
-    let took = started.elapsed();
+    // The typical statement, not the total: a loaded machine stalls a few statements, while a
+    // delayed ACK would hold back most of them.
+    took.sort();
+    let median = took[took.len() / 2];
+    const UNDER_A_DELAYED_ACK: Duration = Duration::from_millis(20);
     assert!(
-        took < Duration::from_millis(600),
-        "40 statements of 256 KiB took {took:?}"
+        median < UNDER_A_DELAYED_ACK,
+        "statements of 256 KiB took {median:?} typically: {took:?}"
     );
 }
 
