@@ -136,7 +136,8 @@ async fn two_workers_on_one_database_never_run_a_job_twice() {
         .into_iter()
         .map(|worker| tokio::spawn(worker.run(shutdown.clone())))
         .collect();
-    eventually(Duration::from_secs(120), "every job completes", || async {
+    // Seconds on an idle machine; the bound only says that they all end.
+    eventually(Duration::from_secs(300), "every job completes", || async {
         let data = app
             .ok(
                 Some(&alice.token),

@@ -12,8 +12,10 @@ use tokio::time::Instant;
 /// that a loaded machine only makes a test slower, never wrong.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// How often a condition is checked again.
-const POLL: Duration = Duration::from_millis(20);
+/// How soon a condition is checked again: at first soon, then less and less often (up to
+/// `POLL_MAX`), so that a long wait does not load the server it waits for.
+const POLL_FIRST: Duration = Duration::from_millis(10);
+const POLL_MAX: Duration = Duration::from_millis(200);
 
 /// Checks `check` until it returns `Ok`, and returns that. After `within`, fails with `what`
 /// and the last `Err` seen: the state the test was waiting to change.
@@ -24,6 +26,7 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     let deadline = Instant::now() + within;
+    let mut poll = POLL_FIRST;
     loop {
         match check().await {
             Ok(done) => return done,
@@ -32,7 +35,8 @@ where
                 "{what}: still not so after {within:?}: {seen:?}"
             ),
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(POLL_MAX);
     }
 }
 
