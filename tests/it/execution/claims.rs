@@ -54,26 +54,33 @@ async fn a_claim_changes_its_jobs_before_it_waits_its_turn_to_number_live_entrie
     if backend == DatabaseBackend::Postgres {
         // It waits with its jobs already changed (and locked): only the numbering waits, so
         // claims and completions of several workers change their rows side by side.
-        until(
-            WAIT,
-            "the second claim holds the other three jobs",
-            || async {
-                let lockable = app
-                    .db
-                    .query_one_raw(Statement::from_string(
-                        backend,
-                        "SELECT count(*) AS n FROM (SELECT id FROM jobs WHERE status = 'QUEUED' \
-                     FOR UPDATE SKIP LOCKED) AS q",
-                    ))
+        let count = |sql: &'static str| {
+            let db = app.db.clone();
+            async move {
+                db.query_one_raw(Statement::from_string(backend, sql))
                     .await
                     .unwrap()
                     .unwrap()
                     .try_get::<i64>("", "n")
-                    .unwrap();
-                lockable == 0
-            },
+                    .unwrap()
+            }
+        };
+        // Seen from outside without taking a lock, which would make the claim skip the jobs.
+        until(WAIT, "the second claim waits for a lock", || async {
+            count(
+                "SELECT count(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .await
+                > 0
+        })
+        .await;
+        let lockable = count(
+            "SELECT count(*) AS n FROM (SELECT id FROM jobs WHERE status = 'QUEUED' \
+             FOR UPDATE SKIP LOCKED) AS q",
         )
         .await;
+        assert_eq!(lockable, 0, "the second claim holds the other three jobs");
     } else {
         // On SQLite it waits for the one write lock before it changes anything; a claim that
         // did not wait would be done within this.
