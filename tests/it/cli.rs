@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::support::fresh_database_url;
+use crate::support::{WAIT, eventually, fresh_database_url};
 
 fn jobgraph(
     database_url: &str,
@@ -157,18 +157,19 @@ async fn serve_creates_its_database_prints_a_working_token_and_stops_on_sigterm(
     }
 
     let client = reqwest::Client::new();
-    let body: Value = loop {
+    let body: Value = eventually(WAIT, "the server answers", || async {
         let sent = client
             .post(format!("http://{listen}/graphql"))
             .bearer_auth(&token)
             .json(&json!({"query": "{ viewer { user { email isPlatformAdmin } } }"}))
             .send()
             .await;
-        if let Ok(response) = sent {
-            break response.json().await.unwrap();
+        match sent {
+            Ok(response) => Ok(response.json().await.unwrap()),
+            Err(err) => Err(err),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(
         body["data"]["viewer"]["user"],
         json!({"email": "admin@localhost", "isPlatformAdmin": true})

@@ -4,7 +4,7 @@ use entity::credit_transaction::{self, TransactionKind};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, TestUser};
+use crate::support::TestApp;
 
 /// A tool priced per unit of a setting its schema leaves unbounded.
 const OPEN: &str = r#"
@@ -19,13 +19,7 @@ price = { base = 1, settings = [{ name = "n", per_unit = 3 }] }
 "#;
 
 async fn spawn() -> TestApp {
-    TestApp::spawn_with(|config| {
-        let tools = config.database.data_dir.join("tools.toml");
-        let builtin = include_str!("../../src/tools/default_tools.toml");
-        std::fs::write(&tools, format!("{builtin}\n{OPEN}")).unwrap();
-        config.server.tools_file = Some(tools);
-    })
-    .await
+    TestApp::spawn_with_tools(OPEN, |_| {}).await
 }
 
 const SUBMIT: &str =
@@ -37,13 +31,6 @@ const ESTIMATE: &str = "query($settings: JSON) {
 const BATCH: &str = "mutation($ws: ID!, $jobs: [BatchJobInput!]!, $key: String) {
   submitBatch(input: {workspaceId: $ws, jobs: $jobs, idempotencyKey: $key}) {
     replayed batch { id totalCost } jobs { id } } }";
-
-async fn lab(app: &TestApp, credits: i64) -> (TestUser, String) {
-    let alice = app.user("alice@lab.test").await;
-    let ws = app.workspace(&alice, "lab").await;
-    app.grant(&ws, credits).await;
-    (alice, ws)
-}
 
 async fn rows(app: &TestApp) -> (u64, u64, u64) {
     let jobs = entity::job::Entity::find().count(&app.db).await.unwrap();
@@ -67,7 +54,7 @@ fn refusal(body: &Value) -> (&str, &str) {
 #[tokio::test]
 async fn a_huge_negative_or_non_numeric_setting_is_refused_and_charges_nothing() {
     let app = spawn().await;
-    let (alice, ws) = lab(&app, 1000).await;
+    let (alice, ws) = app.setup("lab", 1000).await;
     for n in [
         json!(1e19),
         json!(u64::MAX),
@@ -117,7 +104,7 @@ async fn a_huge_negative_or_non_numeric_setting_is_refused_and_charges_nothing()
 #[tokio::test]
 async fn a_priced_tool_never_charges_zero() {
     let app = spawn().await;
-    let (alice, ws) = lab(&app, 100).await;
+    let (alice, ws) = app.setup("lab", 100).await;
     for (tool, settings) in [
         ("open", json!({})),
         ("open", json!({"n": 0})),
@@ -142,7 +129,7 @@ async fn a_priced_tool_never_charges_zero() {
 #[tokio::test]
 async fn a_batch_whose_total_overflows_the_ceiling_is_refused() {
     let app = spawn().await;
-    let (alice, ws) = lab(&app, 1000).await;
+    let (alice, ws) = app.setup("lab", 1000).await;
     // Each job costs 1,500,000,001 credits; two are above the ceiling.
     let job = json!({"tool": "open", "settings": {"n": 500_000_000}});
     let (_, body) = app
@@ -169,7 +156,7 @@ async fn a_batch_whose_total_overflows_the_ceiling_is_refused() {
 #[tokio::test]
 async fn credit_amounts_above_a_graphql_int_are_refused() {
     let app = spawn().await;
-    let (alice, ws) = lab(&app, 100).await;
+    let (alice, ws) = app.setup("lab", 100).await;
     let (_, body) = app
         .post(
             Some(&alice.token),
@@ -199,7 +186,7 @@ async fn credit_amounts_above_a_graphql_int_are_refused() {
 #[tokio::test]
 async fn one_key_with_another_request_is_refused() {
     let app = spawn().await;
-    let (alice, ws) = lab(&app, 100).await;
+    let (alice, ws) = app.setup("lab", 100).await;
     let submit = |tool: &str, settings: Value| json!({"ws": ws, "tool": tool, "settings": settings, "key": "cell-1"});
     let first = app
         .ok(
@@ -235,7 +222,7 @@ async fn one_key_with_another_request_is_refused() {
 #[tokio::test]
 async fn a_double_click_makes_one_job_and_one_charge() {
     let app = spawn().await;
-    let (alice, ws) = lab(&app, 100).await;
+    let (alice, ws) = app.setup("lab", 100).await;
     let vars = json!({"ws": ws, "tool": "open", "settings": {"n": 3}, "key": "double"});
     let (a, b) = tokio::join!(
         app.post(Some(&alice.token), SUBMIT, vars.clone()),
@@ -251,7 +238,7 @@ async fn a_double_click_makes_one_job_and_one_charge() {
 #[tokio::test]
 async fn a_double_click_on_retry_or_duplicate_charges_once() {
     let app = spawn().await;
-    let (alice, ws) = lab(&app, 100).await;
+    let (alice, ws) = app.setup("lab", 100).await;
     let data = app
         .ok(
             Some(&alice.token),
@@ -301,7 +288,7 @@ async fn a_double_click_on_retry_or_duplicate_charges_once() {
 #[tokio::test]
 async fn a_batch_key_names_the_whole_batch() {
     let app = spawn().await;
-    let (alice, ws) = lab(&app, 100).await;
+    let (alice, ws) = app.setup("lab", 100).await;
     let jobs =
         json!([{"tool": "open", "settings": {"n": 1}}, {"tool": "open", "settings": {"n": 2}}]);
     let vars = json!({"ws": ws, "jobs": jobs, "key": "sweep"});

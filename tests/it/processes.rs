@@ -3,12 +3,10 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::execution::submit;
-use crate::support::{TestApp, TestUser};
+use crate::support::{TestApp, TestUser, WAIT, eventually};
 
 const TOOLS: &str = r##"
 [[tools]]
@@ -41,19 +39,9 @@ executor = { kind = "command", program = "sh", args = ["-c", "{setting:line}"] }
 price = { base = 1 }
 "##;
 
-const WAIT: Duration = Duration::from_secs(30);
-
 async fn spawn(workers: usize) -> (TestApp, TestUser, String) {
-    let app = TestApp::spawn_with(|config| {
-        let tools = config.database.data_dir.join("tools.toml");
-        std::fs::write(&tools, TOOLS).unwrap();
-        config.server.tools_file = Some(tools);
-        config.server.workers = workers;
-    })
-    .await;
-    let alice = app.user("alice@lab.test").await;
-    let ws = app.workspace(&alice, "lab").await;
-    app.grant(&ws, 1000).await;
+    let app = TestApp::spawn_with_tools(TOOLS, |config| config.server.workers = workers).await;
+    let (alice, ws) = app.setup("lab", 1000).await;
     (app, alice, ws)
 }
 
@@ -90,20 +78,13 @@ fn alive(pid: &str) -> bool {
 }
 
 async fn read_pid(path: &Path) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(pid) = std::fs::read_to_string(path)
-            && !pid.trim().is_empty()
-        {
-            return pid.trim().to_owned();
+    eventually(WAIT, "the program writes its pid", || async {
+        match std::fs::read_to_string(path) {
+            Ok(pid) if !pid.trim().is_empty() => Ok(pid.trim().to_owned()),
+            _ => Err(path.display().to_string()),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} was never written",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -111,14 +92,7 @@ async fn a_worker_killed_with_sigkill_takes_its_programs_and_their_children_alon
     let (app, alice, ws) = spawn(0).await;
     let dir = tempfile::tempdir().unwrap();
     let (shell, sleeper) = (dir.path().join("shell.pid"), dir.path().join("sleeper.pid"));
-    submit(
-        &app,
-        &alice,
-        &ws,
-        "orphaning",
-        json!([]),
-        json!({"shell": shell.display().to_string(), "sleeper": sleeper.display().to_string()}),
-    )
+    app.submit(&alice, &ws, json!({"tool": "orphaning", "settings": {"shell": shell.display().to_string(), "sleeper": sleeper.display().to_string()}}))
     .await;
     let mut worker = worker_process(&app, dir.path());
     let shell = read_pid(&shell).await;
@@ -127,30 +101,30 @@ async fn a_worker_killed_with_sigkill_takes_its_programs_and_their_children_alon
 
     worker.kill().unwrap();
     worker.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while alive(&shell) || alive(&sleeper) {
-        assert!(
-            Instant::now() < deadline,
-            "the program ({shell}: {}) or its child ({sleeper}: {}) outlived the worker",
-            alive(&shell),
-            alive(&sleeper)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Well before the child's `sleep 300` ends by itself.
+    eventually(
+        WAIT,
+        "the program and its child end with the worker",
+        || async {
+            match (alive(&shell), alive(&sleeper)) {
+                (false, false) => Ok(()),
+                still => Err(format!("{shell} and {sleeper} alive: {still:?}")),
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_command_tool_finds_its_inputs_and_stores_its_outputs_with_a_relative_data_directory() {
     let (app, alice, ws) = spawn(0).await;
-    let id = submit(
-        &app,
-        &alice,
-        &ws,
-        "count",
-        json!([{"name": "text", "text": "hello"}]),
-        json!({}),
-    )
-    .await;
+    let id = app
+        .submit(
+            &alice,
+            &ws,
+            json!({"tool": "count", "inputs": [{"name": "text", "text": "hello"}]}),
+        )
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let mut worker = worker_process(&app, dir.path());
     let job = app.wait_final(&alice.token, &id, WAIT).await;
@@ -171,24 +145,15 @@ async fn a_command_tool_finds_its_inputs_and_stores_its_outputs_with_a_relative_
 async fn the_peak_memory_of_a_command_run_is_its_programs_own() {
     let (app, alice, ws) = spawn(1).await;
     // `tail` keeps the whole 50 MB line it reads until it ends.
-    let big = submit(
-        &app,
-        &alice,
-        &ws,
-        "shell",
-        json!([]),
-        json!({"line": "head -c 50000000 /dev/zero | tail -n 1 > /dev/null"}),
-    )
+    let big = app.submit(&alice, &ws, json!({"tool": "shell", "settings": {"line": "head -c 50000000 /dev/zero | tail -n 1 > /dev/null"}}))
     .await;
-    let tiny = submit(
-        &app,
-        &alice,
-        &ws,
-        "shell",
-        json!([]),
-        json!({"line": "echo hi"}),
-    )
-    .await;
+    let tiny = app
+        .submit(
+            &alice,
+            &ws,
+            json!({"tool": "shell", "settings": {"line": "echo hi"}}),
+        )
+        .await;
     let peak = |id: String| {
         let app = &app;
         let token = alice.token.clone();

@@ -39,23 +39,11 @@ const READS: &str = ">r1\nACGTACGT\n>r2\nTTGGCCAA\n";
 
 /// A server without local workers, offering the remote tools.
 async fn spawn() -> TestApp {
-    TestApp::spawn_with(|config| {
-        let tools = config.database.data_dir.join("tools.toml");
-        let builtin = include_str!("../../src/tools/default_tools.toml");
-        std::fs::write(&tools, format!("{builtin}\n{REMOTE_TOOLS}")).unwrap();
-        config.server.tools_file = Some(tools);
+    TestApp::spawn_with_tools(REMOTE_TOOLS, |config| {
         config.server.workers = 0;
         config.server.lease_seconds = 5;
     })
     .await
-}
-
-/// A member with a funded workspace.
-async fn setup(app: &TestApp) -> (TestUser, String) {
-    let alice = app.user("alice@lab.test").await;
-    let ws = app.workspace(&alice, "Cluster lab").await;
-    app.grant(&ws, 100).await;
-    (alice, ws)
 }
 
 /// A worker token, made by the platform administrator.
@@ -128,18 +116,6 @@ async fn submit_align(app: &TestApp, user: &TestUser, ws: &str) -> String {
         .to_owned()
 }
 
-/// Submits a job of a tool without inputs; returns its id.
-async fn submit(app: &TestApp, user: &TestUser, ws: &str, tool: &str) -> String {
-    let data = app
-        .ok(
-            Some(&user.token),
-            "mutation($ws: ID!, $tool: String!) { submitJob(input: {workspaceId: $ws, tool: $tool}) { job { id } } }",
-            json!({ "ws": ws, "tool": tool }),
-        )
-        .await;
-    data["submitJob"]["job"]["id"].as_str().unwrap().to_owned()
-}
-
 const CLAIM: &str = "mutation($tools: [String!]!, $lease: Int) {
   claimJobs(input: {worker: \"node-17\", tools: $tools, limit: 5, leaseSeconds: $lease}) {
     jobs { id tool toolVersion name attempt maxAttempts attemptToken leaseExpiresAt startedAt
@@ -200,7 +176,7 @@ async fn expire_lease(app: &TestApp, job: &str) {
 #[tokio::test]
 async fn a_remote_worker_claims_reports_and_completes_a_job_with_outputs() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app).await;
+    let (alice, ws) = app.setup("Cluster lab", 100).await;
     let worker = worker_token(&app).await;
     let job = submit_align(&app, &alice, &ws).await;
     assert_eq!(app.balance(&ws).await, 95);
@@ -346,7 +322,7 @@ async fn a_remote_worker_claims_reports_and_completes_a_job_with_outputs() {
 #[tokio::test]
 async fn a_stale_attempt_is_refused_after_its_lease_expired_and_the_job_was_claimed_again() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app).await;
+    let (alice, ws) = app.setup("Cluster lab", 100).await;
     let worker = worker_token(&app).await;
     let job = submit_align(&app, &alice, &ws).await;
     let first = claim(&app, &worker, &["align"], None).await;
@@ -411,7 +387,7 @@ async fn a_stale_attempt_is_refused_after_its_lease_expired_and_the_job_was_clai
 #[tokio::test]
 async fn a_cancelled_job_is_reported_on_the_next_heartbeat() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app).await;
+    let (alice, ws) = app.setup("Cluster lab", 100).await;
     let worker = worker_token(&app).await;
     let job = submit_align(&app, &alice, &ws).await;
     let claimed = claim(&app, &worker, &["align"], None).await;
@@ -456,7 +432,7 @@ async fn a_cancelled_job_is_reported_on_the_next_heartbeat() {
 #[tokio::test]
 async fn a_transient_failure_is_retried_then_fails_with_one_refund() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app).await;
+    let (alice, ws) = app.setup("Cluster lab", 100).await;
     let worker = worker_token(&app).await;
     let job = submit_align(&app, &alice, &ws).await;
 
@@ -513,9 +489,9 @@ async fn a_transient_failure_is_retried_then_fails_with_one_refund() {
 #[tokio::test]
 async fn an_overdue_remote_run_times_out_and_is_refunded() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app).await;
+    let (alice, ws) = app.setup("Cluster lab", 100).await;
     let worker = worker_token(&app).await;
-    let job = submit(&app, &alice, &ws, "quick").await;
+    let job = app.submit(&alice, &ws, json!({"tool": "quick"})).await;
     let claimed = claim(&app, &worker, &["quick"], Some(600)).await;
     assert_eq!(claimed[0]["timeoutSeconds"], 1);
     let attempt = claimed[0]["attemptToken"].as_str().unwrap().to_owned();
@@ -543,7 +519,7 @@ fn forged(attempt: &str) -> String {
 #[tokio::test]
 async fn worker_tokens_use_only_the_worker_api_and_user_tokens_not_it() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app).await;
+    let (alice, ws) = app.setup("Cluster lab", 100).await;
     let worker = worker_token(&app).await;
 
     // Only platform administrators make worker tokens.
@@ -618,7 +594,7 @@ async fn worker_tokens_use_only_the_worker_api_and_user_tokens_not_it() {
     assert!(message.contains("`sleep`"), "{message}");
 
     // An attempt token is the claiming worker token's: forged or borrowed ones are refused.
-    submit(&app, &alice, &ws, "quick").await;
+    app.submit(&alice, &ws, json!({"tool": "quick"})).await;
     let claimed = claim(&app, &worker, &["quick"], Some(600)).await;
     let attempt = claimed[0]["attemptToken"].as_str().unwrap().to_owned();
     let other = worker_token(&app).await;
@@ -650,7 +626,7 @@ async fn worker_tokens_use_only_the_worker_api_and_user_tokens_not_it() {
 #[tokio::test]
 async fn the_python_example_worker_runs_a_job() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app).await;
+    let (alice, ws) = app.setup("Cluster lab", 100).await;
     let worker = worker_token(&app).await;
     let job = submit_align(&app, &alice, &ws).await;
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/remote_worker.py");

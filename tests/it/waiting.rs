@@ -25,27 +25,7 @@ price = { base = 1 }
 /// A server without workers and without a workspace limit of its own: the limit in effect is
 /// the one the workers record in the register.
 async fn spawn() -> TestApp {
-    TestApp::spawn_with(|config| {
-        let tools = config.database.data_dir.join("tools.toml");
-        let builtin = include_str!("../../src/tools/default_tools.toml");
-        std::fs::write(&tools, format!("{builtin}\n{SOLO}")).unwrap();
-        config.server.tools_file = Some(tools);
-        config.server.workers = 0;
-    })
-    .await
-}
-
-async fn submit(app: &TestApp, user: &TestUser, ws: &str, tool: &str, priority: i32) -> String {
-    let data = app
-        .ok(
-            Some(&user.token),
-            "mutation($ws: ID!, $tool: String!, $priority: Int!) {
-               submitJob(input: {workspaceId: $ws, tool: $tool, priority: $priority,
-                                 settings: {seconds: 1}}) { job { id } } }",
-            json!({"ws": ws, "tool": tool, "priority": priority}),
-        )
-        .await;
-    data["submitJob"]["job"]["id"].as_str().unwrap().to_owned()
+    TestApp::spawn_with_tools(SOLO, |config| config.server.workers = 0).await
 }
 
 async fn wait_of(app: &TestApp, user: &TestUser, id: &str) -> Value {
@@ -84,10 +64,23 @@ async fn a_waiting_job_says_where_it_stands_and_why() {
     app.grant(&ws, 1000).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(submit(&app, &alice, &ws, "sleep", 0).await);
+        ids.push(
+            app.submit(
+                &alice,
+                &ws,
+                json!({"tool": "sleep", "settings": {"seconds": 1}}),
+            )
+            .await,
+        );
     }
     // Submitted last, claimed first.
-    let urgent = submit(&app, &alice, &ws, "sleep", 10).await;
+    let urgent = app
+        .submit(
+            &alice,
+            &ws,
+            json!({"tool": "sleep", "priority": 10, "settings": {"seconds": 1}}),
+        )
+        .await;
     ids.insert(0, urgent.clone());
 
     // Nobody runs the tool yet.
@@ -173,8 +166,20 @@ async fn a_waiting_job_says_where_it_stands_and_why() {
     let bob = app.user("bob@lab.test").await;
     let other = app.workspace(&bob, "other").await;
     app.grant(&other, 100).await;
-    let first = submit(&app, &bob, &other, "solo", 0).await;
-    let second = submit(&app, &bob, &other, "solo", 0).await;
+    let first = app
+        .submit(
+            &bob,
+            &other,
+            json!({"tool": "solo", "settings": {"seconds": 1}}),
+        )
+        .await;
+    let second = app
+        .submit(
+            &bob,
+            &other,
+            json!({"tool": "solo", "settings": {"seconds": 1}}),
+        )
+        .await;
     let claimed = claim(&app, Tools::Only(vec!["solo".to_owned()]), 2).await;
     assert_eq!(claimed.len(), 1, "one `solo` run at a time");
     assert_eq!(wait_of(&app, &bob, &first).await["status"], "PROCESSING");
@@ -207,9 +212,10 @@ async fn a_page_of_waiting_jobs_costs_the_same_few_statements_whatever_its_size(
     app.ok(token, page, json!({"ws": ws, "first": 1})).await;
     let mut costs = Vec::new();
     for first in [50, 5] {
-        let before = app.queries.count();
-        let data = app.ok(token, page, json!({"ws": ws, "first": first})).await;
-        costs.push(app.queries.count() - before);
+        let (cost, data) = app
+            .statements(|| app.ok(token, page, json!({"ws": ws, "first": first})))
+            .await;
+        costs.push(cost);
         let nodes: Vec<&Value> = data["workspace"]["jobs"]["edges"]
             .as_array()
             .unwrap()
@@ -338,12 +344,28 @@ async fn a_job_back_from_a_lost_run_keeps_its_place_at_the_head_of_the_queue() {
     let alice = app.user("alice@lab.test").await;
     let ws = app.workspace(&alice, "lab").await;
     app.grant(&ws, 100).await;
-    let lost = submit(&app, &alice, &ws, "sleep", 0).await;
+    let lost = app
+        .submit(
+            &alice,
+            &ws,
+            json!({"tool": "sleep", "settings": {"seconds": 1}}),
+        )
+        .await;
     let claimed = claim(&app, Tools::Except(Vec::new()), 1).await;
     assert_eq!(claimed.len(), 1);
     let later = [
-        submit(&app, &alice, &ws, "sleep", 0).await,
-        submit(&app, &alice, &ws, "sleep", 0).await,
+        app.submit(
+            &alice,
+            &ws,
+            json!({"tool": "sleep", "settings": {"seconds": 1}}),
+        )
+        .await,
+        app.submit(
+            &alice,
+            &ws,
+            json!({"tool": "sleep", "settings": {"seconds": 1}}),
+        )
+        .await,
     ];
 
     // Its worker dies: the lease runs out, the job is reclaimed and, after its backoff, queued

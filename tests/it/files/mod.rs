@@ -50,11 +50,7 @@ price = { base = 1, per_kilobyte = 1 }
 const FASTA: &str = ">s1 first\nGGCC\n>s2\nAATT\n";
 
 async fn spawn_with(tweak: impl FnOnce(&mut jobgraph::Config)) -> TestApp {
-    TestApp::spawn_with(|config| {
-        let tools = config.database.data_dir.join("tools.toml");
-        let builtin = include_str!("../../../src/tools/default_tools.toml");
-        std::fs::write(&tools, format!("{builtin}\n{TEST_TOOLS}")).unwrap();
-        config.server.tools_file = Some(tools);
+    TestApp::spawn_with_tools(TEST_TOOLS, |config| {
         config.server.workers = 1;
         config.server.lease_seconds = 3;
         config.server.max_upload_bytes = 64 * 1024;
@@ -69,15 +65,6 @@ async fn spawn_with(tweak: impl FnOnce(&mut jobgraph::Config)) -> TestApp {
 
 async fn spawn() -> TestApp {
     spawn_with(|_| {}).await
-}
-
-async fn setup(app: &TestApp, credits: i64) -> (TestUser, String) {
-    let alice = app.user("alice@lab.test").await;
-    let ws = app.workspace(&alice, "Files lab").await;
-    if credits > 0 {
-        app.grant(&ws, credits).await;
-    }
-    (alice, ws)
 }
 
 const FILE_FIELDS: &str = "id name size contentType sha256 role downloadUrl";

@@ -7,11 +7,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::support::{WAIT, eventually};
 
 #[tokio::test]
 async fn a_command_tool_s_output_files_are_stored_with_the_right_bytes() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     let data = b"one\ntwo\nthree\n".to_vec();
     let (_, body) = upload(
         &app,
@@ -69,7 +70,7 @@ async fn a_command_tool_s_output_files_are_stored_with_the_right_bytes() {
 #[tokio::test]
 async fn failed_and_cancelled_runs_leave_no_output_files() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     let submit = |settings: Value| {
         let app = &app;
         let alice = &alice;
@@ -111,8 +112,21 @@ async fn failed_and_cancelled_runs_leave_no_output_files() {
     .await;
     app.wait_final(&alice.token, &cancelled, Duration::from_secs(20))
         .await;
-    // Give the stopped attempt a moment to clean up after itself.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A stopped attempt cleans up after itself once its job has ended: only the two inputs
+    // stay stored.
+    eventually(
+        WAIT,
+        "the outputs of the stopped attempts are deleted",
+        || async {
+            let keys = stored(&app, &ws).await;
+            if keys.len() == 2 && keys.iter().all(|k| k.contains("/inputs/")) {
+                Ok(())
+            } else {
+                Err(keys)
+            }
+        },
+    )
+    .await;
     for id in [&failed, &cancelled] {
         let job = job_files(&app, &alice.token, id).await;
         let roles: Vec<&str> = job["files"]
@@ -123,15 +137,12 @@ async fn failed_and_cancelled_runs_leave_no_output_files() {
             .collect();
         assert_eq!(roles, ["INPUT"], "{job}");
     }
-    let keys = stored(&app, &ws).await;
-    assert_eq!(keys.len(), 2, "only the two inputs: {keys:?}");
-    assert!(keys.iter().all(|k| k.contains("/inputs/")), "{keys:?}");
 }
 
 #[tokio::test]
 async fn deleting_a_job_removes_its_files_and_a_duplicate_keeps_its_own_copy() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     let id = finished_upload(&app, &alice, &ws).await;
     let data = app
         .ok(
@@ -201,7 +212,7 @@ async fn deleting_a_job_removes_its_files_and_a_duplicate_keeps_its_own_copy() {
 #[tokio::test]
 async fn deleting_a_workspace_removes_its_files_and_files_are_nodes() {
     let app = spawn_with(|config| config.server.workers = 0).await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     let (_, body) = upload(
         &app,
         Some(&alice.token),
@@ -247,7 +258,7 @@ async fn deleting_a_workspace_removes_its_files_and_files_are_nodes() {
 #[tokio::test]
 async fn copying_inputs_that_are_no_longer_stored_is_not_found_and_stores_nothing() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     let id = finished_upload(&app, &alice, &ws).await;
     for key in stored(&app, &ws).await {
         app.state.files.storage.delete(&key).await.unwrap();

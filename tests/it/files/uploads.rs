@@ -12,7 +12,7 @@ use super::*;
 #[tokio::test]
 async fn an_uploaded_input_is_stored_checked_priced_and_downloadable() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     let (status, body) = upload(
         &app,
         Some(&alice.token),
@@ -101,7 +101,7 @@ async fn an_uploaded_input_is_stored_checked_priced_and_downloadable() {
 #[tokio::test]
 async fn a_job_takes_several_uploaded_files() {
     let app = spawn().await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     let left = vec![b'l'; 1500];
     let right = b"right\n".to_vec();
     let (_, body) = upload_many(
@@ -195,7 +195,7 @@ async fn a_multipart_request_needs_a_header_that_forms_cannot_send() {
 #[tokio::test]
 async fn refused_uploads_leave_no_file_behind() {
     let app = spawn_with(|config| config.server.workers = 0).await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     let poor = app.workspace(&alice, "No credits").await;
     let bad = |field: &str, body: &Value| {
         assert_eq!(
@@ -290,7 +290,7 @@ async fn refused_uploads_leave_no_file_behind() {
 #[tokio::test]
 async fn outsiders_cannot_download_and_public_job_files_need_no_token() {
     let app = spawn_with(|config| config.server.workers = 0).await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     let mallory = app.user("mallory@else.test").await;
     let (_, body) = upload(
         &app,

@@ -58,7 +58,7 @@ async fn submit_url(app: &TestApp, user: &TestUser, ws: &str, url: &str) -> (Sta
 async fn a_url_input_is_downloaded_before_the_job_is_queued() {
     let server = file_server().await;
     let app = spawn().await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     let url = format!("http://{server}/seqs.fa");
     let (_, body) = submit_url(&app, &alice, &ws, &url).await;
     assert!(body["errors"].is_null(), "{body}");
@@ -113,7 +113,7 @@ async fn a_url_input_is_downloaded_before_the_job_is_queued() {
 async fn a_failed_download_ends_the_job_failed_refunded_and_says_why() {
     let server = file_server().await;
     let app = spawn().await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     for (path, reason) in [
         ("/missing.fa", "404 Not Found"),
         ("/big.fa", "larger than the limit of 16384 bytes"),
@@ -164,7 +164,7 @@ async fn a_failed_download_ends_the_job_failed_refunded_and_says_why() {
 async fn url_fetches_refuse_internal_addresses_unless_allowed() {
     let server = file_server().await;
     let app = spawn_with(|config| config.server.fetch_allow.clear()).await;
-    let (alice, ws) = setup(&app, 100).await;
+    let (alice, ws) = app.setup("Files lab", 100).await;
     for url in [
         format!("http://{server}/seqs.fa"),
         format!("http://localhost:{}/seqs.fa", server.port()),

@@ -6,7 +6,10 @@
 //! `TEST_S3_ENDPOINT` set (an S3-compatible server such as `moto_server`), to a freshly created
 //! bucket there.
 
+pub mod wait;
 pub mod ws;
+
+pub use wait::{WAIT, eventually, telling_when_polled, until};
 
 use std::net::SocketAddr;
 
@@ -112,6 +115,19 @@ pub async fn fresh_storage(config: &mut Config) {
 impl TestApp {
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns offering the built-in tools and those of `tools` (a tools file's TOML), with a
+    /// configuration tweak.
+    pub async fn spawn_with_tools(tools: &str, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_with(|config| {
+            let file = config.database.data_dir.join("tools.toml");
+            let builtin = include_str!("../../../src/tools/default_tools.toml");
+            std::fs::write(&file, format!("{builtin}\n{tools}")).unwrap();
+            config.server.tools_file = Some(file);
+            tweak(config);
+        })
+        .await
     }
 
     /// Spawns with a configuration tweak.
@@ -221,7 +237,6 @@ impl TestApp {
         }
     }
 
-    /// Creates a workspace owned by `owner`; returns its id.
     /// Polls a job until it reaches a final status (or `timeout` passes); returns it.
     pub async fn wait_final(&self, token: &str, id: &str, timeout: std::time::Duration) -> Value {
         self.wait_for(token, id, timeout, |job| {
@@ -244,21 +259,16 @@ impl TestApp {
         let query =
             "query($id: ID!) { job(id: $id) { id status stage progress attempt refunded result
             errorMessage errorCode resources timeline { status stage message attempt } } }";
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
+        let done = &done;
+        eventually(timeout, "waiting for a job", || async move {
             let data = self.ok(Some(token), query, json!({ "id": id })).await;
-            if done(&data["job"]) {
-                return data["job"].clone();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting: {}",
-                data["job"]
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+            let job = data["job"].clone();
+            if done(&job) { Ok(job) } else { Err(job) }
+        })
+        .await
     }
 
+    /// Creates a workspace owned by `owner`; returns its id.
     pub async fn workspace(&self, owner: &TestUser, name: &str) -> String {
         let data = self
             .ok(
@@ -315,6 +325,49 @@ impl TestApp {
             json!({ "ws": workspace, "amount": amount }),
         )
         .await;
+    }
+
+    /// Alice, a user owning a workspace named `name` with `credits` granted (none when 0).
+    pub async fn setup(&self, name: &str, credits: i64) -> (TestUser, String) {
+        let alice = self.user("alice@lab.test").await;
+        let ws = self.workspace(&alice, name).await;
+        if credits > 0 {
+            self.grant(&ws, credits).await;
+        }
+        (alice, ws)
+    }
+
+    /// Submits a job as `user` to workspace `ws`, which must be accepted; returns its id.
+    /// `input` is the rest of a `SubmitJobInput`, such as `{"tool": "noop"}`.
+    pub async fn submit(&self, user: &TestUser, ws: &str, input: Value) -> String {
+        let mut input = input;
+        input["workspaceId"] = json!(ws);
+        let data = self
+            .ok(
+                Some(&user.token),
+                "mutation($input: SubmitJobInput!) { submitJob(input: $input) { job { id } } }",
+                json!({ "input": input }),
+            )
+            .await;
+        data["submitJob"]["job"]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// How many statements `request` costs the server. The fewest of a few runs: the server's
+    /// own background tasks (the live log's poll, upkeep) run statements of theirs meanwhile.
+    /// Returns the last run's answer too.
+    pub async fn statements<T, Fut>(&self, mut request: impl FnMut() -> Fut) -> (u64, T)
+    where
+        Fut: std::future::Future<Output = T>,
+    {
+        let mut fewest = u64::MAX;
+        let mut answer = None;
+        for _ in 0..3 {
+            let before = self.queries.count();
+            let answered = request().await;
+            fewest = fewest.min(self.queries.count() - before);
+            answer = Some(answered);
+        }
+        (fewest, answer.unwrap())
     }
 
     /// Submits a job of the sleep tool costing `1 + seconds` credits; returns status and body.
