@@ -7,7 +7,7 @@
 //! change (the job's `updatedAt`, taken in the transaction just before it commits) to each
 //! client's receipt, and the server's resident memory per subscriber.
 //!
-//! `cargo bench --bench subscriptions`; see the README for the variables.
+//! `cargo bench --bench subscriptions`; see `docs/benchmarks.md` for the variables.
 
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
