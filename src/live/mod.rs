@@ -52,12 +52,6 @@ const REVOCATIONS: usize = 256;
 /// How long entries are kept for resuming subscriptions.
 const RETENTION: chrono::Duration = chrono::Duration::days(7);
 
-/// Records that a job was created or changed, as it now is.
-pub async fn job_changed(tx: &Transaction, job: &job::Model, kind: LiveKind) -> Result<()> {
-    store::record_live(tx, [store::live_entry(job, kind)]);
-    Ok(())
-}
-
 /// Records a workspace's balance after a ledger entry.
 pub async fn balance_moved(tx: &Transaction, workspace_id: Uuid, balance: i64) -> Result<()> {
     let mut entry = store::live_entry_of(workspace_id, None, LiveKind::Credits);
