@@ -52,6 +52,22 @@ pub fn record_live_only(tx: &Transaction, jobs: &[job::Model]) {
     );
 }
 
+/// An UPDATE of jobs that sets `sets`.
+fn setting(sets: Vec<(job::Column, SimpleExpr)>) -> sea_orm::UpdateMany<job::Entity> {
+    sets.into_iter()
+        .fold(job::Entity::update_many(), |update, (column, value)| {
+            update.col_expr(column, value)
+        })
+}
+
+/// `job` if it still has the status and attempt its writer saw: the fence of every write.
+fn as_seen(job: &job::Model) -> sea_orm::Condition {
+    sea_orm::Condition::all()
+        .add(job::Column::Id.eq(job.id))
+        .add(job::Column::Status.eq(job.status))
+        .add(job::Column::Attempt.eq(job.attempt))
+}
+
 /// Moves `job` (as its writer last saw it) by `step`, with `change`: one UPDATE fenced by the
 /// status and attempt the writer saw, its timeline row and live entry, and the announcement of
 /// a queued job. `None` when the job no longer had that status and attempt.
@@ -61,14 +77,8 @@ pub async fn update_status(
     step: Move,
     change: &Change,
 ) -> Result<Option<job::Model>> {
-    let mut update = job::Entity::update_many();
-    for (column, value) in super::sets(step, change) {
-        update = update.col_expr(column, value);
-    }
-    let updated = update
-        .filter(job::Column::Id.eq(job.id))
-        .filter(job::Column::Status.eq(job.status))
-        .filter(job::Column::Attempt.eq(job.attempt))
+    let updated = setting(super::sets(step, change))
+        .filter(as_seen(job))
         .exec_with_returning(tx)
         .await?;
     let Some(updated) = updated.into_iter().next() else {
@@ -114,9 +124,7 @@ pub async fn add_attempt(tx: &Transaction, job: &job::Model) -> Result<bool> {
             job::Column::MaxAttempts,
             sea_orm::sea_query::ExprTrait::add(Expr::col(job::Column::MaxAttempts), 1),
         )
-        .filter(job::Column::Id.eq(job.id))
-        .filter(job::Column::Status.eq(job.status))
-        .filter(job::Column::Attempt.eq(job.attempt))
+        .filter(as_seen(job))
         .exec(tx)
         .await?;
     Ok(added.rows_affected == 1)
@@ -216,10 +224,7 @@ pub fn claim_statement(
         }),
         ..Default::default()
     };
-    let mut update = job::Entity::update_many();
-    for (column, value) in super::sets(step, &change) {
-        update = update.col_expr(column, value);
-    }
+    let update = setting(super::sets(step, &change));
     // No status filter: it would offer the planner `idx_jobs_claim` (which holds only QUEUED
     // jobs) to find them by id.
     rows::returning_statement(db.get_database_backend(), update.filter(chosen))
