@@ -37,11 +37,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
+use entity::ids::{JobId, UserId, WorkspaceId};
 use entity::membership::Role;
 use jobgraph::access::Viewer;
 use jobgraph::config::Config;
 use jobgraph::db::QueryStats;
-use jobgraph::ids::{self, Kind};
+use jobgraph::ids;
 use jobgraph::{App, users, workspaces};
 use sea_orm::{
     ColumnTrait as _, ConnectionTrait as _, Database, DatabaseConnection, EntityTrait as _,
@@ -314,7 +315,7 @@ async fn seed_and_measure(
     println!(
         "seeding {} jobs into workspace {} ...",
         settings.jobs,
-        ids::encode(Kind::Workspace, workspace.id).as_str()
+        ids::encode(workspace.id).as_str()
     );
     let started = Instant::now();
     seed_jobs(db, workspace.id, &submitters, settings.jobs).await?;
@@ -356,7 +357,7 @@ async fn seed_and_measure(
     let newest = history_ids(db, workspace.id, 0, 1).await?;
     let around_deep = history_ids(db, workspace.id, settings.deep_offset, 2).await?;
     let deep_cursor = jobgraph::pagination::encode_cursor(around_deep[0]);
-    let ws = ids::encode(Kind::Workspace, workspace.id).to_string();
+    let ws = ids::encode(workspace.id).to_string();
     let pages = [
         Page {
             label: "first".to_owned(),
@@ -529,18 +530,18 @@ fn ms(seconds: f64) -> String {
 struct Page {
     label: String,
     body: Value,
-    first_job: Uuid,
+    first_job: JobId,
 }
 
 /// The ids of `count` jobs of the workspace after skipping `offset` from the newest.
 async fn history_ids(
     db: &DatabaseConnection,
-    workspace: Uuid,
+    workspace: WorkspaceId,
     offset: u64,
     count: u64,
-) -> anyhow::Result<Vec<Uuid>> {
+) -> anyhow::Result<Vec<JobId>> {
     use entity::job;
-    let ids: Vec<Uuid> = job::Entity::find()
+    let ids: Vec<JobId> = job::Entity::find()
         .filter(job::Column::WorkspaceId.eq(workspace))
         .select_only()
         .column(job::Column::Id)
@@ -591,7 +592,7 @@ async fn check_page(
         "the {} page should have a next page",
         page.label
     );
-    let expected = ids::encode(Kind::Job, page.first_job).to_string();
+    let expected = ids::encode(page.first_job).to_string();
     ensure!(
         jobs["edges"][0]["node"]["id"] == expected.as_str(),
         "the {} page starts at {}, not {expected}",
@@ -618,8 +619,8 @@ async fn check_page(
 /// is PENDING or QUEUED, so nothing is left for a worker to pick up.
 async fn seed_jobs(
     db: &DatabaseConnection,
-    workspace: Uuid,
-    submitters: &[Uuid],
+    workspace: WorkspaceId,
+    submitters: &[UserId],
     count: u64,
 ) -> anyhow::Result<()> {
     let now_ms = chrono::Utc::now().timestamp_millis();

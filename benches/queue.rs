@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use chrono::Utc;
+use entity::ids::{JobId, WorkspaceId};
 use entity::job::{self, JobStatus};
 use jobgraph::config::Config;
 use jobgraph::jobs::service::{self, Submission, SubmitOptions};
@@ -454,7 +455,11 @@ async fn number(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
 }
 
 /// Fails unless all `jobs` jobs are COMPLETED with their whole bookkeeping.
-async fn check(db: &DatabaseConnection, workspace_id: Uuid, jobs: usize) -> anyhow::Result<()> {
+async fn check(
+    db: &DatabaseConnection,
+    workspace_id: WorkspaceId,
+    jobs: usize,
+) -> anyhow::Result<()> {
     let jobs = jobs as i64;
     let completed = number(
         db,
@@ -520,7 +525,7 @@ async fn check(db: &DatabaseConnection, workspace_id: Uuid, jobs: usize) -> anyh
     Ok(())
 }
 
-async fn latency(db: &DatabaseConnection, ids: &[Uuid]) -> anyhow::Result<Latency> {
+async fn latency(db: &DatabaseConnection, ids: &[JobId]) -> anyhow::Result<Latency> {
     let mut delays = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
         for job in job::Entity::find()

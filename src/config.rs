@@ -1,5 +1,6 @@
 //! Configuration: flags and environment variables, read and checked once at start.
 
+use entity::ids::JobId;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -217,8 +218,8 @@ impl ServerConfig {
     }
 
     /// The stable link that opens a job.
-    pub fn job_url(&self, job_id: uuid::Uuid) -> String {
-        let id = crate::ids::encode(crate::ids::Kind::Job, job_id);
+    pub fn job_url(&self, job_id: JobId) -> String {
+        let id = crate::ids::encode(job_id);
         format!("{}/jobs/{}", self.public_url(), id.as_str())
     }
 

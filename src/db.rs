@@ -320,12 +320,12 @@ async fn write_turn(
 
 /// Puts rows a multi-row statement returned back in the order of `ids`, the order they were
 /// given in: `RETURNING` promises none.
-pub fn in_given_order<T>(
+pub fn in_given_order<T, K: Eq + std::hash::Hash>(
     rows: &mut [T],
-    ids: impl IntoIterator<Item = uuid::Uuid>,
-    id: impl Fn(&T) -> uuid::Uuid,
+    ids: impl IntoIterator<Item = K>,
+    id: impl Fn(&T) -> K,
 ) {
-    let position: std::collections::HashMap<uuid::Uuid, usize> =
+    let position: std::collections::HashMap<K, usize> =
         ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
     rows.sort_by_key(|row| position.get(&id(row)).copied());
 }

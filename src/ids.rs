@@ -60,9 +60,37 @@ impl Kind {
     }
 }
 
+/// An id type with a global form: its kind decides the prefix.
+pub trait GlobalId: Copy + Into<Uuid> {
+    const KIND: Kind;
+    fn from_uuid(uuid: Uuid) -> Self;
+}
+
+macro_rules! global_ids {
+    ($($kind:ident => $id:ident,)*) => {$(
+        impl GlobalId for entity::ids::$id {
+            const KIND: Kind = Kind::$kind;
+            fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+        }
+    )*};
+}
+
+global_ids! {
+    User => UserId,
+    ApiToken => TokenId,
+    Workspace => WorkspaceId,
+    Membership => MembershipId,
+    CreditTransaction => TransactionId,
+    Job => JobId,
+    Batch => BatchId,
+    File => FileId,
+}
+
 /// The global id of an object.
-pub fn encode(kind: Kind, id: Uuid) -> ID {
-    ID(format!("{}_{}", kind.prefix(), id.simple()))
+pub fn encode<I: GlobalId>(id: I) -> ID {
+    ID(format!("{}_{}", I::KIND.prefix(), id.into().simple()))
 }
 
 /// Reads any global id: its type and UUID. `field` names the input in the error.
@@ -78,38 +106,43 @@ pub fn decode_any(field: &str, id: &str) -> Result<(Kind, Uuid)> {
 }
 
 /// Reads a global id that must be of one type.
-pub fn decode(kind: Kind, field: &str, id: &str) -> Result<Uuid> {
+pub fn decode<I: GlobalId>(field: &str, id: &str) -> Result<I> {
     let (found, uuid) = decode_any(field, id)?;
-    if found != kind {
+    if found != I::KIND {
         return Err(Error::bad_input(
             field,
             format!(
                 "expected a {} id, got a {} id",
-                kind.type_name(),
+                I::KIND.type_name(),
                 found.type_name()
             ),
         ));
     }
-    Ok(uuid)
+    Ok(I::from_uuid(uuid))
 }
 
 #[cfg(test)]
 mod tests {
+    use entity::ids::{JobId, WorkspaceId};
+
     use super::*;
 
     #[test]
     fn an_id_round_trips_with_its_kind() {
-        let uuid = Uuid::now_v7();
-        let id = encode(Kind::Workspace, uuid);
+        let workspace = WorkspaceId::new();
+        let id = encode(workspace);
         assert!(id.starts_with("ws_"));
-        assert_eq!(decode(Kind::Workspace, "id", &id).unwrap(), uuid);
-        assert_eq!(decode_any("id", &id).unwrap(), (Kind::Workspace, uuid));
+        assert_eq!(decode::<WorkspaceId>("id", &id).unwrap(), workspace);
+        assert_eq!(
+            decode_any("id", &id).unwrap(),
+            (Kind::Workspace, workspace.uuid())
+        );
     }
 
     #[test]
     fn an_id_of_another_kind_is_refused_with_the_field_named() {
-        let id = encode(Kind::Job, Uuid::now_v7());
-        let err = decode(Kind::Workspace, "workspaceId", &id).unwrap_err();
+        let id = encode(JobId::new());
+        let err = decode::<WorkspaceId>("workspaceId", &id).unwrap_err();
         assert_eq!(
             err.to_string(),
             "workspaceId: expected a Workspace id, got a Job id"

@@ -2,9 +2,10 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use entity::ids::WorkspaceId;
 use jobgraph::access::Viewer;
 use jobgraph::config::{Config, DatabaseConfig, ServerConfig};
-use jobgraph::ids::{self, Kind};
+use jobgraph::ids;
 use jobgraph::{App, users};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -240,7 +241,7 @@ async fn user_command(database: &DatabaseConfig, command: UserCommand) -> anyhow
         UserCommand::Create { email, name, admin } => {
             let user =
                 users::create_user(&db, &Viewer::System, &email, name.as_deref(), admin).await?;
-            println!("{}", ids::encode(Kind::User, user.id).as_str());
+            println!("{}", ids::encode(user.id).as_str());
         }
     }
     Ok(())
@@ -294,7 +295,7 @@ async fn credits_command(database: &DatabaseConfig, command: CreditsCommand) -> 
             amount,
             note,
         } => {
-            let id = ids::decode(Kind::Workspace, "--workspace", &workspace)?;
+            let id = ids::decode::<WorkspaceId>("--workspace", &workspace)?;
             let (_, workspace) =
                 jobgraph::credits::ledger::grant(&db, &Viewer::System, id, amount, note).await?;
             println!("{}", workspace.credit_balance);

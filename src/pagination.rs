@@ -50,8 +50,8 @@ impl PageArgs {
 }
 
 /// The opaque cursor of a row with this id.
-pub fn encode_cursor(id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{CURSOR_TAG}{}", id.simple()))
+pub fn encode_cursor(id: impl Into<Uuid>) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{CURSOR_TAG}{}", id.into().simple()))
 }
 
 fn decode_cursor(cursor: &str) -> Result<Uuid> {
@@ -70,9 +70,9 @@ pub struct Page<M> {
 
 impl<M> Page<M> {
     /// Turns the page into a GraphQL connection, each row wrapped in its view type.
-    pub fn into_connection<N: OutputType>(
+    pub fn into_connection<N: OutputType, I: Into<Uuid>>(
         self,
-        id_of: impl Fn(&M) -> Uuid,
+        id_of: impl Fn(&M) -> I,
         view: impl Fn(M) -> N,
     ) -> Connection<String, N> {
         let mut connection = Connection::new(false, self.has_next_page);

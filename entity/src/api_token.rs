@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::ids::*;
+
 /// What a token may be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
@@ -18,8 +20,8 @@ pub enum TokenKind {
 #[sea_orm(table_name = "api_tokens")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: TokenId,
+    pub user_id: UserId,
     pub name: String,
     pub kind: TokenKind,
     /// The first characters of the secret, shown in listings to tell tokens apart.
@@ -60,7 +62,7 @@ impl Model {
 
 impl Entity {
     /// The tokens of one user.
-    pub fn find_of_user(user_id: Uuid) -> Select<Entity> {
+    pub fn find_of_user(user_id: UserId) -> Select<Entity> {
         Self::find().filter(Column::UserId.eq(user_id))
     }
 }

@@ -2,13 +2,15 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::ids::*;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "batches")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub submitter_id: Uuid,
+    pub id: BatchId,
+    pub workspace_id: WorkspaceId,
+    pub submitter_id: UserId,
     pub name: Option<String>,
     /// Unique in its workspace: the same key sent again returns this batch.
     pub idempotency_key: Option<String>,
@@ -24,7 +26,7 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl Entity {
     /// The batches of one workspace.
-    pub fn find_in_workspace(workspace_id: Uuid) -> Select<Entity> {
+    pub fn find_in_workspace(workspace_id: WorkspaceId) -> Select<Entity> {
         Self::find().filter(Column::WorkspaceId.eq(workspace_id))
     }
 }

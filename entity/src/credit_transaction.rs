@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::ids::*;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
 pub enum TransactionKind {
@@ -23,15 +25,15 @@ pub enum TransactionKind {
 #[sea_orm(table_name = "credit_transactions")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub workspace_id: Uuid,
+    pub id: TransactionId,
+    pub workspace_id: WorkspaceId,
     pub kind: TransactionKind,
     /// Signed: positive adds credits, negative takes them.
     pub amount: i64,
     pub balance_after: i64,
-    pub actor_id: Option<Uuid>,
+    pub actor_id: Option<UserId>,
     /// The job charged or refunded. Not a foreign key: the entry outlives a deleted job.
-    pub job_id: Option<Uuid>,
+    pub job_id: Option<JobId>,
     pub note: Option<String>,
     pub created_at: DateTimeUtc,
 }
@@ -51,7 +53,7 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl Entity {
     /// The ledger of one workspace.
-    pub fn find_in_workspace(workspace_id: Uuid) -> Select<Entity> {
+    pub fn find_in_workspace(workspace_id: WorkspaceId) -> Select<Entity> {
         Self::find().filter(Column::WorkspaceId.eq(workspace_id))
     }
 }

@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::ids::*;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
 pub enum FileRole {
@@ -15,9 +17,9 @@ pub enum FileRole {
 #[sea_orm(table_name = "files")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub job_id: Option<Uuid>,
+    pub id: FileId,
+    pub workspace_id: WorkspaceId,
+    pub job_id: Option<JobId>,
     pub role: FileRole,
     pub name: String,
     pub size: i64,
@@ -43,7 +45,7 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl Entity {
     /// The files of one job.
-    pub fn find_of_job(job_id: Uuid) -> Select<Entity> {
+    pub fn find_of_job(job_id: JobId) -> Select<Entity> {
         Self::find().filter(Column::JobId.eq(job_id))
     }
 }

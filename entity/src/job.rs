@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::ids::*;
+
 /// Where a job stands. The allowed transitions are decided in `jobgraph::jobs::state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
@@ -53,9 +55,9 @@ pub enum ParentKind {
 pub struct Model {
     /// A UUIDv7: ordering by id is ordering by creation time.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub submitter_id: Uuid,
+    pub id: JobId,
+    pub workspace_id: WorkspaceId,
+    pub submitter_id: UserId,
     pub tool: String,
     pub tool_version: String,
     pub name: String,
@@ -74,9 +76,9 @@ pub struct Model {
     pub refunded: bool,
     pub visibility: Visibility,
     pub priority: i32,
-    pub parent_id: Option<Uuid>,
+    pub parent_id: Option<JobId>,
     pub parent_kind: Option<ParentKind>,
-    pub batch_id: Option<Uuid>,
+    pub batch_id: Option<BatchId>,
     pub idempotency_key: Option<String>,
     /// With an idempotency key: the SHA-256 (hex) of the request's canonical form, so that the
     /// key sent again with a different request is refused.
@@ -134,7 +136,7 @@ impl JobStatus {
 
 impl Entity {
     /// The jobs of one workspace.
-    pub fn find_in_workspace(workspace_id: Uuid) -> Select<Entity> {
+    pub fn find_in_workspace(workspace_id: WorkspaceId) -> Select<Entity> {
         Self::find().filter(Column::WorkspaceId.eq(workspace_id))
     }
 }

@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::ids::*;
+
 use crate::job::JobStatus;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -10,8 +12,8 @@ pub struct Model {
     /// A UUIDv7: ordering by id is ordering by time, also across a workspace.
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
-    pub job_id: Uuid,
-    pub workspace_id: Uuid,
+    pub job_id: JobId,
+    pub workspace_id: WorkspaceId,
     pub status: JobStatus,
     pub stage: Option<String>,
     pub message: Option<String>,
@@ -35,7 +37,7 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl Entity {
     /// The timeline of one job.
-    pub fn find_of_job(job_id: Uuid) -> Select<Entity> {
+    pub fn find_of_job(job_id: JobId) -> Select<Entity> {
         Self::find().filter(Column::JobId.eq(job_id))
     }
 }

@@ -4,14 +4,16 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::ids::*;
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "job_keys")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub job_id: Uuid,
-    pub workspace_id: Uuid,
+    pub job_id: JobId,
+    pub workspace_id: WorkspaceId,
     pub tool: String,
-    pub submitter_id: Uuid,
+    pub submitter_id: UserId,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

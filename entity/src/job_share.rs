@@ -2,12 +2,14 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::ids::*;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "job_shares")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
-    pub job_id: Uuid,
+    pub job_id: JobId,
     /// Lower-cased.
     pub email: String,
     pub created_at: DateTimeUtc,
@@ -28,7 +30,7 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl Entity {
     /// The invitations of one job.
-    pub fn find_of_job(job_id: Uuid) -> Select<Entity> {
+    pub fn find_of_job(job_id: JobId) -> Select<Entity> {
         Self::find().filter(Column::JobId.eq(job_id))
     }
 }

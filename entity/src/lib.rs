@@ -6,6 +6,7 @@ pub mod api_token;
 pub mod batch;
 pub mod credit_transaction;
 pub mod file;
+pub mod ids;
 pub mod job;
 pub mod job_event;
 pub mod job_key;

@@ -3,6 +3,8 @@
 use sea_orm::QueryOrder;
 use sea_orm::entity::prelude::*;
 
+use crate::ids::*;
+
 use crate::job::JobStatus;
 
 /// What changed.
@@ -37,8 +39,8 @@ pub struct Model {
     pub id: i64,
     /// The position in commit order, given at commit; the cursor of resumable subscriptions.
     pub seq: Option<i64>,
-    pub workspace_id: Uuid,
-    pub job_id: Option<Uuid>,
+    pub workspace_id: WorkspaceId,
+    pub job_id: Option<JobId>,
     pub kind: LiveKind,
     /// The job's status, stage, progress and attempt as of this change.
     pub status: Option<JobStatus>,

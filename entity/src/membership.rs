@@ -2,6 +2,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::ids::*;
+
 /// A member's role, from most to least privileged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
@@ -20,9 +22,9 @@ pub enum Role {
 #[sea_orm(table_name = "memberships")]
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub user_id: Uuid,
+    pub id: MembershipId,
+    pub workspace_id: WorkspaceId,
+    pub user_id: UserId,
     pub role: Role,
     pub created_at: DateTimeUtc,
 }
@@ -61,12 +63,12 @@ impl ActiveModelBehavior for ActiveModel {}
 
 impl Entity {
     /// The memberships of one workspace.
-    pub fn find_in_workspace(workspace_id: Uuid) -> Select<Entity> {
+    pub fn find_in_workspace(workspace_id: WorkspaceId) -> Select<Entity> {
         Self::find().filter(Column::WorkspaceId.eq(workspace_id))
     }
 
     /// One user's membership of one workspace, if any.
-    pub fn find_for(workspace_id: Uuid, user_id: Uuid) -> Select<Entity> {
+    pub fn find_for(workspace_id: WorkspaceId, user_id: UserId) -> Select<Entity> {
         Self::find_in_workspace(workspace_id).filter(Column::UserId.eq(user_id))
     }
 }

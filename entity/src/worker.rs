@@ -3,6 +3,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use crate::ids::*;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "workers")]
 pub struct Model {
@@ -17,7 +19,7 @@ pub struct Model {
     /// Jobs of one workspace it lets run at once, across every worker, when it has a limit.
     pub workspace_max_running: Option<i32>,
     /// For a remote worker, the user whose worker token it uses.
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
     pub started_at: DateTimeUtc,
     pub seen_at: DateTimeUtc,
 }

@@ -1,10 +1,10 @@
 //! What this process trusts of the access rules for a few seconds, and how it is told to stop.
 
+use entity::ids::{TokenId, UserId, WorkspaceId};
 use std::time::Duration;
 
 use entity::membership::Role;
 use sea_orm::ConnectionTrait;
-use uuid::Uuid;
 
 use super::{Standing, Viewer, WorkspaceAccess, WorkspaceRef};
 use crate::cache::TtlCache;
@@ -15,9 +15,9 @@ use crate::error::Result;
 /// made by any process.
 pub trait Invalidate: Send + Sync {
     /// A workspace's members changed.
-    fn members_changed(&self, _workspace_id: Uuid) {}
+    fn members_changed(&self, _workspace_id: WorkspaceId) {}
     /// An API token was revoked.
-    fn token_revoked(&self, _token_id: Uuid) {}
+    fn token_revoked(&self, _token_id: TokenId) {}
 }
 
 /// Users' roles in workspaces as this process read them a moment ago, which requests and live
@@ -29,7 +29,7 @@ pub trait Invalidate: Send + Sync {
 /// A role read before a change is not kept after it: it would outlive the change by the cache's
 /// time to live. Only users' roles are kept: anonymous callers and workers are members of
 /// nothing, and the system reads every workspace.
-pub struct StandingCache(TtlCache<(Uuid, Uuid), Seen>);
+pub struct StandingCache(TtlCache<(UserId, WorkspaceId), Seen>);
 
 #[derive(Debug, Clone, Copy)]
 struct Seen {
@@ -52,7 +52,7 @@ impl StandingCache {
         &self,
         db: &impl ConnectionTrait,
         viewer: &Viewer,
-        workspace_id: Uuid,
+        workspace_id: WorkspaceId,
     ) -> Result<Standing> {
         let Some(user_id) = viewer.user_id() else {
             return super::standing(db, viewer, workspace_id).await;
@@ -74,7 +74,7 @@ impl StandingCache {
     /// A workspace the viewer could read a moment ago, known without reading it: when their
     /// standing there is cached, allows reading, and shows that the workspace exists (they are a
     /// member of it, or it was read with their standing).
-    pub fn known(&self, viewer: &Viewer, workspace_id: Uuid) -> Option<WorkspaceRef> {
+    pub fn known(&self, viewer: &Viewer, workspace_id: WorkspaceId) -> Option<WorkspaceRef> {
         let seen = self.0.get(&(viewer.user_id()?, workspace_id))?;
         let standing = Standing::of(viewer, seen.role);
         (standing.can_read() && (seen.with_row || seen.role.is_some())).then_some(WorkspaceRef {
@@ -88,7 +88,7 @@ impl StandingCache {
         &self,
         db: &impl ConnectionTrait,
         viewer: &Viewer,
-        id: Uuid,
+        id: WorkspaceId,
     ) -> Result<WorkspaceAccess> {
         let start = self.0.read_starts();
         let access = WorkspaceAccess::load(db, viewer, id).await?;
@@ -103,14 +103,14 @@ impl StandingCache {
     }
 
     /// Drops every viewer's standing in a workspace whose members changed (or that was deleted).
-    pub fn forget_workspace(&self, workspace_id: Uuid) {
+    pub fn forget_workspace(&self, workspace_id: WorkspaceId) {
         self.0
             .forget(|(_, workspace), _| *workspace == workspace_id);
     }
 }
 
 impl Invalidate for StandingCache {
-    fn members_changed(&self, workspace_id: Uuid) {
+    fn members_changed(&self, workspace_id: WorkspaceId) {
         self.forget_workspace(workspace_id);
     }
 }

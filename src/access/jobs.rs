@@ -1,11 +1,11 @@
 //! Jobs: what a caller may do to a job, what they see of it, and the files they may read.
 
+use entity::ids::{FileId, JobId, UserId};
 use entity::job::{self, Visibility};
 use entity::job_share;
 use entity::membership::Role;
 use sea_orm::sea_query::LockType;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
-use uuid::Uuid;
 
 use super::{Standing, Viewer, standing};
 use crate::error::{Error, Result};
@@ -29,7 +29,7 @@ pub enum JobAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobStanding {
     pub workspace: Standing,
-    pub viewer_id: Option<Uuid>,
+    pub viewer_id: Option<UserId>,
 }
 
 impl JobStanding {
@@ -119,7 +119,7 @@ pub struct JobAccess {
 impl JobAccess {
     /// Loads a job the viewer may read: as a member of its workspace, or through its sharing.
     /// NOT_FOUND otherwise.
-    pub async fn load(db: &impl ConnectionTrait, viewer: &Viewer, id: Uuid) -> Result<Self> {
+    pub async fn load(db: &impl ConnectionTrait, viewer: &Viewer, id: JobId) -> Result<Self> {
         Self::load_locked(db, viewer, id, None).await
     }
 
@@ -130,7 +130,7 @@ impl JobAccess {
     pub async fn load_to_change(
         tx: &crate::db::Transaction,
         viewer: &Viewer,
-        id: Uuid,
+        id: JobId,
     ) -> Result<Self> {
         Self::load_locked(tx, viewer, id, Some(LockType::NoKeyUpdate)).await
     }
@@ -138,7 +138,7 @@ impl JobAccess {
     async fn load_locked(
         db: &impl ConnectionTrait,
         viewer: &Viewer,
-        id: Uuid,
+        id: JobId,
         lock: Option<LockType>,
     ) -> Result<Self> {
         let not_found = || Error::NotFound("job");
@@ -172,7 +172,7 @@ impl JobAccess {
 pub async fn readable_file(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
-    id: Uuid,
+    id: FileId,
 ) -> Result<entity::file::Model> {
     let not_found = || Error::NotFound("file");
     let file = entity::file::Entity::find_by_id(id)
@@ -195,7 +195,7 @@ pub async fn readable_file(
 pub async fn worker_readable_file(
     db: &impl ConnectionTrait,
     running: Option<&job::Model>,
-    id: Uuid,
+    id: FileId,
 ) -> Result<entity::file::Model> {
     let not_found = || Error::NotFound("file");
     let job = running.ok_or_else(not_found)?;

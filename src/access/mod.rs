@@ -17,11 +17,11 @@ pub use workspaces::{
     readable_membership, standing,
 };
 
+use entity::ids::{TokenId, UserId};
 use entity::membership::Role;
 use entity::{api_token, membership, user};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use sea_orm::{QuerySelect, QueryTrait};
-use uuid::Uuid;
 
 use crate::error::{Error, Result};
 
@@ -31,7 +31,10 @@ pub enum Viewer {
     /// No token: sees only what is public.
     Anonymous,
     /// A user, authenticated by one of their API tokens.
-    User { user: user::Model, token_id: Uuid },
+    User {
+        user: user::Model,
+        token_id: TokenId,
+    },
     /// A remote worker, authenticated by a worker token: it may use the worker API and
     /// download the inputs of the jobs it runs, and nothing else.
     Worker(WorkerToken),
@@ -42,8 +45,8 @@ pub enum Viewer {
 /// The worker token behind a remote worker's request.
 #[derive(Debug, Clone)]
 pub struct WorkerToken {
-    pub user_id: Uuid,
-    pub token_id: Uuid,
+    pub user_id: UserId,
+    pub token_id: TokenId,
     /// The token's secret hash: the key that signs the attempt tokens of the jobs it claims,
     /// so that no other token can speak for them.
     pub key: String,
@@ -57,12 +60,12 @@ impl Viewer {
         }
     }
 
-    pub fn user_id(&self) -> Option<Uuid> {
+    pub fn user_id(&self) -> Option<UserId> {
         self.user().map(|user| user.id)
     }
 
     /// The API token this viewer authenticated with.
-    pub fn token_id(&self) -> Option<Uuid> {
+    pub fn token_id(&self) -> Option<TokenId> {
         match self {
             Viewer::User { token_id, .. } => Some(*token_id),
             Viewer::Worker(token) => Some(token.token_id),
@@ -129,20 +132,32 @@ pub fn worker_token_refused(field: &str) -> Error {
     ))
 }
 
-/// Only platform administrators give or adjust credits.
-pub fn can_manage_credits(viewer: &Viewer) -> bool {
-    viewer.is_platform_admin()
+/// What only platform administrators may do, whatever their workspaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformAction {
+    /// Give or adjust a workspace's credits.
+    ManageCredits,
+    /// Create users.
+    CreateUsers,
+    /// Create an API token for another user.
+    CreateTokensForOthers,
+    /// Create a worker token: a remote worker claims the jobs of every workspace.
+    CreateWorkerTokens,
 }
 
-/// Only platform administrators create users and tokens for others.
-pub fn can_manage_users(viewer: &Viewer) -> bool {
-    viewer.is_platform_admin()
-}
-
-/// Only platform administrators create worker tokens: a remote worker claims the jobs of
-/// every workspace.
-pub fn can_create_worker_tokens(viewer: &Viewer) -> bool {
-    viewer.is_platform_admin()
+/// Whether the viewer may do `action`; FORBIDDEN, saying who may, otherwise.
+pub fn check_platform(viewer: &Viewer, action: PlatformAction) -> Result<()> {
+    if viewer.is_platform_admin() {
+        return Ok(());
+    }
+    Err(Error::forbidden(match action {
+        PlatformAction::ManageCredits => "only platform administrators manage credits",
+        PlatformAction::CreateUsers => "only platform administrators create users",
+        PlatformAction::CreateTokensForOthers => {
+            "only platform administrators create tokens for other users"
+        }
+        PlatformAction::CreateWorkerTokens => "only platform administrators create worker tokens",
+    }))
 }
 
 /// An API token the viewer may see and revoke: their own, or any for a platform administrator.
@@ -150,12 +165,12 @@ pub fn can_create_worker_tokens(viewer: &Viewer) -> bool {
 pub async fn readable_token(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
-    id: Uuid,
+    id: TokenId,
 ) -> Result<api_token::Model> {
     api_token::Entity::find_by_id(id)
         .one(db)
         .await?
-        .filter(|token| Some(token.user_id) == viewer.user_id() || can_manage_users(viewer))
+        .filter(|token| Some(token.user_id) == viewer.user_id() || viewer.is_platform_admin())
         .ok_or(Error::NotFound("API token"))
 }
 
@@ -164,7 +179,7 @@ pub async fn readable_token(
 pub async fn readable_user(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
-    id: Uuid,
+    id: UserId,
 ) -> Result<user::Model> {
     let not_found = || Error::NotFound("user");
     let visible = if viewer.is_platform_admin() || viewer.user_id() == Some(id) {

@@ -1,6 +1,7 @@
 //! Workspaces: a caller's standing in one, what it allows, and loading a workspace, or the
 //! members and ledger entries of one, as a caller may see it.
 
+use entity::ids::{MembershipId, TransactionId, WorkspaceId};
 use std::collections::HashMap;
 
 use entity::membership::Role;
@@ -9,7 +10,6 @@ use sea_orm::sea_query::{Expr, ExprTrait as _, IntoCondition as _};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait,
 };
-use uuid::Uuid;
 
 use super::{Viewer, a_role};
 use crate::error::{Error, Result};
@@ -120,7 +120,7 @@ pub struct WorkspaceAccess {
 /// ([`WorkspaceAccess::known`], [`super::StandingCache::known`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkspaceRef {
-    pub id: Uuid,
+    pub id: WorkspaceId,
     pub standing: Standing,
 }
 
@@ -135,7 +135,7 @@ impl WorkspaceAccess {
 
     /// Loads a workspace the viewer can read; NOT_FOUND otherwise, never revealing it exists.
     /// Anonymous callers, who can read no workspace, are told to authenticate.
-    pub async fn load(db: &impl ConnectionTrait, viewer: &Viewer, id: Uuid) -> Result<Self> {
+    pub async fn load(db: &impl ConnectionTrait, viewer: &Viewer, id: WorkspaceId) -> Result<Self> {
         let not_found = || Error::NotFound("workspace");
         if matches!(viewer, Viewer::Anonymous) {
             return Err(Error::Unauthenticated);
@@ -171,9 +171,9 @@ impl WorkspaceAccess {
     pub async fn load_many(
         db: &impl ConnectionTrait,
         viewer: &Viewer,
-        ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, Self>> {
-        let roles: HashMap<Uuid, Role> = match viewer.user_id() {
+        ids: &[WorkspaceId],
+    ) -> Result<HashMap<WorkspaceId, Self>> {
+        let roles: HashMap<WorkspaceId, Role> = match viewer.user_id() {
             Some(user_id) => membership::Entity::find()
                 .filter(membership::Column::UserId.eq(user_id))
                 .filter(membership::Column::WorkspaceId.is_in(ids.iter().copied()))
@@ -184,7 +184,7 @@ impl WorkspaceAccess {
                 .collect(),
             None => HashMap::new(),
         };
-        let readable: Vec<Uuid> = ids
+        let readable: Vec<WorkspaceId> = ids
             .iter()
             .copied()
             .filter(|id| Standing::of(viewer, roles.get(id).copied()).can_read())
@@ -236,7 +236,7 @@ impl WorkspaceAccess {
 pub async fn standing(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
 ) -> Result<Standing> {
     let role = match viewer.user_id() {
         Some(user_id) => membership::Entity::find_for(workspace_id, user_id)
@@ -253,7 +253,7 @@ pub async fn standing(
 pub async fn readable_membership(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
-    id: Uuid,
+    id: MembershipId,
 ) -> Result<(membership::Model, Standing)> {
     let not_found = || Error::NotFound("membership");
     let found = membership::Entity::find_by_id(id)
@@ -271,7 +271,7 @@ pub async fn readable_membership(
 pub async fn readable_credit_transaction(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
-    id: Uuid,
+    id: TransactionId,
 ) -> Result<credit_transaction::Model> {
     let not_found = || Error::NotFound("credit transaction");
     let found = credit_transaction::Entity::find_by_id(id)

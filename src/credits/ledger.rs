@@ -11,6 +11,7 @@
 
 use chrono::Utc;
 use entity::credit_transaction::{self, TransactionKind};
+use entity::ids::{JobId, TransactionId, UserId, WorkspaceId};
 use entity::job::{self, JobStatus};
 use entity::workspace;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
@@ -18,10 +19,9 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Order, QueryFilter, QuerySelect,
     Set,
 };
-use uuid::Uuid;
 
 use super::Credits;
-use crate::access::{self, Viewer, WorkspaceAccess, WorkspaceRef};
+use crate::access::{self, PlatformAction, Viewer, WorkspaceAccess, WorkspaceRef};
 use crate::db;
 use crate::error::{Error, Result, is_unique_violation};
 use crate::pagination::{self, Page, PageArgs};
@@ -29,12 +29,12 @@ use crate::pagination::{self, Page, PageArgs};
 /// What a new ledger entry records.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    pub workspace_id: Uuid,
+    pub workspace_id: WorkspaceId,
     pub kind: TransactionKind,
     /// Signed: positive adds credits.
     pub amount: i64,
-    pub actor_id: Option<Uuid>,
-    pub job_id: Option<Uuid>,
+    pub actor_id: Option<UserId>,
+    pub job_id: Option<JobId>,
     pub note: Option<String>,
 }
 
@@ -103,7 +103,7 @@ pub async fn append_all(
         .map(|entry| {
             after += entry.amount;
             credit_transaction::ActiveModel {
-                id: Set(Uuid::now_v7()),
+                id: Set(TransactionId::new()),
                 workspace_id: Set(workspace_id),
                 kind: Set(entry.kind),
                 amount: Set(entry.amount),
@@ -156,7 +156,7 @@ fn check_note(note: Option<String>, required: bool) -> Result<Option<String>> {
 pub async fn grant(
     db: &DatabaseConnection,
     viewer: &Viewer,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     amount: i64,
     note: Option<String>,
 ) -> Result<(credit_transaction::Model, workspace::Model)> {
@@ -181,7 +181,7 @@ pub async fn grant(
 pub async fn adjust(
     db: &DatabaseConnection,
     viewer: &Viewer,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     amount: i64,
     note: Option<String>,
 ) -> Result<(credit_transaction::Model, workspace::Model)> {
@@ -214,17 +214,15 @@ pub async fn adjust(
 async fn record_by_admin(
     db: &DatabaseConnection,
     viewer: &Viewer,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     kind: TransactionKind,
     amount: i64,
     note: Option<String>,
 ) -> Result<(credit_transaction::Model, workspace::Model)> {
-    if !access::can_manage_credits(viewer) {
+    if let Err(refused) = access::check_platform(viewer, PlatformAction::ManageCredits) {
         // Members learn only that they may not; others learn nothing about the workspace.
         WorkspaceAccess::load(db, viewer, workspace_id).await?;
-        return Err(Error::forbidden(
-            "only platform administrators manage credits",
-        ));
+        return Err(refused);
     }
     let tx = db::begin_write(db).await?;
     if amount > 0 {
@@ -250,7 +248,7 @@ async fn record_by_admin(
 /// plus what its unfinished jobs hold stays within `Credits::MAX`. The workspace row is locked
 /// first, so a charge committed meanwhile is counted (it moved credits from the balance to what
 /// is held) and a later one waits for this move.
-async fn check_room(tx: &db::Transaction, workspace_id: Uuid, amount: i64) -> Result<()> {
+async fn check_room(tx: &db::Transaction, workspace_id: WorkspaceId, amount: i64) -> Result<()> {
     let balance = crate::workspaces::lock(tx, workspace_id, crate::workspaces::Hold::Change)
         .await?
         .credit_balance;

@@ -9,6 +9,7 @@
 pub mod fetch;
 pub mod storage;
 
+use entity::ids::{FileId, JobId, WorkspaceId};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,9 +31,9 @@ pub struct Files {
     pub fetch: FetchPolicy,
     /// Largest uploaded file.
     pub max_upload_bytes: u64,
-    downloads: tokio::sync::mpsc::UnboundedSender<Uuid>,
+    downloads: tokio::sync::mpsc::UnboundedSender<JobId>,
     /// Taken by the download task when the server starts.
-    requests: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Uuid>>>,
+    requests: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<JobId>>>,
 }
 
 /// An uploaded file, still in the request's temporary file.
@@ -46,7 +47,7 @@ pub struct Upload {
 /// A file written to storage, whose row is written with the job (or discarded).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewFile {
-    pub id: Uuid,
+    pub id: FileId,
     pub name: String,
     pub size: u64,
     pub content_type: String,
@@ -61,8 +62,8 @@ impl NewFile {
     pub async fn insert(
         &self,
         db: &impl ConnectionTrait,
-        workspace_id: Uuid,
-        job_id: Uuid,
+        workspace_id: WorkspaceId,
+        job_id: JobId,
         role: FileRole,
     ) -> Result<file::Model> {
         Ok(file::ActiveModel {
@@ -135,7 +136,7 @@ struct Written {
 }
 
 /// The key of a job's input file.
-pub fn input_key(workspace_id: Uuid, job_id: Uuid, file_id: Uuid) -> String {
+pub fn input_key(workspace_id: WorkspaceId, job_id: JobId, file_id: FileId) -> String {
     format!(
         "{}/{}/inputs/{}",
         workspace_id.simple(),
@@ -145,7 +146,7 @@ pub fn input_key(workspace_id: Uuid, job_id: Uuid, file_id: Uuid) -> String {
 }
 
 /// The folder of one attempt's output files.
-pub fn output_prefix(workspace_id: Uuid, job_id: Uuid, attempt: i32) -> String {
+pub fn output_prefix(workspace_id: WorkspaceId, job_id: JobId, attempt: i32) -> String {
     format!(
         "{}/{}/outputs/{attempt}",
         workspace_id.simple(),
@@ -154,12 +155,12 @@ pub fn output_prefix(workspace_id: Uuid, job_id: Uuid, attempt: i32) -> String {
 }
 
 /// The folder of all of a job's files.
-pub fn job_prefix(workspace_id: Uuid, job_id: Uuid) -> String {
+pub fn job_prefix(workspace_id: WorkspaceId, job_id: JobId) -> String {
     format!("{}/{}", workspace_id.simple(), job_id.simple())
 }
 
 /// The folder of all of a workspace's files.
-pub fn workspace_prefix(workspace_id: Uuid) -> String {
+pub fn workspace_prefix(workspace_id: WorkspaceId) -> String {
     workspace_id.simple().to_string()
 }
 
@@ -236,14 +237,14 @@ impl Files {
     }
 
     /// Asks this process's download task to fetch a job's URL inputs.
-    pub fn request_download(&self, job_id: Uuid) {
+    pub fn request_download(&self, job_id: JobId) {
         // Without a serving process (a command-line submission) the job waits for the next
         // start, which resumes unfinished downloads.
         let _ = self.downloads.send(job_id);
     }
 
     /// The download requests, for the one task that serves them.
-    pub fn take_download_requests(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Uuid>> {
+    pub fn take_download_requests(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<JobId>> {
         self.requests.lock().ok()?.take()
     }
 
@@ -394,7 +395,7 @@ impl Files {
     /// Copies another job's stored file (for a retry or a duplicate) as `key`.
     /// NOT_FOUND if the original is no longer stored: its job, or workspace, was deleted
     /// while the copy was being made.
-    pub async fn copy(&self, from: &file::Model, id: Uuid, key: String) -> Result<NewFile> {
+    pub async fn copy(&self, from: &file::Model, id: FileId, key: String) -> Result<NewFile> {
         self.storage
             .copy(&from.storage_key, &key)
             .await
@@ -425,7 +426,7 @@ impl Files {
                 .rsplit('/')
                 .next()
                 .and_then(|id| Uuid::try_parse(id).ok())
-                .unwrap_or_else(Uuid::now_v7),
+                .map_or_else(FileId::new, FileId),
             name,
             size: written.size,
             content_type,

@@ -3,6 +3,7 @@
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::credit_transaction::{self, TransactionKind};
+use entity::ids::WorkspaceId;
 
 use super::users::{UserView, load_user};
 use super::workspaces::WorkspaceView;
@@ -10,7 +11,7 @@ use super::{db, viewer};
 use crate::access::WorkspaceAccess;
 use crate::credits::ledger;
 use crate::error::ApiResult;
-use crate::ids::{self, Kind};
+use crate::ids::{self};
 
 /// Why a balance moved.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +44,7 @@ pub struct CreditTransactionView(pub credit_transaction::Model);
 #[Object(name = "CreditTransaction")]
 impl CreditTransactionView {
     pub async fn id(&self) -> ID {
-        ids::encode(Kind::CreditTransaction, self.0.id)
+        ids::encode(self.0.id)
     }
 
     async fn kind(&self) -> TransactionKindView {
@@ -70,7 +71,7 @@ impl CreditTransactionView {
 
     /// The job charged or refunded; the id stays after the job is deleted.
     async fn job_id(&self) -> Option<ID> {
-        self.0.job_id.map(|id| ids::encode(Kind::Job, id))
+        self.0.job_id.map(ids::encode)
     }
 
     async fn note(&self) -> Option<&str> {
@@ -131,7 +132,7 @@ impl CreditsMutation {
         ctx: &Context<'_>,
         input: GrantCreditsInput,
     ) -> ApiResult<CreditsPayload> {
-        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let id = ids::decode::<WorkspaceId>("workspaceId", &input.workspace_id)?;
         let (transaction, _) =
             ledger::grant(db(ctx), viewer(ctx), id, input.amount.into(), input.note).await?;
         Self::payload(ctx, transaction).await
@@ -143,7 +144,7 @@ impl CreditsMutation {
         ctx: &Context<'_>,
         input: AdjustCreditsInput,
     ) -> ApiResult<CreditsPayload> {
-        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let id = ids::decode::<WorkspaceId>("workspaceId", &input.workspace_id)?;
         let (transaction, _) = ledger::adjust(
             db(ctx),
             viewer(ctx),

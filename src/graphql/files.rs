@@ -1,17 +1,17 @@
 //! GraphQL for stored files: a job's inputs and outputs, with their download links.
 
+use entity::ids::JobId;
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, Object};
 use chrono::{DateTime, Utc};
 use entity::file::{self, FileRole};
 use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
-use uuid::Uuid;
 
 use super::db;
 use crate::config::ServerConfig;
 use crate::error::ApiResult;
-use crate::ids::{self, Kind};
+use crate::ids::{self};
 
 /// Whether a file is a job's input or an output of its run.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct FileView(pub file::Model);
 #[Object(name = "File")]
 impl FileView {
     pub async fn id(&self) -> ID {
-        ids::encode(Kind::File, self.0.id)
+        ids::encode(self.0.id)
     }
     async fn name(&self) -> &str {
         &self.0.name
@@ -64,7 +64,7 @@ impl FileView {
         format!(
             "{}/files/{}",
             config.public_url(),
-            ids::encode(Kind::File, self.0.id).as_str()
+            ids::encode(self.0.id).as_str()
         )
     }
     async fn created_at(&self) -> DateTime<Utc> {
@@ -75,7 +75,7 @@ impl FileView {
 /// The files of a job the caller may already read, oldest first.
 pub async fn job_files(
     ctx: &Context<'_>,
-    job_id: Uuid,
+    job_id: JobId,
     role: Option<FileRoleView>,
 ) -> ApiResult<Vec<FileView>> {
     let mut query = file::Entity::find_of_job(job_id).order_by_asc(file::Column::Id);

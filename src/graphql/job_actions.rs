@@ -1,6 +1,7 @@
 //! GraphQL roots for jobs: reading tools, prices, jobs and batches; submitting and acting on jobs.
 
 use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
+use entity::ids::{BatchId, JobId, WorkspaceId};
 use serde_json::Value;
 
 use super::jobs::{
@@ -9,7 +10,7 @@ use super::jobs::{
 use super::{catalog, db, files, viewer};
 use crate::access::JobAccess;
 use crate::error::{ApiResult, Error};
-use crate::ids::{self, Kind};
+use crate::ids::{self};
 use crate::jobs::actions::{self, Overrides};
 use crate::jobs::history;
 use crate::jobs::service::{self, Submission, SubmitOptions, Submitted};
@@ -54,7 +55,7 @@ impl JobsQuery {
 
     /// A job the viewer may see; NOT_FOUND otherwise.
     async fn job(&self, ctx: &Context<'_>, id: ID) -> ApiResult<JobView> {
-        let id = ids::decode(Kind::Job, "id", &id)?;
+        let id = ids::decode::<JobId>("id", &id)?;
         Ok(JobView::from_access(
             JobAccess::load(db(ctx), viewer(ctx), id).await?,
         ))
@@ -62,7 +63,7 @@ impl JobsQuery {
 
     /// A batch of a workspace the viewer can read; NOT_FOUND otherwise.
     async fn batch(&self, ctx: &Context<'_>, id: ID) -> ApiResult<BatchView> {
-        let id = ids::decode(Kind::Batch, "id", &id)?;
+        let id = ids::decode::<BatchId>("id", &id)?;
         let (summary, access) = history::batch(db(ctx), viewer(ctx), id).await?;
         Ok(BatchView(summary, access))
     }
@@ -214,8 +215,8 @@ async fn submitted(ctx: &Context<'_>, submitted: Submitted) -> ApiResult<SubmitJ
     })
 }
 
-fn job_id(id: &ID) -> Result<uuid::Uuid, Error> {
-    ids::decode(Kind::Job, "jobId", id)
+fn job_id(id: &ID) -> Result<JobId, Error> {
+    ids::decode::<JobId>("jobId", id)
 }
 
 #[Object]
@@ -226,7 +227,7 @@ impl JobsMutation {
         ctx: &Context<'_>,
         input: SubmitJobInput,
     ) -> ApiResult<SubmitJobPayload> {
-        let workspace_id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let workspace_id = ids::decode::<WorkspaceId>("workspaceId", &input.workspace_id)?;
         let submission = Submission {
             tool: input.tool,
             name: input.name,
@@ -248,7 +249,7 @@ impl JobsMutation {
         ctx: &Context<'_>,
         input: SubmitBatchInput,
     ) -> ApiResult<SubmitBatchPayload> {
-        let workspace_id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let workspace_id = ids::decode::<WorkspaceId>("workspaceId", &input.workspace_id)?;
         let submissions = input
             .jobs
             .into_iter()
@@ -366,7 +367,7 @@ impl JobsMutation {
             inputs: input_values(ctx, input.inputs)?,
             workspace_id: input
                 .workspace_id
-                .map(|id| ids::decode(Kind::Workspace, "workspaceId", &id))
+                .map(|id| ids::decode::<WorkspaceId>("workspaceId", &id))
                 .transpose()?,
         };
         let options = SubmitOptions {

@@ -1,5 +1,6 @@
 //! GraphQL for tools, prices, jobs, their timeline and lineage, and batches.
 
+use entity::ids::{BatchId, JobId, UserId, WorkspaceId};
 use std::sync::Arc;
 
 use async_graphql::connection::Connection;
@@ -19,7 +20,7 @@ use crate::access::{JobAccess, JobAction, JobStanding, WorkspaceAccess, Workspac
 use crate::config::ServerConfig;
 use crate::error::{ApiResult, Error};
 use crate::files::Upload;
-use crate::ids::{self, Kind};
+use crate::ids::{self};
 use crate::jobs::export;
 use crate::jobs::history::{self, BatchSummary, Difference, DifferenceKind};
 use crate::pagination::PageArgs;
@@ -396,14 +397,14 @@ impl JobView {
     }
 }
 
-pub fn job_url(ctx: &Context<'_>, id: uuid::Uuid) -> String {
+pub fn job_url(ctx: &Context<'_>, id: JobId) -> String {
     ctx.data_unchecked::<Arc<ServerConfig>>().job_url(id)
 }
 
 #[Object(name = "Job")]
 impl JobView {
     pub async fn id(&self) -> ID {
-        ids::encode(Kind::Job, self.0.id)
+        ids::encode(self.0.id)
     }
     async fn name(&self) -> &str {
         &self.0.name
@@ -696,7 +697,7 @@ impl JobView {
         let into = match into {
             None => self.1.workspace,
             Some(id) => {
-                let id = ids::decode(Kind::Workspace, "into", &id)?;
+                let id = ids::decode::<WorkspaceId>("into", &id)?;
                 if id == self.0.workspace_id {
                     self.1.workspace
                 } else {
@@ -717,7 +718,7 @@ pub struct BatchView(pub BatchSummary, pub WorkspaceAccess);
 #[Object(name = "Batch")]
 impl BatchView {
     pub async fn id(&self) -> ID {
-        ids::encode(Kind::Batch, self.0.batch.id)
+        ids::encode(self.0.batch.id)
     }
     async fn name(&self) -> Option<&str> {
         self.0.batch.name.as_deref()
@@ -885,10 +886,10 @@ pub struct JobFilterInput {
 }
 
 impl JobFilterInput {
-    pub fn into_filter(self, viewer_id: Option<uuid::Uuid>) -> Result<history::JobFilter, Error> {
+    pub fn into_filter(self, viewer_id: Option<UserId>) -> Result<history::JobFilter, Error> {
         let mut submitter_id = self
             .submitter_id
-            .map(|id| ids::decode(Kind::User, "filter.submitterId", &id))
+            .map(|id| ids::decode::<UserId>("filter.submitterId", &id))
             .transpose()?;
         if self.mine {
             submitter_id = Some(viewer_id.ok_or(Error::Unauthenticated)?);
@@ -904,7 +905,7 @@ impl JobFilterInput {
             submitter_id,
             batch_id: self
                 .batch_id
-                .map(|id| ids::decode(Kind::Batch, "filter.batchId", &id))
+                .map(|id| ids::decode::<BatchId>("filter.batchId", &id))
                 .transpose()?,
             created_after: self.created_after,
             created_before: self.created_before,

@@ -3,12 +3,13 @@
 //! `live::subscriptions` on, mapping its items to views.
 
 use async_graphql::{Context, Enum, ID, SimpleObject, Subscription};
+use entity::ids::{JobId, WorkspaceId};
 use futures_util::{Stream, StreamExt as _};
 
 use super::jobs::{JobCounts, JobFilterInput, JobStatusView, JobView};
 use super::viewer;
 use crate::error::{ApiError, ApiResult, Error};
-use crate::ids::{self, Kind};
+use crate::ids::{self};
 use crate::live::{Bus, LiveKind, subscriptions};
 
 #[derive(Default)]
@@ -63,7 +64,7 @@ impl LiveSubscription {
         ctx: &Context<'_>,
         id: ID,
     ) -> Result<impl Stream<Item = ApiResult<JobView>> + use<>, ApiError> {
-        let id = ids::decode(Kind::Job, "id", &id)?;
+        let id = ids::decode::<JobId>("id", &id)?;
         let stream = subscriptions::job_updates(bus(ctx), viewer(ctx).clone(), id).await?;
         Ok(api_errors(stream).map(|item| item.map(|(job, standing)| JobView(job, standing))))
     }
@@ -78,7 +79,7 @@ impl LiveSubscription {
         filter: Option<JobFilterInput>,
         after: Option<String>,
     ) -> Result<impl Stream<Item = ApiResult<WorkspaceJobEvent>> + use<>, ApiError> {
-        let workspace_id = ids::decode(Kind::Workspace, "workspaceId", &workspace_id)?;
+        let workspace_id = ids::decode::<WorkspaceId>("workspaceId", &workspace_id)?;
         let filter = filter
             .unwrap_or_default()
             .into_filter(viewer(ctx).user_id())?;
@@ -99,7 +100,7 @@ impl LiveSubscription {
                     LiveKind::Deleted => JobEventKind::Deleted,
                     _ => JobEventKind::Updated,
                 },
-                job_id: ids::encode(Kind::Job, event.job_id),
+                job_id: ids::encode(event.job_id),
                 status: event.status.map(Into::into),
                 job: event.job.map(|(job, standing)| JobView(job, standing)),
             })
@@ -114,7 +115,7 @@ impl LiveSubscription {
         workspace_id: ID,
         #[graphql(default = false)] mine: bool,
     ) -> Result<impl Stream<Item = ApiResult<JobCounts>> + use<>, ApiError> {
-        let workspace_id = ids::decode(Kind::Workspace, "workspaceId", &workspace_id)?;
+        let workspace_id = ids::decode::<WorkspaceId>("workspaceId", &workspace_id)?;
         let stream =
             subscriptions::job_counts(bus(ctx), viewer(ctx).clone(), workspace_id, mine).await?;
         Ok(api_errors(stream).map(|item| item.map(|counts| JobCounts::from_map(&counts))))
@@ -126,7 +127,7 @@ impl LiveSubscription {
         ctx: &Context<'_>,
         workspace_id: ID,
     ) -> Result<impl Stream<Item = ApiResult<i64>> + use<>, ApiError> {
-        let workspace_id = ids::decode(Kind::Workspace, "workspaceId", &workspace_id)?;
+        let workspace_id = ids::decode::<WorkspaceId>("workspaceId", &workspace_id)?;
         Ok(api_errors(
             subscriptions::credit_balance(bus(ctx), viewer(ctx).clone(), workspace_id).await?,
         ))

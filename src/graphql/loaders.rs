@@ -1,5 +1,6 @@
 //! Batch loaders: a page of objects resolves its related users in one query.
 
+use entity::ids::{UserId, WorkspaceId};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -8,7 +9,6 @@ use entity::user;
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 
 use crate::access::{Viewer, WorkspaceAccess};
-use uuid::Uuid;
 
 /// Loads users by id.
 pub struct UserLoader {
@@ -21,11 +21,11 @@ impl UserLoader {
     }
 }
 
-impl Loader<Uuid> for UserLoader {
+impl Loader<UserId> for UserLoader {
     type Value = user::Model;
     type Error = Arc<DbErr>;
 
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, user::Model>, Self::Error> {
+    async fn load(&self, keys: &[UserId]) -> Result<HashMap<UserId, user::Model>, Self::Error> {
         let users = user::Entity::find()
             .filter(user::Column::Id.is_in(keys.iter().copied()))
             .all(&self.db)
@@ -48,11 +48,14 @@ impl WorkspaceAccessLoader {
     }
 }
 
-impl Loader<Uuid> for WorkspaceAccessLoader {
+impl Loader<WorkspaceId> for WorkspaceAccessLoader {
     type Value = WorkspaceAccess;
     type Error = Arc<crate::error::Error>;
 
-    async fn load(&self, keys: &[Uuid]) -> Result<HashMap<Uuid, WorkspaceAccess>, Self::Error> {
+    async fn load(
+        &self,
+        keys: &[WorkspaceId],
+    ) -> Result<HashMap<WorkspaceId, WorkspaceAccess>, Self::Error> {
         WorkspaceAccess::load_many(&self.db, &self.viewer, keys)
             .await
             .map_err(Arc::new)

@@ -1,6 +1,9 @@
 //! The `Node` interface and `node(id)`: any object by its global id.
 
 use async_graphql::{Context, ID, Interface, Object};
+use entity::ids::{
+    BatchId, FileId, JobId, MembershipId, TokenId, TransactionId, UserId, WorkspaceId,
+};
 
 use super::credits::CreditTransactionView;
 use super::files::FileView;
@@ -37,28 +40,36 @@ impl NodeQuery {
         let db = db(ctx);
         let viewer = viewer(ctx);
         let node = match kind {
-            Kind::Workspace => {
-                Node::Workspace(WorkspaceAccess::load(db, viewer, uuid).await?.into())
-            }
-            Kind::User => Node::User(UserView(access::readable_user(db, viewer, uuid).await?)),
+            Kind::Workspace => Node::Workspace(
+                WorkspaceAccess::load(db, viewer, WorkspaceId(uuid))
+                    .await?
+                    .into(),
+            ),
+            Kind::User => Node::User(UserView(
+                access::readable_user(db, viewer, UserId(uuid)).await?,
+            )),
             Kind::Membership => {
-                let (found, standing) = access::readable_membership(db, viewer, uuid).await?;
+                let (found, standing) =
+                    access::readable_membership(db, viewer, MembershipId(uuid)).await?;
                 Node::Membership(MembershipView(found, standing))
             }
             Kind::CreditTransaction => Node::CreditTransaction(CreditTransactionView(
-                access::readable_credit_transaction(db, viewer, uuid).await?,
+                access::readable_credit_transaction(db, viewer, TransactionId(uuid)).await?,
             )),
             Kind::ApiToken => Node::ApiToken(ApiTokenView(
-                access::readable_token(db, viewer, uuid).await?,
+                access::readable_token(db, viewer, TokenId(uuid)).await?,
             )),
             Kind::Job => Node::Job(Box::new(JobView::from_access(
-                JobAccess::load(db, viewer, uuid).await?,
+                JobAccess::load(db, viewer, JobId(uuid)).await?,
             ))),
             Kind::Batch => {
-                let (summary, access) = crate::jobs::history::batch(db, viewer, uuid).await?;
+                let (summary, access) =
+                    crate::jobs::history::batch(db, viewer, BatchId(uuid)).await?;
                 Node::Batch(Box::new(BatchView(summary, access)))
             }
-            Kind::File => Node::File(FileView(access::readable_file(db, viewer, uuid).await?)),
+            Kind::File => Node::File(FileView(
+                access::readable_file(db, viewer, FileId(uuid)).await?,
+            )),
         };
         Ok(node)
     }

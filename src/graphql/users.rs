@@ -4,13 +4,13 @@ use async_graphql::connection::Connection;
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use entity::api_token::{self, TokenKind};
+use entity::ids::{TokenId, UserId};
 use entity::user;
-use uuid::Uuid;
 
 use super::workspaces::WorkspaceView;
 use super::{db, page_complexity, viewer};
 use crate::error::{ApiResult, Error};
-use crate::ids::{self, Kind};
+use crate::ids::{self};
 use crate::pagination::PageArgs;
 use crate::users::{self as service, tokens};
 
@@ -20,7 +20,7 @@ pub struct UserView(pub user::Model);
 #[Object(name = "User")]
 impl UserView {
     pub async fn id(&self) -> ID {
-        ids::encode(Kind::User, self.0.id)
+        ids::encode(self.0.id)
     }
 
     async fn email(&self) -> &str {
@@ -46,7 +46,7 @@ impl UserView {
 }
 
 /// Loads a user through the request's batch loader.
-pub(crate) async fn load_user(ctx: &Context<'_>, id: Uuid) -> ApiResult<UserView> {
+pub(crate) async fn load_user(ctx: &Context<'_>, id: UserId) -> ApiResult<UserView> {
     let loader = ctx.data_unchecked::<super::Users>();
     let user = loader
         .load_one(id)
@@ -135,7 +135,7 @@ pub struct ApiTokenView(pub api_token::Model);
 #[Object(name = "ApiToken")]
 impl ApiTokenView {
     pub async fn id(&self) -> ID {
-        ids::encode(Kind::ApiToken, self.0.id)
+        ids::encode(self.0.id)
     }
 
     async fn name(&self) -> &str {
@@ -260,7 +260,7 @@ impl UsersMutation {
     ) -> ApiResult<CreateApiTokenPayload> {
         let user_id = input
             .user_id
-            .map(|id| ids::decode(Kind::User, "userId", &id))
+            .map(|id| ids::decode::<UserId>("userId", &id))
             .transpose()?;
         let (token, secret) = tokens::create(
             db(ctx),
@@ -283,7 +283,7 @@ impl UsersMutation {
         ctx: &Context<'_>,
         input: RevokeApiTokenInput,
     ) -> ApiResult<RevokeApiTokenPayload> {
-        let id = ids::decode(Kind::ApiToken, "tokenId", &input.token_id)?;
+        let id = ids::decode::<TokenId>("tokenId", &input.token_id)?;
         let token = tokens::revoke(db(ctx), viewer(ctx), id).await?;
         ctx.data_unchecked::<std::sync::Arc<tokens::TokenCache>>()
             .forget(token.id);

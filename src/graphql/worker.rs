@@ -14,7 +14,7 @@ use super::{catalog, db, files, viewer};
 use crate::config::ServerConfig;
 use crate::error::{ApiResult, Error};
 use crate::files::Upload;
-use crate::ids::{self, Kind};
+use crate::ids::{self};
 use crate::queue::remote::{self, Claimed};
 use crate::tools::{Prepared, StoredInputKind};
 
@@ -90,7 +90,7 @@ pub struct ClaimedJobView(Claimed);
 impl ClaimedJobView {
     /// The job's id, as the rest of the API names it.
     async fn id(&self) -> ID {
-        ids::encode(Kind::Job, self.0.job.id)
+        ids::encode(self.0.job.id)
     }
 
     async fn tool(&self) -> &str {
@@ -168,7 +168,7 @@ impl ClaimedJobView {
 }
 
 fn claimed_file(config: &ServerConfig, file: &file::Model, attempt: &str) -> ClaimedFile {
-    let id = ids::encode(Kind::File, file.id);
+    let id = ids::encode(file.id);
     ClaimedFile {
         download_url: format!(
             "{}/files/{}?attempt={attempt}",
@@ -229,7 +229,7 @@ struct FinishJobPayload {
 impl FinishJobPayload {
     fn new(job: &entity::job::Model, outputs: Vec<file::Model>) -> Self {
         FinishJobPayload {
-            id: ids::encode(Kind::Job, job.id),
+            id: ids::encode(job.id),
             status: job.status.into(),
             outputs: outputs.into_iter().map(FileView).collect(),
         }

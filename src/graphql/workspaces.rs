@@ -1,6 +1,7 @@
 //! GraphQL for workspaces and their members.
 
 use async_graphql::connection::Connection;
+use entity::ids::{UserId, WorkspaceId};
 use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, InputObject, Lookahead, Object, SimpleObject};
@@ -15,7 +16,7 @@ use super::{db, page_complexity, viewer};
 use crate::access::{Standing, StandingCache, WorkspaceAccess, WorkspaceRef};
 use crate::credits::ledger;
 use crate::error::{ApiResult, Error};
-use crate::ids::{self, Kind};
+use crate::ids::{self};
 use crate::pagination::PageArgs;
 use crate::workspaces::{self as service, members};
 
@@ -136,7 +137,7 @@ fn needs_row(workspace: &Lookahead<'_>) -> bool {
 #[Object(name = "Workspace")]
 impl WorkspaceView {
     pub async fn id(&self) -> ID {
-        ids::encode(Kind::Workspace, self.known().id)
+        ids::encode(self.known().id)
     }
 
     async fn name(&self, ctx: &Context<'_>) -> ApiResult<String> {
@@ -243,7 +244,7 @@ pub struct MembershipView(pub membership::Model, pub Standing);
 #[Object(name = "Membership")]
 impl MembershipView {
     pub async fn id(&self) -> ID {
-        ids::encode(Kind::Membership, self.0.id)
+        ids::encode(self.0.id)
     }
 
     async fn role(&self) -> RoleView {
@@ -279,7 +280,7 @@ pub struct WorkspacesQuery;
 impl WorkspacesQuery {
     /// A workspace the viewer can see; NOT_FOUND otherwise.
     async fn workspace(&self, ctx: &Context<'_>, id: ID) -> ApiResult<WorkspaceView> {
-        let id = ids::decode(Kind::Workspace, "id", &id)?;
+        let id = ids::decode::<WorkspaceId>("id", &id)?;
         let standings = ctx.data_unchecked::<Arc<StandingCache>>();
         if !needs_row(&ctx.look_ahead())
             && let Some(known) = standings.known(viewer(ctx), id)
@@ -356,7 +357,7 @@ struct RemoveMemberPayload {
 #[derive(Default)]
 pub struct WorkspacesMutation;
 
-async fn reload(ctx: &Context<'_>, id: uuid::Uuid) -> ApiResult<WorkspaceView> {
+async fn reload(ctx: &Context<'_>, id: WorkspaceId) -> ApiResult<WorkspaceView> {
     Ok(WorkspaceAccess::load(db(ctx), viewer(ctx), id)
         .await?
         .into())
@@ -392,7 +393,7 @@ impl WorkspacesMutation {
         ctx: &Context<'_>,
         input: RenameWorkspaceInput,
     ) -> ApiResult<WorkspacePayload> {
-        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let id = ids::decode::<WorkspaceId>("workspaceId", &input.workspace_id)?;
         service::rename(db(ctx), viewer(ctx), id, &input.name).await?;
         Ok(WorkspacePayload {
             workspace: reload(ctx, id).await?,
@@ -405,7 +406,7 @@ impl WorkspacesMutation {
         ctx: &Context<'_>,
         input: DeleteWorkspaceInput,
     ) -> ApiResult<DeleteWorkspacePayload> {
-        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let id = ids::decode::<WorkspaceId>("workspaceId", &input.workspace_id)?;
         service::delete(db(ctx), super::files(ctx), viewer(ctx), id).await?;
         forget_standings(ctx, id);
         Ok(DeleteWorkspacePayload {
@@ -419,7 +420,7 @@ impl WorkspacesMutation {
         ctx: &Context<'_>,
         input: AddMemberInput,
     ) -> ApiResult<MembershipPayload> {
-        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let id = ids::decode::<WorkspaceId>("workspaceId", &input.workspace_id)?;
         let membership =
             members::add(db(ctx), viewer(ctx), id, &input.email, input.role.into()).await?;
         forget_standings(ctx, id);
@@ -432,8 +433,8 @@ impl WorkspacesMutation {
         ctx: &Context<'_>,
         input: ChangeMemberRoleInput,
     ) -> ApiResult<MembershipPayload> {
-        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
-        let user_id = ids::decode(Kind::User, "userId", &input.user_id)?;
+        let id = ids::decode::<WorkspaceId>("workspaceId", &input.workspace_id)?;
+        let user_id = ids::decode::<UserId>("userId", &input.user_id)?;
         let membership =
             members::change_role(db(ctx), viewer(ctx), id, user_id, input.role.into()).await?;
         forget_standings(ctx, id);
@@ -446,8 +447,8 @@ impl WorkspacesMutation {
         ctx: &Context<'_>,
         input: RemoveMemberInput,
     ) -> ApiResult<RemoveMemberPayload> {
-        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
-        let user_id = ids::decode(Kind::User, "userId", &input.user_id)?;
+        let id = ids::decode::<WorkspaceId>("workspaceId", &input.workspace_id)?;
+        let user_id = ids::decode::<UserId>("userId", &input.user_id)?;
         members::remove(db(ctx), viewer(ctx), id, user_id).await?;
         forget_standings(ctx, id);
         Ok(RemoveMemberPayload {
@@ -462,18 +463,18 @@ impl WorkspacesMutation {
         ctx: &Context<'_>,
         input: LeaveWorkspaceInput,
     ) -> ApiResult<RemoveMemberPayload> {
-        let id = ids::decode(Kind::Workspace, "workspaceId", &input.workspace_id)?;
+        let id = ids::decode::<WorkspaceId>("workspaceId", &input.workspace_id)?;
         let membership = members::leave(db(ctx), viewer(ctx), id).await?;
         forget_standings(ctx, id);
         Ok(RemoveMemberPayload {
             workspace_id: input.workspace_id,
-            removed_user_id: ids::encode(Kind::User, membership.user_id),
+            removed_user_id: ids::encode(membership.user_id),
         })
     }
 }
 
 /// After a member change: the workspace's standings are checked again.
-fn forget_standings(ctx: &Context<'_>, workspace_id: uuid::Uuid) {
+fn forget_standings(ctx: &Context<'_>, workspace_id: WorkspaceId) {
     ctx.data_unchecked::<Arc<StandingCache>>()
         .forget_workspace(workspace_id);
 }

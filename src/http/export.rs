@@ -4,12 +4,13 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use entity::ids::JobId;
 
 use super::graphql::{MediaType, authenticate, error_response};
 use crate::access::JobAccess;
 use crate::app::AppState;
 use crate::error::ErrorCode;
-use crate::ids::{self, Kind};
+use crate::ids::{self};
 use crate::jobs::{export, history};
 
 async fn load(state: &AppState, headers: &HeaderMap, id: &str) -> Result<JobAccess, Response> {
@@ -29,7 +30,7 @@ async fn load(state: &AppState, headers: &HeaderMap, id: &str) -> Result<JobAcce
     if viewer.worker().is_some() {
         return Err(fail(crate::access::worker_token_refused("export")));
     }
-    let id = ids::decode(Kind::Job, "id", id).map_err(fail)?;
+    let id = ids::decode::<JobId>("id", id).map_err(fail)?;
     JobAccess::load(&state.db, &viewer, id).await.map_err(fail)
 }
 
@@ -65,7 +66,7 @@ pub async fn json(
             );
         }
     };
-    let gid = ids::encode(Kind::Job, access.job.id);
+    let gid = ids::encode(access.job.id);
     let url = state.config.job_url(access.job.id);
     let document = export::to_json(&access.job, access.standing, &events, &url);
     let body = serde_json::to_string_pretty(&document).unwrap_or_default();
@@ -88,7 +89,7 @@ pub async fn csv(
     };
     match export::to_csv(access.job.result.as_ref()) {
         Some(body) => {
-            let gid = ids::encode(Kind::Job, access.job.id);
+            let gid = ids::encode(access.job.id);
             attachment(
                 "text/csv; charset=utf-8",
                 format!("{}.csv", gid.as_str()),

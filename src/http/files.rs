@@ -4,6 +4,7 @@
 //! single byte ranges (`Range: bytes=...`). The bytes go from storage to the client in chunks,
 //! never whole in memory.
 
+use entity::ids::FileId;
 use std::ops::Range;
 
 use super::graphql::{MediaType, authenticate, error_response};
@@ -11,7 +12,7 @@ use crate::access::{self, Viewer};
 use crate::app::AppState;
 use crate::error::{Error, ErrorCode};
 use crate::files::storage::Read;
-use crate::ids::{self, Kind};
+use crate::ids::{self};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -131,7 +132,7 @@ async fn readable(
     id: &str,
     query: Option<&str>,
 ) -> Result<file::Model, Error> {
-    let id = ids::decode(Kind::File, "id", id)?;
+    let id = ids::decode::<FileId>("id", id)?;
     match viewer.worker() {
         Some(worker) => {
             let attempt = serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or(""))

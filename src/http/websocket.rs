@@ -13,6 +13,7 @@
 //! Each operation runs in its own task and writes through a small queue: a client that reads
 //! slowly holds up only its own operations, whose live feeds then read the event log instead.
 
+use entity::ids::TokenId;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -251,7 +252,7 @@ impl Connection {
 
     /// Closes the connection if its token is among the revoked: the one `revoked`, or when the
     /// connection fell behind the revocations (`None`), as the database says.
-    async fn revoked(&self, revoked: Option<uuid::Uuid>) -> Step {
+    async fn revoked(&self, revoked: Option<TokenId>) -> Step {
         let token = self
             .viewer
             .as_ref()

@@ -2,6 +2,7 @@
 //! Each checks the caller through `access` and writes in one transaction; a retry or duplicate
 //! is submitted through `service`.
 
+use entity::ids::{FileId, JobId, WorkspaceId};
 use std::collections::BTreeMap;
 
 use chrono::Utc;
@@ -34,7 +35,7 @@ fn changed_meanwhile() -> Error {
 pub async fn rename(
     db: &DatabaseConnection,
     viewer: &Viewer,
-    id: Uuid,
+    id: JobId,
     name: &str,
 ) -> Result<job::Model> {
     let tx = db::begin_write(db).await?;
@@ -58,7 +59,7 @@ pub async fn delete(
     db: &DatabaseConnection,
     files: &Files,
     viewer: &Viewer,
-    id: Uuid,
+    id: JobId,
 ) -> Result<job::Model> {
     let not_found = || Error::NotFound("job");
     let workspace_id = job::Entity::find_by_id(id)
@@ -88,7 +89,7 @@ pub async fn delete(
 
 /// Cancels a job. Before it runs, its charge is refunded; a running job keeps its charge and
 /// is stopped by the execution layer, which sees the CANCELLED status.
-pub async fn cancel(db: &DatabaseConnection, viewer: &Viewer, id: Uuid) -> Result<job::Model> {
+pub async fn cancel(db: &DatabaseConnection, viewer: &Viewer, id: JobId) -> Result<job::Model> {
     let tx = db::begin_write(db).await?;
     let access = JobAccess::load_to_change(&tx, viewer, id).await?;
     access.check(JobAction::Cancel)?;
@@ -117,7 +118,7 @@ pub async fn retry(
     catalog: &Catalog,
     files: &Files,
     viewer: &Viewer,
-    id: Uuid,
+    id: JobId,
     options: SubmitOptions,
 ) -> Result<Submitted> {
     let access = JobAccess::load(db, viewer, id).await?;
@@ -159,7 +160,7 @@ pub struct Overrides {
     /// Replace the original's inputs of the same names.
     pub inputs: Vec<(String, InputValue)>,
     /// Where the copy goes; the original's workspace by default.
-    pub workspace_id: Option<Uuid>,
+    pub workspace_id: Option<WorkspaceId>,
 }
 
 /// Submits a copy of any readable job, with overrides, charged anew.
@@ -168,7 +169,7 @@ pub async fn duplicate(
     catalog: &Catalog,
     files: &Files,
     viewer: &Viewer,
-    id: Uuid,
+    id: JobId,
     overrides: Overrides,
     options: SubmitOptions,
 ) -> Result<Submitted> {
@@ -217,7 +218,7 @@ async fn stored_inputs(
     db: &DatabaseConnection,
     job: &job::Model,
 ) -> Result<Vec<(String, InputValue)>> {
-    let stored: BTreeMap<Uuid, entity::file::Model> = entity::file::Entity::find_of_job(job.id)
+    let stored: BTreeMap<FileId, entity::file::Model> = entity::file::Entity::find_of_job(job.id)
         .all(db)
         .await?
         .into_iter()
@@ -246,7 +247,7 @@ pub const MAX_INVITED_EMAILS: usize = 100;
 pub async fn set_sharing(
     db: &DatabaseConnection,
     viewer: &Viewer,
-    id: Uuid,
+    id: JobId,
     visibility: Visibility,
     invited: Vec<String>,
 ) -> Result<job::Model> {

@@ -3,6 +3,7 @@
 //! (refunded by the lifecycle) with what went wrong. Downloads run in the serving process;
 //! at start it resumes the downloads a previous run left unfinished.
 
+use entity::ids::{FileId, JobId};
 use std::sync::Arc;
 
 use entity::file::FileRole;
@@ -10,7 +11,6 @@ use entity::job::{self, JobStatus};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::lifecycle::{self, Change};
 use crate::db;
@@ -36,7 +36,7 @@ impl Downloader {
     /// Runs downloads as they are requested (and those left unfinished) until `shutdown`.
     pub async fn serve(
         self,
-        mut requests: mpsc::UnboundedReceiver<Uuid>,
+        mut requests: mpsc::UnboundedReceiver<JobId>,
         shutdown: CancellationToken,
     ) {
         let this = Arc::new(self);
@@ -65,7 +65,7 @@ impl Downloader {
         }
     }
 
-    async fn run(self: Arc<Self>, id: Uuid, limit: Arc<Semaphore>) {
+    async fn run(self: Arc<Self>, id: JobId, limit: Arc<Semaphore>) {
         use tracing::Instrument as _;
         let Ok(_permit) = limit.acquire().await else {
             return;
@@ -78,7 +78,7 @@ impl Downloader {
     }
 
     /// Fetches every URL input of job `id`, then queues or fails it.
-    async fn download(&self, id: Uuid) -> Result<()> {
+    async fn download(&self, id: JobId) -> Result<()> {
         let Some(job) = job::Entity::find_by_id(id).one(&self.db).await? else {
             return Ok(());
         };
@@ -101,7 +101,7 @@ impl Downloader {
                 max_bytes: spec.map_or(self.files.fetch.max_bytes, |s| s.max_bytes),
                 fasta: spec.is_some_and(|s| s.format == Some(InputFormat::Fasta)),
             };
-            let key = input_key(job.workspace_id, job.id, Uuid::now_v7());
+            let key = input_key(job.workspace_id, job.id, FileId::new());
             let stored = match fetch::open(&self.files.fetch, &url).await {
                 Ok(response) => self
                     .files

@@ -1,11 +1,12 @@
 //! Exports of a job: the record and result as JSON, and the result as CSV when it is a table.
 
+use entity::ids::FileId;
 use entity::job;
 use entity::job_event;
 use serde_json::{Map, Value, json};
 
 use crate::access::JobStanding;
-use crate::ids::{self, Kind};
+use crate::ids::{self};
 use crate::jobs::state;
 
 /// The job record, its result and its timeline, as one JSON document, as `standing` may see
@@ -19,13 +20,13 @@ pub fn to_json(
 ) -> Value {
     let sees_workspace = standing.sees_workspace();
     json!({
-        "id": ids::encode(Kind::Job, job.id).as_str(),
+        "id": ids::encode(job.id).as_str(),
         "url": url,
         "name": job.name,
         "tool": job.tool,
         "toolVersion": job.tool_version,
-        "workspaceId": sees_workspace.then(|| ids::encode(Kind::Workspace, job.workspace_id).to_string()),
-        "submitterId": sees_workspace.then(|| ids::encode(Kind::User, job.submitter_id).to_string()),
+        "workspaceId": sees_workspace.then(|| ids::encode(job.workspace_id).to_string()),
+        "submitterId": sees_workspace.then(|| ids::encode(job.submitter_id).to_string()),
         "status": state::name(job.status),
         "stage": job.stage,
         "progress": job.progress,
@@ -63,7 +64,7 @@ fn public_inputs(inputs: &Value) -> Value {
                 .and_then(Value::as_str)
                 .and_then(|id| uuid::Uuid::try_parse(id).ok())
             {
-                input["fileId"] = Value::String(ids::encode(Kind::File, id).to_string());
+                input["fileId"] = Value::String(ids::encode(FileId(id)).to_string());
             }
         }
     }

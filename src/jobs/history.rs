@@ -1,6 +1,7 @@
 //! The read side: a workspace's history with filters, the per-status counts, batches, a job's
 //! timeline and lineage.
 
+use entity::ids::{BatchId, JobId, UserId, WorkspaceId};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -12,7 +13,6 @@ use sea_orm::{
     Order, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::access::{self, JobStanding, Viewer, WorkspaceAccess, WorkspaceRef};
 use crate::error::{Error, Result};
@@ -25,8 +25,8 @@ pub struct JobFilter {
     /// Any of these statuses.
     pub statuses: Vec<JobStatus>,
     pub tool: Option<String>,
-    pub submitter_id: Option<Uuid>,
-    pub batch_id: Option<Uuid>,
+    pub submitter_id: Option<UserId>,
+    pub batch_id: Option<BatchId>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     /// A case-insensitive part of the job name.
@@ -76,9 +76,9 @@ impl JobFilter {
 /// `submitter_id` (those given), as `job_keys` holds them: its indexes serve these filters (see
 /// migration 000110). None when neither is given.
 fn keyed(
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     tool: Option<&str>,
-    submitter_id: Option<Uuid>,
+    submitter_id: Option<UserId>,
 ) -> Option<sea_orm::sea_query::SimpleExpr> {
     use sea_orm::sea_query::Query;
     if tool.is_none() && submitter_id.is_none() {
@@ -102,8 +102,8 @@ pub struct JobFacts<'a> {
     pub status: Option<JobStatus>,
     pub tool: &'a str,
     pub name: &'a str,
-    pub submitter_id: Uuid,
-    pub batch_id: Option<Uuid>,
+    pub submitter_id: UserId,
+    pub batch_id: Option<BatchId>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -169,7 +169,7 @@ pub struct Listing {
 }
 
 /// The jobs of `workspace_id` that pass `filter`, in no order.
-pub fn filtered(workspace_id: Uuid, filter: &JobFilter) -> sea_orm::Select<job::Entity> {
+pub fn filtered(workspace_id: WorkspaceId, filter: &JobFilter) -> sea_orm::Select<job::Entity> {
     filter.apply(of_workspace(
         workspace_id,
         filter.tool.as_deref(),
@@ -184,9 +184,9 @@ pub fn filtered(workspace_id: Uuid, filter: &JobFilter) -> sea_orm::Select<job::
 /// condition as well, a planner without statistics paired each key with a scan of the
 /// workspace's jobs instead of looking its job up (a job never moves to another workspace).
 fn of_workspace(
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     tool: Option<&str>,
-    submitter_id: Option<Uuid>,
+    submitter_id: Option<UserId>,
 ) -> sea_orm::Select<job::Entity> {
     match keyed(workspace_id, tool, submitter_id) {
         Some(keys) => job::Entity::find().filter(keys),
@@ -236,7 +236,7 @@ pub async fn list(
             );
         }
     }
-    let mut submitters: HashMap<Uuid, user::Model> = HashMap::new();
+    let mut submitters: HashMap<UserId, user::Model> = HashMap::new();
     let page = pagination::fetch_rows(db, select, job::Column::Id, Order::Desc, page, |row| {
         if with_submitters {
             let user = user::Model::from_query_result(row, SUBMITTER)?;
@@ -258,7 +258,7 @@ pub async fn list(
 pub async fn counts(
     db: &impl ConnectionTrait,
     workspace: WorkspaceRef,
-    submitter_id: Option<Uuid>,
+    submitter_id: Option<UserId>,
 ) -> Result<HashMap<JobStatus, i64>> {
     let select = of_workspace(workspace.id, None, submitter_id)
         .select_only()
@@ -270,7 +270,7 @@ pub async fn counts(
 }
 
 /// A job's timeline, oldest first.
-pub async fn timeline(db: &impl ConnectionTrait, job_id: Uuid) -> Result<Vec<job_event::Model>> {
+pub async fn timeline(db: &impl ConnectionTrait, job_id: JobId) -> Result<Vec<job_event::Model>> {
     Ok(job_event::Entity::find_of_job(job_id)
         .order_by_asc(job_event::Column::Id)
         .all(db)
@@ -376,7 +376,7 @@ pub struct BatchSummary {
 }
 
 /// The jobs of a batch, found through the batch index (which holds batched jobs only).
-pub fn batch_jobs(id: Uuid) -> sea_orm::Select<job::Entity> {
+pub fn batch_jobs(id: BatchId) -> sea_orm::Select<job::Entity> {
     job::Entity::find().filter(job::Column::BatchId.eq(id))
 }
 
@@ -384,7 +384,7 @@ pub fn batch_jobs(id: Uuid) -> sea_orm::Select<job::Entity> {
 pub async fn batch(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
-    id: Uuid,
+    id: BatchId,
 ) -> Result<(BatchSummary, WorkspaceAccess)> {
     let found = batch::Entity::find_by_id(id)
         .one(db)

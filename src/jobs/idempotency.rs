@@ -6,9 +6,9 @@
 //! name, priority, settings, inputs by content, the job it retries or copies, `maxCredits`). The
 //! same key with another fingerprint is IDEMPOTENCY_KEY_REUSED, as Stripe answers.
 
+use entity::ids::JobId;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use uuid::Uuid;
 
 use super::service::Submission;
 use crate::error::{Error, Result};
@@ -45,7 +45,7 @@ pub(super) fn submission_form(submission: &Submission) -> Value {
 /// The fingerprint of a job request: its submission, what it comes from and its price limit.
 pub(super) fn job_fingerprint(
     submission: &Submission,
-    parent: Option<(Uuid, String)>,
+    parent: Option<(JobId, String)>,
     max_credits: Option<i64>,
 ) -> String {
     fingerprint(&json!({
@@ -116,6 +116,8 @@ fn canonical(value: &Value, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
 
     fn job(settings: Value, inputs: Vec<(&str, &str)>) -> Submission {
@@ -171,7 +173,7 @@ mod tests {
         assert_ne!(print(&a), job_fingerprint(&a, None, Some(10)));
         assert_ne!(
             print(&a),
-            job_fingerprint(&a, Some((Uuid::nil(), "RETRY".into())), None)
+            job_fingerprint(&a, Some((JobId(Uuid::nil()), "RETRY".into())), None)
         );
         let form = submission_form(&a);
         assert_ne!(

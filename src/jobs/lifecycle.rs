@@ -4,13 +4,13 @@
 //! all in the caller's transaction. Two racing finishers therefore cannot both succeed, and a
 //! job is refunded at most once.
 
+use entity::ids::JobId;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use entity::credit_transaction::TransactionKind;
 use entity::job::{self, JobStatus};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use uuid::Uuid;
 
 use super::state;
 use crate::credits::ledger;
@@ -167,18 +167,18 @@ impl<'a> Completing<'a> {
     /// for a job the state machine refused or that changed meanwhile, which is left untouched.
     pub async fn write(self, tx: &crate::db::Transaction) -> Result<Vec<Result<()>>> {
         let allowed = self.refused.iter().filter(|r| r.is_none()).count();
-        let mut moved: HashSet<Uuid> = store::complete(tx, self.statements, allowed)
+        let mut moved: HashSet<JobId> = store::complete(tx, self.statements, allowed)
             .await?
             .into_iter()
             .collect();
-        let missing: Vec<Uuid> = self
+        let missing: Vec<JobId> = self
             .completions
             .iter()
             .zip(&self.refused)
             .filter(|(c, refused)| refused.is_none() && !moved.contains(&c.job.id))
             .map(|(c, _)| c.job.id)
             .collect();
-        let mut now_as: HashMap<Uuid, JobStatus> = HashMap::new();
+        let mut now_as: HashMap<JobId, JobStatus> = HashMap::new();
         for chunk in missing.chunks(store::ROWS_PER_INSERT) {
             for job in job::Entity::find()
                 .filter(job::Column::Id.is_in(chunk.iter().copied()))

@@ -4,10 +4,10 @@
 use chrono::Utc;
 use entity::batch;
 use entity::credit_transaction::TransactionKind;
+use entity::ids::{BatchId, FileId, JobId, UserId, WorkspaceId};
 use entity::job::{self, JobStatus, ParentKind, Visibility};
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, QueryFilter, Set};
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::idempotency;
 use super::lifecycle::{self};
@@ -52,7 +52,7 @@ pub struct Submitted {
 /// A checked submission with its price: what will be written.
 struct Planned {
     /// The job's id, chosen before its files are stored under it.
-    id: Uuid,
+    id: JobId,
     /// Its stored input files, whose rows are written with the job.
     files: Vec<NewFile>,
     tool: std::sync::Arc<Tool>,
@@ -69,7 +69,7 @@ async fn stage(
     files: &Files,
     catalog: &Catalog,
     submission: &mut Submission,
-    (workspace_id, job_id): (Uuid, Uuid),
+    (workspace_id, job_id): (WorkspaceId, JobId),
     field: &str,
     staged: &mut Vec<NewFile>,
 ) -> Result<()> {
@@ -78,7 +78,7 @@ async fn stage(
         .clone();
     for (name, value) in submission.inputs.iter_mut() {
         let input_field = format!("{field}inputs.{name}");
-        let id = Uuid::now_v7();
+        let id = FileId::new();
         let key = files::input_key(workspace_id, job_id, id);
         let stored = match value {
             InputValue::Upload(upload) => {
@@ -106,7 +106,7 @@ async fn stage(
     Ok(())
 }
 
-fn plan(catalog: &Catalog, submission: Submission, field: &str, id: Uuid) -> Result<Planned> {
+fn plan(catalog: &Catalog, submission: Submission, field: &str, id: JobId) -> Result<Planned> {
     let tool = catalog
         .require(&format!("{field}tool"), &submission.tool)?
         .clone();
@@ -164,7 +164,7 @@ fn prefix_field(err: Error, prefix: &str) -> Error {
 /// The price of a submission, without writing anything. (GraphQL allows uploads in mutations
 /// only, so an estimate's inputs are text and URLs.)
 pub fn estimate(catalog: &Catalog, submission: Submission) -> Result<Estimate> {
-    Ok(plan(catalog, submission, "", Uuid::now_v7())?.estimate)
+    Ok(plan(catalog, submission, "", JobId::new())?.estimate)
 }
 
 fn check_max_credits(price: Credits, max_credits: Option<i64>) -> Result<()> {
@@ -192,7 +192,7 @@ fn check_idempotency_key(key: &Option<String>) -> Result<()> {
 /// another request than the one of `fingerprint`.
 async fn find_by_idempotency_key(
     db: &impl sea_orm::ConnectionTrait,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     key: &str,
     fingerprint: &str,
 ) -> Result<Option<job::Model>> {
@@ -201,10 +201,7 @@ async fn find_by_idempotency_key(
         .one(db)
         .await?;
     if let Some(job) = &job {
-        let made = format!(
-            "the job {}",
-            crate::ids::encode(crate::ids::Kind::Job, job.id).0
-        );
+        let made = format!("the job {}", crate::ids::encode(job.id).0);
         idempotency::check_same(job.request_fingerprint.as_deref(), fingerprint, &made)?;
     }
     Ok(job)
@@ -213,7 +210,7 @@ async fn find_by_idempotency_key(
 /// Where a new job comes from, for retries and duplicates.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Lineage {
-    pub(super) parent_id: Uuid,
+    pub(super) parent_id: JobId,
     pub(super) kind: ParentKind,
 }
 
@@ -222,7 +219,7 @@ struct NewJob {
     planned: Planned,
     idempotency_key: Option<String>,
     request_fingerprint: Option<String>,
-    batch_id: Option<Uuid>,
+    batch_id: Option<BatchId>,
     lineage: Option<Lineage>,
 }
 
@@ -237,8 +234,8 @@ const JOBS_PER_INSERT: usize = 500;
 /// Returns the jobs in the order given.
 async fn insert_jobs(
     tx: &crate::db::Transaction,
-    submitter_id: Uuid,
-    workspace_id: Uuid,
+    submitter_id: UserId,
+    workspace_id: WorkspaceId,
     new: Vec<NewJob>,
 ) -> Result<Vec<job::Model>> {
     let now = Utc::now();
@@ -352,7 +349,7 @@ pub struct Submitter<'a> {
 /// Nothing is written, and no uploaded file is left in storage, when any check fails.
 pub async fn submit(
     by: Submitter<'_>,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     submission: Submission,
     options: SubmitOptions,
 ) -> Result<Submitted> {
@@ -363,7 +360,7 @@ pub async fn submit(
 /// duplicate.
 pub(super) async fn submit_with_lineage(
     by: Submitter<'_>,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     submission: Submission,
     options: SubmitOptions,
     lineage: Option<Lineage>,
@@ -379,7 +376,7 @@ pub(super) async fn submit_with_lineage(
 
 async fn submit_staged(
     by: Submitter<'_>,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     mut submission: Submission,
     options: SubmitOptions,
     lineage: Option<Lineage>,
@@ -398,7 +395,7 @@ async fn submit_staged(
         .await?
         .check(WorkspaceAction::SubmitJobs)?;
     check_idempotency_key(&options.idempotency_key)?;
-    let job_id = Uuid::now_v7();
+    let job_id = JobId::new();
     stage(
         files,
         catalog,
@@ -482,7 +479,7 @@ pub struct SubmittedBatch {
 /// names the whole batch.
 pub async fn submit_batch(
     by: Submitter<'_>,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     name: Option<String>,
     submissions: Vec<Submission>,
     options: SubmitOptions,
@@ -501,7 +498,7 @@ pub async fn submit_batch(
 /// it was made by another request than the one of `fingerprint`.
 async fn find_batch_by_idempotency_key(
     db: &impl sea_orm::ConnectionTrait,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     key: &str,
     fingerprint: &str,
 ) -> Result<Option<SubmittedBatch>> {
@@ -513,10 +510,7 @@ async fn find_batch_by_idempotency_key(
     else {
         return Ok(None);
     };
-    let made = format!(
-        "the batch {}",
-        crate::ids::encode(crate::ids::Kind::Batch, batch.id).0
-    );
+    let made = format!("the batch {}", crate::ids::encode(batch.id).0);
     idempotency::check_same(batch.request_fingerprint.as_deref(), fingerprint, &made)?;
     let jobs = super::history::batch_jobs(batch.id)
         .order_by_asc(job::Column::Id)
@@ -531,7 +525,7 @@ async fn find_batch_by_idempotency_key(
 
 async fn submit_batch_staged(
     by: Submitter<'_>,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     name: Option<String>,
     submissions: Vec<Submission>,
     options: SubmitOptions,
@@ -562,7 +556,7 @@ async fn submit_batch_staged(
     let mut planned = Vec::with_capacity(submissions.len());
     for (i, mut submission) in submissions.into_iter().enumerate() {
         let field = format!("jobs.{i}.");
-        let job_id = Uuid::now_v7();
+        let job_id = JobId::new();
         stage(
             files,
             catalog,
@@ -594,7 +588,7 @@ async fn submit_batch_staged(
         .await?
         .check(WorkspaceAction::SubmitJobs)?;
     let inserted = batch::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(BatchId::new()),
         workspace_id: Set(workspace_id),
         submitter_id: Set(user.id),
         name: Set(name),

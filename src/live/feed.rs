@@ -6,13 +6,13 @@
 //! in the read, one committed after it is broadcast later. A feed that falls more than the
 //! bus's buffer behind (a slow client) reads the log from where it was, the same way.
 
+use entity::ids::{JobId, WorkspaceId};
 use std::sync::Arc;
 
 use entity::live_event::{self, LiveKind};
 use sea_orm::sea_query::Condition;
 use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
-use uuid::Uuid;
 
 use super::{Bus, Event, resolve};
 use crate::error::Result;
@@ -21,9 +21,12 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy)]
 pub enum Scope {
     /// Everything about one workspace.
-    Workspace(Uuid),
+    Workspace(WorkspaceId),
     /// One job, and the member changes of its workspace.
-    Job { id: Uuid, workspace_id: Uuid },
+    Job {
+        id: JobId,
+        workspace_id: WorkspaceId,
+    },
 }
 
 impl Scope {
@@ -168,14 +171,15 @@ fn coalesce(events: Vec<Arc<Event>>) -> Vec<Arc<Event>> {
 mod tests {
     use super::*;
     use entity::job::JobStatus;
+    use uuid::Uuid;
 
     fn event(seq: i64, job: u128, kind: LiveKind, status: JobStatus) -> Arc<Event> {
         Arc::new(Event {
             entry: live_event::Model {
                 id: seq,
                 seq: Some(seq),
-                workspace_id: Uuid::nil(),
-                job_id: Some(Uuid::from_u128(job)),
+                workspace_id: WorkspaceId(Uuid::nil()),
+                job_id: Some(JobId(Uuid::from_u128(job))),
                 kind,
                 status: Some(status),
                 stage: None,

@@ -14,6 +14,7 @@
 pub mod feed;
 pub mod subscriptions;
 
+use entity::ids::{JobId, TokenId, WorkspaceId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -53,7 +54,11 @@ const REVOCATIONS: usize = 256;
 const RETENTION: chrono::Duration = chrono::Duration::days(7);
 
 /// Records a workspace's balance after a ledger entry.
-pub async fn balance_moved(tx: &Transaction, workspace_id: Uuid, balance: i64) -> Result<()> {
+pub async fn balance_moved(
+    tx: &Transaction,
+    workspace_id: WorkspaceId,
+    balance: i64,
+) -> Result<()> {
     let mut entry = store::live_entry_of(workspace_id, None, LiveKind::Credits);
     entry.data = Set(Some(json!({ "balance": balance })));
     store::record_live(tx, [entry]);
@@ -61,15 +66,15 @@ pub async fn balance_moved(tx: &Transaction, workspace_id: Uuid, balance: i64) -
 }
 
 /// Records that an API token was revoked, so that every process stops trusting it at once.
-pub async fn token_revoked(tx: &Transaction, token_id: Uuid) -> Result<()> {
-    let mut entry = store::live_entry_of(Uuid::nil(), None, LiveKind::TokenRevoked);
+pub async fn token_revoked(tx: &Transaction, token_id: TokenId) -> Result<()> {
+    let mut entry = store::live_entry_of(WorkspaceId(Uuid::nil()), None, LiveKind::TokenRevoked);
     entry.data = Set(Some(json!({ "tokenId": token_id })));
     store::record_live(tx, [entry]);
     Ok(())
 }
 
 /// Records that a workspace's members changed, so subscribers check their access again.
-pub async fn members_changed(tx: &Transaction, workspace_id: Uuid) -> Result<()> {
+pub async fn members_changed(tx: &Transaction, workspace_id: WorkspaceId) -> Result<()> {
     store::record_live(
         tx,
         [store::live_entry_of(workspace_id, None, LiveKind::Members)],
@@ -113,12 +118,12 @@ pub async fn resolve(
     db: &impl ConnectionTrait,
     entries: Vec<live_event::Model>,
 ) -> Result<Vec<Arc<Event>>> {
-    let ids: Vec<Uuid> = entries
+    let ids: Vec<JobId> = entries
         .iter()
         .filter(|e| matches!(e.kind, LiveKind::Created | LiveKind::Updated))
         .filter_map(|e| e.job_id)
         .collect();
-    let mut jobs: HashMap<Uuid, Arc<job::Model>> = HashMap::new();
+    let mut jobs: HashMap<JobId, Arc<job::Model>> = HashMap::new();
     for chunk in ids.chunks(500) {
         for job in job::Entity::find()
             .filter(job::Column::Id.is_in(chunk.iter().copied()))
@@ -162,7 +167,7 @@ struct Inner {
     /// any process as the log brings them, before they are broadcast.
     caches: Vec<Arc<dyn access::Invalidate>>,
     /// Tokens revoked, as the log tells: websockets they opened close.
-    revoked: broadcast::Sender<Uuid>,
+    revoked: broadcast::Sender<TokenId>,
 }
 
 impl Bus {
@@ -188,7 +193,7 @@ impl Bus {
     }
 
     /// The tokens revoked from now on, by any process.
-    pub fn revocations(&self) -> broadcast::Receiver<Uuid> {
+    pub fn revocations(&self) -> broadcast::Receiver<TokenId> {
         self.inner.revoked.subscribe()
     }
 
@@ -208,7 +213,7 @@ impl Bus {
     }
 
     /// The viewer's current standing in a workspace, as the process's standing cache has it.
-    pub async fn standing(&self, viewer: &Viewer, workspace_id: Uuid) -> Result<Standing> {
+    pub async fn standing(&self, viewer: &Viewer, workspace_id: WorkspaceId) -> Result<Standing> {
         self.inner
             .standings
             .standing(self.db(), viewer, workspace_id)
@@ -302,7 +307,7 @@ impl Bus {
                         .data
                         .as_ref()
                         .and_then(|data| data.get("tokenId"))
-                        .and_then(|id| serde_json::from_value::<Uuid>(id.clone()).ok())
+                        .and_then(|id| serde_json::from_value::<TokenId>(id.clone()).ok())
                 {
                     for cache in &self.inner.caches {
                         cache.token_revoked(token_id);

@@ -6,6 +6,7 @@
 //! `--auth-cache-seconds` and forgotten before a member change is broadcast, so a member who is
 //! removed gets no event committed after the removal.
 
+use entity::ids::{BatchId, JobId, UserId, WorkspaceId};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,6 @@ use entity::live_event::LiveKind;
 use futures_util::Stream;
 use sea_orm::DatabaseConnection;
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::Bus;
 use super::feed::{Feed, Scope};
@@ -26,11 +26,11 @@ use crate::jobs::history::{self, JobFacts, JobFilter};
 struct Gate {
     bus: Bus,
     viewer: Viewer,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
 }
 
 impl Gate {
-    fn new(bus: &Bus, viewer: Viewer, workspace_id: Uuid) -> Self {
+    fn new(bus: &Bus, viewer: Viewer, workspace_id: WorkspaceId) -> Self {
         Gate {
             bus: bus.clone(),
             viewer,
@@ -69,7 +69,7 @@ impl Gate {
 pub async fn job_updates(
     bus: &Bus,
     viewer: Viewer,
-    id: Uuid,
+    id: JobId,
 ) -> Result<impl Stream<Item = Result<(job::Model, JobStanding)>> + use<>> {
     let db = bus.db().clone();
     // The load below reflects every entry up to `head`; later ones are replayed from the
@@ -111,7 +111,7 @@ pub struct WorkspaceEvent {
     /// The position in the log: resume after it.
     pub seq: i64,
     pub kind: LiveKind,
-    pub job_id: Uuid,
+    pub job_id: JobId,
     pub status: Option<JobStatus>,
     /// The job as of this change; `None` when it was deleted.
     pub job: Option<(job::Model, JobStanding)>,
@@ -122,7 +122,7 @@ pub struct WorkspaceEvent {
 pub async fn workspace_events(
     bus: &Bus,
     viewer: Viewer,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     filter: JobFilter,
     after: Option<i64>,
 ) -> Result<impl Stream<Item = Result<WorkspaceEvent>> + use<>> {
@@ -192,7 +192,7 @@ pub async fn workspace_events(
 pub async fn job_counts(
     bus: &Bus,
     viewer: Viewer,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     mine: bool,
 ) -> Result<impl Stream<Item = Result<HashMap<JobStatus, i64>>> + use<>> {
     let db = bus.db().clone();
@@ -238,7 +238,7 @@ pub async fn job_counts(
 pub async fn credit_balance(
     bus: &Bus,
     viewer: Viewer,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
 ) -> Result<impl Stream<Item = Result<i64>> + use<>> {
     let db = bus.db().clone();
     let head = bus.last_committed().await?;
@@ -279,8 +279,8 @@ pub async fn credit_balance(
 struct KeptFacts {
     name: String,
     tool: String,
-    submitter_id: Uuid,
-    batch_id: Option<Uuid>,
+    submitter_id: UserId,
+    batch_id: Option<BatchId>,
     created_at: DateTime<Utc>,
 }
 

@@ -14,6 +14,7 @@ pub mod runner;
 pub mod waiting;
 pub mod workers;
 
+use entity::ids::{JobId, WorkspaceId};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -148,7 +149,7 @@ impl Limits {
 /// The jobs running now, counted by workspace and by tool.
 #[derive(Debug, Clone, Default)]
 pub struct Running {
-    pub by_workspace: HashMap<Uuid, u64>,
+    pub by_workspace: HashMap<WorkspaceId, u64>,
     pub by_tool: HashMap<String, u64>,
 }
 
@@ -156,7 +157,7 @@ impl Running {
     pub async fn count(db: &impl ConnectionTrait) -> Result<Self> {
         #[derive(FromQueryResult)]
         struct Row {
-            workspace_id: Uuid,
+            workspace_id: WorkspaceId,
             tool: String,
             running: i64,
         }
@@ -263,10 +264,10 @@ async fn choose_within_limits(
     tools: &Tools,
     limits: &Limits,
     limit: u64,
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<JobId>> {
     store::claim_in_turn(tx).await?;
     let mut running = Running::count(tx).await?;
-    let full_workspaces: Vec<Uuid> = running
+    let full_workspaces: Vec<WorkspaceId> = running
         .by_workspace
         .iter()
         .filter(|(_, n)| limits.workspace_full(**n))
@@ -280,8 +281,8 @@ async fn choose_within_limits(
         .collect();
     #[derive(FromQueryResult)]
     struct Candidate {
-        id: Uuid,
-        workspace_id: Uuid,
+        id: JobId,
+        workspace_id: WorkspaceId,
         tool: String,
     }
     // Several candidates per slot, for those that a workspace's or tool's few free slots turn

@@ -7,6 +7,7 @@
 //! attempt is fenced by it, so a worker that was presumed dead and comes back can neither
 //! complete the job a second time nor touch the attempt that replaced its own.
 
+use entity::ids::JobId;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -47,9 +48,9 @@ fn signer(key: &[u8], message: &[u8]) -> Hmac<Sha256> {
 }
 
 /// The attempt token of `attempt` of a job, for the worker token whose key is `key`.
-pub fn attempt_token(key: &str, job_id: Uuid, attempt: i32) -> String {
+pub fn attempt_token(key: &str, job_id: JobId, attempt: i32) -> String {
     let mut bytes = Vec::with_capacity(20 + SIGNATURE_BYTES);
-    bytes.extend_from_slice(job_id.as_bytes());
+    bytes.extend_from_slice(job_id.uuid().as_bytes());
     bytes.extend_from_slice(&attempt.to_be_bytes());
     let signature = signer(key.as_bytes(), &bytes).finalize().into_bytes();
     bytes.extend_from_slice(&signature[..SIGNATURE_BYTES]);
@@ -58,7 +59,7 @@ pub fn attempt_token(key: &str, job_id: Uuid, attempt: i32) -> String {
 
 /// The job and attempt an attempt token names. BAD_USER_INPUT (field `attempt`) for anything
 /// this worker token did not receive from a claim.
-pub fn read_attempt_token(key: &str, token: &str) -> Result<(Uuid, i32)> {
+pub fn read_attempt_token(key: &str, token: &str) -> Result<(JobId, i32)> {
     let invalid = || {
         Error::bad_input(
             "attempt",
@@ -76,7 +77,7 @@ pub fn read_attempt_token(key: &str, token: &str) -> Result<(Uuid, i32)> {
     signer(key.as_bytes(), body)
         .verify_truncated_left(signature)
         .map_err(|_| invalid())?;
-    let job_id = Uuid::from_slice(&body[..16]).map_err(|_| invalid())?;
+    let job_id = JobId(Uuid::from_slice(&body[..16]).map_err(|_| invalid())?);
     let attempt = i32::from_be_bytes(body[16..20].try_into().map_err(|_| invalid())?);
     Ok((job_id, attempt))
 }
@@ -519,7 +520,7 @@ mod tests {
 
     #[test]
     fn attempt_tokens_name_job_and_attempt_for_their_key_only() {
-        let job = Uuid::now_v7();
+        let job = JobId::new();
         let token = attempt_token("key-a", job, 3);
         assert!(token.starts_with(ATTEMPT_PREFIX));
         assert_eq!(read_attempt_token("key-a", &token).unwrap(), (job, 3));

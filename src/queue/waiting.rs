@@ -6,6 +6,7 @@
 //! the set's last job, one count of running jobs, one read of the worker register, and the
 //! recent run durations of each tool (kept for a short while).
 
+use entity::ids::{JobId, WorkspaceId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,6 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QuerySelect, QueryTrait as _,
 };
-use uuid::Uuid;
 
 use super::{Limits, Running, workers};
 use crate::cache::TtlCache;
@@ -44,10 +44,10 @@ pub enum WaitReason {
 /// What a job's place in the queue is computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Waiter {
-    pub id: Uuid,
+    pub id: JobId,
     pub status: JobStatus,
     pub tool: String,
-    pub workspace_id: Uuid,
+    pub workspace_id: WorkspaceId,
     pub priority: i32,
     pub queued_at: Option<DateTime<Utc>>,
     pub run_after: Option<DateTime<Utc>>,
@@ -171,9 +171,9 @@ impl Queue {
     }
 
     /// Where each of `jobs` stands, by id.
-    pub async fn explain(&self, jobs: &[Waiter]) -> Result<HashMap<Uuid, Wait>> {
+    pub async fn explain(&self, jobs: &[Waiter]) -> Result<HashMap<JobId, Wait>> {
         let waiting: Vec<&Waiter> = jobs.iter().filter(|job| job.is_waiting()).collect();
-        let mut answers: HashMap<Uuid, Wait> =
+        let mut answers: HashMap<JobId, Wait> =
             jobs.iter().map(|job| (job.id, Wait::default())).collect();
         if waiting.is_empty() {
             return Ok(answers);
@@ -288,7 +288,7 @@ impl Queue {
 /// For QUEUED jobs, how many QUEUED jobs come before each in claim order
 /// (`store::CLAIM_ORDER`): one count over the head of the queue up to the last of them, however
 /// many they are.
-async fn positions(db: &DatabaseConnection, jobs: &[&Waiter]) -> Result<HashMap<Uuid, u64>> {
+async fn positions(db: &DatabaseConnection, jobs: &[&Waiter]) -> Result<HashMap<JobId, u64>> {
     use sea_orm::sea_query::{Expr, Func};
     let Some(last) = jobs.iter().copied().max_by(|a, b| a.claim_cmp(b)) else {
         return Ok(HashMap::new());
@@ -325,10 +325,10 @@ mod tests {
     #[test]
     fn a_waiter_holds_every_column_of_the_claim_order() {
         let waiter = Waiter {
-            id: Uuid::now_v7(),
+            id: JobId::new(),
             status: JobStatus::Queued,
             tool: "t".to_owned(),
-            workspace_id: Uuid::now_v7(),
+            workspace_id: WorkspaceId::new(),
             priority: 0,
             queued_at: Some(Utc::now()),
             run_after: None,

@@ -3,10 +3,10 @@
 //! and says so.
 
 use chrono::{DateTime, Utc};
+use entity::ids::UserId;
 use entity::worker;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
-use uuid::Uuid;
 
 use crate::error::Result;
 
@@ -24,7 +24,7 @@ pub struct Announcement<'a> {
     /// The per-workspace limit its claims keep, if any: recorded so that every process sees
     /// it.
     pub workspace_max_running: Option<u32>,
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
 }
 
 /// Records that a worker is present, with what it runs.

@@ -16,6 +16,7 @@ pub mod rows;
 mod sqlite;
 mod writes;
 
+use entity::ids::{JobId, UserId, WorkspaceId};
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
@@ -69,7 +70,7 @@ pub struct Change {
     pub result: Option<Value>,
     pub error_message: Option<String>,
     pub error_code: Option<String>,
-    pub actor_id: Option<Uuid>,
+    pub actor_id: Option<UserId>,
     /// For RETRY: when the job may be queued again.
     pub run_after: Option<DateTime<Utc>>,
     /// Wall time, CPU and memory the run used.
@@ -287,8 +288,8 @@ pub fn change_kind(status: JobStatus) -> LiveKind {
 
 /// An empty live entry of `kind`.
 pub fn live_entry_of(
-    workspace_id: Uuid,
-    job_id: Option<Uuid>,
+    workspace_id: WorkspaceId,
+    job_id: Option<JobId>,
     kind: LiveKind,
 ) -> live_event::ActiveModel {
     live_event::ActiveModel {

@@ -265,12 +265,16 @@ fn numbered_insert(entries: &[live_event::ActiveModel]) -> Statement {
     let values = vec![
         (entries.len() as i64).into(),
         column(nulls),
+        column(entries.iter().map(|e| {
+            e.workspace_id
+                .try_as_ref()
+                .map_or(Uuid::nil(), |id| id.uuid())
+        })),
         column(
             entries
                 .iter()
-                .map(|e| e.workspace_id.try_as_ref().copied().unwrap_or_default()),
+                .map(|e| given(&e.job_id).map_or(Uuid::nil(), |id| id.uuid())),
         ),
-        column(entries.iter().map(|e| given(&e.job_id).unwrap_or_default())),
         column(entries.iter().map(|e| {
             e.kind
                 .try_as_ref()

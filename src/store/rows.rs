@@ -7,6 +7,7 @@
 //! message for every NULL column that it then drops.
 
 use chrono::{DateTime, Utc};
+use entity::ids::{JobId, UserId, WorkspaceId};
 use entity::job::{self, JobStatus};
 use sea_orm::{DbErr, Iterable as _, QueryResult};
 use serde_json::Value;
@@ -61,7 +62,7 @@ pub enum Changed {
 
 impl Changed {
     /// The ids of the changed jobs, in order; only the `id` column is read.
-    pub fn ids(&self) -> Result<Vec<Uuid>, DbErr> {
+    pub fn ids(&self) -> Result<Vec<JobId>, DbErr> {
         match self {
             Changed::Jobs(jobs) => Ok(jobs.iter().map(|job| job.id).collect()),
             Changed::Rows(rows) => rows.iter().map(|row| row.try_get("", "id")).collect(),
@@ -82,9 +83,9 @@ impl Changed {
 pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<job::Model, DbErr> {
     use job::Column as C;
     let mut job = job::Model {
-        id: Uuid::nil(),
-        workspace_id: Uuid::nil(),
-        submitter_id: Uuid::nil(),
+        id: JobId(Uuid::nil()),
+        workspace_id: WorkspaceId(Uuid::nil()),
+        submitter_id: UserId(Uuid::nil()),
         tool: String::new(),
         tool_version: String::new(),
         name: String::new(),

@@ -1,6 +1,7 @@
 //! The writes of jobs, as domain modules ask for them. Each takes the caller's transaction and
 //! records the job's timeline row and live entry with the change, as `record` does.
 
+use entity::ids::JobId;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -12,7 +13,6 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect as _, QueryTrait as _,
     Statement,
 };
-use uuid::Uuid;
 
 use super::rows::{self, Changed};
 use super::{Change, Dialect, Lease, Move, postgres, sqlite};
@@ -326,7 +326,7 @@ pub async fn complete(
     tx: &Transaction,
     statements: Vec<Statement>,
     at_most: usize,
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<JobId>> {
     let mut moved = Vec::with_capacity(at_most);
     for statement in statements {
         moved.extend(recording(tx, statement, None, at_most, "id").await?.ids()?);

@@ -3,6 +3,7 @@
 
 pub mod pricing;
 
+use entity::ids::FileId;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -147,7 +148,7 @@ pub struct StoredInput {
     pub bytes: u64,
     /// FILE and fetched URL inputs: the stored file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file_id: Option<uuid::Uuid>,
+    pub file_id: Option<FileId>,
     /// URL inputs: where the content comes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,

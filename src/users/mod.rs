@@ -3,11 +3,11 @@
 pub mod tokens;
 
 use chrono::Utc;
+use entity::ids::UserId;
 use entity::user;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, PaginatorTrait, Set};
-use uuid::Uuid;
 
-use crate::access::{self, Viewer};
+use crate::access::{self, PlatformAction, Viewer};
 use crate::error::{Error, Result, is_unique_violation};
 
 /// Trims and lower-cases an e-mail address; BAD_USER_INPUT unless it looks like one.
@@ -45,11 +45,7 @@ pub async fn create_user(
     display_name: Option<&str>,
     platform_admin: bool,
 ) -> Result<user::Model> {
-    if !access::can_manage_users(viewer) {
-        return Err(Error::forbidden(
-            "only platform administrators create users",
-        ));
-    }
+    access::check_platform(viewer, PlatformAction::CreateUsers)?;
     let email = normalize_email(email)?;
     let display_name = match display_name {
         Some(name) => check_display_name(name)?,
@@ -66,7 +62,7 @@ async fn insert_user(
     pending: bool,
 ) -> Result<user::Model> {
     let model = user::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(UserId::new()),
         email: Set(email.clone()),
         display_name: Set(display_name),
         is_platform_admin: Set(platform_admin),

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use entity::api_token::{self, TokenKind};
+use entity::ids::{TokenId, UserId};
 use entity::user;
 use rand::Rng as _;
 use rand::distr::Alphanumeric;
@@ -13,9 +14,8 @@ use sea_orm::{
     QueryFilter, Set,
 };
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
-use crate::access::{self, Viewer};
+use crate::access::{self, PlatformAction, Viewer};
 use crate::cache::TtlCache;
 use crate::error::{Error, Result};
 use crate::pagination::{self, Page, PageArgs};
@@ -44,7 +44,7 @@ fn hash_secret(secret: &str) -> String {
 /// Issues a token without permission checks: for the first start and the command line.
 pub async fn issue(
     db: &impl ConnectionTrait,
-    user_id: Uuid,
+    user_id: UserId,
     name: &str,
     kind: TokenKind,
     expires_at: Option<DateTime<Utc>>,
@@ -58,7 +58,7 @@ pub async fn issue(
     }
     let secret = new_secret();
     let token = api_token::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(TokenId::new()),
         user_id: Set(user_id),
         name: Set(name.to_owned()),
         kind: Set(kind),
@@ -79,15 +79,13 @@ pub async fn issue(
 pub async fn create(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
-    for_user: Option<Uuid>,
+    for_user: Option<UserId>,
     name: &str,
     kind: TokenKind,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<(api_token::Model, String)> {
-    if kind == TokenKind::Worker && !access::can_create_worker_tokens(viewer) {
-        return Err(Error::forbidden(
-            "only platform administrators create worker tokens",
-        ));
+    if kind == TokenKind::Worker {
+        access::check_platform(viewer, PlatformAction::CreateWorkerTokens)?;
     }
     let me = match viewer {
         Viewer::System => None,
@@ -95,11 +93,7 @@ pub async fn create(
     };
     let user_id = match (for_user, me) {
         (Some(user_id), me) if Some(user_id) != me => {
-            if !access::can_manage_users(viewer) {
-                return Err(Error::forbidden(
-                    "only platform administrators create tokens for other users",
-                ));
-            }
+            access::check_platform(viewer, PlatformAction::CreateTokensForOthers)?;
             user_id
         }
         (_, Some(me)) => me,
@@ -171,7 +165,7 @@ async fn check(
 
 /// Whether a token is still neither revoked nor expired. A failed lookup counts as valid: the
 /// token's next request is checked anyway.
-pub async fn still_valid(db: &impl ConnectionTrait, token_id: Uuid) -> bool {
+pub async fn still_valid(db: &impl ConnectionTrait, token_id: TokenId) -> bool {
     match api_token::Entity::find_by_id(token_id).one(db).await {
         Ok(Some(token)) => token.is_active(Utc::now()),
         Ok(None) => false,
@@ -181,7 +175,7 @@ pub async fn still_valid(db: &impl ConnectionTrait, token_id: Uuid) -> bool {
 
 /// When a token expires, if it does. A failed lookup tells nothing: the token's next request
 /// is checked anyway.
-pub async fn expires_at(db: &impl ConnectionTrait, token_id: Uuid) -> Option<DateTime<Utc>> {
+pub async fn expires_at(db: &impl ConnectionTrait, token_id: TokenId) -> Option<DateTime<Utc>> {
     api_token::Entity::find_by_id(token_id)
         .one(db)
         .await
@@ -225,7 +219,7 @@ impl TokenCache {
     }
 
     /// Drops a token, so that its next request is checked against the database.
-    pub fn forget(&self, token_id: Uuid) {
+    pub fn forget(&self, token_id: TokenId) {
         self.0.forget(|_, (viewer, _)| match viewer {
             Viewer::User { token_id: id, .. } => *id == token_id,
             Viewer::Worker(worker) => worker.token_id == token_id,
@@ -235,7 +229,7 @@ impl TokenCache {
 }
 
 impl access::Invalidate for TokenCache {
-    fn token_revoked(&self, token_id: Uuid) {
+    fn token_revoked(&self, token_id: TokenId) {
         self.forget(token_id);
     }
 }
@@ -265,7 +259,7 @@ pub async fn list(
 pub async fn revoke(
     db: &sea_orm::DatabaseConnection,
     viewer: &Viewer,
-    token_id: Uuid,
+    token_id: TokenId,
 ) -> Result<api_token::Model> {
     let token = access::readable_token(db, viewer, token_id).await?;
     if token.revoked_at.is_some() {

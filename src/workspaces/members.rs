@@ -5,12 +5,12 @@
 //! or demoted submits nothing after it.
 
 use chrono::Utc;
+use entity::ids::{MembershipId, UserId, WorkspaceId};
 use entity::membership::{self, Role};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
     IntoActiveModel, Order, PaginatorTrait, QueryFilter, Set,
 };
-use uuid::Uuid;
 
 use super::Hold;
 use crate::access::{Viewer, WorkspaceAction, WorkspaceRef, role_name};
@@ -39,7 +39,7 @@ pub async fn list(
 pub async fn add(
     db: &DatabaseConnection,
     viewer: &Viewer,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     email: &str,
     role: Role,
 ) -> Result<membership::Model> {
@@ -61,7 +61,7 @@ pub async fn add(
         )));
     }
     let membership = membership::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(MembershipId::new()),
         workspace_id: Set(workspace_id),
         user_id: Set(user.id),
         role: Set(role),
@@ -78,8 +78,8 @@ pub async fn add(
 pub async fn change_role(
     db: &DatabaseConnection,
     viewer: &Viewer,
-    workspace_id: Uuid,
-    user_id: Uuid,
+    workspace_id: WorkspaceId,
+    user_id: UserId,
     role: Role,
 ) -> Result<membership::Model> {
     let tx = db::begin_write(db).await?;
@@ -107,8 +107,8 @@ pub async fn change_role(
 pub async fn remove(
     db: &DatabaseConnection,
     viewer: &Viewer,
-    workspace_id: Uuid,
-    user_id: Uuid,
+    workspace_id: WorkspaceId,
+    user_id: UserId,
 ) -> Result<membership::Model> {
     let tx = db::begin_write(db).await?;
     let access = super::hold(&tx, viewer, workspace_id, Hold::Change).await?;
@@ -127,7 +127,7 @@ pub async fn remove(
 pub async fn leave(
     db: &DatabaseConnection,
     viewer: &Viewer,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
 ) -> Result<membership::Model> {
     let user = viewer.require_user()?;
     let tx = db::begin_write(db).await?;
@@ -144,8 +144,8 @@ pub async fn leave(
 
 async fn find_member(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
-    user_id: Uuid,
+    workspace_id: WorkspaceId,
+    user_id: UserId,
 ) -> Result<membership::Model> {
     membership::Entity::find_for(workspace_id, user_id)
         .one(db)
@@ -164,7 +164,7 @@ async fn delete_member(db: &impl ConnectionTrait, member: membership::Model) -> 
 /// CONFLICT unless the workspace has more than one owner. Callers hold the workspace lock.
 async fn ensure_another_owner(
     db: &impl ConnectionTrait,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     verb: &str,
 ) -> Result<()> {
     let owners = membership::Entity::find_in_workspace(workspace_id)

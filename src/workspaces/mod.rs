@@ -2,6 +2,7 @@
 
 pub mod members;
 
+use entity::ids::{MembershipId, WorkspaceId};
 use std::collections::HashMap;
 
 use chrono::Utc;
@@ -13,7 +14,6 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait,
     IntoActiveModel, JoinType, Order, PaginatorTrait, QueryFilter, QuerySelect, RelationTrait, Set,
 };
-use uuid::Uuid;
 
 use crate::access::{Standing, Viewer, WorkspaceAccess, WorkspaceAction};
 use crate::db;
@@ -40,7 +40,7 @@ pub async fn create(
     let now = Utc::now();
     let tx = db::begin_write(db).await?;
     let workspace = workspace::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(WorkspaceId::new()),
         name: Set(name),
         credit_balance: Set(0),
         created_at: Set(now),
@@ -49,7 +49,7 @@ pub async fn create(
     .insert(&tx)
     .await?;
     membership::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(MembershipId::new()),
         workspace_id: Set(workspace.id),
         user_id: Set(user.id),
         role: Set(Role::Owner),
@@ -65,7 +65,7 @@ pub async fn create(
 pub async fn rename(
     db: &DatabaseConnection,
     viewer: &Viewer,
-    id: Uuid,
+    id: WorkspaceId,
     name: &str,
 ) -> Result<workspace::Model> {
     let tx = db::begin_write(db).await?;
@@ -86,7 +86,7 @@ pub async fn delete(
     db: &DatabaseConnection,
     files: &crate::files::Files,
     viewer: &Viewer,
-    id: Uuid,
+    id: WorkspaceId,
 ) -> Result<()> {
     let tx = db::begin_write(db).await?;
     let access = hold(&tx, viewer, id, Hold::Delete).await?;
@@ -129,7 +129,7 @@ pub async fn list_for_viewer(
         .join(JoinType::InnerJoin, workspace::Relation::Membership.def())
         .filter(membership::Column::UserId.eq(user_id));
     let page = pagination::fetch(db, select, workspace::Column::Id, Order::Desc, page).await?;
-    let roles: HashMap<Uuid, Role> = membership::Entity::find()
+    let roles: HashMap<WorkspaceId, Role> = membership::Entity::find()
         .filter(membership::Column::UserId.eq(user_id))
         .filter(membership::Column::WorkspaceId.is_in(page.items.iter().map(|w| w.id)))
         .all(db)
@@ -179,7 +179,7 @@ pub(crate) enum Hold {
 pub(crate) async fn hold(
     tx: &db::Transaction,
     viewer: &Viewer,
-    id: Uuid,
+    id: WorkspaceId,
     hold: Hold,
 ) -> Result<WorkspaceAccess> {
     if matches!(viewer, Viewer::Anonymous) {
@@ -191,7 +191,11 @@ pub(crate) async fn hold(
 
 /// The lock of [`hold`], for a writer that decides access by other means (a job's deletion,
 /// by the job). NOT_FOUND if the workspace is gone.
-pub(crate) async fn lock(tx: &db::Transaction, id: Uuid, hold: Hold) -> Result<workspace::Model> {
+pub(crate) async fn lock(
+    tx: &db::Transaction,
+    id: WorkspaceId,
+    hold: Hold,
+) -> Result<workspace::Model> {
     let lock = match hold {
         Hold::Change => LockType::NoKeyUpdate,
         Hold::Delete => LockType::Update,

@@ -74,7 +74,7 @@ async fn management_commands_print_what_scripts_capture() {
     let ws = jobgraph::workspaces::create(&db, &viewer, "lab")
         .await
         .unwrap();
-    let ws_id = jobgraph::ids::encode(jobgraph::ids::Kind::Workspace, ws.id);
+    let ws_id = jobgraph::ids::encode(ws.id);
     let (ok, stdout, stderr) = jobgraph(
         &url,
         dir.path(),

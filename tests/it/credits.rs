@@ -198,8 +198,8 @@ async fn the_database_refuses_a_second_charge_for_one_job() {
         json!({"ws": ws, "amount": 100}),
     )
     .await;
-    let ws_id = jobgraph::ids::decode(jobgraph::ids::Kind::Workspace, "ws", &ws).unwrap();
-    let job_id = uuid::Uuid::now_v7();
+    let ws_id = jobgraph::ids::decode::<entity::ids::WorkspaceId>("ws", &ws).unwrap();
+    let job_id = entity::ids::JobId::new();
     let charge = || jobgraph::credits::ledger::Entry {
         workspace_id: ws_id,
         kind: credit_transaction::TransactionKind::Charge,

@@ -3,7 +3,7 @@
 
 use entity::credit_transaction::{self, TransactionKind};
 use entity::job::JobStatus;
-use jobgraph::ids::{self, Kind};
+use jobgraph::ids::{self};
 use jobgraph::jobs::lifecycle::Change;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::support::{JOB_FIELDS, TestApp, TestUser};
 
 async fn refunds_of(app: &TestApp, job: &str) -> u64 {
-    let id = ids::decode(Kind::Job, "id", job).unwrap();
+    let id = ids::decode::<entity::ids::JobId>("id", job).unwrap();
     credit_transaction::Entity::find()
         .filter(credit_transaction::Column::JobId.eq(id))
         .filter(credit_transaction::Column::Kind.eq(TransactionKind::Refund))
@@ -487,7 +487,7 @@ async fn deleting_a_finished_job_keeps_its_ledger_entries() {
     app.ok(Some(&alice.token), delete, json!({"id": job})).await;
     let (_, body) = app.read_job(Some(&alice.token), &job).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND");
-    let uuid = ids::decode(Kind::Job, "id", &job).unwrap();
+    let uuid = ids::decode::<entity::ids::JobId>("id", &job).unwrap();
     let entries = credit_transaction::Entity::find()
         .filter(credit_transaction::Column::JobId.eq(uuid))
         .count(&app.db)

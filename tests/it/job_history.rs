@@ -541,7 +541,7 @@ async fn a_batchs_jobs_are_read_from_the_batch_index() {
             )
             .await;
         let id = data["submitBatch"]["batch"]["id"].as_str().unwrap();
-        batches.push(jobgraph::ids::decode(jobgraph::ids::Kind::Batch, "id", id).unwrap());
+        batches.push(jobgraph::ids::decode::<entity::ids::BatchId>("id", id).unwrap());
     }
     let backend = app.db.get_database_backend();
     let query = backend.build(&jobgraph::jobs::history::batch_jobs(batches[2]).into_query());
@@ -582,8 +582,8 @@ async fn a_tools_and_a_submitters_jobs_are_read_through_the_job_keys() {
         .collect();
     app.ok(Some(&bob.token), batch, json!({"ws": ws, "jobs": sleep}))
         .await;
-    let ws_id = jobgraph::ids::decode(jobgraph::ids::Kind::Workspace, "id", &ws).unwrap();
-    let bob_id = jobgraph::ids::decode(jobgraph::ids::Kind::User, "id", &bob.id).unwrap();
+    let ws_id = jobgraph::ids::decode::<entity::ids::WorkspaceId>("id", &ws).unwrap();
+    let bob_id = jobgraph::ids::decode::<entity::ids::UserId>("id", &bob.id).unwrap();
     let backend = app.db.get_database_backend();
     for (filter, index) in [
         (

@@ -1,7 +1,7 @@
 //! Submitting jobs: charging, validation, concurrency, idempotency, batches and estimates.
 
 use entity::credit_transaction;
-use jobgraph::ids::{self, Kind};
+use jobgraph::ids::{self};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 
@@ -32,7 +32,7 @@ async fn a_submitted_job_is_charged_queued_and_has_its_timeline() {
         json!([{"status": "PENDING", "message": "submitted"}, {"status": "QUEUED", "message": "inputs ready"}])
     );
     assert_eq!(app.balance(&ws).await, 95);
-    let job_id = ids::decode(Kind::Job, "id", job["id"].as_str().unwrap()).unwrap();
+    let job_id = ids::decode::<entity::ids::JobId>("id", job["id"].as_str().unwrap()).unwrap();
     let charges = credit_transaction::Entity::find()
         .filter(credit_transaction::Column::JobId.eq(job_id))
         .all(&app.db)

@@ -636,8 +636,7 @@ async fn live_entries_are_numbered_in_commit_order() {
         app.workspace(&owner, "first").await,
         app.workspace(&owner, "second").await,
     );
-    let decode =
-        |id: &str| jobgraph::ids::decode(jobgraph::ids::Kind::Workspace, "ws", id).unwrap();
+    let decode = |id: &str| jobgraph::ids::decode::<entity::ids::WorkspaceId>("ws", id).unwrap();
     let (first_ws, second_ws) = (decode(&first_ws), decode(&second_ws));
     let commits = Arc::new(AtomicUsize::new(0));
 

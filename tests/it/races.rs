@@ -140,7 +140,7 @@ async fn finished_job(app: &TestApp, owner: &TestUser, ws: &str, to: JobStatus) 
 }
 
 async fn jobs_of(app: &TestApp, ws: &str) -> i64 {
-    let id = jobgraph::ids::decode(jobgraph::ids::Kind::Workspace, "ws", ws).unwrap();
+    let id = jobgraph::ids::decode::<entity::ids::WorkspaceId>("ws", ws).unwrap();
     let backend = app.db.get_database_backend();
     let row = app
         .db

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use entity::credit_transaction::{self, TransactionKind};
-use jobgraph::ids::{self, Kind};
+use jobgraph::ids::{self};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -146,7 +146,7 @@ const FAIL: &str = "mutation($a: String!, $m: String!, $t: Boolean!) {
 
 /// The workspace's charges and refunds of one job.
 async fn ledger_of(app: &TestApp, job: &str) -> (usize, usize) {
-    let id = ids::decode(Kind::Job, "id", job).unwrap();
+    let id = ids::decode::<entity::ids::JobId>("id", job).unwrap();
     let entries = credit_transaction::Entity::find()
         .filter(credit_transaction::Column::JobId.eq(id))
         .all(&app.db)
@@ -161,7 +161,7 @@ async fn ledger_of(app: &TestApp, job: &str) -> (usize, usize) {
 
 /// Ends the lease of a job's running attempt now, as if its worker had vanished.
 async fn expire_lease(app: &TestApp, job: &str) {
-    let id = ids::decode(Kind::Job, "id", job).unwrap();
+    let id = ids::decode::<entity::ids::JobId>("id", job).unwrap();
     entity::job::Entity::update_many()
         .col_expr(
             entity::job::Column::LeaseExpiresAt,
@@ -666,7 +666,7 @@ async fn the_python_example_worker_runs_a_job() {
         .collect();
     assert!(stages.contains(&"Counting"), "{done}");
     // The heartbeat thread kept the 3-second lease alive through the run.
-    let id = ids::decode(Kind::Job, "id", &job).unwrap();
+    let id = ids::decode::<entity::ids::JobId>("id", &job).unwrap();
     let row = entity::job::Entity::find_by_id(id)
         .one(&app.db)
         .await

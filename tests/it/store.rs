@@ -4,31 +4,31 @@
 
 use std::time::Duration;
 
+use entity::ids::JobId;
 use entity::job::{self, JobStatus};
 use entity::{job_event, live_event};
-use jobgraph::ids::{self, Kind};
+use jobgraph::ids::{self};
 use jobgraph::jobs::lifecycle::{self, Change, Completion};
 use jobgraph::store;
 use sea_orm::{ColumnTrait as _, EntityTrait as _, QueryFilter as _, QueryOrder as _};
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::support::TestApp;
 
 /// Two QUEUED jobs of one workspace; their ids.
-async fn two_queued(app: &TestApp) -> (Uuid, Uuid) {
+async fn two_queued(app: &TestApp) -> (JobId, JobId) {
     let alice = app.user("alice@lab.test").await;
     let ws = app.workspace(&alice, "lab").await;
     app.grant(&ws, 100).await;
     let first = app.job(&alice, &ws, 0).await;
     let second = app.job(&alice, &ws, 0).await;
     let id = |job: &serde_json::Value| {
-        ids::decode(Kind::Job, "id", job["id"].as_str().unwrap()).unwrap()
+        ids::decode::<entity::ids::JobId>("id", job["id"].as_str().unwrap()).unwrap()
     };
     (id(&first), id(&second))
 }
 
-async fn read(app: &TestApp, id: Uuid) -> job::Model {
+async fn read(app: &TestApp, id: JobId) -> job::Model {
     job::Entity::find_by_id(id)
         .one(&app.db)
         .await

@@ -270,7 +270,7 @@ async fn a_page_of_waiting_jobs_costs_the_same_few_statements_whatever_its_size(
     let claimed: Vec<String> = claim(&app, Tools::Only(vec!["sleep".to_owned()]), 2)
         .await
         .iter()
-        .map(|job| jobgraph::ids::encode(jobgraph::ids::Kind::Job, job.id).to_string())
+        .map(|job| jobgraph::ids::encode(job.id).to_string())
         .collect();
     let mut expected: Vec<String> = (0..2).map(|p| by_position[&p].clone()).collect();
     let mut claimed_sorted = claimed.clone();

@@ -209,7 +209,7 @@ async fn a_connection_is_closed_with_4401_when_its_token_expires() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice@lab.test").await;
     let ws_id = app.workspace(&alice, "Lab").await;
-    let user_id = jobgraph::ids::decode(jobgraph::ids::Kind::User, "id", &alice.id).unwrap();
+    let user_id = jobgraph::ids::decode::<entity::ids::UserId>("id", &alice.id).unwrap();
     let counts = "subscription($ws: ID!) { jobCounts(workspaceId: $ws) { total } }";
     // The token in `connection_init`, then in the upgrade request's header.
     for in_header in [false, true] {

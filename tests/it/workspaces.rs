@@ -2,10 +2,9 @@
 
 use chrono::Utc;
 use entity::job::{self, JobStatus, Visibility};
-use jobgraph::ids::{self, Kind};
+use jobgraph::ids::{self};
 use sea_orm::{ActiveModelTrait, EntityTrait, PaginatorTrait, Set};
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::support::{TestApp, eventually};
 
@@ -118,7 +117,7 @@ async fn bad_names_and_ids_are_refused_and_write_nothing() {
             "{id}: {body}"
         );
     }
-    let missing = ids::encode(Kind::Workspace, Uuid::now_v7());
+    let missing = ids::encode(entity::ids::WorkspaceId::new());
     assert_eq!(
         app.error_code(Some(&alice.token), read, json!({"id": missing.as_str()}))
             .await,
@@ -132,7 +131,7 @@ async fn an_unseen_workspace_answers_not_found_exactly_like_a_missing_one() {
     let alice = app.user("alice@lab.test").await;
     let eve = app.user("eve@lab.test").await;
     let ws = app.workspace(&alice, "secret").await;
-    let missing = ids::encode(Kind::Workspace, Uuid::now_v7());
+    let missing = ids::encode(entity::ids::WorkspaceId::new());
     let read = "query($id: ID!) { workspace(id: $id) { name } }";
     let (_, seen) = app.post(Some(&eve.token), read, json!({"id": ws})).await;
     let (_, absent) = app
@@ -227,11 +226,11 @@ async fn a_workspace_with_an_active_job_cannot_be_deleted() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice@lab.test").await;
     let ws = app.workspace(&alice, "busy").await;
-    let ws_uuid = ids::decode(Kind::Workspace, "ws", &ws).unwrap();
-    let user_uuid = ids::decode(Kind::User, "user", &alice.id).unwrap();
+    let ws_uuid = ids::decode::<entity::ids::WorkspaceId>("ws", &ws).unwrap();
+    let user_uuid = ids::decode::<entity::ids::UserId>("user", &alice.id).unwrap();
     let now = Utc::now();
     job::ActiveModel {
-        id: Set(Uuid::now_v7()),
+        id: Set(entity::ids::JobId::new()),
         workspace_id: Set(ws_uuid),
         submitter_id: Set(user_uuid),
         tool: Set("sleep".into()),
@@ -387,7 +386,7 @@ async fn a_removed_member_loses_access_at_once_here_and_soon_when_removed_elsewh
 
     // Removed by another process sharing the database: refused within the trust time.
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    let carol_id = ids::decode(Kind::User, "u", &carol.id).unwrap();
+    let carol_id = ids::decode::<entity::ids::UserId>("u", &carol.id).unwrap();
     entity::membership::Entity::delete_many()
         .filter(entity::membership::Column::UserId.eq(carol_id))
         .exec(&app.db)
@@ -425,8 +424,8 @@ async fn a_member_removed_by_another_server_loses_access_here_as_soon_as_it_is_t
     jobgraph::workspaces::members::remove(
         &other.state.db,
         &jobgraph::access::Viewer::System,
-        ids::decode(Kind::Workspace, "ws", &ws).unwrap(),
-        ids::decode(Kind::User, "u", &bob.id).unwrap(),
+        ids::decode::<entity::ids::WorkspaceId>("ws", &ws).unwrap(),
+        ids::decode::<entity::ids::UserId>("u", &bob.id).unwrap(),
     )
     .await
     .unwrap();

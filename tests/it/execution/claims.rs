@@ -256,7 +256,7 @@ async fn the_queues_job_rows_read_back_as_sea_orm_reads_them() {
                 json!({"tool": "noop", "settings": { "label": label }}),
             )
             .await;
-        ids.push(jobgraph::ids::decode(jobgraph::ids::Kind::Job, "id", &id).unwrap());
+        ids.push(jobgraph::ids::decode::<entity::ids::JobId>("id", &id).unwrap());
     }
     let [bare, full] = ids[..] else {
         unreachable!()
@@ -268,7 +268,7 @@ async fn the_queues_job_rows_read_back_as_sea_orm_reads_them() {
         .unwrap()
         .unwrap();
     let batch = entity::batch::ActiveModel {
-        id: Set(uuid::Uuid::now_v7()),
+        id: Set(entity::ids::BatchId::new()),
         workspace_id: Set(submitted.workspace_id),
         submitter_id: Set(submitted.submitter_id),
         name: Set(None),

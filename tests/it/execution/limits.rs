@@ -63,7 +63,7 @@ async fn wait_until_final(app: &TestApp, ids: &[String]) -> Vec<job::Model> {
     eventually(WAIT, "every job ends", || async {
         let mut jobs = Vec::new();
         for id in ids {
-            let id = jobgraph::ids::decode(jobgraph::ids::Kind::Job, "id", id).unwrap();
+            let id = jobgraph::ids::decode::<entity::ids::JobId>("id", id).unwrap();
             jobs.push(
                 job::Entity::find_by_id(id)
                     .one(&app.db)

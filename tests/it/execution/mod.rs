@@ -118,7 +118,7 @@ async fn spawn(workers: usize) -> TestApp {
 }
 
 /// A job's live entries in the order of their numbers.
-async fn live_entries(app: &TestApp, job_id: uuid::Uuid) -> Vec<entity::live_event::Model> {
+async fn live_entries(app: &TestApp, job_id: entity::ids::JobId) -> Vec<entity::live_event::Model> {
     use sea_orm::QueryOrder as _;
     entity::live_event::Entity::find()
         .filter(entity::live_event::Column::JobId.eq(job_id))

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use jobgraph::ids::{self, Kind};
+use jobgraph::ids::{self};
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use sea_orm::{EntityTrait, PaginatorTrait};
@@ -149,7 +149,7 @@ async fn download(
 
 /// The stored objects of a workspace.
 async fn stored(app: &TestApp, ws: &str) -> Vec<String> {
-    let id = ids::decode(Kind::Workspace, "ws", ws).unwrap();
+    let id = ids::decode::<entity::ids::WorkspaceId>("ws", ws).unwrap();
     app.state
         .files
         .storage

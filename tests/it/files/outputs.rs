@@ -188,8 +188,8 @@ async fn deleting_a_job_removes_its_files_and_a_duplicate_keeps_its_own_copy() {
         let response = download(&app, Some(&alice.token), url, None).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
     }
-    let job_id = ids::decode(Kind::Job, "id", &id).unwrap();
-    let ws_id = ids::decode(Kind::Workspace, "ws", &ws).unwrap();
+    let job_id = ids::decode::<entity::ids::JobId>("id", &id).unwrap();
+    let ws_id = ids::decode::<entity::ids::WorkspaceId>("ws", &ws).unwrap();
     let left = app
         .state
         .files

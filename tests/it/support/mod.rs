@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use jobgraph::access::Viewer;
 use jobgraph::config::Config;
-use jobgraph::ids::{self, Kind};
+use jobgraph::ids::{self};
 use jobgraph::{App, users};
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
@@ -231,7 +231,7 @@ impl TestApp {
         .await
         .unwrap();
         TestUser {
-            id: ids::encode(Kind::User, user.id).to_string(),
+            id: ids::encode(user.id).to_string(),
             email: user.email,
             token,
         }
@@ -412,7 +412,7 @@ impl TestApp {
         change: jobgraph::jobs::lifecycle::Change,
     ) -> jobgraph::error::Result<entity::job::Model> {
         use sea_orm::EntityTrait;
-        let id = ids::decode(Kind::Job, "id", id).unwrap();
+        let id = ids::decode::<entity::ids::JobId>("id", id).unwrap();
         let tx = jobgraph::db::begin_write(&self.db).await.unwrap();
         let job = entity::job::Entity::find_by_id(id)
             .one(&tx)
@@ -428,7 +428,7 @@ impl TestApp {
     pub async fn balance(&self, workspace: &str) -> i64 {
         use entity::credit_transaction;
         use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-        let id = ids::decode(Kind::Workspace, "ws", workspace).unwrap();
+        let id = ids::decode::<entity::ids::WorkspaceId>("ws", workspace).unwrap();
         let ws = entity::workspace::Entity::find_by_id(id)
             .one(&self.db)
             .await
