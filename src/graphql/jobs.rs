@@ -1,7 +1,8 @@
 //! GraphQL for tools, prices, jobs, their timeline and lineage, and batches.
 
 use entity::ids::{BatchId, JobId, UserId, WorkspaceId};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 use async_graphql::connection::Connection;
 use async_graphql::{
@@ -331,41 +332,77 @@ impl From<Difference> for JobChange {
     }
 }
 
-/// The columns a field of `Job` reads besides `history::Detail::ALWAYS`; `None` for fields
-/// that need the whole job. A list whose selected fields are all known here reads only their
-/// columns.
-fn columns_of_field(name: &str) -> Option<&'static [job::Column]> {
-    use job::Column as C;
-    Some(match name {
-        "__typename" | "id" | "url" | "workspace" | "submitter" | "status" | "visibility"
-        | "timeline" | "invitedEmails" | "derivedJobs" | "files" | "viewerCanRename"
-        | "viewerCanDelete" | "viewerCanCancel" | "viewerCanRetry" | "viewerCanDuplicate"
-        | "viewerCanShare" => &[],
-        "name" => &[C::Name],
-        "tool" | "toolName" => &[C::Tool],
-        "toolVersion" => &[C::ToolVersion],
-        "stage" => &[C::Stage],
-        "progress" => &[C::Progress],
-        "errorMessage" => &[C::ErrorMessage],
-        "errorCode" => &[C::ErrorCode],
-        "attempt" => &[C::Attempt],
-        "maxAttempts" => &[C::MaxAttempts],
-        "creditCost" => &[C::CreditCost],
-        "refunded" => &[C::Refunded],
-        "priority" => &[C::Priority],
-        "idempotencyKey" => &[C::IdempotencyKey],
-        "createdAt" => &[C::CreatedAt],
-        "updatedAt" => &[C::UpdatedAt],
-        "queuedAt" => &[C::QueuedAt],
-        "startedAt" => &[C::StartedAt],
-        "finishedAt" => &[C::FinishedAt],
-        "durationSeconds" => &[C::StartedAt, C::FinishedAt],
-        "parent" => &[C::ParentId],
-        name if WAIT_FIELDS.contains(&name) => &Waiter::COLUMNS,
-        "parentKind" => &[C::ParentKind],
-        "batch" => &[C::BatchId],
-        _ => return None,
-    })
+/// What a field of `Job` reads of the job's row, besides what every read loads
+/// ([`history::Detail::ALWAYS`]).
+#[derive(Debug, Clone, Copy)]
+enum Reads {
+    /// These columns: a list that shows only such fields loads only their columns.
+    Columns(&'static [job::Column]),
+    /// The whole row.
+    Row,
+}
+
+/// `Reads` from a field's `#[reads(...)]`: column names, `waits` for where a waiting job
+/// stands, `row` for the whole row.
+macro_rules! reads {
+    (row) => {
+        Reads::Row
+    };
+    (waits) => {
+        Reads::Columns(&Waiter::COLUMNS)
+    };
+    ($($column:ident),*) => {
+        Reads::Columns(&[$(job::Column::$column),*])
+    };
+}
+
+/// Declares the fields of `Job`, each with what it reads of the job's row, and derives from
+/// the same declarations what a list of jobs loads for the fields it is asked for: a field
+/// cannot be added without saying what it reads, nor read a column its list did not load
+/// unless its own declaration is wrong (which the history tests catch field by field).
+macro_rules! job_fields {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[reads($($reads:tt)*)]
+        $vis:vis async fn $name:ident $args:tt -> $ret:ty $body:block
+    )*) => {
+        #[Object(name = "Job")]
+        impl JobView {
+            $(
+                $(#[doc = $doc])*
+                $vis async fn $name $args -> $ret $body
+            )*
+        }
+
+        /// What the field of `Job` named `name` in the schema reads; `None` for a name that is
+        /// not one of its fields.
+        fn reads_of_field(name: &str) -> Option<Reads> {
+            static FIELDS: LazyLock<HashMap<String, Reads>> = LazyLock::new(|| {
+                HashMap::from([
+                    ("__typename".to_owned(), Reads::Columns(&[])),
+                    $((camel_case(stringify!($name)), reads!($($reads)*)),)*
+                ])
+            });
+            FIELDS.get(name).copied()
+        }
+    };
+}
+
+/// A Rust field name as the schema spells it (`tool_version`: `toolVersion`).
+fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// One run of a tool: everything it recorded.
@@ -401,25 +438,30 @@ pub fn job_url(ctx: &Context<'_>, id: JobId) -> String {
     ctx.data_unchecked::<Arc<ServerConfig>>().job_url(id)
 }
 
-#[Object(name = "Job")]
-impl JobView {
+job_fields! {
+    #[reads()]
     pub async fn id(&self) -> ID {
         ids::encode(self.0.id)
     }
+    #[reads(Name)]
     async fn name(&self) -> &str {
         &self.0.name
     }
     /// The tool; null if it is no longer offered.
+    #[reads(Tool)]
     async fn tool(&self, ctx: &Context<'_>) -> Option<ToolView> {
         catalog(ctx).get(&self.0.tool).cloned().map(ToolView)
     }
+    #[reads(Tool)]
     async fn tool_name(&self) -> &str {
         &self.0.tool
     }
+    #[reads(ToolVersion)]
     async fn tool_version(&self) -> &str {
         &self.0.tool_version
     }
     /// The workspace; null for viewers who see the job only through its sharing.
+    #[reads()]
     async fn workspace(&self, ctx: &Context<'_>) -> ApiResult<Option<WorkspaceView>> {
         if !self.1.sees_workspace() {
             return Ok(None);
@@ -432,23 +474,28 @@ impl JobView {
         Ok(access.map(WorkspaceView::from))
     }
     /// Who submitted it; null for viewers who see the job only through its sharing.
+    #[reads()]
     async fn submitter(&self, ctx: &Context<'_>) -> ApiResult<Option<UserView>> {
         if !self.1.sees_workspace() {
             return Ok(None);
         }
         load_user(ctx, self.0.submitter_id).await.map(Some)
     }
+    #[reads()]
     async fn status(&self) -> JobStatusView {
         self.0.status.into()
     }
     /// What the run is doing now, in words.
+    #[reads(Stage)]
     async fn stage(&self) -> Option<&str> {
         self.0.stage.as_deref()
     }
     /// From 0 to 1.
+    #[reads(Progress)]
     async fn progress(&self) -> f64 {
         self.0.progress
     }
+    #[reads(Inputs, Settings)]
     async fn inputs(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobInput>> {
         let inputs = Prepared::from_stored(&self.0.inputs, &self.0.settings).inputs;
         let mut files = std::collections::HashMap::new();
@@ -479,6 +526,7 @@ impl JobView {
     }
     /// The stored files of the job, oldest first: its uploaded or fetched inputs and the
     /// outputs of its run.
+    #[reads()]
     async fn files(
         &self,
         ctx: &Context<'_>,
@@ -486,38 +534,48 @@ impl JobView {
     ) -> ApiResult<Vec<FileView>> {
         super::files::job_files(ctx, self.0.id, role).await
     }
+    #[reads(Settings)]
     async fn settings(&self) -> Json<Value> {
         Json(self.0.settings.clone())
     }
     /// The structured result of a completed run.
+    #[reads(Result)]
     async fn result(&self) -> Option<Json<Value>> {
         self.0.result.clone().map(Json)
     }
+    #[reads(ErrorMessage)]
     async fn error_message(&self) -> Option<&str> {
         self.0.error_message.as_deref()
     }
+    #[reads(ErrorCode)]
     async fn error_code(&self) -> Option<&str> {
         self.0.error_code.as_deref()
     }
+    #[reads(Attempt)]
     async fn attempt(&self) -> i32 {
         self.0.attempt
     }
+    #[reads(MaxAttempts)]
     async fn max_attempts(&self) -> i32 {
         self.0.max_attempts
     }
     /// The credits charged at submission: at most 2,000,000,000.
+    #[reads(CreditCost)]
     async fn credit_cost(&self) -> i64 {
         self.0.credit_cost
     }
     /// Whether the charge was given back.
+    #[reads(Refunded)]
     async fn refunded(&self) -> bool {
         self.0.refunded
     }
+    #[reads()]
     async fn visibility(&self) -> VisibilityView {
         self.0.visibility.into()
     }
     /// The e-mails a job shared as INVITED is shared with; null for viewers who may not
     /// change its sharing.
+    #[reads()]
     async fn invited_emails(&self, ctx: &Context<'_>) -> ApiResult<Option<Vec<String>>> {
         if !self.can(JobAction::Share) {
             return Ok(None);
@@ -529,11 +587,13 @@ impl JobView {
             .await?;
         Ok(Some(shares.into_iter().map(|s| s.email).collect()))
     }
+    #[reads(Priority)]
     async fn priority(&self) -> i32 {
         self.0.priority
     }
     /// The key it was submitted with; null for viewers who see the job only through its
     /// sharing.
+    #[reads(IdempotencyKey)]
     async fn idempotency_key(&self) -> Option<&str> {
         self.0
             .idempotency_key
@@ -546,27 +606,34 @@ impl JobView {
     /// one of those descendants (the largest one's, not a sum), never the server's or the
     /// worker's; it includes the few megabytes the program's supervisor held when it started
     /// the program.
+    #[reads(Resources)]
     async fn resources(&self) -> Option<Json<Value>> {
         self.0.resources.clone().map(Json)
     }
+    #[reads(CreatedAt)]
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    #[reads(UpdatedAt)]
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
     /// When the job joined the queue: its place in the claim order, which it keeps when it
     /// comes back for another attempt (a retry, a run whose worker was lost or stopped).
+    #[reads(QueuedAt)]
     async fn queued_at(&self) -> Option<DateTime<Utc>> {
         self.0.queued_at
     }
+    #[reads(StartedAt)]
     async fn started_at(&self) -> Option<DateTime<Utc>> {
         self.0.started_at
     }
+    #[reads(FinishedAt)]
     async fn finished_at(&self) -> Option<DateTime<Utc>> {
         self.0.finished_at
     }
     /// Seconds from start to finish (or to now while running).
+    #[reads(StartedAt, FinishedAt)]
     async fn duration_seconds(&self) -> Option<f64> {
         let started = self.0.started_at?;
         let until = self.0.finished_at.unwrap_or_else(Utc::now);
@@ -574,24 +641,29 @@ impl JobView {
     }
     /// For a QUEUED job, how many QUEUED jobs will be claimed before it: those of higher
     /// priority, then those queued earlier (0: it is next). Null for any other status.
+    #[reads(waits)]
     async fn queue_position(&self, ctx: &Context<'_>) -> ApiResult<Option<i64>> {
         Ok(self.wait(ctx).await?.position.map(|n| n as i64))
     }
     /// Why a QUEUED or RETRY job has not started yet; null for any other status.
+    #[reads(waits)]
     async fn wait_reason(&self, ctx: &Context<'_>) -> ApiResult<Option<WaitReasonView>> {
         Ok(self.wait(ctx).await?.reason.map(Into::into))
     }
     /// For a RETRY job, when it is queued again.
+    #[reads(waits)]
     async fn eligible_at(&self, ctx: &Context<'_>) -> ApiResult<Option<DateTime<Utc>>> {
         Ok(self.wait(ctx).await?.eligible_at)
     }
     /// For a QUEUED or RETRY job, when it will likely start: from the jobs ahead of it, the
     /// capacity of the workers that run its tool and how long its tool's recent runs took.
     /// Null when no worker runs its tool.
+    #[reads(waits)]
     async fn estimated_start_at(&self, ctx: &Context<'_>) -> ApiResult<Option<DateTime<Utc>>> {
         Ok(self.wait(ctx).await?.estimated_start_at)
     }
     /// Every status and stage change, oldest first.
+    #[reads()]
     async fn timeline(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobEventView>> {
         let events = history::timeline(db(ctx), self.0.id).await?;
         Ok(events
@@ -600,10 +672,12 @@ impl JobView {
             .collect())
     }
     /// A stable link that opens the job.
+    #[reads()]
     async fn url(&self, ctx: &Context<'_>) -> String {
         job_url(ctx, self.0.id)
     }
     /// The job this one was retried or duplicated from, if the viewer may see it.
+    #[reads(ParentId)]
     async fn parent(&self, ctx: &Context<'_>) -> ApiResult<Option<JobView>> {
         let Some(parent_id) = self.0.parent_id else {
             return Ok(None);
@@ -614,10 +688,12 @@ impl JobView {
             Err(err) => Err(err.into()),
         }
     }
+    #[reads(ParentKind)]
     async fn parent_kind(&self) -> Option<ParentKindView> {
         self.0.parent_kind.map(Into::into)
     }
     /// Settings and inputs that differ from the parent's; empty without a visible parent.
+    #[reads(ParentId, Inputs, Settings)]
     async fn changes_from_parent(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobChange>> {
         let Some(parent_id) = self.0.parent_id else {
             return Ok(Vec::new());
@@ -633,6 +709,7 @@ impl JobView {
             .collect())
     }
     /// Jobs retried or duplicated from this one that the viewer may see, oldest first.
+    #[reads()]
     async fn derived_jobs(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobView>> {
         let jobs = history::derived(db(ctx), viewer(ctx), self.1, &self.0).await?;
         let viewer_id = viewer(ctx).user_id();
@@ -653,6 +730,7 @@ impl JobView {
     }
     /// The batch it was submitted in; null for viewers who see the job only through its
     /// sharing.
+    #[reads(BatchId)]
     async fn batch(&self, ctx: &Context<'_>) -> ApiResult<Option<BatchView>> {
         let Some(batch_id) = self.0.batch_id else {
             return Ok(None);
@@ -666,6 +744,7 @@ impl JobView {
     /// The record, result and timeline as one JSON document; what it tells of the workspace
     /// (`workspaceId`, `submitterId`, who acted) is null or left out for viewers who see the
     /// job only through its sharing, as in the fields above.
+    #[reads(row)]
     async fn export_json(&self, ctx: &Context<'_>) -> ApiResult<Json<Value>> {
         let events = history::timeline(db(ctx), self.0.id).await?;
         Ok(Json(export::to_json(
@@ -676,23 +755,29 @@ impl JobView {
         )))
     }
     /// The result as CSV when it is a table (an array of flat objects); null otherwise.
+    #[reads(Result)]
     async fn export_csv(&self) -> Option<String> {
         export::to_csv(self.0.result.as_ref())
     }
+    #[reads()]
     async fn viewer_can_rename(&self) -> bool {
         self.can(JobAction::Rename)
     }
+    #[reads()]
     async fn viewer_can_delete(&self) -> bool {
         self.can(JobAction::Delete)
     }
+    #[reads()]
     async fn viewer_can_cancel(&self) -> bool {
         self.can(JobAction::Cancel)
     }
+    #[reads()]
     async fn viewer_can_retry(&self) -> bool {
         self.can(JobAction::Retry)
     }
     /// Whether the viewer may duplicate the job into workspace `into`, by default the job's
     /// own: whoever may read a job may copy it into a workspace where they may submit jobs.
+    #[reads()]
     async fn viewer_can_duplicate(&self, ctx: &Context<'_>, into: Option<ID>) -> ApiResult<bool> {
         let into = match into {
             None => self.1.workspace,
@@ -707,6 +792,7 @@ impl JobView {
         };
         Ok(self.can(JobAction::Duplicate { into }))
     }
+    #[reads()]
     async fn viewer_can_share(&self) -> bool {
         self.can(JobAction::Share)
     }
@@ -790,7 +876,10 @@ pub async fn job_connection(
         .flat_map(|node| node.selection_fields())
         .flat_map(|node| {
             node.selection_set()
-                .map(|field| columns_of_field(field.name()))
+                .map(|field| match reads_of_field(field.name()) {
+                    Some(Reads::Columns(columns)) => Some(columns),
+                    Some(Reads::Row) | None => None,
+                })
                 .collect::<Vec<_>>()
         })
         .try_fold(Vec::new(), |mut all, columns| {
@@ -911,5 +1000,50 @@ impl JobFilterInput {
             created_before: self.created_before,
             search: self.search,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_of_job_says_what_it_reads() {
+        use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+        let schema = async_graphql::parser::parse_schema(crate::graphql::sdl()).unwrap();
+        let fields: Vec<String> = schema
+            .definitions
+            .iter()
+            .find_map(|definition| match definition {
+                TypeSystemDefinition::Type(ty) if ty.node.name.node == "Job" => {
+                    match &ty.node.kind {
+                        TypeKind::Object(object) => Some(
+                            object
+                                .fields
+                                .iter()
+                                .map(|field| field.node.name.node.to_string())
+                                .collect(),
+                        ),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .expect("the schema has a Job type");
+        assert!(fields.len() > 40, "{fields:?}");
+        for field in fields {
+            assert!(
+                reads_of_field(&field).is_some(),
+                "`{field}` reads nothing known"
+            );
+        }
+        assert!(reads_of_field("noSuchField").is_none());
+        assert!(matches!(
+            reads_of_field("durationSeconds"),
+            Some(Reads::Columns([
+                job::Column::StartedAt,
+                job::Column::FinishedAt
+            ]))
+        ));
     }
 }
