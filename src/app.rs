@@ -14,6 +14,7 @@ use crate::cache::TtlCache;
 use crate::config::{Config, ServerConfig};
 use crate::db::QueryStats;
 use crate::files::Files;
+use crate::graphql::persisted::Persisted;
 use crate::graphql::{self, AppSchema};
 use crate::metrics::Metrics;
 use crate::queue::runner::{Worker, WorkerConfig};
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Recently checked API tokens.
     pub tokens: Arc<TokenCache>,
+    /// Documents clients name by hash, and the trusted documents when only they run.
+    pub persisted: Arc<Persisted>,
     /// Recently parsed GraphQL documents, by their text.
     pub documents: Arc<TtlCache<String, async_graphql::parser::types::ExecutableDocument>>,
     /// Recently checked standings of users in workspaces, for requests and subscriptions.
@@ -57,6 +60,7 @@ impl AppState {
         data_dir: std::path::PathBuf,
         database_url: String,
         files: Files,
+        persisted: Persisted,
     ) -> Self {
         // The bus reads the event log in the background, on a connection whose statements
         // are not counted among the requests'.
@@ -105,6 +109,7 @@ impl AppState {
             metrics,
             tokens,
             standings,
+            persisted: Arc::new(persisted),
             documents: Arc::new(TtlCache::new(std::time::Duration::from_secs(600))),
             files,
             bus,
@@ -124,6 +129,7 @@ impl App {
         config.validate()?;
         let catalog = Catalog::load(config.server.tools_file.as_deref())?;
         let files = Files::from_config(&config.server, &config.database.data_dir)?;
+        let persisted = Persisted::new(config.server.trusted_documents.as_deref())?;
         let database_url = config.database.url();
         let db = crate::db::connect(&database_url).await?;
         crate::db::migrate(&db).await?;
@@ -135,6 +141,7 @@ impl App {
                 config.database.data_dir,
                 database_url,
                 files,
+                persisted,
             ),
         })
     }

@@ -104,6 +104,12 @@ pub struct ServerConfig {
     #[arg(long, env = "JOBGRAPH_MAX_QUERY_COMPLEXITY", default_value_t = 5000)]
     pub max_query_complexity: usize,
 
+    /// A JSON file of trusted documents (an Apollo persisted query manifest, or a map of id to
+    /// document): only these run, named by id or sent as they are. Default: any document runs,
+    /// and clients may persist theirs by hash (automatic persisted queries).
+    #[arg(long, env = "JOBGRAPH_TRUSTED_DOCUMENTS")]
+    pub trusted_documents: Option<PathBuf>,
+
     /// Seconds a checked API token, and a user's role in a workspace, are trusted without
     /// another lookup. Token revocations and member changes by any process are seen as soon as
     /// the live event log brings them (within a second), so this bounds only what the log cannot

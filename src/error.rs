@@ -22,6 +22,10 @@ pub enum ErrorCode {
     BadRequest,
     GraphqlParseFailed,
     GraphqlValidationFailed,
+    /// A request named a persisted document by a hash the server does not know.
+    PersistedQueryNotFound,
+    /// Only trusted documents run, and the request's is not one of them.
+    DocumentNotTrusted,
     InternalServerError,
 }
 
@@ -45,6 +49,10 @@ impl ErrorCode {
             ErrorCode::GraphqlValidationFailed => {
                 ("GRAPHQL_VALIDATION_FAILED", StatusCode::BAD_REQUEST)
             }
+            ErrorCode::PersistedQueryNotFound => {
+                ("PERSISTED_QUERY_NOT_FOUND", StatusCode::BAD_REQUEST)
+            }
+            ErrorCode::DocumentNotTrusted => ("DOCUMENT_NOT_TRUSTED", StatusCode::FORBIDDEN),
             ErrorCode::InternalServerError => {
                 ("INTERNAL_SERVER_ERROR", StatusCode::INTERNAL_SERVER_ERROR)
             }

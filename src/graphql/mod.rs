@@ -12,6 +12,7 @@ pub mod jobs;
 mod live;
 mod loaders;
 mod node;
+pub mod persisted;
 mod scalars;
 mod users;
 pub mod worker;

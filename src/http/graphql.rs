@@ -29,6 +29,7 @@ use crate::access::Viewer;
 use crate::app::AppState;
 use crate::error::{Error, ErrorCode};
 use crate::graphql;
+use crate::graphql::persisted::{Persisted, Refusal};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
@@ -164,7 +165,8 @@ pub(super) async fn authenticate(
 
 /// The parameters of a GraphQL request, however it arrived.
 struct Params {
-    query: String,
+    /// Absent when the extensions name a persisted document instead.
+    query: Option<String>,
     operation_name: Option<String>,
     variables: Option<Map<String, Value>>,
     extensions: Option<Map<String, Value>>,
@@ -183,8 +185,8 @@ impl Params {
             _ => return Err("the body must be a JSON object with a `query`".into()),
         };
         let query = match object.remove("query") {
-            Some(Value::String(query)) => query,
-            None | Some(Value::Null) => return Err("the `query` parameter is missing".into()),
+            Some(Value::String(query)) => Some(query),
+            None | Some(Value::Null) => None,
             Some(_) => return Err("the `query` parameter must be a string".into()),
         };
         let operation_name = match object.remove("operationName") {
@@ -218,14 +220,16 @@ impl Params {
             };
             object.insert(key, value);
         }
-        if !object.contains_key("query") {
+        if !object.contains_key("query") && !object.contains_key("extensions") {
             return Ok(None);
         }
         Self::from_json(Value::Object(object)).map(Some)
     }
 
-    fn into_request(self) -> async_graphql::Request {
-        let mut request = async_graphql::Request::new(self.query);
+    /// The request to run: with its own document, or the persisted one its extensions name.
+    fn into_request(self, persisted: &Persisted) -> Result<async_graphql::Request, Refusal> {
+        let query = persisted.resolve(self.query, self.extensions.as_ref())?;
+        let mut request = async_graphql::Request::new(query);
         if let Some(name) = self.operation_name {
             request = request.operation_name(name);
         }
@@ -239,7 +243,7 @@ impl Params {
                 }
             }
         }
-        request
+        Ok(request)
     }
 }
 
@@ -422,9 +426,10 @@ pub async fn get_handler(State(state): State<AppState>, request: Request) -> Res
         Err(message) => bad_request(media, message),
         Ok(None) if wants_html => graphiql(),
         Ok(None) => bad_request(media, "the `query` parameter is missing"),
-        Ok(Some(params)) => {
-            execute(&state, media, &parts.headers, params.into_request(), true).await
-        }
+        Ok(Some(params)) => match params.into_request(&state.persisted) {
+            Ok(request) => execute(&state, media, &parts.headers, request, true).await,
+            Err(refusal) => refused(media, &refusal),
+        },
     }
 }
 
@@ -478,7 +483,10 @@ pub async fn post_handler(
         Err(err) => return bad_request(media, format!("the body is not valid JSON: {err}")),
     };
     match Params::from_json(body) {
-        Ok(params) => execute(&state, media, &headers, params.into_request(), false).await,
+        Ok(params) => match params.into_request(&state.persisted) {
+            Ok(request) => execute(&state, media, &headers, request, false).await,
+            Err(refusal) => refused(media, &refusal),
+        },
         Err(message) => bad_request(media, message),
     }
 }
@@ -527,7 +535,10 @@ async fn multipart(
                 state.config.max_upload_files
             ),
         ),
-        Ok(request) => execute(state, media, headers, request, false).await,
+        Ok(request) => match trusted_upload(&state.persisted, request) {
+            Ok(request) => execute(state, media, headers, request, false).await,
+            Err(refusal) => refused(media, &refusal),
+        },
         Err(async_graphql::ParseRequestError::PayloadTooLarge) => error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             media,
@@ -539,6 +550,36 @@ async fn multipart(
         ),
         Err(err) => bad_request(media, format!("the multipart request is malformed: {err}")),
     }
+}
+
+/// The answer to a request whose document could not be had: a request error, answered as
+/// parse failures are (`PERSISTED_QUERY_NOT_FOUND` with 200 for `application/json`, which is
+/// what Apollo's and urql's links expect before sending the document).
+fn refused(media: MediaType, refusal: &Refusal) -> Response {
+    let code = refusal.code();
+    match refusal {
+        Refusal::NotFound | Refusal::NotTrusted => {
+            let error = ServerError::new(refusal.message(), None);
+            request_error_response(media, vec![error], code)
+        }
+        Refusal::Invalid(_) | Refusal::Missing => bad_request(media, refusal.message()),
+    }
+}
+
+/// The document of a multipart request, resolved as any other request's.
+fn trusted_upload(
+    persisted: &Persisted,
+    mut request: async_graphql::Request,
+) -> Result<async_graphql::Request, Refusal> {
+    let query = std::mem::take(&mut request.query);
+    let extensions = match request.extensions.is_empty() {
+        true => None,
+        false => serde_json::to_value(&request.extensions)
+            .ok()
+            .and_then(|value| value.as_object().cloned()),
+    };
+    request.query = persisted.resolve((!query.is_empty()).then_some(query), extensions.as_ref())?;
+    Ok(request)
 }
 
 fn graphiql() -> Response {
@@ -587,7 +628,6 @@ mod tests {
     fn parameters_of_the_wrong_type_are_refused() {
         for body in [
             json!([]),
-            json!({}),
             json!({"query": 1}),
             json!({"query": "{a}", "operationName": 0}),
             json!({"query": "{a}", "variables": "x"}),

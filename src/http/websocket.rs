@@ -29,6 +29,7 @@ use tokio::task::AbortHandle;
 
 use crate::access::Viewer;
 use crate::app::AppState;
+use crate::graphql::persisted::{Persisted, Refusal};
 use crate::graphql::{self, AppSchema};
 use crate::users::tokens;
 
@@ -295,8 +296,17 @@ impl Connection {
                 let Some(payload) = message.get("payload").and_then(Value::as_object) else {
                     return Err(invalid("an operation needs a `payload` object"));
                 };
-                let request = request(payload).map_err(|why| invalid(&why))?;
-                self.start(id.to_owned(), request).await
+                match request(payload, &self.state.persisted).map_err(|why| invalid(&why))? {
+                    Ok(request) => self.start(id.to_owned(), request).await,
+                    Err(refusal) => {
+                        let error = json!({
+                            "message": refusal.message(),
+                            "extensions": {"code": refusal.code().as_str()},
+                        });
+                        self.replies.push(operation_error(self.protocol, id, error));
+                        Ok(())
+                    }
+                }
             }
             (Protocol::TransportWs, "complete") | (Protocol::Legacy, "stop") => {
                 let Some(id) = id.and_then(Value::as_str) else {
@@ -445,10 +455,27 @@ fn operation_error(protocol: Protocol, id: &str, error: Value) -> Value {
     json!({"type": "error", "id": id, "payload": payload})
 }
 
-/// Reads an operation from a `subscribe` (or `start`) payload.
-fn request(payload: &Map<String, Value>) -> Result<async_graphql::Request, String> {
-    let Some(query) = payload.get("query").and_then(Value::as_str) else {
-        return Err("the payload needs a `query` string".into());
+/// Reads an operation from a `subscribe` (or `start`) payload: `Err` for a malformed payload,
+/// `Ok(Err)` for a persisted document the server does not have or does not trust.
+fn request(
+    payload: &Map<String, Value>,
+    persisted: &Persisted,
+) -> Result<Result<async_graphql::Request, Refusal>, String> {
+    let query = match payload.get("query") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(query)) => Some(query.clone()),
+        Some(_) => return Err("the payload needs a `query` string".into()),
+    };
+    let extensions = match payload.get("extensions") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(extensions)) => Some(extensions),
+        Some(_) => return Err("`extensions` must be a map".into()),
+    };
+    let query = match persisted.resolve(query, extensions) {
+        Ok(query) => query,
+        Err(Refusal::Missing) => return Err("the payload needs a `query` string".into()),
+        Err(Refusal::Invalid(why)) => return Err(why),
+        Err(refusal) => return Ok(Err(refusal)),
     };
     let mut request = async_graphql::Request::new(query);
     match payload.get("operationName") {
@@ -465,14 +492,12 @@ fn request(payload: &Map<String, Value>) -> Result<async_graphql::Request, Strin
         }
         Some(_) => return Err("`variables` must be a map".into()),
     }
-    if let Some(Value::Object(extensions)) = payload.get("extensions") {
-        for (key, value) in extensions {
-            if let Ok(value) = async_graphql::Value::from_json(value.clone()) {
-                request.extensions.insert(key.clone(), value);
-            }
+    for (key, value) in extensions.into_iter().flatten() {
+        if let Ok(value) = async_graphql::Value::from_json(value.clone()) {
+            request.extensions.insert(key.clone(), value);
         }
     }
-    Ok(request)
+    Ok(Ok(request))
 }
 
 /// Reads `authorization` (any case) from a `connection_init` payload.
@@ -512,14 +537,22 @@ mod tests {
 
     #[test]
     fn operations_need_a_query_and_well_typed_parameters() {
-        assert!(request(json!({"query": "{a}"}).as_object().unwrap()).is_ok());
+        let persisted = Persisted::new(None).unwrap();
+        let read = |payload: Value| request(payload.as_object().unwrap(), &persisted);
+        assert!(matches!(read(json!({"query": "{a}"})), Ok(Ok(_))));
         for bad in [
             json!({}),
             json!({"query": 1}),
             json!({"query": "{a}", "variables": []}),
             json!({"query": "{a}", "operationName": 2}),
+            json!({"query": "{a}", "extensions": []}),
+            json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "x"}}}),
         ] {
-            assert!(request(bad.as_object().unwrap()).is_err(), "{bad}");
+            assert!(read(bad.clone()).is_err(), "{bad}");
         }
+        // A hash the server does not know is the operation's error, not the connection's.
+        let unknown =
+            json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "0".repeat(64)}}});
+        assert!(matches!(read(unknown), Ok(Err(Refusal::NotFound))));
     }
 }

@@ -13,6 +13,7 @@ mod jobs;
 mod live;
 mod members;
 mod money;
+mod persisted;
 mod processes;
 mod races;
 mod remote;
