@@ -19,6 +19,7 @@ use crate::graphql::{self, AppSchema};
 use crate::metrics::Metrics;
 use crate::queue::runner::{Worker, WorkerConfig};
 use crate::tools::Catalog;
+use crate::users::oidc::Oidc;
 use crate::users::tokens::TokenCache;
 
 /// What every request handler shares.
@@ -38,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Recently checked API tokens.
     pub tokens: Arc<TokenCache>,
+    /// The platform's identity provider, when users sign in with its tokens.
+    pub oidc: Option<Arc<Oidc>>,
     /// Documents clients name by hash, and the trusted documents when only they run.
     pub persisted: Arc<Persisted>,
     /// Recently parsed GraphQL documents, by their text.
@@ -66,6 +69,7 @@ impl AppState {
         // are not counted among the requests'.
         let bus_db = db.clone();
         let query_stats = crate::db::instrument(&mut db);
+        let oidc = config.oidc().map(|settings| Arc::new(Oidc::new(settings)));
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
         let wake = crate::store::queued_signal();
@@ -109,6 +113,7 @@ impl AppState {
             metrics,
             tokens,
             standings,
+            oidc,
             persisted: Arc::new(persisted),
             documents: Arc::new(TtlCache::new(std::time::Duration::from_secs(600))),
             files,

@@ -110,6 +110,30 @@ pub struct ServerConfig {
     #[arg(long, env = "JOBGRAPH_TRUSTED_DOCUMENTS")]
     pub trusted_documents: Option<PathBuf>,
 
+    /// An OpenID Connect issuer (`https://login.lab.org/realms/lab`) whose JWTs sign users in,
+    /// beside API tokens: its discovery document and keys are fetched from it.
+    #[arg(long, env = "JOBGRAPH_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+
+    /// The audience the issuer's tokens must be for (`aud`): the client id of your frontend or
+    /// API at the issuer. Required with --oidc-issuer.
+    #[arg(long, env = "JOBGRAPH_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+
+    /// The claim that names the user: `email`, or `sub` (linked by `email` when first seen).
+    #[arg(
+        long,
+        env = "JOBGRAPH_OIDC_USER_CLAIM",
+        value_enum,
+        default_value = "email"
+    )]
+    pub oidc_user_claim: crate::users::oidc::UserClaim,
+
+    /// Whether someone signing in for the first time becomes a user; with `false`, only users
+    /// that exist (created or invited) sign in.
+    #[arg(long, env = "JOBGRAPH_OIDC_CREATE_USERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub oidc_create_users: bool,
+
     /// Seconds a checked API token, and a user's role in a workspace, are trusted without
     /// another lookup. Token revocations and member changes by any process are seen as soon as
     /// the live event log brings them (within a second), so this bounds only what the log cannot
@@ -209,10 +233,33 @@ impl ServerConfig {
         if self.ws_init_timeout_seconds == 0 || self.ws_keepalive_seconds == 0 {
             bail!("--ws-init-timeout-seconds and --ws-keepalive-seconds must be at least 1");
         }
+        if let Some(issuer) = &self.oidc_issuer {
+            let url = reqwest::Url::parse(issuer)
+                .with_context(|| format!("--oidc-issuer `{issuer}` is not a URL"))?;
+            let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+                bail!("--oidc-issuer must be an https:// URL (http:// only on this machine)");
+            }
+            if self.oidc_audience.as_deref().is_none_or(str::is_empty) {
+                bail!("--oidc-audience is required with --oidc-issuer");
+            }
+        } else if self.oidc_audience.is_some() {
+            bail!("--oidc-audience needs --oidc-issuer");
+        }
         if self.max_query_depth < 5 || self.max_query_complexity < 100 {
             bail!("--max-query-depth must be at least 5 and --max-query-complexity at least 100");
         }
         Ok(())
+    }
+
+    /// How the identity provider's tokens are accepted, when one is configured.
+    pub fn oidc(&self) -> Option<crate::users::oidc::OidcSettings> {
+        Some(crate::users::oidc::OidcSettings {
+            issuer: self.oidc_issuer.clone()?,
+            audience: self.oidc_audience.clone()?,
+            user_claim: self.oidc_user_claim,
+            create_users: self.oidc_create_users,
+        })
     }
 
     /// The supervisor of command tools' programs in effect.

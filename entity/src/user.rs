@@ -16,6 +16,9 @@ pub struct Model {
     /// Created by an invitation and not yet active: holds memberships but no tokens yet.
     pub is_pending: bool,
     pub created_at: DateTimeUtc,
+    /// The `sub` of the identity provider's tokens that sign this user in, when users are
+    /// named by it; unique.
+    pub subject: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,6 +16,7 @@ mod m20261202_000100_batch_index_of_batched_jobs;
 mod m20261202_000110_job_keys;
 mod m20261203_000120_request_fingerprints;
 mod m20261203_000125_worker_workspace_limit;
+mod m20261203_000130_add_subject_to_users;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000110_job_keys::Migration),
             Box::new(m20261203_000120_request_fingerprints::Migration),
             Box::new(m20261203_000125_worker_workspace_limit::Migration),
+            Box::new(m20261203_000130_add_subject_to_users::Migration),
         ]
     }
 }

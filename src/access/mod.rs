@@ -30,16 +30,25 @@ use crate::error::{Error, Result};
 pub enum Viewer {
     /// No token: sees only what is public.
     Anonymous,
-    /// A user, authenticated by one of their API tokens.
-    User {
-        user: user::Model,
-        token_id: TokenId,
-    },
+    /// A user, authenticated by one of their API tokens or signed in by their identity
+    /// provider.
+    User { user: user::Model, via: Credential },
     /// A remote worker, authenticated by a worker token: it may use the worker API and
     /// download the inputs of the jobs it runs, and nothing else.
     Worker(WorkerToken),
     /// The server itself or its command line, acting with platform-admin rights.
     System,
+}
+
+/// How a user proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// One of their API tokens.
+    Token(TokenId),
+    /// A token of the platform's identity provider (OpenID Connect), valid until `expires_at`.
+    Session {
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 /// The worker token behind a remote worker's request.
@@ -67,7 +76,11 @@ impl Viewer {
     /// The API token this viewer authenticated with.
     pub fn token_id(&self) -> Option<TokenId> {
         match self {
-            Viewer::User { token_id, .. } => Some(*token_id),
+            Viewer::User {
+                via: Credential::Token(token_id),
+                ..
+            } => Some(*token_id),
+            Viewer::User { .. } => None,
             Viewer::Worker(token) => Some(token.token_id),
             Viewer::Anonymous | Viewer::System => None,
         }

@@ -138,7 +138,10 @@ pub(super) async fn authenticate(
         })
         .map(str::trim);
     let result = match secret {
-        Some(secret) => state.tokens.authenticate(&state.db, secret).await,
+        Some(secret) => {
+            crate::users::authenticate(&state.db, &state.tokens, state.oidc.as_deref(), secret)
+                .await
+        }
         None => Err(Error::InvalidToken),
     };
     result.map_err(|err| {

@@ -329,7 +329,7 @@ impl Connection {
         self.initialised = true;
         let secret = payload.and_then(bearer_from_init);
         let viewer = match secret {
-            Some(secret) => match tokens::authenticate(&self.state.db, &secret).await {
+            Some(secret) => match self.authenticate(&secret).await {
                 Ok(viewer) => viewer,
                 Err(err) => {
                     if self.protocol == Protocol::Legacy {
@@ -347,9 +347,7 @@ impl Connection {
         if viewer.worker().is_some() {
             return Err(closing(4403, "Forbidden"));
         }
-        if let Some(token_id) = viewer.token_id()
-            && let Some(at) = tokens::expires_at(&self.state.db, token_id).await
-        {
+        if let Some(at) = crate::users::expires_at(&self.state.db, &viewer).await {
             let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
             self.expires = Some(tokio::time::Instant::now() + left);
         }
@@ -359,6 +357,18 @@ impl Connection {
             self.replies.push(json!({"type": "ka"}));
         }
         Ok(())
+    }
+
+    /// The viewer of a `connection_init` secret: API tokens are checked against the database,
+    /// not the cache, so that a socket never opens on a token revoked a moment ago.
+    async fn authenticate(&self, secret: &str) -> crate::error::Result<Viewer> {
+        match self.state.oidc.as_deref() {
+            Some(oidc) if crate::users::oidc::looks_like_jwt(secret) => oidc
+                .sign_in(&self.state.db, secret)
+                .await
+                .map(crate::users::oidc::viewer),
+            _ => tokens::authenticate(&self.state.db, secret).await,
+        }
     }
 
     async fn start(

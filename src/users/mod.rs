@@ -1,13 +1,15 @@
-//! Users: creation, invitations by e-mail, and the first-start administrator.
+//! Users: creation, invitations by e-mail, the first-start administrator, and who a request's
+//! bearer secret (an API token, or the identity provider's token) signs in.
 
+pub mod oidc;
 pub mod tokens;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::ids::UserId;
 use entity::user;
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, PaginatorTrait, Set};
 
-use crate::access::{self, PlatformAction, Viewer};
+use crate::access::{self, Credential, PlatformAction, Viewer};
 use crate::error::{Error, Result, is_unique_violation};
 
 /// Trims and lower-cases an e-mail address; BAD_USER_INPUT unless it looks like one.
@@ -54,6 +56,48 @@ pub async fn create_user(
     insert_user(db, email, display_name, platform_admin, false).await
 }
 
+/// Creates the active user of someone who signed in with the identity provider for the first
+/// time. CONFLICT when the e-mail is taken.
+pub async fn sign_up(
+    db: &impl ConnectionTrait,
+    email: &str,
+    display_name: Option<&str>,
+) -> Result<user::Model> {
+    let email = normalize_email(email)?;
+    let display_name = display_name
+        .and_then(|name| check_display_name(name).ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| default_display_name(&email));
+    insert_user(db, email, display_name, false, false).await
+}
+
+/// The viewer a bearer secret stands for: an API token (`jg_...`), or a JWT of the identity
+/// provider when one is configured. INVALID_TOKEN (401) for anything else.
+pub async fn authenticate(
+    db: &impl ConnectionTrait,
+    tokens: &tokens::TokenCache,
+    oidc: Option<&oidc::Oidc>,
+    secret: &str,
+) -> Result<Viewer> {
+    match oidc {
+        Some(oidc) if oidc::looks_like_jwt(secret) => {
+            oidc.sign_in(db, secret).await.map(oidc::viewer)
+        }
+        _ => tokens.authenticate(db, secret).await,
+    }
+}
+
+/// When the viewer's credential stops being valid, if it does.
+pub async fn expires_at(db: &impl ConnectionTrait, viewer: &Viewer) -> Option<DateTime<Utc>> {
+    match viewer {
+        Viewer::User {
+            via: Credential::Session { expires_at },
+            ..
+        } => Some(*expires_at),
+        _ => tokens::expires_at(db, viewer.token_id()?).await,
+    }
+}
+
 async fn insert_user(
     db: &impl ConnectionTrait,
     email: String,
@@ -68,6 +112,7 @@ async fn insert_user(
         is_platform_admin: Set(platform_admin),
         is_pending: Set(pending),
         created_at: Set(Utc::now()),
+        subject: Set(None),
     };
     model.insert(db).await.map_err(|err| {
         if is_unique_violation(&err) {

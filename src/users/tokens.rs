@@ -15,7 +15,7 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::access::{self, PlatformAction, Viewer};
+use crate::access::{self, Credential, PlatformAction, Viewer};
 use crate::cache::TtlCache;
 use crate::error::{Error, Result};
 use crate::pagination::{self, Page, PageArgs};
@@ -152,7 +152,7 @@ async fn check(
     let viewer = match token.kind {
         TokenKind::User => Viewer::User {
             user,
-            token_id: token.id,
+            via: Credential::Token(token.id),
         },
         TokenKind::Worker => Viewer::Worker(access::WorkerToken {
             user_id: user.id,
@@ -221,7 +221,10 @@ impl TokenCache {
     /// Drops a token, so that its next request is checked against the database.
     pub fn forget(&self, token_id: TokenId) {
         self.0.forget(|_, (viewer, _)| match viewer {
-            Viewer::User { token_id: id, .. } => *id == token_id,
+            Viewer::User {
+                via: Credential::Token(id),
+                ..
+            } => *id == token_id,
             Viewer::Worker(worker) => worker.token_id == token_id,
             _ => false,
         });

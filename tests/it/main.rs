@@ -13,6 +13,7 @@ mod jobs;
 mod live;
 mod members;
 mod money;
+mod oidc;
 mod persisted;
 mod processes;
 mod races;
