@@ -47,6 +47,8 @@ pub struct AppState {
     pub bus: crate::live::Bus,
     /// Where waiting jobs stand.
     pub queue: Arc<crate::queue::waiting::Queue>,
+    /// Which pages of other origins may call the API.
+    pub cors: Arc<crate::http::cors::Cors>,
 }
 
 impl AppState {
@@ -62,6 +64,8 @@ impl AppState {
         // are not counted among the requests'.
         let bus_db = db.clone();
         let query_stats = crate::db::instrument(&mut db);
+        let cors = crate::http::cors::Cors::from_config(&config)
+            .expect("Config::validate checks the CORS settings");
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
         let wake = crate::store::queued_signal();
@@ -109,6 +113,7 @@ impl AppState {
             files,
             bus,
             queue,
+            cors: Arc::new(cors),
         }
     }
 }

@@ -164,6 +164,22 @@ pub struct ServerConfig {
     /// Operations one websocket may run at once.
     #[arg(long, env = "JOBGRAPH_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub ws_max_subscriptions: usize,
+
+    /// Origins of the web pages that may call the API from a browser, comma-separated
+    /// (`https://app.lab.org,http://localhost:5173`), or `*` for any page (for APIs
+    /// authenticated by tokens only). They get CORS headers, and may open websockets. Default:
+    /// none; responses carry no CORS headers and only the server's own pages open websockets.
+    #[arg(long, env = "JOBGRAPH_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Lets the listed origins send credentials (cookies, TLS client certificates) with their
+    /// requests. Not with `--cors-origins '*'`.
+    #[arg(long, env = "JOBGRAPH_CORS_ALLOW_CREDENTIALS")]
+    pub cors_allow_credentials: bool,
+
+    /// Seconds a browser may keep a preflight's answer.
+    #[arg(long, env = "JOBGRAPH_CORS_MAX_AGE", default_value_t = 600)]
+    pub cors_max_age: u64,
 }
 
 impl ServerConfig {
@@ -206,6 +222,7 @@ impl ServerConfig {
         if self.max_query_depth < 5 || self.max_query_complexity < 100 {
             bail!("--max-query-depth must be at least 5 and --max-query-complexity at least 100");
         }
+        crate::http::cors::Cors::from_config(self)?;
         Ok(())
     }
 
