@@ -180,6 +180,12 @@ pub struct ServerConfig {
     /// Seconds a browser may keep a preflight's answer.
     #[arg(long, env = "JOBGRAPH_CORS_MAX_AGE", default_value_t = 600)]
     pub cors_max_age: u64,
+
+    /// The frontend's page of a job, with `{id}` where the job's id goes
+    /// (`https://app.lab.org/jobs/{id}`): the link `Job.url` gives. Default: this server's
+    /// `/jobs/{id}`, which serves the job's record as JSON.
+    #[arg(long, env = "JOBGRAPH_JOB_URL_TEMPLATE")]
+    pub job_url_template: Option<String>,
 }
 
 impl ServerConfig {
@@ -223,6 +229,19 @@ impl ServerConfig {
             bail!("--max-query-depth must be at least 5 and --max-query-complexity at least 100");
         }
         crate::http::cors::Cors::from_config(self)?;
+        if let Some(template) = &self.job_url_template {
+            if !template.contains("{id}") {
+                bail!(
+                    "--job-url-template must contain `{{id}}`, where the job's id goes, got `{template}`"
+                );
+            }
+            let example = template.replace("{id}", "job_0");
+            let parsed = url::Url::parse(&example)
+                .with_context(|| format!("--job-url-template `{template}` is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("--job-url-template must start with http:// or https://, got `{template}`");
+            }
+        }
         Ok(())
     }
 
@@ -234,10 +253,14 @@ impl ServerConfig {
             .unwrap_or_else(|| PathBuf::from("jobgraph"))
     }
 
-    /// The stable link that opens a job.
+    /// The stable link that opens a job: the frontend's page of it with
+    /// `--job-url-template`, else this server's `/jobs/{id}`.
     pub fn job_url(&self, job_id: JobId) -> String {
         let id = crate::ids::encode(job_id);
-        format!("{}/jobs/{}", self.public_url(), id.as_str())
+        match &self.job_url_template {
+            Some(template) => template.replace("{id}", id.as_str()),
+            None => format!("{}/jobs/{}", self.public_url(), id.as_str()),
+        }
     }
 
     /// The base URL for links, without a trailing slash.

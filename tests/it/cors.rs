@@ -1,5 +1,5 @@
 //! Pages of other origins: CORS on the routes they call, the websocket upgrade's `Origin`
-//! check, and the settings refused at start.
+//! check, the settings refused at start, and links into the frontend (`Job.url`).
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -337,6 +337,10 @@ async fn cors_settings_that_cannot_work_are_refused_at_start() {
             vec![("JOBGRAPH_CORS_ALLOW_CREDENTIALS", "true")],
             "--cors-allow-credentials needs --cors-origins",
         ),
+        (
+            vec![("JOBGRAPH_JOB_URL_TEMPLATE", "https://app.lab.test/jobs")],
+            "--job-url-template must contain `{id}`",
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"))
@@ -355,4 +359,72 @@ async fn cors_settings_that_cannot_work_are_refused_at_start() {
             "{env:?}: refused before touching the database"
         );
     }
+}
+
+const JOB_URL: &str = "{ job(id: $id) { url exportJson } }";
+
+#[tokio::test]
+async fn a_job_links_to_this_servers_record_by_default() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = app.setup("Links lab", 100).await;
+    let id = app.job(&alice, &ws, 0).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let data = app
+        .ok(
+            Some(&alice.token),
+            &format!("query($id: ID!) {JOB_URL}"),
+            json!({ "id": id }),
+        )
+        .await;
+    let url = data["job"]["url"].as_str().unwrap();
+    assert_eq!(url, app.url(&format!("/jobs/{id}")));
+    assert_eq!(data["job"]["exportJson"]["url"], url);
+    let record: serde_json::Value = app
+        .client()
+        .get(url)
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["id"], id);
+}
+
+#[tokio::test]
+async fn with_a_template_a_job_links_to_the_frontends_page() {
+    let app = TestApp::spawn_with(|config| {
+        config.server.job_url_template = Some("https://app.lab.test/#/jobs/{id}/view".to_owned());
+    })
+    .await;
+    let (alice, ws) = app.setup("Links lab", 100).await;
+    let id = app.job(&alice, &ws, 0).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let data = app
+        .ok(
+            Some(&alice.token),
+            &format!("query($id: ID!) {JOB_URL}"),
+            json!({ "id": id }),
+        )
+        .await;
+    let url = format!("https://app.lab.test/#/jobs/{id}/view");
+    assert_eq!(data["job"]["url"], url);
+    assert_eq!(data["job"]["exportJson"]["url"], url);
+    // The server keeps serving the record to API clients.
+    let response = app
+        .client()
+        .get(app.url(&format!("/jobs/{id}")))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let record: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(record["id"], id);
+    assert_eq!(record["url"], url);
 }
