@@ -53,6 +53,8 @@ pub struct AppState {
     pub bus: crate::live::Bus,
     /// Where waiting jobs stand.
     pub queue: Arc<crate::queue::waiting::Queue>,
+    /// Which pages of other origins may call the API.
+    pub cors: Arc<crate::http::cors::Cors>,
 }
 
 impl AppState {
@@ -70,6 +72,8 @@ impl AppState {
         let bus_db = db.clone();
         let query_stats = crate::db::instrument(&mut db);
         let oidc = config.oidc().map(|settings| Arc::new(Oidc::new(settings)));
+        let cors = crate::http::cors::Cors::from_config(&config)
+            .expect("Config::validate checks the CORS settings");
         let config = Arc::new(config);
         let catalog = Arc::new(catalog);
         let wake = crate::store::queued_signal();
@@ -119,6 +123,7 @@ impl AppState {
             files,
             bus,
             queue,
+            cors: Arc::new(cors),
         }
     }
 }

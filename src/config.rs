@@ -194,6 +194,28 @@ pub struct ServerConfig {
     /// Operations one websocket may run at once.
     #[arg(long, env = "JOBGRAPH_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub ws_max_subscriptions: usize,
+
+    /// Origins of the web pages that may call the API from a browser, comma-separated
+    /// (`https://app.lab.org,http://localhost:5173`), or `*` for any page (for APIs
+    /// authenticated by tokens only). They get CORS headers, and may open websockets. Default:
+    /// none; responses carry no CORS headers and only the server's own pages open websockets.
+    #[arg(long, env = "JOBGRAPH_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Lets the listed origins send credentials (cookies, TLS client certificates) with their
+    /// requests. Not with `--cors-origins '*'`.
+    #[arg(long, env = "JOBGRAPH_CORS_ALLOW_CREDENTIALS")]
+    pub cors_allow_credentials: bool,
+
+    /// Seconds a browser may keep a preflight's answer.
+    #[arg(long, env = "JOBGRAPH_CORS_MAX_AGE", default_value_t = 600)]
+    pub cors_max_age: u64,
+
+    /// The frontend's page of a job, with `{id}` where the job's id goes
+    /// (`https://app.lab.org/jobs/{id}`): the link `Job.url` gives. Default: this server's
+    /// `/jobs/{id}`, which serves the job's record as JSON.
+    #[arg(long, env = "JOBGRAPH_JOB_URL_TEMPLATE")]
+    pub job_url_template: Option<String>,
 }
 
 impl ServerConfig {
@@ -249,6 +271,20 @@ impl ServerConfig {
         if self.max_query_depth < 5 || self.max_query_complexity < 100 {
             bail!("--max-query-depth must be at least 5 and --max-query-complexity at least 100");
         }
+        crate::http::cors::Cors::from_config(self)?;
+        if let Some(template) = &self.job_url_template {
+            if !template.contains("{id}") {
+                bail!(
+                    "--job-url-template must contain `{{id}}`, where the job's id goes, got `{template}`"
+                );
+            }
+            let example = template.replace("{id}", "job_0");
+            let parsed = url::Url::parse(&example)
+                .with_context(|| format!("--job-url-template `{template}` is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("--job-url-template must start with http:// or https://, got `{template}`");
+            }
+        }
         Ok(())
     }
 
@@ -270,10 +306,14 @@ impl ServerConfig {
             .unwrap_or_else(|| PathBuf::from("jobgraph"))
     }
 
-    /// The stable link that opens a job.
+    /// The stable link that opens a job: the frontend's page of it with
+    /// `--job-url-template`, else this server's `/jobs/{id}`.
     pub fn job_url(&self, job_id: JobId) -> String {
         let id = crate::ids::encode(job_id);
-        format!("{}/jobs/{}", self.public_url(), id.as_str())
+        match &self.job_url_template {
+            Some(template) => template.replace("{id}", id.as_str()),
+            None => format!("{}/jobs/{}", self.public_url(), id.as_str()),
+        }
     }
 
     /// The base URL for links, without a trailing slash.

@@ -1,7 +1,10 @@
 // Checks the browser page in headless Chromium: it lists the workspace's jobs, and a job
-// submitted meanwhile appears and reaches COMPLETED on the page.
+// submitted meanwhile appears and reaches COMPLETED on the page. The page is served on
+// `page port` (any free one by default), whose origin the server must list in --cors-origins
+// to accept its websocket.
 //
-//   node browser/check.mjs http://127.0.0.1:8000 jg_... ws_01...
+//   jobgraph serve --cors-origins http://127.0.0.1:8080 &
+//   node browser/check.mjs http://127.0.0.1:8000 jg_... ws_01... 8080
 //
 // Chromium comes from `CHROMIUM` or /usr/bin/chromium (Debian's `chromium` package).
 import { createServer } from 'node:http';
@@ -10,9 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
-const [base, token, workspaceId] = process.argv.slice(2);
+const [base, token, workspaceId, pagePort = '0'] = process.argv.slice(2);
 if (!workspaceId) {
-  console.error('usage: node browser/check.mjs <server url> <token> <workspace id>');
+  console.error('usage: node browser/check.mjs <server url> <token> <workspace id> [page port]');
   process.exit(2);
 }
 const here = new URL('.', import.meta.url);
@@ -26,7 +29,7 @@ const server = createServer(async (request, response) => {
   response.writeHead(200, { 'content-type': file[1] });
   response.end(await readFile(new URL(file[0], here)));
 });
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+await new Promise((resolve) => server.listen(Number(pagePort), '127.0.0.1', resolve));
 const page_url = `http://127.0.0.1:${server.address().port}/?` +
   new URLSearchParams({ server: base, token, workspace: workspaceId });
 

@@ -671,7 +671,9 @@ job_fields! {
             .map(|event| JobEventView(event, self.1))
             .collect())
     }
-    /// A stable link that opens the job.
+    /// A stable link that opens the job: the frontend's page of it when the server has one
+    /// (`--job-url-template`), else this server's `/jobs/{id}`, which serves the job's record
+    /// as JSON.
     #[reads()]
     async fn url(&self, ctx: &Context<'_>) -> String {
         job_url(ctx, self.0.id)

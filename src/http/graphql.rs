@@ -495,7 +495,7 @@ pub async fn post_handler(
 }
 
 /// Headers a cross-site form cannot send, one of which a multipart request must carry.
-const PREFLIGHT_HEADERS: [&str; 3] = [
+pub(super) const PREFLIGHT_HEADERS: [&str; 3] = [
     "authorization",
     "apollo-require-preflight",
     "x-apollo-operation-name",

@@ -1,5 +1,6 @@
-//! HTTP: the router, GraphQL over HTTP and websockets, and health checks.
+//! HTTP: the router, GraphQL over HTTP and websockets, cross-origin access, and health checks.
 
+pub mod cors;
 mod export;
 mod files;
 mod graphql;
@@ -15,7 +16,8 @@ use crate::app::AppState;
 
 /// Every route of the server.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // What pages of other origins call, under the CORS policy.
+    let mut cross_origin = Router::new()
         .route(
             "/graphql",
             get(graphql::get_handler).post(graphql::post_handler),
@@ -23,7 +25,11 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(export::json))
         .route("/jobs/{id}/export.json", get(export::json))
         .route("/jobs/{id}/export.csv", get(export::csv))
-        .route("/files/{id}", get(files::download))
+        .route("/files/{id}", get(files::download));
+    if let Some(cors) = state.cors.layer() {
+        cross_origin = cross_origin.layer(cors);
+    }
+    cross_origin
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::extract::{FromRequestParts as _, WebSocketUpgrade};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
@@ -29,11 +30,12 @@ use tokio::task::AbortHandle;
 
 use crate::access::Viewer;
 use crate::app::AppState;
+use crate::error::ErrorCode;
 use crate::graphql::persisted::{Persisted, Refusal};
 use crate::graphql::{self, AppSchema};
 use crate::users::tokens;
 
-use super::graphql::{MediaType, authenticate};
+use super::graphql::{MediaType, authenticate, error_response};
 
 /// The subprotocols, in order of preference.
 const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
@@ -70,9 +72,19 @@ impl Protocol {
     }
 }
 
-/// Upgrades `GET /graphql` to a GraphQL websocket. A bad token in the upgrade request's
-/// `Authorization` header is refused with 401 before the upgrade.
+/// Upgrades `GET /graphql` to a GraphQL websocket. A page of an origin that may not call the
+/// API (`super::cors`) is refused with 403, and a bad token in the upgrade request's
+/// `Authorization` header with 401, before the upgrade.
 pub(super) async fn upgrade(state: AppState, parts: &mut Parts) -> Response {
+    if let Err(message) = state.cors.admits_websocket(&parts.headers) {
+        tracing::debug!(%message, "refused a websocket");
+        return error_response(
+            StatusCode::FORBIDDEN,
+            MediaType::Json,
+            ErrorCode::Forbidden,
+            message,
+        );
+    }
     let upgrade = match WebSocketUpgrade::from_request_parts(parts, &state).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),

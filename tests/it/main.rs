@@ -1,6 +1,7 @@
 //! Integration tests: the real server, over HTTP, on SQLite or PostgreSQL.
 
 mod cli;
+mod cors;
 mod credits;
 mod database;
 mod execution;

@@ -47,7 +47,7 @@ executor = { kind = "command", program = "sh", args = ["-c", "cat \"$1\" \"$2\" 
 price = { base = 1, per_kilobyte = 1 }
 "##;
 
-const FASTA: &str = ">s1 first\nGGCC\n>s2\nAATT\n";
+pub(crate) const FASTA: &str = ">s1 first\nGGCC\n>s2\nAATT\n";
 
 async fn spawn_with(tweak: impl FnOnce(&mut jobgraph::Config)) -> TestApp {
     TestApp::spawn_with_tools(TEST_TOOLS, |config| {
@@ -69,7 +69,7 @@ async fn spawn() -> TestApp {
 
 const FILE_FIELDS: &str = "id name size contentType sha256 role downloadUrl";
 
-fn submit_upload_query(tool: &str, input: &str) -> String {
+pub(crate) fn submit_upload_query(tool: &str, input: &str) -> String {
     format!(
         "mutation($ws: ID!, $file: Upload!, $settings: JSON) {{ submitJob(input: {{workspaceId: $ws, tool: \"{tool}\", settings: $settings,
            inputs: [{{name: \"{input}\", file: $file}}]}}) {{
@@ -78,7 +78,7 @@ fn submit_upload_query(tool: &str, input: &str) -> String {
 }
 
 /// Sends a GraphQL multipart request with one file as `variables.file`.
-async fn upload(
+pub(crate) async fn upload(
     app: &TestApp,
     token: Option<&str>,
     query: &str,

@@ -51,6 +51,34 @@ impl Ws {
         }
     }
 
+    /// Opens a `graphql-transport-ws` websocket as a browser page of `origin` does (with its
+    /// `Origin` header); a refused upgrade gives its HTTP status and body.
+    pub async fn open_from(addr: std::net::SocketAddr, origin: &str) -> Result<Ws, (u16, String)> {
+        let mut request = format!("ws://{addr}/graphql")
+            .into_client_request()
+            .unwrap();
+        let headers = request.headers_mut();
+        headers.insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        headers.insert("origin", origin.parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(Ws {
+                socket,
+                answer_pings: true,
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let body = response.body().clone().unwrap_or_default();
+                Err((
+                    response.status().as_u16(),
+                    String::from_utf8_lossy(&body).into_owned(),
+                ))
+            }
+            Err(err) => panic!("opening a websocket: {err}"),
+        }
+    }
+
     /// A `graphql-transport-ws` connection, acknowledged, authenticated by `token` in
     /// `connection_init` (anonymous with `None`).
     pub async fn connect(addr: std::net::SocketAddr, token: Option<&str>) -> Ws {
