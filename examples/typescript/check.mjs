@@ -44,12 +44,21 @@ async function start(args) {
   const dir = await mkdtemp(join(tmpdir(), 'jobgraph-typed-'));
   const port = await freePort();
   const child = spawn(binary, ['serve', ...args], {
-    env: { ...process.env, JOBGRAPH_DATA_DIR: join(dir, 'data'), JOBGRAPH_LISTEN: `127.0.0.1:${port}`, DATABASE_URL: '' },
+    env: {
+      ...process.env,
+      JOBGRAPH_DATA_DIR: join(dir, 'data'),
+      JOBGRAPH_LISTEN: `127.0.0.1:${port}`,
+      DATABASE_URL: '',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
-  child.stdout.on('data', (chunk) => { output += chunk; });
-  child.stderr.on('data', (chunk) => { output += chunk; });
+  child.stdout.on('data', (chunk) => {
+    output += chunk;
+  });
+  child.stderr.on('data', (chunk) => {
+    output += chunk;
+  });
   const stop = async () => {
     child.kill();
     await rm(dir, { recursive: true, force: true });
@@ -57,7 +66,14 @@ async function start(args) {
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 120 && child.exitCode === null; i++) {
     const token = output.match(/jg_[A-Za-z0-9]+/)?.[0];
-    if (token && (await fetch(`${url}/healthz`).then((r) => r.ok, () => false))) return { url, token, stop };
+    if (
+      token &&
+      (await fetch(`${url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      ))
+    )
+      return { url, token, stop };
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
   await stop();
@@ -66,9 +82,13 @@ async function start(args) {
 
 /** Runs the compiled client against `server`; resolves when it exits with status 0. */
 function runClient(server) {
-  const child = spawn(process.execPath, [join(here, 'dist/main.js'), server.url, server.token], { stdio: 'inherit' });
+  const child = spawn(process.execPath, [join(here, 'dist/main.js'), server.url, server.token], {
+    stdio: 'inherit',
+  });
   return new Promise((resolve, reject) => {
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`FAILED: the client exited with ${code}`))));
+    child.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`FAILED: the client exited with ${code}`)),
+    );
   });
 }
 
@@ -85,7 +105,10 @@ try {
   await runClient(automatic);
   const extensions = JSON.stringify({ persistedQuery: { version: 1, sha256Hash: toolsHash } });
   const known = await graphql(automatic, `?extensions=${encodeURIComponent(extensions)}`);
-  check(known.data?.tools?.length > 0, `the server knows Tools by its generated hash: ${JSON.stringify(known)}`);
+  check(
+    known.data?.tools?.length > 0,
+    `the server knows Tools by its generated hash: ${JSON.stringify(known)}`,
+  );
   console.log('automatic persisted queries: ok');
 } finally {
   await automatic.stop();
@@ -94,8 +117,14 @@ try {
 const trusted = await start(['--trusted-documents', manifest]);
 try {
   await runClient(trusted);
-  const other = await graphql(trusted, '', { method: 'POST', body: JSON.stringify({ query: '{ tools { name } }' }) });
-  check(other.errors?.[0]?.extensions?.code === 'DOCUMENT_NOT_TRUSTED', `another document is refused: ${JSON.stringify(other)}`);
+  const other = await graphql(trusted, '', {
+    method: 'POST',
+    body: JSON.stringify({ query: '{ tools { name } }' }),
+  });
+  check(
+    other.errors?.[0]?.extensions?.code === 'DOCUMENT_NOT_TRUSTED',
+    `another document is refused: ${JSON.stringify(other)}`,
+  );
   console.log('trusted documents: ok');
 } finally {
   await trusted.stop();

@@ -32,7 +32,11 @@ for (const value of Object.values(generated)) {
   const body = texts[document.__meta__.hash];
   if (body === undefined) throw new Error('persisted-documents.json is stale: run `npm run codegen`');
   Object.assign(document, {
-    loc: { start: 0, end: body.length, source: { body, name: 'persisted', locationOffset: { line: 1, column: 1 } } },
+    loc: {
+      start: 0,
+      end: body.length,
+      source: { body, name: 'persisted', locationOffset: { line: 1, column: 1 } },
+    },
   });
 }
 
@@ -54,6 +58,8 @@ export function connect(url: string, token: string): { client: Client; close: ()
         enableForMutation: true,
         generateHash: async (_text, document) => hashOf(document as Persisted),
       }),
+      // A subscription goes over the websocket with its text (graphql-ws sends none without
+      // it): the text persisted-documents.json holds, which a trusted-documents server runs.
       subscriptionExchange({
         forwardSubscription: (request) => ({
           subscribe: (sink) => ({
@@ -64,5 +70,10 @@ export function connect(url: string, token: string): { client: Client; close: ()
       fetchExchange,
     ],
   });
-  return { client, close: async () => { await ws.dispose(); } };
+  return {
+    client,
+    close: async () => {
+      await ws.dispose();
+    },
+  };
 }

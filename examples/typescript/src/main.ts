@@ -28,14 +28,18 @@ try {
   const { tools } = data(await client.query(Tools, {}));
   for (const tool of tools) {
     const settings = tool.price.settings.map((s) => ` + ${s.perUnit}/${s.name}`).join('');
-    console.log(`tool ${tool.name.padEnd(14)} ${tool.version.padEnd(6)} ${tool.price.base} credits${settings}`);
+    console.log(
+      `tool ${tool.name.padEnd(14)} ${tool.version.padEnd(6)} ${tool.price.base} credits${settings}`,
+    );
   }
 
   const { createWorkspace } = data(
     await client.mutation(CreateWorkspace, { name: `Typed client ${new Date().toISOString()}` }),
   );
   const workspace = createWorkspace.workspace;
-  const { grantCredits } = data(await client.mutation(GrantCredits, { workspaceId: workspace.id, amount: 100 }));
+  const { grantCredits } = data(
+    await client.mutation(GrantCredits, { workspaceId: workspace.id, amount: 100 }),
+  );
   console.log(`workspace ${workspace.name}: ${grantCredits.workspace.creditBalance} credits`);
 
   const { submitJob } = data(
@@ -49,7 +53,9 @@ try {
     const { unsubscribe } = client.subscription(JobUpdated, { id: job.id }).subscribe((result) => {
       if (result.error) return reject(result.error);
       const update = data(result).jobUpdated;
-      console.log(`  ${update.status.padEnd(10)} ${(update.progress * 100).toFixed(0).padStart(3)}% ${update.stage ?? ''}`);
+      console.log(
+        `  ${update.status.padEnd(10)} ${(update.progress * 100).toFixed(0).padStart(3)}% ${update.stage ?? ''}`,
+      );
       if (FINAL.includes(update.status)) {
         unsubscribe();
         resolve(update);
@@ -63,7 +69,9 @@ try {
   for (const event of history.timeline) {
     console.log(`  ${event.at} ${event.status.padEnd(10)} attempt ${event.attempt} ${event.stage ?? ''}`);
   }
-  console.log(`${history.name}: ${history.status} in ${history.durationSeconds?.toFixed(1)} s, result ${JSON.stringify(history.result)}`);
+  console.log(
+    `${history.name}: ${history.status} in ${history.durationSeconds?.toFixed(1)} s, result ${JSON.stringify(history.result)}`,
+  );
   if (last.status !== 'COMPLETED' || history.status !== 'COMPLETED' || history.timeline.length < 3) {
     console.error(`FAILED: the job ended ${last.status}, history ${history.status}`);
     process.exitCode = 1;

@@ -7,37 +7,65 @@ export const Tools = graphql(`
       title
       version
       timeoutSeconds
-      price { base perKilobyte per1kResidues settings { name perUnit } }
+      price {
+        base
+        perKilobyte
+        per1kResidues
+        settings {
+          name
+          perUnit
+        }
+      }
     }
   }
 `);
 
 export const CreateWorkspace = graphql(`
   mutation CreateWorkspace($name: String!) {
-    createWorkspace(input: { name: $name }) { workspace { id name creditBalance } }
+    createWorkspace(input: { name: $name }) {
+      workspace {
+        id
+        name
+        creditBalance
+      }
+    }
   }
 `);
 
 export const GrantCredits = graphql(`
   mutation GrantCredits($workspaceId: ID!, $amount: Int!) {
     grantCredits(input: { workspaceId: $workspaceId, amount: $amount }) {
-      workspace { id creditBalance }
+      workspace {
+        id
+        creditBalance
+      }
     }
   }
 `);
 
 export const SubmitJob = graphql(`
   mutation SubmitJob($workspaceId: ID!, $tool: String!, $settings: JSON, $idempotencyKey: String) {
-    submitJob(input: { workspaceId: $workspaceId, tool: $tool, settings: $settings, idempotencyKey: $idempotencyKey }) {
+    submitJob(
+      input: { workspaceId: $workspaceId, tool: $tool, settings: $settings, idempotencyKey: $idempotencyKey }
+    ) {
       replayed
-      job { id status creditCost }
+      job {
+        id
+        status
+        creditCost
+      }
     }
   }
 `);
 
 export const JobUpdated = graphql(`
   subscription JobUpdated($id: ID!) {
-    jobUpdated(id: $id) { id status stage progress }
+    jobUpdated(id: $id) {
+      id
+      status
+      stage
+      progress
+    }
   }
 `);
 
@@ -55,7 +83,14 @@ export const JobHistory = graphql(`
       startedAt
       finishedAt
       durationSeconds
-      timeline { status stage message progress attempt at }
+      timeline {
+        status
+        stage
+        message
+        progress
+        attempt
+        at
+      }
     }
   }
 `);
