@@ -15,6 +15,7 @@ use crate::config::{Config, ServerConfig};
 use crate::db::QueryStats;
 use crate::files::Files;
 use crate::graphql::{self, AppSchema};
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::queue::runner::{Worker, WorkerConfig};
 use crate::tools::Catalog;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub bus: crate::live::Bus,
     /// Where waiting jobs stand.
     pub queue: Arc<crate::queue::waiting::Queue>,
+    /// This process's rate limits.
+    pub limits: Arc<RateLimits>,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ impl AppState {
             vec![standings.clone(), tokens.clone()],
         );
         let files = Arc::new(files);
+        let limits = Arc::new(RateLimits::new(&config.rate_limits));
         let queue = Arc::new(crate::queue::waiting::Queue::new(
             db.clone(),
             catalog.clone(),
@@ -109,6 +113,7 @@ impl AppState {
             files,
             bus,
             queue,
+            limits,
         }
     }
 }
@@ -195,6 +200,7 @@ impl App {
             local_pool: self.state.config.workers > 0,
         };
         tokio::spawn(maintenance.run(shutdown.clone()));
+        tokio::spawn(self.state.limits.clone().sweep(shutdown.clone()));
         if let Some(requests) = self.state.files.take_download_requests() {
             let downloader = crate::jobs::downloads::Downloader {
                 db: self.state.db.clone(),
@@ -205,6 +211,8 @@ impl App {
         }
         tracing::info!(address = %listener.local_addr()?, "serving GraphQL at /graphql");
         let stopping = shutdown.clone();
+        // Rate limits count a client without a token by its address.
+        let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { stopping.cancelled().await })
             .await?;

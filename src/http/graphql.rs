@@ -29,6 +29,9 @@ use crate::access::Viewer;
 use crate::app::AppState;
 use crate::error::{Error, ErrorCode};
 use crate::graphql;
+use crate::limits::Operation;
+
+use super::limit::{self, Caller, ClientAddress};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
@@ -43,7 +46,7 @@ pub(super) enum MediaType {
 }
 
 impl MediaType {
-    fn content_type(self) -> HeaderValue {
+    pub(super) fn content_type(self) -> HeaderValue {
         HeaderValue::from_static(match self {
             MediaType::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
             MediaType::Json => "application/json; charset=utf-8",
@@ -328,18 +331,14 @@ fn json_response(status: StatusCode, media: MediaType, body: &impl serde::Serial
     }
 }
 
-/// Runs a request whose transport checks passed.
+/// Runs a request whose transport checks passed, from a caller let in.
 async fn execute(
     state: &AppState,
     media: MediaType,
-    headers: &HeaderMap,
+    mut caller: Caller,
     mut request: async_graphql::Request,
     queries_only: bool,
 ) -> Response {
-    let viewer = match authenticate(state, headers, media).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
     // Clients send the same few documents over and over: parse each once.
     let cacheable = request.query.len() <= MAX_CACHED_DOCUMENT;
     let cached = cacheable
@@ -374,6 +373,12 @@ async fn execute(
         let document = document.clone();
         state.documents.insert(request.query.clone(), document);
     }
+    // A submission costs more than the request paid at the door.
+    let operation = Operation::of_request(&mut request);
+    if let Err(response) = caller.pay_for(state, operation, media) {
+        return response;
+    }
+    let viewer = caller.viewer;
     // A worker token asks for the worker API or nothing.
     let refused = match request.parsed_query() {
         _ if viewer.worker().is_none() => None,
@@ -423,7 +428,11 @@ pub async fn get_handler(State(state): State<AppState>, request: Request) -> Res
         Ok(None) if wants_html => graphiql(),
         Ok(None) => bad_request(media, "the `query` parameter is missing"),
         Ok(Some(params)) => {
-            execute(&state, media, &parts.headers, params.into_request(), true).await
+            let address = limit::client_address(&state, &parts);
+            match limit::admit(&state, &parts.headers, address, media, Operation::Read).await {
+                Ok(caller) => execute(&state, media, caller, params.into_request(), true).await,
+                Err(response) => response,
+            }
         }
     }
 }
@@ -431,6 +440,7 @@ pub async fn get_handler(State(state): State<AppState>, request: Request) -> Res
 /// `POST /graphql`: a JSON body.
 pub async fn post_handler(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -448,7 +458,7 @@ pub async fn post_handler(
         .as_ref()
         .is_some_and(|m| m.essence_str() == "multipart/form-data")
     {
-        return multipart(&state, media, &headers, body).await;
+        return multipart(&state, media, &headers, address, body).await;
     }
     if !is_json {
         return error_response(
@@ -477,9 +487,13 @@ pub async fn post_handler(
         Ok(body) => body,
         Err(err) => return bad_request(media, format!("the body is not valid JSON: {err}")),
     };
-    match Params::from_json(body) {
-        Ok(params) => execute(&state, media, &headers, params.into_request(), false).await,
-        Err(message) => bad_request(media, message),
+    let params = match Params::from_json(body) {
+        Ok(params) => params,
+        Err(message) => return bad_request(media, message),
+    };
+    match limit::admit(&state, &headers, address, media, Operation::Read).await {
+        Ok(caller) => execute(&state, media, caller, params.into_request(), false).await,
+        Err(response) => response,
     }
 }
 
@@ -490,11 +504,13 @@ const PREFLIGHT_HEADERS: [&str; 3] = [
     "x-apollo-operation-name",
 ];
 
-/// A GraphQL multipart request: operations, a map, and files.
+/// A GraphQL multipart request: operations, a map, and files. Its client pays for the upload
+/// before any file is read.
 async fn multipart(
     state: &AppState,
     media: MediaType,
     headers: &HeaderMap,
+    address: std::net::IpAddr,
     body: Body,
 ) -> Response {
     if !PREFLIGHT_HEADERS
@@ -507,6 +523,10 @@ async fn multipart(
              `X-Apollo-Operation-Name`, which cross-site forms cannot send",
         );
     }
+    let caller = match limit::admit(state, headers, address, media, Operation::Upload).await {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -527,7 +547,7 @@ async fn multipart(
                 state.config.max_upload_files
             ),
         ),
-        Ok(request) => execute(state, media, headers, request, false).await,
+        Ok(request) => execute(state, media, caller, request, false).await,
         Err(async_graphql::ParseRequestError::PayloadTooLarge) => error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             media,

@@ -15,6 +15,7 @@ mod members;
 mod money;
 mod processes;
 mod races;
+mod rate_limits;
 mod remote;
 mod schema;
 mod sharing;
