@@ -252,18 +252,23 @@ impl RateLimits {
                 _ = every.tick() => {}
                 _ = shutdown.cancelled() => return,
             }
-            if let Some(buckets) = &self.tokens {
-                buckets.retain_recent();
-                buckets.shrink_to_fit();
-            }
-            if let Some(buckets) = &self.addresses {
-                buckets.retain_recent();
-                buckets.shrink_to_fit();
-            }
+            self.forget_full();
         }
     }
 
-    /// The buckets held, for tests of the sweep.
+    /// Drops the buckets that are full again: their clients are counted as new ones.
+    pub fn forget_full(&self) {
+        if let Some(buckets) = &self.tokens {
+            buckets.retain_recent();
+            buckets.shrink_to_fit();
+        }
+        if let Some(buckets) = &self.addresses {
+            buckets.retain_recent();
+            buckets.shrink_to_fit();
+        }
+    }
+
+    /// The buckets held.
     pub fn held(&self) -> usize {
         self.tokens.as_ref().map_or(0, Buckets::len)
             + self.addresses.as_ref().map_or(0, Buckets::len)
@@ -379,6 +384,44 @@ mod tests {
         assert_eq!(limits.take(Client::anonymous(ip("192.0.2.2")), 1), Ok(()));
         assert_eq!(limits.take(Client::Exempt, 1000), Ok(()));
         assert_eq!(limits.take(client, 0), Ok(()));
+    }
+
+    #[test]
+    fn buckets_full_again_are_forgotten() {
+        let mut config = crate::config::Config::defaults().server.rate_limits;
+        config.rate_limit = Some("1000/s".parse().unwrap());
+        let limits = RateLimits::new(&config);
+        for last in 1..=3 {
+            limits
+                .take(Client::anonymous(IpAddr::from([192, 0, 2, last])), 1)
+                .unwrap();
+        }
+        assert_eq!(limits.held(), 3);
+        // One request refills in a millisecond.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while limits.held() > 0 {
+            assert!(std::time::Instant::now() < deadline, "still held");
+            std::thread::sleep(Duration::from_millis(2));
+            limits.forget_full();
+        }
+    }
+
+    #[test]
+    fn a_burst_below_a_cost_is_refused_at_start() {
+        let mut config = crate::config::Config::defaults().server;
+        assert!(config.validate().is_ok(), "off by default");
+        config.rate_limits.rate_limit = Some("5/s".parse().unwrap());
+        assert!(
+            config.validate().is_ok(),
+            "the burst is raised to the costs"
+        );
+        config.rate_limits.rate_limit_burst = Some(5);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("--rate-limit-burst"), "{err}");
+        config.rate_limits.rate_limit_upload_cost = 5;
+        assert!(config.validate().is_ok());
+        config.rate_limits.trusted_proxies = vec!["10.0.0.0/33".into()];
+        assert!(config.validate().is_err());
     }
 
     #[test]

@@ -375,8 +375,8 @@ async fn execute(
     }
     // A submission costs more than the request paid at the door.
     let operation = Operation::of_request(&mut request);
-    if let Err(response) = caller.pay_for(state, operation, media) {
-        return response;
+    if let Err(limited) = caller.pay_for(state, operation) {
+        return limit::too_many_requests(media, limited);
     }
     let viewer = caller.viewer;
     // A worker token asks for the worker API or nothing.

@@ -48,19 +48,13 @@ pub(super) struct Caller {
 }
 
 impl Caller {
-    /// Pays what `operation` costs beyond what the request paid at the door; a 429 when the
+    /// Pays what `operation` costs beyond what the request paid at the door; refused when the
     /// client's bucket holds too little (then nothing is taken).
-    pub fn pay_for(
-        &mut self,
-        state: &AppState,
-        operation: Operation,
-        media: MediaType,
-    ) -> Result<(), Response> {
+    pub fn pay_for(&mut self, state: &AppState, operation: Operation) -> Result<(), Limited> {
         let cost = state.limits.cost(operation);
         state
             .limits
-            .take(self.client, cost.saturating_sub(self.paid))
-            .map_err(|limited| too_many_requests(media, limited))?;
+            .take(self.client, cost.saturating_sub(self.paid))?;
         self.paid = self.paid.max(cost);
         Ok(())
     }
@@ -91,7 +85,9 @@ pub(super) async fn admit(
         viewer,
         paid: 0,
     };
-    caller.pay_for(state, operation, media)?;
+    caller
+        .pay_for(state, operation)
+        .map_err(|limited| too_many_requests(media, limited))?;
     Ok(caller)
 }
 
@@ -107,7 +103,7 @@ pub(super) fn rate_limited_error(limited: Limited) -> serde_json::Value {
 }
 
 /// 429, with `Retry-After` in whole seconds.
-fn too_many_requests(media: MediaType, limited: Limited) -> Response {
+pub(super) fn too_many_requests(media: MediaType, limited: Limited) -> Response {
     let body = json!({ "errors": [rate_limited_error(limited)] });
     let status = ErrorCode::RateLimited.http_status();
     let mut response = (status, body.to_string()).into_response();
