@@ -165,14 +165,14 @@ async fn a_forwarded_address_is_ignored_unless_the_proxy_is_trusted() {
     );
     // Both came from 127.0.0.1, whatever they claimed.
     refused(read(&app, None, Some("203.0.113.3")).await, 60).await;
-    // A file download and an export are requests too.
-    let response = app
-        .client()
-        .get(app.url("/files/file_00000000000000000000000000"))
-        .send()
-        .await
-        .unwrap();
-    refused(response, 60).await;
+    // File downloads and job exports are requests too.
+    for path in [
+        "/files/file_00000000000000000000000000",
+        "/jobs/job_00000000000000000000000000/export.json",
+    ] {
+        let response = app.client().get(app.url(path)).send().await.unwrap();
+        refused(response, 60).await;
+    }
 }
 
 /// Submits `fasta` as an upload to `ws` as `user`.
@@ -288,22 +288,27 @@ async fn a_websocket_operation_over_the_limit_gets_an_error_and_the_connection_s
 
 #[tokio::test]
 async fn worker_tokens_are_not_limited() {
-    let app = TestApp::spawn_with(limits("1/min", 2, 1, 2)).await;
+    let remote = r#"
+[[tools]]
+name = "align"
+title = "Alignment on the cluster"
+version = "1"
+timeout_seconds = 60
+executor = { kind = "remote" }
+price = { base = 1 }
+"#;
+    let app = TestApp::spawn_with_tools(remote, limits("1/min", 2, 1, 2)).await;
     let user = admin_id(&app).await;
     let (_, worker) =
         jobgraph::users::tokens::issue(&app.db, user, "cluster", TokenKind::Worker, None)
             .await
             .unwrap();
+    // A worker polls for jobs as often as it needs.
+    let claim = "mutation { claimJobs(input: {worker: \"node-1\", tools: [\"align\"], limit: 1}) {
+        jobs { id } } }";
     for _ in 0..5 {
-        let response = app
-            .client()
-            .post(app.url("/graphql"))
-            .bearer_auth(&worker)
-            .json(&json!({ "query": "{ __typename }" }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        let data = app.ok(Some(&worker), claim, json!({})).await;
+        assert_eq!(data["claimJobs"]["jobs"], json!([]));
     }
 }
 
