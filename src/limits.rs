@@ -425,6 +425,42 @@ mod tests {
     }
 
     #[test]
+    fn a_request_selecting_a_submission_is_a_submission() {
+        let operation = |query: &str, name: Option<&str>| {
+            let document = async_graphql::parser::parse_query(query).unwrap();
+            Operation::of_document(&document, name)
+        };
+        let submit = "mutation S { submitJob(input: $i) { job { id } } }";
+        assert_eq!(operation(submit, None), Operation::Submission);
+        assert_eq!(
+            operation(
+                "mutation { a: renameJob(input: $i) { job { id } } b: retryJob(input: $j) { job { id } } }",
+                None
+            ),
+            Operation::Submission
+        );
+        assert_eq!(
+            operation(
+                "mutation { ...F } fragment F on Mutation { duplicateJob(input: $i) { job { id } } }",
+                None
+            ),
+            Operation::Submission
+        );
+        assert_eq!(
+            operation(
+                &format!("{submit} query Q {{ viewer {{ isAuthenticated }} }}"),
+                Some("Q")
+            ),
+            Operation::Read
+        );
+        assert_eq!(operation("{ submitJob }", None), Operation::Read);
+        assert_eq!(
+            operation("mutation { cancelJob(input: $i) { job { id } } }", None),
+            Operation::Read
+        );
+    }
+
+    #[test]
     fn rates_read_as_a_count_per_unit() {
         let rate: Rate = "30/min".parse().unwrap();
         assert_eq!(rate.interval(), Duration::from_secs(2));
