@@ -16,6 +16,7 @@ use crate::db::QueryStats;
 use crate::files::Files;
 use crate::graphql::persisted::Persisted;
 use crate::graphql::{self, AppSchema};
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::queue::runner::{Worker, WorkerConfig};
 use crate::tools::Catalog;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub queue: Arc<crate::queue::waiting::Queue>,
     /// Which pages of other origins may call the API.
     pub cors: Arc<crate::http::cors::Cors>,
+    /// This process's rate limits.
+    pub limits: Arc<RateLimits>,
 }
 
 impl AppState {
@@ -89,6 +92,7 @@ impl AppState {
             vec![standings.clone(), tokens.clone()],
         );
         let files = Arc::new(files);
+        let limits = Arc::new(RateLimits::new(&config.rate_limits));
         let queue = Arc::new(crate::queue::waiting::Queue::new(
             db.clone(),
             catalog.clone(),
@@ -124,6 +128,7 @@ impl AppState {
             bus,
             queue,
             cors: Arc::new(cors),
+            limits,
         }
     }
 }
@@ -212,6 +217,7 @@ impl App {
             local_pool: self.state.config.workers > 0,
         };
         tokio::spawn(maintenance.run(shutdown.clone()));
+        tokio::spawn(self.state.limits.clone().sweep(shutdown.clone()));
         if let Some(requests) = self.state.files.take_download_requests() {
             let downloader = crate::jobs::downloads::Downloader {
                 db: self.state.db.clone(),
@@ -222,6 +228,8 @@ impl App {
         }
         tracing::info!(address = %listener.local_addr()?, "serving GraphQL at /graphql");
         let stopping = shutdown.clone();
+        // Rate limits count a client without a token by its address.
+        let router = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { stopping.cancelled().await })
             .await?;

@@ -216,6 +216,138 @@ pub struct ServerConfig {
     /// `/jobs/{id}`, which serves the job's record as JSON.
     #[arg(long, env = "JOBGRAPH_JOB_URL_TEMPLATE")]
     pub job_url_template: Option<String>,
+    #[command(flatten)]
+    pub rate_limits: RateLimitConfig,
+}
+
+/// Rate limits: how many requests each API token, and each address without a token, may make.
+/// Off unless `--rate-limit` or `--anonymous-rate-limit` is given.
+#[derive(Args, Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Requests each API token may make: `N/s`, `N/min` or `N/h`, refilled steadily at that
+    /// rate, up to `--rate-limit-burst` at once. 0 or absent: no limit.
+    #[arg(long, env = "JOBGRAPH_RATE_LIMIT")]
+    pub rate_limit: Option<Rate>,
+
+    /// Requests each client address may make without a token (or with a bad one), in the same
+    /// form. Default: `--rate-limit`; 0: no limit.
+    #[arg(long, env = "JOBGRAPH_ANONYMOUS_RATE_LIMIT")]
+    pub anonymous_rate_limit: Option<Rate>,
+
+    /// Requests a client may make at once after a pause: the size of its bucket. Default: the
+    /// rate's N, and at least the upload cost.
+    #[arg(long, env = "JOBGRAPH_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+
+    /// What a request that submits jobs (`submitJob`, `submitBatch`, `retryJob`,
+    /// `duplicateJob`) counts, in requests.
+    #[arg(long, env = "JOBGRAPH_RATE_LIMIT_SUBMISSION_COST", default_value_t = 5)]
+    pub rate_limit_submission_cost: u32,
+
+    /// What a request with uploaded files (multipart) counts, in requests.
+    #[arg(long, env = "JOBGRAPH_RATE_LIMIT_UPLOAD_COST", default_value_t = 10)]
+    pub rate_limit_upload_cost: u32,
+
+    /// Proxies in front of this server whose `--client-ip-header` names the client: IPs or
+    /// CIDR blocks (`10.0.0.0/8,127.0.0.1`). Default: none, so no client can pick its address.
+    #[arg(long, env = "JOBGRAPH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// The header in which trusted proxies name the client (each proxy appends the address it
+    /// was reached from).
+    #[arg(
+        long,
+        env = "JOBGRAPH_CLIENT_IP_HEADER",
+        default_value = "X-Forwarded-For"
+    )]
+    pub client_ip_header: String,
+}
+
+impl RateLimitConfig {
+    /// The limit of API tokens, if on.
+    pub fn tokens(&self) -> Option<Rate> {
+        self.rate_limit.filter(|rate| rate.count > 0)
+    }
+
+    /// The limit of addresses without a token, if on.
+    pub fn addresses(&self) -> Option<Rate> {
+        self.anonymous_rate_limit
+            .or(self.rate_limit)
+            .filter(|rate| rate.count > 0)
+    }
+
+    /// The bucket size of `rate`.
+    pub fn burst(&self, rate: Rate) -> u32 {
+        self.rate_limit_burst.unwrap_or_else(|| {
+            rate.count
+                .max(self.rate_limit_upload_cost)
+                .max(self.rate_limit_submission_cost)
+        })
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.rate_limit_submission_cost == 0 || self.rate_limit_upload_cost == 0 {
+            bail!("--rate-limit-submission-cost and --rate-limit-upload-cost must be at least 1");
+        }
+        for rate in [self.tokens(), self.addresses()].into_iter().flatten() {
+            let burst = self.burst(rate);
+            let cost = self
+                .rate_limit_upload_cost
+                .max(self.rate_limit_submission_cost);
+            if burst < cost {
+                bail!(
+                    "--rate-limit-burst ({burst}) must be at least the largest cost ({cost}): a \
+                     request costing more could never pass"
+                );
+            }
+        }
+        for entry in &self.trusted_proxies {
+            crate::files::fetch::Cidr::parse(entry)
+                .with_context(|| format!("--trusted-proxies `{entry}`"))?;
+        }
+        axum::http::HeaderName::try_from(self.client_ip_header.as_str())
+            .with_context(|| format!("--client-ip-header `{}`", self.client_ip_header))?;
+        Ok(())
+    }
+}
+
+/// A rate: `count` requests every `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: std::time::Duration,
+}
+
+impl Rate {
+    /// How long one request takes to be refilled.
+    pub fn interval(self) -> std::time::Duration {
+        self.per / self.count.max(1)
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    /// Reads `N/s`, `N/min` or `N/h` (a bare `N` is per second); 0 is no limit.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let wrong = || format!("`{text}` is not a rate: write `N/s`, `N/min` or `N/h`, or 0");
+        let (count, unit) = text.split_once('/').unwrap_or((text, "s"));
+        let count: u32 = count.trim().parse().map_err(|_| wrong())?;
+        let seconds = match unit.trim() {
+            "s" | "sec" | "second" => 1,
+            "min" | "m" | "minute" => 60,
+            "h" | "hour" => 3600,
+            _ => return Err(wrong()),
+        };
+        if count > 1_000_000 {
+            return Err(format!("`{text}`: at most 1000000 requests per unit"));
+        }
+        Ok(Rate {
+            count,
+            per: std::time::Duration::from_secs(seconds),
+        })
+    }
 }
 
 impl ServerConfig {
@@ -285,7 +417,7 @@ impl ServerConfig {
                 bail!("--job-url-template must start with http:// or https://, got `{template}`");
             }
         }
-        Ok(())
+        self.rate_limits.validate()
     }
 
     /// How the identity provider's tokens are accepted, when one is configured.

@@ -19,6 +19,8 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     StaleAttempt,
     PayloadTooLarge,
+    /// A client over its rate limit; `Retry-After` says when to come back.
+    RateLimited,
     BadRequest,
     GraphqlParseFailed,
     GraphqlValidationFailed,
@@ -44,6 +46,7 @@ impl ErrorCode {
             ErrorCode::IdempotencyKeyReused => ("IDEMPOTENCY_KEY_REUSED", StatusCode::CONFLICT),
             ErrorCode::StaleAttempt => ("STALE_ATTEMPT", StatusCode::CONFLICT),
             ErrorCode::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", StatusCode::PAYLOAD_TOO_LARGE),
+            ErrorCode::RateLimited => ("RATE_LIMITED", StatusCode::TOO_MANY_REQUESTS),
             ErrorCode::BadRequest => ("BAD_REQUEST", StatusCode::BAD_REQUEST),
             ErrorCode::GraphqlParseFailed => ("GRAPHQL_PARSE_FAILED", StatusCode::BAD_REQUEST),
             ErrorCode::GraphqlValidationFailed => {

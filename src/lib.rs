@@ -15,6 +15,7 @@ pub mod graphql;
 pub mod http;
 pub mod ids;
 pub mod jobs;
+pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod pagination;

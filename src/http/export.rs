@@ -6,15 +6,23 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use entity::ids::JobId;
 
-use super::graphql::{MediaType, authenticate, error_response};
+use super::graphql::{MediaType, error_response};
+use super::limit::{self, ClientAddress};
 use crate::access::JobAccess;
 use crate::app::AppState;
 use crate::error::ErrorCode;
 use crate::ids::{self};
 use crate::jobs::{export, history};
+use crate::limits::Operation;
 
-async fn load(state: &AppState, headers: &HeaderMap, id: &str) -> Result<JobAccess, Response> {
-    let viewer = authenticate(state, headers, MediaType::Json).await?;
+async fn load(
+    state: &AppState,
+    address: std::net::IpAddr,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<JobAccess, Response> {
+    let caller = limit::admit(state, headers, address, MediaType::Json, Operation::Read).await?;
+    let viewer = caller.viewer;
     let fail = |err: crate::error::Error| {
         let code = err.code();
         if code == ErrorCode::InternalServerError {
@@ -47,10 +55,11 @@ fn attachment(content_type: &'static str, filename: String, body: String) -> Res
 /// The job record, result and timeline as a JSON download.
 pub async fn json(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let access = match load(&state, &headers, &id).await {
+    let access = match load(&state, address, &headers, &id).await {
         Ok(access) => access,
         Err(response) => return response,
     };
@@ -80,10 +89,11 @@ pub async fn json(
 /// A tabular result as a CSV download; 404 when the result is not a table.
 pub async fn csv(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let access = match load(&state, &headers, &id).await {
+    let access = match load(&state, address, &headers, &id).await {
         Ok(access) => access,
         Err(response) => return response,
     };

@@ -7,12 +7,14 @@
 use entity::ids::FileId;
 use std::ops::Range;
 
-use super::graphql::{MediaType, authenticate, error_response};
+use super::graphql::{MediaType, error_response};
+use super::limit::{self, ClientAddress};
 use crate::access::{self, Viewer};
 use crate::app::AppState;
 use crate::error::{Error, ErrorCode};
 use crate::files::storage::Read;
 use crate::ids::{self};
+use crate::limits::Operation;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -98,14 +100,16 @@ fn failure(err: Error) -> Response {
 /// `GET /files/{id}`.
 pub async fn download(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let viewer = match authenticate(&state, &headers, MediaType::Json).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
+    let viewer =
+        match limit::admit(&state, &headers, address, MediaType::Json, Operation::Read).await {
+            Ok(caller) => caller.viewer,
+            Err(response) => return response,
+        };
     let file = match readable(&state, &viewer, &id, query.as_deref()).await {
         Ok(file) => file,
         Err(err) => return failure(err),

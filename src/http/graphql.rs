@@ -30,6 +30,9 @@ use crate::app::AppState;
 use crate::error::{Error, ErrorCode};
 use crate::graphql;
 use crate::graphql::persisted::{Persisted, Refusal};
+use crate::limits::Operation;
+
+use super::limit::{self, Caller, ClientAddress};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
@@ -44,7 +47,7 @@ pub(super) enum MediaType {
 }
 
 impl MediaType {
-    fn content_type(self) -> HeaderValue {
+    pub(super) fn content_type(self) -> HeaderValue {
         HeaderValue::from_static(match self {
             MediaType::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
             MediaType::Json => "application/json; charset=utf-8",
@@ -335,18 +338,14 @@ fn json_response(status: StatusCode, media: MediaType, body: &impl serde::Serial
     }
 }
 
-/// Runs a request whose transport checks passed.
+/// Runs a request whose transport checks passed, from a caller let in.
 async fn execute(
     state: &AppState,
     media: MediaType,
-    headers: &HeaderMap,
+    mut caller: Caller,
     mut request: async_graphql::Request,
     queries_only: bool,
 ) -> Response {
-    let viewer = match authenticate(state, headers, media).await {
-        Ok(viewer) => viewer,
-        Err(response) => return response,
-    };
     // Clients send the same few documents over and over: parse each once.
     let cacheable = request.query.len() <= MAX_CACHED_DOCUMENT;
     let cached = cacheable
@@ -381,6 +380,12 @@ async fn execute(
         let document = document.clone();
         state.documents.insert(request.query.clone(), document);
     }
+    // A submission costs more than the request paid at the door.
+    let operation = Operation::of_request(&mut request);
+    if let Err(limited) = caller.pay_for(state, operation) {
+        return limit::too_many_requests(media, limited);
+    }
+    let viewer = caller.viewer;
     // A worker token asks for the worker API or nothing.
     let refused = match request.parsed_query() {
         _ if viewer.worker().is_none() => None,
@@ -429,16 +434,23 @@ pub async fn get_handler(State(state): State<AppState>, request: Request) -> Res
         Err(message) => bad_request(media, message),
         Ok(None) if wants_html => graphiql(),
         Ok(None) => bad_request(media, "the `query` parameter is missing"),
-        Ok(Some(params)) => match params.into_request(&state.persisted) {
-            Ok(request) => execute(&state, media, &parts.headers, request, true).await,
-            Err(refusal) => refused(media, &refusal),
-        },
+        Ok(Some(params)) => {
+            let address = limit::client_address(&state, &parts);
+            match limit::admit(&state, &parts.headers, address, media, Operation::Read).await {
+                Ok(caller) => match params.into_request(&state.persisted) {
+                    Ok(request) => execute(&state, media, caller, request, true).await,
+                    Err(refusal) => refused(media, &refusal),
+                },
+                Err(response) => response,
+            }
+        }
     }
 }
 
 /// `POST /graphql`: a JSON body.
 pub async fn post_handler(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -456,7 +468,7 @@ pub async fn post_handler(
         .as_ref()
         .is_some_and(|m| m.essence_str() == "multipart/form-data")
     {
-        return multipart(&state, media, &headers, body).await;
+        return multipart(&state, media, &headers, address, body).await;
     }
     if !is_json {
         return error_response(
@@ -485,12 +497,16 @@ pub async fn post_handler(
         Ok(body) => body,
         Err(err) => return bad_request(media, format!("the body is not valid JSON: {err}")),
     };
-    match Params::from_json(body) {
-        Ok(params) => match params.into_request(&state.persisted) {
-            Ok(request) => execute(&state, media, &headers, request, false).await,
+    let params = match Params::from_json(body) {
+        Ok(params) => params,
+        Err(message) => return bad_request(media, message),
+    };
+    match limit::admit(&state, &headers, address, media, Operation::Read).await {
+        Ok(caller) => match params.into_request(&state.persisted) {
+            Ok(request) => execute(&state, media, caller, request, false).await,
             Err(refusal) => refused(media, &refusal),
         },
-        Err(message) => bad_request(media, message),
+        Err(response) => response,
     }
 }
 
@@ -501,11 +517,13 @@ pub(super) const PREFLIGHT_HEADERS: [&str; 3] = [
     "x-apollo-operation-name",
 ];
 
-/// A GraphQL multipart request: operations, a map, and files.
+/// A GraphQL multipart request: operations, a map, and files. Its client pays for the upload
+/// before any file is read.
 async fn multipart(
     state: &AppState,
     media: MediaType,
     headers: &HeaderMap,
+    address: std::net::IpAddr,
     body: Body,
 ) -> Response {
     if !PREFLIGHT_HEADERS
@@ -518,6 +536,10 @@ async fn multipart(
              `X-Apollo-Operation-Name`, which cross-site forms cannot send",
         );
     }
+    let caller = match limit::admit(state, headers, address, media, Operation::Upload).await {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
@@ -539,7 +561,7 @@ async fn multipart(
             ),
         ),
         Ok(request) => match trusted_upload(&state.persisted, request) {
-            Ok(request) => execute(state, media, headers, request, false).await,
+            Ok(request) => execute(state, media, caller, request, false).await,
             Err(refusal) => refused(media, &refusal),
         },
         Err(async_graphql::ParseRequestError::PayloadTooLarge) => error_response(

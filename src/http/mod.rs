@@ -5,6 +5,7 @@ mod export;
 mod files;
 mod graphql;
 mod health;
+mod limit;
 mod metrics;
 mod websocket;
 

@@ -33,9 +33,11 @@ use crate::app::AppState;
 use crate::error::ErrorCode;
 use crate::graphql::persisted::{Persisted, Refusal};
 use crate::graphql::{self, AppSchema};
+use crate::limits::{Client, Operation};
 use crate::users::tokens;
 
-use super::graphql::{MediaType, authenticate, error_response};
+use super::graphql::{MediaType, error_response};
+use super::limit;
 
 /// The subprotocols, in order of preference.
 const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
@@ -74,7 +76,8 @@ impl Protocol {
 
 /// Upgrades `GET /graphql` to a GraphQL websocket. A page of an origin that may not call the
 /// API (`super::cors`) is refused with 403, and a bad token in the upgrade request's
-/// `Authorization` header with 401, before the upgrade.
+/// `Authorization` header with 401, before the upgrade; the upgrade counts as a request against
+/// the rate limit, and so does each operation started on the connection.
 pub(super) async fn upgrade(state: AppState, parts: &mut Parts) -> Response {
     if let Err(message) = state.cors.admits_websocket(&parts.headers) {
         tracing::debug!(%message, "refused a websocket");
@@ -89,8 +92,16 @@ pub(super) async fn upgrade(state: AppState, parts: &mut Parts) -> Response {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    let header_viewer = match authenticate(&state, &parts.headers, MediaType::Json).await {
-        Ok(viewer) => viewer,
+    let address = limit::client_address(&state, parts);
+    let admitted = limit::admit(
+        &state,
+        &parts.headers,
+        address,
+        MediaType::Json,
+        Operation::Read,
+    );
+    let header_viewer = match admitted.await {
+        Ok(caller) => caller.viewer,
         Err(response) => return response,
     };
     let upgrade = upgrade
@@ -109,7 +120,7 @@ pub(super) async fn upgrade(state: AppState, parts: &mut Parts) -> Response {
     upgrade.on_upgrade(move |mut socket| async move {
         match protocol {
             Some(protocol) => {
-                Connection::new(state, protocol, header_viewer)
+                Connection::new(state, protocol, header_viewer, address)
                     .serve(socket)
                     .await
             }
@@ -151,6 +162,8 @@ struct Connection {
     state: AppState,
     protocol: Protocol,
     header_viewer: Viewer,
+    /// The client's address, which its operations are counted against without a token.
+    address: std::net::IpAddr,
     /// Set once `connection_init` was received; the viewer once acknowledged.
     initialised: bool,
     viewer: Option<Viewer>,
@@ -165,12 +178,18 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(state: AppState, protocol: Protocol, header_viewer: Viewer) -> Self {
+    fn new(
+        state: AppState,
+        protocol: Protocol,
+        header_viewer: Viewer,
+        address: std::net::IpAddr,
+    ) -> Self {
         let (outgoing, queued) = mpsc::channel(OUTGOING);
         Connection {
             state,
             protocol,
             header_viewer,
+            address,
             initialised: false,
             viewer: None,
             expires: None,
@@ -411,6 +430,15 @@ impl Connection {
         if let Err(error) = graphql::guard::admit(&mut request, None) {
             self.replies
                 .push(operation_error(protocol, &id, json!(error)));
+            return Ok(());
+        }
+        // Over the rate limit, the operation is refused; the connection stays open.
+        let operation = Operation::of_request(&mut request);
+        let limits = &self.state.limits;
+        let client = Client::of(&viewer, self.address);
+        if let Err(limited) = limits.take(client, limits.cost(operation)) {
+            let error = limit::rate_limited_error(limited);
+            self.replies.push(operation_error(protocol, &id, error));
             return Ok(());
         }
         request.data = graphql::request_data(&self.state.db, &self.state.queue, viewer);

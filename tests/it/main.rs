@@ -18,6 +18,7 @@ mod oidc;
 mod persisted;
 mod processes;
 mod races;
+mod rate_limits;
 mod remote;
 mod schema;
 mod sharing;
