@@ -16,6 +16,7 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as 
 use sea_orm::EntityTrait as _;
 use serde_json::{Value, json};
 
+use crate::files::{FASTA, submit_upload_query, upload};
 use crate::support::TestApp;
 use crate::support::wait::eventually;
 use crate::support::ws::Ws;
@@ -150,15 +151,43 @@ async fn a_token_of_the_issuer_signs_its_user_in_and_creates_them_on_first_sight
         ws.next_data("1").await["viewer"]["user"]["email"],
         "dana@lab.test"
     );
-    // ...and on file downloads: signed in, a file she may not see is missing; a bad token is 401.
-    let missing = "/files/file_0193b1e2c3d47e8f9a0b1c2d3e4f5a6b";
-    let status = |token: String| {
-        let request = app.client().get(app.url(missing)).bearer_auth(token);
-        async move { request.send().await.unwrap().status() }
+    // ...and on uploads and file downloads.
+    let ws_id = app
+        .ok(
+            Some(&token),
+            "{ viewer { workspaces(first: 1) { nodes { id } } } }",
+            json!({}),
+        )
+        .await["viewer"]["workspaces"]["nodes"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.grant(&ws_id, 100).await;
+    let (status, body) = upload(
+        &app,
+        Some(&token),
+        &submit_upload_query("sequence-stats", "sequences"),
+        json!({ "ws": ws_id }),
+        "reads.fa",
+        FASTA.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let url = body["data"]["submitJob"]["job"]["files"][0]["downloadUrl"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no download URL in {body}"))
+        .to_owned();
+    let download = |token: String| {
+        let request = app.client().get(&url).bearer_auth(token);
+        async move { request.send().await.unwrap() }
     };
-    assert_eq!(status(token.clone()).await, StatusCode::NOT_FOUND);
+    let response = download(token.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), FASTA);
     let forged = format!("{}x", &token[..token.len() - 1]);
-    assert_eq!(status(forged).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(download(forged).await.status(), StatusCode::UNAUTHORIZED);
+    let someone_else = issuer.token(&key, json!({"email": "eve@lab.test"}));
+    assert_eq!(download(someone_else).await.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
