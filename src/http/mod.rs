@@ -1,7 +1,8 @@
-//! HTTP: the router, GraphQL over HTTP and websockets, and health checks.
+//! HTTP: the router, GraphQL over HTTP and websockets, GraphiQL, and health checks.
 
 mod export;
 mod files;
+mod graphiql;
 mod graphql;
 mod health;
 mod metrics;
@@ -20,6 +21,7 @@ pub fn router(state: AppState) -> Router {
             "/graphql",
             get(graphql::get_handler).post(graphql::post_handler),
         )
+        .route("/graphiql/{file}", get(graphiql::asset))
         .route("/jobs/{id}", get(export::json))
         .route("/jobs/{id}/export.json", get(export::json))
         .route("/jobs/{id}/export.csv", get(export::csv))
