@@ -12,17 +12,16 @@
 //!   `Authorization`, `Apollo-Require-Preflight` or `X-Apollo-Operation-Name`. Files go to
 //!   temporary files as they arrive, within `--max-upload-bytes` each.
 //! - GET runs queries only: a mutation over GET is 405 with `Allow: POST`.
-//! - A browser's GET without a query gets GraphiQL.
+//! - A browser's GET without a query gets GraphiQL (`graphiql.rs`).
 
 use std::str::FromStr as _;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{ServerError, Variables};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::access::Viewer;
@@ -426,13 +425,13 @@ pub async fn get_handler(State(state): State<AppState>, request: Request) -> Res
     let params = Params::from_query_string(parts.uri.query().unwrap_or(""));
     let Some(media) = negotiate(&parts.headers) else {
         if wants_html {
-            return graphiql();
+            return super::graphiql::page(&parts.headers);
         }
         return not_acceptable();
     };
     match params {
         Err(message) => bad_request(media, message),
-        Ok(None) if wants_html => graphiql(),
+        Ok(None) if wants_html => super::graphiql::page(&parts.headers),
         Ok(None) => bad_request(media, "the `query` parameter is missing"),
         Ok(Some(params)) => {
             let address = limit::client_address(&state, &parts);
@@ -605,17 +604,6 @@ fn trusted_upload(
     };
     request.query = persisted.resolve((!query.is_empty()).then_some(query), extensions.as_ref())?;
     Ok(request)
-}
-
-fn graphiql() -> Response {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql")
-            .title("jobgraph")
-            .finish(),
-    )
-    .into_response()
 }
 
 #[cfg(test)]

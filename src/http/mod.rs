@@ -1,8 +1,10 @@
-//! HTTP: the router, GraphQL over HTTP and websockets, cross-origin access, and health checks.
+//! HTTP: the router, GraphQL over HTTP and websockets, GraphiQL, cross-origin access, and
+//! health checks.
 
 pub mod cors;
 mod export;
 mod files;
+mod graphiql;
 mod graphql;
 mod health;
 mod limit;
@@ -23,6 +25,7 @@ pub fn router(state: AppState) -> Router {
             "/graphql",
             get(graphql::get_handler).post(graphql::post_handler),
         )
+        .route("/graphiql/{file}", get(graphiql::asset))
         .route("/jobs/{id}", get(export::json))
         .route("/jobs/{id}/export.json", get(export::json))
         .route("/jobs/{id}/export.csv", get(export::csv))

@@ -244,33 +244,6 @@ async fn oversized_bodies_deep_and_complex_queries_are_refused_with_clear_errors
 }
 
 #[tokio::test]
-async fn a_browser_get_opens_graphiql() {
-    let app = TestApp::spawn().await;
-    let response = app
-        .client()
-        .get(app.url("/graphql"))
-        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    assert!(
-        response
-            .text()
-            .await
-            .unwrap()
-            .to_lowercase()
-            .contains("graphiql")
-    );
-}
-
-#[tokio::test]
 async fn health_and_readiness_answer() {
     let app = TestApp::spawn().await;
     for path in ["/healthz", "/readyz"] {

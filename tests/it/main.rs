@@ -6,6 +6,7 @@ mod credits;
 mod database;
 mod execution;
 mod files;
+mod graphiql;
 mod hostile;
 mod http_spec;
 mod job_actions;
