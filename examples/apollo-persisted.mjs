@@ -9,16 +9,15 @@
 // - trusted documents: with `--trusted-documents` holding the manifest of this client's
 //   operations (written here as Apollo's manifest generator would), they run by hash at the
 //   first request, and an operation not in it fails with DOCUMENT_NOT_TRUSTED.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApolloClient, HttpLink, InMemoryCache, gql } from '@apollo/client/core/index.js';
 import { createPersistedQueryLink } from '@apollo/client/link/persisted-queries/index.js';
 import { addTypenameToDocument } from '@apollo/client/utilities/index.js';
 import { print } from 'graphql';
+import { startJobgraph } from './jobgraph-server.mjs';
 
 const [binary] = process.argv.slice(2);
 if (!binary) {
@@ -44,48 +43,8 @@ function check(condition, message) {
   }
 }
 
-async function freePort() {
-  const server = createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-/** Starts jobgraph with `args`; its URL, first-start token and a stop function. */
-async function start(args) {
-  const dir = await mkdtemp(join(tmpdir(), 'jobgraph-apollo-'));
-  const port = await freePort();
-  const child = spawn(binary, ['serve', ...args], {
-    env: {
-      ...process.env,
-      JOBGRAPH_DATA_DIR: join(dir, 'data'),
-      JOBGRAPH_LISTEN: `127.0.0.1:${port}`,
-      DATABASE_URL: '',
-      JOBGRAPH_WORKERS: '0',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (chunk) => { output += chunk; });
-  child.stderr.on('data', (chunk) => { output += chunk; });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 120; i++) {
-    const token = output.match(/jg_[A-Za-z0-9]+/)?.[0];
-    const up = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
-    if (token && up) {
-      return {
-        url,
-        token,
-        stop: async () => { child.kill(); await rm(dir, { recursive: true, force: true }); },
-      };
-    }
-    if (child.exitCode !== null) break;
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  child.kill();
-  throw new Error(`jobgraph did not start:\n${output}`);
-}
+/** Starts jobgraph with `args`, without workers: these checks run no job. */
+const start = (args) => startJobgraph(binary, args, { JOBGRAPH_WORKERS: '0' });
 
 /** An Apollo client whose requests are recorded in `sent`. */
 function client(server, sent) {

@@ -9,11 +9,10 @@
 // - a server started with `--trusted-documents src/gql/persisted-documents.json`: the same
 //   client runs unchanged, and a document that is not in the file is refused.
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startJobgraph } from '../jobgraph-server.mjs';
 
 const [binary] = process.argv.slice(2);
 if (!binary) {
@@ -31,54 +30,8 @@ function check(condition, message) {
   if (!condition) throw new Error(`FAILED: ${message}`);
 }
 
-async function freePort() {
-  const server = createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
 /** Starts jobgraph with `args`; its URL, first-start token and a stop function. */
-async function start(args) {
-  const dir = await mkdtemp(join(tmpdir(), 'jobgraph-typed-'));
-  const port = await freePort();
-  const child = spawn(binary, ['serve', ...args], {
-    env: {
-      ...process.env,
-      JOBGRAPH_DATA_DIR: join(dir, 'data'),
-      JOBGRAPH_LISTEN: `127.0.0.1:${port}`,
-      DATABASE_URL: '',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (chunk) => {
-    output += chunk;
-  });
-  child.stderr.on('data', (chunk) => {
-    output += chunk;
-  });
-  const stop = async () => {
-    child.kill();
-    await rm(dir, { recursive: true, force: true });
-  };
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 120 && child.exitCode === null; i++) {
-    const token = output.match(/jg_[A-Za-z0-9]+/)?.[0];
-    if (
-      token &&
-      (await fetch(`${url}/healthz`).then(
-        (r) => r.ok,
-        () => false,
-      ))
-    )
-      return { url, token, stop };
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-  await stop();
-  throw new Error(`jobgraph did not start:\n${output}`);
-}
+const start = (args) => startJobgraph(binary, args);
 
 /** Runs the compiled client against `server`; resolves when it exits with status 0. */
 function runClient(server) {
