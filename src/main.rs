@@ -23,6 +23,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(name = "jobgraph", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// How log lines are written to stderr: `text` (coloured only on a terminal), or `json`, one
+    /// object per line carrying the fields of the request (`request.id`) or job run (`job.id`,
+    /// `attempt`) it belongs to. `RUST_LOG` chooses what is logged.
+    #[arg(
+        long,
+        env = "JOBGRAPH_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+
     #[command(flatten)]
     database: DatabaseConfig,
 
@@ -31,6 +43,13 @@ struct Cli {
 
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,13 +141,23 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
 
     let command = cli.command.unwrap_or(Command::Serve(cli.server));
     let mut database = cli.database;

@@ -12,7 +12,11 @@ mod metrics;
 mod websocket;
 
 use axum::Router;
+use axum::http::Request;
 use axum::routing::get;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
@@ -38,6 +42,39 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(health::not_found)
-        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::x_request_id(NewRequestId))
         .with_state(state)
+}
+
+/// A request's id, unless the client (or a proxy) sent one in `x-request-id`: every log line of
+/// the request carries it, and the response returns it.
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        axum::http::HeaderValue::from_str(&id)
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// The span of a request: its id, method and path (never its query string, which may hold a
+/// document and its variables).
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|id| id.to_str().ok())
+        .map(|id| id.chars().take(64).collect::<String>())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        request.id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
 }

@@ -117,17 +117,24 @@ pub(super) async fn upgrade(state: AppState, parts: &mut Parts) -> Response {
         Some(b"graphql-ws") => Some(Protocol::Legacy),
         _ => None,
     };
-    upgrade.on_upgrade(move |mut socket| async move {
-        match protocol {
-            Some(protocol) => {
-                Connection::new(state, protocol, header_viewer, address)
-                    .serve(socket)
-                    .await
-            }
-            None => {
-                close(&mut socket, 4406, "Subprotocol not acceptable").await;
-            }
-        }
+    // The connection's log lines carry the upgrade request's id.
+    let span = tracing::Span::current();
+    upgrade.on_upgrade(move |mut socket| {
+        tracing::Instrument::instrument(
+            async move {
+                match protocol {
+                    Some(protocol) => {
+                        Connection::new(state, protocol, header_viewer, address)
+                            .serve(socket)
+                            .await
+                    }
+                    None => {
+                        close(&mut socket, 4406, "Subprotocol not acceptable").await;
+                    }
+                }
+            },
+            span,
+        )
     })
 }
 

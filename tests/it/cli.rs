@@ -188,4 +188,170 @@ async fn serve_creates_its_database_prints_a_working_token_and_stops_on_sigterm(
         .expect("stops within 15 s")
         .unwrap();
     assert!(status.success(), "{status:?}");
+    // Logs to a pipe are plain text: no colour codes.
+    let mut logs = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut logs)
+        .await
+        .unwrap();
+    assert!(logs.contains("INFO"), "{logs}");
+    assert!(!logs.contains('\x1b'), "colour codes in piped logs: {logs}");
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_the_job_run_of_each_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(dir.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"));
+    command
+        .args(["serve", "--log-format", "json"])
+        .env("JOBGRAPH_DATA_DIR", dir.path().join("data"))
+        .env("JOBGRAPH_LISTEN", &listen)
+        .env("JOBGRAPH_WORKERS", "1")
+        .env(
+            "RUST_LOG",
+            "info,tower_http=debug,jobgraph::queue::runner=debug",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if url.starts_with("postgres") {
+        command.env("DATABASE_URL", &url);
+    } else {
+        command.env_remove("DATABASE_URL");
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let token = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(token) = line.split_whitespace().find(|w| w.starts_with("jg_")) {
+                return token.to_owned();
+            }
+        }
+        panic!("jobgraph exited without printing a token");
+    })
+    .await
+    .expect("a token within 30 s");
+    let client = reqwest::Client::new();
+    let graphql = |query: &str, variables: Value, request_id: Option<&str>| {
+        let mut request = client
+            .post(format!("http://{listen}/graphql"))
+            .bearer_auth(&token)
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(id) = request_id {
+            request = request.header("x-request-id", id);
+        }
+        async move {
+            let response = request.send().await?;
+            let id = response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            Ok::<_, reqwest::Error>((id, response.json::<Value>().await?))
+        }
+    };
+    let (id, created) = eventually(WAIT, "the server answers", || {
+        graphql(
+            "mutation { createWorkspace(input: {name: \"logs\"}) { workspace { id } } }",
+            json!({}),
+            Some("req-logs-1"),
+        )
+    })
+    .await;
+    // The client's id is kept and returned; a request without one gets one.
+    assert_eq!(id, "req-logs-1");
+    let ws = created["data"]["createWorkspace"]["workspace"]["id"].clone();
+    let (generated, _) = graphql(
+        "mutation($ws: ID!) { grantCredits(input: {workspaceId: $ws, amount: 10}) { workspace { id } } }",
+        json!({ "ws": ws }),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(
+        generated.len() == 32 && generated.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{generated}"
+    );
+    let (_, submitted) = graphql(
+        "mutation($ws: ID!) { submitJob(input: {workspaceId: $ws, tool: \"noop\"}) { job { id } } }",
+        json!({ "ws": ws }),
+        None,
+    )
+    .await
+    .unwrap();
+    let job = submitted["data"]["submitJob"]["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(WAIT, "the job completes", || async {
+        let (_, read) = graphql(
+            "query($id: ID!) { job(id: $id) { status } }",
+            json!({ "id": job }),
+            None,
+        )
+        .await
+        .map_err(|err| err.to_string())?;
+        match read["data"]["job"]["status"].as_str() {
+            Some("COMPLETED") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("stops within 15 s")
+        .unwrap();
+    let mut logs = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut logs)
+        .await
+        .unwrap();
+    // Every line is a JSON object; lines of a request carry its id, lines of a run the job's.
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect();
+    let in_span = |name: &str, field: &str, value: &Value| {
+        lines.iter().any(|line| {
+            line["spans"].as_array().is_some_and(|spans| {
+                spans
+                    .iter()
+                    .any(|span| span["name"] == name && &span[field] == value)
+            })
+        })
+    };
+    assert!(
+        in_span("request", "request.id", &json!("req-logs-1")),
+        "{logs}"
+    );
+    assert!(
+        in_span("request", "request.id", &json!(generated)),
+        "{logs}"
+    );
+    let job_uuid = uuid::Uuid::try_parse(job.strip_prefix("job_").unwrap()).unwrap();
+    assert!(
+        in_span("job", "job.id", &json!(job_uuid.to_string())),
+        "{logs}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["spans"].as_array().is_some_and(|spans| spans
+                .iter()
+                .any(|span| span["name"] == "job" && span["attempt"] == 1))),
+        "{logs}"
+    );
 }
