@@ -50,14 +50,15 @@ fn allow_headers() -> Vec<HeaderName> {
 }
 
 /// Response headers a page may read besides the safelisted ones: a download's name, ranges
-/// and version, and why a token was refused.
-const EXPOSE_HEADERS: [HeaderName; 6] = [
+/// and version, why a token was refused, and the request's id (to report a failure with).
+const EXPOSE_HEADERS: [HeaderName; 7] = [
     header::CONTENT_DISPOSITION,
     header::CONTENT_LENGTH,
     header::CONTENT_RANGE,
     header::ACCEPT_RANGES,
     header::ETAG,
     header::WWW_AUTHENTICATE,
+    HeaderName::from_static("x-request-id"),
 ];
 
 impl Cors {

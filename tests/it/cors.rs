@@ -158,7 +158,12 @@ async fn a_listed_origin_reads_answers_and_the_name_of_a_download() {
         let headers = response.headers();
         assert_eq!(header(headers, "access-control-allow-origin"), Some(APP));
         let exposed = items(headers, "access-control-expose-headers");
-        for name in ["content-disposition", "content-range", "etag"] {
+        for name in [
+            "content-disposition",
+            "content-range",
+            "etag",
+            "x-request-id",
+        ] {
             assert!(exposed.contains(&name.to_owned()), "{url}: {exposed:?}");
         }
         assert!(header(headers, "content-disposition").is_some());
