@@ -92,7 +92,7 @@ impl AppState {
             vec![standings.clone(), tokens.clone()],
         );
         let files = Arc::new(files);
-        let limits = Arc::new(RateLimits::new(&config.rate_limits));
+        let limits = Arc::new(RateLimits::new(&config.rate_limits).with_metrics(metrics.clone()));
         let queue = Arc::new(crate::queue::waiting::Queue::new(
             db.clone(),
             catalog.clone(),

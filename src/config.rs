@@ -110,6 +110,11 @@ pub struct ServerConfig {
     #[arg(long, env = "JOBGRAPH_TRUSTED_DOCUMENTS")]
     pub trusted_documents: Option<PathBuf>,
 
+    /// A secret that `/metrics` requires as `Authorization: Bearer <secret>` (give it to the
+    /// Prometheus scrape job). Default: `/metrics` is open.
+    #[arg(long, env = "JOBGRAPH_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// An OpenID Connect issuer (`https://login.lab.org/realms/lab`) whose JWTs sign users in,
     /// beside API tokens: its discovery document and keys are fetched from it.
     #[arg(long, env = "JOBGRAPH_OIDC_ISSUER")]

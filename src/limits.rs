@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access::{Credential, Viewer};
 use crate::config::{Rate, RateLimitConfig};
 use crate::files::fetch::Cidr;
+use crate::metrics::Metrics;
 
 /// The root fields that submit jobs: a request selecting any of them costs a submission.
 pub const SUBMISSIONS: [&str; 4] = ["submitJob", "submitBatch", "retryJob", "duplicateJob"];
@@ -179,9 +181,17 @@ pub struct RateLimits {
     upload_cost: u32,
     trusted_proxies: Vec<Cidr>,
     client_ip_header: HeaderName,
+    /// Where refusals are counted.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl RateLimits {
+    /// Counts refusals in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The limits of a validated configuration.
     pub fn new(config: &RateLimitConfig) -> Self {
         RateLimits {
@@ -196,6 +206,7 @@ impl RateLimits {
                 .collect(),
             client_ip_header: HeaderName::try_from(config.client_ip_header.as_str())
                 .unwrap_or(HeaderName::from_static("x-forwarded-for")),
+            metrics: None,
         }
     }
 
@@ -214,11 +225,17 @@ impl RateLimits {
         let Some(n) = NonZeroU32::new(cost) else {
             return Ok(());
         };
-        match client {
+        let taken = match client {
             Client::Token(id) => take(self.tokens.as_ref(), &id, n),
             Client::Address(address) => take(self.addresses.as_ref(), &address, n),
             Client::Exempt => Ok(()),
+        };
+        if taken.is_err()
+            && let Some(metrics) = &self.metrics
+        {
+            metrics.rate_limited(matches!(client, Client::Token(_)));
         }
+        taken
     }
 
     /// The address of the client of a request that came from `peer`: the peer itself, unless

@@ -1,6 +1,7 @@
 //! Metrics in the Prometheus text format at `/metrics`: jobs by status and tool, the queue's
 //! depth and oldest job, claim latency, run durations, running jobs per worker, retries,
-//! timeouts, refunds and database statements.
+//! timeouts, refunds, database statements, GraphQL requests by operation and outcome with their
+//! latency, open websockets and their operations, and rate-limit refusals.
 //!
 //! Counters and histograms count what this process did; job and queue gauges are read from the
 //! database at each scrape, so every node reports the same totals.
@@ -38,6 +39,26 @@ struct WorkerLabel {
     worker: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationOutcome {
+    /// `query`, `mutation` or `subscription`, or `unknown` when none could be picked.
+    kind: String,
+    /// The operation's name, `anonymous` without one, `other` past [`MAX_OPERATION_NAMES`].
+    operation: String,
+    /// `ok`, `error` (some field failed) or `rejected` (nothing ran).
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientKind {
+    /// `token` or `address`.
+    client: String,
+}
+
+/// Distinct operation names counted apart; names clients choose past these count as `other`,
+/// so that a client cannot grow the metrics without bound.
+const MAX_OPERATION_NAMES: usize = 200;
+
 /// This process's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -51,6 +72,12 @@ pub struct Metrics {
     timeouts: Counter,
     refunds: Counter,
     db_statements: Counter,
+    requests: Family<OperationOutcome, Counter>,
+    request_seconds: Family<OperationOutcome, Histogram>,
+    operation_names: std::sync::Mutex<std::collections::HashSet<String>>,
+    rate_limited: Family<ClientKind, Counter>,
+    websockets: Gauge,
+    subscriptions: Gauge,
     stats: Arc<QueryStats>,
 }
 
@@ -103,8 +130,46 @@ impl Metrics {
             "Database statements run by this process",
             db_statements.clone(),
         );
+        let requests = Family::<OperationOutcome, Counter>::default();
+        registry.register(
+            "graphql_requests",
+            "GraphQL operations run by this process (HTTP and websocket), by kind, name and outcome",
+            requests.clone(),
+        );
+        let request_seconds = Family::<OperationOutcome, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "graphql_request_duration_seconds",
+            "Time to answer a GraphQL request over HTTP, by kind, name and outcome",
+            request_seconds.clone(),
+        );
+        let rate_limited = Family::<ClientKind, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests and websocket operations refused by the rate limits",
+            rate_limited.clone(),
+        );
+        let websockets = Gauge::default();
+        registry.register(
+            "websockets",
+            "Open websocket connections",
+            websockets.clone(),
+        );
+        let subscriptions = Gauge::default();
+        registry.register(
+            "subscriptions",
+            "Operations running on websockets",
+            subscriptions.clone(),
+        );
         Metrics {
             registry,
+            requests,
+            request_seconds,
+            operation_names: Default::default(),
+            rate_limited,
+            websockets,
+            subscriptions,
             jobs,
             queue_depth,
             oldest_queued_seconds,
@@ -153,6 +218,62 @@ impl Metrics {
         if refunded {
             self.refunds.inc();
         }
+    }
+
+    /// Records a GraphQL operation: its kind and name, its outcome, and for HTTP requests how
+    /// long it took.
+    pub fn operation(
+        &self,
+        kind: Option<&str>,
+        name: Option<&str>,
+        outcome: &str,
+        seconds: Option<f64>,
+    ) {
+        let labels = OperationOutcome {
+            kind: kind.unwrap_or("unknown").to_owned(),
+            operation: self.operation_label(name),
+            outcome: outcome.to_owned(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        if let Some(seconds) = seconds {
+            self.request_seconds.get_or_create(&labels).observe(seconds);
+        }
+    }
+
+    fn operation_label(&self, name: Option<&str>) -> String {
+        let Some(name) = name else {
+            return "anonymous".to_owned();
+        };
+        let mut names = self
+            .operation_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if names.contains(name) || names.len() < MAX_OPERATION_NAMES && name.len() <= 64 {
+            names.insert(name.to_owned());
+            name.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+
+    /// Records a request or websocket operation refused by the rate limits.
+    pub fn rate_limited(&self, by_token: bool) {
+        let client = if by_token { "token" } else { "address" };
+        self.rate_limited
+            .get_or_create(&ClientKind {
+                client: client.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an open websocket until the guard drops.
+    pub fn websocket_opened(self: &Arc<Self>) -> GaugeGuard {
+        GaugeGuard::new(self.websockets.clone())
+    }
+
+    /// Counts a running websocket operation until the guard drops.
+    pub fn subscription_started(self: &Arc<Self>) -> GaugeGuard {
+        GaugeGuard::new(self.subscriptions.clone())
     }
 
     /// Sets how many jobs a worker runs now.
@@ -209,5 +330,21 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .map_err(|err| anyhow::anyhow!("encoding metrics: {err}"))?;
         Ok(text)
+    }
+}
+
+/// Holds one unit of a gauge while it lives.
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -345,6 +345,7 @@ async fn execute(
     mut request: async_graphql::Request,
     queries_only: bool,
 ) -> Response {
+    let started = std::time::Instant::now();
     // Clients send the same few documents over and over: parse each once.
     let cacheable = request.query.len() <= MAX_CACHED_DOCUMENT;
     let cached = cacheable
@@ -354,7 +355,7 @@ async fn execute(
     if let Err(error) = graphql::guard::admit(&mut request, cached) {
         return request_error_response(media, vec![error], ErrorCode::GraphqlParseFailed);
     }
-    match operation_type(&mut request) {
+    let kind = match operation_type(&mut request) {
         Err(error) => {
             return request_error_response(media, vec![error], ErrorCode::GraphqlParseFailed);
         }
@@ -370,8 +371,12 @@ async fn execute(
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
-        Ok(_) => {}
-    }
+        Ok(ty) => ty.map(|ty| match ty {
+            OperationType::Query => "query",
+            OperationType::Mutation => "mutation",
+            OperationType::Subscription => "subscription",
+        }),
+    };
     if cacheable
         && parsed_here
         && let Ok(document) = request.parsed_query()
@@ -401,10 +406,20 @@ async fn execute(
         );
     }
     request.data = graphql::request_data(&state.db, &state.queue, viewer);
+    let name = request.operation_name.clone();
     let response = state.schema.execute(request).await;
     let is_request_error = response.data == async_graphql::Value::Null
         && !response.errors.is_empty()
         && response.errors.iter().all(|error| error.path.is_empty());
+    let outcome = match (is_request_error, response.errors.is_empty()) {
+        (true, _) => "rejected",
+        (false, true) => "ok",
+        (false, false) => "error",
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    state
+        .metrics
+        .operation(kind, name.as_deref(), outcome, Some(seconds));
     if is_request_error {
         return request_error_response(media, response.errors, ErrorCode::GraphqlValidationFailed);
     }

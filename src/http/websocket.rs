@@ -210,6 +210,7 @@ impl Connection {
     /// Serves the connection until it closes: the client's messages, the operations' results,
     /// the initialisation deadline, keepalives, and the end of the viewer's token.
     async fn serve(mut self, mut socket: WebSocket) {
+        let _open = self.state.metrics.websocket_opened();
         let mut queued = self.queued.take().expect("served once");
         let config = self.state.config.clone();
         let init_deadline = tokio::time::sleep(Duration::from_secs(config.ws_init_timeout_seconds));
@@ -456,7 +457,12 @@ impl Connection {
             id.clone(),
             self.outgoing.clone(),
         );
-        let task = tokio::spawn(operation);
+        // Counted while it runs, however it ends (completed, stopped, or its socket closed).
+        let running = self.state.metrics.subscription_started();
+        let task = tokio::spawn(async move {
+            let _running = running;
+            operation.await
+        });
         self.operations.insert(id, task.abort_handle());
         Ok(())
     }

@@ -14,6 +14,7 @@ mod job_history;
 mod jobs;
 mod live;
 mod members;
+mod metrics;
 mod money;
 mod oidc;
 mod persisted;
