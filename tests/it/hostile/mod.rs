@@ -7,6 +7,7 @@
 mod bodies;
 mod kinds;
 mod nesting;
+mod persisted;
 mod text;
 mod uploads;
 
