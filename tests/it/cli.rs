@@ -119,39 +119,11 @@ fn a_command_that_needs_data_refuses_a_missing_database_and_creates_none() {
 #[tokio::test]
 async fn serve_creates_its_database_prints_a_working_token_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let url = fresh_database_url(dir.path()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"));
-    command
-        .env("JOBGRAPH_DATA_DIR", dir.path().join("data"))
-        .env("JOBGRAPH_LISTEN", &listen)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    // On SQLite, the default: no database URL at all.
-    if url.starts_with("postgres") {
-        command.env("DATABASE_URL", &url);
-    } else {
-        command.env_remove("DATABASE_URL");
-    }
-    let mut child = command.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let token = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(token) = line.split_whitespace().find(|w| w.starts_with("jg_")) {
-                return token.to_owned();
-            }
-        }
-        panic!("jobgraph exited without printing a token");
+    let served = Served::start(dir.path(), |command| {
+        command.env_remove("RUST_LOG");
     })
-    .await
-    .expect("a token within 30 s");
+    .await;
+    let (url, listen, token) = (&served.url, &served.listen, &served.token);
     if !url.starts_with("postgres") {
         assert!(dir.path().join("data/jobgraph.db").exists());
     }
@@ -160,7 +132,7 @@ async fn serve_creates_its_database_prints_a_working_token_and_stops_on_sigterm(
     let body: Value = eventually(WAIT, "the server answers", || async {
         let sent = client
             .post(format!("http://{listen}/graphql"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .json(&json!({"query": "{ viewer { user { email isPlatformAdmin } } }"}))
             .send()
             .await;
@@ -175,24 +147,9 @@ async fn serve_creates_its_database_prints_a_working_token_and_stops_on_sigterm(
         json!({"email": "admin@localhost", "isPlatformAdmin": true})
     );
 
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("stops within 15 s")
-        .unwrap();
+    let (status, logs) = served.stop().await;
     assert!(status.success(), "{status:?}");
     // Logs to a pipe are plain text: no colour codes.
-    let mut logs = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut logs)
-        .await
-        .unwrap();
     assert!(logs.contains("INFO"), "{logs}");
     assert!(!logs.contains('\x1b'), "colour codes in piped logs: {logs}");
 }
@@ -200,43 +157,17 @@ async fn serve_creates_its_database_prints_a_working_token_and_stops_on_sigterm(
 #[tokio::test]
 async fn json_logs_carry_the_request_id_and_the_job_run_of_each_line() {
     let dir = tempfile::tempdir().unwrap();
-    let url = fresh_database_url(dir.path()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"));
-    command
-        .args(["serve", "--log-format", "json"])
-        .env("JOBGRAPH_DATA_DIR", dir.path().join("data"))
-        .env("JOBGRAPH_LISTEN", &listen)
-        .env("JOBGRAPH_WORKERS", "1")
-        .env(
-            "RUST_LOG",
-            "info,tower_http=debug,jobgraph::queue::runner=debug",
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if url.starts_with("postgres") {
-        command.env("DATABASE_URL", &url);
-    } else {
-        command.env_remove("DATABASE_URL");
-    }
-    let mut child = command.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let token = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(token) = line.split_whitespace().find(|w| w.starts_with("jg_")) {
-                return token.to_owned();
-            }
-        }
-        panic!("jobgraph exited without printing a token");
+    let served = Served::start(dir.path(), |command| {
+        command
+            .args(["serve", "--log-format", "json"])
+            .env("JOBGRAPH_WORKERS", "1")
+            .env(
+                "RUST_LOG",
+                "info,tower_http=debug,jobgraph::queue::runner=debug",
+            );
     })
-    .await
-    .expect("a token within 30 s");
+    .await;
+    let (listen, token) = (served.listen.clone(), served.token.clone());
     let client = reqwest::Client::new();
     let graphql = |query: &str, variables: Value, request_id: Option<&str>| {
         let mut request = client
@@ -303,22 +234,7 @@ async fn json_logs_carry_the_request_id_and_the_job_run_of_each_line() {
     })
     .await;
 
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("stops within 15 s")
-        .unwrap();
-    let mut logs = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut logs)
-        .await
-        .unwrap();
+    let (_, logs) = served.stop().await;
     // Every line is a JSON object; lines of a request carry its id, lines of a run the job's.
     let lines: Vec<Value> = logs
         .lines()
@@ -354,4 +270,82 @@ async fn json_logs_carry_the_request_id_and_the_job_run_of_each_line() {
                 .any(|span| span["name"] == "job" && span["attempt"] == 1))),
         "{logs}"
     );
+}
+
+/// A `jobgraph serve` process on a free port over a fresh database, and its first-start token.
+struct Served {
+    child: tokio::process::Child,
+    url: String,
+    listen: String,
+    token: String,
+}
+
+impl Served {
+    /// Starts it with its data in `dir`, the command as `configure` leaves it.
+    async fn start(
+        dir: &std::path::Path,
+        configure: impl FnOnce(&mut tokio::process::Command),
+    ) -> Served {
+        let url = fresh_database_url(dir).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"));
+        command
+            .env("JOBGRAPH_DATA_DIR", dir.join("data"))
+            .env("JOBGRAPH_LISTEN", &listen)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // On SQLite, the default: no database URL at all.
+        if url.starts_with("postgres") {
+            command.env("DATABASE_URL", &url);
+        } else {
+            command.env_remove("DATABASE_URL");
+        }
+        configure(&mut command);
+        let mut child = command.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let token = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(token) = line.split_whitespace().find(|w| w.starts_with("jg_")) {
+                    return token.to_owned();
+                }
+            }
+            panic!("jobgraph exited without printing a token");
+        })
+        .await
+        .expect("a token within 30 s");
+        Served {
+            child,
+            url,
+            listen,
+            token,
+        }
+    }
+
+    /// Stops it with SIGTERM (within 15 s): how it exited and what it logged.
+    async fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("stops within 15 s")
+            .unwrap();
+        let mut logs = String::new();
+        let mut stderr = self.child.stderr.take().unwrap();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut logs)
+            .await
+            .unwrap();
+        (status, logs)
+    }
 }
