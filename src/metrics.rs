@@ -248,12 +248,14 @@ impl Metrics {
             .operation_names
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if names.contains(name) || names.len() < MAX_OPERATION_NAMES && name.len() <= 64 {
-            names.insert(name.to_owned());
-            name.to_owned()
-        } else {
-            "other".to_owned()
+        if names.contains(name) {
+            return name.to_owned();
         }
+        if names.len() < MAX_OPERATION_NAMES && name.len() <= 64 {
+            names.insert(name.to_owned());
+            return name.to_owned();
+        }
+        "other".to_owned()
     }
 
     /// Records a request or websocket operation refused by the rate limits.

@@ -141,8 +141,8 @@ pub(super) async fn authenticate(
         .map(str::trim);
     let result = match secret {
         Some(secret) => {
-            crate::users::authenticate(&state.db, &state.tokens, state.oidc.as_deref(), secret)
-                .await
+            let tokens = Some(&*state.tokens);
+            crate::users::authenticate(&state.db, tokens, state.oidc.as_deref(), secret).await
         }
         None => Err(Error::InvalidToken),
     };

@@ -401,13 +401,8 @@ impl Connection {
     /// The viewer of a `connection_init` secret: API tokens are checked against the database,
     /// not the cache, so that a socket never opens on a token revoked a moment ago.
     async fn authenticate(&self, secret: &str) -> crate::error::Result<Viewer> {
-        match self.state.oidc.as_deref() {
-            Some(oidc) if crate::users::oidc::looks_like_jwt(secret) => oidc
-                .sign_in(&self.state.db, secret)
-                .await
-                .map(crate::users::oidc::viewer),
-            _ => tokens::authenticate(&self.state.db, secret).await,
-        }
+        let oidc = self.state.oidc.as_deref();
+        crate::users::authenticate(&self.state.db, None, oidc, secret).await
     }
 
     async fn start(
