@@ -1,10 +1,11 @@
 //! Metrics in the Prometheus text format at `/metrics`: jobs by status and tool, the queue's
-//! depth and oldest job, claim latency, run durations, running jobs per worker, retries,
-//! timeouts, refunds, database statements, GraphQL requests by operation and outcome with their
+//! depth and oldest job, retries and refunds, claim latency, run durations, running jobs per
+//! worker, database statements, GraphQL requests by operation and outcome with their
 //! latency, open websockets and their operations, and rate-limit refusals.
 //!
-//! Counters and histograms count what this process did; job and queue gauges are read from the
-//! database at each scrape, so every node reports the same totals.
+//! Counters and histograms count what this process did. Job and queue figures, retries and
+//! refunds among them, are read from the database at each scrape, so every node reports the same
+//! totals and a restart loses none of them.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::db::QueryStats;
@@ -32,6 +34,11 @@ struct StatusTool {
 struct ToolOutcome {
     tool: String,
     outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolLabel {
+    tool: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +62,18 @@ struct ClientKind {
     client: String,
 }
 
+/// How an operation's (first) response ended, as the metrics count it: `rejected` when nothing
+/// ran (a request error), `error` when some field failed, else `ok`.
+pub fn outcome(response: &async_graphql::Response) -> &'static str {
+    if crate::graphql::is_request_error(response) {
+        "rejected"
+    } else if response.errors.is_empty() {
+        "ok"
+    } else {
+        "error"
+    }
+}
+
 /// Distinct operation names counted apart; names clients choose past these count as `other`,
 /// so that a client cannot grow the metrics without bound.
 const MAX_OPERATION_NAMES: usize = 200;
@@ -68,9 +87,8 @@ pub struct Metrics {
     claim_latency: Histogram,
     run_duration: Family<ToolOutcome, Histogram>,
     running: Family<WorkerLabel, Gauge>,
-    retries: Counter,
-    timeouts: Counter,
-    refunds: Counter,
+    retries: Family<ToolLabel, Gauge>,
+    refunded: Family<ToolLabel, Gauge>,
     db_statements: Counter,
     requests: Family<OperationOutcome, Counter>,
     request_seconds: Family<OperationOutcome, Histogram>,
@@ -114,15 +132,17 @@ impl Metrics {
             "Jobs running on each worker of this process",
             running.clone(),
         );
-        let retries = Counter::default();
-        registry.register("retries", "Attempts that ended in RETRY", retries.clone());
-        let timeouts = Counter::default();
-        registry.register("timeouts", "Runs that ended in TIMEOUT", timeouts.clone());
-        let refunds = Counter::default();
+        let retries = Family::<ToolLabel, Gauge>::default();
         registry.register(
-            "refunds",
-            "Charges given back by this process",
-            refunds.clone(),
+            "job_retries",
+            "Attempts that ended in RETRY, over the jobs kept, by tool",
+            retries.clone(),
+        );
+        let refunded = Family::<ToolLabel, Gauge>::default();
+        registry.register(
+            "jobs_refunded",
+            "Jobs whose charge was given back, over the jobs kept, by tool",
+            refunded.clone(),
         );
         let db_statements = Counter::default();
         registry.register(
@@ -177,8 +197,7 @@ impl Metrics {
             run_duration,
             running,
             retries,
-            timeouts,
-            refunds,
+            refunded,
             db_statements,
             stats,
         }
@@ -199,25 +218,13 @@ impl Metrics {
     }
 
     /// Records the end of an attempt.
-    pub fn finished(&self, tool: &str, outcome: JobStatus, seconds: f64, refunded: bool) {
+    pub fn finished(&self, tool: &str, outcome: JobStatus, seconds: f64) {
         self.run_duration
             .get_or_create(&ToolOutcome {
                 tool: tool.to_owned(),
                 outcome: state::name(outcome).to_owned(),
             })
             .observe(seconds);
-        match outcome {
-            JobStatus::Retry => {
-                self.retries.inc();
-            }
-            JobStatus::Timeout => {
-                self.timeouts.inc();
-            }
-            _ => {}
-        }
-        if refunded {
-            self.refunds.inc();
-        }
     }
 
     /// Records a GraphQL operation: its kind and name, its outcome, and for HTTP requests how
@@ -289,22 +296,36 @@ impl Metrics {
 
     /// Reads the job and queue gauges from the database and encodes everything.
     pub async fn render(&self, db: &impl ConnectionTrait) -> Result<String> {
-        let counts: Vec<(JobStatus, String, i64)> = job::Entity::find()
+        // One pass over the jobs: how many of each status and tool, the attempts before each
+        // job's current one (each ended in RETRY), and the jobs refunded.
+        let counts: Vec<(JobStatus, String, i64, i64, i64)> = job::Entity::find()
             .select_only()
             .column(job::Column::Status)
             .column(job::Column::Tool)
             .column_as(job::Column::Id.count(), "count")
+            .column_as(Expr::cust("SUM(attempt - 1)"), "retried")
+            .column_as(
+                Expr::cust("SUM(CASE WHEN refunded THEN 1 ELSE 0 END)"),
+                "refunded",
+            )
             .group_by(job::Column::Status)
             .group_by(job::Column::Tool)
             .into_tuple()
             .all(db)
             .await?;
         self.jobs.clear();
+        self.retries.clear();
+        self.refunded.clear();
         let mut depth = 0;
-        for (status, tool, count) in counts {
+        for (status, tool, count, retried, refunded) in counts {
             if status == JobStatus::Queued {
                 depth += count;
             }
+            // A job waiting in RETRY has its current attempt ended in RETRY as well.
+            let retried = retried + if status == JobStatus::Retry { count } else { 0 };
+            let label = ToolLabel { tool: tool.clone() };
+            self.retries.get_or_create(&label).inc_by(retried);
+            self.refunded.get_or_create(&label).inc_by(refunded);
             self.jobs
                 .get_or_create(&StatusTool {
                     status: state::name(status).to_owned(),

@@ -317,6 +317,34 @@ pub(crate) fn operation<'a>(
     }
 }
 
+/// The kind and name of the operation a parsed request runs, as the metrics name them: kind
+/// `query`, `mutation` or `subscription` (`None` when no operation can be picked), and the
+/// operation's own name, also when the request does not repeat it in `operationName`.
+pub(crate) fn operation_labels(request: &mut Request) -> (Option<&'static str>, Option<String>) {
+    let asked = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return (None, asked);
+    };
+    let kind = operation(document, asked.as_deref()).map(|operation| kind_label(operation.node.ty));
+    let name = match (&document.operations, asked) {
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.keys().next().map(|name| name.to_string())
+        }
+        (_, asked) => asked,
+    };
+    (kind, name)
+}
+
+/// How the metrics name an operation type.
+pub(crate) fn kind_label(ty: async_graphql::parser::types::OperationType) -> &'static str {
+    use async_graphql::parser::types::OperationType;
+    match ty {
+        OperationType::Query => "query",
+        OperationType::Mutation => "mutation",
+        OperationType::Subscription => "subscription",
+    }
+}
+
 /// Refuses a request whose files were mapped anywhere but to an `Upload` of its operation,
 /// or whose variables name a file it does not hold: the `Upload` scalar would index past
 /// the request's files and panic.

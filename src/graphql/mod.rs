@@ -138,6 +138,13 @@ pub fn request_data(
     data
 }
 
+/// Whether a response is a request error: nothing ran, no field failed, and there is no data.
+pub fn is_request_error(response: &async_graphql::Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty())
+}
+
 pub(crate) fn catalog<'a>(ctx: &Context<'a>) -> &'a Catalog {
     ctx.data_unchecked::<Arc<Catalog>>()
 }

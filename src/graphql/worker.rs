@@ -363,5 +363,5 @@ fn ended(ctx: &Context<'_>, job: &entity::job::Model) {
         (Some(started), None) => (chrono::Utc::now() - started).as_seconds_f64(),
         _ => 0.0,
     };
-    metrics(ctx).finished(&job.tool, job.status, seconds, job.refunded);
+    metrics(ctx).finished(&job.tool, job.status, seconds);
 }

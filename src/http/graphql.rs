@@ -371,11 +371,7 @@ async fn execute(
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
-        Ok(ty) => ty.map(|ty| match ty {
-            OperationType::Query => "query",
-            OperationType::Mutation => "mutation",
-            OperationType::Subscription => "subscription",
-        }),
+        Ok(ty) => ty.map(graphql::guard::kind_label),
     };
     if cacheable
         && parsed_here
@@ -406,21 +402,14 @@ async fn execute(
         );
     }
     request.data = graphql::request_data(&state.db, &state.queue, viewer);
-    let name = request.operation_name.clone();
+    let (_, name) = graphql::guard::operation_labels(&mut request);
     let response = state.schema.execute(request).await;
-    let is_request_error = response.data == async_graphql::Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|error| error.path.is_empty());
-    let outcome = match (is_request_error, response.errors.is_empty()) {
-        (true, _) => "rejected",
-        (false, true) => "ok",
-        (false, false) => "error",
-    };
     let seconds = started.elapsed().as_secs_f64();
+    let outcome = crate::metrics::outcome(&response);
     state
         .metrics
         .operation(kind, name.as_deref(), outcome, Some(seconds));
-    if is_request_error {
+    if graphql::is_request_error(&response) {
         return request_error_response(media, response.errors, ErrorCode::GraphqlValidationFailed);
     }
     json_response(StatusCode::OK, media, &response)

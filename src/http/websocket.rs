@@ -419,6 +419,10 @@ impl Connection {
             return Err(closing(4409, format!("Subscriber for {id} already exists")));
         }
         let protocol = self.protocol;
+        let metrics = self.state.metrics.clone();
+        let name = request.operation_name.clone();
+        let rejected =
+            |kind: Option<&str>| metrics.operation(kind, name.as_deref(), "rejected", None);
         if self.operations.len() >= self.state.config.ws_max_subscriptions {
             let error = json!({
                 "message": format!(
@@ -428,13 +432,16 @@ impl Connection {
                 "extensions": {"code": "BAD_REQUEST"},
             });
             self.replies.push(operation_error(protocol, &id, error));
+            rejected(None);
             return Ok(());
         }
         if let Err(error) = graphql::guard::admit(&mut request, None) {
             self.replies
                 .push(operation_error(protocol, &id, json!(error)));
+            rejected(None);
             return Ok(());
         }
+        let (kind, name) = graphql::guard::operation_labels(&mut request);
         // Over the rate limit, the operation is refused; the connection stays open.
         let operation = Operation::of_request(&mut request);
         let limits = &self.state.limits;
@@ -442,15 +449,20 @@ impl Connection {
         if let Err(limited) = limits.take(client, limits.cost(operation)) {
             let error = limit::rate_limited_error(limited);
             self.replies.push(operation_error(protocol, &id, error));
+            metrics.operation(kind, name.as_deref(), "rejected", None);
             return Ok(());
         }
         request.data = graphql::request_data(&self.state.db, &self.state.queue, viewer);
+        // Counted by its first result: `rejected` when nothing ran, `error` when a field failed.
+        // Counted by name as HTTP requests are, without a duration: a subscription lasts.
+        let count = move |outcome: &str| metrics.operation(kind, name.as_deref(), outcome, None);
         let operation = run_operation(
             self.state.schema.clone(),
             request,
             protocol,
             id.clone(),
             self.outgoing.clone(),
+            count,
         );
         // Counted while it runs, however it ends (completed, stopped, or its socket closed).
         let running = self.state.metrics.subscription_started();
@@ -471,15 +483,14 @@ async fn run_operation(
     protocol: Protocol,
     id: String,
     outgoing: mpsc::Sender<Message>,
+    count: impl FnOnce(&str),
 ) {
     let mut responses = std::pin::pin!(schema.execute_stream(request));
-    let mut first = true;
+    let mut count = CountOnce(Some(count));
     while let Some(response) = responses.next().await {
-        let is_request_error = first
-            && response.data == async_graphql::Value::Null
-            && !response.errors.is_empty()
-            && response.errors.iter().all(|error| error.path.is_empty());
-        first = false;
+        let first = count.0.is_some();
+        let is_request_error = first && graphql::is_request_error(&response);
+        count.once(crate::metrics::outcome(&response));
         let message = if is_request_error {
             let payload = match protocol {
                 Protocol::TransportWs => json!(response.errors),
@@ -502,6 +513,24 @@ async fn run_operation(
     }
     let complete = json!({"type": "complete", "id": id});
     let _ = outgoing.send(Message::text(complete.to_string())).await;
+}
+
+/// Counts an operation once: by its first result, or as `ok` when it ends (completed, stopped
+/// or its socket closed) before giving any, as a quiet subscription does.
+struct CountOnce<F: FnOnce(&str)>(Option<F>);
+
+impl<F: FnOnce(&str)> CountOnce<F> {
+    fn once(&mut self, outcome: &str) {
+        if let Some(count) = self.0.take() {
+            count(outcome);
+        }
+    }
+}
+
+impl<F: FnOnce(&str)> Drop for CountOnce<F> {
+    fn drop(&mut self) {
+        self.once("ok");
+    }
 }
 
 /// The `error` message refusing operation `id`, in the protocol's shape.

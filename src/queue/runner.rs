@@ -327,10 +327,8 @@ async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Mod
             .delete_prefix(&files::output_prefix(job.workspace_id, job.id, job.attempt))
             .await;
     }
-    if let Ok(Some((status, refunded))) = result {
-        worker
-            .metrics
-            .finished(&job.tool, status, seconds, refunded && !job.refunded);
+    if let Ok(Some(status)) = result {
+        worker.metrics.finished(&job.tool, status, seconds);
     }
     match result.map(drop) {
         Ok(()) => {}
@@ -372,17 +370,16 @@ async fn heartbeat(worker: &Worker, job: &job::Model) {
     }
 }
 
-/// Records how a run ended; returns the job's status then and whether it was refunded, or
-/// nothing for a run that was stopped (its job cancelled or reclaimed).
+/// Records how a run ended; returns the job's status then, or nothing for a run that was
+/// stopped (its job cancelled or reclaimed).
 async fn record(
     worker: &Worker,
     completions: &Completions,
     job: &job::Model,
     outcome: Outcome,
     resources: Value,
-) -> crate::error::Result<Option<(JobStatus, bool)>> {
-    // How the run ended: the job's status, and whether it was refunded.
-    let ended = |job: job::Model| Some((job.status, job.refunded));
+) -> crate::error::Result<Option<JobStatus>> {
+    let ended = |job: job::Model| Some(job.status);
     match outcome {
         Outcome::Done(output) => completions
             .complete(
@@ -394,8 +391,7 @@ async fn record(
                 output.files,
             )
             .await
-            // COMPLETED gives no refund.
-            .map(|()| Some((JobStatus::Completed, job.refunded))),
+            .map(|()| Some(JobStatus::Completed)),
         Outcome::TimedOut(limit) => crate::queue::time_out(&worker.db, job, limit, Some(resources))
             .await
             .map(ended),

@@ -92,6 +92,63 @@ async fn requests_are_counted_by_operation_and_outcome_and_websockets_while_open
 }
 
 #[tokio::test]
+async fn websocket_operations_are_counted_by_operation_and_outcome() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    let mut socket = Ws::connect(app.addr, Some(&alice.token)).await;
+    let operations = [
+        ("1", "query SocketMe { viewer { isAuthenticated } }"),
+        ("2", "query SocketWrong { nothingHere }"),
+        (
+            "3",
+            "query SocketMissing { job(id: \"job_0193b1e2c3d47e8f9a0b1c2d3e4f5a6b\") { id } }",
+        ),
+        (
+            "4",
+            "subscription SocketFeed($ws: ID!) { workspaceJobEvents(workspaceId: $ws) { cursor } }",
+        ),
+    ];
+    for (id, query) in operations {
+        socket.subscribe(id, query, json!({ "ws": ws })).await;
+    }
+    let series = |kind: &str, operation: &str, outcome: &str| {
+        format!(
+            "jobgraph_graphql_requests_total{{kind=\"{kind}\",operation=\"{operation}\",outcome=\"{outcome}\"}}"
+        )
+    };
+    let expected = [
+        (series("query", "SocketMe", "ok"), 1.0),
+        (series("query", "SocketWrong", "rejected"), 1.0),
+        (series("query", "SocketMissing", "error"), 1.0),
+    ];
+    for (series, count) in &expected {
+        eventually(WAIT, "the socket's queries counted", || async {
+            match sample(&app, None, series).await {
+                Some(n) if n == *count => Ok(()),
+                other => Err(format!("{series}: {other:?}")),
+            }
+        })
+        .await;
+    }
+    // A quiet subscription is counted when it ends, here with its socket.
+    let feed = series("subscription", "SocketFeed", "ok");
+    assert_eq!(sample(&app, None, &feed).await, None);
+    drop(socket);
+    eventually(WAIT, "the subscription counted", || async {
+        match sample(&app, None, &feed).await {
+            Some(1.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // None of them was timed: durations are of HTTP requests.
+    let timed =
+        "jobgraph_graphql_request_duration_seconds_count{kind=\"query\",operation=\"SocketMe\"";
+    assert_eq!(sample(&app, None, timed).await, None);
+}
+
+#[tokio::test]
 async fn operation_names_cannot_grow_the_metrics_without_bound() {
     let app = TestApp::spawn().await;
     let alice = app.user("alice@lab.test").await;

@@ -124,8 +124,9 @@ async fn metrics_report_jobs_the_queue_claims_and_runs() {
         "jobgraph_queue_depth 0",
         "jobgraph_claim_latency_seconds_count 2",
         "jobgraph_run_duration_seconds_count{tool=\"noop\",outcome=\"COMPLETED\"} 1",
-        "jobgraph_timeouts_total 1",
-        "jobgraph_refunds_total 1",
+        "jobgraph_job_retries{tool=\"slow\"} 0",
+        "jobgraph_jobs_refunded{tool=\"slow\"} 1",
+        "jobgraph_jobs_refunded{tool=\"noop\"} 0",
     ];
     let text = eventually(WAIT, "the metrics count both runs", || async {
         let response = app.client().get(app.url("/metrics")).send().await.unwrap();
