@@ -28,6 +28,8 @@ pub enum ErrorCode {
     PersistedQueryNotFound,
     /// Only trusted documents run, and the request's is not one of them.
     DocumentNotTrusted,
+    /// A service the request needs (the identity provider) does not answer; try again later.
+    ServiceUnavailable,
     InternalServerError,
 }
 
@@ -56,6 +58,9 @@ impl ErrorCode {
                 ("PERSISTED_QUERY_NOT_FOUND", StatusCode::BAD_REQUEST)
             }
             ErrorCode::DocumentNotTrusted => ("DOCUMENT_NOT_TRUSTED", StatusCode::FORBIDDEN),
+            ErrorCode::ServiceUnavailable => {
+                ("SERVICE_UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE)
+            }
             ErrorCode::InternalServerError => {
                 ("INTERNAL_SERVER_ERROR", StatusCode::INTERNAL_SERVER_ERROR)
             }
@@ -101,6 +106,9 @@ pub enum Error {
     StaleAttempt(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A service the request needs does not answer; the message names it, not the details.
+    #[error("{0} is unavailable: try again shortly")]
+    Unavailable(&'static str),
     #[error("database error: {0}")]
     Database(#[from] DbErr),
     #[error("internal error: {0:#}")]
@@ -140,6 +148,7 @@ impl Error {
             Error::IdempotencyKeyReused(_) => ErrorCode::IdempotencyKeyReused,
             Error::StaleAttempt(_) => ErrorCode::StaleAttempt,
             Error::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Error::Unavailable(_) => ErrorCode::ServiceUnavailable,
             Error::Database(err) if is_unique_violation(err) => ErrorCode::Conflict,
             Error::Database(_) | Error::Internal(_) => ErrorCode::InternalServerError,
         }

@@ -310,11 +310,10 @@ impl Oidc {
 }
 
 /// The issuer could not be reached or answered nonsense: the request cannot be checked.
+/// The identity provider could not be asked: logged with its details, answered with 503.
 fn unavailable(message: String) -> Error {
     tracing::error!("OpenID Connect: {message}");
-    Error::Internal(anyhow::anyhow!(
-        "the identity provider is unavailable: {message}"
-    ))
+    Error::Unavailable("the identity provider")
 }
 
 /// The viewer a signed-in user acts as.

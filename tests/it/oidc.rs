@@ -359,3 +359,32 @@ async fn a_websocket_signed_in_by_a_token_closes_when_the_token_expires() {
     let mut ws = Ws::connect(app.addr, Some(&token)).await;
     assert_eq!(ws.close_code().await, Some(4401));
 }
+
+#[tokio::test]
+async fn an_unreachable_issuer_is_a_503_and_api_tokens_still_work() {
+    let key = Key::new("key-1");
+    // An issuer whose port nothing listens on any more.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gone = Issuer {
+        url: format!("http://{}", listener.local_addr().unwrap()),
+        published: Default::default(),
+    };
+    drop(listener);
+    let app = spawn(&gone, |_| {}).await;
+    let token = gone.token(&key, json!({"email": "dana@lab.test"}));
+    let (status, body) = app.post(Some(&token), WHO, json!({})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "SERVICE_UNAVAILABLE"
+    );
+    assert_eq!(
+        body["errors"][0]["message"],
+        "the identity provider is unavailable: try again shortly"
+    );
+    // The issuer's address stays in the server's log, not in the answer.
+    assert!(!body.to_string().contains(&gone.url), "{body}");
+    let alice = app.user("alice@lab.test").await;
+    let data = app.ok(Some(&alice.token), WHO, json!({})).await;
+    assert_eq!(data["viewer"]["user"]["email"], "alice@lab.test");
+}
