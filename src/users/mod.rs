@@ -7,7 +7,9 @@ pub mod tokens;
 use chrono::{DateTime, Utc};
 use entity::ids::UserId;
 use entity::user;
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, PaginatorTrait, Set};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel as _, PaginatorTrait, Set,
+};
 
 use crate::access::{self, Credential, PlatformAction, Viewer};
 use crate::error::{Error, Result, is_unique_violation};
@@ -123,6 +125,24 @@ async fn insert_user(
             err.into()
         }
     })
+}
+
+/// Accepts a user's invitation: a pending user becomes active, on their first token or first
+/// sign-in. With `subject`, also links the identity provider's subject to the user.
+pub async fn activate(
+    db: &impl ConnectionTrait,
+    user: user::Model,
+    subject: Option<&str>,
+) -> Result<user::Model> {
+    if !user.is_pending && subject.is_none() {
+        return Ok(user);
+    }
+    let mut active = user.into_active_model();
+    active.is_pending = Set(false);
+    if let Some(subject) = subject {
+        active.subject = Set(Some(subject.to_owned()));
+    }
+    Ok(active.update(db).await?)
 }
 
 /// The user with this e-mail, or a new pending one (an invitation to someone not yet known).

@@ -15,10 +15,7 @@ use entity::ids::UserId;
 use entity::user;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, EntityTrait as _,
-    IntoActiveModel as _, QueryFilter as _, Set,
-};
+use sea_orm::{ColumnTrait as _, ConnectionTrait, EntityTrait as _, QueryFilter as _};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
@@ -297,20 +294,16 @@ impl Oidc {
             return Ok(user);
         }
         let id: UserId = user.id;
-        let mut active = user.into_active_model();
-        active.is_pending = Set(false);
-        if link {
-            active.subject = Set(Some(subject.to_owned()));
-        }
-        active.update(db).await.map_err(|err| {
-            tracing::warn!(user = %id, error = %err, "settling a signed-in user failed");
-            Error::from(err)
-        })
+        super::activate(db, user, link.then_some(subject))
+            .await
+            .inspect_err(|err| {
+                tracing::warn!(user = %id, error = %err, "settling a signed-in user failed");
+            })
     }
 }
 
-/// The issuer could not be reached or answered nonsense: the request cannot be checked.
-/// The identity provider could not be asked: logged with its details, answered with 503.
+/// The issuer could not be reached or answered nonsense, so the token cannot be checked: logged
+/// with the details, answered with 503.
 fn unavailable(message: String) -> Error {
     tracing::error!("OpenID Connect: {message}");
     Error::Unavailable("the identity provider")

@@ -104,11 +104,7 @@ pub async fn create(
         .one(db)
         .await?
         .ok_or(Error::NotFound("user"))?;
-    if user.is_pending {
-        let mut active = user.into_active_model();
-        active.is_pending = Set(false);
-        active.update(db).await?;
-    }
+    super::activate(db, user, None).await?;
     issue(db, user_id, name, kind, expires_at).await
 }
 
