@@ -1,0 +1,130 @@
+"""Subscriptions as plain blocking iterators.
+
+gql runs subscriptions on asyncio, and a Jupyter kernel already runs an asyncio loop in its
+main thread, where a second one cannot run. So each subscription gets its own thread and
+loop, and hands what it receives to the caller's thread through a queue: the caller iterates
+as over any iterator, in a notebook cell or a script alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from typing import Any, Callable, Dict, Generic, Iterator, Optional, Tuple, TypeVar
+
+from gql import Client as GqlClient
+from gql import GraphQLRequest
+from gql.transport.exceptions import TransportQueryError
+from gql.transport.websockets import WebsocketsTransport
+
+from .errors import JobgraphError, ServerUnreachable
+
+T = TypeVar("T")
+
+# What the subscription's thread puts on the queue.
+_ITEM, _END, _ERROR = "item", "end", "error"
+
+
+class Subscription(Generic[T], Iterator[T]):
+    """A live subscription: iterate over it, or take items with `get(timeout)`; `close()` it
+    (or use it as a context manager) to end it. Iteration stops when the server completes
+    the subscription; a refusal raises `JobgraphError` with the server's code."""
+
+    def __init__(
+        self,
+        make_transport: Callable[[], WebsocketsTransport],
+        request: GraphQLRequest,
+        convert: Callable[[Dict[str, Any]], T],
+    ) -> None:
+        self._convert = convert
+        self._queue: "queue.Queue[Tuple[str, Any]]" = queue.Queue()
+        self._done = False
+        # Set once the websocket is open and the server accepted its connection_init (or it
+        # failed): the constructor returns then, so the subscription starts right after.
+        self._connected = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._task = self._loop.create_task(self._receive(make_transport, request))
+        self._thread = threading.Thread(target=self._run, name="jobgraph-subscription", daemon=True)
+        self._thread.start()
+        self._connected.wait(timeout=30)
+
+    def _run(self) -> None:
+        try:
+            self._loop.run_until_complete(self._task)
+        except BaseException:  # the task's own outcome is already on the queue
+            pass
+        finally:
+            self._loop.close()
+
+    async def _receive(
+        self, make_transport: Callable[[], WebsocketsTransport], request: GraphQLRequest
+    ) -> None:
+        try:
+            async with GqlClient(transport=make_transport()) as session:
+                self._connected.set()
+                async for data in session.subscribe(request):
+                    self._queue.put((_ITEM, data))
+            self._queue.put((_END, None))
+        except asyncio.CancelledError:
+            self._queue.put((_END, None))
+        except TransportQueryError as err:
+            self._queue.put((_ERROR, JobgraphError.from_graphql_errors(err.errors or [])))
+        except Exception as err:  # connection refused, closed, protocol errors
+            self._queue.put((_ERROR, ServerUnreachable(f"the subscription failed: {err!r}")))
+        finally:
+            self._connected.set()
+
+    def get(self, timeout: Optional[float] = None) -> T:
+        """The next item; `StopIteration` once the subscription has ended, `TimeoutError` when
+        nothing came within `timeout` seconds."""
+        if self._done:
+            raise StopIteration
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # Short waits, so that Ctrl-C (a kernel interrupt) is seen promptly.
+            wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if wait <= 0:
+                raise TimeoutError(f"nothing received within {timeout} seconds")
+            try:
+                kind, value = self._queue.get(timeout=wait)
+                break
+            except queue.Empty:
+                continue
+        if kind == _ITEM:
+            return self._convert(value)
+        self._done = True
+        self.close()
+        if kind == _ERROR:
+            raise value
+        raise StopIteration
+
+    def __next__(self) -> T:
+        return self.get()
+
+    def __iter__(self) -> "Subscription[T]":
+        return self
+
+    def close(self) -> None:
+        """Ends the subscription and closes its websocket."""
+        self._done = True
+        if self._thread.is_alive():
+            try:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+            if threading.current_thread() is not self._thread:
+                self._thread.join(timeout=10)
+
+    def __enter__(self) -> "Subscription[T]":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
