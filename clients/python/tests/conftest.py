@@ -1,6 +1,7 @@
 """A real jobgraph server for the tests: the binary named by `JOBGRAPH_BIN`, started once on a
-free port over a temporary SQLite database, with the administrator token it prints on its
-first start. Each test gets a workspace of its own with credits."""
+free port over a temporary SQLite database (or the empty PostgreSQL database named by
+`JOBGRAPH_TEST_DATABASE_URL`), with the administrator token it prints on its first start.
+Each test gets a workspace of its own with credits."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env.update(
         JOBGRAPH_DATA_DIR=str(folder / "data"),
         JOBGRAPH_LISTEN=f"127.0.0.1:{port}",
-        DATABASE_URL="",
+        # SQLite in the data folder, or a fresh PostgreSQL database the caller made.
+        DATABASE_URL=os.environ.get("JOBGRAPH_TEST_DATABASE_URL", ""),
     )
     stdout = open(folder / "stdout", "w+")
     stderr = open(folder / "stderr", "w+")
