@@ -11,8 +11,10 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import IO
 
 import pytest
 import requests
@@ -26,11 +28,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass(frozen=True)
 class Server:
-    def __init__(self, binary: str, url: str, token: str) -> None:
-        self.binary = binary
-        self.url = url
-        self.token = token
+    binary: str
+    url: str
+    token: str
+
+
+def _first_start_token(
+    process: subprocess.Popen[bytes], url: str, stdout: IO[str], stderr: IO[str]
+) -> str:
+    """The administrator token the server prints on its first start, once it answers."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        stdout.seek(0)
+        found = re.search(r"jg_[A-Za-z0-9]+", stdout.read())
+        try:
+            healthy = requests.get(f"{url}/healthz", timeout=1).ok
+        except requests.ConnectionError:
+            healthy = False
+        if found and healthy:
+            return found.group(0)
+        time.sleep(0.2)
+    stdout.seek(0)
+    stderr.seek(0)
+    raise RuntimeError(f"the server did not start with a token:\n{stdout.read()}\n{stderr.read()}")
 
 
 @pytest.fixture(scope="session")
@@ -50,39 +72,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         # SQLite in the data folder, or a fresh PostgreSQL database the caller made.
         DATABASE_URL=os.environ.get("JOBGRAPH_TEST_DATABASE_URL", ""),
     )
-    stdout = open(folder / "stdout", "w+")
-    stderr = open(folder / "stderr", "w+")
-    process = subprocess.Popen([binary, "serve"], env=env, stdout=stdout, stderr=stderr)
-    try:
-        token = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            stdout.seek(0)
-            found = re.search(r"jg_[A-Za-z0-9]+", stdout.read())
-            try:
-                healthy = requests.get(f"{url}/healthz", timeout=1).ok
-            except requests.ConnectionError:
-                healthy = False
-            if found and healthy:
-                token = found.group(0)
-                break
-            time.sleep(0.2)
-        if token is None:
-            stdout.seek(0)
-            stderr.seek(0)
-            raise RuntimeError(
-                f"the server did not start with a token:\n{stdout.read()}\n{stderr.read()}"
-            )
-        yield Server(binary, url, token)
-    finally:
-        process.terminate()
+    with open(folder / "stdout", "w+") as stdout, open(folder / "stderr", "w+") as stderr:
+        process = subprocess.Popen([binary, "serve"], env=env, stdout=stdout, stderr=stderr)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        stdout.close()
-        stderr.close()
+            yield Server(binary, url, _first_start_token(process, url, stdout, stderr))
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture

@@ -51,7 +51,9 @@ def test_a_missing_input_file_is_refused_before_any_request(
     client: Client, workspace: Workspace, tmp_path: Path
 ) -> None:
     with pytest.raises(FileNotFoundError):
-        client.submit("sequence-stats", workspace=workspace.id, inputs={"sequences": tmp_path / "no.fa"})
+        client.submit(
+            "sequence-stats", workspace=workspace.id, inputs={"sequences": tmp_path / "no.fa"}
+        )
 
 
 def test_the_url_and_token_come_from_the_environment(

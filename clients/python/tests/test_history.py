@@ -30,11 +30,11 @@ def test_history_iterates_over_every_page_newest_first(
     assert history.page(after=pages[0].end_cursor).jobs == pages[1].jobs
 
 
-def test_history_filters_by_status_tool_name_and_time(
-    client: Client, workspace: Workspace
-) -> None:
+def test_history_filters_by_status_tool_name_and_time(client: Client, workspace: Workspace) -> None:
     _submit_noops(client, workspace, 2)
-    sleeping = client.submit("sleep", workspace=workspace.id, name="long nap", settings={"seconds": 60})
+    sleeping = client.submit(
+        "sleep", workspace=workspace.id, name="long nap", settings={"seconds": 60}
+    )
 
     assert [j.id for j in client.history(workspace.id, tool="sleep")] == [sleeping.id]
     assert [j.id for j in client.history(workspace.id, search="NAP")] == [sleeping.id]

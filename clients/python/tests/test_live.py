@@ -1,13 +1,12 @@
 """The live events of a workspace, as an iterator, resumed from a cursor."""
 
 import time
-from typing import List
 
 from jobgraph import Client, Event, Workspace
 
 
-def _until_final(events, job_id: str) -> List[Event]:
-    seen: List[Event] = []
+def _until_final(events, job_id: str) -> list[Event]:
+    seen: list[Event] = []
     while True:
         event = events.get(timeout=30)
         if event.job_id != job_id:
@@ -49,9 +48,9 @@ def test_events_follow_a_job_from_creation_to_completion(
     assert replayed[-1].cursor == seen[-1].cursor
 
 
-def _statuses(events: List[Event]) -> List[str]:
+def _statuses(events: list[Event]) -> list[str]:
     """The statuses in order, each once per change."""
-    statuses: List[str] = []
+    statuses: list[str] = []
     for event in events:
         if event.status and (not statuses or statuses[-1] != event.status):
             statuses.append(event.status)

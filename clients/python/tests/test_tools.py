@@ -20,9 +20,7 @@ def test_tools_are_listed_with_inputs_and_prices(client: Client) -> None:
 def test_an_estimate_of_a_file_is_what_its_submission_charges(
     client: Client, workspace: Workspace, fasta: Path
 ) -> None:
-    estimate = client.estimate(
-        "kmer-count", {"sequences": fasta}, {"k": 3}, workspace=workspace.id
-    )
+    estimate = client.estimate("kmer-count", {"sequences": fasta}, {"k": 3}, workspace=workspace.id)
     # base 2, one started thousand residues, k = 3 at 1 credit each.
     assert estimate.total == 6
     assert [(line.label, line.amount) for line in estimate.breakdown] == [

@@ -1,13 +1,14 @@
 """A Python client for jobgraph, for notebooks and scripts.
 
-    from pathlib import Path
-    from jobgraph import Client
+```python
+from pathlib import Path
+from jobgraph import Client
 
-    client = Client("http://127.0.0.1:8000", token="jg_...")
-    job = client.submit("sequence-stats", workspace="ws_01...",
-                        inputs={"sequences": Path("reads.fa")})
-    job = job.wait()                      # a progress bar until it ends
-    job.download("results")               # its output files
+client = Client("http://127.0.0.1:8000", token="jg_...")
+job = client.submit("sequence-stats", workspace="ws_01...", inputs={"sequences": Path("reads.fa")})
+job = job.wait()  # a progress bar until it ends
+job.download("results")  # its output files
+```
 """
 
 from .client import Client, InputValue, Url

@@ -4,9 +4,12 @@ multipart request specification), subscriptions over a `graphql-transport-ws` we
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePath
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 import requests
 from gql import Client as GqlClient
@@ -27,6 +30,9 @@ from .live import Subscription
 from .models import FAILED_STATUSES, Estimate, Event, File, Job, Tool, Workspace
 from .progress import ProgressBar
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -37,7 +43,7 @@ class Url(str):
 
 #: An input's value: a `Path` is uploaded, a `Url` is fetched by the server, `bytes` are
 #: uploaded as a file named after the input, and a `str` is the content itself, inline.
-InputValue = Union[Path, Url, bytes, str]
+InputValue = Path | Url | bytes | str
 
 
 class Client:
@@ -50,8 +56,8 @@ class Client:
 
     def __init__(
         self,
-        url: Optional[str] = None,
-        token: Optional[str] = None,
+        url: str | None = None,
+        token: str | None = None,
         *,
         timeout: float = 60,
     ) -> None:
@@ -63,7 +69,7 @@ class Client:
         self.url = base
         self.graphql_url = base + "/graphql"
         self.token = token if token is not None else os.environ.get("JOBGRAPH_TOKEN") or None
-        self._headers: Dict[str, str] = {"Accept": "application/graphql-response+json"}
+        self._headers: dict[str, str] = {"Accept": "application/graphql-response+json"}
         if self.token:
             self._headers["Authorization"] = f"Bearer {self.token}"
         else:
@@ -76,17 +82,17 @@ class Client:
             url=self.graphql_url, headers=self._headers, timeout=int(timeout), retries=0
         )
         self._gql = GqlClient(transport=transport)
-        self._session = self._gql.connect_sync()
+        self._session = self._gql.connect_sync()  # type: ignore[no-untyped-call]
 
     def __repr__(self) -> str:
         return f"Client({self.url!r}, token={'...' if self.token else None})"
 
     def close(self) -> None:
         """Closes the HTTP connections."""
-        self._gql.close_sync()
+        self._gql.close_sync()  # type: ignore[no-untyped-call]
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -97,15 +103,16 @@ class Client:
     def execute(
         self,
         request: GraphQLRequest,
-        variables: Optional[Mapping[str, Any]] = None,
+        variables: Mapping[str, Any] | None = None,
         *,
         upload_files: bool = False,
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         """Runs a GraphQL document and returns its `data`; raises `JobgraphError` with the
         server's `extensions.code` when it refuses."""
         request = GraphQLRequest(request, variable_values=dict(variables or {}))
         try:
-            return self._session.execute(request, upload_files=upload_files)
+            data: dict[str, Any] = self._session.execute(request, upload_files=upload_files)
+            return data
         except TransportQueryError as err:
             raise JobgraphError.from_graphql_errors(err.errors or []) from None
         except TransportServerError as err:
@@ -136,15 +143,15 @@ class Client:
         )
 
     def subscribe(
-        self, request: GraphQLRequest, variables: Optional[Mapping[str, Any]] = None
-    ) -> Subscription[Dict[str, Any]]:
+        self, request: GraphQLRequest, variables: Mapping[str, Any] | None = None
+    ) -> Subscription[dict[str, Any]]:
         """Runs a GraphQL subscription and iterates over its `data`."""
         request = GraphQLRequest(request, variable_values=dict(variables or {}))
         return Subscription(self._websocket, request, lambda data: data)
 
     # -- tools and prices ------------------------------------------------------------------
 
-    def tools(self) -> List[Tool]:
+    def tools(self) -> list[Tool]:
         """The tools on offer, with their inputs, settings schemas and prices."""
         return [Tool.from_graphql(t) for t in self.execute(documents.TOOLS)["tools"]]
 
@@ -158,9 +165,9 @@ class Client:
     def estimate(
         self,
         tool: str,
-        inputs: Optional[Mapping[str, InputValue]] = None,
-        settings: Optional[Mapping[str, Any]] = None,
-        workspace: Optional[str] = None,
+        inputs: Mapping[str, InputValue] | None = None,
+        settings: Mapping[str, Any] | None = None,
+        workspace: str | None = None,
     ) -> Estimate:
         """The price `submit` would charge for the same tool, inputs and settings.
 
@@ -170,7 +177,7 @@ class Client:
         the workspace's balance and whether it covers the price.
         """
         values = [_estimate_input(name, value) for name, value in (inputs or {}).items()]
-        job_input: Dict[str, Any] = {"tool": tool, "inputs": values}
+        job_input: dict[str, Any] = {"tool": tool, "inputs": values}
         if settings is not None:
             job_input["settings"] = dict(settings)
         if workspace is None:
@@ -190,12 +197,12 @@ class Client:
         tool: str,
         *,
         workspace: str,
-        inputs: Optional[Mapping[str, InputValue]] = None,
-        settings: Optional[Mapping[str, Any]] = None,
-        name: Optional[str] = None,
+        inputs: Mapping[str, InputValue] | None = None,
+        settings: Mapping[str, Any] | None = None,
+        name: str | None = None,
         priority: int = 0,
-        idempotency_key: Optional[str] = None,
-        max_credits: Optional[int] = None,
+        idempotency_key: str | None = None,
+        max_credits: int | None = None,
     ) -> Job:
         """Submits a job: the server checks it, charges its price and queues it, all or nothing.
 
@@ -205,7 +212,7 @@ class Client:
         above it; the same `idempotency_key` again returns the first job, uncharged.
         """
         values = [_submit_input(name, value) for name, value in (inputs or {}).items()]
-        job_input: Dict[str, Any] = {
+        job_input: dict[str, Any] = {
             "workspaceId": workspace,
             "tool": tool,
             "inputs": values,
@@ -245,7 +252,7 @@ class Client:
         id: str,
         *,
         progress: bool = True,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         raise_on_failure: bool = True,
     ) -> Job:
         """Follows a job until it ends and returns it: see `Job.wait`."""
@@ -270,7 +277,7 @@ class Client:
         self,
         workspace: str,
         *,
-        after: Optional[str] = None,
+        after: str | None = None,
         **filters: Any,
     ) -> Subscription[Event]:
         """The live events of a workspace's jobs (created, updated, deleted) that pass the
@@ -299,14 +306,16 @@ class Client:
         """
         return History(self, workspace, job_filter(**filters), page_size)
 
-    def history_dataframe(self, workspace: str, *, limit: Optional[int] = None, **filters: Any):
+    def history_dataframe(
+        self, workspace: str, *, limit: int | None = None, **filters: Any
+    ) -> pd.DataFrame:
         """`history(workspace, **filters).to_dataframe(limit)`: needs pandas
         (`pip install jobgraph[pandas]`)."""
         return self.history(workspace, **filters).to_dataframe(limit=limit)
 
     # -- files -----------------------------------------------------------------------------
 
-    def download_file(self, file: File, directory: "str | Path" = ".") -> Path:
+    def download_file(self, file: File, directory: str | Path = ".") -> Path:
         """Downloads a stored file into `directory` under its name, checking its SHA-256."""
         name = PurePath(file.name).name
         if name in ("", ".", ".."):
@@ -326,10 +335,10 @@ class Client:
 
     # -- workspaces ------------------------------------------------------------------------
 
-    def workspaces(self) -> List[Workspace]:
+    def workspaces(self) -> list[Workspace]:
         """The workspaces the viewer is a member of, newest first."""
-        found: List[Workspace] = []
-        after: Optional[str] = None
+        found: list[Workspace] = []
+        after: str | None = None
         while True:
             data = self.execute(documents.WORKSPACES, {"first": 100, "after": after})
             page = data["viewer"]["workspaces"]
@@ -347,17 +356,15 @@ class Client:
         data = self.execute(documents.CREATE_WORKSPACE, {"name": name})
         return Workspace.from_graphql(data["createWorkspace"]["workspace"])
 
-    def grant_credits(self, workspace: str, amount: int, note: Optional[str] = None) -> Workspace:
+    def grant_credits(self, workspace: str, amount: int, note: str | None = None) -> Workspace:
         """Gives credits to a workspace (platform administrators)."""
         variables = {"workspaceId": workspace, "amount": amount, "note": note}
         data = self.execute(documents.GRANT_CREDITS, variables)
         return Workspace.from_graphql(data["grantCredits"]["workspace"])
 
 
-def _within(updates: Subscription[Job], timeout: Optional[float]) -> Iterable[Job]:
+def _within(updates: Subscription[Job], timeout: float | None) -> Iterable[Job]:
     """The subscription's items until it ends; `TimeoutError` past `timeout` seconds overall."""
-    import time
-
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -367,7 +374,7 @@ def _within(updates: Subscription[Job], timeout: Optional[float]) -> Iterable[Jo
             return
 
 
-def _submit_input(name: str, value: InputValue) -> Dict[str, Any]:
+def _submit_input(name: str, value: InputValue) -> dict[str, Any]:
     if isinstance(value, Url):
         return {"name": name, "url": str(value)}
     if isinstance(value, PurePath):
@@ -376,15 +383,13 @@ def _submit_input(name: str, value: InputValue) -> Dict[str, Any]:
             raise FileNotFoundError(f"the input {name!r}: no file at {path}")
         return {"name": name, "file": FileVar(str(path), filename=path.name)}
     if isinstance(value, (bytes, bytearray)):
-        import io
-
         return {"name": name, "file": FileVar(io.BytesIO(bytes(value)), filename=name)}
     if isinstance(value, str):
         return {"name": name, "text": value}
     raise TypeError(f"the input {name!r}: expected a Path, Url, bytes or str, not {type(value)}")
 
 
-def _estimate_input(name: str, value: InputValue) -> Dict[str, Any]:
+def _estimate_input(name: str, value: InputValue) -> dict[str, Any]:
     if isinstance(value, Url):
         return {"name": name, "url": str(value)}
     if isinstance(value, PurePath):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .models import Job
@@ -19,9 +20,9 @@ class JobgraphError(Exception):
     def __init__(
         self,
         message: str,
-        code: Optional[str] = None,
+        code: str | None = None,
         *,
-        field: Optional[str] = None,
+        field: str | None = None,
         errors: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         super().__init__(f"{code}: {message}" if code else message)
@@ -31,7 +32,7 @@ class JobgraphError(Exception):
         self.errors = list(errors)
 
     @classmethod
-    def from_graphql_errors(cls, errors: Sequence[Mapping[str, Any]]) -> "JobgraphError":
+    def from_graphql_errors(cls, errors: Sequence[Mapping[str, Any]]) -> JobgraphError:
         """The error for a GraphQL answer's `errors`, named after the first one."""
         if not errors:
             return cls("the server answered with an empty list of errors")
@@ -57,7 +58,7 @@ class JobFailed(JobgraphError):
     `DOWNLOAD_FAILED`), else its status.
     """
 
-    def __init__(self, job: "Job") -> None:
+    def __init__(self, job: Job) -> None:
         detail = f": {job.error_message}" if job.error_message else ""
         super().__init__(
             f"job {job.id} ({job.tool}) ended {job.status}{detail}",

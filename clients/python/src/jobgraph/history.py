@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from . import documents
 from .models import Job
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .client import Client
 
 #: The columns of `History.to_dataframe()`, in order.
@@ -31,7 +34,7 @@ COLUMNS = [
 ]
 
 
-def _time(value: Union[datetime, str, None]) -> Optional[str]:
+def _time(value: datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if value.tzinfo is None:
@@ -41,21 +44,21 @@ def _time(value: Union[datetime, str, None]) -> Optional[str]:
 
 def job_filter(
     *,
-    statuses: Optional[Iterable[str]] = None,
-    status: Optional[str] = None,
-    tool: Optional[str] = None,
-    search: Optional[str] = None,
+    statuses: Iterable[str] | None = None,
+    status: str | None = None,
+    tool: str | None = None,
+    search: str | None = None,
     mine: bool = False,
-    submitter: Optional[str] = None,
-    batch: Optional[str] = None,
-    created_after: Union[datetime, str, None] = None,
-    created_before: Union[datetime, str, None] = None,
-) -> Dict[str, Any]:
+    submitter: str | None = None,
+    batch: str | None = None,
+    created_after: datetime | str | None = None,
+    created_before: datetime | str | None = None,
+) -> dict[str, Any]:
     """The `JobFilterInput` for these filters; `status` is one status, `statuses` any of several."""
     chosen = list(statuses or [])
     if status is not None:
         chosen.append(status)
-    fields: Dict[str, Any] = {
+    fields: dict[str, Any] = {
         "statuses": [s.upper() for s in chosen] or None,
         "tool": tool,
         "search": search,
@@ -73,8 +76,8 @@ def job_filter(
 class Page:
     """One page of the history: its jobs, and the cursor of the next page if there is one."""
 
-    jobs: List[Job]
-    end_cursor: Optional[str]
+    jobs: list[Job]
+    end_cursor: str | None
     has_next_page: bool
 
 
@@ -82,7 +85,7 @@ class History(Iterable[Job]):
     """A workspace's jobs, newest first. Iterating reads page after page as needed."""
 
     def __init__(
-        self, client: "Client", workspace: str, filter: Dict[str, Any], page_size: int
+        self, client: Client, workspace: str, filter: dict[str, Any], page_size: int
     ) -> None:
         if not 1 <= page_size <= 100:
             raise ValueError("page_size is 1 to 100")
@@ -91,7 +94,7 @@ class History(Iterable[Job]):
         self._filter = filter
         self._page_size = page_size
 
-    def page(self, after: Optional[str] = None) -> Page:
+    def page(self, after: str | None = None) -> Page:
         """The page after cursor `after` (the first page without it)."""
         variables = {
             "workspaceId": self._workspace,
@@ -109,7 +112,7 @@ class History(Iterable[Job]):
 
     def pages(self) -> Iterator[Page]:
         """Every page, from the first, each read when it is reached."""
-        after: Optional[str] = None
+        after: str | None = None
         while True:
             page = self.page(after)
             yield page
@@ -121,16 +124,16 @@ class History(Iterable[Job]):
         for page in self.pages():
             yield from page.jobs
 
-    def to_list(self, limit: Optional[int] = None) -> List[Job]:
+    def to_list(self, limit: int | None = None) -> list[Job]:
         """The jobs, at most `limit` of them."""
-        jobs: List[Job] = []
+        jobs: list[Job] = []
         for job in self:
             if limit is not None and len(jobs) >= limit:
                 break
             jobs.append(job)
         return jobs
 
-    def to_dataframe(self, limit: Optional[int] = None):
+    def to_dataframe(self, limit: int | None = None) -> pd.DataFrame:
         """The jobs as a pandas DataFrame, one row a job (columns: `COLUMNS`), times as UTC
         timestamps. Needs pandas: `pip install jobgraph[pandas]`."""
         try:

@@ -9,10 +9,12 @@ as over any iterator, in a notebook cell or a script alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, Generic, Iterator, Optional, Tuple, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 from gql import Client as GqlClient
 from gql import GraphQLRequest
@@ -36,10 +38,10 @@ class Subscription(Generic[T], Iterator[T]):
         self,
         make_transport: Callable[[], WebsocketsTransport],
         request: GraphQLRequest,
-        convert: Callable[[Dict[str, Any]], T],
+        convert: Callable[[dict[str, Any]], T],
     ) -> None:
         self._convert = convert
-        self._queue: "queue.Queue[Tuple[str, Any]]" = queue.Queue()
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._done = False
         # Set once the websocket is open and the server accepted its connection_init (or it
         # failed): the constructor returns then, so the subscription starts right after.
@@ -76,7 +78,7 @@ class Subscription(Generic[T], Iterator[T]):
         finally:
             self._connected.set()
 
-    def get(self, timeout: Optional[float] = None) -> T:
+    def get(self, timeout: float | None = None) -> T:
         """The next item; `StopIteration` once the subscription has ended, `TimeoutError` when
         nothing came within `timeout` seconds."""
         if self._done:
@@ -84,14 +86,13 @@ class Subscription(Generic[T], Iterator[T]):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             # Short waits, so that Ctrl-C (a kernel interrupt) is seen promptly.
-            wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
-            if wait <= 0:
-                raise TimeoutError(f"nothing received within {timeout} seconds")
+            left = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
             try:
-                kind, value = self._queue.get(timeout=wait)
+                kind, value = self._queue.get(timeout=left)
                 break
             except queue.Empty:
-                continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"nothing received within {timeout} seconds") from None
         if kind == _ITEM:
             return self._convert(value)
         self._done = True
@@ -103,28 +104,24 @@ class Subscription(Generic[T], Iterator[T]):
     def __next__(self) -> T:
         return self.get()
 
-    def __iter__(self) -> "Subscription[T]":
+    def __iter__(self) -> Subscription[T]:
         return self
 
     def close(self) -> None:
         """Ends the subscription and closes its websocket."""
         self._done = True
         if self._thread.is_alive():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(self._task.cancel)
-            except RuntimeError:  # the loop closed meanwhile
-                pass
             if threading.current_thread() is not self._thread:
                 self._thread.join(timeout=10)
 
-    def __enter__(self) -> "Subscription[T]":
+    def __enter__(self) -> Subscription[T]:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass

@@ -4,10 +4,11 @@ workspaces and live events. Each is read from the GraphQL answer by its `from_gr
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any
 
 from .errors import JobgraphError
 
@@ -20,7 +21,7 @@ FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"})
 FAILED_STATUSES = frozenset({"FAILED", "TIMEOUT", "CANCELLED"})
 
 
-def parse_time(value: Optional[str]) -> Optional[datetime]:
+def parse_time(value: str | None) -> datetime | None:
     """An RFC 3339 time of the API as an aware datetime (UTC)."""
     if value is None:
         return None
@@ -41,11 +42,11 @@ class ToolInput:
     kind: str
     required: bool
     max_bytes: int
-    format: Optional[str]
+    format: str | None
     description: str
 
     @classmethod
-    def from_graphql(cls, data: Mapping[str, Any]) -> "ToolInput":
+    def from_graphql(cls, data: Mapping[str, Any]) -> ToolInput:
         return cls(
             name=data["name"],
             kind=data["kind"],
@@ -64,10 +65,10 @@ class Price:
     base: int
     per_kilobyte: int
     per_1k_residues: int
-    per_setting_unit: Dict[str, int]
+    per_setting_unit: dict[str, int]
 
     @classmethod
-    def from_graphql(cls, data: Mapping[str, Any]) -> "Price":
+    def from_graphql(cls, data: Mapping[str, Any]) -> Price:
         return cls(
             base=data["base"],
             per_kilobyte=data["perKilobyte"],
@@ -84,14 +85,14 @@ class Tool:
     title: str
     description: str
     version: str
-    inputs: List[ToolInput]
-    settings_schema: Dict[str, Any]
+    inputs: list[ToolInput]
+    settings_schema: dict[str, Any]
     price: Price
     timeout_seconds: int
     max_attempts: int
 
     @classmethod
-    def from_graphql(cls, data: Mapping[str, Any]) -> "Tool":
+    def from_graphql(cls, data: Mapping[str, Any]) -> Tool:
         return cls(
             name=data["name"],
             title=data["title"],
@@ -124,15 +125,15 @@ class Estimate:
     """
 
     total: int
-    breakdown: List[CostLine]
-    balance: Optional[int] = None
+    breakdown: list[CostLine]
+    balance: int | None = None
 
     @property
-    def affordable(self) -> Optional[bool]:
+    def affordable(self) -> bool | None:
         return None if self.balance is None else self.balance >= self.total
 
     @classmethod
-    def from_graphql(cls, data: Mapping[str, Any], balance: Optional[int] = None) -> "Estimate":
+    def from_graphql(cls, data: Mapping[str, Any], balance: int | None = None) -> Estimate:
         return cls(
             total=data["total"],
             breakdown=[
@@ -155,10 +156,10 @@ class Workspace:
     id: str
     name: str
     credit_balance: int
-    viewer_role: Optional[str]
+    viewer_role: str | None
 
     @classmethod
-    def from_graphql(cls, data: Mapping[str, Any]) -> "Workspace":
+    def from_graphql(cls, data: Mapping[str, Any]) -> Workspace:
         return cls(
             id=data["id"],
             name=data["name"],
@@ -178,11 +179,11 @@ class File:
     sha256: str
     role: str
     download_url: str
-    created_at: Optional[datetime]
-    _client: Optional["Client"] = field(default=None, repr=False, compare=False)
+    created_at: datetime | None
+    _client: Client | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_graphql(cls, data: Mapping[str, Any], client: Optional["Client"]) -> "File":
+    def from_graphql(cls, data: Mapping[str, Any], client: Client | None) -> File:
         return cls(
             id=data["id"],
             name=data["name"],
@@ -195,7 +196,7 @@ class File:
             _client=client,
         )
 
-    def download(self, directory: "str | Path" = ".") -> Path:
+    def download(self, directory: str | Path = ".") -> Path:
         """Downloads the file into `directory` under its own name; checks its SHA-256."""
         if self._client is None:
             raise JobgraphError("this file is not attached to a client")
@@ -225,29 +226,29 @@ class Job:
     tool: str
     tool_version: str
     status: str
-    stage: Optional[str]
+    stage: str | None
     progress: float
-    settings: Dict[str, Any]
+    settings: dict[str, Any]
     result: Any
-    error_code: Optional[str]
-    error_message: Optional[str]
+    error_code: str | None
+    error_message: str | None
     attempt: int
     max_attempts: int
     credit_cost: int
     refunded: bool
     priority: int
-    workspace_id: Optional[str]
-    created_at: Optional[datetime]
-    queued_at: Optional[datetime]
-    started_at: Optional[datetime]
-    finished_at: Optional[datetime]
-    duration_seconds: Optional[float]
+    workspace_id: str | None
+    created_at: datetime | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
     url: str
-    files: List[File]
-    _client: Optional["Client"] = field(default=None, repr=False, compare=False)
+    files: list[File]
+    _client: Client | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_graphql(cls, data: Mapping[str, Any], client: Optional["Client"]) -> "Job":
+    def from_graphql(cls, data: Mapping[str, Any], client: Client | None) -> Job:
         workspace = data.get("workspace")
         return cls(
             id=data["id"],
@@ -283,30 +284,30 @@ class Job:
         return self.status in FINAL_STATUSES
 
     @property
-    def inputs(self) -> List[File]:
+    def inputs(self) -> list[File]:
         """The stored input files (uploaded or fetched)."""
         return [f for f in self.files if f.role == "INPUT"]
 
     @property
-    def outputs(self) -> List[File]:
+    def outputs(self) -> list[File]:
         """The output files of a completed run."""
         return [f for f in self.files if f.role == "OUTPUT"]
 
-    def _attached(self) -> "Client":
+    def _attached(self) -> Client:
         if self._client is None:
             raise JobgraphError("this job is not attached to a client")
         return self._client
 
-    def refresh(self) -> "Job":
+    def refresh(self) -> Job:
         """The job as the server describes it now."""
         return self._attached().job(self.id)
 
     def wait(
         self,
         progress: bool = True,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         raise_on_failure: bool = True,
-    ) -> "Job":
+    ) -> Job:
         """Follows the job live (the `jobUpdated` subscription) until it ends, and returns it.
 
         With `progress`, a tqdm bar (`tqdm.auto`: a widget in Jupyter, text in a terminal)
@@ -318,11 +319,11 @@ class Job:
             self.id, progress=progress, timeout=timeout, raise_on_failure=raise_on_failure
         )
 
-    def cancel(self) -> "Job":
+    def cancel(self) -> Job:
         """Cancels the job; it is refunded if it had not started running."""
         return self._attached().cancel(self.id)
 
-    def download(self, directory: "str | Path" = ".") -> List[Path]:
+    def download(self, directory: str | Path = ".") -> list[Path]:
         """Downloads the output files into `directory` (created if missing) and returns their
         paths. Reads the job again first, for the outputs of its last run."""
         target = Path(directory)
@@ -338,11 +339,11 @@ class Event:
     cursor: str
     kind: str
     job_id: str
-    status: Optional[str]
-    job: Optional[Job]
+    status: str | None
+    job: Job | None
 
     @classmethod
-    def from_graphql(cls, data: Mapping[str, Any], client: Optional["Client"]) -> "Event":
+    def from_graphql(cls, data: Mapping[str, Any], client: Client | None) -> Event:
         job = data.get("job")
         return cls(
             cursor=data["cursor"],

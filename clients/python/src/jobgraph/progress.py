@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 from tqdm.auto import tqdm
 
 from .models import Job
@@ -19,7 +17,7 @@ class ProgressBar:
             unit="%",
             bar_format="{desc}{percentage:3.0f}%|{bar}| [{elapsed}{postfix}]",
         )
-        self._described: Optional[str] = None
+        self._described: str | None = None
 
     def show(self, job: Job) -> None:
         """Moves the bar to the job's progress (full once it completed) and names its state."""
