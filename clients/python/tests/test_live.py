@@ -1,11 +1,9 @@
 """The live events of a workspace, as an iterator, resumed from a cursor."""
 
-import time
-
-from jobgraph import Client, Event, Workspace
+from jobgraph import Client, Event, Subscription, Workspace
 
 
-def _until_final(events, job_id: str) -> list[Event]:
+def _until_final(events: Subscription[Event], job_id: str) -> list[Event]:
     seen: list[Event] = []
     while True:
         event = events.get(timeout=30)
@@ -16,12 +14,17 @@ def _until_final(events, job_id: str) -> list[Event]:
             return seen
 
 
+def _started(client: Client, workspace: Workspace, events: Subscription[Event]) -> None:
+    """Returns once the subscription is live: the server does not confirm that it started, so
+    a no-op job is run until its completion comes through."""
+    _until_final(events, client.submit("noop", workspace=workspace.id).id)
+
+
 def test_events_follow_a_job_from_creation_to_completion(
     client: Client, workspace: Workspace
 ) -> None:
     with client.events(workspace.id) as events:
-        # The server does not confirm that a subscription started: give it a moment.
-        time.sleep(0.3)
+        _started(client, workspace, events)
         job = client.submit(
             "sleep", workspace=workspace.id, settings={"seconds": 1.5, "stages": ["One", "Two"]}
         )
@@ -59,7 +62,7 @@ def _statuses(events: list[Event]) -> list[str]:
 
 def test_events_pass_the_history_filters(client: Client, workspace: Workspace) -> None:
     with client.events(workspace.id, statuses=["COMPLETED"], tool="noop") as events:
-        time.sleep(0.3)
+        _started(client, workspace, events)
         client.submit("sleep", workspace=workspace.id, settings={"seconds": 1})
         noop = client.submit("noop", workspace=workspace.id)
         event = events.get(timeout=30)
