@@ -1,6 +1,8 @@
 """Refusals surface the server's `extensions.code`; the client reads its settings from the
 environment."""
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -72,10 +74,20 @@ def test_the_url_and_token_come_from_the_environment(
 
 
 def test_a_server_that_is_not_there_is_unreachable() -> None:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(ServerUnreachable):
         Client(f"http://127.0.0.1:{port}", token="jg_x").tools()
+
+
+def test_a_subscription_to_a_server_that_is_not_there_is_unreachable_at_once() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = Client(f"http://127.0.0.1:{port}", token="jg_x")
+    started = time.monotonic()
+    with pytest.raises(ServerUnreachable), client.events("ws_01") as events:
+        events.get(timeout=30)
+    # A subscription that never connected is not retried.
+    assert time.monotonic() - started < 10

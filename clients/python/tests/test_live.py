@@ -1,34 +1,19 @@
 """The live events of a workspace, as an iterator, resumed from a cursor."""
 
-from jobgraph import Client, Event, Subscription, Workspace
+from conftest import started, until_final
 
-
-def _until_final(events: Subscription[Event], job_id: str) -> list[Event]:
-    seen: list[Event] = []
-    while True:
-        event = events.get(timeout=30)
-        if event.job_id != job_id:
-            continue
-        seen.append(event)
-        if event.status in {"COMPLETED", "FAILED", "TIMEOUT", "CANCELLED"}:
-            return seen
-
-
-def _started(client: Client, workspace: Workspace, events: Subscription[Event]) -> None:
-    """Returns once the subscription is live: the server does not confirm that it started, so
-    a no-op job is run until its completion comes through."""
-    _until_final(events, client.submit("noop", workspace=workspace.id).id)
+from jobgraph import Client, Event, Workspace
 
 
 def test_events_follow_a_job_from_creation_to_completion(
     client: Client, workspace: Workspace
 ) -> None:
     with client.events(workspace.id) as events:
-        _started(client, workspace, events)
+        started(client, workspace, events)
         job = client.submit(
             "sleep", workspace=workspace.id, settings={"seconds": 1.5, "stages": ["One", "Two"]}
         )
-        seen = _until_final(events, job.id)
+        seen = until_final(events, job.id)
 
     assert seen[0].kind == "CREATED"
     assert seen[-1].kind == "UPDATED"
@@ -41,7 +26,7 @@ def test_events_follow_a_job_from_creation_to_completion(
     # Resuming after the first event replays the rest from the log, in order: every status
     # change, with a job's successive progress updates coalesced into the last one.
     with client.events(workspace.id, after=seen[0].cursor) as replay:
-        replayed = _until_final(replay, job.id)
+        replayed = until_final(replay, job.id)
     cursors = [e.cursor for e in seen]
     assert all(e.cursor in cursors[1:] for e in replayed)
     assert [cursors.index(e.cursor) for e in replayed] == sorted(
@@ -62,7 +47,7 @@ def _statuses(events: list[Event]) -> list[str]:
 
 def test_events_pass_the_history_filters(client: Client, workspace: Workspace) -> None:
     with client.events(workspace.id, statuses=["COMPLETED"], tool="noop") as events:
-        _started(client, workspace, events)
+        started(client, workspace, events)
         client.submit("sleep", workspace=workspace.id, settings={"seconds": 1})
         noop = client.submit("noop", workspace=workspace.id)
         event = events.get(timeout=30)

@@ -26,7 +26,7 @@ from gql.transport.websockets import WebsocketsTransport
 from . import documents
 from .errors import JobFailed, JobgraphError, ServerUnreachable
 from .history import History, job_filter
-from .live import Subscription
+from .live import RECONNECT_SECONDS, Subscription
 from .models import FAILED_STATUSES, Estimate, Event, File, Job, Tool, Workspace
 from .progress import ProgressBar
 
@@ -52,6 +52,8 @@ class Client:
 
     Without arguments, the URL is `JOBGRAPH_URL` (default `http://127.0.0.1:8000`) and the
     token `JOBGRAPH_TOKEN` (none: an anonymous client, which sees PUBLIC jobs only).
+    `timeout` bounds each HTTP request; a subscription whose connection is lost tries to open
+    another for `reconnect_seconds` (see `Subscription`).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class Client:
         token: str | None = None,
         *,
         timeout: float = 60,
+        reconnect_seconds: float = RECONNECT_SECONDS,
     ) -> None:
         base = (url or os.environ.get("JOBGRAPH_URL") or DEFAULT_URL).rstrip("/")
         if base.endswith("/graphql"):
@@ -76,6 +79,7 @@ class Client:
             # A multipart POST must carry a header no HTML form can set.
             self._headers["Apollo-Require-Preflight"] = "true"
         self._timeout = timeout
+        self.reconnect_seconds = reconnect_seconds
         self._http = requests.Session()
         self._http.headers.update(self._headers)
         transport = RequestsHTTPTransport(
@@ -147,7 +151,7 @@ class Client:
     ) -> Subscription[dict[str, Any]]:
         """Runs a GraphQL subscription and iterates over its `data`."""
         request = GraphQLRequest(request, variable_values=dict(variables or {}))
-        return Subscription(self._websocket, request, lambda data: data)
+        return Subscription(self._websocket, lambda _last: request, lambda data: data)
 
     # -- tools and prices ------------------------------------------------------------------
 
@@ -244,7 +248,10 @@ class Client:
         `jobUpdated` subscription); ends when the job is deleted."""
         request = GraphQLRequest(documents.JOB_UPDATED, variable_values={"id": id})
         return Subscription(
-            self._websocket, request, lambda data: Job.from_graphql(data["jobUpdated"], self)
+            self._websocket,
+            lambda _last: request,
+            lambda data: Job.from_graphql(data["jobUpdated"], self),
+            self.reconnect_seconds,
         )
 
     def wait(
@@ -289,12 +296,19 @@ class Client:
         call returns when the websocket is open, and a change made in the next few
         milliseconds may come before the subscription does.
         """
-        variables = {"workspaceId": workspace, "filter": job_filter(**filters), "after": after}
-        request = GraphQLRequest(documents.WORKSPACE_EVENTS, variable_values=variables)
+        chosen = job_filter(**filters)
+
+        def request(last: dict[str, Any] | None) -> GraphQLRequest:
+            # After a lost connection, resume right after the last event received.
+            cursor = last["workspaceJobEvents"]["cursor"] if last else after
+            variables = {"workspaceId": workspace, "filter": chosen, "after": cursor}
+            return GraphQLRequest(documents.WORKSPACE_EVENTS, variable_values=variables)
+
         return Subscription(
             self._websocket,
             request,
             lambda data: Event.from_graphql(data["workspaceJobEvents"], self),
+            self.reconnect_seconds,
         )
 
     def history(self, workspace: str, *, page_size: int = 50, **filters: Any) -> History:

@@ -29,25 +29,40 @@ T = TypeVar("T")
 _ITEM, _END, _ERROR = "item", "end", "error"
 
 
+#: How long a subscription that lost its connection keeps trying to open another.
+RECONNECT_SECONDS = 60.0
+
+
 class Subscription(Generic[T], Iterator[T]):
     """A live subscription: iterate over it, or take items with `get(timeout)`; `close()` it
     (or use it as a context manager) to end it. Iteration stops when the server completes
-    the subscription; a refusal raises `JobgraphError` with the server's code."""
+    the subscription; a refusal raises `JobgraphError` with the server's code.
+
+    A connection lost after it was open (a server restarting, a network change) is opened
+    again, for up to `reconnect_seconds`, and the subscription started anew from
+    `make_request(last)`, where `last` is the last item received: `workspaceJobEvents` resumes
+    after its cursor, `jobUpdated` starts again with the job as it is then. Past that time the
+    iteration raises `ServerUnreachable`.
+    """
 
     def __init__(
         self,
         make_transport: Callable[[], WebsocketsTransport],
-        request: GraphQLRequest,
+        make_request: Callable[[dict[str, Any] | None], GraphQLRequest],
         convert: Callable[[dict[str, Any]], T],
+        reconnect_seconds: float = RECONNECT_SECONDS,
     ) -> None:
+        self._make_transport = make_transport
+        self._make_request = make_request
         self._convert = convert
+        self._reconnect_seconds = reconnect_seconds
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._done = False
         # Set once the websocket is open and the server accepted its connection_init (or it
         # failed): the constructor returns then, so the subscription starts right after.
         self._connected = threading.Event()
         self._loop = asyncio.new_event_loop()
-        self._task = self._loop.create_task(self._receive(make_transport, request))
+        self._task = self._loop.create_task(self._receive())
         self._thread = threading.Thread(target=self._run, name="jobgraph-subscription", daemon=True)
         self._thread.start()
         self._connected.wait(timeout=30)
@@ -60,21 +75,37 @@ class Subscription(Generic[T], Iterator[T]):
         finally:
             self._loop.close()
 
-    async def _receive(
-        self, make_transport: Callable[[], WebsocketsTransport], request: GraphQLRequest
-    ) -> None:
+    async def _receive(self) -> None:
+        last: dict[str, Any] | None = None
+        lost_at: float | None = None
+        delay = 0.25
         try:
-            async with GqlClient(transport=make_transport()) as session:
-                self._connected.set()
-                async for data in session.subscribe(request):
-                    self._queue.put((_ITEM, data))
-            self._queue.put((_END, None))
+            while True:
+                try:
+                    async with GqlClient(transport=self._make_transport()) as session:
+                        self._connected.set()
+                        lost_at, delay = None, 0.25
+                        async for data in session.subscribe(self._make_request(last)):
+                            last = data
+                            self._queue.put((_ITEM, data))
+                    self._queue.put((_END, None))
+                    return
+                except TransportQueryError as err:
+                    self._queue.put((_ERROR, JobgraphError.from_graphql_errors(err.errors or [])))
+                    return
+                except Exception as err:  # connection refused or lost, protocol errors
+                    now = time.monotonic()
+                    lost_at = lost_at if lost_at is not None else now
+                    # A subscription that never connected fails at once: a wrong URL, a
+                    # refused token.
+                    if not self._connected.is_set() or now - lost_at >= self._reconnect_seconds:
+                        failed = ServerUnreachable(f"the subscription failed: {err!r}")
+                        self._queue.put((_ERROR, failed))
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
         except asyncio.CancelledError:
             self._queue.put((_END, None))
-        except TransportQueryError as err:
-            self._queue.put((_ERROR, JobgraphError.from_graphql_errors(err.errors or [])))
-        except Exception as err:  # connection refused, closed, protocol errors
-            self._queue.put((_ERROR, ServerUnreachable(f"the subscription failed: {err!r}")))
         finally:
             self._connected.set()
 
