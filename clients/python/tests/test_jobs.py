@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import pytest
+from conftest import Server
 
-from jobgraph import Client, JobFailed, Url, Workspace
+from jobgraph import Client, JobFailed, JobgraphError, Url, Workspace
 
 
 def test_a_submitted_file_is_uploaded_and_runs_to_completed(
@@ -95,3 +96,27 @@ def test_outputs_are_downloaded_and_checked(
     assert output.read_text() == path.read_text()
     assert [f.name for f in done.inputs] == ["reads.fa"]
     assert done.inputs[0].read_bytes() == fasta.read_bytes()
+
+
+def test_a_download_that_does_not_match_its_sha256_is_refused(
+    server: Server, client: Client, workspace: Workspace, fasta: Path, tmp_path: Path
+) -> None:
+    done = client.submit(
+        "sequence-stats", workspace=workspace.id, inputs={"sequences": fasta}
+    ).wait(progress=False)
+    [output] = done.outputs
+    expected = output.read_bytes()
+    # Damage the stored object in the server's local storage, kept under the job's folder.
+    job_folder = done.id.removeprefix("job_")
+    [stored] = [
+        p
+        for p in (server.folder / "data" / "files").glob(f"*/{job_folder}/outputs/*/*")
+        if p.read_bytes() == expected
+    ]
+    stored.write_bytes(expected.replace(b"seq1", b"seqX"))
+
+    with pytest.raises(JobgraphError, match="SHA-256"):
+        done.download(tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+    with pytest.raises(JobgraphError, match="SHA-256"):
+        output.read_text()

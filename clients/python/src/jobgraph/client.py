@@ -347,6 +347,13 @@ class Client:
         partial.replace(target)
         return target
 
+    def read_file(self, file: File) -> bytes:
+        """A stored file's content, checked against its SHA-256."""
+        content = self._get(file.download_url).content
+        if hashlib.sha256(content).hexdigest() != file.sha256:
+            raise JobgraphError(f"the content of {file.name} does not match its SHA-256")
+        return content
+
     # -- workspaces ------------------------------------------------------------------------
 
     def workspaces(self) -> list[Workspace]:

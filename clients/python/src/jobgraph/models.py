@@ -3,7 +3,6 @@ workspaces and live events. Each is read from the GraphQL answer by its `from_gr
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -206,10 +205,7 @@ class File:
         """The file's content, checked against its SHA-256."""
         if self._client is None:
             raise JobgraphError("this file is not attached to a client")
-        content = self._client._get(self.download_url).content
-        if hashlib.sha256(content).hexdigest() != self.sha256:
-            raise JobgraphError(f"the content of {self.name} does not match its SHA-256")
-        return content
+        return self._client.read_file(self)
 
     def read_text(self, encoding: str = "utf-8") -> str:
         """The file's content as text."""
