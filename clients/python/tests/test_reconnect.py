@@ -1,15 +1,14 @@
 """Subscriptions outlive a server restart: they connect again and go on where they were."""
 
-import threading
 import time
 from pathlib import Path
 
 from conftest import Server, jobgraph_binary, started, until_final
 
-from jobgraph import Client, Job
+from jobgraph import FINAL_STATUSES, Client
 
 
-def test_a_wait_and_an_events_iterator_survive_a_server_restart(tmp_path: Path) -> None:
+def test_job_updates_and_events_survive_a_server_restart(tmp_path: Path) -> None:
     server = Server(jobgraph_binary(), tmp_path)
     server.start()
     try:
@@ -19,16 +18,8 @@ def test_a_wait_and_an_events_iterator_survive_a_server_restart(tmp_path: Path) 
         started(client, workspace, events)
 
         job = client.submit("sleep", workspace=workspace.id, settings={"seconds": 3})
-        waited: list[Job | BaseException] = []
-
-        def wait() -> None:
-            try:
-                waited.append(job.wait(progress=False, timeout=90))
-            except BaseException as err:
-                waited.append(err)
-
-        waiter = threading.Thread(target=wait)
-        waiter.start()
+        updates = client.updates(job.id)
+        assert updates.get(timeout=30).status in {"QUEUED", "PROCESSING"}
         while job.refresh().status != "PROCESSING":
             time.sleep(0.05)
 
@@ -38,9 +29,12 @@ def test_a_wait_and_an_events_iterator_survive_a_server_restart(tmp_path: Path) 
         time.sleep(1)
         server.start()
 
-        waiter.join(timeout=120)
-        assert len(waited) == 1 and isinstance(waited[0], Job), waited
-        assert waited[0].status == "COMPLETED"
+        # The job's updates go on from the job as it is after the restart.
+        statuses = [updates.get(timeout=60).status]
+        while statuses[-1] not in FINAL_STATUSES:
+            statuses.append(updates.get(timeout=60).status)
+        assert statuses[-1] == "COMPLETED"
+        updates.close()
 
         seen = until_final(events, job.id)
         events.close()
