@@ -3,9 +3,11 @@ environment."""
 
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import Server
 
 from jobgraph import Client, JobgraphError, ServerUnreachable, Workspace
 
@@ -91,3 +93,21 @@ def test_a_subscription_to_a_server_that_is_not_there_is_unreachable_at_once() -
         events.get(timeout=30)
     # A subscription that never connected is not retried.
     assert time.monotonic() - started < 10
+
+
+def test_a_refused_download_carries_the_code(
+    server: Server, client: Client, workspace: Workspace, fasta: Path, tmp_path: Path
+) -> None:
+    job = client.submit("sequence-stats", workspace=workspace.id, inputs={"sequences": fasta})
+    [uploaded] = job.inputs
+    # Outside the workspace, a private job's file is not found.
+    with Client(server.url, token="") as anonymous:
+        stranger = replace(uploaded, _client=anonymous)
+        with pytest.raises(JobgraphError) as refused:
+            stranger.read_bytes()
+        assert refused.value.code == "NOT_FOUND"
+    malformed = replace(uploaded, download_url=f"{server.url}/files/file_nope")
+    with pytest.raises(JobgraphError) as refused:
+        malformed.download(tmp_path)
+    assert refused.value.code == "BAD_USER_INPUT"
+    job.wait(progress=False)

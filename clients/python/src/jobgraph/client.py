@@ -80,8 +80,10 @@ class Client:
             self._headers["Apollo-Require-Preflight"] = "true"
         self._timeout = timeout
         self.reconnect_seconds = reconnect_seconds
+        # Downloads send the token alone.
         self._http = requests.Session()
-        self._http.headers.update(self._headers)
+        if self.token:
+            self._http.headers["Authorization"] = f"Bearer {self.token}"
         transport = RequestsHTTPTransport(
             url=self.graphql_url, headers=self._headers, timeout=int(timeout), retries=0
         )
@@ -125,17 +127,19 @@ class Client:
             raise ServerUnreachable(f"{self.graphql_url}: {err}") from None
 
     def _get(self, url: str, *, stream: bool = False) -> requests.Response:
-        """A GET of one of the server's download URLs, with the token."""
+        """A GET of one of the server's download URLs, with the token. A refusal carries a
+        GraphQL-shaped body, whose code the error takes."""
         try:
             response = self._http.get(url, stream=stream, timeout=self._timeout)
         except requests.RequestException as err:
             raise ServerUnreachable(f"{url}: {err}") from None
-        if response.status_code >= 400:
-            code = {401: "UNAUTHENTICATED", 403: "FORBIDDEN", 404: "NOT_FOUND"}.get(
-                response.status_code
-            )
-            raise JobgraphError(f"GET {url} answered HTTP {response.status_code}", code)
-        return response
+        if response.status_code < 400:
+            return response
+        try:
+            errors = response.json()["errors"]
+        except (ValueError, KeyError, TypeError):
+            raise ServerUnreachable(f"GET {url} answered HTTP {response.status_code}") from None
+        raise JobgraphError.from_graphql_errors(errors)
 
     def _websocket(self) -> WebsocketsTransport:
         ws_url = "ws" + self.graphql_url[len("http") :]
