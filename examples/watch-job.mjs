@@ -26,17 +26,19 @@ function operation(query, variables) {
 }
 
 const FINAL = ['COMPLETED', 'FAILED', 'TIMEOUT', 'CANCELLED'];
+// Where the workspace's events stand now: subscribing after it misses nothing from this moment,
+// however long the subscription takes to start.
+const now = (await operation(`query($ws: ID!) { workspace(id: $ws) { eventCursor } }`, { ws: workspaceId }).next())
+  .value.data.workspace.eventCursor;
 const events = operation(
-  `subscription($ws: ID!) { workspaceJobEvents(workspaceId: $ws) { cursor kind jobId status } }`,
-  { ws: workspaceId },
+  `subscription($ws: ID!, $after: String) { workspaceJobEvents(workspaceId: $ws, after: $after) { cursor kind jobId status } }`,
+  { ws: workspaceId, after: now },
 );
 const counts = operation(
   `subscription($ws: ID!) { jobCounts(workspaceId: $ws) { active total } }`,
   { ws: workspaceId },
 );
 const initialCounts = (await counts.next()).value.data.jobCounts;
-// Give the events subscription a moment to start before the job exists.
-await new Promise((resolve) => setTimeout(resolve, 300));
 
 const submitted = await operation(
   `mutation($ws: ID!) { submitJob(input: {workspaceId: $ws, tool: "sleep", settings: {seconds: 1}}) { job { id status } } }`,

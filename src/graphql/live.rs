@@ -36,7 +36,7 @@ pub struct WorkspaceJobEvent {
     job: Option<JobView>,
 }
 
-fn bus<'a>(ctx: &Context<'a>) -> &'a Bus {
+pub(crate) fn bus<'a>(ctx: &Context<'a>) -> &'a Bus {
     ctx.data_unchecked::<Bus>()
 }
 
@@ -45,6 +45,11 @@ fn api_errors<T>(
     stream: impl Stream<Item = crate::error::Result<T>>,
 ) -> impl Stream<Item = ApiResult<T>> {
     stream.map(|item| item.map_err(Into::into))
+}
+
+/// The cursor of the live log's entry `seq`.
+pub(crate) fn cursor(seq: i64) -> String {
+    format!("ev{seq}")
 }
 
 fn parse_cursor(cursor: &str) -> Result<i64, Error> {
@@ -94,7 +99,7 @@ impl LiveSubscription {
         .await?;
         Ok(api_errors(stream).map(|item| {
             item.map(|event| WorkspaceJobEvent {
-                cursor: format!("ev{}", event.seq),
+                cursor: cursor(event.seq),
                 kind: match event.kind {
                     LiveKind::Created => JobEventKind::Created,
                     LiveKind::Deleted => JobEventKind::Deleted,

@@ -152,6 +152,15 @@ impl WorkspaceView {
         self.read_row(ctx, |workspace| workspace.updated_at).await
     }
 
+    /// Where the workspace's live events stand now. `workspaceJobEvents(after: eventCursor)`
+    /// delivers every event from this moment on, none missed: read it with the jobs it goes
+    /// with, then subscribe, and nothing changed between the two is lost.
+    async fn event_cursor(&self, ctx: &Context<'_>) -> ApiResult<String> {
+        self.read_row(ctx, |_| ()).await?;
+        let seq = super::live::bus(ctx).last_committed().await?;
+        Ok(super::live::cursor(seq))
+    }
+
     /// Credits available; always the sum of `creditTransactions`. 0 to 2,000,000,000.
     async fn credit_balance(&self, ctx: &Context<'_>) -> ApiResult<i64> {
         self.read_row(ctx, |workspace| workspace.credit_balance)

@@ -43,18 +43,20 @@ async fn delete(app: &TestApp, token: &str, id: &str) {
     .await;
 }
 
-/// A cursor at the end of the log: subscribing after it sees exactly what happens from now,
-/// however long the subscription takes to start.
-async fn now_cursor(app: &TestApp) -> String {
-    use sea_orm::{ColumnTrait, EntityTrait, QuerySelect};
-    let last: Option<Option<i64>> = entity::live_event::Entity::find()
-        .select_only()
-        .column_as(entity::live_event::Column::Seq.max(), "seq")
-        .into_tuple()
-        .one(&app.db)
-        .await
-        .unwrap();
-    format!("ev{}", last.flatten().unwrap_or(0))
+/// A cursor at the end of the log, as a client reads it: subscribing after it sees exactly what
+/// happens from now, however long the subscription takes to start.
+async fn now_cursor(app: &TestApp, token: &str, ws: &str) -> String {
+    let data = app
+        .ok(
+            Some(token),
+            "query($ws: ID!) { workspace(id: $ws) { eventCursor } }",
+            json!({ "ws": ws }),
+        )
+        .await;
+    data["workspace"]["eventCursor"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn id_of(job: &Value) -> String {
@@ -217,7 +219,7 @@ async fn workspace_events_report_created_updated_and_deleted_jobs_that_pass_the_
     let app = TestApp::spawn().await;
     let (alice, ws) = app.setup("Lab", 100).await;
     let mut sub = Ws::connect(app.addr, Some(&alice.token)).await;
-    let now = now_cursor(&app).await;
+    let now = now_cursor(&app, &alice.token, &ws).await;
     sub.subscribe("all", EVENTS, json!({ "ws": ws, "after": now }))
         .await;
     sub.subscribe(
@@ -277,7 +279,7 @@ async fn a_member_removed_from_a_workspace_stops_receiving_its_events() {
     let bob = app.user("bob@lab.test").await;
     app.add_member(&alice, &ws, &bob, "MEMBER").await;
     let mut sub = Ws::connect(app.addr, Some(&bob.token)).await;
-    let now = now_cursor(&app).await;
+    let now = now_cursor(&app, &bob.token, &ws).await;
     sub.subscribe("w", EVENTS, json!({ "ws": ws, "after": now }))
         .await;
 
@@ -312,7 +314,7 @@ async fn a_resumed_subscription_replays_what_it_missed_then_continues_live() {
     let app = TestApp::spawn().await;
     let (alice, ws) = app.setup("Lab", 100).await;
     let mut sub = Ws::connect(app.addr, Some(&alice.token)).await;
-    let now = now_cursor(&app).await;
+    let now = now_cursor(&app, &alice.token, &ws).await;
     sub.subscribe("w", EVENTS, json!({ "ws": ws, "after": now }))
         .await;
     let first = id_of(&app.job(&alice, &ws, 1).await);
@@ -468,7 +470,7 @@ async fn a_change_made_through_one_server_reaches_subscribers_of_another() {
     let (alice, ws) = app.setup("Lab", 100).await;
     let other = OtherNode::start(&app).await;
     let mut sub = Ws::connect(other.addr, Some(&alice.token)).await;
-    let now = now_cursor(&app).await;
+    let now = now_cursor(&app, &alice.token, &ws).await;
     sub.subscribe("w", EVENTS, json!({ "ws": ws, "after": now }))
         .await;
     let job = id_of(&app.job(&alice, &ws, 1).await);
@@ -566,7 +568,7 @@ async fn a_cursor_older_than_the_kept_log_is_refused() {
 async fn changes_of_a_job_deleted_before_they_are_read_are_still_reported() {
     let app = TestApp::spawn().await;
     let (alice, ws) = app.setup("Lab", 100).await;
-    let before = now_cursor(&app).await;
+    let before = now_cursor(&app, &alice.token, &ws).await;
     let job = id_of(&app.job(&alice, &ws, 1).await);
     cancel(&app, &alice.token, &job).await;
     delete(&app, &alice.token, &job).await;
@@ -701,4 +703,24 @@ async fn live_entries_are_numbered_in_commit_order() {
             "the second transaction committed first"
         );
     }
+}
+
+#[tokio::test]
+async fn only_members_read_a_workspace_event_cursor_and_it_moves_with_the_log() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = app.setup("Lab", 100).await;
+    let before = now_cursor(&app, &alice.token, &ws).await;
+    app.job(&alice, &ws, 1).await;
+    let after = now_cursor(&app, &alice.token, &ws).await;
+    let seq = |cursor: &str| cursor[2..].parse::<i64>().unwrap();
+    assert!(seq(&after) > seq(&before), "{before} {after}");
+    let eve = app.user("eve@elsewhere.test").await;
+    let code = app
+        .error_code(
+            Some(&eve.token),
+            "query($ws: ID!) { workspace(id: $ws) { eventCursor } }",
+            json!({ "ws": ws }),
+        )
+        .await;
+    assert_eq!(code, "NOT_FOUND");
 }

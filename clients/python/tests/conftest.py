@@ -125,9 +125,3 @@ def until_final(events: Subscription[Event], job_id: str) -> list[Event]:
         if event.job_id == job_id:
             seen.append(event)
     return seen
-
-
-def started(client: Client, workspace: Workspace, events: Subscription[Event]) -> None:
-    """Returns once the subscription is live: the server does not confirm that it started, so
-    a no-op job is run until its completion comes through."""
-    until_final(events, client.submit("noop", workspace=workspace.id).id)

@@ -1,15 +1,15 @@
 """The live events of a workspace, as an iterator, resumed from a cursor."""
 
-from conftest import started, until_final
+import pytest
+from conftest import until_final
 
-from jobgraph import Client, Event, Workspace
+from jobgraph import Client, Event, JobgraphError, Workspace
 
 
 def test_events_follow_a_job_from_creation_to_completion(
     client: Client, workspace: Workspace
 ) -> None:
     with client.events(workspace.id) as events:
-        started(client, workspace, events)
         job = client.submit(
             "sleep", workspace=workspace.id, settings={"seconds": 1.5, "stages": ["One", "Two"]}
         )
@@ -47,7 +47,6 @@ def _statuses(events: list[Event]) -> list[str]:
 
 def test_events_pass_the_history_filters(client: Client, workspace: Workspace) -> None:
     with client.events(workspace.id, statuses=["COMPLETED"], tool="noop") as events:
-        started(client, workspace, events)
         client.submit("sleep", workspace=workspace.id, settings={"seconds": 1})
         noop = client.submit("noop", workspace=workspace.id)
         event = events.get(timeout=30)
@@ -62,3 +61,15 @@ def test_a_job_updates_iterator_starts_with_the_job_now(
     with client.updates(job.id) as updates:
         first = updates.get(timeout=30)
     assert (first.id, first.status) == (job.id, "COMPLETED")
+
+
+def test_an_event_cursor_moves_with_the_log_and_is_a_members(
+    client: Client, workspace: Workspace
+) -> None:
+    before = client.event_cursor(workspace.id)
+    client.submit("noop", workspace=workspace.id).wait(progress=False)
+    after = client.event_cursor(workspace.id)
+    assert int(after[2:]) > int(before[2:])
+    with pytest.raises(JobgraphError) as refused:
+        client.event_cursor("ws_0193b1e2c3d47e8f9a0b1c2d3e4f5a6b")
+    assert refused.value.code == "NOT_FOUND"

@@ -3,7 +3,7 @@
 import time
 from pathlib import Path
 
-from conftest import Server, jobgraph_binary, started, until_final
+from conftest import Server, jobgraph_binary, until_final
 
 from jobgraph import FINAL_STATUSES, Client
 
@@ -15,7 +15,6 @@ def test_job_updates_and_events_survive_a_server_restart(tmp_path: Path) -> None
         client = Client(server.url, token=server.token)
         workspace = client.grant_credits(client.create_workspace("restarts").id, 100)
         events = client.events(workspace.id)
-        started(client, workspace, events)
 
         job = client.submit("sleep", workspace=workspace.id, settings={"seconds": 3})
         updates = client.updates(job.id)

@@ -296,11 +296,12 @@ class Client:
 
         With `after`, the `cursor` of an earlier event, first the events since then, from the
         server's log (7 days), then live: none missed, none repeated. Without it, the events
-        start once the server has started the subscription, which it does not confirm: the
-        call returns when the websocket is open, and a change made in the next few
-        milliseconds may come before the subscription does.
+        start from the moment of the call (its `event_cursor`): a change made once it returns
+        comes through, however long the subscription takes to start.
         """
         chosen = job_filter(**filters)
+        if after is None:
+            after = self.event_cursor(workspace)
 
         def request(last: dict[str, Any] | None) -> GraphQLRequest:
             # After a lost connection, resume right after the last event received.
@@ -314,6 +315,16 @@ class Client:
             lambda data: Event.from_graphql(data["workspaceJobEvents"], self),
             self.reconnect_seconds,
         )
+
+    def event_cursor(self, workspace: str) -> str:
+        """Where a workspace's live events stand now: `events(workspace, after=cursor)` yields
+        every event from this moment on. Read it with the jobs it goes with (a history page,
+        say) and nothing changed in between is missed."""
+        data = self.execute(documents.EVENT_CURSOR, {"id": workspace})
+        if data["workspace"] is None:
+            raise JobgraphError("workspace not found", code="NOT_FOUND")
+        cursor: str = data["workspace"]["eventCursor"]
+        return cursor
 
     def history(self, workspace: str, *, page_size: int = 50, **filters: Any) -> History:
         """A workspace's jobs, newest first, filtered: `statuses`, `tool`, `search` (part of

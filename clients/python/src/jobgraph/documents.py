@@ -126,6 +126,8 @@ mutation GrantCredits($workspaceId: ID!, $amount: Int!, $note: String) {
     + WORKSPACE_FIELDS
 )
 
+EVENT_CURSOR = gql("query EventCursor($id: ID!) { workspace(id: $id) { eventCursor } }")
+
 JOB_UPDATED = gql(
     "subscription JobUpdated($id: ID!) { jobUpdated(id: $id) { ...JobFields } }" + JOB_FIELDS
 )
@@ -154,6 +156,7 @@ ALL = {
     "Workspace": WORKSPACE,
     "CreateWorkspace": CREATE_WORKSPACE,
     "GrantCredits": GRANT_CREDITS,
+    "EventCursor": EVENT_CURSOR,
     "JobUpdated": JOB_UPDATED,
     "WorkspaceEvents": WORKSPACE_EVENTS,
 }
