@@ -319,6 +319,9 @@ impl Served {
         })
         .await
         .expect("a token within 30 s");
+        // The rest of the message comes in later writes: a pipe closed under them would end
+        // the server (a failed print panics), so its stdout is read to the end.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Served {
             child,
             url,
