@@ -116,6 +116,39 @@ fn a_command_that_needs_data_refuses_a_missing_database_and_creates_none() {
     );
 }
 
+#[test]
+fn global_flags_go_before_or_after_the_command_and_server_flags_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("flags.db").display()
+    );
+    for args in [
+        &["--log-format", "json", "schema"][..],
+        &["schema", "--log-format", "json"],
+        &["--log-format=json", "--data-dir", "elsewhere", "schema"],
+    ] {
+        let (ok, stdout, stderr) = jobgraph(&url, dir.path(), args);
+        assert!(
+            ok && stdout == jobgraph::graphql::sdl(),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A server flag before another command would be ignored: refused, with where it goes.
+    let output = Command::new(env!("CARGO_BIN_EXE_jobgraph"))
+        .args(["--workers", "0", "migrate"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--workers is a flag of `serve` and `worker`"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("flags.db").exists(), "migrate ran");
+}
+
 #[tokio::test]
 async fn serve_creates_its_database_prints_a_working_token_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
