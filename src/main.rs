@@ -71,6 +71,8 @@ enum Command {
     /// Manage workspace credits.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Submit, follow, list, cancel and download jobs on a running server, over its API.
+    Job(jobgraph::client::JobArgs),
     /// Runs a command tool's program for a worker, which starts it (see `executors::supervise`).
     #[command(hide = true)]
     Supervise {
@@ -132,6 +134,15 @@ fn main() -> anyhow::Result<()> {
     // A supervisor stays a single small process: no runtime, no logging.
     if let Some(Command::Supervise { command }) = &cli.command {
         std::process::exit(jobgraph::executors::supervise::main(command));
+    }
+    // A client of a server: no logging, no database; its exit code says how a job ended.
+    if let Some(Command::Job(args)) = cli.command {
+        let code = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(jobgraph::client::run(args));
+        std::process::exit(code);
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -216,7 +227,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => user_command(&database, command).await,
         Command::Token(command) => token_command(&database, command).await,
         Command::Credits(command) => credits_command(&database, command).await,
-        Command::Supervise { .. } => unreachable!("handled before the runtime starts"),
+        Command::Supervise { .. } | Command::Job(_) => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }
 
