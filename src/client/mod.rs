@@ -99,7 +99,7 @@ pub enum JobCommand {
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
-    /// The tool's name (`jobgraph` serves `tools { name }`).
+    /// The tool's name, as the API's `tools { name }` lists them.
     pub tool: String,
     /// The workspace's id (`ws_...`).
     #[arg(long, env = "JOBGRAPH_WORKSPACE")]

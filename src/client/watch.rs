@@ -26,7 +26,15 @@ type Socket =
 pub async fn follow(api: &Api, id: &str, mut show: Show) -> Result<Value> {
     let url = api.websocket_url().to_string();
     let mut socket = connect(api).await?;
-    send(&mut socket, &url, json!({"type": "connection_init"})).await?;
+    // The token goes in `connection_init` too, for proxies that drop the upgrade's headers.
+    let init = match api.authorization() {
+        Some(authorization) => json!({
+            "type": "connection_init",
+            "payload": {"authorization": authorization.to_str().unwrap_or_default()},
+        }),
+        None => json!({"type": "connection_init"}),
+    };
+    send(&mut socket, &url, init).await?;
     loop {
         let message = receive(&mut socket, &url).await?;
         match message["type"].as_str() {
