@@ -22,8 +22,53 @@ pub fn has_ended(status: &str) -> bool {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// How long a watch that has heard from the server keeps trying to reach it again: a
+/// restarted or redeployed API comes back well within this, and the job runs on meanwhile.
+const RECONNECT_FOR: Duration = Duration::from_secs(300);
+
 /// Follows job `id` until it ends, showing each change; returns the job as it ended.
+///
+/// A connection lost after the job was first heard of is opened again, with a growing pause,
+/// for up to [`RECONNECT_FOR`]: `jobUpdated` sends the job as it is first, so nothing that
+/// happened meanwhile is missed.
 pub async fn follow(api: &Api, id: &str, mut show: Show) -> Result<Value> {
+    let mut heard = false;
+    let mut lost_since: Option<tokio::time::Instant> = None;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let mut heard_now = false;
+        let outcome = session(api, id, &mut show, &mut heard_now).await;
+        heard |= heard_now;
+        if heard_now {
+            lost_since = None;
+            pause = Duration::from_millis(250);
+        }
+        match outcome {
+            Err(Error::Connection { reason, .. })
+                if heard && lost_since.is_none_or(|since| since.elapsed() < RECONNECT_FOR) =>
+            {
+                if lost_since.is_none() {
+                    show.reconnecting(&reason);
+                    lost_since = Some(tokio::time::Instant::now());
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                show.abandon();
+                return Err(err);
+            }
+            Ok(job) => {
+                show.finish(&job);
+                return Ok(job);
+            }
+        }
+    }
+}
+
+/// One websocket: follows the job until it ends, or the connection is lost (`heard` tells
+/// whether any update came).
+async fn session(api: &Api, id: &str, show: &mut Show, heard: &mut bool) -> Result<Value> {
     let url = api.websocket_url().to_string();
     let mut socket = connect(api).await?;
     // The token goes in `connection_init` too, for proxies that drop the upgrade's headers.
@@ -58,25 +103,20 @@ pub async fn follow(api: &Api, id: &str, mut show: Show) -> Result<Value> {
             Some("next") => {
                 let payload = &message["payload"];
                 if let Some(errors) = payload.get("errors").filter(|e| !e.is_null()) {
-                    show.abandon();
                     return Err(Error::from_graphql(errors));
                 }
+                *heard = true;
                 let job = payload["data"]["jobUpdated"].clone();
                 show.update(&job);
                 if has_ended(job["status"].as_str().unwrap_or_default()) {
-                    show.finish(&job);
                     // Leaving politely; the outcome is known whatever the server answers.
                     let _ = send(&mut socket, &url, json!({"id": "1", "type": "complete"})).await;
                     let _ = socket.close(None).await;
                     return Ok(job);
                 }
             }
-            Some("error") => {
-                show.abandon();
-                return Err(Error::from_graphql(&message["payload"]));
-            }
+            Some("error") => return Err(Error::from_graphql(&message["payload"])),
             Some("complete") => {
-                show.abandon();
                 return Err(Error::Server {
                     message: format!("job {id} was deleted"),
                     code: None,
@@ -84,10 +124,7 @@ pub async fn follow(api: &Api, id: &str, mut show: Show) -> Result<Value> {
             }
             Some("ping") => send(&mut socket, &url, json!({"type": "pong"})).await?,
             Some("pong") => {}
-            _ => {
-                show.abandon();
-                return Err(unexpected(&url, &message));
-            }
+            _ => return Err(unexpected(&url, &message)),
         }
     }
 }
@@ -154,6 +191,10 @@ async fn receive(socket: &mut Socket, url: &str) -> Result<Value> {
             }
             Some(Ok(Message::Close(frame))) => {
                 return Err(match frame {
+                    // Going away (a stopping server), abnormal, restarting, try again later.
+                    Some(frame) if matches!(u16::from(frame.code), 1001 | 1006 | 1011..=1013) => {
+                        lost(format!("the server closed the websocket: {}", frame.reason))
+                    }
                     Some(frame) => Error::Server {
                         message: format!(
                             "the server closed the websocket: {} {}",
@@ -239,6 +280,16 @@ impl Show {
             let status = job["status"].as_str().unwrap_or_default();
             bar.set_message(status.to_owned());
             bar.finish();
+        }
+    }
+
+    /// Says that the connection was lost and is being opened again, once per loss.
+    fn reconnecting(&mut self, reason: &str) {
+        match self {
+            Show::Bar(bar) => bar.set_message(format!("reconnecting ({reason})")),
+            Show::Lines { .. } | Show::Json => {
+                eprintln!("connection lost ({reason}); reconnecting");
+            }
         }
     }
 

@@ -64,6 +64,11 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Setup {
+        Setup::start_with(|_| {}).await
+    }
+
+    /// Starts it with the server's command as `configure` leaves it.
+    async fn start_with(configure: impl FnOnce(&mut tokio::process::Command)) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let tools = dir.path().join("tools.toml");
         std::fs::write(&tools, TOOLS).unwrap();
@@ -71,6 +76,7 @@ impl Setup {
             command
                 .env("JOBGRAPH_TOOLS_FILE", &tools)
                 .env_remove("RUST_LOG");
+            configure(command);
         })
         .await;
         let client = reqwest::Client::new();
@@ -354,4 +360,81 @@ async fn bad_tokens_unknown_jobs_and_unreachable_servers_end_with_a_message_and_
     assert_eq!(ran.code, 1, "{ran:?}");
     assert!(ran.stderr.contains("--workspace"), "{ran:?}");
     setup.served.stop().await;
+}
+
+#[tokio::test]
+async fn a_watch_outlives_a_restart_of_the_server() {
+    let setup = Setup::start_with(|command| {
+        // A stopping server hands its running job back at once.
+        command.env("JOBGRAPH_GRACE_SECONDS", "0");
+    })
+    .await;
+    let ran = setup
+        .run(&[
+            "submit",
+            "sleep",
+            "--workspace",
+            &setup.workspace,
+            "--setting",
+            "seconds=3",
+        ])
+        .await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let id = ran.stdout.trim().to_owned();
+    let mut watching = setup
+        .command(&["watch", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watching.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the watch prints the job as it is")
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with(&id), "{first}");
+
+    // Stopped, then served again on the same address and database: the watch finds it and
+    // follows the job, run again, to its end.
+    let (listen, url) = (setup.served.listen.clone(), setup.served.url.clone());
+    let (status, _) = setup.served.stop().await;
+    assert!(status.success(), "{status:?}");
+    let mut again = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"));
+    again
+        .arg("serve")
+        .env("JOBGRAPH_DATA_DIR", setup.dir.path().join("data"))
+        .env("JOBGRAPH_LISTEN", &listen)
+        .env("JOBGRAPH_TOOLS_FILE", setup.dir.path().join("tools.toml"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if url.starts_with("postgres") {
+        again.env("DATABASE_URL", &url);
+    } else {
+        again.env_remove("DATABASE_URL");
+    }
+    let mut again = again.spawn().unwrap();
+
+    let status = tokio::time::timeout(Duration::from_secs(60), watching.wait())
+        .await
+        .expect("the watch ends with the job")
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        rest.push(line);
+    }
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut watching.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{rest:?} {stderr}");
+    assert!(stderr.contains("reconnecting"), "{stderr}");
+    assert!(
+        rest.last()
+            .is_some_and(|line| line.starts_with(&format!("{id} COMPLETED"))),
+        "{rest:?}"
+    );
+    again.kill().await.unwrap();
 }
