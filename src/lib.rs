@@ -5,6 +5,7 @@
 pub mod access;
 pub mod app;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod credits;
 pub mod db;

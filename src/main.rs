@@ -1,7 +1,7 @@
 //! The `jobgraph` command: parses the command line, starts logging, hands off.
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use entity::ids::WorkspaceId;
 use jobgraph::access::Viewer;
 use jobgraph::config::{Config, DatabaseConfig, ServerConfig};
@@ -21,7 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 ///
 /// With no command, serves the API (`jobgraph serve`).
 #[derive(Parser, Debug)]
-#[command(name = "jobgraph", version, args_conflicts_with_subcommands = true)]
+#[command(name = "jobgraph", version)]
 struct Cli {
     /// How log lines are written to stderr: `text` (coloured only on a terminal), or `json`, one
     /// object per line carrying the fields of the request (`request.id`) or job run (`job.id`,
@@ -71,6 +71,8 @@ enum Command {
     /// Manage workspace credits.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Submit, follow, list, cancel and download jobs on a running server, over its API.
+    Job(jobgraph::client::JobArgs),
     /// Runs a command tool's program for a worker, which starts it (see `executors::supervise`).
     #[command(hide = true)]
     Supervise {
@@ -128,16 +130,60 @@ enum CreditsCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse();
     // A supervisor stays a single small process: no runtime, no logging.
     if let Some(Command::Supervise { command }) = &cli.command {
         std::process::exit(jobgraph::executors::supervise::main(command));
+    }
+    // A client of a server: no logging, no database; its exit code says how a job ended.
+    if let Some(Command::Job(args)) = cli.command {
+        let code = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(jobgraph::client::run(args));
+        std::process::exit(code);
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?
         .block_on(run(cli))
+}
+
+/// The command line, or its error printed with exit code 1 (`--help` and `--version`: 0).
+///
+/// Global flags (`--log-format`, `--data-dir`, `--database-url`) may come before or after the
+/// command; the server's flags given before a command are refused, since they would otherwise
+/// be silently ignored (`jobgraph --workers 0 worker`): without a command they are `serve`'s.
+fn parse() -> Cli {
+    let fail = |err: clap::Error| -> ! {
+        let _ = err.print();
+        std::process::exit(if err.use_stderr() { 1 } else { 0 });
+    };
+    let cli = Cli::command();
+    let matches = cli
+        .clone()
+        .try_get_matches()
+        .unwrap_or_else(|err| fail(err));
+    if let Some(command) = matches.subcommand_name() {
+        let misplaced = cli.get_arguments().find(|arg| {
+            !arg.is_global_set()
+                && matches.value_source(arg.get_id().as_str())
+                    == Some(clap::parser::ValueSource::CommandLine)
+        });
+        if let Some(arg) = misplaced {
+            let flag = arg.get_long().unwrap_or_else(|| arg.get_id().as_str());
+            fail(cli.clone().error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--{flag} is a flag of `serve` and `worker`, given after them \
+                     (`jobgraph serve --{flag} ...`), not before `{command}`"
+                ),
+            ));
+        }
+    }
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| fail(err))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -181,7 +227,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(command) => user_command(&database, command).await,
         Command::Token(command) => token_command(&database, command).await,
         Command::Credits(command) => credits_command(&database, command).await,
-        Command::Supervise { .. } => unreachable!("handled before the runtime starts"),
+        Command::Supervise { .. } | Command::Job(_) => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }
 

@@ -116,6 +116,39 @@ fn a_command_that_needs_data_refuses_a_missing_database_and_creates_none() {
     );
 }
 
+#[test]
+fn global_flags_go_before_or_after_the_command_and_server_flags_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("flags.db").display()
+    );
+    for args in [
+        &["--log-format", "json", "schema"][..],
+        &["schema", "--log-format", "json"],
+        &["--log-format=json", "--data-dir", "elsewhere", "schema"],
+    ] {
+        let (ok, stdout, stderr) = jobgraph(&url, dir.path(), args);
+        assert!(
+            ok && stdout == jobgraph::graphql::sdl(),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A server flag before another command would be ignored: refused, with where it goes.
+    let output = Command::new(env!("CARGO_BIN_EXE_jobgraph"))
+        .args(["--workers", "0", "migrate"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--workers is a flag of `serve` and `worker`"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("flags.db").exists(), "migrate ran");
+}
+
 #[tokio::test]
 async fn serve_creates_its_database_prints_a_working_token_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -273,16 +306,16 @@ async fn json_logs_carry_the_request_id_and_the_job_run_of_each_line() {
 }
 
 /// A `jobgraph serve` process on a free port over a fresh database, and its first-start token.
-struct Served {
+pub(crate) struct Served {
     child: tokio::process::Child,
-    url: String,
-    listen: String,
-    token: String,
+    pub(crate) url: String,
+    pub(crate) listen: String,
+    pub(crate) token: String,
 }
 
 impl Served {
     /// Starts it with its data in `dir`, the command as `configure` leaves it.
-    async fn start(
+    pub(crate) async fn start(
         dir: &std::path::Path,
         configure: impl FnOnce(&mut tokio::process::Command),
     ) -> Served {
@@ -319,6 +352,9 @@ impl Served {
         })
         .await
         .expect("a token within 30 s");
+        // The rest of the message comes in later writes: a pipe closed under them would end
+        // the server (a failed print panics), so its stdout is read to the end.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Served {
             child,
             url,
@@ -328,7 +364,7 @@ impl Served {
     }
 
     /// Stops it with SIGTERM (within 15 s): how it exited and what it logged.
-    async fn stop(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) async fn stop(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().unwrap().to_string();
         assert!(
             Command::new("kill")

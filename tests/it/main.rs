@@ -10,6 +10,7 @@ mod graphiql;
 mod hostile;
 mod http_spec;
 mod job_actions;
+mod job_cli;
 mod job_history;
 mod jobs;
 mod live;
