@@ -249,8 +249,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 fn print_first_start(first: &users::FirstAdmin, public_url: &str) {
+    use std::io::Write as _;
     let secret = &first.secret;
-    println!(
+    // Written, not printed: a closed stdout (`jobgraph serve | head -1`) must not stop the
+    // server; the token can be replaced with `jobgraph token create`.
+    let written = writeln!(
+        std::io::stdout().lock(),
         "\nFirst start: created the platform administrator {email}.\n\
          Its API token, shown only this once (keep it, or create another with \
          `jobgraph token create --email {email}`):\n\n    {secret}\n\n\
@@ -260,6 +264,9 @@ fn print_first_start(first: &users::FirstAdmin, public_url: &str) {
          {{\"Authorization\": \"Bearer {secret}\"}} in GraphiQL's Headers tab.\n",
         email = first.user.email,
     );
+    if let Err(err) = written {
+        tracing::warn!(error = %err, "the first-start message could not be written to stdout");
+    }
 }
 
 async fn work(config: Config) -> anyhow::Result<()> {
