@@ -273,16 +273,16 @@ async fn json_logs_carry_the_request_id_and_the_job_run_of_each_line() {
 }
 
 /// A `jobgraph serve` process on a free port over a fresh database, and its first-start token.
-struct Served {
+pub(crate) struct Served {
     child: tokio::process::Child,
-    url: String,
-    listen: String,
-    token: String,
+    pub(crate) url: String,
+    pub(crate) listen: String,
+    pub(crate) token: String,
 }
 
 impl Served {
     /// Starts it with its data in `dir`, the command as `configure` leaves it.
-    async fn start(
+    pub(crate) async fn start(
         dir: &std::path::Path,
         configure: impl FnOnce(&mut tokio::process::Command),
     ) -> Served {
@@ -319,6 +319,8 @@ impl Served {
         })
         .await
         .expect("a token within 30 s");
+        // The rest of what it prints is read too: a closed pipe would fail its next print.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Served {
             child,
             url,
@@ -328,7 +330,7 @@ impl Served {
     }
 
     /// Stops it with SIGTERM (within 15 s): how it exited and what it logged.
-    async fn stop(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) async fn stop(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().unwrap().to_string();
         assert!(
             Command::new("kill")
