@@ -1,7 +1,8 @@
 //! Metrics in the Prometheus text format at `/metrics`: jobs by status and tool, the queue's
 //! depth and oldest job, claim latency, run durations, running jobs per worker, retries,
 //! timeouts, refunds, database statements, GraphQL requests by operation and outcome with their
-//! latency, open websockets and their operations, and rate-limit refusals.
+//! latency, open websockets and their operations, rate-limit refusals, and the use of this
+//! process's database pool.
 //!
 //! Counters and histograms count what this process did; job and queue gauges are read from the
 //! database at each scrape, so every node reports the same totals.
@@ -16,7 +17,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 
 use crate::db::QueryStats;
 use crate::error::Result;
@@ -59,6 +62,11 @@ struct ClientKind {
 /// so that a client cannot grow the metrics without bound.
 const MAX_OPERATION_NAMES: usize = 200;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolState {
+    state: &'static str,
+}
+
 /// This process's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -78,6 +86,8 @@ pub struct Metrics {
     rate_limited: Family<ClientKind, Counter>,
     websockets: Gauge,
     subscriptions: Gauge,
+    pool_connections: Family<PoolState, Gauge>,
+    pool_max: Gauge,
     stats: Arc<QueryStats>,
 }
 
@@ -162,8 +172,22 @@ impl Metrics {
             "Operations running on websockets",
             subscriptions.clone(),
         );
+        let pool_connections = Family::<PoolState, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Open connections of this process's database pool, idle or used",
+            pool_connections.clone(),
+        );
+        let pool_max = Gauge::default();
+        registry.register(
+            "db_pool_max",
+            "The most connections this process's database pool opens",
+            pool_max.clone(),
+        );
         Metrics {
             registry,
+            pool_connections,
+            pool_max,
             requests,
             request_seconds,
             operation_names: Default::default(),
@@ -287,8 +311,17 @@ impl Metrics {
             .set(running as i64);
     }
 
-    /// Reads the job and queue gauges from the database and encodes everything.
-    pub async fn render(&self, db: &impl ConnectionTrait) -> Result<String> {
+    /// Reads the job and queue gauges from the database, the pool's use from the pool, and
+    /// encodes everything.
+    pub async fn render(&self, db: &DatabaseConnection) -> Result<String> {
+        // Read first, so that this scrape's own statements are not counted as use.
+        let pool = crate::db::pool_use(db);
+        for (state, count) in [("idle", pool.idle), ("used", pool.used)] {
+            self.pool_connections
+                .get_or_create(&PoolState { state })
+                .set(i64::from(count));
+        }
+        self.pool_max.set(i64::from(pool.max));
         let counts: Vec<(JobStatus, String, i64)> = job::Entity::find()
             .select_only()
             .column(job::Column::Status)
