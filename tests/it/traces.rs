@@ -262,6 +262,33 @@ async fn spans_continue_the_clients_trace_into_operations_and_job_runs_local_and
     .await
     .unwrap();
 
+    // The example worker hands the trace on with each call for its attempt.
+    let (header, example_trace, _) = new_traceparent(5);
+    graphql(
+        &served,
+        &admin,
+        Some(&header),
+        "mutation SubmitForExample($ws: ID!) { submitJob(input: {workspaceId: $ws, tool: \"quick\"}) { job { id } } }",
+        json!({ "ws": ws }),
+    )
+    .await
+    .unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/remote_worker.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(example)
+        .args(["--url", &format!("http://{}/graphql", served.listen)])
+        .args(["--tool", "quick", "--worker", "example-1", "--max-jobs", "1"])
+        .args(["--poll-seconds", "0.2", "--", "true"])
+        .env("JOBGRAPH_TOKEN", &worker)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "the example failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
     // Stopping the server sends the spans still queued.
     let (status, logs) = served.stop().await;
     assert!(status.success(), "{status:?}: {logs}");
@@ -310,6 +337,22 @@ async fn spans_continue_the_clients_trace_into_operations_and_job_runs_local_and
         spans
             .iter()
             .any(|span| span.name == "mutation Complete" && span.parent_span_id == complete.span_id),
+        "{:?}",
+        names(&spans)
+    );
+
+    let spans = receiver.trace(&example_trace);
+    let submit = named(&spans, "mutation SubmitForExample")
+        .unwrap_or_else(|| panic!("{:?}", names(&spans)));
+    let calls: Vec<&Span> = spans
+        .iter()
+        .filter(|span| span.name == "POST /graphql" && span.parent_span_id == submit.span_id)
+        .collect();
+    // Its completion at least, under the submission's operation.
+    assert!(
+        calls.iter().any(|call| spans
+            .iter()
+            .any(|span| span.name == "mutation" && span.parent_span_id == call.span_id)),
         "{:?}",
         names(&spans)
     );
