@@ -156,6 +156,13 @@ pub fn continue_request(span: &Span, headers: &axum::http::HeaderMap) {
     if !enabled() {
         return;
     }
+    let well_formed = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(well_formed);
+    if !well_formed {
+        return;
+    }
     let parent = TraceContextPropagator::new()
         .extract(&opentelemetry_http::HeaderExtractor(headers));
     if parent.span().span_context().is_valid() {
@@ -163,9 +170,26 @@ pub fn continue_request(span: &Span, headers: &axum::http::HeaderMap) {
     }
 }
 
+/// Whether `traceparent` has the form W3C Trace Context gives it: `version-traceid-parentid-
+/// flags` in lowercase hex of 2, 32, 16 and 2 digits, more fields only after a version above 00,
+/// never version ff. (The propagator also takes shorter ids, padded with zeros: another trace.)
+fn well_formed(traceparent: &str) -> bool {
+    let fields: Vec<&str> = traceparent.split('-').collect();
+    let hex = |field: &str, digits: usize| {
+        field.len() == digits && field.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    fields.len() >= 4
+        && hex(fields[0], 2)
+        && fields[0] != "ff"
+        && (fields.len() == 4 || fields[0] != "00")
+        && hex(fields[1], 32)
+        && hex(fields[2], 16)
+        && hex(fields[3], 2)
+}
+
 /// Makes `span`, not yet entered, continue the trace of `traceparent` (as `traceparent` gave it).
 pub fn continue_from(span: &Span, traceparent: Option<&str>) {
-    let Some(traceparent) = traceparent.filter(|_| enabled()) else {
+    let Some(traceparent) = traceparent.filter(|value| enabled() && well_formed(value)) else {
         return;
     };
     let carrier = HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
@@ -222,6 +246,25 @@ impl opentelemetry_http::HttpClient for Http {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_well_formed_traceparents_are_read() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert!(well_formed(&format!("00-{id}-00f067aa0ba902b7-01")));
+        assert!(well_formed(&format!("01-{id}-00f067aa0ba902b7-01-future")));
+        for wrong in [
+            String::new(),
+            format!("00-{id}-00f067aa0ba902b7-01-more"),
+            format!("ff-{id}-00f067aa0ba902b7-01"),
+            format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase()),
+            "00-4bf92f35-00f067aa0ba902b7-01".to_owned(),
+            format!("00-{id}-00f067aa0ba9-01"),
+            format!("00-{id}-00f067aa0ba902b7-1"),
+            format!("0-{id}-00f067aa0ba902b7-01"),
+        ] {
+            assert!(!well_formed(&wrong), "{wrong}");
+        }
+    }
 
     #[test]
     fn spans_are_posted_under_the_base_url() {

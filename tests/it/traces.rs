@@ -31,13 +31,13 @@ price = { base = 0 }
 
 /// An OTLP/HTTP receiver on a free port: the spans it was sent, with their service's name.
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     spans: Arc<Mutex<Vec<(String, Span)>>>,
 }
 
 impl Receiver {
     /// Starts it; returns its base URL.
-    async fn start(&self) -> String {
+    pub(crate) async fn start(&self) -> String {
         let spans = self.spans.clone();
         let app = axum::Router::new().route(
             "/v1/traces",
@@ -69,7 +69,7 @@ impl Receiver {
     }
 
     /// The spans received of the trace `trace_id` (hex).
-    fn trace(&self, trace_id: &str) -> Vec<Span> {
+    pub(crate) fn trace(&self, trace_id: &str) -> Vec<Span> {
         self.spans
             .lock()
             .unwrap()
@@ -77,6 +77,12 @@ impl Receiver {
             .filter(|(_, span)| hex::encode(&span.trace_id) == trace_id)
             .map(|(_, span)| span.clone())
             .collect()
+    }
+
+    /// Every span received.
+    pub(crate) fn all(&self) -> Vec<Span> {
+        let spans = self.spans.lock().unwrap();
+        spans.iter().map(|(_, span)| span.clone()).collect()
     }
 
     fn services(&self) -> Vec<String> {
@@ -93,7 +99,7 @@ fn text(value: &any_value::Value) -> Option<String> {
 }
 
 /// The value of a span's attribute, as JSON.
-fn attribute(span: &Span, key: &str) -> Value {
+pub(crate) fn attribute(span: &Span, key: &str) -> Value {
     let value = span
         .attributes
         .iter()
