@@ -178,7 +178,10 @@ fn start_logging(format: LogFormat, traces: Option<&jobgraph::telemetry::Traces>
             .with(logs.with_filter(filter))
             .with(traces.layer())
             .init(),
-        None => tracing_subscriber::registry().with(logs).with(filter).init(),
+        None => tracing_subscriber::registry()
+            .with(logs)
+            .with(filter)
+            .init(),
     }
 }
 

@@ -163,8 +163,8 @@ pub fn continue_request(span: &Span, headers: &axum::http::HeaderMap) {
     if !well_formed {
         return;
     }
-    let parent = TraceContextPropagator::new()
-        .extract(&opentelemetry_http::HeaderExtractor(headers));
+    let parent =
+        TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers));
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }
@@ -176,7 +176,10 @@ pub fn continue_request(span: &Span, headers: &axum::http::HeaderMap) {
 fn well_formed(traceparent: &str) -> bool {
     let fields: Vec<&str> = traceparent.split('-').collect();
     let hex = |field: &str, digits: usize| {
-        field.len() == digits && field.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        field.len() == digits
+            && field
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     };
     fields.len() >= 4
         && hex(fields[0], 2)

@@ -80,11 +80,11 @@ pub fn build(
     }
     schema
         .data(db)
-    .data(config)
-    .data(catalog)
-    .data(tokens)
-    .data(standings)
-    .data(bus)
+        .data(config)
+        .data(catalog)
+        .data(tokens)
+        .data(standings)
+        .data(bus)
 }
 
 /// The schema in SDL, as `schema.graphql` holds it.

@@ -14,10 +14,10 @@ mod websocket;
 use axum::Router;
 use axum::http::Request;
 use axum::routing::get;
+use std::time::Duration;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use std::time::Duration;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::app::AppState;

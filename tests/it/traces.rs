@@ -217,7 +217,10 @@ async fn spans_continue_the_clients_trace_into_operations_and_job_runs_local_and
     )
     .await
     .unwrap();
-    let job = submitted["submitJob"]["job"]["id"].as_str().unwrap().to_owned();
+    let job = submitted["submitJob"]["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     eventually(WAIT, "the job completes", || async {
         let read = graphql(
             &served,
@@ -299,7 +302,14 @@ async fn spans_continue_the_clients_trace_into_operations_and_job_runs_local_and
     let output = tokio::process::Command::new("python3")
         .arg(example)
         .args(["--url", &format!("http://{}/graphql", served.listen)])
-        .args(["--tool", "quick", "--worker", "example-1", "--max-jobs", "1"])
+        .args([
+            "--tool",
+            "quick",
+            "--worker",
+            "example-1",
+            "--max-jobs",
+            "1",
+        ])
         .args(["--poll-seconds", "0.2", "--", "true"])
         .env("JOBGRAPH_TOKEN", &worker)
         .output()
@@ -323,13 +333,21 @@ async fn spans_continue_the_clients_trace_into_operations_and_job_runs_local_and
     let operation =
         named(&spans, "mutation CreateLab").unwrap_or_else(|| panic!("{:?}", names(&spans)));
     assert_eq!(operation.parent_span_id, request.span_id);
-    assert_eq!(attribute(operation, "graphql.operation.type"), json!("mutation"));
-    assert_eq!(attribute(operation, "graphql.operation.name"), json!("CreateLab"));
+    assert_eq!(
+        attribute(operation, "graphql.operation.type"),
+        json!("mutation")
+    );
+    assert_eq!(
+        attribute(operation, "graphql.operation.name"),
+        json!("CreateLab")
+    );
     let commit = named(&spans, "db.commit").unwrap_or_else(|| panic!("{:?}", names(&spans)));
     assert_eq!(commit.trace_id, operation.trace_id);
     // No span per field.
     assert!(
-        !spans.iter().any(|span| span.name.contains("createWorkspace")),
+        !spans
+            .iter()
+            .any(|span| span.name.contains("createWorkspace")),
         "{:?}",
         names(&spans)
     );
@@ -364,8 +382,8 @@ async fn spans_continue_the_clients_trace_into_operations_and_job_runs_local_and
     );
 
     let spans = receiver.trace(&example_trace);
-    let submit = named(&spans, "mutation SubmitForExample")
-        .unwrap_or_else(|| panic!("{:?}", names(&spans)));
+    let submit =
+        named(&spans, "mutation SubmitForExample").unwrap_or_else(|| panic!("{:?}", names(&spans)));
     let calls: Vec<&Span> = spans
         .iter()
         .filter(|span| span.name == "POST /graphql" && span.parent_span_id == submit.span_id)
@@ -381,7 +399,9 @@ async fn spans_continue_the_clients_trace_into_operations_and_job_runs_local_and
 
     let services = receiver.services();
     assert!(
-        services.iter().all(|service| service == "jobgraph-under-test"),
+        services
+            .iter()
+            .all(|service| service == "jobgraph-under-test"),
         "{services:?}"
     );
 }

@@ -26,11 +26,26 @@ async fn malformed_traceparents_are_ignored_and_start_new_traces() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", b"not a trace".to_vec()),
         ("empty", Vec::new()),
-        ("zero trace id", b"00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_vec()),
-        ("zero span id", format!("00-{TRACE_ID}-0000000000000000-01").into_bytes()),
-        ("forbidden version", format!("ff-{TRACE_ID}-00f067aa0ba902b7-01").into_bytes()),
-        ("short trace id", b"00-4bf92f35-00f067aa0ba902b7-01".to_vec()),
-        ("not hex", format!("00-{}-00f067aa0ba902b7-01", "z".repeat(32)).into_bytes()),
+        (
+            "zero trace id",
+            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_vec(),
+        ),
+        (
+            "zero span id",
+            format!("00-{TRACE_ID}-0000000000000000-01").into_bytes(),
+        ),
+        (
+            "forbidden version",
+            format!("ff-{TRACE_ID}-00f067aa0ba902b7-01").into_bytes(),
+        ),
+        (
+            "short trace id",
+            b"00-4bf92f35-00f067aa0ba902b7-01".to_vec(),
+        ),
+        (
+            "not hex",
+            format!("00-{}-00f067aa0ba902b7-01", "z".repeat(32)).into_bytes(),
+        ),
         ("version 00 with more fields", long.into_bytes()),
         ("latin-1 bytes", b"00-\xe9\xe9-00f067aa0ba902b7-01".to_vec()),
     ];
@@ -38,20 +53,26 @@ async fn malformed_traceparents_are_ignored_and_start_new_traces() {
     crate::traces::warm_up(&served).await;
     for (name, header) in &cases {
         let response = client
-                .post(format!("http://{}/graphql", served.listen))
-                .bearer_auth(&served.token)
-                .header("x-request-id", format!("hostile-{}", name.replace(' ', "-")))
-                .header(
-                    "traceparent",
-                    reqwest::header::HeaderValue::from_bytes(header).unwrap(),
-                )
-                .json(&json!({ "query": "{ viewer { isAuthenticated } }" }))
-                .send()
-                .await
-                .unwrap();
+            .post(format!("http://{}/graphql", served.listen))
+            .bearer_auth(&served.token)
+            .header(
+                "x-request-id",
+                format!("hostile-{}", name.replace(' ', "-")),
+            )
+            .header(
+                "traceparent",
+                reqwest::header::HeaderValue::from_bytes(header).unwrap(),
+            )
+            .json(&json!({ "query": "{ viewer { isAuthenticated } }" }))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{name}");
         let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(body["data"]["viewer"]["isAuthenticated"], true, "{name}: {body}");
+        assert_eq!(
+            body["data"]["viewer"]["isAuthenticated"], true,
+            "{name}: {body}"
+        );
     }
     let (status, logs) = served.stop().await;
     assert!(status.success(), "{status:?}: {logs}");
@@ -62,7 +83,15 @@ async fn malformed_traceparents_are_ignored_and_start_new_traces() {
         let request = spans
             .iter()
             .find(|span| attribute(span, "request.id") == json!(id))
-            .unwrap_or_else(|| panic!("{name}: no request span among {:?}", spans.iter().map(|s| (s.name.clone(), attribute(s, "request.id"))).collect::<Vec<_>>()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{name}: no request span among {:?}",
+                    spans
+                        .iter()
+                        .map(|s| (s.name.clone(), attribute(s, "request.id")))
+                        .collect::<Vec<_>>()
+                )
+            });
         assert!(request.parent_span_id.is_empty(), "{name}: {request:?}");
         assert_eq!(request.trace_id.len(), 16, "{name}");
         assert!(request.trace_id.iter().any(|byte| *byte != 0), "{name}");
