@@ -227,7 +227,12 @@ impl Transaction {
     }
 
     /// Runs the effects' statements, commits, then sends the effects' signals.
-    #[tracing::instrument(level = "debug", name = "db.commit", skip_all)]
+    #[tracing::instrument(
+        target = "jobgraph::spans",
+        level = "debug",
+        name = "db.commit",
+        skip_all
+    )]
     pub async fn commit(self) -> Result<(), DbErr> {
         let mut effects = self
             .effects
@@ -284,7 +289,12 @@ impl ConnectionTrait for Transaction {
 /// itself makes a writer that finds the lock taken sleep and retry (1, 2, 5, 10 ms and longer),
 /// which left the database idle between transactions whenever a worker's claims, its
 /// completions and the live bus wrote at once.
-#[tracing::instrument(level = "debug", name = "db.begin", skip_all)]
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "db.begin",
+    skip_all
+)]
 pub async fn begin_write(db: &DatabaseConnection) -> Result<Transaction, DbErr> {
     let (inner, turn) = match db.get_database_backend() {
         DatabaseBackend::Sqlite => {

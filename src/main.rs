@@ -173,10 +173,19 @@ fn start_logging(format: LogFormat, traces: Option<&jobgraph::telemetry::Traces>
             .boxed(),
     };
     match traces {
-        // The filter then applies to the logs only: the exporter has its own.
+        // The spans of traces are enabled too; they only add context to log lines. (With the
+        // filter on the logs alone, a per-layer filter, some of the exporter's spans went
+        // missing on the multi-threaded runtime.)
         Some(traces) => tracing_subscriber::registry()
-            .with(logs.with_filter(filter))
+            .with(logs)
             .with(traces.layer())
+            .with(
+                filter.add_directive(
+                    format!("{}=debug", jobgraph::telemetry::SPANS)
+                        .parse()
+                        .expect("a valid directive"),
+                ),
+            )
             .init(),
         None => tracing_subscriber::registry()
             .with(logs)

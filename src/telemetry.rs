@@ -4,7 +4,7 @@
 //! request to the jobs it submits and to the workers, local or remote, that run them.
 //!
 //! Without an endpoint nothing of OpenTelemetry runs: `enabled()` is false, the helpers below
-//! return at once, and the spans only traces use (`DEBUG` ones) stay disabled.
+//! return at once, and the spans only traces use (target `SPANS`, `DEBUG`) stay disabled.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +25,10 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::TraceConfig;
+
+/// The target of the spans only traces use (operations, database work), at `DEBUG`: enabled
+/// when traces are exported, whatever `RUST_LOG` says of the rest.
+pub const SPANS: &str = "jobgraph::spans";
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 

@@ -87,6 +87,7 @@ impl Extension for Operation {
             None => kind.to_owned(),
         };
         let span = tracing::debug_span!(
+            target: crate::telemetry::SPANS,
             "graphql",
             otel.name = %span_name,
             graphql.operation.type = kind,
