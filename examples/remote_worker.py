@@ -44,7 +44,7 @@ import uuid
 
 CLAIM = """mutation($worker: String!, $tools: [String!]!, $limit: Int, $lease: Int) {
   claimJobs(input: {worker: $worker, tools: $tools, limit: $limit, leaseSeconds: $lease}) {
-    jobs { id tool attempt attemptToken timeoutSeconds settings
+    jobs { id tool attempt attemptToken traceparent timeoutSeconds settings
            inputs { name kind text file { name downloadUrl } } }
   }
 }"""
@@ -80,12 +80,19 @@ class Client:
         self.url = url
         self.token = token
 
-    def _send(self, body, content_type):
+    def _headers(self, traceparent):
+        """The token, and the job's trace context so that the server's spans join its trace."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if traceparent:
+            headers["traceparent"] = traceparent
+        return headers
+
+    def _send(self, body, content_type, traceparent=None):
         request = urllib.request.Request(
             self.url,
             data=body,
             headers={
-                "Authorization": f"Bearer {self.token}",
+                **self._headers(traceparent),
                 "Content-Type": content_type,
                 "Accept": "application/json",
             },
@@ -101,11 +108,11 @@ class Client:
             raise ApiError(code, errors[0].get("message", ""))
         return answer["data"]
 
-    def call(self, query, **variables):
+    def call(self, query, traceparent=None, **variables):
         body = json.dumps({"query": query, "variables": variables}).encode()
-        return self._send(body, "application/json")
+        return self._send(body, "application/json", traceparent)
 
-    def call_with_files(self, query, variables, files_variable, paths):
+    def call_with_files(self, query, variables, files_variable, paths, traceparent=None):
         """A GraphQL multipart request: `variables[files_variable]` becomes the files."""
         variables = dict(variables)
         variables[files_variable] = [None] * len(paths)
@@ -128,10 +135,10 @@ class Client:
             with open(path, "rb") as f:
                 field(str(i), f.read(), os.path.basename(path))
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        return self._send(body, f"multipart/form-data; boundary={boundary}")
+        return self._send(body, f"multipart/form-data; boundary={boundary}", traceparent)
 
-    def download(self, url, path):
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.token}"})
+    def download(self, url, path, traceparent=None):
+        request = urllib.request.Request(url, headers=self._headers(traceparent))
         with urllib.request.urlopen(request, timeout=300) as response, open(path, "wb") as out:
             shutil.copyfileobj(response, out)
 
@@ -147,6 +154,8 @@ class Attempt:
         self.client = client
         self.job = job
         self.token = job["attemptToken"]
+        # The trace of the job's submission, when the server exports traces.
+        self.traceparent = job.get("traceparent")
         self.every = max(1.0, lease_seconds / 3)
         self.over = threading.Event()  # cancelled or stale: stop the run
         self.done = threading.Event()
@@ -164,7 +173,7 @@ class Attempt:
     def _beat(self):
         while not self.done.wait(self.every):
             try:
-                answer = self.client.call(HEARTBEAT, a=self.token)["heartbeatJob"]
+                answer = self.client.call(HEARTBEAT, self.traceparent, a=self.token)["heartbeatJob"]
                 if answer["cancelled"]:
                     log(f"job {self.job['id']} was cancelled")
                     self.stop()
@@ -184,7 +193,9 @@ class Attempt:
 
     def report(self, progress, stage=None):
         try:
-            answer = self.client.call(PROGRESS, a=self.token, p=progress, s=stage)
+            answer = self.client.call(
+                PROGRESS, self.traceparent, a=self.token, p=progress, s=stage
+            )
             if answer["reportJobProgress"]["cancelled"]:
                 self.stop()
         except ApiError as err:
@@ -204,7 +215,7 @@ def prepare(client, job, workdir):
     for item in job["inputs"]:
         path = os.path.join(workdir, "inputs", item["name"])
         if item.get("file"):
-            client.download(item["file"]["downloadUrl"], path)
+            client.download(item["file"]["downloadUrl"], path, job.get("traceparent"))
         else:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(item.get("text") or "")
@@ -286,7 +297,7 @@ def run_command(command, job, workdir, inputs, attempt):
 
 def fail(client, job, attempt, message, transient):
     try:
-        client.call(FAIL, a=attempt.token, m=message, t=transient)
+        client.call(FAIL, attempt.traceparent, a=attempt.token, m=message, t=transient)
         log(f"job {job['id']} failed ({'transient' if transient else 'permanent'}): {message}")
     except (ApiError, OSError) as err:
         log(f"job {job['id']}: failing it was refused: {err}")
@@ -311,7 +322,11 @@ def run_job(client, job, command, lease_seconds, stopping):
                     if os.path.isfile(os.path.join(outputs_dir, name))
                 )
                 client.call_with_files(
-                    COMPLETE, {"a": attempt.token, "result": result}, "outputs", outputs
+                    COMPLETE,
+                    {"a": attempt.token, "result": result},
+                    "outputs",
+                    outputs,
+                    attempt.traceparent,
                 )
                 log(f"job {job['id']} completed")
             except Stale:

@@ -47,6 +47,47 @@ impl DatabaseConfig {
     }
 }
 
+/// Where traces go. Shared by every command that serves or works.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TraceConfig {
+    /// An OpenTelemetry collector's OTLP/HTTP base URL (`http://collector:4318`): spans of
+    /// requests, GraphQL operations, database work and job runs are sent to its `/v1/traces`.
+    /// Default: `OTEL_EXPORTER_OTLP_ENDPOINT`, else no traces at all.
+    #[arg(long, env = "JOBGRAPH_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+
+    /// The `service.name` the spans carry.
+    #[arg(
+        long,
+        env = "OTEL_SERVICE_NAME",
+        default_value = "jobgraph",
+        global = true
+    )]
+    pub otlp_service_name: String,
+}
+
+impl TraceConfig {
+    /// Takes the standard `OTEL_EXPORTER_OTLP_ENDPOINT` when no endpoint was given, and checks
+    /// the endpoint.
+    pub fn validate(&mut self) -> anyhow::Result<()> {
+        if self.otlp_endpoint.is_none() {
+            self.otlp_endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
+        }
+        self.otlp_endpoint = self
+            .otlp_endpoint
+            .take()
+            .filter(|endpoint| !endpoint.trim().is_empty());
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let url = url::Url::parse(endpoint)
+                .with_context(|| format!("--otlp-endpoint `{endpoint}` is not a URL"))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                bail!("--otlp-endpoint must start with http:// or https://, got `{endpoint}`");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// How the server runs.
 #[derive(Args, Debug, Clone)]
 pub struct ServerConfig {

@@ -57,6 +57,33 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     Ok(db)
 }
 
+/// How a pool's connections are used at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUse {
+    /// Open and idle.
+    pub idle: u32,
+    /// Open and lent to a statement or transaction.
+    pub used: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
+/// How `db`'s pool is used now.
+pub fn pool_use(db: &DatabaseConnection) -> PoolUse {
+    fn of<D: sea_orm::sqlx::Database>(pool: &sea_orm::sqlx::Pool<D>) -> PoolUse {
+        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX);
+        PoolUse {
+            idle,
+            used: pool.size().saturating_sub(idle),
+            max: pool.options().get_max_connections(),
+        }
+    }
+    match db.get_database_backend() {
+        DatabaseBackend::Sqlite => of(db.get_sqlite_connection_pool()),
+        _ => of(db.get_postgres_connection_pool()),
+    }
+}
+
 /// The file a SQLite URL names, if it names one.
 pub fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url
@@ -200,6 +227,12 @@ impl Transaction {
     }
 
     /// Runs the effects' statements, commits, then sends the effects' signals.
+    #[tracing::instrument(
+        target = "jobgraph::spans",
+        level = "debug",
+        name = "db.commit",
+        skip_all
+    )]
     pub async fn commit(self) -> Result<(), DbErr> {
         let mut effects = self
             .effects
@@ -256,6 +289,12 @@ impl ConnectionTrait for Transaction {
 /// itself makes a writer that finds the lock taken sleep and retry (1, 2, 5, 10 ms and longer),
 /// which left the database idle between transactions whenever a worker's claims, its
 /// completions and the live bus wrote at once.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "db.begin",
+    skip_all
+)]
 pub async fn begin_write(db: &DatabaseConnection) -> Result<Transaction, DbErr> {
     let (inner, turn) = match db.get_database_backend() {
         DatabaseBackend::Sqlite => {

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pagination;
 pub mod queue;
 pub mod store;
+pub mod telemetry;
 pub mod tools;
 pub mod users;
 pub mod workspaces;

@@ -4,12 +4,14 @@ use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use entity::ids::WorkspaceId;
 use jobgraph::access::Viewer;
-use jobgraph::config::{Config, DatabaseConfig, ServerConfig};
+use jobgraph::config::{Config, DatabaseConfig, ServerConfig, TraceConfig};
 use jobgraph::ids;
 use jobgraph::{App, users};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// mimalloc: a request allocates many small short-lived values (documents, rows, JSON), where
 /// it is markedly faster than the system allocator. The binary chooses it; the library leaves
@@ -34,6 +36,9 @@ struct Cli {
         global = true
     )]
     log_format: LogFormat,
+
+    #[command(flatten)]
+    traces: TraceConfig,
 
     #[command(flatten)]
     database: DatabaseConfig,
@@ -186,25 +191,56 @@ fn parse() -> Cli {
     Cli::from_arg_matches(&matches).unwrap_or_else(|err| fail(err))
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn")),
-        )
-        .with_writer(std::io::stderr);
-    match cli.log_format {
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    cli.traces.validate()?;
+    let traces = jobgraph::telemetry::Traces::start(&cli.traces)?;
+    start_logging(cli.log_format, traces.as_ref());
+    let result = run_command(cli).await;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    result
+}
+
+/// Logs to stderr in `format`, and spans to the OTLP exporter when traces are on.
+fn start_logging(format: LogFormat, traces: Option<&jobgraph::telemetry::Traces>) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
         LogFormat::Text => logs
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+            .boxed(),
         LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(true)
+            .boxed(),
+    };
+    match traces {
+        // The spans of traces are enabled too; they only add context to log lines. (With the
+        // filter on the logs alone, a per-layer filter, some of the exporter's spans went
+        // missing on the multi-threaded runtime.)
+        Some(traces) => tracing_subscriber::registry()
+            .with(logs)
+            .with(traces.layer())
+            .with(
+                filter.add_directive(
+                    format!("{}=debug", jobgraph::telemetry::SPANS)
+                        .parse()
+                        .expect("a valid directive"),
+                ),
+            )
+            .init(),
+        None => tracing_subscriber::registry()
+            .with(logs)
+            .with(filter)
             .init(),
     }
+}
 
+async fn run_command(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::Serve(cli.server));
     let mut database = cli.database;
     database.validate()?;

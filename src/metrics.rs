@@ -1,7 +1,8 @@
 //! Metrics in the Prometheus text format at `/metrics`: jobs by status and tool, the queue's
 //! depth and oldest job, retries and refunds, claim latency, run durations, running jobs per
-//! worker, database statements, GraphQL requests by operation and outcome with their
-//! latency, open websockets and their operations, and rate-limit refusals.
+//! worker, database statements, GraphQL requests by operation and outcome with their latency,
+//! open websockets and their operations, rate-limit refusals, and the use of this process's
+//! database pool.
 //!
 //! Counters and histograms count what this process did. Job and queue figures, retries and
 //! refunds among them, are read from the database at each scrape, so every node reports the same
@@ -18,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::db::QueryStats;
 use crate::error::Result;
@@ -78,6 +79,11 @@ pub fn outcome(response: &async_graphql::Response) -> &'static str {
 /// so that a client cannot grow the metrics without bound.
 const MAX_OPERATION_NAMES: usize = 200;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolState {
+    state: &'static str,
+}
+
 /// This process's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -96,6 +102,8 @@ pub struct Metrics {
     rate_limited: Family<ClientKind, Counter>,
     websockets: Gauge,
     subscriptions: Gauge,
+    pool_connections: Family<PoolState, Gauge>,
+    pool_max: Gauge,
     stats: Arc<QueryStats>,
 }
 
@@ -182,8 +190,22 @@ impl Metrics {
             "Operations running on websockets",
             subscriptions.clone(),
         );
+        let pool_connections = Family::<PoolState, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Open connections of this process's database pool, idle or used",
+            pool_connections.clone(),
+        );
+        let pool_max = Gauge::default();
+        registry.register(
+            "db_pool_max",
+            "The most connections this process's database pool opens",
+            pool_max.clone(),
+        );
         Metrics {
             registry,
+            pool_connections,
+            pool_max,
             requests,
             request_seconds,
             operation_names: Default::default(),
@@ -294,8 +316,17 @@ impl Metrics {
             .set(running as i64);
     }
 
-    /// Reads the job and queue gauges from the database and encodes everything.
-    pub async fn render(&self, db: &impl ConnectionTrait) -> Result<String> {
+    /// Reads the job and queue gauges from the database, the pool's use from the pool, and
+    /// encodes everything.
+    pub async fn render(&self, db: &DatabaseConnection) -> Result<String> {
+        // Read first, so that this scrape's own statements are not counted as use.
+        let pool = crate::db::pool_use(db);
+        for (state, count) in [("idle", pool.idle), ("used", pool.used)] {
+            self.pool_connections
+                .get_or_create(&PoolState { state })
+                .set(i64::from(count));
+        }
+        self.pool_max.set(i64::from(pool.max));
         // One pass over the jobs: how many of each status and tool, the attempts before each
         // job's current one (each ended in RETRY), and the jobs refunded.
         let counts: Vec<(JobStatus, String, i64, i64, i64)> = job::Entity::find()

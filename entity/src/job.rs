@@ -95,6 +95,9 @@ pub struct Model {
     pub worker_id: Option<String>,
     pub lease_expires_at: Option<DateTimeUtc>,
     pub heartbeat_at: Option<DateTimeUtc>,
+    /// The W3C `traceparent` of the request that submitted the job, when traces are exported:
+    /// its runs continue that trace.
+    pub trace_parent: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -43,6 +43,12 @@ pub struct Entry {
 ///
 /// INSUFFICIENT_CREDITS if the balance would go below zero; CONFLICT if the job already has an
 /// entry of this kind.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "ledger.append",
+    skip_all
+)]
 pub async fn append(
     tx: &crate::db::Transaction,
     entry: Entry,
@@ -60,6 +66,12 @@ pub async fn append(
 /// INSUFFICIENT_CREDITS (for the sum) if the balance would go below zero; CONFLICT if a job
 /// already has an entry of its kind. Entries of one sign never take any `balance_after` below
 /// zero.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "ledger.append_all",
+    skip_all
+)]
 pub async fn append_all(
     tx: &crate::db::Transaction,
     entries: Vec<Entry>,
@@ -276,6 +288,12 @@ async fn check_room(tx: &db::Transaction, workspace_id: WorkspaceId, amount: i64
 }
 
 /// A workspace's ledger, newest first.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "ledger.list",
+    skip_all
+)]
 pub async fn list(
     db: &impl ConnectionTrait,
     workspace: WorkspaceRef,

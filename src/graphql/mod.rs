@@ -14,6 +14,7 @@ mod loaders;
 mod node;
 pub mod persisted;
 mod scalars;
+mod traces;
 mod users;
 pub mod worker;
 mod workspaces;
@@ -66,20 +67,24 @@ pub fn build(
     standings: Arc<crate::access::StandingCache>,
     bus: crate::live::Bus,
 ) -> SchemaBuilder<Query, Mutation, Subscription> {
-    Schema::build(
+    let mut schema = Schema::build(
         Query::default(),
         Mutation::default(),
         Subscription::default(),
     )
     .limit_depth(config.max_query_depth)
     .limit_complexity(config.max_query_complexity)
-    .extension(codes::Codes)
-    .data(db)
-    .data(config)
-    .data(catalog)
-    .data(tokens)
-    .data(standings)
-    .data(bus)
+    .extension(codes::Codes);
+    if crate::telemetry::enabled() {
+        schema = schema.extension(traces::Traces);
+    }
+    schema
+        .data(db)
+        .data(config)
+        .data(catalog)
+        .data(tokens)
+        .data(standings)
+        .data(bus)
 }
 
 /// The schema in SDL, as `schema.graphql` holds it.

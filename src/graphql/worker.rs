@@ -135,6 +135,13 @@ impl ClaimedJobView {
             .map(|tool| i64::try_from(tool.timeout_seconds).unwrap_or(i64::MAX))
     }
 
+    /// The W3C trace context of the request that submitted the job, when the server exports
+    /// traces: send it as the `traceparent` header of this attempt's calls, and make the run's
+    /// own spans its children, so the run continues the submission's trace.
+    async fn traceparent(&self) -> Option<&str> {
+        self.0.job.trace_parent.as_deref()
+    }
+
     /// The settings, with the tool's defaults filled in.
     async fn settings(&self) -> Json<serde_json::Value> {
         Json(self.0.job.settings.clone())

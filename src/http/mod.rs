@@ -14,10 +14,11 @@ mod websocket;
 use axum::Router;
 use axum::http::Request;
 use axum::routing::get;
+use std::time::Duration;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::app::AppState;
 
@@ -43,7 +44,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .fallback(health::not_found)
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(on_response),
+        )
         .layer(SetRequestIdLayer::x_request_id(NewRequestId))
         .with_state(state)
 }
@@ -71,10 +76,43 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
         .and_then(|id| id.to_str().ok())
         .map(|id| id.chars().take(64).collect::<String>())
         .unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         request.id = %id,
         method = %request.method(),
         path = %request.uri().path(),
-    )
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if crate::telemetry::enabled() {
+        // Named by its route, not its path, which may hold ids.
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or("", |route| route.as_str());
+        span.record(
+            "otel.name",
+            format!("{} {route}", request.method()).trim_end(),
+        );
+        span.record("otel.kind", "server");
+        crate::telemetry::continue_request(&span, request.headers());
+    }
+    span
+}
+
+/// Logs a response as tower-http does, and gives its status to the request's span when traces
+/// are exported.
+fn on_response<B>(response: &axum::http::Response<B>, latency: Duration, span: &tracing::Span) {
+    if crate::telemetry::enabled() {
+        span.record(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        );
+        if response.status().is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+    tower_http::trace::OnResponse::on_response(DefaultOnResponse::new(), response, latency, span);
 }

@@ -199,6 +199,12 @@ const SUBMITTER: &str = "submitter__";
 
 /// A page of a workspace's jobs, newest first, with their submitters when `with_submitters`:
 /// one statement either way.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "history.list",
+    skip_all
+)]
 pub async fn list(
     db: &impl ConnectionTrait,
     workspace: WorkspaceRef,
@@ -255,6 +261,12 @@ pub async fn list(
 }
 
 /// The number of jobs per status, optionally of one submitter only.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "history.counts",
+    skip_all
+)]
 pub async fn counts(
     db: &impl ConnectionTrait,
     workspace: WorkspaceRef,
@@ -270,6 +282,12 @@ pub async fn counts(
 }
 
 /// A job's timeline, oldest first.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "history.timeline",
+    skip_all
+)]
 pub async fn timeline(db: &impl ConnectionTrait, job_id: JobId) -> Result<Vec<job_event::Model>> {
     Ok(job_event::Entity::find_of_job(job_id)
         .order_by_asc(job_event::Column::Id)
@@ -278,6 +296,12 @@ pub async fn timeline(db: &impl ConnectionTrait, job_id: JobId) -> Result<Vec<jo
 }
 
 /// The jobs retried or duplicated from a job that the viewer may read, oldest first.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "history.derived",
+    skip_all
+)]
 pub async fn derived(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
@@ -381,6 +405,12 @@ pub fn batch_jobs(id: BatchId) -> sea_orm::Select<job::Entity> {
 }
 
 /// Loads a batch of a workspace the viewer can read. NOT_FOUND otherwise.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "history.batch",
+    skip_all
+)]
 pub async fn batch(
     db: &impl ConnectionTrait,
     viewer: &Viewer,

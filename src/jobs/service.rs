@@ -239,6 +239,8 @@ async fn insert_jobs(
     new: Vec<NewJob>,
 ) -> Result<Vec<job::Model>> {
     let now = Utc::now();
+    // The trace of the submitting request, which the jobs' runs continue.
+    let trace_parent = crate::telemetry::traceparent(&tracing::Span::current());
     let mut rows = Vec::with_capacity(new.len());
     let mut stored = Vec::new();
     for NewJob {
@@ -292,6 +294,7 @@ async fn insert_jobs(
             worker_id: Set(None),
             lease_expires_at: Set(None),
             heartbeat_at: Set(None),
+            trace_parent: Set(trace_parent.clone()),
         });
     }
     let mut jobs = Vec::with_capacity(rows.len());

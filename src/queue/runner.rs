@@ -297,8 +297,18 @@ async fn execute(worker: Arc<Worker>, completions: Completions, job: job::Model)
     // Instrumented rather than entered: a span entered by a guard stays entered on the thread
     // while the run awaits, and other tasks' events then appear inside it (with enough runs,
     // the stack of spans entered on one thread overflowed the thread's stack).
-    let span =
-        tracing::info_span!("job", job.id = %job.id, attempt = job.attempt, tool = %job.tool);
+    let span = tracing::info_span!(
+        "job",
+        job.id = %job.id,
+        attempt = job.attempt,
+        tool = %job.tool,
+        otel.name = tracing::field::Empty,
+    );
+    if crate::telemetry::enabled() {
+        // The run continues the trace of the request that submitted the job.
+        span.record("otel.name", format!("run {}", job.tool));
+        crate::telemetry::continue_from(&span, job.trace_parent.as_deref());
+    }
     run_to_end(worker, completions, job).instrument(span).await;
 }
 

@@ -118,6 +118,7 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
         worker_id: None,
         lease_expires_at: None,
         heartbeat_at: None,
+        trace_parent: None,
     };
     for (i, column) in columns.iter().enumerate() {
         match column {
@@ -156,6 +157,7 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
             C::WorkerId => job.worker_id = row.try_get_by_index(i)?,
             C::LeaseExpiresAt => job.lease_expires_at = row.try_get_by_index(i)?,
             C::HeartbeatAt => job.heartbeat_at = row.try_get_by_index(i)?,
+            C::TraceParent => job.trace_parent = row.try_get_by_index(i)?,
         }
     }
     Ok(job)

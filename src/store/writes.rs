@@ -20,6 +20,12 @@ use crate::db::Transaction;
 use crate::error::{Error, Result};
 
 /// Inserts new jobs with their keys (`job_keys`), and returns the jobs as written.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.insert_jobs",
+    skip_all
+)]
 pub async fn insert_jobs(tx: &Transaction, new: Vec<job::ActiveModel>) -> Result<Vec<job::Model>> {
     let jobs = match Dialect::of(tx) {
         Dialect::Postgres => postgres::insert_jobs(tx, new).await?,
@@ -29,6 +35,12 @@ pub async fn insert_jobs(tx: &Transaction, new: Vec<job::ActiveModel>) -> Result
 }
 
 /// Records a timeline row with `message` and a live entry for each of `jobs`, as each now is.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.record",
+    skip_all
+)]
 pub async fn record(tx: &Transaction, jobs: &[job::Model], message: Option<String>) -> Result<()> {
     let now = Utc::now();
     match Dialect::of(tx) {
@@ -71,6 +83,12 @@ fn as_seen(job: &job::Model) -> sea_orm::Condition {
 /// Moves `job` (as its writer last saw it) by `step`, with `change`: one UPDATE fenced by the
 /// status and attempt the writer saw, its timeline row and live entry, and the announcement of
 /// a queued job. `None` when the job no longer had that status and attempt.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.update_status",
+    skip_all
+)]
 pub async fn update_status(
     tx: &Transaction,
     job: &job::Model,
@@ -94,6 +112,12 @@ pub async fn update_status(
 /// Changes columns of `job` that no status decides (its name, its visibility, its inputs once
 /// downloaded), if it still has the status it had; records its live entry. `None` when it
 /// changed meanwhile.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.update_details",
+    skip_all
+)]
 pub async fn update_details(
     tx: &Transaction,
     job: &job::Model,
@@ -118,6 +142,12 @@ pub async fn update_details(
 
 /// Gives a running attempt stopped by its worker's shutdown one more attempt, so that the
 /// stopped one does not use up `max_attempts`. `false` when it is no longer that attempt.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.add_attempt",
+    skip_all
+)]
 pub async fn add_attempt(tx: &Transaction, job: &job::Model) -> Result<bool> {
     let added = job::Entity::update_many()
         .col_expr(
@@ -131,6 +161,12 @@ pub async fn add_attempt(tx: &Transaction, job: &job::Model) -> Result<bool> {
 }
 
 /// Extends the lease of a running attempt. `false` when the job is no longer that attempt's.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.renew",
+    skip_all
+)]
 pub async fn renew(db: &impl ConnectionTrait, job: &job::Model, lease: Duration) -> Result<bool> {
     let now = Utc::now();
     let renewed = job::Entity::update_many()
@@ -154,6 +190,12 @@ pub fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
 
 /// Writes the progress and stage a running attempt reports. `None` when the job is no longer
 /// that attempt's. A new stage goes to the timeline; progress alone only to the live log.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.report",
+    skip_all
+)]
 pub async fn report(
     tx: &Transaction,
     job: &job::Model,
@@ -189,6 +231,12 @@ pub async fn report(
 /// and a lease of `lease`, recording their timeline rows and live entries; `at_most` bounds how
 /// many it may move. The jobs come back as the database sent them: read them with
 /// `Changed::into_jobs` once the transaction has committed.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.claim",
+    skip_all
+)]
 pub async fn claim(
     tx: &Transaction,
     chosen: SimpleExpr,
@@ -322,6 +370,12 @@ pub fn completing(db: &impl ConnectionTrait, completions: &[&Completion]) -> Vec
 
 /// Runs the `completing` statements; returns the ids of the jobs they moved, with their
 /// timeline rows and live entries recorded. `at_most` bounds how many they may move.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.complete",
+    skip_all
+)]
 pub async fn complete(
     tx: &Transaction,
     statements: Vec<Statement>,
@@ -337,6 +391,12 @@ pub async fn complete(
 /// Deletes the jobs `jobs` selects in `tx`, with their timelines and keys (no foreign key
 /// deletes those: see migrations 000070 and 000110), recording each deleted job's live entry.
 /// Returns the jobs deleted.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.delete_jobs",
+    skip_all
+)]
 pub async fn delete_jobs(tx: &Transaction, jobs: sea_orm::Condition) -> Result<Vec<job::Model>> {
     delete_records(tx, jobs.clone()).await?;
     let deleted = job::Entity::delete_many()
@@ -354,6 +414,12 @@ pub async fn delete_jobs(tx: &Transaction, jobs: sea_orm::Condition) -> Result<V
 
 /// Deletes the timelines and keys of the jobs `jobs` selects, in the transaction that deletes
 /// them (a workspace's deletion deletes its jobs by the foreign key).
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.delete_records",
+    skip_all
+)]
 pub async fn delete_records(tx: &Transaction, jobs: sea_orm::Condition) -> Result<()> {
     let ids = || {
         job::Entity::find()

@@ -28,6 +28,7 @@ mod sharing;
 mod store;
 mod support;
 mod tokens;
+mod traces;
 mod waiting;
 mod websocket;
 mod workspaces;

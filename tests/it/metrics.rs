@@ -219,3 +219,49 @@ async fn a_metrics_token_guards_the_metrics() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn the_database_pool_shows_its_connections_in_use_and_idle_and_its_size() {
+    let app = TestApp::spawn().await;
+    let max = sample(&app, None, "jobgraph_db_pool_max").await;
+    let expected = match app.db.get_database_backend() {
+        sea_orm::DatabaseBackend::Sqlite => 8.0,
+        _ => 32.0,
+    };
+    assert_eq!(max, Some(expected));
+
+    // Three connections lent to transactions held open are used until they end.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(sea_orm::TransactionTrait::begin(&app.db).await.unwrap());
+    }
+    let connections = |state: &'static str| {
+        let app = &app;
+        async move {
+            sample(
+                app,
+                None,
+                &format!("jobgraph_db_pool_connections{{state=\"{state}\"}}"),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    eventually(WAIT, "three connections used", || async {
+        match connections("used").await {
+            used if used >= 3.0 => Ok(()),
+            used => Err(format!("{used} used")),
+        }
+    })
+    .await;
+    drop(held);
+    eventually(WAIT, "the three connections idle", || async {
+        let (used, idle) = (connections("used").await, connections("idle").await);
+        if idle >= 3.0 && used < 3.0 && used + idle <= expected {
+            Ok(())
+        } else {
+            Err(format!("{used} used, {idle} idle"))
+        }
+    })
+    .await;
+}

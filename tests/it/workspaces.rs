@@ -265,6 +265,7 @@ async fn a_workspace_with_an_active_job_cannot_be_deleted() {
         worker_id: Set(None),
         lease_expires_at: Set(None),
         heartbeat_at: Set(None),
+        trace_parent: Set(None),
     }
     .insert(&app.db)
     .await

@@ -9,6 +9,7 @@ mod kinds;
 mod nesting;
 mod persisted;
 mod text;
+mod traceparent;
 mod uploads;
 
 use reqwest::StatusCode;
