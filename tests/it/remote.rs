@@ -299,15 +299,7 @@ async fn a_remote_worker_claims_reports_and_completes_a_job_with_outputs() {
             .any(|w| w.name == "node-17" && w.kind == "remote")
     );
     // Remote claims and runs count in the metrics as local ones do.
-    let text = app
-        .client()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for line in [
         "jobgraph_claim_latency_seconds_count 1",
         "jobgraph_run_duration_seconds_count{tool=\"align\",outcome=\"COMPLETED\"} 1",

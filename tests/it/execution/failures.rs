@@ -104,17 +104,7 @@ async fn exhausted_retries_and_permanent_failures_fail_and_refund() {
     // Retries and refunds are read from the database: a process started now (its counters at
     // zero) reports them as the one that ran the jobs does.
     let fresh = jobgraph::metrics::Metrics::new(Default::default());
-    for text in [
-        app.client()
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        fresh.render(&app.db).await.unwrap(),
-    ] {
+    for text in [app.metrics().await, fresh.render(&app.db).await.unwrap()] {
         for line in [
             "jobgraph_job_retries{tool=\"flaky\"} 1",
             "jobgraph_jobs_refunded{tool=\"flaky\"} 2",

@@ -216,6 +216,13 @@ impl TestApp {
         &self.client
     }
 
+    /// What `/metrics` shows now (served without a metrics token).
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.unwrap()
+    }
+
     /// Creates an active user with a token.
     pub async fn user(&self, email: &str) -> TestUser {
         let user = users::create_user(&self.db, &Viewer::System, email, None, false)
