@@ -23,6 +23,7 @@ pub mod queue;
 pub mod store;
 pub mod tools;
 pub mod users;
+pub mod webhooks;
 pub mod workspaces;
 
 use tokio::net::TcpListener;

@@ -17,6 +17,7 @@ mod m20261202_000110_job_keys;
 mod m20261203_000120_request_fingerprints;
 mod m20261203_000125_worker_workspace_limit;
 mod m20261203_000130_add_subject_to_users;
+mod m20261204_000200_create_webhooks;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000120_request_fingerprints::Migration),
             Box::new(m20261203_000125_worker_workspace_limit::Migration),
             Box::new(m20261203_000130_add_subject_to_users::Migration),
+            Box::new(m20261204_000200_create_webhooks::Migration),
         ]
     }
 }

@@ -15,6 +15,7 @@ mod node;
 pub mod persisted;
 mod scalars;
 mod users;
+mod webhooks;
 pub mod worker;
 mod workspaces;
 
@@ -48,6 +49,7 @@ pub struct Mutation(
     job_actions::JobsMutation,
     users::UsersMutation,
     worker::WorkerMutation,
+    webhooks::WebhooksMutation,
 );
 
 /// The subscription root.

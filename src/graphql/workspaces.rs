@@ -119,6 +119,8 @@ fn needs_row(workspace: &Lookahead<'_>) -> bool {
             | "viewerCanSubmit"
             | "viewerCanRename"
             | "viewerCanDelete"
+            | "viewerCanManageWebhooks"
+            | "webhooks"
             | "jobCounts" => false,
             // A page of jobs hands the workspace to the jobs' own `workspace` field.
             "jobs" => {
@@ -177,6 +179,19 @@ impl WorkspaceView {
 
     async fn viewer_can_delete(&self) -> bool {
         self.known().standing.can_delete()
+    }
+
+    async fn viewer_can_manage_webhooks(&self) -> bool {
+        self.known().standing.can_manage_webhooks()
+    }
+
+    /// The webhook endpoints, oldest first (OWNER or ADMIN; FORBIDDEN otherwise).
+    async fn webhooks(&self, ctx: &Context<'_>) -> ApiResult<Vec<super::webhooks::WebhookView>> {
+        Ok(crate::webhooks::list(db(ctx), self.known())
+            .await?
+            .into_iter()
+            .map(super::webhooks::WebhookView)
+            .collect())
     }
 
     /// Members, oldest first.
