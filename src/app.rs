@@ -218,7 +218,7 @@ impl App {
             concurrency: self.state.config.webhooks.webhook_concurrency,
             metrics: self.state.metrics.clone(),
         };
-        tokio::spawn(webhooks.run(shutdown.clone()));
+        let webhooks = tokio::spawn(webhooks.run(shutdown.clone()));
         let worker = (self.state.config.workers > 0)
             .then(|| tokio::spawn(self.worker().run(shutdown.clone())));
         let maintenance = crate::queue::maintenance::Maintenance {
@@ -248,6 +248,7 @@ impl App {
             worker.await?;
         }
         bus.await?;
+        webhooks.await?;
         self.state.db.clone().close().await?;
         tracing::info!("stopped");
         Ok(())

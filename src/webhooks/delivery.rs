@@ -468,7 +468,11 @@ impl Deliverer {
             Ok(status) if (200..300).contains(status) => (Some(i32::from(*status)), None),
             Ok(status) => (
                 Some(i32::from(*status)),
-                Some(format!("the endpoint answered {status}")),
+                Some(format!(
+                    "the endpoint answered {}",
+                    reqwest::StatusCode::from_u16(*status)
+                        .map_or_else(|_| status.to_string(), |status| status.to_string())
+                )),
             ),
             Err(err) => (None, Some(err.clone())),
         };

@@ -190,10 +190,11 @@ pub async fn create(
     new: NewWebhook,
 ) -> Result<(webhook::Model, String)> {
     manageable(db, viewer, workspace_id).await?;
-    let url = check_url(allow, &new.url).await?;
+    // The checks that read nothing first; the URL's resolves its host.
     let events = check_events(new.events)?;
     let filter = check_filter(new.filter)?;
     let description = check_description(new.description)?;
+    let url = check_url(allow, &new.url).await?;
     let secret = signing::new_secret();
     let now = Utc::now();
     let tx = db::begin_write(db).await?;
@@ -243,14 +244,14 @@ pub async fn update(
     change: WebhookChange,
 ) -> Result<webhook::Model> {
     load(db, viewer, id).await?;
-    let url = match &change.url {
-        Some(url) => Some(check_url(allow, url).await?),
-        None => None,
-    };
     let events = change.events.map(check_events).transpose()?;
     let filter = change.filter.map(check_filter).transpose()?;
     let description = match change.description {
         Some(description) => Some(check_description(Some(description))?),
+        None => None,
+    };
+    let url = match &change.url {
+        Some(url) => Some(check_url(allow, url).await?),
         None => None,
     };
     let tx = db::begin_write(db).await?;

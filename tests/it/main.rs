@@ -28,5 +28,6 @@ mod store;
 mod support;
 mod tokens;
 mod waiting;
+mod webhooks;
 mod websocket;
 mod workspaces;

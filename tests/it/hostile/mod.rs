@@ -10,6 +10,7 @@ mod nesting;
 mod persisted;
 mod text;
 mod uploads;
+mod webhooks;
 
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
