@@ -217,6 +217,20 @@ async fn endpoint(app: &TestApp, user: &TestUser, id: &str) -> Value {
         .clone()
 }
 
+/// The endpoint once every delivery of its log has ended: a receiver has its answer before
+/// the server records it.
+async fn settled(app: &TestApp, user: &TestUser, id: &str) -> Value {
+    eventually(WAIT, "the delivery log records every answer", || async {
+        let found = endpoint(app, user, id).await;
+        if deliveries(&found).iter().all(|d| d["status"] != "PENDING") {
+            Ok(found)
+        } else {
+            Err(found)
+        }
+    })
+    .await
+}
+
 fn deliveries(endpoint: &Value) -> Vec<Value> {
     endpoint["deliveries"]["edges"]
         .as_array()
@@ -316,7 +330,7 @@ async fn a_receiver_gets_signed_job_and_credit_events_it_can_verify() {
     ids.dedup();
     assert_eq!(ids.len(), got.len(), "each event has its own webhook-id");
     // The log says the same: each delivered at its first attempt, with the receiver's answer.
-    let log = deliveries(&endpoint(&app, &alice, &webhook).await);
+    let log = deliveries(&settled(&app, &alice, &webhook).await);
     assert_eq!(log.len(), got.len());
     for delivery in &log {
         assert_eq!(delivery["status"], "DELIVERED", "{delivery}");
@@ -373,7 +387,7 @@ async fn a_failing_receiver_is_retried_with_backoff_and_the_log_shows_each_attem
         got[2].at - got[1].at >= Duration::from_millis(580),
         "{got:?}"
     );
-    let found = endpoint(&app, &alice, &webhook).await;
+    let found = settled(&app, &alice, &webhook).await;
     assert_eq!(found["enabled"], true);
     assert_eq!(found["failureCount"], 0);
     let log = deliveries(&found);
@@ -487,7 +501,7 @@ async fn an_endpoint_that_keeps_failing_is_disabled_and_can_be_enabled_and_redel
         receiver.delivered()[0].id,
         queued["eventId"].as_str().unwrap()
     );
-    let found = endpoint(&app, &alice, &webhook).await;
+    let found = settled(&app, &alice, &webhook).await;
     let delivery = &deliveries(&found)[0];
     assert_eq!(delivery["status"], "DELIVERED");
     assert_eq!(delivery["attempt"], 4);
@@ -533,7 +547,7 @@ async fn events_committed_before_a_delivery_or_while_the_server_is_down_are_deli
     let first = &receiver.got()[0];
     assert_eq!(first.answered, 503);
     assert!(delivered.iter().any(|got| got.id == first.id));
-    let log = deliveries(&endpoint(&app, &alice, &webhook).await);
+    let log = deliveries(&settled(&app, &alice, &webhook).await);
     assert_eq!(log.len(), 2);
     assert!(log.iter().all(|d| d["status"] == "DELIVERED"));
 }
@@ -664,13 +678,14 @@ async fn processes_sharing_a_database_deliver_each_event_once() {
     let receiver = Receiver::start().await;
     let webhook = register(&app, &alice, &ws, &receiver, &["credits.granted"]).await;
     let dir = tempfile::tempdir().unwrap();
-    let _second = app.database_url.starts_with("postgres").then(|| {
+    // The second process, on PostgreSQL: its address and the process.
+    let second = app.database_url.starts_with("postgres").then(|| {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"))
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"))
             .args(["serve", "--workers", "0", "--webhook-retry-schedule", "1s"])
             .env("DATABASE_URL", &app.database_url)
             .env("JOBGRAPH_DATA_DIR", dir.path())
@@ -681,8 +696,20 @@ async fn processes_sharing_a_database_deliver_each_event_once() {
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .unwrap()
+            .unwrap();
+        (format!("http://127.0.0.1:{port}"), child)
     });
+    let client = reqwest::Client::new();
+    if let Some((url, _)) = &second {
+        until(WAIT, "the second process serves", || async {
+            client
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await;
+    }
     let mut expected = Vec::new();
     for amount in 1..=25 {
         grant(&app, &ws, amount).await;
@@ -707,6 +734,27 @@ async fn processes_sharing_a_database_deliver_each_event_once() {
     ids.dedup();
     assert_eq!(ids.len(), 30);
     assert_eq!(delivered.len(), 30, "an event was delivered twice");
+    // Every attempt either process made is one the receiver counted once.
+    let sent_ok = |metrics: String| {
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("jobgraph_webhook_deliveries_total{outcome=\"ok\"} ")
+            })
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    let mut sent = Vec::new();
+    for url in std::iter::once(format!("http://{}", app.addr))
+        .chain(second.iter().map(|(url, _)| url.clone()))
+    {
+        let metrics = client.get(format!("{url}/metrics")).send().await.unwrap();
+        sent.push(sent_ok(metrics.text().await.unwrap()));
+    }
+    assert_eq!(
+        sent.iter().sum::<u64>(),
+        30,
+        "sent by each process: {sent:?}"
+    );
     let mut amounts: Vec<i64> = delivered
         .iter()
         .filter(|got| got.body["type"] == "credits.granted")
