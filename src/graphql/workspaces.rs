@@ -186,12 +186,16 @@ impl WorkspaceView {
     }
 
     /// The webhook endpoints, oldest first (OWNER or ADMIN; FORBIDDEN otherwise).
-    async fn webhooks(&self, ctx: &Context<'_>) -> ApiResult<Vec<super::webhooks::WebhookView>> {
-        Ok(crate::webhooks::list(db(ctx), self.known())
-            .await?
-            .into_iter()
-            .map(super::webhooks::WebhookView)
-            .collect())
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
+    async fn webhooks(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, super::webhooks::WebhookView>> {
+        let page = PageArgs::new(first, after)?;
+        let page = crate::webhooks::list(db(ctx), self.known(), page).await?;
+        Ok(page.into_connection(|w| w.id, super::webhooks::WebhookView))
     }
 
     /// Members, oldest first.

@@ -217,6 +217,12 @@ impl Deliverer {
                 .limit(BATCH)
                 .all(&self.db)
                 .await?;
+            if entries.is_empty() {
+                // Nothing of its workspace: the cursor stays, and no write is made for the
+                // entries of other workspaces. The next read starts from it by the index of
+                // the log's workspace and `seq`.
+                return Ok(());
+            }
             let next = match entries.last() {
                 Some(last) if entries.len() as u64 == BATCH => last.seq.unwrap_or(head),
                 _ => head,

@@ -168,16 +168,22 @@ pub async fn load(
     }
 }
 
-/// The endpoints of a workspace the caller reads, oldest first; FORBIDDEN unless they may
-/// manage them.
+/// A page of the endpoints of a workspace the caller reads, oldest first; FORBIDDEN unless
+/// they may manage them.
 pub async fn list(
     db: &impl ConnectionTrait,
     workspace: WorkspaceRef,
-) -> Result<Vec<webhook::Model>> {
+    page: PageArgs,
+) -> Result<Page<webhook::Model>> {
     workspace.standing.check(WorkspaceAction::ManageWebhooks)?;
-    Ok(webhook::Entity::find_in_workspace(workspace.id)
-        .all(db)
-        .await?)
+    pagination::fetch(
+        db,
+        webhook::Entity::find().filter(webhook::Column::WorkspaceId.eq(workspace.id)),
+        webhook::Column::Id,
+        Order::Asc,
+        page,
+    )
+    .await
 }
 
 /// Registers an endpoint; returns it and its secret, which is never shown again. It receives

@@ -597,7 +597,7 @@ async fn only_owners_and_admins_manage_webhooks_and_a_refusal_writes_nothing() {
         app.error_code(None, CREATE, input.clone()).await,
         "UNAUTHENTICATED"
     );
-    let list = "query($ws: ID!) { workspace(id: $ws) { viewerCanManageWebhooks webhooks { id } } }";
+    let list = "query($ws: ID!) { workspace(id: $ws) { viewerCanManageWebhooks webhooks { nodes { id } } } }";
     assert_eq!(
         app.error_code(Some(&carol.token), list, json!({ "ws": ws }))
             .await,
@@ -613,7 +613,10 @@ async fn only_owners_and_admins_manage_webhooks_and_a_refusal_writes_nothing() {
     assert_eq!(body["data"]["workspace"]["viewerCanManageWebhooks"], false);
     let listed = app.ok(Some(&bob.token), list, json!({ "ws": ws })).await;
     assert_eq!(listed["workspace"]["viewerCanManageWebhooks"], true);
-    assert_eq!(listed["workspace"]["webhooks"][0]["id"], webhook.as_str());
+    assert_eq!(
+        listed["workspace"]["webhooks"]["nodes"][0]["id"],
+        webhook.as_str()
+    );
     let changes = [
         "mutation($id: ID!) { updateWebhook(input: {id: $id, url: \"http://127.0.0.1:9/x\", enabled: false}) { webhook { id } } }",
         "mutation($id: ID!) { deleteWebhook(input: {id: $id}) { deletedId } }",
