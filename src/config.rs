@@ -564,3 +564,27 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_retry_schedule_reads_durations_in_their_units() {
+        let schedule: RetrySchedule = "500ms, 5s,5m,2h".parse().unwrap();
+        assert_eq!(
+            schedule.0,
+            [
+                Duration::from_millis(500),
+                Duration::from_secs(5),
+                Duration::from_secs(300),
+                Duration::from_secs(7200),
+            ]
+        );
+        assert!("".parse::<RetrySchedule>().unwrap().0.is_empty());
+        for wrong in ["5", "5d", "s", "-5s", "49h", "1.5s"] {
+            assert!(wrong.parse::<RetrySchedule>().is_err(), "{wrong}");
+        }
+    }
+}

@@ -35,6 +35,8 @@ struct Inbox {
     secret: Mutex<Option<String>>,
     failures_left: AtomicUsize,
     failing: AtomicBool,
+    /// How long it takes to answer.
+    delay: Mutex<Duration>,
     got: Mutex<Vec<Got>>,
 }
 
@@ -75,6 +77,11 @@ impl Receiver {
         self.inbox.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// Takes `delay` to answer each request.
+    fn answer_after(&self, delay: Duration) {
+        *self.inbox.delay.lock().unwrap() = delay;
+    }
+
     fn got(&self) -> Vec<Got> {
         self.inbox.got.lock().unwrap().clone()
     }
@@ -95,6 +102,8 @@ impl Drop for Receiver {
 }
 
 async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: String) -> StatusCode {
+    let delay = *inbox.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     let header = |name: &str| {
         headers
             .get(name)
@@ -505,6 +514,60 @@ async fn an_endpoint_that_keeps_failing_is_disabled_and_can_be_enabled_and_redel
     let delivery = &deliveries(&found)[0];
     assert_eq!(delivery["status"], "DELIVERED");
     assert_eq!(delivery["attempt"], 4);
+}
+
+#[tokio::test]
+async fn a_receiver_that_does_not_answer_delays_no_other_endpoint() {
+    let app = spawn("5s", 0).await;
+    let (alice, ws) = app.setup("lab", 0).await;
+    let slow = Receiver::start().await;
+    let fast = Receiver::start().await;
+    // Slower than the server's 5 s time limit.
+    slow.answer_after(Duration::from_secs(30));
+    let slow_hook = register(&app, &alice, &ws, &slow, &["credits.granted"]).await;
+    let fast_hook = register(&app, &alice, &ws, &fast, &["credits.granted"]).await;
+    for _ in 0..10 {
+        send_test(&app, &alice, &slow_hook).await;
+    }
+    let started = Instant::now();
+    send_test(&app, &alice, &fast_hook).await;
+    grant(&app, &ws, 5).await;
+    until(WAIT, "the fast receiver gets both events", || async {
+        fast.delivered().len() == 2
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the fast endpoint waited {:?}",
+        started.elapsed()
+    );
+    assert!(slow.got().is_empty(), "the slow receiver answered already");
+    // The API answers meanwhile.
+    let answered = Instant::now();
+    app.ok(
+        Some(&alice.token),
+        "{ viewer { isAuthenticated } }",
+        json!({}),
+    )
+    .await;
+    assert!(answered.elapsed() < Duration::from_secs(1));
+    // The slow one is given up on at the time limit, and retried later.
+    let found = eventually(WAIT, "the slow endpoint's attempts time out", || async {
+        let found = endpoint(&app, &alice, &slow_hook).await;
+        if deliveries(&found).iter().any(|d| d["attempt"] == 1) {
+            Ok(found)
+        } else {
+            Err(found)
+        }
+    })
+    .await;
+    let timed_out = deliveries(&found)
+        .into_iter()
+        .find(|d| d["attempt"] == 1)
+        .unwrap();
+    assert_eq!(timed_out["status"], "PENDING");
+    assert_eq!(timed_out["error"], "no answer within 5 s");
+    assert!(timed_out["statusCode"].is_null());
 }
 
 #[tokio::test]
