@@ -11,6 +11,7 @@ use entity::credit_transaction::{self, TransactionKind};
 use entity::ids::{JobId, TransactionId, UserId, WorkspaceId};
 use entity::job::JobStatus;
 use entity::live_event::{self, LiveKind};
+use sea_orm::ActiveEnum as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -195,7 +196,7 @@ pub fn credit_event(record: &credit_transaction::Model) -> Event {
     let data = json!({
         "id": ids::encode(record.id),
         "workspaceId": ids::encode(record.workspace_id),
-        "kind": format!("{:?}", record.kind).to_uppercase(),
+        "kind": record.kind.to_value(),
         "amount": record.amount,
         "balanceAfter": record.balance_after,
         "jobId": record.job_id.map(ids::encode),

@@ -127,3 +127,92 @@ async fn hostile_webhook_registrations_are_bad_user_input_and_register_nothing()
         "a hostile registration was stored"
     );
 }
+
+#[tokio::test]
+async fn hostile_webhook_changes_are_bad_user_input_and_change_nothing() {
+    let hostile = Hostile::spawn().await;
+    // An endpoint on this machine, registered with the allow-list this server does not have.
+    let owner = jobgraph::ids::decode::<entity::ids::UserId>("id", &hostile.owner.id).unwrap();
+    let owner = entity::user::Entity::find_by_id(owner)
+        .one(&hostile.app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let viewer = jobgraph::access::Viewer::User {
+        user: owner,
+        via: jobgraph::access::Credential::Session {
+            expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+        },
+    };
+    let ws = jobgraph::ids::decode::<entity::ids::WorkspaceId>("ws", &hostile.ws).unwrap();
+    let allow = [jobgraph::files::fetch::Cidr::parse("127.0.0.1").unwrap()];
+    let (created, _) = jobgraph::webhooks::create(
+        &hostile.app.db,
+        &viewer,
+        &allow,
+        ws,
+        jobgraph::webhooks::NewWebhook {
+            url: "http://127.0.0.1:9/hook".into(),
+            events: vec!["job.completed".into()],
+            filter: Default::default(),
+            description: None,
+        },
+    )
+    .await
+    .unwrap();
+    let id = jobgraph::ids::encode(created.id).to_string();
+    let update = |input: serde_json::Value| {
+        let mut input = input;
+        input["id"] = json!(id);
+        Send::Post(
+            "mutation($input: UpdateWebhookInput!) { updateWebhook(input: $input) { webhook { id } } }"
+                .into(),
+            json!({ "input": input }),
+        )
+    };
+    hostile
+        .check(
+            Expect::BadInput("url"),
+            vec![
+                (
+                    "same url, no allow-list".into(),
+                    update(json!({ "url": "http://127.0.0.1:9/hook" })),
+                ),
+                (
+                    "metadata".into(),
+                    update(json!({ "url": "http://169.254.169.254/" })),
+                ),
+                (
+                    "gopher".into(),
+                    update(json!({ "url": "gopher://example.com/" })),
+                ),
+            ],
+        )
+        .await;
+    hostile
+        .check(
+            Expect::BadInput(""),
+            vec![
+                (
+                    "unknown type".into(),
+                    update(json!({ "events": ["job.nope"] })),
+                ),
+                ("no types".into(), update(json!({ "events": [] }))),
+                (
+                    "huge description".into(),
+                    update(json!({ "description": "x".repeat(10_000) })),
+                ),
+                (
+                    "NUL description".into(),
+                    update(json!({ "description": "a\u{0}b" })),
+                ),
+            ],
+        )
+        .await;
+    let stored = entity::webhook::Entity::find_by_id(created.id)
+        .one(&hostile.app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, created, "a hostile change was stored");
+}
