@@ -209,8 +209,9 @@ impl App {
             .map_err(|err| anyhow::anyhow!("reading the live event log: {err}"))?;
         let bus = tokio::spawn(self.state.bus.clone().run(listen_url, shutdown.clone()));
         // Every serving process delivers webhooks; claims keep them from sending one twice.
+        // Like the bus, on the connection whose statements are not counted as requests'.
         let webhooks = crate::webhooks::delivery::Deliverer {
-            db: self.state.db.clone(),
+            db: self.state.bus.db().clone(),
             bus: self.state.bus.clone(),
             allow: self.state.files.fetch.allow.clone(),
             schedule: self.state.config.webhooks.webhook_retry_schedule.0.clone(),

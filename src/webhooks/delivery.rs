@@ -315,7 +315,7 @@ impl Deliverer {
             .filter(|(_, count)| **count >= self.concurrency)
             .map(|(id, _)| *id)
             .collect();
-        let due = || {
+        let due = |locked: bool| {
             let mut select = webhook_delivery::Entity::find()
                 .find_also_related(webhook::Entity)
                 .filter(webhook_delivery::Column::Status.eq(DeliveryStatus::Pending))
@@ -324,20 +324,23 @@ impl Deliverer {
                 .filter(webhook_delivery::Column::WebhookId.is_not_in(full.iter().copied()))
                 .order_by_asc(webhook_delivery::Column::NextAttemptAt)
                 .limit(CLAIM);
-            // Only the deliveries are locked: another process skips them, not their endpoint.
-            QueryTrait::query(&mut select).lock_with_tables_behavior(
-                LockType::Update,
-                [webhook_delivery::Entity],
-                LockBehavior::SkipLocked,
-            );
+            if locked {
+                // Only the deliveries are locked: another process skips them, not their
+                // endpoint. SQLite has no row locks; its write transaction holds the database.
+                QueryTrait::query(&mut select).lock_with_tables_behavior(
+                    LockType::Update,
+                    [webhook_delivery::Entity],
+                    LockBehavior::SkipLocked,
+                );
+            }
             select
         };
         // A plain read first: most polls find nothing, and need no write transaction.
-        if due().one(&self.db).await?.is_none() {
+        if due(false).one(&self.db).await?.is_none() {
             return Ok(());
         }
         let tx = crate::db::begin_write(&self.db).await?;
-        let candidates = due().all(&tx).await?;
+        let candidates = due(true).all(&tx).await?;
         let mut room: HashMap<WebhookId, usize> = HashMap::new();
         let mut claimed = Vec::new();
         {
