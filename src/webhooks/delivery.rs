@@ -398,13 +398,28 @@ impl Deliverer {
         let ok = matches!(outcome, Ok(status) if (200..300).contains(&status));
         self.metrics
             .webhook_delivery(if ok { "ok" } else { "failed" });
-        if let Err(err) = self.record(&delivery, &endpoint, outcome, elapsed).await {
-            tracing::warn!(
-                error = %err,
-                webhook.id = %endpoint.id,
-                delivery.id = %delivery.id,
-                "recording a webhook attempt failed; the delivery will be sent again"
-            );
+        // A failed record (a lost connection, a deadlock the database broke) would send the
+        // delivery again once its claim lapses: try a few times first.
+        for tries in 1u64.. {
+            match self
+                .record(&delivery, &endpoint, outcome.clone(), elapsed)
+                .await
+            {
+                Ok(()) => break,
+                Err(err) if tries < 3 => {
+                    tracing::debug!(error = %err, "recording a webhook attempt failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        error = %err,
+                        webhook.id = %endpoint.id,
+                        delivery.id = %delivery.id,
+                        "recording a webhook attempt failed; the delivery will be sent again"
+                    );
+                    break;
+                }
+            }
         }
     }
 
@@ -485,7 +500,6 @@ impl Deliverer {
             ),
             Err(err) => (None, Some(err.clone())),
         };
-        let tx = crate::db::begin_write(&self.db).await?;
         let mut update = webhook_delivery::Entity::update_many()
             .col_expr(webhook_delivery::Column::Attempts, Expr::value(attempt))
             .col_expr(
@@ -544,7 +558,33 @@ impl Deliverer {
                 }
             }
         }
+        // The endpoint's row first, then the delivery's: the order the fan-out takes them
+        // (its cursor, then the deliveries' unique index, which waits for a delivery being
+        // recorded), so the two never wait for each other. A success changes the endpoint only
+        // when it had failures to forget.
+        let mut endpoint_update =
+            webhook::Entity::update_many().filter(webhook::Column::Id.eq(endpoint.id));
+        endpoint_update = if error.is_none() {
+            endpoint_update
+                .filter(webhook::Column::FailureCount.ne(0))
+                .col_expr(webhook::Column::FailureCount, Expr::value(0))
+        } else {
+            endpoint_update.col_expr(
+                webhook::Column::FailureCount,
+                Expr::col(webhook::Column::FailureCount).add(1),
+            )
+        };
+        if let Some(reason) = &disable {
+            endpoint_update = endpoint_update
+                .col_expr(webhook::Column::Enabled, Expr::value(false))
+                .col_expr(webhook::Column::DisabledReason, Expr::value(reason.clone()))
+                .col_expr(webhook::Column::DisabledAt, Expr::value(now))
+                .col_expr(webhook::Column::UpdatedAt, Expr::value(now));
+        }
+        let tx = crate::db::begin_write(&self.db).await?;
+        endpoint_update.exec(&tx).await?;
         if update.exec(&tx).await?.rows_affected == 0 {
+            // Recorded meanwhile: this attempt changes nothing (the transaction rolls back).
             return Ok(());
         }
         webhook_attempt::ActiveModel {
@@ -558,31 +598,14 @@ impl Deliverer {
         }
         .insert(&tx)
         .await?;
-        let failure_count = Expr::col(webhook::Column::FailureCount);
-        let mut endpoint_update = webhook::Entity::update_many()
-            .filter(webhook::Column::Id.eq(endpoint.id))
-            .col_expr(
-                webhook::Column::FailureCount,
-                if error.is_none() {
-                    Expr::value(0)
-                } else {
-                    failure_count.add(1)
-                },
-            );
+        tx.commit().await?;
         if let Some(reason) = &disable {
             tracing::warn!(
                 webhook.id = %endpoint.id,
                 reason = %reason,
                 "a webhook endpoint is disabled after its retries failed"
             );
-            endpoint_update = endpoint_update
-                .col_expr(webhook::Column::Enabled, Expr::value(false))
-                .col_expr(webhook::Column::DisabledReason, Expr::value(reason.clone()))
-                .col_expr(webhook::Column::DisabledAt, Expr::value(now))
-                .col_expr(webhook::Column::UpdatedAt, Expr::value(now));
         }
-        endpoint_update.exec(&tx).await?;
-        tx.commit().await?;
         Ok(())
     }
 }

@@ -616,6 +616,39 @@ async fn events_committed_before_a_delivery_or_while_the_server_is_down_are_deli
 }
 
 #[tokio::test]
+async fn an_address_refused_when_sending_fails_the_attempt_and_reaches_nothing() {
+    let mut app = spawn("100ms", 0).await;
+    let (alice, ws) = app.setup("lab", 0).await;
+    let receiver = Receiver::start().await;
+    let webhook = register(&app, &alice, &ws, &receiver, &["credits.granted"]).await;
+    // The endpoint was accepted; the server now runs without the allow-list, as if the name
+    // had come to point inside since.
+    app.stop_then(|_| async {}).await;
+    app.start_again_with(|config| config.server.fetch_allow.clear())
+        .await;
+    send_test(&app, &alice, &webhook).await;
+    let found = eventually(WAIT, "the endpoint is disabled", || async {
+        let found = endpoint(&app, &alice, &webhook).await;
+        if found["enabled"] == false {
+            Ok(found)
+        } else {
+            Err(found)
+        }
+    })
+    .await;
+    let delivery = &deliveries(&found)[0];
+    assert_eq!(delivery["status"], "FAILED");
+    assert_eq!(delivery["attempt"], 2);
+    assert!(delivery["statusCode"].is_null());
+    let error = delivery["error"].as_str().unwrap();
+    assert!(
+        error.contains("resolves to 127.0.0.1") && error.contains("does not send webhooks to"),
+        "{error}"
+    );
+    assert!(receiver.got().is_empty(), "the refused address was reached");
+}
+
+#[tokio::test]
 async fn only_owners_and_admins_manage_webhooks_and_a_refusal_writes_nothing() {
     let app = spawn("5s", 0).await;
     let (alice, ws) = app.setup("lab", 0).await;

@@ -193,7 +193,13 @@ impl TestApp {
 
     /// Starts the server again on the same database and data, on a new port.
     pub async fn start_again(&mut self) {
+        self.start_again_with(|_| {}).await;
+    }
+
+    /// Starts the server again, its configuration changed by `tweak`.
+    pub async fn start_again_with(&mut self, tweak: impl FnOnce(&mut Config)) {
         let mut config = self.config.clone();
+        tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.addr = listener.local_addr().unwrap();
         config.server.public_url = Some(format!("http://{}", self.addr));
