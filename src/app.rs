@@ -208,6 +208,18 @@ impl App {
             .await
             .map_err(|err| anyhow::anyhow!("reading the live event log: {err}"))?;
         let bus = tokio::spawn(self.state.bus.clone().run(listen_url, shutdown.clone()));
+        // Every serving process delivers webhooks; claims keep them from sending one twice.
+        // Like the bus, on the connection whose statements are not counted as requests'.
+        let webhooks = crate::webhooks::delivery::Deliverer {
+            db: self.state.bus.db().clone(),
+            bus: self.state.bus.clone(),
+            allow: self.state.files.fetch.allow.clone(),
+            schedule: self.state.config.webhooks.webhook_retry_schedule.0.clone(),
+            timeout: Duration::from_secs(self.state.config.webhooks.webhook_timeout_seconds),
+            concurrency: self.state.config.webhooks.webhook_concurrency,
+            metrics: self.state.metrics.clone(),
+        };
+        let webhooks = tokio::spawn(webhooks.run(shutdown.clone()));
         let worker = (self.state.config.workers > 0)
             .then(|| tokio::spawn(self.worker().run(shutdown.clone())));
         let maintenance = crate::queue::maintenance::Maintenance {
@@ -237,6 +249,7 @@ impl App {
             worker.await?;
         }
         bus.await?;
+        webhooks.await?;
         self.state.db.clone().close().await?;
         tracing::info!("stopped");
         Ok(())

@@ -264,6 +264,76 @@ pub struct ServerConfig {
     pub job_url_template: Option<String>,
     #[command(flatten)]
     pub rate_limits: RateLimitConfig,
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
+}
+
+/// How webhook events are delivered.
+#[derive(Args, Debug, Clone)]
+pub struct WebhookConfig {
+    /// The waits before each retry of a failed delivery, comma-separated (`5s,5m,30m,2h`, units
+    /// `ms`, `s`, `m`, `h`). After the last retry fails the delivery is FAILED and its
+    /// endpoint disabled.
+    #[arg(
+        long,
+        env = "JOBGRAPH_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,10h"
+    )]
+    pub webhook_retry_schedule: RetrySchedule,
+
+    /// Seconds an endpoint has to answer a delivery, from connecting to the last byte.
+    #[arg(long, env = "JOBGRAPH_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 15)]
+    pub webhook_timeout_seconds: u64,
+
+    /// Deliveries this process sends to one endpoint at once.
+    #[arg(long, env = "JOBGRAPH_WEBHOOK_CONCURRENCY", default_value_t = 4)]
+    pub webhook_concurrency: usize,
+}
+
+impl WebhookConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=600).contains(&self.webhook_timeout_seconds) {
+            bail!("--webhook-timeout-seconds must be from 1 to 600");
+        }
+        if !(1..=64).contains(&self.webhook_concurrency) {
+            bail!("--webhook-concurrency must be from 1 to 64");
+        }
+        Ok(())
+    }
+}
+
+/// The waits before each retry of a webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<std::time::Duration>);
+
+impl std::str::FromStr for RetrySchedule {
+    type Err = String;
+
+    /// Reads `5s,5m,30m,2h`: durations in `ms`, `s`, `m` or `h`; empty for no retries.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut waits = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let wrong = || format!("`{part}` is not a duration: write `500ms`, `5s`, `5m` or `2h`");
+            let split = part.find(|c: char| !c.is_ascii_digit()).ok_or_else(wrong)?;
+            let (count, unit) = part.split_at(split);
+            let count: u64 = count.parse().map_err(|_| wrong())?;
+            let millis = match unit {
+                "ms" => 1,
+                "s" => 1000,
+                "m" | "min" => 60_000,
+                "h" => 3_600_000,
+                _ => return Err(wrong()),
+            };
+            if count > 48 * 3_600_000 / millis {
+                return Err(format!("`{part}`: a wait may be at most 48h"));
+            }
+            waits.push(std::time::Duration::from_millis(count * millis));
+        }
+        if waits.len() > 20 {
+            return Err("at most 20 retries".to_owned());
+        }
+        Ok(RetrySchedule(waits))
+    }
 }
 
 /// Rate limits: how many requests each API token, and each address without a token, may make.
@@ -463,6 +533,7 @@ impl ServerConfig {
                 bail!("--job-url-template must start with http:// or https://, got `{template}`");
             }
         }
+        self.webhooks.validate()?;
         self.rate_limits.validate()
     }
 
@@ -531,6 +602,30 @@ impl Config {
         Config {
             database: parsed.database,
             server: parsed.server,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_retry_schedule_reads_durations_in_their_units() {
+        let schedule: RetrySchedule = "500ms, 5s,5m,2h".parse().unwrap();
+        assert_eq!(
+            schedule.0,
+            [
+                Duration::from_millis(500),
+                Duration::from_secs(5),
+                Duration::from_secs(300),
+                Duration::from_secs(7200),
+            ]
+        );
+        assert!("".parse::<RetrySchedule>().unwrap().0.is_empty());
+        for wrong in ["5", "5d", "s", "-5s", "49h", "1.5s"] {
+            assert!(wrong.parse::<RetrySchedule>().is_err(), "{wrong}");
         }
     }
 }

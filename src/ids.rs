@@ -19,10 +19,12 @@ pub enum Kind {
     Job,
     Batch,
     File,
+    Webhook,
+    WebhookDelivery,
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 10] = [
         Kind::User,
         Kind::ApiToken,
         Kind::Workspace,
@@ -31,6 +33,8 @@ impl Kind {
         Kind::Job,
         Kind::Batch,
         Kind::File,
+        Kind::Webhook,
+        Kind::WebhookDelivery,
     ];
 
     const fn prefix(self) -> &'static str {
@@ -43,6 +47,8 @@ impl Kind {
             Kind::Job => "job",
             Kind::Batch => "bat",
             Kind::File => "file",
+            Kind::Webhook => "whk",
+            Kind::WebhookDelivery => "dlv",
         }
     }
 
@@ -56,6 +62,8 @@ impl Kind {
             Kind::Job => "Job",
             Kind::Batch => "Batch",
             Kind::File => "File",
+            Kind::Webhook => "Webhook",
+            Kind::WebhookDelivery => "WebhookDelivery",
         }
     }
 }
@@ -86,6 +94,8 @@ global_ids! {
     Job => JobId,
     Batch => BatchId,
     File => FileId,
+    Webhook => WebhookId,
+    WebhookDelivery => DeliveryId,
 }
 
 /// The global id of an object.

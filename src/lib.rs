@@ -25,6 +25,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tools;
 pub mod users;
+pub mod webhooks;
 pub mod workspaces;
 
 use tokio::net::TcpListener;

@@ -58,6 +58,12 @@ struct OperationOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    /// `ok` (the endpoint answered 2xx) or `failed`.
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClientKind {
     /// `token` or `address`.
     client: String,
@@ -100,6 +106,7 @@ pub struct Metrics {
     request_seconds: Family<OperationOutcome, Histogram>,
     operation_names: std::sync::Mutex<std::collections::HashSet<String>>,
     rate_limited: Family<ClientKind, Counter>,
+    webhook_deliveries: Family<Outcome, Counter>,
     websockets: Gauge,
     subscriptions: Gauge,
     pool_connections: Family<PoolState, Gauge>,
@@ -178,6 +185,12 @@ impl Metrics {
             "Requests and websocket operations refused by the rate limits",
             rate_limited.clone(),
         );
+        let webhook_deliveries = Family::<Outcome, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Attempts to deliver webhook events by this process, by outcome",
+            webhook_deliveries.clone(),
+        );
         let websockets = Gauge::default();
         registry.register(
             "websockets",
@@ -210,6 +223,7 @@ impl Metrics {
             request_seconds,
             operation_names: Default::default(),
             rate_limited,
+            webhook_deliveries,
             websockets,
             subscriptions,
             jobs,
@@ -237,6 +251,15 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    /// Records an attempt to deliver a webhook event: `ok` or `failed`.
+    pub fn webhook_delivery(&self, outcome: &str) {
+        self.webhook_deliveries
+            .get_or_create(&Outcome {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Records the end of an attempt.

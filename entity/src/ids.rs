@@ -71,4 +71,8 @@ ids! {
     MembershipId;
     /// A credit transaction's id.
     TransactionId;
+    /// A webhook endpoint's id.
+    WebhookId;
+    /// A webhook delivery's id: one event for one endpoint.
+    DeliveryId;
 }

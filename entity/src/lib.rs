@@ -14,6 +14,9 @@ pub mod job_share;
 pub mod live_event;
 pub mod membership;
 pub mod user;
+pub mod webhook;
+pub mod webhook_attempt;
+pub mod webhook_delivery;
 pub mod worker;
 pub mod workspace;
 

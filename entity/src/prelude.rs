@@ -11,5 +11,8 @@ pub use crate::job_share::Entity as JobShare;
 pub use crate::live_event::Entity as LiveEvent;
 pub use crate::membership::Entity as Membership;
 pub use crate::user::Entity as User;
+pub use crate::webhook::Entity as Webhook;
+pub use crate::webhook_attempt::Entity as WebhookAttempt;
+pub use crate::webhook_delivery::Entity as WebhookDelivery;
 pub use crate::worker::Entity as Worker;
 pub use crate::workspace::Entity as Workspace;

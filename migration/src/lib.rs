@@ -17,6 +17,7 @@ mod m20261202_000110_job_keys;
 mod m20261203_000120_request_fingerprints;
 mod m20261203_000125_worker_workspace_limit;
 mod m20261203_000130_add_subject_to_users;
+mod m20261204_000200_create_webhooks;
 mod m20261204_000300_add_trace_parent_to_jobs;
 
 /// Every migration, in order.
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000120_request_fingerprints::Migration),
             Box::new(m20261203_000125_worker_workspace_limit::Migration),
             Box::new(m20261203_000130_add_subject_to_users::Migration),
+            Box::new(m20261204_000200_create_webhooks::Migration),
             Box::new(m20261204_000300_add_trace_parent_to_jobs::Migration),
         ]
     }

@@ -46,6 +46,12 @@ impl Standing {
         self.can_manage_members()
     }
 
+    /// Webhooks send the workspace's events elsewhere and sign them with its secrets: those
+    /// who manage its members manage them.
+    pub fn can_manage_webhooks(self) -> bool {
+        self.can_manage_members()
+    }
+
     pub fn can_delete(self) -> bool {
         self.platform_admin || self.role == Some(Role::Owner)
     }
@@ -67,6 +73,7 @@ impl Standing {
             WorkspaceAction::SubmitJobs => self.can_submit(),
             WorkspaceAction::Rename => self.can_rename(),
             WorkspaceAction::Delete => self.can_delete(),
+            WorkspaceAction::ManageWebhooks => self.can_manage_webhooks(),
             WorkspaceAction::ChangeMember { current, new } => self.can_change_member(current, new),
         };
         if allowed {
@@ -76,6 +83,7 @@ impl Standing {
             WorkspaceAction::SubmitJobs => "submit jobs in this workspace".to_owned(),
             WorkspaceAction::Rename => "rename this workspace".to_owned(),
             WorkspaceAction::Delete => "delete this workspace".to_owned(),
+            WorkspaceAction::ManageWebhooks => "manage the webhooks of this workspace".to_owned(),
             WorkspaceAction::ChangeMember { current, new } => match (current, new) {
                 (None, Some(new)) => format!("add {} to this workspace", a_role(new)),
                 (Some(current), Some(new)) => {
@@ -101,6 +109,8 @@ pub enum WorkspaceAction {
     SubmitJobs,
     Rename,
     Delete,
+    /// Reading, adding, changing and removing webhook endpoints and their deliveries.
+    ManageWebhooks,
     /// Moving a member from `current` to `new` role; `None` is not being a member.
     ChangeMember {
         current: Option<Role>,
@@ -363,6 +373,11 @@ mod tests {
                 Some(Role::Member),
                 change(Some(Role::Admin), None),
                 "you cannot remove an ADMIN from this workspace: you are a MEMBER",
+            ),
+            (
+                Some(Role::Member),
+                WorkspaceAction::ManageWebhooks,
+                "you cannot manage the webhooks of this workspace: you are a MEMBER",
             ),
             (
                 None,

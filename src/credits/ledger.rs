@@ -146,7 +146,8 @@ pub async fn append_all(
         rows.iter().filter_map(|row| row.id.try_as_ref().copied()),
         |record| record.id,
     );
-    crate::live::balance_moved(tx, workspace.id, workspace.credit_balance).await?;
+    let entry_ids: Vec<TransactionId> = records.iter().map(|record| record.id).collect();
+    crate::live::balance_moved(tx, workspace.id, workspace.credit_balance, &entry_ids).await?;
     Ok((records, workspace))
 }
 

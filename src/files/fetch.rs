@@ -141,6 +141,40 @@ pub fn check_url(url: &str) -> Result<Url, String> {
     Ok(parsed)
 }
 
+/// Resolves the host of `url` and checks every address it has: one that is loopback, private
+/// or link-local, and not covered by `allow`, refuses the URL (`what` says what the server
+/// would have done, in the message). Returns the host as a connection names it and the
+/// addresses, which the caller connects to and to nothing else.
+pub async fn resolve_checked(
+    allow: &[Cidr],
+    url: &Url,
+    what: &str,
+) -> Result<(String, Vec<SocketAddr>), String> {
+    let host = url.host_str().unwrap_or_default().to_owned();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let bare_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((bare_host.as_str(), port))
+        .await
+        .map_err(|err| format!("the host `{host}` could not be resolved: {err}"))?
+        .collect();
+    if addresses.is_empty() {
+        return Err(format!("the host `{host}` could not be resolved"));
+    }
+    for address in &addresses {
+        let ip = address.ip();
+        if is_internal(ip) && !allow.iter().any(|cidr| cidr.contains(ip)) {
+            return Err(format!(
+                "the host `{host}` resolves to {ip}, a loopback, private or link-local \
+                 address, which this server does not {what}"
+            ));
+        }
+    }
+    Ok((bare_host, addresses))
+}
+
 /// Starts fetching `url`: resolves and checks each hop, follows redirects, and returns the
 /// successful response, whose body the caller reads within `deadline`. The error says what
 /// went wrong in words a user can act on.
@@ -152,27 +186,13 @@ pub async fn open(policy: &FetchPolicy, url: &str) -> Result<reqwest::Response, 
             .timeout
             .checked_sub(started.elapsed())
             .ok_or_else(|| timed_out(policy))?;
-        let host = url.host_str().unwrap_or_default().to_owned();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let bare_host = host.trim_start_matches('[').trim_end_matches(']');
-        let addresses: Vec<SocketAddr> =
-            tokio::time::timeout(remaining, tokio::net::lookup_host((bare_host, port)))
-                .await
-                .map_err(|_| timed_out(policy))?
-                .map_err(|err| format!("the host `{host}` could not be resolved: {err}"))?
-                .collect();
-        if addresses.is_empty() {
-            return Err(format!("the host `{host}` could not be resolved"));
-        }
-        for address in &addresses {
-            let ip = address.ip();
-            if is_internal(ip) && !policy.allow.iter().any(|cidr| cidr.contains(ip)) {
-                return Err(format!(
-                    "the host `{host}` resolves to {ip}, a loopback, private or link-local \
-                     address, which this server does not fetch from"
-                ));
-            }
-        }
+        let (bare_host, addresses) = tokio::time::timeout(
+            remaining,
+            resolve_checked(&policy.allow, &url, "fetch from"),
+        )
+        .await
+        .map_err(|_| timed_out(policy))??;
+        let bare_host = bare_host.as_str();
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(remaining)

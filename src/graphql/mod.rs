@@ -16,6 +16,7 @@ pub mod persisted;
 mod scalars;
 mod traces;
 mod users;
+mod webhooks;
 pub mod worker;
 mod workspaces;
 
@@ -49,6 +50,7 @@ pub struct Mutation(
     job_actions::JobsMutation,
     users::UsersMutation,
     worker::WorkerMutation,
+    webhooks::WebhooksMutation,
 );
 
 /// The subscription root.

@@ -2,13 +2,15 @@
 
 use async_graphql::{Context, ID, Interface, Object};
 use entity::ids::{
-    BatchId, FileId, JobId, MembershipId, TokenId, TransactionId, UserId, WorkspaceId,
+    BatchId, DeliveryId, FileId, JobId, MembershipId, TokenId, TransactionId, UserId, WebhookId,
+    WorkspaceId,
 };
 
 use super::credits::CreditTransactionView;
 use super::files::FileView;
 use super::jobs::{BatchView, JobView};
 use super::users::{ApiTokenView, UserView};
+use super::webhooks::{WebhookDeliveryView, WebhookView};
 use super::workspaces::{MembershipView, WorkspaceView};
 use super::{db, viewer};
 use crate::access::{self, JobAccess, WorkspaceAccess};
@@ -27,6 +29,8 @@ pub enum Node {
     Job(Box<JobView>),
     Batch(Box<BatchView>),
     File(FileView),
+    Webhook(WebhookView),
+    WebhookDelivery(WebhookDeliveryView),
 }
 
 #[derive(Default)]
@@ -69,6 +73,12 @@ impl NodeQuery {
             }
             Kind::File => Node::File(FileView(
                 access::readable_file(db, viewer, FileId(uuid)).await?,
+            )),
+            Kind::Webhook => Node::Webhook(WebhookView(
+                crate::webhooks::load(db, viewer, WebhookId(uuid)).await?,
+            )),
+            Kind::WebhookDelivery => Node::WebhookDelivery(WebhookDeliveryView(
+                crate::webhooks::readable_delivery(db, viewer, DeliveryId(uuid)).await?,
             )),
         };
         Ok(node)

@@ -119,6 +119,8 @@ fn needs_row(workspace: &Lookahead<'_>) -> bool {
             | "viewerCanSubmit"
             | "viewerCanRename"
             | "viewerCanDelete"
+            | "viewerCanManageWebhooks"
+            | "webhooks"
             | "jobCounts" => false,
             // A page of jobs hands the workspace to the jobs' own `workspace` field.
             "jobs" => {
@@ -186,6 +188,23 @@ impl WorkspaceView {
 
     async fn viewer_can_delete(&self) -> bool {
         self.known().standing.can_delete()
+    }
+
+    async fn viewer_can_manage_webhooks(&self) -> bool {
+        self.known().standing.can_manage_webhooks()
+    }
+
+    /// The webhook endpoints, oldest first (OWNER or ADMIN; FORBIDDEN otherwise).
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
+    async fn webhooks(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, super::webhooks::WebhookView>> {
+        let page = PageArgs::new(first, after)?;
+        let page = crate::webhooks::list(db(ctx), self.known(), page).await?;
+        Ok(page.into_connection(|w| w.id, super::webhooks::WebhookView))
     }
 
     /// Members, oldest first.

@@ -14,7 +14,7 @@
 pub mod feed;
 pub mod subscriptions;
 
-use entity::ids::{JobId, TokenId, WorkspaceId};
+use entity::ids::{JobId, TokenId, TransactionId, WorkspaceId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -53,14 +53,16 @@ const REVOCATIONS: usize = 256;
 /// How long entries are kept for resuming subscriptions.
 const RETENTION: chrono::Duration = chrono::Duration::days(7);
 
-/// Records a workspace's balance after a ledger entry.
+/// Records a workspace's balance after ledger entries, and which entries moved it (what
+/// webhooks tell of each).
 pub async fn balance_moved(
     tx: &Transaction,
     workspace_id: WorkspaceId,
     balance: i64,
+    entries: &[TransactionId],
 ) -> Result<()> {
     let mut entry = store::live_entry_of(workspace_id, None, LiveKind::Credits);
-    entry.data = Set(Some(json!({ "balance": balance })));
+    entry.data = Set(Some(json!({ "balance": balance, "entries": entries })));
     store::record_live(tx, [entry]);
     Ok(())
 }

@@ -30,5 +30,6 @@ mod support;
 mod tokens;
 mod traces;
 mod waiting;
+mod webhooks;
 mod websocket;
 mod workspaces;

@@ -11,6 +11,7 @@ mod persisted;
 mod text;
 mod traceparent;
 mod uploads;
+mod webhooks;
 
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};

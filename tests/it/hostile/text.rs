@@ -97,6 +97,18 @@ fn operations(ws: &str, job: &str) -> Vec<(&'static str, String)> {
             ),
         ),
         ("id", "query($s: ID!) { job(id: $s) { id } }".into()),
+        (
+            "webhook url",
+            format!(
+                "mutation($s: String!) {{ createWebhook(input: {{workspaceId: \"{ws}\", url: $s, events: [\"job.completed\"]}}) {{ secret }} }}"
+            ),
+        ),
+        (
+            "webhook description",
+            format!(
+                "mutation($s: String!) {{ createWebhook(input: {{workspaceId: \"{ws}\", url: \"https://example.com\", events: [\"job.completed\"], description: $s}}) {{ secret }} }}"
+            ),
+        ),
     ]
 }
 

@@ -35,6 +35,9 @@ pub struct TestApp {
     pub queries: std::sync::Arc<jobgraph::db::QueryStats>,
     client: reqwest::Client,
     shutdown: CancellationToken,
+    /// The configuration it was built with, for `restart`.
+    config: Config,
+    served: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -147,7 +150,7 @@ impl TestApp {
         let listener = TcpListener::bind(config.server.listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         config.server.public_url = Some(format!("http://{addr}"));
-        let app = App::build(config).await.expect("building the app");
+        let app = App::build(config.clone()).await.expect("building the app");
         let db = app.state.db.clone();
         let queries = app.state.query_stats.clone();
         let state = app.state.clone();
@@ -156,7 +159,7 @@ impl TestApp {
             .unwrap()
             .expect("a fresh database has no users");
         let shutdown = CancellationToken::new();
-        tokio::spawn(app.serve(listener, shutdown.clone()));
+        let served = tokio::spawn(app.serve(listener, shutdown.clone()));
         TestApp {
             addr,
             db,
@@ -166,8 +169,46 @@ impl TestApp {
             state,
             client: reqwest::Client::new(),
             shutdown,
+            config,
+            served: Some(served),
             _dir: dir,
         }
+    }
+
+    /// Stops the server as a deployment would (gracefully, waiting for it to finish) and runs
+    /// `meanwhile` on a connection of its own while none serves.
+    pub async fn stop_then<F, Fut>(&mut self, meanwhile: F)
+    where
+        F: FnOnce(DatabaseConnection) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        self.shutdown.cancel();
+        if let Some(served) = self.served.take() {
+            served.await.unwrap().expect("the server stops cleanly");
+        }
+        let db = jobgraph::db::connect(&self.database_url).await.unwrap();
+        meanwhile(db.clone()).await;
+        db.close().await.unwrap();
+    }
+
+    /// Starts the server again on the same database and data, on a new port.
+    pub async fn start_again(&mut self) {
+        self.start_again_with(|_| {}).await;
+    }
+
+    /// Starts the server again, its configuration changed by `tweak`.
+    pub async fn start_again_with(&mut self, tweak: impl FnOnce(&mut Config)) {
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.addr = listener.local_addr().unwrap();
+        config.server.public_url = Some(format!("http://{}", self.addr));
+        let app = App::build(config).await.expect("building the app again");
+        self.db = app.state.db.clone();
+        self.queries = app.state.query_stats.clone();
+        self.state = app.state.clone();
+        self.shutdown = CancellationToken::new();
+        self.served = Some(tokio::spawn(app.serve(listener, self.shutdown.clone())));
     }
 
     pub fn url(&self, path: &str) -> String {
