@@ -115,6 +115,18 @@ impl Event {
     }
 }
 
+/// The last `seq` of the log committed: everything up to it is visible to a read that starts
+/// now, and an entry committed later has a greater `seq`.
+pub async fn last_committed(db: &impl ConnectionTrait) -> Result<i64> {
+    let seq: Option<Option<i64>> = live_event::Entity::find()
+        .select_only()
+        .column_as(live_event::Column::Seq.max(), "seq")
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(seq.flatten().unwrap_or(0))
+}
+
 /// Loads the jobs that `entries` name, once each.
 pub async fn resolve(
     db: &impl ConnectionTrait,
@@ -283,13 +295,7 @@ impl Bus {
 
     /// The last `seq` committed: everything up to it is visible to a read that starts now.
     pub async fn last_committed(&self) -> Result<i64> {
-        let seq: Option<Option<i64>> = live_event::Entity::find()
-            .select_only()
-            .column_as(live_event::Column::Seq.max(), "seq")
-            .into_tuple()
-            .one(self.db())
-            .await?;
-        Ok(seq.flatten().unwrap_or(0))
+        last_committed(self.db()).await
     }
 
     /// Broadcasts every entry committed after the head.

@@ -64,17 +64,6 @@ pub fn wake() {
     WAKE.notify_one();
 }
 
-/// The last `seq` of the log: where a new (or enabled again) endpoint starts.
-pub async fn log_head(db: &impl ConnectionTrait) -> Result<i64> {
-    let seq: Option<Option<i64>> = live_event::Entity::find()
-        .select_only()
-        .column_as(live_event::Column::Seq.max(), "seq")
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(seq.flatten().unwrap_or(0))
-}
-
 /// Queues `event` for an endpoint, unless it already has it; returns the delivery if new.
 pub async fn insert(
     db: &impl ConnectionTrait,

@@ -229,7 +229,7 @@ pub async fn create(
         disabled_reason: Set(None),
         disabled_at: Set(None),
         failure_count: Set(0),
-        live_cursor: Set(delivery::log_head(&tx).await?),
+        live_cursor: Set(crate::live::last_committed(&tx).await?),
         created_by: Set(viewer.user_id()),
         created_at: Set(now),
         updated_at: Set(now),
@@ -282,7 +282,7 @@ pub async fn update(
             active.disabled_reason = Set(None);
             active.disabled_at = Set(None);
             active.failure_count = Set(0);
-            active.live_cursor = Set(delivery::log_head(&tx).await?);
+            active.live_cursor = Set(crate::live::last_committed(&tx).await?);
         }
         Some(false) if was_enabled => {
             active.enabled = Set(false);
