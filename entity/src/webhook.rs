@@ -18,7 +18,7 @@ pub struct Model {
     /// Which jobs' events are sent: `{tools, statuses, submitterId}`, each optional.
     pub filter: Json,
     /// `whsec_` and the base64 of the signing key; kept to sign, never shown again.
-    pub secret: String,
+    pub secret: SigningSecret,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<DateTimeUtc>,
@@ -29,6 +29,17 @@ pub struct Model {
     pub created_by: Option<UserId>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+}
+
+/// An endpoint's signing secret. Its `Debug` hides it, so that no log of a row or a change
+/// (the model's, the active model's) ever prints it.
+#[derive(Clone, PartialEq, Eq, DeriveValueType)]
+pub struct SigningSecret(pub String);
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningSecret(..)")
+    }
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -56,5 +67,25 @@ impl Entity {
         Self::find()
             .filter(Column::WorkspaceId.eq(workspace_id))
             .order_by_asc(Column::Id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::Set;
+
+    use super::*;
+
+    #[test]
+    fn a_secret_never_shows_in_debug_output() {
+        let secret = SigningSecret("whsec_c2VjcmV0LXNpZ25pbmcta2V5LWJ5dGVz".to_owned());
+        let change = ActiveModel {
+            secret: Set(secret.clone()),
+            ..Default::default()
+        };
+        for text in [format!("{secret:?}"), format!("{change:?}")] {
+            assert!(!text.contains("whsec_"), "{text}");
+            assert!(text.contains("SigningSecret(..)"), "{text}");
+        }
     }
 }

@@ -430,7 +430,7 @@ impl Deliverer {
         .map_err(|_| "resolving the host timed out".to_owned())??;
         let timestamp = Utc::now().timestamp();
         let signature = signing::sign(
-            &endpoint.secret,
+            &endpoint.secret.0,
             &delivery.event_id,
             timestamp,
             &delivery.payload,

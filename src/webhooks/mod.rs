@@ -224,7 +224,7 @@ pub async fn create(
         description: Set(description),
         events: Set(serde_json::json!(events)),
         filter: Set(serde_json::to_value(&filter).map_err(anyhow::Error::from)?),
-        secret: Set(secret.clone()),
+        secret: Set(webhook::SigningSecret(secret.clone())),
         enabled: Set(true),
         disabled_reason: Set(None),
         disabled_at: Set(None),
@@ -315,7 +315,7 @@ pub async fn rotate_secret(
     let tx = db::begin_write(db).await?;
     let mut active = load(&tx, viewer, id).await?.into_active_model();
     let secret = signing::new_secret();
-    active.secret = Set(secret.clone());
+    active.secret = Set(webhook::SigningSecret(secret.clone()));
     active.updated_at = Set(Utc::now());
     let updated = active.update(&tx).await?;
     tx.commit().await?;

@@ -758,7 +758,7 @@ async fn only_owners_and_admins_manage_webhooks_and_a_refusal_writes_nothing() {
         .await;
     let secret = rotated["rotateWebhookSecret"]["secret"].as_str().unwrap();
     assert!(secret.starts_with("whsec_"));
-    assert_ne!(Some(secret), before.0[0].secret.as_str().into());
+    assert_ne!(Some(secret), before.0[0].secret.0.as_str().into());
     app.ok(
         Some(&alice.token),
         "mutation($id: ID!) { deleteWebhook(input: {id: $id}) { deletedId } }",
