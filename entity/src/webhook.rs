@@ -19,6 +19,10 @@ pub struct Model {
     pub filter: Json,
     /// `whsec_` and the base64 of the signing key; kept to sign, never shown again.
     pub secret: SigningSecret,
+    /// The secret before the last rotation: it signs too until `previous_secret_until`, so
+    /// that receivers can change their secret without refusing a delivery.
+    pub previous_secret: Option<SigningSecret>,
+    pub previous_secret_until: Option<DateTimeUtc>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<DateTimeUtc>,

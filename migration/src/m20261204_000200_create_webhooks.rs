@@ -23,6 +23,8 @@ enum Webhooks {
     Events,
     Filter,
     Secret,
+    PreviousSecret,
+    PreviousSecretUntil,
     Enabled,
     DisabledReason,
     DisabledAt,
@@ -94,6 +96,8 @@ impl MigrationTrait for Migration {
                     .col(json_binary(Webhooks::Events))
                     .col(json_binary(Webhooks::Filter))
                     .col(text(Webhooks::Secret))
+                    .col(text_null(Webhooks::PreviousSecret))
+                    .col(timestamp_with_time_zone_null(Webhooks::PreviousSecretUntil))
                     .col(boolean(Webhooks::Enabled))
                     .col(text_null(Webhooks::DisabledReason))
                     .col(timestamp_with_time_zone_null(Webhooks::DisabledAt))

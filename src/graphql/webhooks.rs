@@ -90,6 +90,14 @@ impl WebhookView {
     }
 
     /// Failed attempts since the last delivered one.
+    /// Until when the secret before the last rotation still signs deliveries, beside the
+    /// current one (24 hours after `rotateWebhookSecret`); null when it no longer does.
+    async fn previous_secret_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0
+            .previous_secret_until
+            .filter(|until| *until > Utc::now())
+    }
+
     async fn failure_count(&self) -> i32 {
         self.0.failure_count
     }

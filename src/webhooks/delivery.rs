@@ -429,11 +429,12 @@ impl Deliverer {
         .await
         .map_err(|_| "resolving the host timed out".to_owned())??;
         let timestamp = Utc::now().timestamp();
-        let signature = signing::sign(
-            &endpoint.secret.0,
+        let signature = signing::signatures(
+            endpoint,
             &delivery.event_id,
             timestamp,
             &delivery.payload,
+            Utc::now(),
         )
         .map_err(|err| err.to_string())?;
         let client = reqwest::Client::builder()

@@ -225,6 +225,8 @@ pub async fn create(
         events: Set(serde_json::json!(events)),
         filter: Set(serde_json::to_value(&filter).map_err(anyhow::Error::from)?),
         secret: Set(webhook::SigningSecret(secret.clone())),
+        previous_secret: Set(None),
+        previous_secret_until: Set(None),
         enabled: Set(true),
         disabled_reason: Set(None),
         disabled_at: Set(None),
@@ -306,17 +308,26 @@ pub async fn delete(db: &DatabaseConnection, viewer: &Viewer, id: WebhookId) -> 
     Ok(())
 }
 
-/// Gives an endpoint a new secret, returned once; the old one signs nothing more.
+/// How long a secret keeps signing after a rotation, beside the new one.
+pub const ROTATION_GRACE: chrono::Duration = chrono::Duration::hours(24);
+
+/// Gives an endpoint a new secret, returned once. The old one keeps signing beside it for
+/// [`ROTATION_GRACE`], so that a receiver that still checks with it accepts every delivery.
 pub async fn rotate_secret(
     db: &DatabaseConnection,
     viewer: &Viewer,
     id: WebhookId,
 ) -> Result<(webhook::Model, String)> {
     let tx = db::begin_write(db).await?;
-    let mut active = load(&tx, viewer, id).await?.into_active_model();
+    let endpoint = load(&tx, viewer, id).await?;
+    let now = Utc::now();
+    let previous = endpoint.secret.clone();
+    let mut active = endpoint.into_active_model();
     let secret = signing::new_secret();
     active.secret = Set(webhook::SigningSecret(secret.clone()));
-    active.updated_at = Set(Utc::now());
+    active.previous_secret = Set(Some(previous));
+    active.previous_secret_until = Set(Some(now + ROTATION_GRACE));
+    active.updated_at = Set(now);
     let updated = active.update(&tx).await?;
     tx.commit().await?;
     Ok((updated, secret))

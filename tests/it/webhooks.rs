@@ -862,3 +862,49 @@ async fn processes_sharing_a_database_deliver_each_event_once() {
     amounts.sort();
     assert_eq!(amounts, expected);
 }
+
+/// After a rotation the old secret signs beside the new one for a day: a receiver still
+/// checking with either accepts every delivery, and the endpoint says until when.
+#[tokio::test]
+async fn a_rotated_secret_keeps_signing_beside_the_new_one_for_a_day() {
+    let app = spawn("1s", 0).await;
+    let (alice, ws) = app.setup("lab", 0).await;
+    let receiver = Receiver::start().await;
+    let webhook = register(&app, &alice, &ws, &receiver, &["credits.granted"]).await;
+    let rotated = app
+        .ok(
+            Some(&alice.token),
+            "mutation($id: ID!) { rotateWebhookSecret(input: {id: $id}) { secret webhook { previousSecretExpiresAt } } }",
+            json!({ "id": webhook }),
+        )
+        .await["rotateWebhookSecret"]
+        .clone();
+    let until_at: chrono::DateTime<chrono::Utc> = rotated["webhook"]["previousSecretExpiresAt"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ahead = until_at - chrono::Utc::now();
+    assert!(
+        ahead > chrono::Duration::hours(23) && ahead <= chrono::Duration::hours(24),
+        "{rotated}"
+    );
+    // The receiver still checks with the old secret, then with the new one.
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    for round in 0..2 {
+        if round == 1 {
+            receiver.trust(&new_secret);
+        }
+        let sent = send_test(&app, &alice, &webhook).await;
+        let id = sent["eventId"].as_str().unwrap().to_owned();
+        until(WAIT, "the test event is delivered", || async {
+            receiver.got().iter().any(|got| got.id == id)
+        })
+        .await;
+        let got = receiver.got().into_iter().find(|got| got.id == id).unwrap();
+        assert!(
+            got.verified && got.answered == 200,
+            "round {round}: {got:?}"
+        );
+    }
+}
