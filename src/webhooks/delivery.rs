@@ -53,6 +53,10 @@ const BATCH: u64 = 500;
 /// Deliveries claimed at once by a process.
 const CLAIM: u64 = 64;
 
+/// The least time between two reads of the log for new events: a busy queue broadcasts
+/// thousands of live entries a second, and each burst of them is read once, not once each.
+const FAN_OUT_GAP: Duration = Duration::from_millis(100);
+
 /// How long deliveries that ended are kept in the log of their endpoint.
 const RETENTION: chrono::Duration = chrono::Duration::days(30);
 
@@ -153,9 +157,19 @@ impl Deliverer {
                 }
             }
             while sends.try_join_next().is_some() {}
+            let woken_at = Instant::now();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = broadcast.recv() => {}
+                _ = broadcast.recv() => {
+                    // New entries: wait out the gap, then read every entry that came meanwhile
+                    // at once; the broadcasts queued since say nothing more.
+                    let gap = FAN_OUT_GAP.saturating_sub(woken_at.elapsed());
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(gap) => {}
+                    }
+                    broadcast = broadcast.resubscribe();
+                }
                 _ = WAKE.notified() => {}
                 Some(_) = sends.join_next() => {}
                 _ = tokio::time::sleep(self.poll()) => {}
