@@ -21,10 +21,11 @@ pub enum Kind {
     File,
     Webhook,
     WebhookDelivery,
+    Workflow,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::User,
         Kind::ApiToken,
         Kind::Workspace,
@@ -35,6 +36,7 @@ impl Kind {
         Kind::File,
         Kind::Webhook,
         Kind::WebhookDelivery,
+        Kind::Workflow,
     ];
 
     const fn prefix(self) -> &'static str {
@@ -49,6 +51,7 @@ impl Kind {
             Kind::File => "file",
             Kind::Webhook => "whk",
             Kind::WebhookDelivery => "dlv",
+            Kind::Workflow => "wf",
         }
     }
 
@@ -64,6 +67,7 @@ impl Kind {
             Kind::File => "File",
             Kind::Webhook => "Webhook",
             Kind::WebhookDelivery => "WebhookDelivery",
+            Kind::Workflow => "Workflow",
         }
     }
 }
@@ -96,6 +100,7 @@ global_ids! {
     File => FileId,
     Webhook => WebhookId,
     WebhookDelivery => DeliveryId,
+    Workflow => WorkflowId,
 }
 
 /// The global id of an object.

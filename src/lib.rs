@@ -26,6 +26,7 @@ pub mod telemetry;
 pub mod tools;
 pub mod users;
 pub mod webhooks;
+pub mod workflows;
 pub mod workspaces;
 
 use tokio::net::TcpListener;

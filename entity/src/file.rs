@@ -27,6 +27,8 @@ pub struct Model {
     pub sha256: String,
     /// Where the storage backend keeps the bytes.
     pub storage_key: String,
+    /// FASTA content: its residues, where they were counted (for pricing what it feeds).
+    pub residues: Option<i64>,
     pub created_at: DateTimeUtc,
 }
 

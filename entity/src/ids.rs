@@ -75,4 +75,6 @@ ids! {
     WebhookId;
     /// A webhook delivery's id: one event for one endpoint.
     DeliveryId;
+    /// A workflow's id.
+    WorkflowId;
 }

@@ -98,6 +98,9 @@ pub struct Model {
     /// The W3C `traceparent` of the request that submitted the job, when traces are exported:
     /// its runs continue that trace.
     pub trace_parent: Option<String>,
+    /// The workflow whose step this job runs, and the step's name.
+    pub workflow_id: Option<WorkflowId>,
+    pub workflow_step: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

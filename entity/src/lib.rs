@@ -18,6 +18,8 @@ pub mod webhook;
 pub mod webhook_attempt;
 pub mod webhook_delivery;
 pub mod worker;
+pub mod workflow;
+pub mod workflow_step;
 pub mod workspace;
 
 pub mod prelude;

@@ -30,6 +30,10 @@ pub enum LiveKind {
     /// workspace (`workspace_id` is nil); `data` holds `tokenId`.
     #[sea_orm(string_value = "TOKEN_REVOKED")]
     TokenRevoked,
+    /// A workflow changed (its status, steps or credits); `data` holds `workflowId`. Its
+    /// steps' jobs have entries of their own.
+    #[sea_orm(string_value = "WORKFLOW")]
+    Workflow,
 }
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

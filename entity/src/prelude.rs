@@ -15,4 +15,6 @@ pub use crate::webhook::Entity as Webhook;
 pub use crate::webhook_attempt::Entity as WebhookAttempt;
 pub use crate::webhook_delivery::Entity as WebhookDelivery;
 pub use crate::worker::Entity as Worker;
+pub use crate::workflow::Entity as Workflow;
+pub use crate::workflow_step::Entity as WorkflowStep;
 pub use crate::workspace::Entity as Workspace;

@@ -12,6 +12,9 @@ pub struct Model {
     pub name: String,
     /// Always equal to the sum of the workspace's credit transactions.
     pub credit_balance: i64,
+    /// What running workflows hold of the balance for their steps: other charges may not take
+    /// the balance below it.
+    pub credits_reserved: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -36,10 +36,15 @@ impl JobStanding {
     /// Whether the viewer manages this job: owners and admins manage every job of their
     /// workspace, members the jobs they submitted.
     pub fn manages(self, job: &job::Model) -> bool {
+        self.manages_submitted_by(job.submitter_id)
+    }
+
+    /// Whether the viewer manages what `submitter` submitted (a job, a workflow).
+    pub fn manages_submitted_by(self, submitter: UserId) -> bool {
         let w = self.workspace;
         w.platform_admin
             || matches!(w.role, Some(Role::Owner | Role::Admin))
-            || (w.role == Some(Role::Member) && self.viewer_id == Some(job.submitter_id))
+            || (w.role == Some(Role::Member) && self.viewer_id == Some(submitter))
     }
 
     /// Decides one action on one job the viewer may read: FORBIDDEN for the role, CONFLICT
@@ -70,6 +75,9 @@ impl JobStanding {
             JobAction::Delete if !job.status.is_final() => Err(Error::conflict(format!(
                 "the job is {status}: cancel it before deleting it"
             ))),
+            JobAction::Delete if job.workflow_id.is_some() => Err(Error::conflict(
+                "the job is a step of a workflow: it is deleted with its workflow",
+            )),
             JobAction::Cancel if !crate::jobs::state::cancellable(job.status) => {
                 Err(Error::conflict(format!(
                     "the job is {status} and can no longer be cancelled"

@@ -6,12 +6,14 @@
 
 mod cache;
 mod jobs;
+mod workflows;
 mod workspaces;
 
 pub use cache::{Invalidate, StandingCache};
 pub use jobs::{
     JobAccess, JobAction, JobStanding, readable_file, shared_with, worker_readable_file,
 };
+pub use workflows::{WorkflowAccess, WorkflowAction, status_name as workflow_status_name};
 pub use workspaces::{
     Standing, WorkspaceAccess, WorkspaceAction, WorkspaceRef, readable_credit_transaction,
     readable_membership, standing,

@@ -4,12 +4,14 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A whole number of credits, from 0 to `Credits::MAX`. Read from a tools file, a number outside
 /// that range is refused when the file is loaded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(try_from = "i64")]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
+)]
+#[serde(try_from = "i64", into = "i64")]
 pub struct Credits(i64);
 
 impl Credits {

@@ -76,6 +76,25 @@ pub async fn append_all(
     tx: &crate::db::Transaction,
     entries: Vec<Entry>,
 ) -> Result<(Vec<credit_transaction::Model>, workspace::Model)> {
+    append_from(tx, entries, Source::Balance).await
+}
+
+/// What a move that takes credits takes them from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The balance above what running workflows reserve (`workspaces.credits_reserved`).
+    Balance,
+    /// What running workflows reserve: charges of their steps, which the caller has checked
+    /// against their own workflow's reservation. The reservation shrinks with the balance.
+    Reservation,
+}
+
+/// `append_all`, taking what the entries take from `source`.
+pub async fn append_from(
+    tx: &crate::db::Transaction,
+    entries: Vec<Entry>,
+    source: Source,
+) -> Result<(Vec<credit_transaction::Model>, workspace::Model)> {
     let Some(workspace_id) = entries.first().map(|e| e.workspace_id) else {
         return Err(Error::Internal(anyhow::anyhow!(
             "no ledger entries to append"
@@ -92,13 +111,23 @@ pub async fn append_all(
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("ledger entries overflow their sum")))?;
     let now = Utc::now();
     let balance = workspace::Column::CreditBalance;
-    let moved = workspace::Entity::update_many()
+    let reserved = workspace::Column::CreditsReserved;
+    let mut update = workspace::Entity::update_many()
         .col_expr(balance, Expr::col(balance).add(sum))
         .col_expr(workspace::Column::UpdatedAt, Expr::value(now))
         .filter(workspace::Column::Id.eq(workspace_id))
-        .filter(Expr::col(balance).add(sum).gte(0))
-        .exec_with_returning(tx)
-        .await?;
+        .filter(Expr::col(balance).add(sum).gte(0));
+    update = match source {
+        // What workflows reserve is not for other charges.
+        Source::Balance if sum < 0 => {
+            update.filter(Expr::col(balance).sub(Expr::col(reserved)).add(sum).gte(0))
+        }
+        Source::Balance => update,
+        Source::Reservation => update
+            .col_expr(reserved, Expr::col(reserved).add(sum))
+            .filter(Expr::col(reserved).add(sum).gte(0)),
+    };
+    let moved = update.exec_with_returning(tx).await?;
     let Some(workspace) = moved.into_iter().next() else {
         let current = workspace::Entity::find_by_id(workspace_id)
             .one(tx)
@@ -106,7 +135,10 @@ pub async fn append_all(
             .ok_or(Error::NotFound("workspace"))?;
         return Err(Error::InsufficientCredits {
             needed: -sum,
-            balance: current.credit_balance,
+            balance: match source {
+                Source::Balance => current.credit_balance - current.credits_reserved,
+                Source::Reservation => current.credits_reserved,
+            },
         });
     };
     let mut after = workspace.credit_balance - sum;
@@ -149,6 +181,66 @@ pub async fn append_all(
     let entry_ids: Vec<TransactionId> = records.iter().map(|record| record.id).collect();
     crate::live::balance_moved(tx, workspace.id, workspace.credit_balance, &entry_ids).await?;
     Ok((records, workspace))
+}
+
+/// Sets `amount` credits of a workspace's balance aside for a workflow's steps, in the
+/// caller's transaction: other charges may no longer take them. INSUFFICIENT_CREDITS when the
+/// balance above what is already reserved is smaller.
+pub async fn reserve(
+    tx: &crate::db::Transaction,
+    workspace_id: WorkspaceId,
+    amount: i64,
+) -> Result<workspace::Model> {
+    let balance = workspace::Column::CreditBalance;
+    let reserved = workspace::Column::CreditsReserved;
+    let moved = workspace::Entity::update_many()
+        .col_expr(reserved, Expr::col(reserved).add(amount))
+        .filter(workspace::Column::Id.eq(workspace_id))
+        .filter(
+            Expr::col(balance)
+                .sub(Expr::col(reserved))
+                .sub(amount)
+                .gte(0),
+        )
+        .exec_with_returning(tx)
+        .await?;
+    match moved.into_iter().next() {
+        Some(workspace) => Ok(workspace),
+        None => {
+            let current = workspace::Entity::find_by_id(workspace_id)
+                .one(tx)
+                .await?
+                .ok_or(Error::NotFound("workspace"))?;
+            Err(Error::InsufficientCredits {
+                needed: amount,
+                balance: current.credit_balance - current.credits_reserved,
+            })
+        }
+    }
+}
+
+/// Gives back what is left of a workflow's reservation, in the caller's transaction.
+pub async fn release(
+    tx: &crate::db::Transaction,
+    workspace_id: WorkspaceId,
+    amount: i64,
+) -> Result<()> {
+    if amount == 0 {
+        return Ok(());
+    }
+    let reserved = workspace::Column::CreditsReserved;
+    let moved = workspace::Entity::update_many()
+        .col_expr(reserved, Expr::col(reserved).sub(amount))
+        .filter(workspace::Column::Id.eq(workspace_id))
+        .filter(Expr::col(reserved).sub(amount).gte(0))
+        .exec(tx)
+        .await?;
+    if moved.rows_affected != 1 {
+        return Err(Error::Internal(anyhow::anyhow!(
+            "the workspace reserves less than the {amount} credits a workflow gives back"
+        )));
+    }
+    Ok(())
 }
 
 /// Ledger entries written by one INSERT: far below the parameter limits of both databases.

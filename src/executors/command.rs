@@ -208,9 +208,9 @@ async fn prepare(dir: &Path, job: &job::Model, files: &Files) -> Result<(), Fail
         .map_err(io_failure("creating the working directory"))?;
     for (name, input) in Prepared::from_stored(&job.inputs, &job.settings).inputs {
         let path = dir.join("inputs").join(&name);
-        match (input.text, input.file_id) {
-            (None, Some(file_id)) => {
-                let key = files::input_key(job.workspace_id, job.id, file_id);
+        let key = input.storage_key(job.workspace_id, job.id);
+        match (input.text, key) {
+            (None, Some(key)) => {
                 copy_to_path(files, &key, &path).await?;
             }
             (text, _) => tokio::fs::write(&path, text.unwrap_or_default())

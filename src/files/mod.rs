@@ -76,6 +76,7 @@ impl NewFile {
             content_type: Set(self.content_type.clone()),
             sha256: Set(self.sha256.clone()),
             storage_key: Set(self.key.clone()),
+            residues: Set(self.residues.map(|r| r as i64)),
             created_at: Set(Utc::now()),
         }
         .insert(db)
@@ -87,7 +88,10 @@ impl NewFile {
 #[derive(Debug, Clone, Copy)]
 pub struct Checks {
     pub max_bytes: u64,
+    /// Refuse content that is not FASTA; count its residues.
     pub fasta: bool,
+    /// Count the residues of FASTA content, without refusing other content (a run's outputs).
+    pub count_residues: bool,
 }
 
 /// Why writing a file failed.
@@ -157,6 +161,26 @@ pub fn output_prefix(workspace_id: WorkspaceId, job_id: JobId, attempt: i32) -> 
 /// The folder of all of a job's files.
 pub fn job_prefix(workspace_id: WorkspaceId, job_id: JobId) -> String {
     format!("{}/{}", workspace_id.simple(), job_id.simple())
+}
+
+/// Where a workflow's uploaded input `file_id` is stored: under the workflow's folder, which
+/// the steps it feeds refer to.
+pub fn workflow_input_key(
+    workspace_id: WorkspaceId,
+    workflow_id: entity::ids::WorkflowId,
+    file_id: FileId,
+) -> String {
+    format!(
+        "{}/{}/inputs/{}",
+        workspace_id.simple(),
+        workflow_id.simple(),
+        file_id.simple()
+    )
+}
+
+/// The folder of a workflow's own files (its inputs).
+pub fn workflow_prefix(workspace_id: WorkspaceId, workflow_id: entity::ids::WorkflowId) -> String {
+    format!("{}/{}", workspace_id.simple(), workflow_id.simple())
 }
 
 /// The folder of all of a workspace's files.
@@ -260,7 +284,7 @@ impl Files {
             let mut stream = std::pin::pin!(stream);
             let mut hasher = Sha256::new();
             let mut size = 0u64;
-            let mut fasta = checks.fasta.then(FastaStream::default);
+            let mut fasta = (checks.fasta || checks.count_residues).then(FastaStream::default);
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|err| WriteError::Source(err.to_string()))?;
                 size += chunk.len() as u64;
@@ -274,7 +298,8 @@ impl Files {
                 writer.write(chunk).await.map_err(WriteError::Storage)?;
             }
             let residues = match fasta {
-                Some(fasta) => Some(fasta.finish().map_err(WriteError::Invalid)?),
+                Some(fasta) if checks.fasta => Some(fasta.finish().map_err(WriteError::Invalid)?),
+                Some(fasta) => fasta.finish().ok(),
                 None => None,
             };
             Ok(Written {
@@ -338,6 +363,7 @@ impl Files {
         let checks = Checks {
             max_bytes: u64::MAX,
             fasta: false,
+            count_residues: content_type == "text/x-fasta",
         };
         let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes))]);
         let written = self.write(&key, stream, checks).await?;
@@ -354,13 +380,14 @@ impl Files {
             .await
             .map_err(|err| WriteError::Source(format!("reading {}: {err}", path.display())))?;
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
+        let name = clean_name(&path.file_name().unwrap_or_default().to_string_lossy());
+        let content_type = guess_content_type(&name).to_owned();
         let checks = Checks {
             max_bytes: u64::MAX,
             fasta: false,
+            count_residues: content_type == "text/x-fasta",
         };
         let written = self.write(&key, stream, checks).await?;
-        let name = clean_name(&path.file_name().unwrap_or_default().to_string_lossy());
-        let content_type = guess_content_type(&name).to_owned();
         Ok(self.new_file(key, name, content_type, written))
     }
 

@@ -78,6 +78,9 @@ pub enum WaitReasonView {
     ToolLimit,
     /// No worker present runs its tool.
     NoWorkerForTool,
+    /// A workflow step whose upstream steps have not all completed (`WorkflowStep.waitingFor`
+    /// names them); it has no job yet.
+    WaitingForUpstream,
     /// A failed attempt waits out its backoff; `eligibleAt` says until when.
     RetryBackoff,
 }
@@ -413,6 +416,14 @@ impl JobView {
         JobView(access.job, access.standing)
     }
 
+    /// Why the job, QUEUED or RETRY, has not started yet.
+    pub(super) async fn wait_reason_of(
+        &self,
+        ctx: &Context<'_>,
+    ) -> ApiResult<Option<WaitReasonView>> {
+        Ok(self.wait(ctx).await?.reason.map(Into::into))
+    }
+
     /// Where the job stands while it waits, loaded with the rest of its page.
     async fn wait(&self, ctx: &Context<'_>) -> ApiResult<Wait> {
         if !matches!(self.0.status, JobStatus::Queued | JobStatus::Retry) {
@@ -729,6 +740,26 @@ job_fields! {
             views.push(JobView(job, standing));
         }
         Ok(views)
+    }
+    /// The workflow whose step it runs; null for jobs of no workflow, and for viewers who
+    /// see the job only through its sharing.
+    #[reads(WorkflowId)]
+    async fn workflow(&self, ctx: &Context<'_>) -> ApiResult<Option<super::workflows::WorkflowView>> {
+        let Some(workflow_id) = self.0.workflow_id else {
+            return Ok(None);
+        };
+        if !self.1.sees_workspace() {
+            return Ok(None);
+        }
+        super::workflows::load_optional(ctx, workflow_id).await
+    }
+    /// The name of the workflow step it runs.
+    #[reads(WorkflowStep)]
+    async fn workflow_step(&self) -> Option<String> {
+        if !self.1.sees_workspace() {
+            return None;
+        }
+        self.0.workflow_step.clone()
     }
     /// The batch it was submitted in; null for viewers who see the job only through its
     /// sharing.

@@ -74,6 +74,21 @@ impl LiveSubscription {
         Ok(api_errors(stream).map(|item| item.map(|(job, standing)| JobView(job, standing))))
     }
 
+    /// The workflow now, then after each change of it or of its steps' jobs (status, progress,
+    /// credits), the latest state once per batch of changes.
+    async fn workflow_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<impl Stream<Item = ApiResult<super::workflows::WorkflowView>> + use<>, ApiError>
+    {
+        let id = ids::decode::<entity::ids::WorkflowId>("id", &id)?;
+        let stream = subscriptions::workflow_updates(bus(ctx), viewer(ctx).clone(), id).await?;
+        Ok(api_errors(stream).map(|item| {
+            item.map(|(workflow, standing)| super::workflows::WorkflowView(workflow, standing))
+        }))
+    }
+
     /// Created, updated and deleted jobs of a workspace that pass `filter` (as the history
     /// list). With `after` (a `cursor` of an earlier event), first the events since then, from
     /// the stored log, then live: none missed, none repeated.

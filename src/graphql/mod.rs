@@ -18,6 +18,7 @@ mod traces;
 mod users;
 mod webhooks;
 pub mod worker;
+mod workflows;
 mod workspaces;
 
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub struct Query(
     users::UsersQuery,
     workspaces::WorkspacesQuery,
     job_actions::JobsQuery,
+    workflows::WorkflowsQuery,
 );
 
 /// The mutation root.
@@ -51,6 +53,7 @@ pub struct Mutation(
     users::UsersMutation,
     worker::WorkerMutation,
     webhooks::WebhooksMutation,
+    workflows::WorkflowsMutation,
 );
 
 /// The subscription root.

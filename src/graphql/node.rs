@@ -31,6 +31,7 @@ pub enum Node {
     File(FileView),
     Webhook(WebhookView),
     WebhookDelivery(WebhookDeliveryView),
+    Workflow(Box<super::workflows::WorkflowView>),
 }
 
 #[derive(Default)]
@@ -79,6 +80,11 @@ impl NodeQuery {
             )),
             Kind::WebhookDelivery => Node::WebhookDelivery(WebhookDeliveryView(
                 crate::webhooks::readable_delivery(db, viewer, DeliveryId(uuid)).await?,
+            )),
+            Kind::Workflow => Node::Workflow(Box::new(
+                crate::access::WorkflowAccess::load(db, viewer, entity::ids::WorkflowId(uuid))
+                    .await?
+                    .into(),
             )),
         };
         Ok(node)

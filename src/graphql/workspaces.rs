@@ -163,9 +163,17 @@ impl WorkspaceView {
         Ok(super::live::cursor(seq))
     }
 
-    /// Credits available; always the sum of `creditTransactions`. 0 to 2,000,000,000.
+    /// The balance; always the sum of `creditTransactions`. 0 to 2,000,000,000. Part of it
+    /// may be reserved by running workflows (`creditsReserved`).
     async fn credit_balance(&self, ctx: &Context<'_>) -> ApiResult<i64> {
         self.read_row(ctx, |workspace| workspace.credit_balance)
+            .await
+    }
+
+    /// What running workflows hold of the balance for their steps: jobs and other workflows
+    /// can use only the rest.
+    async fn credits_reserved(&self, ctx: &Context<'_>) -> ApiResult<i64> {
+        self.read_row(ctx, |workspace| workspace.credits_reserved)
             .await
     }
 
@@ -235,6 +243,28 @@ impl WorkspaceView {
             .unwrap_or_default()
             .into_filter(viewer(ctx).user_id())?;
         job_connection(ctx, self.known(), self.loaded(), &filter, first, after).await
+    }
+
+    /// The workspace's workflows, newest first, filtered by status and submitter.
+    #[graphql(complexity = "page_complexity(first, child_complexity)")]
+    async fn workflows(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<super::workflows::WorkflowFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> ApiResult<Connection<String, super::workflows::WorkflowView>> {
+        let filter = filter
+            .unwrap_or_default()
+            .into_filter(viewer(ctx).user_id())?;
+        let page = PageArgs::new(first, after)?;
+        let known = self.known();
+        let page = crate::workflows::service::list(db(ctx), known, &filter, page).await?;
+        let standing = crate::access::JobStanding {
+            workspace: known.standing,
+            viewer_id: viewer(ctx).user_id(),
+        };
+        Ok(page.into_connection(|w| w.id, |w| super::workflows::WorkflowView(w, standing)))
     }
 
     /// How many jobs are in each status; with `mine`, only the viewer's own.

@@ -100,6 +100,7 @@ impl Downloader {
             let checks = Checks {
                 max_bytes: spec.map_or(self.files.fetch.max_bytes, |s| s.max_bytes),
                 fasta: spec.is_some_and(|s| s.format == Some(InputFormat::Fasta)),
+                count_residues: false,
             };
             let key = input_key(job.workspace_id, job.id, FileId::new());
             let stored = match fetch::open(&self.files.fetch, &url).await {

@@ -59,6 +59,10 @@ fn public_inputs(inputs: &Value) -> Value {
     let mut inputs = inputs.clone();
     if let Value::Object(inputs) = &mut inputs {
         for input in inputs.values_mut() {
+            if let Value::Object(fields) = input {
+                // Where storage keeps it is the server's business.
+                fields.remove("key");
+            }
             if let Some(id) = input
                 .get("fileId")
                 .and_then(Value::as_str)

@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use entity::credit_transaction::TransactionKind;
+use entity::file::FileRole;
 use entity::job::{self, JobStatus};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
@@ -51,6 +52,9 @@ pub async fn transition(
             },
         )
         .await?;
+    }
+    if updated.workflow_id.is_some() && to.is_final() {
+        crate::workflows::advance::steps_ended(tx, std::slice::from_ref(&updated)).await?;
     }
     Ok(updated)
 }
@@ -163,14 +167,42 @@ impl<'a> Completing<'a> {
         }
     }
 
-    /// Runs the UPDATEs in `tx`. Returns each completion's outcome in order: done, or CONFLICT
+    /// Runs the UPDATEs in `tx`, and writes the rows of each moved job's output files
+    /// (`outputs`, by position). Returns each completion's outcome in order: done, or CONFLICT
     /// for a job the state machine refused or that changed meanwhile, which is left untouched.
-    pub async fn write(self, tx: &crate::db::Transaction) -> Result<Vec<Result<()>>> {
+    /// Workflows whose steps completed move on, in the same transaction.
+    pub async fn write(
+        self,
+        tx: &crate::db::Transaction,
+        outputs: &[&[crate::files::NewFile]],
+    ) -> Result<Vec<Result<()>>> {
         let allowed = self.refused.iter().filter(|r| r.is_none()).count();
         let mut moved: HashSet<JobId> = store::complete(tx, self.statements, allowed)
             .await?
             .into_iter()
             .collect();
+        for (c, files) in self.completions.iter().zip(outputs) {
+            if moved.contains(&c.job.id) {
+                for file in *files {
+                    file.insert(tx, c.job.workspace_id, c.job.id, FileRole::Output)
+                        .await?;
+                }
+            }
+        }
+        // Steps of workflows move their workflows on, in this transaction.
+        let steps: Vec<job::Model> = self
+            .completions
+            .iter()
+            .filter(|c| c.job.workflow_id.is_some() && moved.contains(&c.job.id))
+            .map(|c| job::Model {
+                status: JobStatus::Completed,
+                result: Some(c.result.clone()),
+                ..c.job.clone()
+            })
+            .collect();
+        if !steps.is_empty() {
+            crate::workflows::advance::steps_ended(tx, &steps).await?;
+        }
         let missing: Vec<JobId> = self
             .completions
             .iter()

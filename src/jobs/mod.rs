@@ -13,3 +13,5 @@ mod idempotency;
 pub mod lifecycle;
 pub mod service;
 pub mod state;
+
+pub use service::ToolVersion;

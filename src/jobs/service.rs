@@ -4,7 +4,7 @@
 use chrono::Utc;
 use entity::batch;
 use entity::credit_transaction::TransactionKind;
-use entity::ids::{BatchId, FileId, JobId, UserId, WorkspaceId};
+use entity::ids::{BatchId, FileId, JobId, UserId, WorkflowId, WorkspaceId};
 use entity::job::{self, JobStatus, ParentKind, Visibility};
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, QueryFilter, Set};
 use serde_json::Value;
@@ -49,17 +49,36 @@ pub struct Submitted {
     pub replayed: bool,
 }
 
+/// The tool a job runs, as the job records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolVersion {
+    pub name: String,
+    pub version: String,
+    pub max_attempts: u32,
+}
+
+impl ToolVersion {
+    pub fn of(tool: &Tool) -> Self {
+        ToolVersion {
+            name: tool.name.clone(),
+            version: tool.version.clone(),
+            max_attempts: tool.max_attempts,
+        }
+    }
+}
+
 /// A checked submission with its price: what will be written.
-struct Planned {
+pub(crate) struct Planned {
     /// The job's id, chosen before its files are stored under it.
-    id: JobId,
+    pub(crate) id: JobId,
     /// Its stored input files, whose rows are written with the job.
-    files: Vec<NewFile>,
-    tool: std::sync::Arc<Tool>,
-    name: String,
-    prepared: Prepared,
-    estimate: Estimate,
-    priority: i32,
+    pub(crate) files: Vec<NewFile>,
+    pub(crate) tool: ToolVersion,
+    pub(crate) name: String,
+    pub(crate) prepared: Prepared,
+    pub(crate) estimate: Estimate,
+    pub(crate) priority: i32,
 }
 
 /// Stores a submission's uploads (and copies of an earlier job's files) under job `job_id`,
@@ -87,6 +106,7 @@ async fn stage(
                 let checks = Checks {
                     max_bytes: spec.max_bytes,
                     fasta: spec.format == Some(InputFormat::Fasta),
+                    count_residues: false,
                 };
                 files
                     .store_upload(upload, key, checks)
@@ -106,7 +126,14 @@ async fn stage(
     Ok(())
 }
 
-fn plan(catalog: &Catalog, submission: Submission, field: &str, id: JobId) -> Result<Planned> {
+/// Checks and prices a submission whose inputs are in storage (or inline), as job `id`.
+/// BAD_USER_INPUT names the field, after `field`.
+pub(crate) fn plan(
+    catalog: &Catalog,
+    submission: Submission,
+    field: &str,
+    id: JobId,
+) -> Result<Planned> {
     let tool = catalog
         .require(&format!("{field}tool"), &submission.tool)?
         .clone();
@@ -143,7 +170,7 @@ fn plan(catalog: &Catalog, submission: Submission, field: &str, id: JobId) -> Re
     Ok(Planned {
         id,
         files,
-        tool,
+        tool: ToolVersion::of(&tool),
         name,
         prepared,
         estimate,
@@ -209,18 +236,29 @@ async fn find_by_idempotency_key(
 
 /// Where a new job comes from, for retries and duplicates.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Lineage {
+pub(crate) struct Lineage {
     pub(super) parent_id: JobId,
     pub(super) kind: ParentKind,
 }
 
-/// A job to write: its plan, and what ties it to a key, a batch or an earlier job.
-struct NewJob {
-    planned: Planned,
-    idempotency_key: Option<String>,
-    request_fingerprint: Option<String>,
-    batch_id: Option<BatchId>,
-    lineage: Option<Lineage>,
+/// A job to write: its plan, and what ties it to a key, a batch, an earlier job or a workflow.
+pub(crate) struct NewJob {
+    pub(crate) planned: Planned,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) request_fingerprint: Option<String>,
+    pub(crate) batch_id: Option<BatchId>,
+    pub(crate) lineage: Option<Lineage>,
+    /// The workflow and step the job runs.
+    pub(crate) step: Option<(WorkflowId, String)>,
+}
+
+/// What new jobs are charged from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Charging {
+    /// The workspace's balance, above what running workflows reserve.
+    Balance,
+    /// The reservation of the workflow whose steps they run (`credits::ledger::Source`).
+    Reservation,
 }
 
 /// Job rows written by one INSERT: within SQLite's limit of 32,766 parameters.
@@ -232,11 +270,12 @@ const JOBS_PER_INSERT: usize = 500;
 /// they are fetched.
 /// Set-based: a batch of a thousand jobs costs about a dozen statements, as one job does.
 /// Returns the jobs in the order given.
-async fn insert_jobs(
+pub(crate) async fn insert_jobs(
     tx: &crate::db::Transaction,
     submitter_id: UserId,
     workspace_id: WorkspaceId,
     new: Vec<NewJob>,
+    charging: Charging,
 ) -> Result<Vec<job::Model>> {
     let now = Utc::now();
     // The trace of the submitting request, which the jobs' runs continue.
@@ -249,6 +288,7 @@ async fn insert_jobs(
         request_fingerprint,
         batch_id,
         lineage,
+        step,
     } in new
     {
         let downloads = planned
@@ -295,6 +335,8 @@ async fn insert_jobs(
             lease_expires_at: Set(None),
             heartbeat_at: Set(None),
             trace_parent: Set(trace_parent.clone()),
+            workflow_id: Set(step.as_ref().map(|(workflow, _)| *workflow)),
+            workflow_step: Set(step.map(|(_, name)| name)),
         });
     }
     let mut jobs = Vec::with_capacity(rows.len());
@@ -324,7 +366,11 @@ async fn insert_jobs(
         })
         .collect();
     if !charges.is_empty() {
-        ledger::append_all(tx, charges).await?;
+        let source = match charging {
+            Charging::Balance => ledger::Source::Balance,
+            Charging::Reservation => ledger::Source::Reservation,
+        };
+        ledger::append_from(tx, charges, source).await?;
     }
     lifecycle::record_queued_at_submission(tx, &jobs).await?;
     Ok(jobs)
@@ -437,7 +483,9 @@ async fn submit_staged(
             request_fingerprint: fingerprint.clone(),
             batch_id: None,
             lineage,
+            step: None,
         }],
+        Charging::Balance,
     )
     .await
     .map(|mut jobs| jobs.pop().expect("one job was written"));
@@ -626,9 +674,10 @@ async fn submit_batch_staged(
             request_fingerprint: None,
             batch_id: Some(batch.id),
             lineage: None,
+            step: None,
         })
         .collect();
-    let jobs = insert_jobs(&tx, user.id, workspace_id, new).await?;
+    let jobs = insert_jobs(&tx, user.id, workspace_id, new, Charging::Balance).await?;
     tx.commit().await?;
     Ok(SubmittedBatch {
         batch,

@@ -67,6 +67,13 @@ pub async fn balance_moved(
     Ok(())
 }
 
+/// Records that a workflow changed (its status, steps or credits).
+pub fn workflow_changed(tx: &Transaction, workflow: &entity::workflow::Model) {
+    let mut entry = store::live_entry_of(workflow.workspace_id, None, LiveKind::Workflow);
+    entry.data = Set(Some(json!({ "workflowId": workflow.id })));
+    store::record_live(tx, [entry]);
+}
+
 /// Records that an API token was revoked, so that every process stops trusting it at once.
 pub async fn token_revoked(tx: &Transaction, token_id: TokenId) -> Result<()> {
     let mut entry = store::live_entry_of(WorkspaceId(Uuid::nil()), None, LiveKind::TokenRevoked);

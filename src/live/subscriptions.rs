@@ -98,8 +98,62 @@ pub async fn job_updates(
                             Err(err) => { yield Err(err); return; }
                         }
                     }
-                    LiveKind::Members | LiveKind::Credits | LiveKind::TokenRevoked => {}
+                    LiveKind::Members
+                    | LiveKind::Credits
+                    | LiveKind::TokenRevoked
+                    | LiveKind::Workflow => {}
                 }
+            }
+        }
+    })
+}
+
+/// `workflowUpdated`: the workflow now, then after each change of it or of its steps' jobs
+/// (status, progress), the latest state once per batch of changes. Ends with NOT_FOUND when
+/// the viewer loses access, and quietly when the workflow is deleted.
+pub async fn workflow_updates(
+    bus: &Bus,
+    viewer: Viewer,
+    id: entity::ids::WorkflowId,
+) -> Result<impl Stream<Item = Result<(entity::workflow::Model, JobStanding)>> + use<>> {
+    use sea_orm::EntityTrait as _;
+    let db = bus.db().clone();
+    let head = bus.last_committed().await?;
+    let access = access::WorkflowAccess::load(&db, &viewer, id).await?;
+    let workspace_id = access.workflow.workspace_id;
+    let mut feed = Feed::after(bus, Scope::Workspace(workspace_id), head);
+    let gate = Gate::new(bus, viewer, workspace_id);
+    let viewer_id = gate.viewer.user_id();
+    let about = move |entry: &entity::live_event::Model| -> bool {
+        matches!(
+            entry.kind,
+            LiveKind::Workflow | LiveKind::Created | LiveKind::Updated
+        ) && entry
+            .data
+            .as_ref()
+            .and_then(|data| data.get("workflowId"))
+            .and_then(|value| value.as_str())
+            .and_then(|text| uuid::Uuid::try_parse(text).ok())
+            == Some(id.0)
+    };
+    Ok(async_stream::stream! {
+        yield Ok((access.workflow, access.standing));
+        loop {
+            let events = match feed.next().await {
+                Ok(events) => events,
+                Err(err) => { yield Err(err); return; }
+            };
+            if !events.iter().any(|event| about(&event.entry)) {
+                continue;
+            }
+            let standing = match gate.require_workspace().await {
+                Ok(standing) => standing,
+                Err(_) => { yield Err(Error::NotFound("workflow")); return; }
+            };
+            match entity::workflow::Entity::find_by_id(id).one(&db).await {
+                Ok(Some(workflow)) => yield Ok((workflow, JobStanding { workspace: standing, viewer_id })),
+                Ok(None) => return,
+                Err(err) => { yield Err(err.into()); return; }
             }
         }
     })

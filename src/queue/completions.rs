@@ -8,7 +8,6 @@
 //! attempt its runner saw, and only a job that changed meanwhile is reported as a conflict. No
 //! completion waits for a timer: an idle worker writes one at once.
 
-use entity::file::FileRole;
 use entity::job::JobStatus;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
@@ -96,16 +95,9 @@ async fn write_group(
     let began = std::time::Instant::now();
     let completing = lifecycle::Completing::new(db, completions);
     let tx = db::begin_write(db).await?;
-    let outcomes = completing.write(&tx).await?;
-    for (request, outcome) in requests.iter().zip(&outcomes) {
-        if outcome.is_ok() {
-            let job = &request.completion.job;
-            for file in &request.outputs {
-                file.insert(&tx, job.workspace_id, job.id, FileRole::Output)
-                    .await?;
-            }
-        }
-    }
+    let outputs: Vec<&[crate::files::NewFile]> =
+        requests.iter().map(|r| r.outputs.as_slice()).collect();
+    let outcomes = completing.write(&tx, &outputs).await?;
     tx.commit().await?;
     tracing::debug!(
         jobs = completions.len(),

@@ -365,7 +365,8 @@ pub async fn finish(
     outputs: &[crate::files::NewFile],
 ) -> Result<job::Model> {
     let tx = db::begin_write(db).await?;
-    let ended = lifecycle::transition(&tx, job, to, change).await?;
+    // The outputs first: a workflow step that ends here feeds them to the steps it starts in
+    // the same transaction. A refused ending rolls them back with it.
     for file in outputs {
         file.insert(
             &tx,
@@ -375,6 +376,7 @@ pub async fn finish(
         )
         .await?;
     }
+    let ended = lifecycle::transition(&tx, job, to, change).await?;
     tx.commit().await?;
     Ok(ended)
 }

@@ -411,6 +411,7 @@ pub async fn complete(
         let checks = Checks {
             max_bytes: files.max_upload_bytes,
             fasta: false,
+            count_residues: crate::files::guess_content_type(&upload.filename) == "text/x-fasta",
         };
         match files.store_upload(upload, key, checks).await {
             Ok(file) => stored.push(file),

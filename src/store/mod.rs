@@ -236,12 +236,13 @@ pub fn timeline_row(
 
 /// What subscription filters look at, kept in each job entry of the live log under these keys:
 /// a job deleted before its entries are read is still filtered, and its changes still reported.
-pub const FACTS: [(&str, job::Column); 5] = [
+pub const FACTS: [(&str, job::Column); 6] = [
     ("name", job::Column::Name),
     ("tool", job::Column::Tool),
     ("submitterId", job::Column::SubmitterId),
     ("batchId", job::Column::BatchId),
     ("createdAt", job::Column::CreatedAt),
+    ("workflowId", job::Column::WorkflowId),
 ];
 
 /// The `FACTS` of `job`, as the live log keeps them.

@@ -36,7 +36,7 @@ pub enum InputFormat {
 }
 
 /// An input a tool takes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
     pub name: String,
@@ -75,6 +75,32 @@ impl InputSpec {
     }
 }
 
+/// The kind of a named output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// A file the run stores, by its name (`path`).
+    File,
+    /// A field of the run's result, by its key (`field`), given to text inputs.
+    Field,
+}
+
+/// A named output of a tool's runs: what a workflow step's input can be bound to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    pub name: String,
+    pub kind: OutputKind,
+    /// FILE: the name of the file the run stores (`proteins.fasta`).
+    pub path: Option<String>,
+    /// FIELD: the key of the run's result.
+    pub field: Option<String>,
+    /// FILE: the format of its content, checked against the inputs it feeds.
+    pub format: Option<InputFormat>,
+    #[serde(default)]
+    pub description: String,
+}
+
 fn default_max_bytes() -> u64 {
     10 * 1024 * 1024
 }
@@ -90,6 +116,9 @@ pub struct Tool {
     pub version: String,
     #[serde(default)]
     pub inputs: Vec<InputSpec>,
+    /// What its runs produce, by name, for workflow steps to bind to.
+    #[serde(default)]
+    pub outputs: Vec<OutputSpec>,
     /// A JSON Schema for the settings object.
     #[serde(default = "open_schema", deserialize_with = "toml_to_json")]
     pub settings_schema: Value,
@@ -158,9 +187,26 @@ pub struct StoredInput {
     /// Stored files: the SHA-256 of their content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Stored files kept outside the job's own folder: where (a workflow step's input is the
+    /// output of its upstream step, or the workflow's own input, not a copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl StoredInput {
+    /// Where a stored file input's content is kept, for a job of `workspace_id` and `job_id`.
+    pub fn storage_key(
+        &self,
+        workspace_id: entity::ids::WorkspaceId,
+        job_id: entity::ids::JobId,
+    ) -> Option<String> {
+        match (&self.key, self.file_id) {
+            (Some(key), _) => Some(key.clone()),
+            (None, Some(file_id)) => Some(crate::files::input_key(workspace_id, job_id, file_id)),
+            (None, None) => None,
+        }
+    }
+
     /// Whether two inputs hold the same content, wherever it is stored: a duplicate's copy of
     /// a file is the same input as the original.
     pub fn same_content(&self, other: &StoredInput) -> bool {
@@ -229,6 +275,37 @@ impl Tool {
                 );
             }
         }
+        let mut outputs = std::collections::HashSet::new();
+        for output in &self.outputs {
+            if !outputs.insert(&output.name) {
+                bail!(
+                    "tool `{}`: output `{}` is declared twice",
+                    self.name,
+                    output.name
+                );
+            }
+            match (output.kind, &output.path, &output.field) {
+                (OutputKind::File, Some(path), None) if !path.is_empty() => {}
+                (OutputKind::Field, None, Some(field)) if !field.is_empty() => {}
+                (OutputKind::File, ..) => bail!(
+                    "tool `{}`: output `{}` is a file: give its `path` (the file's name), and no `field`",
+                    self.name,
+                    output.name
+                ),
+                (OutputKind::Field, ..) => bail!(
+                    "tool `{}`: output `{}` is a field: give its `field` (the result's key), and no `path`",
+                    self.name,
+                    output.name
+                ),
+            }
+            if output.kind == OutputKind::Field && output.format.is_some() {
+                bail!(
+                    "tool `{}`: output `{}` is a field, which has no format",
+                    self.name,
+                    output.name
+                );
+            }
+        }
         if let Some(declared) = self.declared_executor.take() {
             self.executor = Some(ExecutorSpec::declared(declared, &self.name)?);
         }
@@ -283,6 +360,7 @@ impl Tool {
                             url: None,
                             residues: file.residues,
                             sha256: Some(file.sha256),
+                            key: None,
                         },
                     );
                     continue;
@@ -301,6 +379,7 @@ impl Tool {
                             url: Some(url.to_string()),
                             residues: None,
                             sha256: None,
+                            key: None,
                         },
                     );
                     continue;
@@ -326,6 +405,7 @@ impl Tool {
                     url: None,
                     residues: None,
                     sha256: None,
+                    key: None,
                 },
             );
         }
@@ -343,6 +423,11 @@ impl Tool {
             inputs: stored,
             settings,
         })
+    }
+
+    /// The declared output `name`.
+    pub fn output(&self, name: &str) -> Option<&OutputSpec> {
+        self.outputs.iter().find(|spec| spec.name == name)
     }
 
     /// The declared input `name`, or BAD_USER_INPUT on `field` listing the inputs.
@@ -394,7 +479,7 @@ impl Tool {
     /// The price of a checked submission, with its breakdown; BAD_USER_INPUT names the field
     /// that takes it above `Credits::MAX`.
     pub fn estimate(&self, prepared: &Prepared) -> Result<Estimate> {
-        self.price.estimate(self, prepared)
+        self.price.estimate(&self.inputs, prepared)
     }
 }
 
@@ -402,6 +487,8 @@ impl Tool {
 #[serde(deny_unknown_fields)]
 struct ToolsFile {
     tools: Vec<Tool>,
+    #[serde(default)]
+    workflows: Vec<crate::workflows::Definition>,
 }
 
 /// Every tool on offer, by name.
@@ -409,6 +496,8 @@ struct ToolsFile {
 pub struct Catalog {
     tools: Vec<Arc<Tool>>,
     by_name: HashMap<String, Arc<Tool>>,
+    /// The workflows of the tools file, checked against its tools when it loads.
+    workflows: Vec<crate::workflows::Definition>,
 }
 
 impl Catalog {
@@ -442,7 +531,58 @@ impl Catalog {
             }
             tools.push(tool);
         }
-        Ok(Catalog { tools, by_name })
+        let mut catalog = Catalog {
+            tools,
+            by_name,
+            workflows: Vec::new(),
+        };
+        let mut names = std::collections::HashSet::new();
+        for workflow in &file.workflows {
+            let Some(name) = workflow.name.clone() else {
+                bail!("a workflow of the tools file has no `name`");
+            };
+            if !names.insert(name.clone()) {
+                bail!("workflow `{name}` is declared twice");
+            }
+            crate::workflows::definition::check_declared(&catalog, workflow)
+                .map_err(|err| anyhow::anyhow!("workflow `{name}`: {err}"))?;
+        }
+        catalog.workflows = file.workflows;
+        Ok(catalog)
+    }
+
+    /// The workflows of the tools file.
+    pub fn workflows(&self) -> &[crate::workflows::Definition] {
+        &self.workflows
+    }
+
+    /// The tools file's workflow `name`, or BAD_USER_INPUT on `field`.
+    pub fn require_workflow(
+        &self,
+        field: &str,
+        name: &str,
+    ) -> Result<&crate::workflows::Definition> {
+        self.workflows
+            .iter()
+            .find(|w| w.name.as_deref() == Some(name))
+            .ok_or_else(|| {
+                let names: Vec<_> = self
+                    .workflows
+                    .iter()
+                    .filter_map(|w| w.name.as_deref())
+                    .collect();
+                Error::bad_input(
+                    field,
+                    format!(
+                        "no workflow `{name}`; the workflows are: {}",
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                )
+            })
     }
 
     pub fn all(&self) -> &[Arc<Tool>] {

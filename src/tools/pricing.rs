@@ -1,16 +1,16 @@
 //! Prices: one deterministic function of a tool's price and a checked submission. The same code
 //! answers `estimateJobCost` and computes the charge at submission.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{InputFormat, Prepared, Tool};
+use super::{InputFormat, InputSpec, Prepared};
 use crate::credits::Credits;
 use crate::error::{Error, Result};
 
 /// A tool's price: a base plus terms per input size, per sequence residue and per unit of
 /// numeric settings. All in whole credits, each from 0 to `Credits::MAX`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
     #[serde(default)]
@@ -26,7 +26,7 @@ pub struct Price {
 }
 
 /// A price per unit of a numeric setting (rounded up to whole units).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingPrice {
     pub name: String,
@@ -71,7 +71,7 @@ impl Price {
 
     /// The price of a checked submission. BAD_USER_INPUT names the field whose quantity takes
     /// the price above `Credits::MAX`, or a priced setting that is not a number of units.
-    pub(super) fn estimate(&self, tool: &Tool, prepared: &Prepared) -> Result<Estimate> {
+    pub fn estimate(&self, inputs: &[InputSpec], prepared: &Prepared) -> Result<Estimate> {
         let mut lines = vec![(
             "tool".to_owned(),
             EstimateLine {
@@ -99,13 +99,15 @@ impl Price {
                 .inputs
                 .iter()
                 .filter(|(name, _)| {
-                    tool.inputs
+                    inputs
                         .iter()
                         .any(|spec| &spec.name == *name && spec.format == Some(InputFormat::Fasta))
                 })
                 .map(|(_, input)| match &input.text {
                     Some(text) => count_residues(text),
-                    None => input.residues.unwrap_or(0),
+                    // A stored file whose residues were not counted (a program's output that
+                    // is not FASTA to the reader) is priced by its size: no fewer residues.
+                    None => input.residues.unwrap_or(input.bytes),
                 })
                 .try_fold(0u64, u64::checked_add)
                 .unwrap_or(u64::MAX);

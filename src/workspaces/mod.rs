@@ -43,6 +43,7 @@ pub async fn create(
         id: Set(WorkspaceId::new()),
         name: Set(name),
         credit_balance: Set(0),
+        credits_reserved: Set(0),
         created_at: Set(now),
         updated_at: Set(now),
     }

@@ -32,4 +32,5 @@ mod traces;
 mod waiting;
 mod webhooks;
 mod websocket;
+mod workflows;
 mod workspaces;

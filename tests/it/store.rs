@@ -119,7 +119,7 @@ async fn a_completion_group_and_a_single_completion_set_the_same_columns() {
     }];
     let completing = lifecycle::Completing::new(&app.db, &completions);
     let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
-    let outcomes = completing.write(&tx).await.unwrap();
+    let outcomes = completing.write(&tx, &[]).await.unwrap();
     tx.commit().await.unwrap();
     assert!(outcomes.iter().all(Result::is_ok));
 
@@ -152,7 +152,7 @@ async fn every_timeline_row_and_live_entry_of_a_job_holds_the_job_as_it_was() {
     }];
     let completing = lifecycle::Completing::new(&app.db, &completions);
     let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
-    completing.write(&tx).await.unwrap();
+    completing.write(&tx, &[]).await.unwrap();
     tx.commit().await.unwrap();
     let done = read(&app, id).await;
 

@@ -127,10 +127,11 @@ async fn text_input(files: &Files, job: &job::Model, name: &str) -> Result<Strin
         .inputs
         .remove(name)
         .ok_or_else(|| Failure::Permanent(format!("the input `{name}` is missing")))?;
-    match (input.text, input.file_id) {
+    let key = input.storage_key(job.workspace_id, job.id);
+    match (input.text, key) {
         (Some(text), _) => Ok(text),
-        (None, Some(file_id)) => files
-            .read_text(&files::input_key(job.workspace_id, job.id, file_id))
+        (None, Some(key)) => files
+            .read_text(&key)
             .await
             .map_err(|err| Failure::Transient(format!("reading the input `{name}`: {err:#}"))),
         (None, None) => Err(Failure::Permanent(format!("the input `{name}` is missing"))),

@@ -156,7 +156,7 @@ async fn completions_written_together_skip_only_the_jobs_that_changed_meanwhile(
         .collect();
     let completing = lifecycle::Completing::new(&app.db, &completions);
     let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
-    let outcomes = completing.write(&tx).await.unwrap();
+    let outcomes = completing.write(&tx, &[]).await.unwrap();
     tx.commit().await.unwrap();
     let kinds: Vec<String> = outcomes
         .iter()

@@ -1,0 +1,81 @@
+//! Workflows: what a caller may do to a workflow, by the rules of jobs.
+
+use entity::ids::WorkflowId;
+use entity::workflow::{self, WorkflowStatus};
+use sea_orm::{ConnectionTrait, EntityTrait};
+
+use super::{JobStanding, Viewer, standing};
+use crate::error::{Error, Result};
+
+/// What a user may do to a workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkflowAction {
+    Cancel,
+}
+
+impl JobStanding {
+    /// Decides one action on one workflow the viewer may read, as for its jobs: its submitter
+    /// and the workspace's owners and admins manage it. FORBIDDEN for the role, CONFLICT for
+    /// the workflow's status.
+    pub fn check_workflow(self, workflow: &workflow::Model, action: WorkflowAction) -> Result<()> {
+        if !self.manages_submitted_by(workflow.submitter_id) {
+            let why = "only its submitter and the workspace's owners and admins may";
+            return Err(Error::forbidden(match action {
+                WorkflowAction::Cancel => format!("you cannot cancel this workflow: {why}"),
+            }));
+        }
+        match action {
+            WorkflowAction::Cancel if workflow.status != WorkflowStatus::Running => {
+                Err(Error::conflict(format!(
+                    "the workflow is {} and can no longer be cancelled",
+                    status_name(workflow.status)
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The status as clients spell it.
+pub fn status_name(status: WorkflowStatus) -> &'static str {
+    match status {
+        WorkflowStatus::Running => "RUNNING",
+        WorkflowStatus::Completed => "COMPLETED",
+        WorkflowStatus::Failed => "FAILED",
+        WorkflowStatus::Cancelled => "CANCELLED",
+    }
+}
+
+/// A workflow as one viewer sees it.
+#[derive(Debug, Clone)]
+pub struct WorkflowAccess {
+    pub workflow: workflow::Model,
+    pub standing: JobStanding,
+}
+
+impl WorkflowAccess {
+    /// Loads a workflow the viewer may read, as a reader of its workspace. NOT_FOUND
+    /// otherwise, as for a missing one.
+    pub async fn load(db: &impl ConnectionTrait, viewer: &Viewer, id: WorkflowId) -> Result<Self> {
+        let not_found = || Error::NotFound("workflow");
+        let workflow = workflow::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .ok_or_else(not_found)?;
+        let workspace = standing(db, viewer, workflow.workspace_id).await?;
+        if !workspace.can_read() {
+            return Err(not_found());
+        }
+        Ok(WorkflowAccess {
+            workflow,
+            standing: JobStanding {
+                workspace,
+                viewer_id: viewer.user_id(),
+            },
+        })
+    }
+
+    pub fn check(&self, action: WorkflowAction) -> Result<()> {
+        self.standing.check_workflow(&self.workflow, action)
+    }
+}

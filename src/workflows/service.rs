@@ -1,0 +1,569 @@
+//! Submitting a workflow (checked, estimated, its credits reserved and its first steps queued
+//! in one transaction), estimating one, and cancelling one.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use entity::ids::{JobId, WorkflowId, WorkspaceId};
+use entity::job::Visibility;
+use entity::workflow::{self, WorkflowStatus};
+use entity::workflow_step::{self, StepStatus};
+use sea_orm::{ActiveModelTrait as _, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use serde_json::Value;
+
+use super::advance::{self, Open};
+use super::definition::{self, Checked, Definition, Source};
+use super::{StoredFile, StoredInputs, StoredValue};
+use crate::access::{Viewer, WorkflowAccess, WorkflowAction, WorkspaceAccess, WorkspaceAction};
+use crate::credits::{Credits, ledger};
+use crate::db;
+use crate::error::{Error, Result};
+use crate::files::{self, Checks, Files, NewFile};
+use crate::jobs::service::Submitter;
+use crate::tools::{
+    Catalog, Estimate, InputFormat, InputKind, InputValue, Prepared, StoredInput, StoredInputKind,
+};
+use crate::workspaces::{self, Hold};
+
+/// A workflow to submit: a tools file's workflow by name, or a definition.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowSubmission {
+    pub template: Option<String>,
+    pub definition: Option<Definition>,
+    pub name: Option<String>,
+    pub parameters: Option<Value>,
+    pub inputs: Vec<(String, InputValue)>,
+    /// Stop every step at the first failure; default: the tools file's, or false.
+    pub fail_fast: Option<bool>,
+    pub max_credits: Option<i64>,
+}
+
+/// A submitted workflow.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub workflow: workflow::Model,
+}
+
+/// One step's part of a workflow's estimate.
+#[derive(Debug, Clone)]
+pub struct StepEstimate {
+    pub step: String,
+    pub tool: String,
+    /// Its price, or the part of it known before its upstream steps run.
+    pub estimate: Estimate,
+    /// False when its price also depends on outputs of upstream steps (the size of an input
+    /// they feed), not known yet.
+    pub known: bool,
+    /// The inputs whose size decides the unknown part.
+    pub depends_on_outputs: Vec<String>,
+}
+
+/// The price of a workflow: the known total, the steps' parts, and what it reserves.
+#[derive(Debug, Clone)]
+pub struct WorkflowEstimate {
+    pub total: Credits,
+    pub steps: Vec<StepEstimate>,
+    /// Whether every step's price is known.
+    pub complete: bool,
+    /// What submission would reserve: the total when complete, else `maxCredits`.
+    pub reservation: Option<Credits>,
+}
+
+/// The definition a submission names.
+fn definition_of(catalog: &Catalog, submission: &WorkflowSubmission) -> Result<Definition> {
+    match (&submission.template, &submission.definition) {
+        (Some(name), None) => catalog.require_workflow("workflow", name).cloned(),
+        (None, Some(definition)) => Ok(definition.clone()),
+        _ => Err(Error::bad_input(
+            "workflow",
+            "give either `workflow` (a workflow of the tools file, by name) or `definition`",
+        )),
+    }
+}
+
+/// The price of a checked workflow with its inputs (as far as known: upstream outputs are
+/// counted as empty and marked).
+fn estimate_checked(
+    checked: &Checked,
+    inputs: &StoredInputs,
+    max_credits: Option<i64>,
+) -> Result<WorkflowEstimate> {
+    let mut steps = Vec::with_capacity(checked.steps.len());
+    for step in &checked.steps {
+        let mut stored = BTreeMap::new();
+        let mut depends_on_outputs = Vec::new();
+        for (input, source) in &step.bindings {
+            let spec = step.input_specs.iter().find(|s| &s.name == input);
+            let value = match source {
+                Source::Input { name } => match inputs.get(name) {
+                    Some(StoredValue::Text { text }) => StoredInput {
+                        kind: StoredInputKind::Text,
+                        bytes: text.len() as u64,
+                        text: Some(text.clone()),
+                        file_id: None,
+                        url: None,
+                        residues: None,
+                        sha256: None,
+                        key: None,
+                    },
+                    Some(StoredValue::File(file)) => StoredInput {
+                        kind: StoredInputKind::File,
+                        text: None,
+                        bytes: file.size,
+                        file_id: None,
+                        url: None,
+                        residues: file.residues,
+                        sha256: Some(file.sha256.clone()),
+                        key: None,
+                    },
+                    None => continue,
+                },
+                Source::Output { .. } => {
+                    let priced = step.price.per_kilobyte > Credits::ZERO
+                        || (step.price.per_1k_residues > Credits::ZERO
+                            && spec.is_some_and(|s| s.format == Some(InputFormat::Fasta)));
+                    if priced {
+                        depends_on_outputs.push(input.clone());
+                    }
+                    StoredInput {
+                        kind: StoredInputKind::File,
+                        text: None,
+                        bytes: 0,
+                        file_id: None,
+                        url: None,
+                        residues: Some(0),
+                        sha256: None,
+                        key: None,
+                    }
+                }
+            };
+            if let Some(spec) = spec {
+                spec.check_size(&format!("steps.{}.inputs.{input}", step.name), value.bytes)?;
+            }
+            stored.insert(input.clone(), value);
+        }
+        let prepared = Prepared {
+            inputs: stored,
+            settings: step.settings.clone(),
+        };
+        let estimate =
+            step.price
+                .estimate(&step.input_specs, &prepared)
+                .map_err(|err| match err {
+                    Error::BadInput { field, message } => Error::BadInput {
+                        field: format!("steps.{}.{field}", step.name),
+                        message,
+                    },
+                    other => other,
+                })?;
+        steps.push(StepEstimate {
+            step: step.name.clone(),
+            tool: step.tool.clone(),
+            estimate,
+            known: depends_on_outputs.is_empty(),
+            depends_on_outputs,
+        });
+    }
+    let total = Credits::checked_sum(steps.iter().map(|s| s.estimate.total))
+        .ok_or_else(|| crate::tools::pricing::too_expensive("steps"))?;
+    let complete = steps.iter().all(|s| s.known);
+    if let Some(max) = max_credits {
+        if max < 0 {
+            return Err(Error::bad_input("maxCredits", "must not be negative"));
+        }
+        if total.get() > max {
+            return Err(Error::bad_input(
+                "maxCredits",
+                format!(
+                    "the steps come to {total} credits{}, more than the {max} you allowed",
+                    if complete {
+                        ""
+                    } else {
+                        " before the parts not known yet"
+                    }
+                ),
+            ));
+        }
+    }
+    let reservation = match (complete, max_credits) {
+        (true, _) => Some(total),
+        (false, Some(max)) => Credits::new(max),
+        (false, None) => None,
+    };
+    Ok(WorkflowEstimate {
+        total,
+        steps,
+        complete,
+        reservation,
+    })
+}
+
+/// The inputs of a submission as the estimate reads them, without storing anything: text as
+/// given; files are not accepted here (an estimate takes no uploads).
+fn inline_inputs(checked: &Checked, given: Vec<(String, InputValue)>) -> Result<StoredInputs> {
+    let mut stored = StoredInputs::new();
+    for (name, value) in given {
+        let field = format!("inputs.{name}");
+        let spec = workflow_input(checked, &field, &name)?;
+        if stored.contains_key(&name) {
+            return Err(Error::bad_input(field, "given twice"));
+        }
+        let value = match value {
+            InputValue::Text(text) => {
+                if spec.format == Some(InputFormat::Fasta) {
+                    crate::tools::pricing::check_fasta(&text)
+                        .map_err(|message| Error::bad_input(&field, message))?;
+                }
+                StoredValue::Text { text }
+            }
+            InputValue::File(file) => {
+                if spec.kind == InputKind::Text {
+                    return Err(Error::bad_input(field, "takes text, not a file"));
+                }
+                StoredValue::File(StoredFile::of_new(&file))
+            }
+            InputValue::Url(_) => {
+                return Err(Error::bad_input(
+                    field,
+                    "workflows take uploaded files and text, not URLs",
+                ));
+            }
+            InputValue::Upload(_) | InputValue::Copy(..) => {
+                return Err(Error::Internal(anyhow::anyhow!(
+                    "the input `{name}` reached the checks before it was stored"
+                )));
+            }
+        };
+        stored.insert(name, value);
+    }
+    for spec in checked.inputs.iter().filter(|spec| spec.required) {
+        if !stored.contains_key(&spec.name) {
+            return Err(Error::bad_input(
+                format!("inputs.{}", spec.name),
+                "is required",
+            ));
+        }
+    }
+    Ok(stored)
+}
+
+fn workflow_input<'a>(
+    checked: &'a Checked,
+    field: &str,
+    name: &str,
+) -> Result<&'a definition::WorkflowInput> {
+    checked
+        .inputs
+        .iter()
+        .find(|spec| spec.name == name)
+        .ok_or_else(|| {
+            let names: Vec<_> = checked.inputs.iter().map(|s| s.name.as_str()).collect();
+            Error::bad_input(
+                field,
+                format!(
+                    "the workflow has no input `{name}`; its inputs are: {}",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            )
+        })
+}
+
+/// `estimateWorkflowCost`: the price of a workflow, per step, without writing anything.
+pub fn estimate(catalog: &Catalog, submission: WorkflowSubmission) -> Result<WorkflowEstimate> {
+    let definition = definition_of(catalog, &submission)?;
+    let checked = definition::check(catalog, &definition, submission.parameters.as_ref())?;
+    let inputs = inline_inputs(&checked, submission.inputs)?;
+    estimate_checked(&checked, &inputs, submission.max_credits)
+}
+
+/// Stores a submission's uploaded workflow inputs under the workflow's folder, each checked on
+/// the way; every stored file is pushed to `staged`.
+async fn stage(
+    files: &Files,
+    checked: &Checked,
+    inputs: &mut [(String, InputValue)],
+    (workspace_id, workflow_id): (WorkspaceId, WorkflowId),
+    staged: &mut Vec<NewFile>,
+) -> Result<()> {
+    for (name, value) in inputs.iter_mut() {
+        let InputValue::Upload(upload) = value else {
+            continue;
+        };
+        let field = format!("inputs.{name}");
+        let spec = workflow_input(checked, &field, name)?;
+        if spec.kind == InputKind::Text {
+            return Err(Error::bad_input(field, "takes text, not a file"));
+        }
+        let id = entity::ids::FileId::new();
+        let key = files::workflow_input_key(workspace_id, workflow_id, id);
+        let checks = Checks {
+            max_bytes: u64::MAX,
+            fasta: spec.format == Some(InputFormat::Fasta),
+            count_residues: false,
+        };
+        let stored = files
+            .store_upload(upload, key, checks)
+            .await
+            .map_err(|err| err.into_input_error(&field))?;
+        staged.push(stored.clone());
+        *value = InputValue::File(stored);
+    }
+    Ok(())
+}
+
+/// Submits a workflow: checks it whole, stores its uploads, reserves its credits and queues
+/// the steps that wait for nothing, in one transaction. Nothing is written, and no uploaded
+/// file is left in storage, when any check fails.
+pub async fn submit(
+    by: Submitter<'_>,
+    workspace_id: WorkspaceId,
+    submission: WorkflowSubmission,
+) -> Result<Submitted> {
+    let mut staged = Vec::new();
+    let result = submit_staged(by, workspace_id, submission, &mut staged).await;
+    if result.is_err() {
+        by.files.discard(&staged).await;
+    }
+    result
+}
+
+async fn submit_staged(
+    by: Submitter<'_>,
+    workspace_id: WorkspaceId,
+    mut submission: WorkflowSubmission,
+    staged: &mut Vec<NewFile>,
+) -> Result<Submitted> {
+    let Submitter {
+        db,
+        catalog,
+        files,
+        viewer,
+    } = by;
+    let user = viewer.require_user()?;
+    WorkspaceAccess::load(db, viewer, workspace_id)
+        .await?
+        .check(WorkspaceAction::SubmitJobs)?;
+    let definition = definition_of(catalog, &submission)?;
+    let checked = definition::check(catalog, &definition, submission.parameters.as_ref())?;
+    let name = match submission.name.take().map(|n| n.trim().to_owned()) {
+        Some(name) if name.is_empty() || name.chars().count() > 200 => {
+            return Err(Error::bad_input("name", "must be 1 to 200 characters"));
+        }
+        Some(name) => name,
+        None => {
+            let title = match (&definition.title, &definition.name) {
+                (title, _) if !title.is_empty() => title.clone(),
+                (_, Some(name)) => name.clone(),
+                _ => "Workflow".to_owned(),
+            };
+            format!("{title} {}", Utc::now().format("%Y-%m-%d %H:%M"))
+        }
+    };
+    // Every input is checked by name before anything is stored.
+    for (input, _) in &submission.inputs {
+        workflow_input(&checked, &format!("inputs.{input}"), input)?;
+    }
+    let workflow_id = WorkflowId::new();
+    stage(
+        files,
+        &checked,
+        &mut submission.inputs,
+        (workspace_id, workflow_id),
+        staged,
+    )
+    .await?;
+    let inputs = inline_inputs(&checked, std::mem::take(&mut submission.inputs))?;
+    let estimate = estimate_checked(&checked, &inputs, submission.max_credits)?;
+    let Some(reservation) = estimate.reservation else {
+        let unknown: Vec<_> = estimate
+            .steps
+            .iter()
+            .filter(|s| !s.known)
+            .map(|s| format!("`{}`", s.step))
+            .collect();
+        return Err(Error::bad_input(
+            "maxCredits",
+            format!(
+                "is required: the price of {} depends on outputs of earlier steps; give the most the workflow may cost",
+                unknown.join(", ")
+            ),
+        ));
+    };
+    let now = Utc::now();
+    let tx = db::begin_write(db).await?;
+    workspaces::hold(&tx, viewer, workspace_id, Hold::Change)
+        .await?
+        .check(WorkspaceAction::SubmitJobs)?;
+    workflow::ActiveModel {
+        id: Set(workflow_id),
+        workspace_id: Set(workspace_id),
+        submitter_id: Set(user.id),
+        name: Set(name),
+        template: Set(submission.template.clone()),
+        definition: Set(serde_json::to_value(&checked).expect("a definition serializes")),
+        parameters: Set(Value::Object(checked.parameters.clone())),
+        inputs: Set(serde_json::to_value(&inputs).expect("inputs serialize")),
+        status: Set(WorkflowStatus::Running),
+        fail_fast: Set(submission.fail_fast.unwrap_or(definition.fail_fast)),
+        max_credits: Set(submission.max_credits),
+        credits_estimated: Set(estimate.total.get()),
+        credits_reserved: Set(reservation.get()),
+        credits_charged: Set(0),
+        credits_refunded: Set(0),
+        visibility: Set(Visibility::Private),
+        idempotency_key: Set(None),
+        request_fingerprint: Set(None),
+        parent_id: Set(None),
+        parent_kind: Set(None),
+        error_message: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        finished_at: Set(None),
+    }
+    .insert(&tx)
+    .await?;
+    let rows: Vec<workflow_step::ActiveModel> = checked
+        .steps
+        .iter()
+        .zip(&estimate.steps)
+        .enumerate()
+        .map(|(position, (step, priced))| workflow_step::ActiveModel {
+            workflow_id: Set(workflow_id),
+            name: Set(step.name.clone()),
+            position: Set(position as i32),
+            tool: Set(step.tool.clone()),
+            status: Set(StepStatus::Waiting),
+            depends_on: Set(serde_json::to_value(&step.depends_on).expect("names serialize")),
+            estimate: Set(priced.estimate.total.get()),
+            estimate_known: Set(priced.known),
+            job_id: Set(None),
+            reason: Set(None),
+            updated_at: Set(now),
+        })
+        .collect();
+    for chunk in rows.chunks(crate::store::ROWS_PER_INSERT / 2) {
+        workflow_step::Entity::insert_many(chunk.to_vec())
+            .exec(&tx)
+            .await?;
+    }
+    if reservation > Credits::ZERO {
+        ledger::reserve(&tx, workspace_id, reservation.get()).await?;
+    }
+    let mut open = Open::load(&tx, workflow_id)
+        .await?
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("the workflow was just written")))?;
+    let cancel = open.settle(&tx).await?;
+    open.save(&tx).await?;
+    if !cancel.is_empty() {
+        advance::cancel_jobs(&tx, &cancel, "the workflow stopped: a step failed").await?;
+        if let Some(reloaded) = Open::load(&tx, workflow_id).await? {
+            open = reloaded;
+        }
+    }
+    open.release(&tx).await?;
+    open.save(&tx).await?;
+    tx.commit().await?;
+    Ok(Submitted {
+        workflow: open.workflow,
+    })
+}
+
+/// `cancelWorkflow`: stops every unfinished step. Waiting steps are cancelled unpaid; running
+/// steps' jobs are cancelled as a user's cancel of each would (refunded before they started);
+/// what is left of the reservation is given back.
+pub async fn cancel(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    id: WorkflowId,
+) -> Result<workflow::Model> {
+    let access = WorkflowAccess::load(db, viewer, id).await?;
+    access.check(WorkflowAction::Cancel)?;
+    let by = viewer
+        .user()
+        .map(|u| u.email.clone())
+        .unwrap_or_else(|| "the system".into());
+    let tx = db::begin_write(db).await?;
+    // The running steps' jobs first, then the workspace: the order in which the execution
+    // layer takes them.
+    lock_jobs(&tx, id).await?;
+    workspaces::lock(&tx, access.workflow.workspace_id, Hold::Change).await?;
+    let mut open = Open::load(&tx, id)
+        .await?
+        .ok_or(Error::NotFound("workflow"))?;
+    let standing = WorkflowAccess::load(&tx, viewer, id).await?.standing;
+    standing.check_workflow(&open.workflow, WorkflowAction::Cancel)?;
+    let message = format!("cancelled by {by} with its workflow");
+    let cancel = open.stop(WorkflowStatus::Cancelled, &message);
+    open.save(&tx).await?;
+    advance::cancel_jobs(&tx, &cancel, &message).await?;
+    let mut open = Open::load(&tx, id)
+        .await?
+        .ok_or(Error::NotFound("workflow"))?;
+    open.release(&tx).await?;
+    open.save(&tx).await?;
+    tx.commit().await?;
+    Ok(open.workflow)
+}
+
+/// Locks the unfinished jobs of a workflow's steps, in id order.
+async fn lock_jobs(tx: &db::Transaction, id: WorkflowId) -> Result<Vec<JobId>> {
+    use sea_orm::sea_query::LockType;
+    use sea_orm::{ColumnTrait, QueryOrder, QuerySelect};
+    let jobs = entity::job::Entity::find()
+        .filter(entity::job::Column::WorkflowId.eq(id))
+        .filter(entity::job::Column::FinishedAt.is_null())
+        .order_by_asc(entity::job::Column::Id)
+        .lock(LockType::NoKeyUpdate)
+        .all(tx)
+        .await?;
+    Ok(jobs.into_iter().map(|job| job.id).collect())
+}
+
+/// Which workflows a list holds.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowFilter {
+    pub statuses: Vec<WorkflowStatus>,
+    pub submitter_id: Option<entity::ids::UserId>,
+    pub search: Option<String>,
+}
+
+/// A page of a workspace's workflows, newest first: keyset pages by id.
+pub async fn list(
+    db: &DatabaseConnection,
+    workspace: crate::access::WorkspaceRef,
+    filter: &WorkflowFilter,
+    page: crate::pagination::PageArgs,
+) -> Result<crate::pagination::Page<workflow::Model>> {
+    use sea_orm::ColumnTrait;
+    use sea_orm::sea_query::{Expr, ExprTrait as _, Func};
+    if !workspace.standing.can_read() {
+        return Err(Error::NotFound("workspace"));
+    }
+    let mut select =
+        workflow::Entity::find().filter(workflow::Column::WorkspaceId.eq(workspace.id));
+    if !filter.statuses.is_empty() {
+        select = select.filter(workflow::Column::Status.is_in(filter.statuses.iter().copied()));
+    }
+    if let Some(submitter) = filter.submitter_id {
+        select = select.filter(workflow::Column::SubmitterId.eq(submitter));
+    }
+    if let Some(search) = &filter.search {
+        let pattern = format!(
+            "%{}%",
+            search
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        select = select.filter(
+            Expr::expr(Func::lower(Expr::col(workflow::Column::Name)))
+                .like(sea_orm::sea_query::LikeExpr::new(pattern).escape('\\')),
+        );
+    }
+    crate::pagination::fetch(db, select, workflow::Column::Id, sea_orm::Order::Desc, page).await
+}
