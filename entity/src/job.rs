@@ -98,6 +98,11 @@ pub struct Model {
     /// The W3C `traceparent` of the request that submitted the job, when traces are exported:
     /// its runs continue that trace.
     pub trace_parent: Option<String>,
+    /// The SHA-256 (hex) of what the job computes: its tool and tool version, settings and
+    /// inputs by content (`jobgraph::jobs::reuse::key`). NULL while a URL input is not fetched.
+    pub reuse_key: Option<String>,
+    /// The earlier job whose results this one reused instead of running.
+    pub reused_from: Option<JobId>,
     /// The workflow whose step this job runs, and the step's name.
     pub workflow_id: Option<WorkflowId>,
     pub workflow_step: Option<String>,

@@ -19,6 +19,7 @@ mod m20261203_000125_worker_workspace_limit;
 mod m20261203_000130_add_subject_to_users;
 mod m20261204_000200_create_webhooks;
 mod m20261204_000300_add_trace_parent_to_jobs;
+mod m20261205_000100_add_reuse_to_jobs;
 mod m20261205_000200_create_workflows;
 
 /// Every migration, in order.
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000130_add_subject_to_users::Migration),
             Box::new(m20261204_000200_create_webhooks::Migration),
             Box::new(m20261204_000300_add_trace_parent_to_jobs::Migration),
+            Box::new(m20261205_000100_add_reuse_to_jobs::Migration),
             Box::new(m20261205_000200_create_workflows::Migration),
         ]
     }

@@ -103,6 +103,17 @@ impl JobStanding {
         self.workspace.can_read()
     }
 
+    /// Whether the viewer may read `job`, one of this workspace's: every job as a member, others
+    /// through their sharing (`shared_with`).
+    pub async fn reads(
+        self,
+        db: &impl ConnectionTrait,
+        viewer: &Viewer,
+        job: &job::Model,
+    ) -> Result<bool> {
+        Ok(self.workspace.can_read() || shared_with(db, viewer, job).await?)
+    }
+
     /// A timeline entry's message as the viewer may read it: outsiders do not learn who
     /// cancelled a job, nor which worker ran it, which those entries' messages name.
     pub fn event_message(self, event: &entity::job_event::Model) -> Option<&str> {
@@ -163,7 +174,7 @@ impl JobAccess {
             },
             job,
         };
-        if workspace.can_read() || shared_with(db, viewer, &access.job).await? {
+        if access.standing.reads(db, viewer, &access.job).await? {
             Ok(access)
         } else {
             Err(not_found())

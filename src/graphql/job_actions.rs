@@ -84,12 +84,22 @@ struct SubmitJobInput {
     #[graphql(default = 0)]
     priority: i32,
     /// Sending the same key again from the same workspace returns the first job, uncharged;
-    /// with a different request (tool, name, priority, settings, inputs or maxCredits),
+    /// with a different request (tool, name, priority, settings, inputs, maxCredits or reuse),
     /// IDEMPOTENCY_KEY_REUSED. 1 to 200 characters.
     idempotency_key: Option<String>,
     /// Refuse, writing nothing, if the price is higher. A price is never above 2,000,000,000
     /// credits: a submission that would cost more is refused (BAD_USER_INPUT naming the field).
+    /// A job that reuses an earlier job's results (`reuse`) costs nothing, so it is accepted
+    /// whatever its price would have been; the limit applies when it runs.
     max_credits: Option<i32>,
+    /// Reuse results: when the workspace holds a COMPLETED job that the viewer may read of the
+    /// same tool and tool version, with the same settings (defaults filled in) and inputs of the
+    /// same content (files by SHA-256, texts by their text), the job completes at once with
+    /// that job's result and copies of its output files, uncharged, naming it in `reusedFrom`;
+    /// the newest such job is reused. Otherwise it runs as any job. A job with URL inputs runs:
+    /// their content is not known before they are fetched.
+    #[graphql(default = false)]
+    reuse: bool,
 }
 
 #[derive(SimpleObject)]
@@ -122,6 +132,10 @@ struct SubmitBatchInput {
     /// first batch, uncharged; with a different request, IDEMPOTENCY_KEY_REUSED. Batches' keys
     /// are apart from single jobs' keys. 1 to 200 characters.
     idempotency_key: Option<String>,
+    /// As in `submitJob`, for each job of the batch: those that reuse an earlier job's results
+    /// complete at once and count nothing towards the total price.
+    #[graphql(default = false)]
+    reuse: bool,
 }
 
 #[derive(SimpleObject)]
@@ -238,6 +252,7 @@ impl JobsMutation {
         let options = SubmitOptions {
             idempotency_key: input.idempotency_key,
             max_credits: input.max_credits.map(i64::from),
+            reuse: input.reuse,
         };
         let result = service::submit(submitter(ctx), workspace_id, submission, options).await?;
         submitted(ctx, result).await
@@ -274,6 +289,7 @@ impl JobsMutation {
         let options = SubmitOptions {
             idempotency_key: input.idempotency_key,
             max_credits: input.max_credits.map(i64::from),
+            reuse: input.reuse,
         };
         let submitted = service::submit_batch(
             submitter(ctx),
@@ -337,6 +353,7 @@ impl JobsMutation {
         let options = SubmitOptions {
             idempotency_key: input.idempotency_key,
             max_credits: input.max_credits.map(i64::from),
+            reuse: false,
         };
         let result = actions::retry(
             db(ctx),
@@ -373,6 +390,7 @@ impl JobsMutation {
         let options = SubmitOptions {
             idempotency_key: input.idempotency_key,
             max_credits: input.max_credits.map(i64::from),
+            reuse: false,
         };
         let result = actions::duplicate(
             db(ctx),

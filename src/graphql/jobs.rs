@@ -705,6 +705,19 @@ job_fields! {
     async fn parent_kind(&self) -> Option<ParentKindView> {
         self.0.parent_kind.map(Into::into)
     }
+    /// The job whose results this one reused instead of running (`submitJob`'s `reuse`); null
+    /// when it ran, or when that job is deleted or the viewer may not see it.
+    #[reads(ReusedFrom)]
+    async fn reused_from(&self, ctx: &Context<'_>) -> ApiResult<Option<JobView>> {
+        let Some(original_id) = self.0.reused_from else {
+            return Ok(None);
+        };
+        match JobAccess::load(db(ctx), viewer(ctx), original_id).await {
+            Ok(access) => Ok(Some(JobView::from_access(access))),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
     /// Settings and inputs that differ from the parent's; empty without a visible parent.
     #[reads(ParentId, Inputs, Settings)]
     async fn changes_from_parent(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobChange>> {

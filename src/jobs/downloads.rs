@@ -1,7 +1,8 @@
 //! Downloading URL inputs. A job with URL inputs is created PENDING at stage DOWNLOADING and
 //! charged; this task fetches each URL into storage, then queues the job, or ends it FAILED
-//! (refunded by the lifecycle) with what went wrong. Downloads run in the serving process;
-//! at start it resumes the downloads a previous run left unfinished.
+//! (refunded by the lifecycle) with what went wrong; a queued job gets its reuse key
+//! (`reuse::key`), its content now known. Downloads run in the serving process; at start it
+//! resumes the downloads a previous run left unfinished.
 
 use entity::ids::{FileId, JobId};
 use std::sync::Arc;
@@ -184,6 +185,15 @@ impl Downloader {
             (
                 job::Column::Stage,
                 sea_orm::sea_query::Expr::value(Option::<String>::None),
+            ),
+            // Its content now known, later submissions may reuse its results.
+            (
+                job::Column::ReuseKey,
+                sea_orm::sea_query::Expr::value(super::reuse::key_of(
+                    &job.tool,
+                    &job.tool_version,
+                    prepared,
+                )),
             ),
         ];
         let Some(job) = store::update_details(&tx, job, details).await? else {

@@ -3,7 +3,8 @@
 //!
 //! Keys are unique per workspace (a job's and a batch's separately). Each keyed job or batch
 //! keeps the fingerprint of its request: the SHA-256 of a canonical form of what was asked (tool,
-//! name, priority, settings, inputs by content, the job it retries or copies, `maxCredits`). The
+//! name, priority, settings, inputs by content, the job it retries or copies, `maxCredits`,
+//! `reuse`). The
 //! same key with another fingerprint is IDEMPOTENCY_KEY_REUSED, as Stripe answers.
 
 use entity::ids::JobId;
@@ -42,17 +43,21 @@ pub(super) fn submission_form(submission: &Submission) -> Value {
     })
 }
 
-/// The fingerprint of a job request: its submission, what it comes from and its price limit.
+/// The fingerprint of a job request: its submission, what it comes from, its price limit and
+/// whether it reuses results.
 pub(super) fn job_fingerprint(
     submission: &Submission,
     parent: Option<(JobId, String)>,
     max_credits: Option<i64>,
+    reuse: bool,
 ) -> String {
-    fingerprint(&json!({
+    let mut form = json!({
         "job": submission_form(submission),
         "parent": parent.map(|(id, kind)| json!({ "id": id, "kind": kind })),
         "maxCredits": max_credits,
-    }))
+    });
+    with_reuse(&mut form, reuse);
+    fingerprint(&form)
 }
 
 /// The fingerprint of a batch request from its jobs' `submission_form`s.
@@ -60,8 +65,19 @@ pub(super) fn batch_fingerprint(
     name: Option<&str>,
     jobs: Vec<Value>,
     max_credits: Option<i64>,
+    reuse: bool,
 ) -> String {
-    fingerprint(&json!({ "batch": name, "jobs": jobs, "maxCredits": max_credits }))
+    let mut form = json!({ "batch": name, "jobs": jobs, "maxCredits": max_credits });
+    with_reuse(&mut form, reuse);
+    fingerprint(&form)
+}
+
+/// Adds `reuse` to a request's form only when asked for, so that a request without it keeps
+/// the fingerprint it had before submissions could reuse results.
+fn with_reuse(form: &mut Value, reuse: bool) {
+    if reuse {
+        form["reuse"] = Value::Bool(true);
+    }
 }
 
 /// IDEMPOTENCY_KEY_REUSED unless the request answered from a key is the one it was first sent
@@ -77,7 +93,7 @@ pub(super) fn check_same(stored: Option<&str>, fingerprint: &str, made: &str) ->
 }
 
 /// The SHA-256 (hex) of a value's canonical JSON.
-fn fingerprint(value: &Value) -> String {
+pub(super) fn fingerprint(value: &Value) -> String {
     let mut text = String::new();
     canonical(value, &mut text);
     hex::encode(Sha256::digest(text.as_bytes()))
@@ -134,7 +150,7 @@ mod tests {
 
     #[test]
     fn a_fingerprint_ignores_the_order_of_keys_and_inputs_but_nothing_else() {
-        let print = |s: &Submission| job_fingerprint(s, None, None);
+        let print = |s: &Submission| job_fingerprint(s, None, None, false);
         let a = job(
             json!({"k": 3, "opts": {"x": 1, "y": [1, 2]}}),
             vec![("a", ">a\nAC\n"), ("b", ">b\nGT\n")],
@@ -170,15 +186,20 @@ mod tests {
         ] {
             assert_ne!(print(&a), print(&other));
         }
-        assert_ne!(print(&a), job_fingerprint(&a, None, Some(10)));
+        assert_ne!(print(&a), job_fingerprint(&a, None, Some(10), false));
+        assert_ne!(print(&a), job_fingerprint(&a, None, None, true));
         assert_ne!(
             print(&a),
-            job_fingerprint(&a, Some((JobId(Uuid::nil()), "RETRY".into())), None)
+            job_fingerprint(&a, Some((JobId(Uuid::nil()), "RETRY".into())), None, false)
         );
         let form = submission_form(&a);
         assert_ne!(
-            batch_fingerprint(None, vec![form.clone()], None),
-            batch_fingerprint(None, vec![form.clone(), form], None)
+            batch_fingerprint(None, vec![form.clone()], None, false),
+            batch_fingerprint(None, vec![form.clone(), form.clone()], None, false)
+        );
+        assert_ne!(
+            batch_fingerprint(None, vec![form.clone()], None, false),
+            batch_fingerprint(None, vec![form], None, true)
         );
     }
 }

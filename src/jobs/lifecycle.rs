@@ -13,7 +13,7 @@ use entity::file::FileRole;
 use entity::job::{self, JobStatus};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
-use super::state;
+use super::state::{self, Start};
 use crate::credits::ledger;
 use crate::error::{Error, Result};
 use crate::store::{self, Move};
@@ -84,16 +84,14 @@ fn changed_meanwhile(now: Option<JobStatus>) -> Error {
     })
 }
 
-/// The status a new job is written with, and its `queued_at`: QUEUED at `now` when its inputs
-/// are ready, PENDING while it waits for downloads. A ready job takes the state machine's
-/// PENDING → QUEUED in its INSERT, rather than by an UPDATE of the row just written;
-/// `record_submitted` gives it both events.
-pub fn submitted_status(ready: bool, now: DateTime<Utc>) -> (JobStatus, Option<DateTime<Utc>>) {
-    if ready && state::transition(JobStatus::Pending, JobStatus::Queued).is_ok() {
-        (JobStatus::Queued, Some(now))
-    } else {
-        (JobStatus::Pending, None)
-    }
+/// The status a new job is written with (`state::submitted`), and its `queued_at`: QUEUED at
+/// `now` when its inputs are ready, PENDING while it waits for downloads, COMPLETED when it
+/// reuses an earlier job's results. A ready or reused job takes the state machine's move from
+/// PENDING in its INSERT, rather than by an UPDATE of the row just written; `record_submitted`
+/// gives it both events.
+pub fn submitted_status(start: Start, now: DateTime<Utc>) -> (JobStatus, Option<DateTime<Utc>>) {
+    let status = state::submitted(start);
+    (status, (status == JobStatus::Queued).then_some(now))
 }
 
 /// Records the submission of new jobs written by the caller (with `submitted_status`): each
@@ -104,6 +102,7 @@ pub async fn record_submitted(tx: &crate::db::Transaction, jobs: &[job::Model]) 
         .map(|job| job::Model {
             status: JobStatus::Pending,
             queued_at: None,
+            progress: 0.0,
             ..job.clone()
         })
         .collect();
@@ -126,6 +125,28 @@ pub async fn record_queued_at_submission(
     }
     store::record(tx, &queued, Some("inputs ready".to_owned())).await?;
     store::announce_queued(tx);
+    Ok(())
+}
+
+/// Records that the new jobs written COMPLETED reused an earlier job's results: their
+/// COMPLETED event, after their PENDING one, naming that job (one statement per earlier job).
+pub async fn record_reused_at_submission(
+    tx: &crate::db::Transaction,
+    jobs: &[job::Model],
+) -> Result<()> {
+    let mut by_original: std::collections::BTreeMap<JobId, Vec<job::Model>> = Default::default();
+    for job in jobs.iter().filter(|job| job.status == JobStatus::Completed) {
+        if let Some(original) = job.reused_from {
+            by_original.entry(original).or_default().push(job.clone());
+        }
+    }
+    for (original, reused) in by_original {
+        let message = format!(
+            "reused the results of {}",
+            crate::ids::encode(original).as_str()
+        );
+        store::record(tx, &reused, Some(message)).await?;
+    }
     Ok(())
 }
 

@@ -1,17 +1,20 @@
 //! Submitting jobs, alone or as a batch: checked through `access`, priced, charged and queued
-//! in one transaction. What users then do with a job is in `actions`.
+//! in one transaction, or completed at once with the results of an earlier job (`reuse`). What
+//! users then do with a job is in `actions`.
 
 use chrono::Utc;
 use entity::batch;
 use entity::credit_transaction::TransactionKind;
+use entity::file::FileRole;
 use entity::ids::{BatchId, FileId, JobId, UserId, WorkflowId, WorkspaceId};
 use entity::job::{self, JobStatus, ParentKind, Visibility};
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, QueryFilter, Set};
 use serde_json::Value;
 
-use super::idempotency;
 use super::lifecycle::{self};
-use crate::access::{Viewer, WorkspaceAccess, WorkspaceAction};
+use super::state::Start;
+use super::{idempotency, reuse};
+use crate::access::{JobStanding, Viewer, WorkspaceAccess, WorkspaceAction};
 use crate::credits::{Credits, ledger};
 use crate::db;
 use crate::error::{Error, Result, is_unique_violation};
@@ -38,8 +41,12 @@ pub struct SubmitOptions {
     /// The same key from the same workspace returns the first job (or batch) instead of a new
     /// one; with another request, IDEMPOTENCY_KEY_REUSED.
     pub idempotency_key: Option<String>,
-    /// Refuse, writing nothing, when the price is higher.
+    /// Refuse, writing nothing, when the price is higher. A job that reuses an earlier job's
+    /// results costs nothing, whatever its price would have been.
     pub max_credits: Option<i64>,
+    /// Complete each job at once, uncharged, with the results of the newest COMPLETED job of
+    /// the workspace that computed the same (`reuse`), when there is one.
+    pub reuse: bool,
 }
 
 /// A submitted job, and whether it is an earlier one returned for a repeated idempotency key.
@@ -79,6 +86,25 @@ pub(crate) struct Planned {
     pub(crate) prepared: Prepared,
     pub(crate) estimate: Estimate,
     pub(crate) priority: i32,
+    /// What it computes (`reuse::key`); `None` while a URL input is not fetched.
+    pub(crate) reuse_key: Option<String>,
+}
+
+/// The earlier job whose results a new job reuses, with the copies of its output files made
+/// for the new job.
+pub(crate) struct Reused {
+    pub(crate) original: job::Model,
+    pub(crate) outputs: Vec<NewFile>,
+}
+
+impl Planned {
+    /// What the job is charged: its price, or nothing when it reuses an earlier job's results.
+    fn charge(&self, reused: &Option<Reused>) -> Credits {
+        match reused {
+            Some(_) => Credits::ZERO,
+            None => self.estimate.total,
+        }
+    }
 }
 
 /// Stores a submission's uploads (and copies of an earlier job's files) under job `job_id`,
@@ -167,6 +193,7 @@ pub(crate) fn plan(
     let estimate = tool
         .estimate(&prepared)
         .map_err(|err| prefix_field(err, field))?;
+    let reuse_key = reuse::key(&tool, &prepared);
     Ok(Planned {
         id,
         files,
@@ -175,6 +202,7 @@ pub(crate) fn plan(
         prepared,
         estimate,
         priority: submission.priority,
+        reuse_key,
     })
 }
 
@@ -250,6 +278,7 @@ pub(crate) struct NewJob {
     pub(crate) lineage: Option<Lineage>,
     /// The workflow and step the job runs.
     pub(crate) step: Option<(WorkflowId, String)>,
+    pub(crate) reused: Option<Reused>,
 }
 
 /// What new jobs are charged from.
@@ -261,14 +290,40 @@ pub(crate) enum Charging {
     Reservation,
 }
 
+/// The earlier job whose results the planned job may reuse, with copies of its output files
+/// (pushed to `staged`, discarded if the submission fails); `None` when there is none, or when
+/// it was deleted while its files were copied.
+async fn reuse_earlier(
+    by: Submitter<'_>,
+    standing: JobStanding,
+    workspace_id: WorkspaceId,
+    planned: &Planned,
+    staged: &mut Vec<NewFile>,
+) -> Result<Option<Reused>> {
+    let Some(key) = &planned.reuse_key else {
+        return Ok(None);
+    };
+    let Some(original) = reuse::find(by.db, by.viewer, standing, workspace_id, key).await? else {
+        return Ok(None);
+    };
+    let place = (workspace_id, planned.id);
+    let Some(outputs) = reuse::copy_outputs(by.db, by.files, &original, place).await? else {
+        return Ok(None);
+    };
+    staged.extend(outputs.iter().cloned());
+    Ok(Some(Reused { original, outputs }))
+}
+
 /// Job rows written by one INSERT: within SQLite's limit of 32,766 parameters.
 const JOBS_PER_INSERT: usize = 500;
 
 /// Writes jobs of one workspace, in the caller's transaction: their rows (QUEUED at once when
-/// their inputs are ready), stored files and PENDING events, their charges (one balance move for
-/// all), then the QUEUED events. A job with URL inputs stays PENDING at stage DOWNLOADING until
-/// they are fetched.
-/// Set-based: a batch of a thousand jobs costs about a dozen statements, as one job does.
+/// their inputs are ready, COMPLETED when they reuse an earlier job's results), stored files
+/// and PENDING events, their charges (one balance move for all; none for a reused job), then
+/// the QUEUED and COMPLETED events. A job with URL inputs stays PENDING at stage DOWNLOADING
+/// until they are fetched.
+/// Set-based: a batch of a thousand jobs costs about a dozen statements, as one job does (and
+/// one more per earlier job whose results some of them reuse).
 /// Returns the jobs in the order given.
 pub(crate) async fn insert_jobs(
     tx: &crate::db::Transaction,
@@ -289,6 +344,7 @@ pub(crate) async fn insert_jobs(
         batch_id,
         lineage,
         step,
+        reused,
     } in new
     {
         let downloads = planned
@@ -296,8 +352,25 @@ pub(crate) async fn insert_jobs(
             .inputs
             .values()
             .any(|input| input.kind == StoredInputKind::Url);
-        stored.extend(planned.files.into_iter().map(|file| (planned.id, file)));
-        let (status, queued_at) = lifecycle::submitted_status(!downloads, now);
+        let start = match (&reused, downloads) {
+            (Some(_), _) => Start::Reused,
+            (None, true) => Start::Downloading,
+            (None, false) => Start::Ready,
+        };
+        let charge = planned.charge(&reused);
+        let inputs = planned
+            .files
+            .into_iter()
+            .map(|file| (FileRole::Input, file));
+        let outputs = reused.iter().flat_map(|reused| {
+            reused
+                .outputs
+                .iter()
+                .map(|file| (FileRole::Output, file.clone()))
+        });
+        stored.extend(inputs.chain(outputs).map(|file| (planned.id, file)));
+        let (status, queued_at) = lifecycle::submitted_status(start, now);
+        let ran_at = reused.as_ref().map(|_| now);
         rows.push(job::ActiveModel {
             id: Set(planned.id),
             workspace_id: Set(workspace_id),
@@ -306,16 +379,16 @@ pub(crate) async fn insert_jobs(
             tool_version: Set(planned.tool.version.clone()),
             name: Set(planned.name),
             status: Set(status),
-            stage: Set(downloads.then(|| super::downloads::STAGE.to_owned())),
-            progress: Set(0.0),
+            stage: Set((start == Start::Downloading).then(|| super::downloads::STAGE.to_owned())),
+            progress: Set(if reused.is_some() { 1.0 } else { 0.0 }),
             inputs: Set(planned.prepared.inputs_json()),
             settings: Set(planned.prepared.settings),
-            result: Set(None),
+            result: Set(reused.as_ref().and_then(|r| r.original.result.clone())),
             error_message: Set(None),
             error_code: Set(None),
             attempt: Set(0),
             max_attempts: Set(planned.tool.max_attempts as i32),
-            credit_cost: Set(planned.estimate.total.get()),
+            credit_cost: Set(charge.get()),
             refunded: Set(false),
             visibility: Set(Visibility::Private),
             priority: Set(planned.priority),
@@ -328,8 +401,8 @@ pub(crate) async fn insert_jobs(
             created_at: Set(now),
             updated_at: Set(now),
             queued_at: Set(queued_at),
-            started_at: Set(None),
-            finished_at: Set(None),
+            started_at: Set(ran_at),
+            finished_at: Set(ran_at),
             run_after: Set(None),
             worker_id: Set(None),
             lease_expires_at: Set(None),
@@ -337,6 +410,8 @@ pub(crate) async fn insert_jobs(
             trace_parent: Set(trace_parent.clone()),
             workflow_id: Set(step.as_ref().map(|(workflow, _)| *workflow)),
             workflow_step: Set(step.map(|(_, name)| name)),
+            reuse_key: Set(planned.reuse_key),
+            reused_from: Set(reused.map(|r| r.original.id)),
         });
     }
     let mut jobs = Vec::with_capacity(rows.len());
@@ -348,9 +423,8 @@ pub(crate) async fn insert_jobs(
         rows.iter().filter_map(|row| row.id.try_as_ref().copied()),
         |job| job.id,
     );
-    for (job_id, file) in &stored {
-        file.insert(tx, workspace_id, *job_id, entity::file::FileRole::Input)
-            .await?;
+    for (job_id, (role, file)) in &stored {
+        file.insert(tx, workspace_id, *job_id, *role).await?;
     }
     lifecycle::record_submitted(tx, &jobs).await?;
     let charges: Vec<ledger::Entry> = jobs
@@ -373,7 +447,23 @@ pub(crate) async fn insert_jobs(
         ledger::append_from(tx, charges, source).await?;
     }
     lifecycle::record_queued_at_submission(tx, &jobs).await?;
+    lifecycle::record_reused_at_submission(tx, &jobs).await?;
     Ok(jobs)
+}
+
+/// The viewer's standing towards the jobs of the workspace they submit to: FORBIDDEN (NOT_FOUND
+/// for a workspace they cannot read) unless they may submit jobs there.
+async fn job_standing(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    workspace_id: WorkspaceId,
+) -> Result<JobStanding> {
+    let access = WorkspaceAccess::load(db, viewer, workspace_id).await?;
+    access.check(WorkspaceAction::SubmitJobs)?;
+    Ok(JobStanding {
+        workspace: access.standing,
+        viewer_id: viewer.user_id(),
+    })
 }
 
 /// After a submission commits: starts the downloads of jobs that wait for them.
@@ -440,9 +530,7 @@ async fn submit_staged(
     let user = viewer.require_user()?;
     // Checked first so that nothing is stored for a refused submission, and again under the
     // workspace's lock, where the job is written.
-    WorkspaceAccess::load(db, viewer, workspace_id)
-        .await?
-        .check(WorkspaceAction::SubmitJobs)?;
+    let standing = job_standing(db, viewer, workspace_id).await?;
     check_idempotency_key(&options.idempotency_key)?;
     let job_id = JobId::new();
     stage(
@@ -457,7 +545,7 @@ async fn submit_staged(
     // Compared once uploads are stored: a file is part of the request by its content.
     let fingerprint = options.idempotency_key.as_ref().map(|_| {
         let parent = lineage.map(|l| (l.parent_id, sea_orm::ActiveEnum::to_value(&l.kind)));
-        idempotency::job_fingerprint(&submission, parent, options.max_credits)
+        idempotency::job_fingerprint(&submission, parent, options.max_credits, options.reuse)
     });
     if let (Some(key), Some(fingerprint)) = (&options.idempotency_key, &fingerprint)
         && let Some(job) = find_by_idempotency_key(db, workspace_id, key, fingerprint).await?
@@ -468,7 +556,12 @@ async fn submit_staged(
         });
     }
     let planned = plan(catalog, submission, "", job_id)?;
-    check_max_credits(planned.estimate.total, options.max_credits)?;
+    let reused = if options.reuse {
+        reuse_earlier(by, standing, workspace_id, &planned, staged).await?
+    } else {
+        None
+    };
+    check_max_credits(planned.charge(&reused), options.max_credits)?;
     let tx = db::begin_write(db).await?;
     workspaces::hold(&tx, viewer, workspace_id, Hold::Change)
         .await?
@@ -484,6 +577,7 @@ async fn submit_staged(
             batch_id: None,
             lineage,
             step: None,
+            reused,
         }],
         Charging::Balance,
     )
@@ -591,9 +685,7 @@ async fn submit_batch_staged(
     let user = viewer.require_user()?;
     // Checked first so that nothing is stored for a refused batch, and again under the
     // workspace's lock, where the batch is written.
-    WorkspaceAccess::load(db, viewer, workspace_id)
-        .await?
-        .check(WorkspaceAction::SubmitJobs)?;
+    let standing = job_standing(db, viewer, workspace_id).await?;
     if submissions.is_empty() || submissions.len() > MAX_BATCH_JOBS {
         return Err(Error::bad_input(
             "jobs",
@@ -623,7 +715,12 @@ async fn submit_batch_staged(
         planned.push(plan(catalog, submission, &field, job_id)?);
     }
     let fingerprint = options.idempotency_key.as_ref().map(|_| {
-        idempotency::batch_fingerprint(requested_name.as_deref(), forms, options.max_credits)
+        idempotency::batch_fingerprint(
+            requested_name.as_deref(),
+            forms,
+            options.max_credits,
+            options.reuse,
+        )
     });
     if let (Some(key), Some(fingerprint)) = (&options.idempotency_key, &fingerprint)
         && let Some(earlier) =
@@ -631,7 +728,16 @@ async fn submit_batch_staged(
     {
         return Ok(earlier);
     }
-    let total = Credits::checked_sum(planned.iter().map(|p| p.estimate.total))
+    // One lookup per job that asks for reuse.
+    let mut reused = Vec::with_capacity(planned.len());
+    for planned in &planned {
+        reused.push(if options.reuse {
+            reuse_earlier(by, standing, workspace_id, planned, staged).await?
+        } else {
+            None
+        });
+    }
+    let total = Credits::checked_sum(planned.iter().zip(&reused).map(|(p, r)| p.charge(r)))
         .ok_or_else(|| crate::tools::pricing::too_expensive("jobs"))?;
     check_max_credits(total, options.max_credits)?;
     let tx = db::begin_write(db).await?;
@@ -668,13 +774,15 @@ async fn submit_batch_staged(
     // Charged as one move of the whole batch's price: INSUFFICIENT_CREDITS names that price.
     let new = planned
         .into_iter()
-        .map(|planned| NewJob {
+        .zip(reused)
+        .map(|(planned, reused)| NewJob {
             planned,
             idempotency_key: None,
             request_fingerprint: None,
             batch_id: Some(batch.id),
             lineage: None,
             step: None,
+            reused,
         })
         .collect();
     let jobs = insert_jobs(&tx, user.id, workspace_id, new, Charging::Balance).await?;

@@ -39,6 +39,36 @@ pub fn allowed(from: JobStatus, to: JobStatus) -> bool {
     )
 }
 
+/// How a new job begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Its inputs are ready: it joins the queue.
+    Ready,
+    /// It waits for its URL inputs to be fetched.
+    Downloading,
+    /// It reuses the results of an earlier job that computed the same (`reusable`), instead of
+    /// running.
+    Reused,
+}
+
+/// The status a new job is written with, after its PENDING: QUEUED when ready, still PENDING
+/// while downloading, COMPLETED when it reuses an earlier job's results. PENDING to COMPLETED is
+/// a submission's outcome only, never a `transition`: a job once written completes only by
+/// running.
+pub fn submitted(start: Start) -> JobStatus {
+    match start {
+        Start::Ready => JobStatus::Queued,
+        Start::Downloading => JobStatus::Pending,
+        Start::Reused => JobStatus::Completed,
+    }
+}
+
+/// Whether a job's results may be reused by a later job that computes the same: only those of
+/// a COMPLETED job, whose run ended well.
+pub fn reusable(status: JobStatus) -> bool {
+    status == JobStatus::Completed
+}
+
 /// Checks a transition.
 pub fn transition(from: JobStatus, to: JobStatus) -> Result<JobStatus, InvalidTransition> {
     if allowed(from, to) {
@@ -119,6 +149,17 @@ mod tests {
             err.to_string(),
             "the job is COMPLETED and cannot become CANCELLED"
         );
+    }
+
+    #[test]
+    fn a_new_job_is_queued_downloading_or_completed_by_reuse() {
+        assert_eq!(submitted(Start::Ready), Queued);
+        assert!(allowed(Pending, submitted(Start::Ready)));
+        assert_eq!(submitted(Start::Downloading), Pending);
+        assert_eq!(submitted(Start::Reused), Completed);
+        // Only a submission completes a job without its run.
+        assert!(!allowed(Pending, Completed));
+        assert!(JobStatus::iter().filter(|s| reusable(*s)).eq([Completed]));
     }
 
     #[test]

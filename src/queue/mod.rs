@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus};
-use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::sea_query::{LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
     QueryOrder, QuerySelect, QueryTrait as _,
@@ -31,6 +31,7 @@ use crate::db;
 use crate::error::Result;
 use crate::jobs::lifecycle::{self, Change};
 use crate::store;
+pub use crate::store::status_is;
 use crate::tools::Catalog;
 
 /// Wakes `wake` whenever any process announces queued jobs, until `shutdown`. Reconnects after
@@ -231,15 +232,6 @@ pub fn head(tools: &Tools, limit: u64) -> sea_orm::sea_query::SelectStatement {
         .limit(limit)
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
         .into_query()
-}
-
-/// `status = '<STATUS>'`, with the status written into the statement rather than bound: the
-/// queue's indexes (`idx_jobs_claim`, `idx_jobs_lease`, `idx_jobs_retry`) hold the jobs of one
-/// status only, and a planner uses such an index only for a query whose text names that status.
-pub fn status_is(status: JobStatus) -> sea_orm::sea_query::SimpleExpr {
-    use sea_orm::ActiveEnum as _;
-    use sea_orm::sea_query::ExprTrait as _;
-    Expr::col((job::Entity, job::Column::Status)).eq(Expr::cust(format!("'{}'", status.to_value())))
 }
 
 /// QUEUED jobs of `tools` in claim order (`store::CLAIM_ORDER`).

@@ -263,6 +263,8 @@ impl Queue {
             .filter(job::Column::Tool.eq(tool))
             .filter(job::Column::FinishedAt.is_not_null())
             .filter(job::Column::Status.eq(JobStatus::Completed))
+            // A job that reused another's results did not run.
+            .filter(job::Column::ReusedFrom.is_null())
             .order_by_desc(job::Column::FinishedAt)
             .limit(RECENT_RUNS)
             .into_model::<Run>()

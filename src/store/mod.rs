@@ -202,6 +202,16 @@ fn same(a: &job::Column, b: &job::Column) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
+/// `status = '<STATUS>'`, with the status written into the statement rather than bound: some
+/// indexes of `jobs` hold the jobs of one status only (the queue's `idx_jobs_claim`,
+/// `idx_jobs_lease`, `idx_jobs_retry`; `idx_jobs_reuse`), and a planner uses such an index only
+/// for a query whose text names that status.
+pub fn status_is(status: JobStatus) -> SimpleExpr {
+    use sea_orm::ActiveEnum as _;
+    use sea_orm::sea_query::ExprTrait as _;
+    Expr::col((job::Entity, job::Column::Status)).eq(Expr::cust(format!("'{}'", status.to_value())))
+}
+
 // ---- The shapes derived by every form -----------------------------------------------------
 
 /// A timeline row's columns taken from its job as the job now is; the row also has its own

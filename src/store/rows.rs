@@ -119,6 +119,8 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
         lease_expires_at: None,
         heartbeat_at: None,
         trace_parent: None,
+        reuse_key: None,
+        reused_from: None,
         workflow_id: None,
         workflow_step: None,
     };
@@ -160,6 +162,8 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
             C::LeaseExpiresAt => job.lease_expires_at = row.try_get_by_index(i)?,
             C::HeartbeatAt => job.heartbeat_at = row.try_get_by_index(i)?,
             C::TraceParent => job.trace_parent = row.try_get_by_index(i)?,
+            C::ReuseKey => job.reuse_key = row.try_get_by_index(i)?,
+            C::ReusedFrom => job.reused_from = row.try_get_by_index(i)?,
             C::WorkflowId => job.workflow_id = row.try_get_by_index(i)?,
             C::WorkflowStep => job.workflow_step = row.try_get_by_index(i)?,
         }

@@ -269,6 +269,7 @@ impl Open {
                         batch_id: None,
                         lineage: None,
                         step: Some((self.workflow.id, name.clone())),
+                        reused: None,
                     });
                 }
                 Err(reason) => self.set_step(name, StepStatus::Failed, Some(reason)),
@@ -378,6 +379,8 @@ impl Open {
         if name.chars().count() > 200 {
             name = name.chars().take(200).collect();
         }
+        let reuse_key =
+            crate::jobs::reuse::key_of(&step.version.name, &step.version.version, &prepared);
         Ok(Ok(Planned {
             id: JobId::new(),
             files,
@@ -386,6 +389,7 @@ impl Open {
             prepared,
             estimate,
             priority: 0,
+            reuse_key,
         }))
     }
 

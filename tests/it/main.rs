@@ -23,6 +23,7 @@ mod processes;
 mod races;
 mod rate_limits;
 mod remote;
+mod reuse;
 mod schema;
 mod sharing;
 mod store;

@@ -266,6 +266,8 @@ async fn a_workspace_with_an_active_job_cannot_be_deleted() {
         lease_expires_at: Set(None),
         heartbeat_at: Set(None),
         trace_parent: Set(None),
+        reuse_key: Set(None),
+        reused_from: Set(None),
         workflow_id: Set(None),
         workflow_step: Set(None),
     }
