@@ -11,6 +11,11 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkflowAction {
     Cancel,
+    Rename,
+    /// Deleting it, ended, with its steps' jobs.
+    Delete,
+    /// Running it again as a new workflow: whoever may submit jobs in its workspace.
+    Retry,
 }
 
 impl JobStanding {
@@ -18,13 +23,39 @@ impl JobStanding {
     /// and the workspace's owners and admins manage it. FORBIDDEN for the role, CONFLICT for
     /// the workflow's status.
     pub fn check_workflow(self, workflow: &workflow::Model, action: WorkflowAction) -> Result<()> {
-        if !self.manages_submitted_by(workflow.submitter_id) {
+        let allowed = match action {
+            WorkflowAction::Retry => self.workspace.can_submit(),
+            WorkflowAction::Cancel | WorkflowAction::Rename | WorkflowAction::Delete => {
+                self.manages_submitted_by(workflow.submitter_id)
+            }
+        };
+        if !allowed {
             let why = "only its submitter and the workspace's owners and admins may";
             return Err(Error::forbidden(match action {
                 WorkflowAction::Cancel => format!("you cannot cancel this workflow: {why}"),
+                WorkflowAction::Rename => format!("you cannot rename this workflow: {why}"),
+                WorkflowAction::Delete => format!("you cannot delete this workflow: {why}"),
+                WorkflowAction::Retry => {
+                    "you cannot retry this workflow: you may not submit jobs in its workspace"
+                        .to_owned()
+                }
             }));
         }
         match action {
+            WorkflowAction::Delete if workflow.status == WorkflowStatus::Running => Err(
+                Error::conflict("the workflow is RUNNING: cancel it before deleting it"),
+            ),
+            WorkflowAction::Retry
+                if !matches!(
+                    workflow.status,
+                    WorkflowStatus::Failed | WorkflowStatus::Cancelled
+                ) =>
+            {
+                Err(Error::conflict(format!(
+                    "the workflow is {}: only FAILED or CANCELLED workflows can be retried",
+                    status_name(workflow.status)
+                )))
+            }
             WorkflowAction::Cancel if workflow.status != WorkflowStatus::Running => {
                 Err(Error::conflict(format!(
                     "the workflow is {} and can no longer be cancelled",

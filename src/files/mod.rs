@@ -419,6 +419,17 @@ impl Files {
         Ok(self.new_file(key, clean_name(&name), content_type, written))
     }
 
+    /// Copies stored content from `from_key` as `key` (a retried workflow's inputs); NOT_FOUND
+    /// if it is no longer stored.
+    pub async fn copy_key(&self, from_key: &str, key: &str) -> Result<()> {
+        self.storage.copy(from_key, key).await.map_err(|err| {
+            match err.downcast_ref::<object_store::Error>() {
+                Some(object_store::Error::NotFound { .. }) => Error::NotFound("input file"),
+                _ => err.into(),
+            }
+        })
+    }
+
     /// Copies another job's stored file (for a retry or a duplicate) as `key`.
     /// NOT_FOUND if the original is no longer stored: its job, or workspace, was deleted
     /// while the copy was being made.

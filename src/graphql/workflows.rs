@@ -333,6 +333,11 @@ pub struct CancelWorkflowPayload {
     workflow: WorkflowView,
 }
 
+#[derive(SimpleObject)]
+pub struct DeleteWorkflowPayload {
+    deleted_workflow_id: ID,
+}
+
 #[derive(Default)]
 pub struct WorkflowsMutation;
 
@@ -367,6 +372,48 @@ impl WorkflowsMutation {
         let access = WorkflowAccess::load(db(ctx), viewer(ctx), submitted.workflow.id).await?;
         Ok(SubmitWorkflowPayload {
             workflow: access.into(),
+        })
+    }
+
+    /// Runs a FAILED or CANCELLED workflow again as a new one (its `parent`): the steps that
+    /// completed are not run again (their results are reused, uncharged), the others run and
+    /// are charged as in any workflow.
+    async fn retry_workflow(&self, ctx: &Context<'_>, id: ID) -> ApiResult<SubmitWorkflowPayload> {
+        let id = ids::decode::<WorkflowId>("id", &id)?;
+        let by = crate::jobs::service::Submitter {
+            db: db(ctx),
+            catalog: catalog(ctx),
+            files: files(ctx),
+            viewer: viewer(ctx),
+        };
+        let submitted = workflows::service::retry(by, id).await?;
+        let access = WorkflowAccess::load(db(ctx), viewer(ctx), submitted.workflow.id).await?;
+        Ok(SubmitWorkflowPayload {
+            workflow: access.into(),
+        })
+    }
+
+    /// Renames a workflow (1 to 200 characters).
+    async fn rename_workflow(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        name: String,
+    ) -> ApiResult<CancelWorkflowPayload> {
+        let id = ids::decode::<WorkflowId>("id", &id)?;
+        workflows::service::rename(db(ctx), viewer(ctx), id, &name).await?;
+        let access = WorkflowAccess::load(db(ctx), viewer(ctx), id).await?;
+        Ok(CancelWorkflowPayload {
+            workflow: access.into(),
+        })
+    }
+
+    /// Deletes an ended workflow with its steps' jobs and files; ledger entries stay.
+    async fn delete_workflow(&self, ctx: &Context<'_>, id: ID) -> ApiResult<DeleteWorkflowPayload> {
+        let decoded = ids::decode::<WorkflowId>("id", &id)?;
+        workflows::service::delete(db(ctx), files(ctx), viewer(ctx), decoded).await?;
+        Ok(DeleteWorkflowPayload {
+            deleted_workflow_id: id,
         })
     }
 
@@ -593,6 +640,100 @@ impl WorkflowView {
         self.1
             .check_workflow(&self.0, WorkflowAction::Cancel)
             .is_ok()
+    }
+    /// Whether the viewer may retry it now.
+    async fn viewer_can_retry(&self) -> bool {
+        self.1
+            .check_workflow(&self.0, WorkflowAction::Retry)
+            .is_ok()
+    }
+    async fn viewer_can_rename(&self) -> bool {
+        self.1
+            .check_workflow(&self.0, WorkflowAction::Rename)
+            .is_ok()
+    }
+    /// Whether the viewer may delete it now (ended).
+    async fn viewer_can_delete(&self) -> bool {
+        self.1
+            .check_workflow(&self.0, WorkflowAction::Delete)
+            .is_ok()
+    }
+    /// The workflow this one retried, if the viewer may still see it.
+    async fn parent(&self, ctx: &Context<'_>) -> ApiResult<Option<WorkflowView>> {
+        match self.0.parent_id {
+            Some(parent) => load_optional(ctx, parent).await,
+            None => Ok(None),
+        }
+    }
+    /// RETRY for a workflow made by `retryWorkflow`.
+    async fn parent_kind(&self) -> Option<&'static str> {
+        self.0.parent_kind.map(|kind| match kind {
+            entity::workflow::WorkflowParentKind::Retry => "RETRY",
+            entity::workflow::WorkflowParentKind::Duplicate => "DUPLICATE",
+        })
+    }
+    /// The workflows made from this one by `retryWorkflow`, oldest first.
+    async fn retries(&self, ctx: &Context<'_>) -> ApiResult<Vec<WorkflowView>> {
+        let children = workflow::Entity::find()
+            .filter(workflow::Column::ParentId.eq(self.0.id))
+            .order_by_asc(workflow::Column::Id)
+            .all(db(ctx))
+            .await?;
+        Ok(children
+            .into_iter()
+            .map(|child| WorkflowView(child, self.1))
+            .collect())
+    }
+    /// The workflow as one JSON document: its definition, parameters, credits and each step
+    /// with its job's status, cost, result and error.
+    async fn export_json(&self, ctx: &Context<'_>) -> ApiResult<Json<Value>> {
+        let rows = self.step_rows(ctx).await?;
+        let job_ids: Vec<_> = rows.iter().filter_map(|r| r.job_id).collect();
+        let jobs: BTreeMap<_, _> = entity::job::Entity::find()
+            .filter(entity::job::Column::Id.is_in(job_ids))
+            .all(db(ctx))
+            .await?
+            .into_iter()
+            .map(|job| (job.id, job))
+            .collect();
+        let steps: Vec<Value> = rows
+            .iter()
+            .map(|row| {
+                let job = row.job_id.and_then(|id| jobs.get(&id));
+                serde_json::json!({
+                    "name": row.name,
+                    "tool": row.tool,
+                    "status": workflows::step_status_name(row.status),
+                    "reason": row.reason,
+                    "job": job.map(|job| serde_json::json!({
+                        "id": ids::encode(job.id).as_str(),
+                        "status": crate::jobs::state::name(job.status),
+                        "creditCost": job.credit_cost,
+                        "refunded": job.refunded,
+                        "result": job.result,
+                        "errorMessage": job.error_message,
+                    })),
+                })
+            })
+            .collect();
+        Ok(Json(serde_json::json!({
+            "id": ids::encode(self.0.id).as_str(),
+            "name": self.0.name,
+            "template": self.0.template,
+            "status": crate::access::workflow_status_name(self.0.status),
+            "definition": self.0.definition,
+            "parameters": self.0.parameters,
+            "credits": {
+                "estimated": self.0.credits_estimated,
+                "reserved": self.0.credits_reserved,
+                "charged": self.0.credits_charged,
+                "refunded": self.0.credits_refunded,
+                "maxCredits": self.0.max_credits,
+            },
+            "steps": steps,
+            "createdAt": self.0.created_at,
+            "finishedAt": self.0.finished_at,
+        })))
     }
 }
 

@@ -375,10 +375,7 @@ impl Open {
             Ok(estimate) => estimate,
             Err(err) => return Ok(Err(err.to_string())),
         };
-        let mut name = format!("{} · {}", self.workflow.name, step.name);
-        if name.chars().count() > 200 {
-            name = name.chars().take(200).collect();
-        }
+        let name = super::service::step_job_name(&self.workflow.name, &step.name);
         let reuse_key =
             crate::jobs::reuse::key_of(&step.version.name, &step.version.version, &prepared);
         Ok(Ok(Planned {

@@ -93,3 +93,16 @@ impl StoredFile {
 
 /// The inputs of a workflow, by name.
 pub type StoredInputs = BTreeMap<String, StoredValue>;
+
+/// A step's status as clients spell it.
+pub fn step_status_name(status: entity::workflow_step::StepStatus) -> &'static str {
+    use entity::workflow_step::StepStatus::*;
+    match status {
+        Waiting => "WAITING",
+        Running => "RUNNING",
+        Completed => "COMPLETED",
+        Failed => "FAILED",
+        Cancelled => "CANCELLED",
+        Skipped => "SKIPPED",
+    }
+}

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use entity::ids::{JobId, WorkflowId, WorkspaceId};
 use entity::job::Visibility;
-use entity::workflow::{self, WorkflowStatus};
+use entity::workflow::{self, WorkflowParentKind, WorkflowStatus};
 use entity::workflow_step::{self, StepStatus};
-use sea_orm::{ActiveModelTrait as _, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+};
 use serde_json::Value;
 
 use super::advance::{self, Open};
@@ -19,7 +21,7 @@ use crate::credits::{Credits, ledger};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::files::{self, Checks, Files, NewFile};
-use crate::jobs::service::Submitter;
+use crate::jobs::service::{self, Charging, NewJob, Planned, Reused, Submitter};
 use crate::tools::{
     Catalog, Estimate, InputFormat, InputKind, InputValue, Prepared, StoredInput, StoredInputKind,
 };
@@ -393,83 +395,288 @@ async fn submit_staged(
             ),
         ));
     };
-    let now = Utc::now();
+    let new = NewWorkflow {
+        id: workflow_id,
+        workspace_id,
+        submitter_id: user.id,
+        name,
+        template: submission.template.clone(),
+        fail_fast: submission.fail_fast.unwrap_or(definition.fail_fast),
+        max_credits: submission.max_credits,
+        checked,
+        inputs,
+        estimate,
+        reservation,
+        parent: None,
+        reused: BTreeMap::new(),
+    };
     let tx = db::begin_write(db).await?;
     workspaces::hold(&tx, viewer, workspace_id, Hold::Change)
         .await?
         .check(WorkspaceAction::SubmitJobs)?;
+    let workflow = write(&tx, new).await?;
+    tx.commit().await?;
+    Ok(Submitted { workflow })
+}
+
+/// A workflow to write, checked and priced.
+struct NewWorkflow {
+    id: WorkflowId,
+    workspace_id: WorkspaceId,
+    submitter_id: entity::ids::UserId,
+    name: String,
+    template: Option<String>,
+    fail_fast: bool,
+    max_credits: Option<i64>,
+    checked: Checked,
+    inputs: StoredInputs,
+    estimate: WorkflowEstimate,
+    reservation: Credits,
+    parent: Option<(WorkflowId, WorkflowParentKind)>,
+    /// Steps that take the results of an earlier run's completed step: its job, and copies of
+    /// its output files for the new step's job.
+    reused: BTreeMap<String, (entity::job::Model, Vec<NewFile>)>,
+}
+
+/// Writes a new workflow in the caller's transaction, which holds its workspace: the workflow,
+/// its steps (those reusing an earlier run's results completed at once, uncharged), its
+/// reservation, and the jobs of the steps that wait for nothing.
+async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model> {
+    let now = Utc::now();
+    let workflow_id = new.id;
     workflow::ActiveModel {
         id: Set(workflow_id),
-        workspace_id: Set(workspace_id),
-        submitter_id: Set(user.id),
-        name: Set(name),
-        template: Set(submission.template.clone()),
-        definition: Set(serde_json::to_value(&checked).expect("a definition serializes")),
-        parameters: Set(Value::Object(checked.parameters.clone())),
-        inputs: Set(serde_json::to_value(&inputs).expect("inputs serialize")),
+        workspace_id: Set(new.workspace_id),
+        submitter_id: Set(new.submitter_id),
+        name: Set(new.name.clone()),
+        template: Set(new.template),
+        definition: Set(serde_json::to_value(&new.checked).expect("a definition serializes")),
+        parameters: Set(Value::Object(new.checked.parameters.clone())),
+        inputs: Set(serde_json::to_value(&new.inputs).expect("inputs serialize")),
         status: Set(WorkflowStatus::Running),
-        fail_fast: Set(submission.fail_fast.unwrap_or(definition.fail_fast)),
-        max_credits: Set(submission.max_credits),
-        credits_estimated: Set(estimate.total.get()),
-        credits_reserved: Set(reservation.get()),
+        fail_fast: Set(new.fail_fast),
+        max_credits: Set(new.max_credits),
+        credits_estimated: Set(new.estimate.total.get()),
+        credits_reserved: Set(new.reservation.get()),
         credits_charged: Set(0),
         credits_refunded: Set(0),
         visibility: Set(Visibility::Private),
         idempotency_key: Set(None),
         request_fingerprint: Set(None),
-        parent_id: Set(None),
-        parent_kind: Set(None),
+        parent_id: Set(new.parent.map(|(id, _)| id)),
+        parent_kind: Set(new.parent.map(|(_, kind)| kind)),
         error_message: Set(None),
         created_at: Set(now),
         updated_at: Set(now),
         finished_at: Set(None),
     }
-    .insert(&tx)
+    .insert(tx)
     .await?;
-    let rows: Vec<workflow_step::ActiveModel> = checked
+    // The steps that reuse an earlier run's results: their jobs, written COMPLETED.
+    let mut reused_jobs = BTreeMap::new();
+    let mut jobs = Vec::new();
+    for (name, (original, outputs)) in new.reused {
+        let id = JobId::new();
+        reused_jobs.insert(name.clone(), id);
+        let prepared = Prepared::from_stored(&original.inputs, &original.settings);
+        jobs.push(NewJob {
+            planned: Planned {
+                id,
+                files: Vec::new(),
+                tool: crate::jobs::ToolVersion {
+                    name: original.tool.clone(),
+                    version: original.tool_version.clone(),
+                    max_attempts: original.max_attempts.max(1) as u32,
+                },
+                name: step_job_name(&new.name, &name),
+                reuse_key: original.reuse_key.clone(),
+                estimate: Estimate {
+                    total: Credits::ZERO,
+                    lines: Vec::new(),
+                },
+                prepared,
+                priority: 0,
+            },
+            idempotency_key: None,
+            request_fingerprint: None,
+            batch_id: None,
+            lineage: None,
+            step: Some((workflow_id, name)),
+            reused: Some(Reused { original, outputs }),
+        });
+    }
+    let rows: Vec<workflow_step::ActiveModel> = new
+        .checked
         .steps
         .iter()
-        .zip(&estimate.steps)
+        .zip(&new.estimate.steps)
         .enumerate()
-        .map(|(position, (step, priced))| workflow_step::ActiveModel {
-            workflow_id: Set(workflow_id),
-            name: Set(step.name.clone()),
-            position: Set(position as i32),
-            tool: Set(step.tool.clone()),
-            status: Set(StepStatus::Waiting),
-            depends_on: Set(serde_json::to_value(&step.depends_on).expect("names serialize")),
-            estimate: Set(priced.estimate.total.get()),
-            estimate_known: Set(priced.known),
-            job_id: Set(None),
-            reason: Set(None),
-            updated_at: Set(now),
+        .map(|(position, (step, priced))| {
+            let reused = reused_jobs.get(&step.name).copied();
+            workflow_step::ActiveModel {
+                workflow_id: Set(workflow_id),
+                name: Set(step.name.clone()),
+                position: Set(position as i32),
+                tool: Set(step.tool.clone()),
+                status: Set(if reused.is_some() {
+                    StepStatus::Completed
+                } else {
+                    StepStatus::Waiting
+                }),
+                depends_on: Set(serde_json::to_value(&step.depends_on).expect("names serialize")),
+                estimate: Set(priced.estimate.total.get()),
+                estimate_known: Set(priced.known),
+                job_id: Set(reused),
+                reason: Set(reused.map(|_| "reused the results of the earlier run".to_owned())),
+                updated_at: Set(now),
+            }
         })
         .collect();
     for chunk in rows.chunks(crate::store::ROWS_PER_INSERT / 2) {
         workflow_step::Entity::insert_many(chunk.to_vec())
-            .exec(&tx)
+            .exec(tx)
             .await?;
     }
-    if reservation > Credits::ZERO {
-        ledger::reserve(&tx, workspace_id, reservation.get()).await?;
+    if !jobs.is_empty() {
+        service::insert_jobs(
+            tx,
+            new.submitter_id,
+            new.workspace_id,
+            jobs,
+            Charging::Balance,
+        )
+        .await?;
     }
-    let mut open = Open::load(&tx, workflow_id)
+    if new.reservation > Credits::ZERO {
+        ledger::reserve(tx, new.workspace_id, new.reservation.get()).await?;
+    }
+    let mut open = Open::load(tx, workflow_id)
         .await?
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("the workflow was just written")))?;
-    let cancel = open.settle(&tx).await?;
-    open.save(&tx).await?;
+    let cancel = open.settle(tx).await?;
+    open.save(tx).await?;
     if !cancel.is_empty() {
-        advance::cancel_jobs(&tx, &cancel, "the workflow stopped: a step failed").await?;
-        if let Some(reloaded) = Open::load(&tx, workflow_id).await? {
+        advance::cancel_jobs(tx, &cancel, "the workflow stopped: a step failed").await?;
+        if let Some(reloaded) = Open::load(tx, workflow_id).await? {
             open = reloaded;
         }
     }
-    open.release(&tx).await?;
-    open.save(&tx).await?;
+    open.release(tx).await?;
+    open.save(tx).await?;
+    Ok(open.workflow)
+}
+
+/// The name of a step's job: the workflow's and the step's, at most 200 characters.
+pub(crate) fn step_job_name(workflow: &str, step: &str) -> String {
+    format!("{workflow} · {step}").chars().take(200).collect()
+}
+
+/// `retryWorkflow`: runs a FAILED or CANCELLED workflow again as a new one (its `parent`), with
+/// the same definition, parameters and inputs. Its steps that completed are not run again: the
+/// new run's steps take their results (copies of their outputs), uncharged; the others run and
+/// are charged as in any workflow, against a reservation of their price (or of the original's
+/// `maxCredits` when some price is not known yet).
+pub async fn retry(by: Submitter<'_>, id: WorkflowId) -> Result<Submitted> {
+    let mut staged = Vec::new();
+    let result = retry_staged(by, id, &mut staged).await;
+    if result.is_err() {
+        by.files.discard(&staged).await;
+    }
+    result
+}
+
+async fn retry_staged(
+    by: Submitter<'_>,
+    id: WorkflowId,
+    staged: &mut Vec<NewFile>,
+) -> Result<Submitted> {
+    let Submitter {
+        db, files, viewer, ..
+    } = by;
+    let user = viewer.require_user()?;
+    let access = WorkflowAccess::load(db, viewer, id).await?;
+    access.check(WorkflowAction::Retry)?;
+    let original = access.workflow;
+    let workspace_id = original.workspace_id;
+    let checked: Checked = serde_json::from_value(original.definition.clone())
+        .map_err(|err| Error::Internal(anyhow::anyhow!("a stored workflow: {err}")))?;
+    let new_id = WorkflowId::new();
+    // The inputs, copied under the new run's folder: deleting the original leaves them.
+    let mut inputs: StoredInputs = serde_json::from_value(original.inputs.clone())
+        .map_err(|err| Error::Internal(anyhow::anyhow!("a workflow's inputs: {err}")))?;
+    for value in inputs.values_mut() {
+        if let StoredValue::File(file) = value {
+            let key = files::workflow_input_key(workspace_id, new_id, entity::ids::FileId::new());
+            files.copy_key(&file.key, &key).await?;
+            file.key = key;
+            staged.push(file.for_job());
+        }
+    }
+    // The completed steps' results, copied for the new run's jobs.
+    let steps = workflow_step::Entity::find()
+        .filter(workflow_step::Column::WorkflowId.eq(id))
+        .all(db)
+        .await?;
+    let mut reused = BTreeMap::new();
+    for step in steps.iter().filter(|s| s.status == StepStatus::Completed) {
+        let Some(job_id) = step.job_id else { continue };
+        let Some(job) = entity::job::Entity::find_by_id(job_id).one(db).await? else {
+            continue;
+        };
+        let new_job = JobId::new();
+        if let Some(outputs) =
+            crate::jobs::reuse::copy_outputs(db, files, &job, (workspace_id, new_job)).await?
+        {
+            staged.extend(outputs.iter().cloned());
+            reused.insert(step.name.clone(), (job, outputs));
+        }
+    }
+    let mut estimate = estimate_checked(&checked, &inputs, original.max_credits)?;
+    for step in estimate
+        .steps
+        .iter_mut()
+        .filter(|s| reused.contains_key(&s.step))
+    {
+        step.estimate = Estimate {
+            total: Credits::ZERO,
+            lines: Vec::new(),
+        };
+        step.known = true;
+        step.depends_on_outputs.clear();
+    }
+    let total = Credits::checked_sum(estimate.steps.iter().map(|s| s.estimate.total))
+        .ok_or_else(|| crate::tools::pricing::too_expensive("steps"))?;
+    let complete = estimate.steps.iter().all(|s| s.known);
+    let reservation = match (complete, original.max_credits) {
+        (true, _) => total,
+        (false, Some(max)) => Credits::new(max).unwrap_or(total),
+        (false, None) => total,
+    };
+    estimate.total = total;
+    estimate.complete = complete;
+    estimate.reservation = Some(reservation);
+    let new = NewWorkflow {
+        id: new_id,
+        workspace_id,
+        submitter_id: user.id,
+        name: original.name.clone(),
+        template: original.template.clone(),
+        fail_fast: original.fail_fast,
+        max_credits: original.max_credits,
+        checked,
+        inputs,
+        estimate,
+        reservation,
+        parent: Some((original.id, WorkflowParentKind::Retry)),
+        reused,
+    };
+    let tx = db::begin_write(db).await?;
+    workspaces::hold(&tx, viewer, workspace_id, Hold::Change)
+        .await?
+        .check(WorkspaceAction::SubmitJobs)?;
+    let workflow = write(&tx, new).await?;
     tx.commit().await?;
-    Ok(Submitted {
-        workflow: open.workflow,
-    })
+    Ok(Submitted { workflow })
 }
 
 /// `cancelWorkflow`: stops every unfinished step. Waiting steps are cancelled unpaid; running
@@ -509,10 +716,69 @@ pub async fn cancel(
     Ok(open.workflow)
 }
 
+/// `renameWorkflow`: 1 to 200 characters; its submitter and the workspace's owners and admins.
+pub async fn rename(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    id: WorkflowId,
+    name: &str,
+) -> Result<workflow::Model> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(Error::bad_input("name", "must be 1 to 200 characters"));
+    }
+    let access = WorkflowAccess::load(db, viewer, id).await?;
+    let tx = db::begin_write(db).await?;
+    workspaces::lock(&tx, access.workflow.workspace_id, Hold::Change).await?;
+    let access = WorkflowAccess::load(&tx, viewer, id).await?;
+    access.check(WorkflowAction::Rename)?;
+    let mut open = Open::load(&tx, id)
+        .await?
+        .ok_or(Error::NotFound("workflow"))?;
+    open.workflow.name = name.to_owned();
+    open.save(&tx).await?;
+    tx.commit().await?;
+    Ok(open.workflow)
+}
+
+/// `deleteWorkflow`: deletes an ended workflow with its steps' jobs (their timelines, shares
+/// and files, rows and stored bytes) and its own inputs. Ledger entries stay.
+pub async fn delete(
+    db: &DatabaseConnection,
+    files: &Files,
+    viewer: &Viewer,
+    id: WorkflowId,
+) -> Result<workflow::Model> {
+    use sea_orm::ColumnTrait as _;
+    let access = WorkflowAccess::load(db, viewer, id).await?;
+    let workspace_id = access.workflow.workspace_id;
+    let tx = db::begin_write(db).await?;
+    workspaces::lock(&tx, workspace_id, Hold::Change).await?;
+    let access = WorkflowAccess::load(&tx, viewer, id).await?;
+    access.check(WorkflowAction::Delete)?;
+    let jobs = crate::store::delete_jobs(
+        &tx,
+        sea_orm::Condition::all().add(entity::job::Column::WorkflowId.eq(id)),
+    )
+    .await?;
+    workflow::Entity::delete_by_id(id).exec(&tx).await?;
+    crate::live::workflow_changed(&tx, &access.workflow);
+    tx.commit().await?;
+    for job in &jobs {
+        files
+            .delete_prefix(&files::job_prefix(workspace_id, job.id))
+            .await;
+    }
+    files
+        .delete_prefix(&files::workflow_prefix(workspace_id, id))
+        .await;
+    Ok(access.workflow)
+}
+
 /// Locks the unfinished jobs of a workflow's steps, in id order.
 async fn lock_jobs(tx: &db::Transaction, id: WorkflowId) -> Result<Vec<JobId>> {
     use sea_orm::sea_query::LockType;
-    use sea_orm::{ColumnTrait, QueryOrder, QuerySelect};
+    use sea_orm::{QueryOrder, QuerySelect};
     let jobs = entity::job::Entity::find()
         .filter(entity::job::Column::WorkflowId.eq(id))
         .filter(entity::job::Column::FinishedAt.is_null())
@@ -538,7 +804,6 @@ pub async fn list(
     filter: &WorkflowFilter,
     page: crate::pagination::PageArgs,
 ) -> Result<crate::pagination::Page<workflow::Model>> {
-    use sea_orm::ColumnTrait;
     use sea_orm::sea_query::{Expr, ExprTrait as _, Func};
     if !workspace.standing.can_read() {
         return Err(Error::NotFound("workspace"));

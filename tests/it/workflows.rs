@@ -44,6 +44,17 @@ max_attempts = 1
 executor = { kind = "builtin", function = "noop" }
 price = { base = 5 }
 
+# Fails until the file named by `marker` exists, which its first run creates.
+[[tools]]
+name = "fail-once"
+title = "Fail once"
+version = "1"
+timeout_seconds = 30
+max_attempts = 1
+settings_schema = { type = "object", properties = { marker = { type = "string" } }, required = ["marker"] }
+executor = { kind = "command", program = "sh", args = ["-c", "if [ -e \"$1\" ]; then echo '{}' > result.json; else touch \"$1\"; echo 'first run fails' >&2; exit 1; fi", "fail-once", "{setting:marker}"] }
+price = { base = 2 }
+
 [[workflows]]
 name = "translate-and-count"
 title = "Translate, then count k-mers"
@@ -231,10 +242,7 @@ async fn a_diamond_runs_each_step_on_its_upstream_outputs_and_is_charged_once_pe
     )
     .await;
     assert!(body["errors"].is_null(), "{body}");
-    assert_eq!(
-        workflow["credits"]["reserved"].as_i64().unwrap() <= 40,
-        true
-    );
+    assert!(workflow["credits"]["reserved"].as_i64().unwrap() <= 40);
     let id = workflow["id"].as_str().unwrap().to_owned();
 
     let done = wait_ended(&app, &alice.token, &id).await;
@@ -573,12 +581,11 @@ async fn a_tools_file_workflow_runs_by_name_with_its_parameters() {
     assert!(body["errors"].is_null(), "{body}");
     let done = wait_ended(&app, &alice.token, workflow["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
-    assert_eq!(
+    assert!(
         done["name"]
             .as_str()
             .unwrap()
-            .starts_with("Translate, then count k-mers"),
-        true
+            .starts_with("Translate, then count k-mers")
     );
 }
 
@@ -680,4 +687,161 @@ async fn workflow_updated_streams_each_step_until_the_end() {
         "{last}"
     );
     assert!(seen.len() >= 2, "the first state, then changes: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_retry_reruns_only_what_did_not_complete_and_charges_only_that() {
+    let app = spawn(2).await;
+    let (alice, ws) = app.setup("lab", 100).await;
+    let marker = tempfile::tempdir().unwrap();
+    let marker = marker.path().join("ran").display().to_string();
+    let definition = json!({
+        "parameters": [{ "name": "marker" }],
+        "steps": [
+            { "name": "a", "tool": "five" },
+            { "name": "b", "tool": "fail-once", "settings": { "marker": { "$param": "marker" } }, "after": ["a"] },
+            { "name": "c", "tool": "five", "after": ["b"] },
+            { "name": "d", "tool": "five", "after": ["a"] },
+        ],
+    });
+    let (first, body) = submit(
+        &app,
+        &alice,
+        &ws,
+        json!({ "definition": definition, "parameters": { "marker": marker } }),
+    )
+    .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    let failed = wait_ended(&app, &alice.token, &first_id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(step(&failed, "c")["status"], "SKIPPED");
+    assert_eq!(app.balance(&ws).await, 100 - 10);
+
+    let retry = "mutation($id: ID!) { retryWorkflow(id: $id) { workflow { id status credits { reserved } } } }";
+    let data = app
+        .ok(Some(&alice.token), retry, json!({ "id": first_id }))
+        .await;
+    let second_id = data["retryWorkflow"]["workflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Only b and c are left to pay for.
+    assert_eq!(
+        data["retryWorkflow"]["workflow"]["credits"]["reserved"],
+        2 + 5 - 2
+    );
+    let done = wait_ended(&app, &alice.token, &second_id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let lineage = app
+        .ok(
+            Some(&alice.token),
+            "query($id: ID!) { workflow(id: $id) { parent { id } parentKind
+                steps { name job { creditCost reusedFrom { id } } } } }",
+            json!({ "id": second_id }),
+        )
+        .await;
+    assert_eq!(lineage["workflow"]["parent"]["id"], first_id.as_str());
+    assert_eq!(lineage["workflow"]["parentKind"], "RETRY");
+    for (name, reused) in [("a", true), ("b", false), ("c", false), ("d", true)] {
+        let s = step(&lineage["workflow"], name);
+        assert_eq!(s["job"]["reusedFrom"].is_null(), !reused, "{s}");
+        if reused {
+            assert_eq!(s["job"]["creditCost"], 0, "{s}");
+            assert_eq!(
+                s["job"]["reusedFrom"]["id"],
+                step(&failed, name)["job"]["id"]
+            );
+        }
+    }
+    assert_eq!(done["credits"]["charged"], 2 + 5);
+    assert_eq!(app.balance(&ws).await, 100 - 10 - 7);
+    assert_eq!(reserved(&app, &ws).await, 0);
+    // A completed workflow is not retried.
+    assert_eq!(
+        app.error_code(Some(&alice.token), retry, json!({ "id": second_id }))
+            .await,
+        "CONFLICT"
+    );
+}
+
+#[tokio::test]
+async fn an_ended_workflow_is_renamed_and_deleted_with_its_jobs_and_files() {
+    let app = spawn(1).await;
+    let (alice, ws) = app.setup("lab", 100).await;
+    let (workflow, body) = submit(
+        &app,
+        &alice,
+        &ws,
+        json!({ "definition": diamond(), "inputs": [{ "name": "dna", "text": DNA }], "maxCredits": 40 }),
+    )
+    .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let id = workflow["id"].as_str().unwrap().to_owned();
+    let delete = "mutation($id: ID!) { deleteWorkflow(id: $id) { deletedWorkflowId } }";
+    let running = read(&app, &alice.token, &id).await;
+    if running["status"] == "RUNNING" {
+        assert_eq!(
+            app.error_code(Some(&alice.token), delete, json!({ "id": id }))
+                .await,
+            "CONFLICT"
+        );
+    }
+    let done = wait_ended(&app, &alice.token, &id).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let renamed = app
+        .ok(
+            Some(&alice.token),
+            "mutation($id: ID!) { renameWorkflow(id: $id, name: \"assembly 7\") { workflow { name } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(renamed["renameWorkflow"]["workflow"]["name"], "assembly 7");
+    let export = app
+        .ok(
+            Some(&alice.token),
+            "query($id: ID!) { workflow(id: $id) { exportJson } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        export["workflow"]["exportJson"]["steps"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let balance = app.balance(&ws).await;
+    app.ok(Some(&alice.token), delete, json!({ "id": id }))
+        .await;
+    let query = "query($id: ID!) { workflow(id: $id) { id } }";
+    assert_eq!(
+        app.error_code(Some(&alice.token), query, json!({ "id": id }))
+            .await,
+        "NOT_FOUND"
+    );
+    let job = step(&done, "join")["job"]["id"].clone();
+    assert_eq!(
+        app.error_code(
+            Some(&alice.token),
+            "query($id: ID!) { job(id: $id) { id } }",
+            json!({ "id": job })
+        )
+        .await,
+        "NOT_FOUND"
+    );
+    let id = jobgraph::ids::decode::<entity::ids::WorkspaceId>("ws", &ws).unwrap();
+    let stored = app
+        .state
+        .files
+        .storage
+        .list(&jobgraph::files::workspace_prefix(id))
+        .await
+        .unwrap();
+    assert!(
+        stored.is_empty(),
+        "every file of the workflow is gone: {stored:?}"
+    );
+    // The ledger keeps what was paid.
+    assert_eq!(app.balance(&ws).await, balance);
 }
