@@ -115,6 +115,24 @@ impl ToolView {
     async fn version(&self) -> &str {
         &self.0.version
     }
+    /// What its runs produce, by name: what workflow steps bind to.
+    async fn outputs(&self) -> Vec<ToolOutput> {
+        self.0
+            .outputs
+            .iter()
+            .map(|spec| ToolOutput {
+                name: spec.name.clone(),
+                kind: match spec.kind {
+                    crate::tools::OutputKind::File => "FILE".to_owned(),
+                    crate::tools::OutputKind::Field => "FIELD".to_owned(),
+                },
+                path: spec.path.clone(),
+                field: spec.field.clone(),
+                format: spec.format.map(|_| "FASTA".to_owned()),
+                description: spec.description.clone(),
+            })
+            .collect()
+    }
     async fn inputs(&self) -> Vec<ToolInput> {
         self.0
             .inputs
@@ -162,6 +180,21 @@ impl ToolView {
 }
 
 /// An input a tool takes.
+/// A named output of a tool's runs, which workflow steps bind to.
+#[derive(SimpleObject)]
+struct ToolOutput {
+    name: String,
+    /// FILE (a stored output file) or FIELD (a value of the result).
+    kind: String,
+    /// FILE: the name of the file.
+    path: Option<String>,
+    /// FIELD: the key of the result.
+    field: Option<String>,
+    /// FASTA for sequence files.
+    format: Option<String>,
+    description: String,
+}
+
 #[derive(SimpleObject)]
 struct ToolInput {
     name: String,

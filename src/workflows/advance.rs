@@ -9,13 +9,15 @@
 //! settled one after the other, the second seeing the first.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::Utc;
 use entity::ids::{JobId, WorkflowId, WorkspaceId};
 use entity::job::{self, JobStatus};
 use entity::workflow::{self, WorkflowStatus};
 use entity::workflow_step::{self, StepStatus};
-use sea_orm::{ActiveModelTrait as _, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, Iterable as _, QueryFilter};
 use serde_json::Value;
 
 use super::definition::{Checked, Source, Step};
@@ -32,21 +34,51 @@ use crate::workspaces::{self, Hold};
 
 /// A workflow with its steps, as read under its workspace's lock, and what changed.
 pub(crate) struct Open {
+    /// Its row, without its definition (null), which `checked` holds.
     pub workflow: workflow::Model,
-    pub checked: Checked,
+    pub checked: Arc<Checked>,
     pub steps: BTreeMap<String, workflow_step::Model>,
     changed: Vec<String>,
     workflow_changed: bool,
 }
 
 impl Open {
-    /// Reads a workflow and its steps; the caller holds the workspace's lock.
+    /// Reads a workflow and its steps; the caller holds the workspace's lock. The definition,
+    /// which never changes once written, is parsed once per process (`definitions`) and not
+    /// read again: `workflow.definition` is left null.
     pub(crate) async fn load(tx: &Transaction, id: WorkflowId) -> Result<Option<Open>> {
-        let Some(workflow) = workflow::Entity::find_by_id(id).one(tx).await? else {
+        use sea_orm::{IdenStatic as _, QuerySelect as _};
+        let cached = definitions().get(&id);
+        let columns = workflow::Column::iter()
+            .filter(|c| cached.is_none() || !matches!(c, workflow::Column::Definition));
+        let mut select = workflow::Entity::find_by_id(id).select_only();
+        for column in columns {
+            select = select.column(column);
+        }
+        if cached.is_some() {
+            // JSON `null` in the column's type, read in place of the definition.
+            let null = match sea_orm::ConnectionTrait::get_database_backend(tx) {
+                sea_orm::DatabaseBackend::Postgres => "'null'::jsonb",
+                _ => "'null'",
+            };
+            select = select.column_as(Expr::cust(null), workflow::Column::Definition.as_str());
+        }
+        let Some(mut workflow) = select.into_model::<workflow::Model>().one(tx).await? else {
             return Ok(None);
         };
-        let checked: Checked = serde_json::from_value(workflow.definition.clone())
-            .map_err(|err| Error::Internal(anyhow::anyhow!("a stored workflow: {err}")))?;
+        let checked = match cached {
+            Some(checked) => checked,
+            None => {
+                let checked: Arc<Checked> = Arc::new(
+                    serde_json::from_value(std::mem::take(&mut workflow.definition)).map_err(
+                        |err| Error::Internal(anyhow::anyhow!("a stored workflow: {err}")),
+                    )?,
+                );
+                definitions().insert(id, checked.clone());
+                checked
+            }
+        };
+        workflow.definition = Value::Null;
         let steps = workflow_step::Entity::find()
             .filter(workflow_step::Column::WorkflowId.eq(id))
             .all(tx)
@@ -78,22 +110,38 @@ impl Open {
         self.steps.get(name).map(|step| step.status)
     }
 
-    /// Writes the changed steps and the workflow, with the workflow's live entry.
+    /// Writes the changed steps and the workflow, with the workflow's live entry: only what a
+    /// workflow's progress changes (statuses, jobs, credits, times), never its definition.
     pub(crate) async fn save(&mut self, tx: &Transaction) -> Result<()> {
+        use workflow_step::Column as S;
         self.changed.sort();
         self.changed.dedup();
         for name in std::mem::take(&mut self.changed) {
-            let step = self.steps[&name].clone();
-            step.into_active_model().reset_all().update(tx).await?;
+            let step = &self.steps[&name];
+            workflow_step::Entity::update_many()
+                .col_expr(S::Status, Expr::value(step.status))
+                .col_expr(S::JobId, Expr::value(step.job_id))
+                .col_expr(S::Reason, Expr::value(step.reason.clone()))
+                .col_expr(S::UpdatedAt, Expr::value(step.updated_at))
+                .filter(S::WorkflowId.eq(step.workflow_id))
+                .filter(S::Name.eq(step.name.clone()))
+                .exec(tx)
+                .await?;
         }
-        let now = Utc::now();
-        self.workflow.updated_at = now;
-        self.workflow = self
-            .workflow
-            .clone()
-            .into_active_model()
-            .reset_all()
-            .update(tx)
+        use workflow::Column as W;
+        let w = &mut self.workflow;
+        w.updated_at = Utc::now();
+        workflow::Entity::update_many()
+            .col_expr(W::Name, Expr::value(w.name.clone()))
+            .col_expr(W::Status, Expr::value(w.status))
+            .col_expr(W::CreditsReserved, Expr::value(w.credits_reserved))
+            .col_expr(W::CreditsCharged, Expr::value(w.credits_charged))
+            .col_expr(W::CreditsRefunded, Expr::value(w.credits_refunded))
+            .col_expr(W::ErrorMessage, Expr::value(w.error_message.clone()))
+            .col_expr(W::UpdatedAt, Expr::value(w.updated_at))
+            .col_expr(W::FinishedAt, Expr::value(w.finished_at))
+            .filter(W::Id.eq(w.id))
+            .exec(tx)
             .await?;
         self.workflow_changed = false;
         crate::live::workflow_changed(tx, &self.workflow);
@@ -455,6 +503,15 @@ fn file_input(file: &NewFile) -> Value {
         key: Some(file.key.clone()),
     })
     .expect("a stored input serializes")
+}
+
+/// The checked definitions of workflows, by id, as parsed once: a definition never changes.
+fn definitions() -> &'static crate::cache::TtlCache<WorkflowId, Arc<Checked>> {
+    static DEFINITIONS: std::sync::LazyLock<crate::cache::TtlCache<WorkflowId, Arc<Checked>>> =
+        std::sync::LazyLock::new(|| {
+            crate::cache::TtlCache::with_capacity(std::time::Duration::from_secs(3600), 256)
+        });
+    &DEFINITIONS
 }
 
 /// Moves workflows on after jobs of their steps ended, in the transaction of those endings:

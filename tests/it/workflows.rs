@@ -35,6 +35,16 @@ max_attempts = 1
 executor = { kind = "command", program = "sh", args = ["-c", "echo 'broken on purpose' >&2; exit 1"] }
 price = { base = 3 }
 
+# Five credits too, and tries again when its worker is lost.
+[[tools]]
+name = "steady"
+title = "Steady"
+version = "1"
+timeout_seconds = 30
+max_attempts = 5
+executor = { kind = "builtin", function = "noop" }
+price = { base = 5 }
+
 [[tools]]
 name = "five"
 title = "Five credits"
@@ -556,7 +566,10 @@ async fn a_tools_file_workflow_runs_by_name_with_its_parameters() {
         .await;
     assert_eq!(
         templates["workflowTemplates"],
-        json!([{ "name": "translate-and-count", "title": "Translate, then count k-mers" }])
+        json!([
+            { "name": "protein-profile", "title": "Protein profile" },
+            { "name": "translate-and-count", "title": "Translate, then count k-mers" },
+        ])
     );
     // `k` has no default.
     let (_, body) = submit(
@@ -844,4 +857,98 @@ async fn an_ended_workflow_is_renamed_and_deleted_with_its_jobs_and_files() {
     );
     // The ledger keeps what was paid.
     assert_eq!(app.balance(&ws).await, balance);
+}
+
+#[tokio::test]
+async fn worker_processes_killed_mid_workflow_lose_no_step_and_run_none_twice() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let app = spawn(0).await;
+    let (alice, ws) = app.setup("lab", 1000).await;
+    // A chain of twenty steps, ten more fanned out from its first, and one that waits for all.
+    let mut steps = vec![json!({ "name": "s0", "tool": "steady" })];
+    for i in 1..20 {
+        steps.push(
+            json!({ "name": format!("s{i}"), "tool": "steady", "after": [format!("s{}", i - 1)] }),
+        );
+    }
+    for i in 0..10 {
+        steps.push(json!({ "name": format!("p{i}"), "tool": "steady", "after": ["s0"] }));
+    }
+    let mut all: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+    all.push("s19".to_owned());
+    steps.push(json!({ "name": "end", "tool": "steady", "after": all }));
+    let count = steps.len() as i64;
+    let (workflow, body) = submit(
+        &app,
+        &alice,
+        &ws,
+        json!({ "definition": { "steps": steps } }),
+    )
+    .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let id = workflow["id"].as_str().unwrap().to_owned();
+
+    // Worker processes on the same database, each killed without a word after a moment.
+    let tools = app.state.config.tools_file.clone().unwrap();
+    for round in 0..8u64 {
+        let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_jobgraph"))
+            .args(["worker", "--workers", "4", "--lease-seconds", "3"])
+            .arg("--tools-file")
+            .arg(&tools)
+            .arg("--database-url")
+            .arg(&app.database_url)
+            .env(
+                "JOBGRAPH_DATA_DIR",
+                app.state.data_dir.join(format!("killed-{round}")),
+            )
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150 + 70 * round)).await;
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+    }
+
+    // A last worker finishes what is left, reclaiming what the killed ones held.
+    let mut config = jobgraph::Config::defaults();
+    config.database.database_url = Some(app.database_url.clone());
+    config.server.tools_file = Some(tools);
+    config.server.workers = 4;
+    config.server.lease_seconds = 3;
+    let other = jobgraph::App::build(config).await.unwrap();
+    let mut rescuer = other.worker();
+    rescuer.config.poll = Duration::from_millis(50);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(rescuer.run(shutdown.clone()));
+    let done = wait_ended(&app, &alice.token, &id).await;
+    shutdown.cancel();
+    handle.await.unwrap();
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+
+    // One job per step, each charged once; the reservation fully used and released.
+    let workflow_id = jobgraph::ids::decode::<entity::ids::WorkflowId>("id", &id).unwrap();
+    let jobs = entity::job::Entity::find()
+        .filter(entity::job::Column::WorkflowId.eq(workflow_id))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len() as i64, count, "no step lost or written twice");
+    let mut names: Vec<_> = jobs
+        .iter()
+        .map(|j| j.workflow_step.clone().unwrap())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len() as i64, count);
+    let charges = entity::credit_transaction::Entity::find()
+        .filter(entity::credit_transaction::Column::JobId.is_in(jobs.iter().map(|j| j.id)))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(charges.len() as i64, count, "{charges:?}");
+    assert_eq!(done["credits"]["charged"], 5 * count);
+    assert_eq!(app.balance(&ws).await, 1000 - 5 * count);
+    assert_eq!(reserved(&app, &ws).await, 0);
 }
