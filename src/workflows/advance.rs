@@ -17,7 +17,7 @@ use entity::job::{self, JobStatus};
 use entity::workflow::{self, WorkflowStatus};
 use entity::workflow_step::{self, StepStatus};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, Iterable as _, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, Iterable as _, QueryFilter};
 use serde_json::Value;
 
 use super::definition::{Checked, Source, Step};
@@ -56,12 +56,10 @@ impl Open {
             select = select.column(column);
         }
         if cached.is_some() {
-            // JSON `null` in the column's type, read in place of the definition.
-            let null = match sea_orm::ConnectionTrait::get_database_backend(tx) {
-                sea_orm::DatabaseBackend::Postgres => "'null'::jsonb",
-                _ => "'null'",
-            };
-            select = select.column_as(Expr::cust(null), workflow::Column::Definition.as_str());
+            select = select.column_as(
+                Expr::cust(json_null(tx)),
+                workflow::Column::Definition.as_str(),
+            );
         }
         let Some(mut workflow) = select.into_model::<workflow::Model>().one(tx).await? else {
             return Ok(None);
@@ -69,18 +67,30 @@ impl Open {
         let checked = match cached {
             Some(checked) => checked,
             None => {
-                let checked: Arc<Checked> = Arc::new(
-                    serde_json::from_value(std::mem::take(&mut workflow.definition)).map_err(
-                        |err| Error::Internal(anyhow::anyhow!("a stored workflow: {err}")),
-                    )?,
-                );
+                let checked: Checked = serde_json::from_value(std::mem::take(
+                    &mut workflow.definition,
+                ))
+                .map_err(|err| Error::Internal(anyhow::anyhow!("a stored workflow: {err}")))?;
+                let checked = Arc::new(checked.indexed());
                 definitions().insert(id, checked.clone());
                 checked
             }
         };
         workflow.definition = Value::Null;
-        let steps = workflow_step::Entity::find()
-            .filter(workflow_step::Column::WorkflowId.eq(id))
+        // Without their dependencies, which the definition holds.
+        let mut select = workflow_step::Entity::find()
+            .select_only()
+            .filter(workflow_step::Column::WorkflowId.eq(id));
+        for column in workflow_step::Column::iter() {
+            select = match column {
+                workflow_step::Column::DependsOn => {
+                    select.column_as(Expr::cust(json_null(tx)), column.as_str())
+                }
+                column => select.column(column),
+            };
+        }
+        let steps = select
+            .into_model::<workflow_step::Model>()
             .all(tx)
             .await?
             .into_iter()
@@ -113,20 +123,31 @@ impl Open {
     /// Writes the changed steps and the workflow, with the workflow's live entry: only what a
     /// workflow's progress changes (statuses, jobs, credits, times), never its definition.
     pub(crate) async fn save(&mut self, tx: &Transaction) -> Result<()> {
-        use workflow_step::Column as S;
+        // The changed steps rewritten whole, two statements per thousand whatever their number.
         self.changed.sort();
         self.changed.dedup();
-        for name in std::mem::take(&mut self.changed) {
-            let step = &self.steps[&name];
-            workflow_step::Entity::update_many()
-                .col_expr(S::Status, Expr::value(step.status))
-                .col_expr(S::JobId, Expr::value(step.job_id))
-                .col_expr(S::Reason, Expr::value(step.reason.clone()))
-                .col_expr(S::UpdatedAt, Expr::value(step.updated_at))
-                .filter(S::WorkflowId.eq(step.workflow_id))
-                .filter(S::Name.eq(step.name.clone()))
+        let changed = std::mem::take(&mut self.changed);
+        for names in changed.chunks(500) {
+            workflow_step::Entity::delete_many()
+                .filter(workflow_step::Column::WorkflowId.eq(self.workflow.id))
+                .filter(workflow_step::Column::Name.is_in(names.iter().cloned()))
                 .exec(tx)
                 .await?;
+            let rows: Vec<workflow_step::ActiveModel> = names
+                .iter()
+                .map(|name| {
+                    let mut step = self.steps[name].clone();
+                    step.depends_on = serde_json::to_value(
+                        self.checked
+                            .step(name)
+                            .map(|s| s.depends_on.clone())
+                            .unwrap_or_default(),
+                    )
+                    .expect("names serialize");
+                    step.into_active_model()
+                })
+                .collect();
+            workflow_step::Entity::insert_many(rows).exec(tx).await?;
         }
         use workflow::Column as W;
         let w = &mut self.workflow;
@@ -503,6 +524,14 @@ fn file_input(file: &NewFile) -> Value {
         key: Some(file.key.clone()),
     })
     .expect("a stored input serializes")
+}
+
+/// JSON `null` in the type of a JSON column, read in place of what a load leaves out.
+fn json_null(tx: &Transaction) -> &'static str {
+    match sea_orm::ConnectionTrait::get_database_backend(tx) {
+        sea_orm::DatabaseBackend::Postgres => "'null'::jsonb",
+        _ => "'null'",
+    }
 }
 
 /// The checked definitions of workflows, by id, as parsed once: a definition never changes.

@@ -136,11 +136,29 @@ pub struct Checked {
     pub steps: Vec<Step>,
     /// The parameters' values as used.
     pub parameters: Map<String, Value>,
+    /// Each step's place in `steps`, by name (`indexed`).
+    #[serde(skip)]
+    positions: HashMap<String, usize>,
 }
 
 impl Checked {
+    /// With its steps indexed by name, for `step` to find them at once.
+    pub fn indexed(mut self) -> Self {
+        self.positions = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| (step.name.clone(), i))
+            .collect();
+        self
+    }
+
     pub fn step(&self, name: &str) -> Option<&Step> {
-        self.steps.iter().find(|step| step.name == name)
+        match self.positions.get(name) {
+            Some(&i) => self.steps.get(i),
+            None if self.positions.is_empty() => self.steps.iter().find(|step| step.name == name),
+            None => None,
+        }
     }
 
     /// The steps that wait for `name`, directly or through others.
@@ -393,7 +411,9 @@ pub fn check(
         inputs: definition.inputs.clone(),
         steps,
         parameters,
-    })
+        positions: HashMap::new(),
+    }
+    .indexed())
 }
 
 fn or_none(mut names: Vec<&str>) -> String {
