@@ -63,6 +63,8 @@ pub struct Model {
     pub credits_charged: i64,
     /// The refunds of its steps.
     pub credits_refunded: i64,
+    /// How many of its steps have not ended.
+    pub steps_left: i32,
     pub visibility: Visibility,
     pub idempotency_key: Option<String>,
     pub request_fingerprint: Option<String>,

@@ -47,6 +47,8 @@ pub struct Model {
     pub status: StepStatus,
     /// The names of the steps it waits for, as a JSON array.
     pub depends_on: Json,
+    /// How many of the steps it waits for have not completed: it is ready at 0.
+    pub waiting_on: i32,
     /// Its price as far as known at submission.
     pub estimate: i64,
     /// False when its price depends on outputs of upstream steps.

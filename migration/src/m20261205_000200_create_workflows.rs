@@ -39,6 +39,7 @@ enum Workflows {
     CreditsReserved,
     CreditsCharged,
     CreditsRefunded,
+    StepsLeft,
     Visibility,
     IdempotencyKey,
     RequestFingerprint,
@@ -59,6 +60,7 @@ enum WorkflowSteps {
     Tool,
     Status,
     DependsOn,
+    WaitingOn,
     Estimate,
     EstimateKnown,
     JobId,
@@ -110,6 +112,7 @@ impl MigrationTrait for Migration {
                     .col(big_integer(Workflows::CreditsReserved))
                     .col(big_integer(Workflows::CreditsCharged))
                     .col(big_integer(Workflows::CreditsRefunded))
+                    .col(integer(Workflows::StepsLeft))
                     .col(string_len(Workflows::Visibility, 16))
                     .col(text_null(Workflows::IdempotencyKey))
                     .col(text_null(Workflows::RequestFingerprint))
@@ -139,6 +142,7 @@ impl MigrationTrait for Migration {
                     .col(text(WorkflowSteps::Tool))
                     .col(string_len(WorkflowSteps::Status, 16))
                     .col(json_binary(WorkflowSteps::DependsOn))
+                    .col(integer(WorkflowSteps::WaitingOn))
                     .col(big_integer(WorkflowSteps::Estimate))
                     .col(boolean(WorkflowSteps::EstimateKnown))
                     .col(uuid_null(WorkflowSteps::JobId))

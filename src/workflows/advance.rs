@@ -40,6 +40,9 @@ pub(crate) struct Open {
     pub steps: BTreeMap<String, workflow_step::Model>,
     changed: Vec<String>,
     workflow_changed: bool,
+    /// Only some steps were read (`load_some`): their counts are kept by the caller, not
+    /// recounted from every step.
+    partial: bool,
 }
 
 impl Open {
@@ -47,6 +50,15 @@ impl Open {
     /// which never changes once written, is parsed once per process (`definitions`) and not
     /// read again: `workflow.definition` is left null.
     pub(crate) async fn load(tx: &Transaction, id: WorkflowId) -> Result<Option<Open>> {
+        Self::load_with(tx, id, None).await
+    }
+
+    /// `load`, reading only the steps named (and none other) when `names` is given.
+    async fn load_with(
+        tx: &Transaction,
+        id: WorkflowId,
+        names: Option<&[String]>,
+    ) -> Result<Option<Open>> {
         use sea_orm::{IdenStatic as _, QuerySelect as _};
         let cached = definitions().get(&id);
         let columns = workflow::Column::iter()
@@ -89,10 +101,24 @@ impl Open {
                 column => select.column(column),
             };
         }
-        let steps = select
-            .into_model::<workflow_step::Model>()
-            .all(tx)
-            .await?
+        let steps = match names {
+            None => select.into_model::<workflow_step::Model>().all(tx).await?,
+            Some(names) => {
+                let mut steps = Vec::with_capacity(names.len());
+                for chunk in names.chunks(500) {
+                    steps.extend(
+                        select
+                            .clone()
+                            .filter(workflow_step::Column::Name.is_in(chunk.iter().cloned()))
+                            .into_model::<workflow_step::Model>()
+                            .all(tx)
+                            .await?,
+                    );
+                }
+                steps
+            }
+        };
+        let steps = steps
             .into_iter()
             .map(|step| (step.name.clone(), step))
             .collect();
@@ -102,6 +128,7 @@ impl Open {
             steps,
             changed: Vec::new(),
             workflow_changed: false,
+            partial: names.is_some(),
         }))
     }
 
@@ -123,6 +150,9 @@ impl Open {
     /// Writes the changed steps and the workflow, with the workflow's live entry: only what a
     /// workflow's progress changes (statuses, jobs, credits, times), never its definition.
     pub(crate) async fn save(&mut self, tx: &Transaction) -> Result<()> {
+        if !self.partial {
+            self.recount();
+        }
         // The changed steps rewritten whole, two statements per thousand whatever their number.
         self.changed.sort();
         self.changed.dedup();
@@ -158,6 +188,7 @@ impl Open {
             .col_expr(W::CreditsReserved, Expr::value(w.credits_reserved))
             .col_expr(W::CreditsCharged, Expr::value(w.credits_charged))
             .col_expr(W::CreditsRefunded, Expr::value(w.credits_refunded))
+            .col_expr(W::StepsLeft, Expr::value(w.steps_left))
             .col_expr(W::ErrorMessage, Expr::value(w.error_message.clone()))
             .col_expr(W::UpdatedAt, Expr::value(w.updated_at))
             .col_expr(W::FinishedAt, Expr::value(w.finished_at))
@@ -167,6 +198,36 @@ impl Open {
         self.workflow_changed = false;
         crate::live::workflow_changed(tx, &self.workflow);
         Ok(())
+    }
+
+    /// Counts again, from every step, what each waits for and how many have not ended.
+    fn recount(&mut self) {
+        let completed: std::collections::HashSet<&str> = self
+            .steps
+            .values()
+            .filter(|s| s.status == StepStatus::Completed)
+            .map(|s| s.name.as_str())
+            .collect();
+        let mut recounted = Vec::new();
+        for step in self.steps.values() {
+            let waiting_on = self.checked.step(&step.name).map_or(0, |s| {
+                s.depends_on
+                    .iter()
+                    .filter(|up| !completed.contains(up.as_str()))
+                    .count() as i32
+            });
+            if waiting_on != step.waiting_on {
+                recounted.push((step.name.clone(), waiting_on));
+            }
+        }
+        for (name, waiting_on) in recounted {
+            if let Some(step) = self.steps.get_mut(&name) {
+                step.waiting_on = waiting_on;
+            }
+            self.changed.push(name);
+        }
+        self.workflow.steps_left =
+            self.steps.values().filter(|s| !s.status.is_final()).count() as i32;
     }
 
     /// Settles a running workflow after its steps changed: skips the steps that can no longer
@@ -569,6 +630,11 @@ async fn advance(
     ended: &[&job::Model],
 ) -> Result<()> {
     workspaces::lock(tx, workspace_id, Hold::Change).await?;
+    if ended.iter().all(|job| job.status == JobStatus::Completed)
+        && completed(tx, workflow_id, ended).await?
+    {
+        return Ok(());
+    }
     let Some(mut open) = Open::load(tx, workflow_id).await? else {
         return Ok(());
     };
@@ -617,6 +683,98 @@ async fn advance(
         open.save(tx).await?;
     }
     Ok(())
+}
+
+/// Steps whose jobs completed, settled from what they change alone: the ended steps, the steps
+/// that wait for them (one count less each) and, for those now ready, what feeds them. The
+/// usual case, and its cost does not grow with the workflow. `false` (nothing written) when
+/// the workflow needs the full settle instead: it is not running, a ready step cannot start,
+/// or its last step ended.
+async fn completed(
+    tx: &Transaction,
+    workflow_id: WorkflowId,
+    ended: &[&job::Model],
+) -> Result<bool> {
+    let names: Vec<String> = ended
+        .iter()
+        .filter_map(|job| job.workflow_step.clone())
+        .collect();
+    let Some(mut open) = Open::load_with(tx, workflow_id, Some(&names)).await? else {
+        return Ok(true);
+    };
+    if open.workflow.status != WorkflowStatus::Running {
+        return Ok(false);
+    }
+    let mut done = Vec::new();
+    for job in ended {
+        let Some(name) = &job.workflow_step else {
+            continue;
+        };
+        if let Some(step) = open.steps.get(name)
+            && step.job_id == Some(job.id)
+            && step.status == StepStatus::Running
+        {
+            done.push(name.clone());
+        }
+    }
+    // The steps that wait for them, and what feeds those that become ready.
+    let checked = open.checked.clone();
+    let mut dependents: Vec<String> = done
+        .iter()
+        .flat_map(|name| checked.dependents(name).iter().cloned())
+        .collect();
+    dependents.sort();
+    dependents.dedup();
+    let more: Vec<String> = dependents
+        .iter()
+        .filter(|name| !open.steps.contains_key(*name))
+        .cloned()
+        .collect();
+    if let Some(extra) = Open::load_with(tx, workflow_id, Some(&more)).await? {
+        open.steps.extend(extra.steps);
+    }
+    for name in &done {
+        open.set_step(name, StepStatus::Completed, None);
+    }
+    open.workflow.steps_left -= done.len() as i32;
+    let mut ready = Vec::new();
+    for name in &dependents {
+        let fed = checked.step(name).map_or(0, |s| {
+            s.depends_on.iter().filter(|up| done.contains(up)).count()
+        });
+        if let Some(step) = open.steps.get_mut(name) {
+            step.waiting_on -= fed as i32;
+            if step.waiting_on == 0 && step.status == StepStatus::Waiting {
+                ready.push(name.clone());
+            }
+        }
+        open.changed.push(name.clone());
+    }
+    if open.workflow.steps_left == 0 {
+        return Ok(false);
+    }
+    if !ready.is_empty() {
+        let feeding: Vec<String> = ready
+            .iter()
+            .filter_map(|name| checked.step(name))
+            .flat_map(|step| step.depends_on.iter().cloned())
+            .filter(|up| !open.steps.contains_key(up))
+            .collect();
+        if let Some(extra) = Open::load_with(tx, workflow_id, Some(&feeding)).await? {
+            open.steps.extend(extra.steps);
+        }
+        open.start(tx, &ready).await?;
+        if ready
+            .iter()
+            .any(|name| open.status_of(name) != Some(StepStatus::Running))
+        {
+            // A step could not start: skipping what needed it takes the whole graph.
+            open.save(tx).await?;
+            return Ok(false);
+        }
+    }
+    open.save(tx).await?;
+    Ok(true)
 }
 
 /// Cancels the running jobs of an ended workflow's steps, as a user's cancel of each would.

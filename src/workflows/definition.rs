@@ -139,6 +139,9 @@ pub struct Checked {
     /// Each step's place in `steps`, by name (`indexed`).
     #[serde(skip)]
     positions: HashMap<String, usize>,
+    /// The steps that wait for each step, by name (`indexed`).
+    #[serde(skip)]
+    dependents: HashMap<String, Vec<String>>,
 }
 
 impl Checked {
@@ -150,7 +153,22 @@ impl Checked {
             .enumerate()
             .map(|(i, step)| (step.name.clone(), i))
             .collect();
+        let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
+        for step in &self.steps {
+            for upstream in &step.depends_on {
+                dependents
+                    .entry(upstream.clone())
+                    .or_default()
+                    .push(step.name.clone());
+            }
+        }
+        self.dependents = dependents;
         self
+    }
+
+    /// The steps that wait for `name` directly.
+    pub fn dependents(&self, name: &str) -> &[String] {
+        self.dependents.get(name).map_or(&[], Vec::as_slice)
     }
 
     pub fn step(&self, name: &str) -> Option<&Step> {
@@ -412,6 +430,7 @@ pub fn check(
         steps,
         parameters,
         positions: HashMap::new(),
+        dependents: HashMap::new(),
     }
     .indexed())
 }

@@ -460,6 +460,7 @@ async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model
         credits_reserved: Set(new.reservation.get()),
         credits_charged: Set(0),
         credits_refunded: Set(0),
+        steps_left: Set((new.checked.steps.len() - new.reused.len()) as i32),
         visibility: Set(Visibility::Private),
         idempotency_key: Set(None),
         request_fingerprint: Set(None),
@@ -524,6 +525,11 @@ async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model
                     StepStatus::Waiting
                 }),
                 depends_on: Set(serde_json::to_value(&step.depends_on).expect("names serialize")),
+                waiting_on: Set(step
+                    .depends_on
+                    .iter()
+                    .filter(|up| !reused_jobs.contains_key(*up))
+                    .count() as i32),
                 estimate: Set(priced.estimate.total.get()),
                 estimate_known: Set(priced.known),
                 job_id: Set(reused),
