@@ -145,6 +145,24 @@ where
     })
 }
 
+/// The condition that `column` holds `search` (case-insensitive, as a plain substring: `%`, `_`
+/// and backslashes match themselves), for the name searches of lists.
+pub fn name_contains(
+    column: impl sea_orm::sea_query::IntoColumnRef,
+    search: &str,
+) -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::sea_query::{Expr, ExprTrait as _, Func, LikeExpr};
+    let pattern = format!(
+        "%{}%",
+        search
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    Expr::expr(Func::lower(Expr::col(column))).like(LikeExpr::new(pattern).escape('\\'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

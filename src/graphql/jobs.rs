@@ -28,6 +28,7 @@ use crate::pagination::PageArgs;
 use crate::queue::waiting::{Wait, WaitReason, Waiter};
 use crate::tools::{Estimate, InputKind, InputValue, Prepared, StoredInputKind, Tool};
 
+/// A GraphQL enum named `$name` mirroring the model's enum variant for variant.
 macro_rules! mirror_enum {
     ($view:ident, $name:literal, $model:path, [$($variant:ident),+ $(,)?]) => {
         #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,7 @@ macro_rules! mirror_enum {
         }
     };
 }
+pub(crate) use mirror_enum;
 
 mirror_enum!(
     JobStatusView,

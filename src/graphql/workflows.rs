@@ -10,7 +10,9 @@ use entity::workflow_step::{self, StepStatus};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::Value;
 
-use super::jobs::{CostEstimate, JobInputValue, JobView, WaitReasonView, input_values};
+use super::jobs::{
+    CostEstimate, JobInputValue, JobView, WaitReasonView, input_values, mirror_enum,
+};
 use super::users::{UserView, load_user};
 use super::{catalog, db, files, viewer};
 use crate::access::{JobAccess, JobStanding, WorkflowAccess, WorkflowAction};
@@ -20,40 +22,20 @@ use crate::tools::{InputFormat, InputKind};
 use crate::workflows::definition::{self, Checked, Definition, Source};
 use crate::workflows::{self, StoredInputs, StoredValue, WorkflowSubmission};
 
-macro_rules! mirror {
-    ($view:ident, $name:literal, $model:path, [$($variant:ident),+ $(,)?]) => {
-        #[derive(Enum, Clone, Copy, PartialEq, Eq)]
-        #[graphql(name = $name)]
-        pub enum $view { $($variant),+ }
-
-        impl From<$model> for $view {
-            fn from(value: $model) -> Self {
-                match value { $(<$model>::$variant => $view::$variant),+ }
-            }
-        }
-
-        impl From<$view> for $model {
-            fn from(value: $view) -> Self {
-                match value { $($view::$variant => <$model>::$variant),+ }
-            }
-        }
-    };
-}
-
-mirror!(
+mirror_enum!(
     WorkflowStatusView,
     "WorkflowStatus",
     WorkflowStatus,
     [Running, Completed, Failed, Cancelled]
 );
-mirror!(
+mirror_enum!(
     StepStatusView,
     "WorkflowStepStatus",
     StepStatus,
     [Waiting, Running, Completed, Failed, Cancelled, Skipped]
 );
-mirror!(InputKindView, "InputKind", InputKind, [Text, File]);
-mirror!(InputFormatView, "InputFormat", InputFormat, [Fasta]);
+mirror_enum!(InputKindView, "InputKind", InputKind, [Text, File]);
+mirror_enum!(InputFormatView, "InputFormat", InputFormat, [Fasta]);
 
 /// A workflow input a definition declares.
 #[derive(InputObject)]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus};
 use entity::{batch, job_event, job_key, user};
-use sea_orm::sea_query::{Expr, ExprTrait as _, Func};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, IdenStatic, Iterable, JoinType,
     Order, QueryFilter, QueryOrder, QuerySelect,
@@ -55,18 +55,7 @@ impl JobFilter {
             .map(str::trim)
             .filter(|s| !s.is_empty())
         {
-            let pattern = format!(
-                "%{}%",
-                search
-                    .to_lowercase()
-                    .replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            );
-            select = select.filter(
-                Expr::expr(Func::lower(Expr::col(job::Column::Name)))
-                    .like(sea_orm::sea_query::LikeExpr::new(pattern).escape('\\')),
-            );
+            select = select.filter(crate::pagination::name_contains(job::Column::Name, search));
         }
         select
     }

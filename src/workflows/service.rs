@@ -230,7 +230,13 @@ fn inline_inputs(checked: &Checked, given: Vec<(String, InputValue)>) -> Result<
                     "workflows take uploaded files and text, not URLs",
                 ));
             }
-            InputValue::Upload(_) | InputValue::Copy(..) => {
+            InputValue::Upload(_) => {
+                return Err(Error::bad_input(
+                    field,
+                    "an estimate takes no uploads: give the content as text",
+                ));
+            }
+            InputValue::Copy(..) => {
                 return Err(Error::Internal(anyhow::anyhow!(
                     "the input `{name}` reached the checks before it was stored"
                 )));
@@ -810,7 +816,6 @@ pub async fn list(
     filter: &WorkflowFilter,
     page: crate::pagination::PageArgs,
 ) -> Result<crate::pagination::Page<workflow::Model>> {
-    use sea_orm::sea_query::{Expr, ExprTrait as _, Func};
     if !workspace.standing.can_read() {
         return Err(Error::NotFound("workspace"));
     }
@@ -823,18 +828,10 @@ pub async fn list(
         select = select.filter(workflow::Column::SubmitterId.eq(submitter));
     }
     if let Some(search) = &filter.search {
-        let pattern = format!(
-            "%{}%",
-            search
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
-        select = select.filter(
-            Expr::expr(Func::lower(Expr::col(workflow::Column::Name)))
-                .like(sea_orm::sea_query::LikeExpr::new(pattern).escape('\\')),
-        );
+        select = select.filter(crate::pagination::name_contains(
+            workflow::Column::Name,
+            search,
+        ));
     }
     crate::pagination::fetch(db, select, workflow::Column::Id, sea_orm::Order::Desc, page).await
 }

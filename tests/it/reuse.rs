@@ -515,5 +515,7 @@ async fn a_fetched_url_input_is_matched_by_its_content_once_fetched() {
     .await;
     let uploaded = &body["data"]["submitJob"]["job"];
     assert_eq!(uploaded["status"], "COMPLETED", "{body}");
-    assert_eq!(uploaded["reusedFrom"]["id"], id);
+    // The newest match: the first fetch, or the second once it has completed too.
+    let from = &uploaded["reusedFrom"]["id"];
+    assert!(from == id || *from == again["id"], "{body}");
 }
