@@ -282,11 +282,19 @@ impl Open {
     }
 
     /// Skips every waiting step downstream of a step that ended without completing.
+    /// (A skipped step's own dependents were skipped with it: only failed and cancelled steps
+    /// start a walk, each walk stops at what is no longer waiting.)
     fn skip_unreachable(&mut self) {
         let ended: Vec<String> = self
             .steps
             .values()
-            .filter(|s| s.status.is_final() && s.status != StepStatus::Completed)
+            .filter(|s| matches!(s.status, StepStatus::Failed | StepStatus::Cancelled))
+            .filter(|s| {
+                self.checked
+                    .dependents(&s.name)
+                    .iter()
+                    .any(|d| self.status_of(d) == Some(StepStatus::Waiting))
+            })
             .map(|s| s.name.clone())
             .collect();
         for name in ended {

@@ -179,14 +179,23 @@ impl Checked {
         }
     }
 
-    /// The steps that wait for `name`, directly or through others.
+    /// The steps that wait for `name`, directly or through others: each edge followed once.
     pub fn downstream_of(&self, name: &str) -> BTreeSet<String> {
         let mut found = BTreeSet::new();
         let mut frontier = vec![name.to_owned()];
         while let Some(current) = frontier.pop() {
-            for step in &self.steps {
-                if step.depends_on.contains(&current) && found.insert(step.name.clone()) {
-                    frontier.push(step.name.clone());
+            let next: Vec<String> = if self.positions.is_empty() {
+                self.steps
+                    .iter()
+                    .filter(|step| step.depends_on.contains(&current))
+                    .map(|step| step.name.clone())
+                    .collect()
+            } else {
+                self.dependents(&current).to_vec()
+            };
+            for step in next {
+                if found.insert(step.clone()) {
+                    frontier.push(step);
                 }
             }
         }
