@@ -562,6 +562,21 @@ impl WorkflowView {
         let rows = self.step_rows(ctx).await?;
         let status: BTreeMap<&str, StepStatus> =
             rows.iter().map(|r| (r.name.as_str(), r.status)).collect();
+        // The steps' jobs in one read per 500 when they are asked for, not one read per step.
+        let mut jobs = BTreeMap::new();
+        let ahead = ctx.look_ahead();
+        if ahead.field("job").exists() || ahead.field("waitReason").exists() {
+            let ids: Vec<_> = rows.iter().filter_map(|r| r.job_id).collect();
+            for chunk in ids.chunks(500) {
+                for job in entity::job::Entity::find()
+                    .filter(entity::job::Column::Id.is_in(chunk.iter().copied()))
+                    .all(db(ctx))
+                    .await?
+                {
+                    jobs.insert(job.id, job);
+                }
+            }
+        }
         Ok(rows
             .iter()
             .filter_map(|row| {
@@ -573,6 +588,7 @@ impl WorkflowView {
                     .cloned()
                     .collect();
                 Some(WorkflowStepView {
+                    job: row.job_id.and_then(|id| jobs.remove(&id)),
                     row: row.clone(),
                     bindings: step.bindings.clone(),
                     settings: step.settings.clone(),
@@ -787,6 +803,8 @@ pub struct StepBinding {
 /// A step of a workflow.
 pub struct WorkflowStepView {
     row: workflow_step::Model,
+    /// Its job, when read with the other steps'.
+    job: Option<entity::job::Model>,
     bindings: Vec<(String, Source)>,
     settings: Value,
     waiting_for: Vec<String>,
@@ -835,8 +853,13 @@ impl WorkflowStepView {
         match (self.row.status, self.row.job_id) {
             (StepStatus::Waiting, _) => Ok(Some(WaitReasonView::WaitingForUpstream)),
             (StepStatus::Running, Some(job_id)) => {
-                let access = JobAccess::load(db(ctx), viewer(ctx), job_id).await?;
-                JobView::from_access(access).wait_reason_of(ctx).await
+                let job = match &self.job {
+                    Some(job) => JobView(job.clone(), self.standing),
+                    None => {
+                        JobView::from_access(JobAccess::load(db(ctx), viewer(ctx), job_id).await?)
+                    }
+                };
+                job.wait_reason_of(ctx).await
             }
             _ => Ok(None),
         }
@@ -858,7 +881,10 @@ impl WorkflowStepView {
         let Some(job_id) = self.row.job_id else {
             return Ok(None);
         };
-        let job = entity::job::Entity::find_by_id(job_id).one(db(ctx)).await?;
+        let job = match &self.job {
+            Some(job) => Some(job.clone()),
+            None => entity::job::Entity::find_by_id(job_id).one(db(ctx)).await?,
+        };
         Ok(job.map(|job| JobView(job, self.standing)))
     }
     async fn updated_at(&self) -> DateTime<Utc> {
