@@ -189,7 +189,8 @@ fn estimate_checked(
     }
     let reservation = match (complete, max_credits) {
         (true, _) => Some(total),
-        (false, Some(max)) => Credits::new(max),
+        // A cap above what any balance holds reserves the most a balance may hold.
+        (false, Some(max)) => Credits::new(max.min(Credits::MAX.get())),
         (false, None) => None,
     };
     Ok(WorkflowEstimate {

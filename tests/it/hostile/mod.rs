@@ -12,6 +12,7 @@ mod text;
 mod traceparent;
 mod uploads;
 mod webhooks;
+mod workflows;
 
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};

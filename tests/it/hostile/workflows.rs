@@ -1,0 +1,221 @@
+//! Hostile workflow submissions and actions: nested, huge, NUL, wrong kinds and integer edges
+//! are refused with a code, nothing is written and no credits move.
+
+use sea_orm::{EntityTrait, PaginatorTrait};
+use serde_json::{Value, json};
+
+use super::{Expect, Hostile, Send};
+
+const SUBMIT: &str =
+    "mutation($input: SubmitWorkflowInput!) { submitWorkflow(input: $input) { workflow { id } } }";
+
+fn submit(ws: &str, rest: Value) -> Send {
+    let mut input = rest;
+    input["workspaceId"] = json!(ws);
+    Send::Post(SUBMIT.into(), json!({ "input": input }))
+}
+
+fn steps(steps: Value) -> Value {
+    json!({ "definition": { "steps": steps } })
+}
+
+fn nested(depth: usize) -> Value {
+    let mut value = json!(1);
+    for _ in 0..depth {
+        value = json!({ "a": value });
+    }
+    value
+}
+
+#[tokio::test]
+async fn hostile_workflow_submissions_are_refused_and_write_nothing() {
+    let hostile = Hostile::spawn().await;
+    let ws = hostile.ws.as_str();
+    let noop = |name: &str| json!({ "name": name, "tool": "noop" });
+    let bad_input = vec![
+        (
+            "huge step name".to_owned(),
+            submit(ws, steps(json!([noop(&"s".repeat(100_000))]))),
+        ),
+        (
+            "NUL in a step name".to_owned(),
+            submit(ws, steps(json!([noop("a\u{0}b")]))),
+        ),
+        (
+            "NUL in a tool".to_owned(),
+            submit(ws, steps(json!([{ "name": "a", "tool": "noop\u{0}" }]))),
+        ),
+        (
+            "NUL in a binding".to_owned(),
+            submit(
+                ws,
+                steps(json!([{ "name": "a", "tool": "sequence-stats",
+                "inputs": [{ "input": "sequences", "from": "inputs.d\u{0}na" }] }])),
+            ),
+        ),
+        (
+            "a source of many dots".to_owned(),
+            submit(
+                ws,
+                steps(json!([{ "name": "a", "tool": "sequence-stats",
+                "inputs": [{ "input": "sequences", "from": "a.b.c.d" }] }])),
+            ),
+        ),
+        (
+            "a thousand unknown steps waited for".to_owned(),
+            submit(
+                ws,
+                steps(json!([{ "name": "a", "tool": "noop",
+                "after": (0..1000).map(|i| format!("x{i}")).collect::<Vec<_>>() }])),
+            ),
+        ),
+        (
+            "too many steps".to_owned(),
+            submit(
+                ws,
+                steps(Value::Array(
+                    (0..=1000).map(|i| noop(&format!("s{i}"))).collect(),
+                )),
+            ),
+        ),
+        ("no steps".to_owned(), submit(ws, steps(json!([])))),
+        (
+            "a parameter of the wrong kind".to_owned(),
+            submit(
+                ws,
+                json!({ "definition": { "steps": [noop("a")] }, "parameters": [1, 2] }),
+            ),
+        ),
+        (
+            "a reference that is not a name".to_owned(),
+            submit(
+                ws,
+                json!({ "definition": { "parameters": [{ "name": "k" }],
+                "steps": [{ "name": "a", "tool": "kmer-count", "settings": { "k": { "$param": 5 } } }] } }),
+            ),
+        ),
+        (
+            "a thousand unknown parameters".to_owned(),
+            submit(
+                ws,
+                json!({ "definition": { "steps": [noop("a")] },
+                "parameters": (0..1000).map(|i| (format!("p{i}"), json!(i))).collect::<serde_json::Map<_, _>>() }),
+            ),
+        ),
+        (
+            "negative maxCredits".to_owned(),
+            submit(
+                ws,
+                json!({ "definition": { "steps": [noop("a")] }, "maxCredits": -1 }),
+            ),
+        ),
+        (
+            "both a template and a definition".to_owned(),
+            submit(
+                ws,
+                json!({ "workflow": "protein-profile", "definition": { "steps": [noop("a")] } }),
+            ),
+        ),
+        (
+            "a URL input".to_owned(),
+            submit(
+                ws,
+                json!({ "workflow": "protein-profile",
+                "inputs": [{ "name": "dna", "url": "http://127.0.0.1/x.fa" }], "maxCredits": 10 }),
+            ),
+        ),
+        (
+            "a NUL input name".to_owned(),
+            submit(
+                ws,
+                json!({ "workflow": "protein-profile",
+                "inputs": [{ "name": "dna\u{0}", "text": ">a\nACGT\n" }], "maxCredits": 10 }),
+            ),
+        ),
+        (
+            "a workspace id of the wrong kind".to_owned(),
+            Send::Post(
+                SUBMIT.into(),
+                json!({ "input": { "workspaceId": hostile.job,
+                "definition": { "steps": [noop("a")] } } }),
+            ),
+        ),
+    ];
+    hostile.check(Expect::BadInput(""), bad_input).await;
+    let refused = vec![
+        (
+            "settings nested 200 deep".to_owned(),
+            submit(ws, steps(json!([{ "name": "a", "tool": "noop", "settings": nested(200) }]))),
+        ),
+        (
+            "maxCredits past an Int, reserved".to_owned(),
+            submit(ws, json!({ "workflow": "protein-profile", "inputs": [{ "name": "dna", "text": ">a\nACGT\n" }],
+                "maxCredits": 2_147_483_648_i64 })),
+        ),
+        (
+            "maxCredits a float".to_owned(),
+            submit(ws, json!({ "definition": { "steps": [noop("a")] }, "maxCredits": 1.5 })),
+        ),
+        ("steps not a list".to_owned(), submit(ws, json!({ "definition": { "steps": "a" } }))),
+        (
+            "an input kind that does not exist".to_owned(),
+            submit(ws, json!({ "definition": { "inputs": [{ "name": "x", "kind": "BLOB" }],
+                "steps": [noop("a")] } })),
+        ),
+        (
+            "cancel a job's id".to_owned(),
+            Send::Post(
+                "mutation($id: ID!) { cancelWorkflow(id: $id) { workflow { id } } }".into(),
+                json!({ "id": hostile.job }),
+            ),
+        ),
+        (
+            "retry a malformed id".to_owned(),
+            Send::Post(
+                "mutation($id: ID!) { retryWorkflow(id: $id) { workflow { id } } }".into(),
+                json!({ "id": "wf_\u{0}" }),
+            ),
+        ),
+        (
+            "delete a workspace's id".to_owned(),
+            Send::Post(
+                "mutation($id: ID!) { deleteWorkflow(id: $id) { deletedWorkflowId } }".into(),
+                json!({ "id": ws }),
+            ),
+        ),
+        (
+            "rename to a huge name".to_owned(),
+            Send::Post(
+                "mutation($id: ID!, $name: String!) { renameWorkflow(id: $id, name: $name) { workflow { id } } }"
+                    .into(),
+                json!({ "id": "wf_0193a2b4c5d67e8f9a0b1c2d3e4f5a6b", "name": "n".repeat(100_000) }),
+            ),
+        ),
+        (
+            "an estimate nested 200 deep".to_owned(),
+            Send::Post(
+                "query($input: EstimateWorkflowCostInput!) { estimateWorkflowCost(input: $input) { total } }"
+                    .into(),
+                json!({ "input": { "definition": { "steps": [{ "name": "a", "tool": "noop",
+                    "settings": nested(200) }] } } }),
+            ),
+        ),
+    ];
+    hostile.check(Expect::Refused, refused).await;
+    assert_eq!(
+        entity::workflow::Entity::find()
+            .count(&hostile.app.db)
+            .await
+            .unwrap(),
+        0,
+        "a hostile submission was stored"
+    );
+    let reserved = entity::workspace::Entity::find()
+        .all(&hostile.app.db)
+        .await
+        .unwrap();
+    assert!(
+        reserved.iter().all(|w| w.credits_reserved == 0),
+        "credits were reserved"
+    );
+}
