@@ -207,7 +207,7 @@ struct SetJobSharingInput {
 pub struct JobsMutation;
 
 /// The request's viewer, submitting with the server's services.
-fn submitter<'a>(ctx: &Context<'a>) -> service::Submitter<'a> {
+pub(super) fn submitter<'a>(ctx: &Context<'a>) -> service::Submitter<'a> {
     service::Submitter {
         db: db(ctx),
         catalog: catalog(ctx),

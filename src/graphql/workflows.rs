@@ -344,12 +344,7 @@ impl WorkflowsMutation {
         )?;
         submission.name = input.name;
         submission.fail_fast = input.fail_fast;
-        let by = crate::jobs::service::Submitter {
-            db: db(ctx),
-            catalog: catalog(ctx),
-            files: files(ctx),
-            viewer: viewer(ctx),
-        };
+        let by = super::job_actions::submitter(ctx);
         let submitted = workflows::service::submit(by, workspace_id, submission).await?;
         let access = WorkflowAccess::load(db(ctx), viewer(ctx), submitted.workflow.id).await?;
         Ok(SubmitWorkflowPayload {
@@ -362,12 +357,7 @@ impl WorkflowsMutation {
     /// are charged as in any workflow.
     async fn retry_workflow(&self, ctx: &Context<'_>, id: ID) -> ApiResult<SubmitWorkflowPayload> {
         let id = ids::decode::<WorkflowId>("id", &id)?;
-        let by = crate::jobs::service::Submitter {
-            db: db(ctx),
-            catalog: catalog(ctx),
-            files: files(ctx),
-            viewer: viewer(ctx),
-        };
+        let by = super::job_actions::submitter(ctx);
         let submitted = workflows::service::retry(by, id).await?;
         let access = WorkflowAccess::load(db(ctx), viewer(ctx), submitted.workflow.id).await?;
         Ok(SubmitWorkflowPayload {

@@ -200,6 +200,27 @@ impl Open {
         Ok(())
     }
 
+    /// Settles the workflow (`settle`) and writes it; cancels the running steps' jobs of a
+    /// fast failure once that is written, and gives back the reservation of an ended workflow.
+    /// Returns the workflow as it then is.
+    pub(crate) async fn settle_and_save(mut self, tx: &Transaction) -> Result<workflow::Model> {
+        let id = self.workflow.id;
+        let cancel = self.settle(tx).await?;
+        self.save(tx).await?;
+        if !cancel.is_empty() {
+            cancel_jobs(tx, &cancel, "the workflow stopped: a step failed").await?;
+            // The cancellations recorded their steps' outcomes and refunds: read them back.
+            if let Some(reloaded) = Open::load(tx, id).await? {
+                self = reloaded;
+            }
+        }
+        self.release(tx).await?;
+        if self.workflow_changed {
+            self.save(tx).await?;
+        }
+        Ok(self.workflow)
+    }
+
     /// Counts again, from every step, what each waits for and how many have not ended.
     fn recount(&mut self) {
         let completed: std::collections::HashSet<&str> = self
@@ -677,20 +698,7 @@ async fn advance(
         // Ended already (cancelled, or failing fast): the step only records its outcome.
         return open.save(tx).await;
     }
-    let cancel = open.settle(tx).await?;
-    open.save(tx).await?;
-    if !cancel.is_empty() {
-        cancel_jobs(tx, &cancel, "the workflow stopped: a step failed").await?;
-        // The cancellations recorded their steps' outcomes and refunds: read them back.
-        if let Some(reloaded) = Open::load(tx, workflow_id).await? {
-            open = reloaded;
-        }
-    }
-    open.release(tx).await?;
-    if open.workflow_changed {
-        open.save(tx).await?;
-    }
-    Ok(())
+    open.settle_and_save(tx).await.map(drop)
 }
 
 /// Steps whose jobs completed, settled from what they change alone: the ended steps, the steps

@@ -563,20 +563,11 @@ async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model
     if new.reservation > Credits::ZERO {
         ledger::reserve(tx, new.workspace_id, new.reservation.get()).await?;
     }
-    let mut open = Open::load(tx, workflow_id)
+    Open::load(tx, workflow_id)
         .await?
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("the workflow was just written")))?;
-    let cancel = open.settle(tx).await?;
-    open.save(tx).await?;
-    if !cancel.is_empty() {
-        advance::cancel_jobs(tx, &cancel, "the workflow stopped: a step failed").await?;
-        if let Some(reloaded) = Open::load(tx, workflow_id).await? {
-            open = reloaded;
-        }
-    }
-    open.release(tx).await?;
-    open.save(tx).await?;
-    Ok(open.workflow)
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("the workflow was just written")))?
+        .settle_and_save(tx)
+        .await
 }
 
 /// The name of a step's job: the workflow's and the step's, at most 200 characters.
