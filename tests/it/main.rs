@@ -33,5 +33,6 @@ mod traces;
 mod waiting;
 mod webhooks;
 mod websocket;
+mod workflow_map;
 mod workflows;
 mod workspaces;
