@@ -519,6 +519,7 @@ async fn submit_staged(
         reservation,
         parent: None,
         reused: BTreeMap::new(),
+        reused_items: BTreeMap::new(),
     };
     let tx = db::begin_write(db).await?;
     workspaces::hold(&tx, viewer, workspace_id, Hold::Change)
@@ -545,7 +546,67 @@ struct NewWorkflow {
     parent: Option<(WorkflowId, WorkflowParentKind)>,
     /// Steps that take the results of an earlier run's completed step: its job, and copies of
     /// its output files for the new step's job.
-    reused: BTreeMap<String, (entity::job::Model, Vec<NewFile>)>,
+    reused: BTreeMap<String, ReusedJob>,
+    /// Mapped steps that take the results of an earlier run's completed mapped step, one job
+    /// per item, in item order.
+    reused_items: BTreeMap<String, Vec<ReusedJob>>,
+}
+
+/// A step's job that takes the results of an earlier job: its id, under which the copies of
+/// the earlier job's outputs are stored, the earlier job, and the copies.
+pub(super) struct ReusedJob {
+    pub id: JobId,
+    pub original: entity::job::Model,
+    pub outputs: Vec<NewFile>,
+}
+
+/// The job of a step (of its item `item`, for a mapped step) that takes the results of an
+/// earlier run's job: COMPLETED at once, uncharged.
+fn reused_job(
+    workflow_id: WorkflowId,
+    workflow_name: &str,
+    (step, item): (&str, Option<i32>),
+    reused: ReusedJob,
+) -> NewJob {
+    let ReusedJob {
+        id,
+        original,
+        outputs,
+    } = reused;
+    let prepared = Prepared::from_stored(&original.inputs, &original.settings);
+    let name = match item {
+        Some(item) => step_job_name(workflow_name, &format!("{step} [{}]", item + 1)),
+        None => step_job_name(workflow_name, step),
+    };
+    NewJob {
+        planned: Planned {
+            id,
+            files: Vec::new(),
+            tool: crate::jobs::ToolVersion {
+                name: original.tool.clone(),
+                version: original.tool_version.clone(),
+                max_attempts: original.max_attempts.max(1) as u32,
+            },
+            name,
+            reuse_key: original.reuse_key.clone(),
+            estimate: Estimate {
+                total: Credits::ZERO,
+                lines: Vec::new(),
+            },
+            prepared,
+            priority: 0,
+        },
+        idempotency_key: None,
+        request_fingerprint: None,
+        batch_id: None,
+        lineage: None,
+        step: Some(StepOf {
+            workflow: workflow_id,
+            name: step.to_owned(),
+            item,
+        }),
+        reused: Some(Reused { original, outputs }),
+    }
 }
 
 /// Writes a new workflow in the caller's transaction, which holds its workspace: the workflow,
@@ -570,7 +631,9 @@ async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model
         credits_reserved: Set(new.reservation.get()),
         credits_charged: Set(0),
         credits_refunded: Set(0),
-        steps_left: Set((new.checked.steps.len() - new.reused.len()) as i32),
+        steps_left: Set(
+            (new.checked.steps.len() - new.reused.len() - new.reused_items.len()) as i32,
+        ),
         visibility: Set(Visibility::Private),
         idempotency_key: Set(None),
         request_fingerprint: Set(None),
@@ -585,41 +648,21 @@ async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model
     .await?;
     // The steps that reuse an earlier run's results: their jobs, written COMPLETED.
     let mut reused_jobs = BTreeMap::new();
+    let mut reused_items = BTreeMap::new();
     let mut jobs = Vec::new();
-    for (name, (original, outputs)) in new.reused {
-        let id = JobId::new();
-        reused_jobs.insert(name.clone(), id);
-        let prepared = Prepared::from_stored(&original.inputs, &original.settings);
-        jobs.push(NewJob {
-            planned: Planned {
-                id,
-                files: Vec::new(),
-                tool: crate::jobs::ToolVersion {
-                    name: original.tool.clone(),
-                    version: original.tool_version.clone(),
-                    max_attempts: original.max_attempts.max(1) as u32,
-                },
-                name: step_job_name(&new.name, &name),
-                reuse_key: original.reuse_key.clone(),
-                estimate: Estimate {
-                    total: Credits::ZERO,
-                    lines: Vec::new(),
-                },
-                prepared,
-                priority: 0,
-            },
-            idempotency_key: None,
-            request_fingerprint: None,
-            batch_id: None,
-            lineage: None,
-            step: Some(StepOf {
-                workflow: workflow_id,
-                name,
-                item: None,
-            }),
-            reused: Some(Reused { original, outputs }),
-        });
+    for (name, reused) in new.reused {
+        let job = reused_job(workflow_id, &new.name, (&name, None), reused);
+        reused_jobs.insert(name, job.planned.id);
+        jobs.push(job);
     }
+    for (name, items) in new.reused_items {
+        reused_items.insert(name.clone(), items.len() as i32);
+        for (item, reused) in items.into_iter().enumerate() {
+            let step = (name.as_str(), Some(item as i32));
+            jobs.push(reused_job(workflow_id, &new.name, step, reused));
+        }
+    }
+    let done = |name: &str| reused_jobs.contains_key(name) || reused_items.contains_key(name);
     let rows: Vec<workflow_step::ActiveModel> = new
         .checked
         .steps
@@ -628,28 +671,27 @@ async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model
         .enumerate()
         .map(|(position, (step, priced))| {
             let reused = reused_jobs.get(&step.name).copied();
+            let items = reused_items.get(&step.name).copied();
             workflow_step::ActiveModel {
                 workflow_id: Set(workflow_id),
                 name: Set(step.name.clone()),
                 position: Set(position as i32),
                 tool: Set(step.tool.clone()),
-                status: Set(if reused.is_some() {
+                status: Set(if done(&step.name) {
                     StepStatus::Completed
                 } else {
                     StepStatus::Waiting
                 }),
                 depends_on: Set(serde_json::to_value(&step.depends_on).expect("names serialize")),
-                waiting_on: Set(step
-                    .depends_on
-                    .iter()
-                    .filter(|up| !reused_jobs.contains_key(*up))
-                    .count() as i32),
+                waiting_on: Set(step.depends_on.iter().filter(|up| !done(up)).count() as i32),
                 estimate: Set(priced.estimate.total.get()),
                 estimate_known: Set(priced.known),
                 job_id: Set(reused),
-                reason: Set(reused.map(|_| "reused the results of the earlier run".to_owned())),
+                reason: Set(
+                    done(&step.name).then(|| "reused the results of the earlier run".to_owned())
+                ),
                 updated_at: Set(now),
-                items: Set(None),
+                items: Set(items),
                 items_left: Set(0),
             }
         })
@@ -742,7 +784,41 @@ async fn retry_staged(
         .all(db)
         .await?;
     let mut reused = BTreeMap::new();
+    let mut reused_items = BTreeMap::new();
     for step in steps.iter().filter(|s| s.status == StepStatus::Completed) {
+        if let Some(items) = step.items {
+            // A mapped step: every item's results, or none (the step runs again).
+            use sea_orm::QueryOrder as _;
+            let jobs = entity::job::Entity::find()
+                .filter(entity::job::Column::WorkflowId.eq(id))
+                .filter(entity::job::Column::WorkflowStep.eq(step.name.clone()))
+                .filter(entity::job::Column::WorkflowItem.is_not_null())
+                .order_by_asc(entity::job::Column::WorkflowItem)
+                .all(db)
+                .await?;
+            if jobs.len() != items as usize {
+                continue;
+            }
+            let mut copies = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let id = JobId::new();
+                match crate::jobs::reuse::copy_outputs(db, files, &job, (workspace_id, id)).await? {
+                    Some(outputs) => {
+                        staged.extend(outputs.iter().cloned());
+                        copies.push(ReusedJob {
+                            id,
+                            original: job,
+                            outputs,
+                        });
+                    }
+                    None => break,
+                }
+            }
+            if copies.len() == items as usize {
+                reused_items.insert(step.name.clone(), copies);
+            }
+            continue;
+        }
         let Some(job_id) = step.job_id else { continue };
         let Some(job) = entity::job::Entity::find_by_id(job_id).one(db).await? else {
             continue;
@@ -752,14 +828,21 @@ async fn retry_staged(
             crate::jobs::reuse::copy_outputs(db, files, &job, (workspace_id, new_job)).await?
         {
             staged.extend(outputs.iter().cloned());
-            reused.insert(step.name.clone(), (job, outputs));
+            reused.insert(
+                step.name.clone(),
+                ReusedJob {
+                    id: new_job,
+                    original: job,
+                    outputs,
+                },
+            );
         }
     }
     let mut estimate = estimate_checked(&checked, &inputs, original.max_credits)?;
     for step in estimate
         .steps
         .iter_mut()
-        .filter(|s| reused.contains_key(&s.step))
+        .filter(|s| reused.contains_key(&s.step) || reused_items.contains_key(&s.step))
     {
         step.estimate = Estimate {
             total: Credits::ZERO,
@@ -793,6 +876,7 @@ async fn retry_staged(
         reservation,
         parent: Some((original.id, WorkflowParentKind::Retry)),
         reused,
+        reused_items,
     };
     let tx = db::begin_write(db).await?;
     workspaces::hold(&tx, viewer, workspace_id, Hold::Change)

@@ -43,13 +43,26 @@ inputs = [{ name = "items", kind = "file", list = true, required = true }]
 outputs = [{ name = "count", kind = "field", field = "lines" }]
 executor = { kind = "command", program = "sh", args = ["-c", "n=$(cat \"$1\"/* | wc -l); echo \"{\\\"lines\\\": $n, \\\"items\\\": $(ls \"$1\" | wc -l)}\" > result.json", "lines", "{input:items}"] }
 price = { base = 1 }
+
+# Gathers its items into one file, except on its first run, which fails.
+[[tools]]
+name = "gather-once"
+title = "Fails its first run"
+version = "1"
+timeout_seconds = 30
+max_attempts = 1
+inputs = [{ name = "items", kind = "file", list = true, required = true }]
+settings_schema = { type = "object", properties = { marker = { type = "string" } }, required = ["marker"] }
+outputs = [{ name = "all", kind = "file", path = "all.txt" }]
+executor = { kind = "command", program = "sh", args = ["-c", "if [ -e \"$1\" ]; then cat \"$2\"/* > outputs/all.txt; echo '{}' > result.json; else touch \"$1\"; echo 'first run fails' >&2; exit 1; fi", "gather", "{setting:marker}", "{input:items}"] }
+price = { base = 2 }
 "##;
 
 const FIELDS: &str = "id status errorMessage
     credits { estimated reserved charged refunded }
     steps { name status reason map items itemsLeft estimate estimateKnown
             job { id status creditCost result files { name sha256 role downloadUrl } }
-            itemJobs(limit: 1000) { id status creditCost refunded workflowItem workflowStep
+            itemJobs(limit: 1000) { id status creditCost refunded workflowItem workflowStep reusedFrom { id }
                                     files { name sha256 role downloadUrl } } }";
 
 async fn spawn() -> TestApp {
@@ -541,4 +554,84 @@ async fn a_job_takes_a_list_input_by_repeating_its_name() {
         .await;
     assert_eq!(done["status"], "COMPLETED", "{done}");
     assert_eq!(done["result"]["files"], 2, "{done}");
+}
+
+#[tokio::test]
+async fn a_retry_reuses_every_item_of_a_completed_mapped_step() {
+    let app = spawn().await;
+    let (alice, ws) = app.setup("lab", 100).await;
+    let marker = tempfile::tempdir().unwrap();
+    let marker = marker.path().join("ran").display().to_string();
+    let definition = json!({
+        "inputs": [{ "name": "genomes", "kind": "FILE", "format": "FASTA", "list": true, "required": true }],
+        "steps": [
+            { "name": "translate", "tool": "translate-dna", "map": "sequences",
+              "inputs": [{ "input": "sequences", "from": "inputs.genomes" }] },
+            { "name": "gather", "tool": "gather-once", "settings": { "marker": marker },
+              "inputs": [{ "input": "items", "from": "translate.proteins" }] },
+        ],
+    });
+    let genomes: Vec<Value> = [">a\nATGGCC\n", ">b\nATGAAA\n", ">c\nATGTTT\n"]
+        .iter()
+        .map(|text| json!({ "name": "genomes", "text": text }))
+        .collect();
+    let body = submit(
+        &app,
+        &alice.token,
+        json!({ "workspaceId": ws, "definition": definition, "inputs": genomes }),
+    )
+    .await;
+    assert!(body["errors"].is_null(), "{body}");
+    let first = body["data"]["submitWorkflow"]["workflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = wait_ended(&app, &alice.token, &first).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    assert_eq!(step(&failed, "translate")["status"], "COMPLETED");
+    // Three translations of 2 credits, and the gathering step's 2, refunded.
+    assert_eq!(failed["credits"]["charged"], 8, "{failed}");
+    assert_eq!(failed["credits"]["refunded"], 2, "{failed}");
+    assert_eq!(app.balance(&ws).await, 94);
+
+    let data = app
+        .ok(
+            Some(&alice.token),
+            "mutation($id: ID!) { retryWorkflow(id: $id) { workflow { id credits { estimated } } } }",
+            json!({ "id": first }),
+        )
+        .await;
+    // Only the gathering step is left to pay for.
+    assert_eq!(data["retryWorkflow"]["workflow"]["credits"]["estimated"], 2);
+    let second = data["retryWorkflow"]["workflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = wait_ended(&app, &alice.token, &second).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let translate = step(&done, "translate");
+    assert_eq!(translate["items"], 3, "{translate}");
+    let before = step(&failed, "translate")["itemJobs"].as_array().unwrap();
+    let after = translate["itemJobs"].as_array().unwrap();
+    assert_eq!(after.len(), 3);
+    for (i, job) in after.iter().enumerate() {
+        assert_eq!(job["status"], "COMPLETED");
+        assert_eq!(job["workflowItem"], i);
+        assert_eq!(job["creditCost"], 0, "{job}");
+        assert_eq!(job["reusedFrom"]["id"], before[i]["id"], "{job}");
+        // The same results, copied.
+        assert_eq!(
+            files(job, "OUTPUT")[0]["sha256"],
+            files(&before[i], "OUTPUT")[0]["sha256"]
+        );
+    }
+    let all = download(
+        &app,
+        &alice.token,
+        files(&step(&done, "gather")["job"], "OUTPUT")[0],
+    )
+    .await;
+    assert_eq!(all, ">a\nMA\n>b\nMK\n>c\nMF\n");
+    assert_eq!(done["credits"]["charged"], 2, "{done}");
+    assert_eq!(app.balance(&ws).await, 92);
 }
