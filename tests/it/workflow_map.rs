@@ -208,6 +208,30 @@ async fn chunks_are_mapped_one_job_each_and_gathered_in_order() {
     assert_eq!(combined.matches('>').count(), 3, "{combined}");
     assert_eq!(step(&done, "stats")["job"]["result"]["count"], 3);
 
+    // Pages of items are bounded.
+    for (offset, limit) in [(0, 0), (0, 100_000), (-1, 10)] {
+        let code = app
+            .error_code(
+                Some(&alice.token),
+                "query($id: ID!, $offset: Int!, $limit: Int!) { workflow(id: $id) {
+                    steps { itemJobs(offset: $offset, limit: $limit) { id } } } }",
+                json!({ "id": id, "offset": offset, "limit": limit }),
+            )
+            .await;
+        assert_eq!(code, "BAD_USER_INPUT", "{offset} {limit}");
+    }
+    let page = app
+        .ok(
+            Some(&alice.token),
+            "query($id: ID!) { workflow(id: $id) { steps { itemJobs(offset: 1, limit: 1) { workflowItem } } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        page["workflow"]["steps"][1]["itemJobs"],
+        json!([{ "workflowItem": 1 }])
+    );
+
     // Each job charged once against the reservation, the rest given back.
     let paid = paid(&done);
     assert_eq!(done["credits"]["charged"], paid, "{done}");

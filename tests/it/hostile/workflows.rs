@@ -133,6 +133,47 @@ async fn hostile_workflow_submissions_are_refused_and_write_nothing() {
             ),
         ),
         (
+            "a huge map".to_owned(),
+            submit(
+                ws,
+                steps(
+                    json!([{ "name": "a", "tool": "concat-fasta", "map": "s".repeat(100_000),
+                "inputs": [{ "input": "sequences", "from": "inputs.x" }] }]),
+                ),
+            ),
+        ),
+        (
+            "a NUL in a map".to_owned(),
+            submit(
+                ws,
+                json!({ "definition": {
+                "inputs": [{ "name": "x", "kind": "FILE", "format": "FASTA", "list": true }],
+                "steps": [{ "name": "a", "tool": "translate-dna", "map": "seq\u{0}uences",
+                "inputs": [{ "input": "sequences", "from": "inputs.x" }] }] } }),
+            ),
+        ),
+        (
+            "a list of 1,001 items".to_owned(),
+            submit(
+                ws,
+                json!({ "definition": {
+                "inputs": [{ "name": "x", "kind": "TEXT", "list": true }],
+                "steps": [{ "name": "a", "tool": "sleep", "map": "note",
+                "inputs": [{ "input": "note", "from": "inputs.x" }] }] },
+                "inputs": (0..1001).map(|i| json!({ "name": "x", "text": i.to_string() })).collect::<Vec<_>>() }),
+            ),
+        ),
+        (
+            "a list bound to one value".to_owned(),
+            submit(
+                ws,
+                json!({ "definition": {
+                "inputs": [{ "name": "x", "kind": "TEXT", "list": true }],
+                "steps": [{ "name": "a", "tool": "sleep",
+                "inputs": [{ "input": "note", "from": "inputs.x" }] }] } }),
+            ),
+        ),
+        (
             "a workspace id of the wrong kind".to_owned(),
             Send::Post(
                 SUBMIT.into(),
