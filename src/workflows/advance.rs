@@ -55,14 +55,17 @@ impl Open {
     /// which never changes once written, is parsed once per process (`definitions`) and not
     /// read again: `workflow.definition` is left null.
     pub(crate) async fn load(tx: &Transaction, id: WorkflowId) -> Result<Option<Open>> {
-        Self::load_with(tx, id, None).await
+        Self::load_with(tx, id, None, false).await
     }
 
     /// `load`, reading only the steps named (and none other) when `names` is given.
+    /// With `dependents`, the steps that wait for those named are read too, in the same
+    /// statements.
     async fn load_with(
         tx: &Transaction,
         id: WorkflowId,
         names: Option<&[String]>,
+        dependents: bool,
     ) -> Result<Option<Open>> {
         use sea_orm::{IdenStatic as _, QuerySelect as _};
         let cached = definitions().get(&id);
@@ -106,6 +109,19 @@ impl Open {
                 column => select.column(column),
             };
         }
+        let mut named: Vec<String>;
+        let names = match names {
+            Some(names) if dependents => {
+                named = names.to_vec();
+                for name in names {
+                    named.extend(checked.dependents(name).iter().cloned());
+                }
+                named.sort();
+                named.dedup();
+                Some(named.as_slice())
+            }
+            other => other,
+        };
         let steps = match names {
             None => select.into_model::<workflow_step::Model>().all(tx).await?,
             Some(names) => {
@@ -159,16 +175,12 @@ impl Open {
         if !self.partial {
             self.recount();
         }
-        // The changed steps rewritten whole, two statements per thousand whatever their number.
+        // The changed steps written whole, one statement per five hundred whatever their
+        // number: each row replaces the one of its name.
         self.changed.sort();
         self.changed.dedup();
         let changed = std::mem::take(&mut self.changed);
         for names in changed.chunks(500) {
-            workflow_step::Entity::delete_many()
-                .filter(workflow_step::Column::WorkflowId.eq(self.workflow.id))
-                .filter(workflow_step::Column::Name.is_in(names.iter().cloned()))
-                .exec(tx)
-                .await?;
             let rows: Vec<workflow_step::ActiveModel> = names
                 .iter()
                 .map(|name| {
@@ -183,7 +195,23 @@ impl Open {
                     step.into_active_model()
                 })
                 .collect();
-            workflow_step::Entity::insert_many(rows).exec(tx).await?;
+            use workflow_step::Column as S;
+            workflow_step::Entity::insert_many(rows)
+                .on_conflict(
+                    sea_orm::sea_query::OnConflict::columns([S::WorkflowId, S::Name])
+                        .update_columns([
+                            S::Status,
+                            S::WaitingOn,
+                            S::JobId,
+                            S::Reason,
+                            S::UpdatedAt,
+                            S::Items,
+                            S::ItemsLeft,
+                        ])
+                        .to_owned(),
+                )
+                .exec(tx)
+                .await?;
         }
         use workflow::Column as W;
         let w = &mut self.workflow;
@@ -946,7 +974,7 @@ async fn completed(
         .iter()
         .filter_map(|job| job.workflow_step.clone())
         .collect();
-    let Some(mut open) = Open::load_with(tx, workflow_id, Some(&names)).await? else {
+    let Some(mut open) = Open::load_with(tx, workflow_id, Some(&names), true).await? else {
         return Ok(true);
     };
     if open.workflow.status != WorkflowStatus::Running {
@@ -990,7 +1018,9 @@ async fn completed(
         .filter(|name| !open.steps.contains_key(*name))
         .cloned()
         .collect();
-    if let Some(extra) = Open::load_with(tx, workflow_id, Some(&more)).await? {
+    if !more.is_empty()
+        && let Some(extra) = Open::load_with(tx, workflow_id, Some(&more), false).await?
+    {
         open.steps.extend(extra.steps);
     }
     for name in &done {
@@ -1020,7 +1050,7 @@ async fn completed(
             .flat_map(|step| step.depends_on.iter().cloned())
             .filter(|up| !open.steps.contains_key(up))
             .collect();
-        if let Some(extra) = Open::load_with(tx, workflow_id, Some(&feeding)).await? {
+        if let Some(extra) = Open::load_with(tx, workflow_id, Some(&feeding), false).await? {
             open.steps.extend(extra.steps);
         }
         open.start(tx, &ready).await?;
