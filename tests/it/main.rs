@@ -33,5 +33,7 @@ mod traces;
 mod waiting;
 mod webhooks;
 mod websocket;
+mod workflow_duplicate;
+mod workflow_sharing;
 mod workflows;
 mod workspaces;

@@ -57,8 +57,13 @@ async fn translated(app: &TestApp, alice: &TestUser, ws: &str) -> (String, Strin
     })
     .await;
     assert_eq!(workflow["status"], "COMPLETED", "{workflow}");
-    let job = workflow["steps"][0]["job"]["id"].as_str().unwrap().to_owned();
-    let data = app.ok(Some(&alice.token), READ_JOB, json!({ "id": job })).await;
+    let job = workflow["steps"][0]["job"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let data = app
+        .ok(Some(&alice.token), READ_JOB, json!({ "id": job }))
+        .await;
     let url = data["job"]["files"][0]["downloadUrl"]
         .as_str()
         .unwrap()
@@ -118,7 +123,11 @@ async fn each_level_opens_the_workflow_and_its_steps_jobs_to_exactly_those_it_na
         ("PRIVATE", &[], [false, false, false, false]),
         ("PUBLIC", &[], [true, true, true, true]),
         ("LOGGED_IN", &[], [false, true, true, true]),
-        ("INVITED", &["Carol@Elsewhere.test"], [false, false, true, false]),
+        (
+            "INVITED",
+            &["Carol@Elsewhere.test"],
+            [false, false, true, false],
+        ),
         // Back to PRIVATE: hidden again.
         ("PRIVATE", &[], [false, false, false, false]),
     ];
@@ -131,7 +140,9 @@ async fn each_level_opens_the_workflow_and_its_steps_jobs_to_exactly_those_it_na
         assert_eq!(shared["invitedEmails"], json!(invited));
         for ((caller, token), allowed) in callers.iter().zip(allowed) {
             let what = format!("{visibility} workflow, read by {caller}");
-            let (_, body) = app.post(*token, READ_WORKFLOW, json!({ "id": workflow })).await;
+            let (_, body) = app
+                .post(*token, READ_WORKFLOW, json!({ "id": workflow }))
+                .await;
             let (_, job_body) = app.post(*token, READ_JOB, json!({ "id": job })).await;
             let (status, downloaded) = download(&app, *token, &url).await;
             if !allowed {
@@ -190,14 +201,25 @@ async fn only_managers_change_the_sharing_and_bad_e_mails_write_nothing() {
 
     // A member who did not submit it may read it, not share it.
     let data = app
-        .ok(Some(&member.token), READ_WORKFLOW, json!({ "id": workflow }))
+        .ok(
+            Some(&member.token),
+            READ_WORKFLOW,
+            json!({ "id": workflow }),
+        )
         .await;
     assert_eq!(data["workflow"]["viewerCanShare"], false);
     assert!(data["workflow"]["invitedEmails"].is_null());
     let body = share(&app, &member, &workflow, "PUBLIC", &[]).await;
     assert_eq!(refusal(&body).0, "FORBIDDEN", "{body}");
 
-    let body = share(&app, &alice, &workflow, "INVITED", &["carol@elsewhere.test"]).await;
+    let body = share(
+        &app,
+        &alice,
+        &workflow,
+        "INVITED",
+        &["carol@elsewhere.test"],
+    )
+    .await;
     assert!(body["errors"].is_null(), "{body}");
     let many: Vec<String> = (0..101).map(|i| format!("u{i}@x.test")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
