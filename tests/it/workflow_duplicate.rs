@@ -306,9 +306,8 @@ async fn bad_overrides_are_refused_naming_the_step_and_field_with_nothing_writte
         reserved(&app, &ws).await,
     );
     assert!(!before.1.is_empty());
-    let query = format!(
-        "mutation($input: DuplicateWorkflowInput!) {{ duplicateWorkflow(input: $input) {{ workflow {{ id }} }} }}"
-    );
+    let query = "mutation($input: DuplicateWorkflowInput!) {
+        duplicateWorkflow(input: $input) { workflow { id } } }";
     let cases = [
         (
             json!({ "steps": [{ "step": "nope", "settings": {} }] }),
@@ -344,7 +343,7 @@ async fn bad_overrides_are_refused_naming_the_step_and_field_with_nothing_writte
                 input["inputs"] = json!([{ "name": "dna", "file": null }]);
                 duplicate_uploading(&app, &alice.token, input, OTHER_DNA).await
             } else {
-                app.post(Some(&alice.token), &query, json!({ "input": input }))
+                app.post(Some(&alice.token), query, json!({ "input": input }))
                     .await
                     .1
             };
