@@ -361,3 +361,56 @@ fn differ(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::Catalog;
+    use serde_json::json;
+
+    fn profile(catalog: &Catalog, parameters: Value) -> Checked {
+        let template = catalog
+            .require_workflow("workflow", "protein-profile")
+            .unwrap();
+        definition::check(catalog, template, Some(&parameters)).unwrap()
+    }
+
+    #[test]
+    fn a_declaration_checks_again_into_the_same_workflow_and_takes_new_parameters() {
+        let catalog = Catalog::builtin();
+        let checked = profile(&catalog, json!({ "k": 5 }));
+        let again = definition::check(&catalog, &declaration(&checked, false), None).unwrap();
+        assert_eq!(
+            serde_json::to_value(&again).unwrap(),
+            serde_json::to_value(&checked).unwrap()
+        );
+        let other = definition::check(
+            &catalog,
+            &declaration(&checked, false),
+            Some(&json!({ "k": 2 })),
+        )
+        .unwrap();
+        assert_eq!(other.step("kmers").unwrap().settings["k"], 2);
+        assert_eq!(other.parameters["k"], 2);
+    }
+
+    #[test]
+    fn step_settings_are_merged_over_the_declared_ones() {
+        let catalog = Catalog::builtin();
+        let checked = profile(&catalog, json!({ "k": 5 }));
+        let mut declared = declaration(&checked, false);
+        let top = json!({ "top": 2 }).as_object().cloned().unwrap();
+        override_steps(&mut declared, vec![("kmers".to_owned(), top)]).unwrap();
+        let again = definition::check(&catalog, &declared, Some(&json!({ "k": 4 }))).unwrap();
+        // The parameter's reference stays, and takes the new value.
+        assert_eq!(
+            again.step("kmers").unwrap().settings,
+            json!({ "k": 4, "top": 2 })
+        );
+        let refused = override_steps(&mut declared, vec![("nope".to_owned(), Map::new())]);
+        assert!(
+            matches!(refused, Err(Error::BadInput { ref field, .. }) if field == "steps.nope"),
+            "{refused:?}"
+        );
+    }
+}

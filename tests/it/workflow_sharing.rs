@@ -271,3 +271,41 @@ async fn only_managers_change_the_sharing_and_bad_e_mails_write_nothing() {
         0
     );
 }
+
+#[tokio::test]
+async fn an_outsiders_subscription_follows_the_sharing() {
+    let app = TestApp::spawn_with(|config| config.server.workers = 1).await;
+    let (alice, ws) = app.setup("lab", 100).await;
+    let bob = app.user("bob@elsewhere.test").await;
+    let (workflow, _, _) = translated(&app, &alice, &ws).await;
+    let body = share(&app, &alice, &workflow, "LOGGED_IN", &[]).await;
+    assert!(body["errors"].is_null(), "{body}");
+
+    let mut socket = crate::support::ws::Ws::connect(app.addr, Some(&bob.token)).await;
+    socket
+        .subscribe(
+            "w",
+            "subscription($id: ID!) { workflowUpdated(id: $id) { name submitter { id } } }",
+            json!({ "id": workflow }),
+        )
+        .await;
+    let first = socket.next_data("w").await;
+    assert_eq!(first["workflowUpdated"]["name"], "shared run");
+    assert!(first["workflowUpdated"]["submitter"].is_null(), "{first}");
+    // A change reaches a reader through the sharing, as it reaches members.
+    app.ok(
+        Some(&alice.token),
+        "mutation($id: ID!) { renameWorkflow(id: $id, name: \"renamed\") { workflow { id } } }",
+        json!({ "id": workflow }),
+    )
+    .await;
+    let renamed = socket.next_data("w").await;
+    assert_eq!(renamed["workflowUpdated"]["name"], "renamed", "{renamed}");
+    // Private again: the subscription ends, NOT_FOUND.
+    share(&app, &alice, &workflow, "PRIVATE", &[]).await;
+    let message = socket.message().await;
+    assert_eq!(
+        message["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{message}"
+    );
+}
