@@ -114,18 +114,30 @@ async fn duplicate_staged(
         if replaced.contains(&name) {
             continue;
         }
-        let value = match value {
-            StoredValue::Text { text } => InputValue::Text(text),
-            StoredValue::File(mut file) => {
-                let key = files::workflow_input_key(target, new_id, FileId::new());
-                files.copy_key(&file.key, &key).await?;
-                file.key = key;
-                let copy = file.for_job();
-                staged.push(copy.clone());
-                InputValue::File(copy)
-            }
+        // A list is given again item by item, in its order, as a submission gives it.
+        let items = match value {
+            StoredValue::List { items } => items,
+            single => vec![single],
         };
-        given.push((name, value));
+        for item in items {
+            let value = match item {
+                StoredValue::Text { text } => InputValue::Text(text),
+                StoredValue::File(mut file) => {
+                    let key = files::workflow_input_key(target, new_id, FileId::new());
+                    files.copy_key(&file.key, &key).await?;
+                    file.key = key;
+                    let copy = file.for_job();
+                    staged.push(copy.clone());
+                    InputValue::File(copy)
+                }
+                StoredValue::List { .. } => {
+                    return Err(Error::Internal(anyhow::anyhow!(
+                        "the input `{name}` holds a list in a list"
+                    )));
+                }
+            };
+            given.push((name.clone(), value));
+        }
     }
     let inputs = inline_inputs(&checked, given)?;
     let max_credits = overrides.max_credits.or(parent.max_credits);
@@ -212,6 +224,7 @@ fn declaration(checked: &Checked, fail_fast: bool) -> Definition {
                     .filter(|up| !fed.contains(up.as_str()))
                     .cloned()
                     .collect(),
+                map: step.map.clone(),
             }
         })
         .collect();
@@ -328,9 +341,13 @@ pub fn changes(parent: &workflow::Model, child: &workflow::Model) -> Result<Vec<
 }
 
 /// A stored input as a change shows it: text as it is; a file by name, size and SHA-256 (the
-/// same content is the same input, wherever it is stored).
+/// same content is the same input, wherever it is stored); a list as its items.
 fn content(value: StoredValue) -> Value {
     match value {
+        StoredValue::List { items } => serde_json::json!({
+            "kind": "LIST",
+            "items": items.into_iter().map(content).collect::<Vec<_>>(),
+        }),
         StoredValue::Text { text } => serde_json::json!({ "kind": "TEXT", "text": text }),
         StoredValue::File(file) => serde_json::json!({
             "kind": "FILE",

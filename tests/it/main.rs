@@ -34,6 +34,7 @@ mod waiting;
 mod webhooks;
 mod websocket;
 mod workflow_duplicate;
+mod workflow_map;
 mod workflow_sharing;
 mod workflows;
 mod workspaces;

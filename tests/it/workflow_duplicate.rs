@@ -472,3 +472,73 @@ async fn a_viewer_reading_through_sharing_duplicates_into_their_own_workspace() 
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_mapped_workflow_is_duplicated_with_its_list_or_a_new_one() {
+    let app = TestApp::spawn_with(|config| config.server.workers = 2).await;
+    let (alice, ws) = app.setup("lab", 100).await;
+    let definition = json!({
+        "inputs": [{ "name": "genomes", "kind": "FILE", "format": "FASTA", "list": true, "required": true }],
+        "steps": [
+            { "name": "translate", "tool": "translate-dna", "map": "sequences",
+              "inputs": [{ "input": "sequences", "from": "inputs.genomes" }] },
+            { "name": "join", "tool": "concat-fasta",
+              "inputs": [{ "input": "sequences", "from": "translate.proteins" }] },
+        ],
+    });
+    let items = |texts: &[&str]| -> Vec<Value> {
+        texts
+            .iter()
+            .map(|text| json!({ "name": "genomes", "text": text }))
+            .collect()
+    };
+    let data = app
+        .ok(
+            Some(&alice.token),
+            "mutation($input: SubmitWorkflowInput!) { submitWorkflow(input: $input) { workflow { id } } }",
+            json!({ "input": { "workspaceId": ws, "name": "each", "definition": definition,
+                               "inputs": items(&[">a\nATGGCC\n", ">b\nATGAAA\n", ">c\nATG\n"]) } }),
+        )
+        .await;
+    let first = data["submitWorkflow"]["workflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The same list, item by item, mapped again.
+    let copy = duplicated(&duplicate(&app, &alice.token, json!({ "workflowId": first })).await);
+    let kinds: Vec<_> = changes(&copy).into_iter().map(|c| c.0).collect();
+    assert_eq!(kinds, ["NAME"], "{copy}");
+    let done = wait_ended(&app, &alice.token, copy["id"].as_str().unwrap()).await;
+    assert_eq!(
+        joined(&app, &alice.token, &done).await,
+        ">a\nMA\n>b\nMK\n>c\nM\n"
+    );
+
+    // A new list replaces the whole input.
+    let input = json!({ "workflowId": first, "inputs": items(&[">x\nATGTTT\n", ">y\nATG\n"]) });
+    let copy = duplicated(&duplicate(&app, &alice.token, input).await);
+    let found = changes(&copy);
+    assert_eq!(
+        (found[1].0.as_str(), found[1].1.as_str()),
+        ("INPUT", "genomes")
+    );
+    assert_eq!(found[1].3["kind"], "LIST");
+    assert_eq!(found[1].3["items"].as_array().unwrap().len(), 2);
+    let done = wait_ended(&app, &alice.token, copy["id"].as_str().unwrap()).await;
+    assert_eq!(joined(&app, &alice.token, &done).await, ">x\nMF\n>y\nM\n");
+}
+
+/// The content of a workflow's `join` step's output.
+async fn joined(app: &TestApp, token: &str, workflow: &Value) -> String {
+    let job = &step(workflow, "join")["job"];
+    app.client()
+        .get(job["files"][0]["downloadUrl"].as_str().unwrap())
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
