@@ -19,6 +19,7 @@ pub mod webhook_attempt;
 pub mod webhook_delivery;
 pub mod worker;
 pub mod workflow;
+pub mod workflow_share;
 pub mod workflow_step;
 pub mod workspace;
 

@@ -16,5 +16,6 @@ pub use crate::webhook_attempt::Entity as WebhookAttempt;
 pub use crate::webhook_delivery::Entity as WebhookDelivery;
 pub use crate::worker::Entity as Worker;
 pub use crate::workflow::Entity as Workflow;
+pub use crate::workflow_share::Entity as WorkflowShare;
 pub use crate::workflow_step::Entity as WorkflowStep;
 pub use crate::workspace::Entity as Workspace;

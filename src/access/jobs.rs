@@ -1,12 +1,12 @@
 //! Jobs: what a caller may do to a job, what they see of it, and the files they may read.
 
 use entity::ids::{FileId, JobId, UserId};
-use entity::job::{self, Visibility};
-use entity::job_share;
+use entity::job;
 use entity::membership::Role;
 use sea_orm::sea_query::LockType;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ConnectionTrait, EntityTrait, QuerySelect};
 
+use super::sharing::{self, Shared};
 use super::{Standing, Viewer, standing};
 use crate::error::{Error, Result};
 
@@ -225,23 +225,18 @@ pub async fn worker_readable_file(
         .ok_or_else(not_found)
 }
 
-/// Whether a job's sharing lets a viewer who is not a member read it.
+/// Whether a job's sharing lets a viewer who is not a member read it: its own, or for a step
+/// of a workflow, the workflow's (whoever may read a workflow reads its steps' jobs).
 pub async fn shared_with(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
     job: &job::Model,
 ) -> Result<bool> {
-    Ok(match job.visibility {
-        Visibility::Public => true,
-        Visibility::LoggedIn => viewer.user().is_some(),
-        Visibility::Invited => match viewer.user() {
-            Some(user) => job_share::Entity::find_of_job(job.id)
-                .filter(job_share::Column::Email.eq(user.email.as_str()))
-                .one(db)
-                .await?
-                .is_some(),
-            None => false,
-        },
-        Visibility::Private => false,
-    })
+    if sharing::admits(db, viewer, job.visibility, Shared::Job(job.id)).await? {
+        return Ok(true);
+    }
+    match job.workflow_id {
+        Some(workflow_id) => sharing::workflow_admits(db, viewer, workflow_id).await,
+        None => Ok(false),
+    }
 }

@@ -6,6 +6,7 @@
 
 mod cache;
 mod jobs;
+mod sharing;
 mod workflows;
 mod workspaces;
 
@@ -13,6 +14,7 @@ pub use cache::{Invalidate, StandingCache};
 pub use jobs::{
     JobAccess, JobAction, JobStanding, readable_file, shared_with, worker_readable_file,
 };
+pub use sharing::{Shared, admits as sharing_admits};
 pub use workflows::{WorkflowAccess, WorkflowAction, status_name as workflow_status_name};
 pub use workspaces::{
     Standing, WorkspaceAccess, WorkspaceAction, WorkspaceRef, readable_credit_transaction,

@@ -4,7 +4,8 @@ use entity::ids::WorkflowId;
 use entity::workflow::{self, WorkflowStatus};
 use sea_orm::{ConnectionTrait, EntityTrait};
 
-use super::{JobStanding, Viewer, standing};
+use super::sharing::{self, Shared};
+use super::{JobStanding, Standing, Viewer, standing};
 use crate::error::{Error, Result};
 
 /// What a user may do to a workflow.
@@ -16,6 +17,14 @@ pub enum WorkflowAction {
     Delete,
     /// Running it again as a new workflow: whoever may submit jobs in its workspace.
     Retry,
+    /// Changing who may see it besides its workspace.
+    Share,
+    /// Copying it into a workspace where the viewer has standing `into` (its own by default):
+    /// whoever may read a workflow, as a member or through its sharing, may copy it where they
+    /// may submit jobs.
+    Duplicate {
+        into: Standing,
+    },
 }
 
 impl JobStanding {
@@ -25,9 +34,11 @@ impl JobStanding {
     pub fn check_workflow(self, workflow: &workflow::Model, action: WorkflowAction) -> Result<()> {
         let allowed = match action {
             WorkflowAction::Retry => self.workspace.can_submit(),
-            WorkflowAction::Cancel | WorkflowAction::Rename | WorkflowAction::Delete => {
-                self.manages_submitted_by(workflow.submitter_id)
-            }
+            WorkflowAction::Duplicate { into } => into.can_submit(),
+            WorkflowAction::Cancel
+            | WorkflowAction::Rename
+            | WorkflowAction::Delete
+            | WorkflowAction::Share => self.manages_submitted_by(workflow.submitter_id),
         };
         if !allowed {
             let why = "only its submitter and the workspace's owners and admins may";
@@ -35,6 +46,12 @@ impl JobStanding {
                 WorkflowAction::Cancel => format!("you cannot cancel this workflow: {why}"),
                 WorkflowAction::Rename => format!("you cannot rename this workflow: {why}"),
                 WorkflowAction::Delete => format!("you cannot delete this workflow: {why}"),
+                WorkflowAction::Share => {
+                    format!("you cannot change the sharing of this workflow: {why}")
+                }
+                WorkflowAction::Duplicate { .. } => "you cannot duplicate this workflow into \
+                     that workspace: you may not submit jobs there"
+                    .to_owned(),
                 WorkflowAction::Retry => {
                     "you cannot retry this workflow: you may not submit jobs in its workspace"
                         .to_owned()
@@ -85,8 +102,9 @@ pub struct WorkflowAccess {
 }
 
 impl WorkflowAccess {
-    /// Loads a workflow the viewer may read, as a reader of its workspace. NOT_FOUND
-    /// otherwise, as for a missing one.
+    /// Loads a workflow the viewer may read: as a reader of its workspace, or through its
+    /// sharing (`sharing::admits`), which shows nothing of the workspace
+    /// (`JobStanding::sees_workspace`). NOT_FOUND otherwise, as for a missing one.
     pub async fn load(db: &impl ConnectionTrait, viewer: &Viewer, id: WorkflowId) -> Result<Self> {
         let not_found = || Error::NotFound("workflow");
         let workflow = workflow::Entity::find_by_id(id)
@@ -94,7 +112,9 @@ impl WorkflowAccess {
             .await?
             .ok_or_else(not_found)?;
         let workspace = standing(db, viewer, workflow.workspace_id).await?;
-        if !workspace.can_read() {
+        if !workspace.can_read()
+            && !sharing::admits(db, viewer, workflow.visibility, Shared::Workflow(id)).await?
+        {
             return Err(not_found());
         }
         Ok(WorkflowAccess {

@@ -354,10 +354,12 @@ impl JobEventView {
     }
 }
 
-/// What differs between a job and the job it came from.
+/// What differs between a job and the job it came from, or between a workflow and the
+/// workflow it came from.
 #[derive(SimpleObject)]
-struct JobChange {
-    /// SETTING or INPUT.
+pub(super) struct JobChange {
+    /// SETTING or INPUT for a job; NAME, PARAMETER, INPUT or STEP_SETTING (named
+    /// `<step>.<setting>`) for a workflow.
     kind: String,
     name: String,
     old_value: Option<Json<Value>>,
@@ -370,6 +372,9 @@ impl From<Difference> for JobChange {
             kind: match d.kind {
                 DifferenceKind::Setting => "SETTING".to_owned(),
                 DifferenceKind::Input => "INPUT".to_owned(),
+                DifferenceKind::Name => "NAME".to_owned(),
+                DifferenceKind::Parameter => "PARAMETER".to_owned(),
+                DifferenceKind::StepSetting => "STEP_SETTING".to_owned(),
             },
             name: d.name,
             old_value: d.old.map(Json),
@@ -797,16 +802,13 @@ job_fields! {
         }
         Ok(views)
     }
-    /// The workflow whose step it runs; null for jobs of no workflow, and for viewers who
-    /// see the job only through its sharing.
+    /// The workflow whose step it runs; null for jobs of no workflow, and for viewers who may
+    /// not read the workflow (a job shared alone does not share its workflow).
     #[reads(WorkflowId)]
     async fn workflow(&self, ctx: &Context<'_>) -> ApiResult<Option<super::workflows::WorkflowView>> {
         let Some(workflow_id) = self.0.workflow_id else {
             return Ok(None);
         };
-        if !self.1.sees_workspace() {
-            return Ok(None);
-        }
         super::workflows::load_optional(ctx, workflow_id).await
     }
     /// The name of the workflow step it runs.

@@ -18,6 +18,7 @@ mod traces;
 mod users;
 mod webhooks;
 pub mod worker;
+mod workflow_actions;
 mod workflows;
 mod workspaces;
 
@@ -54,6 +55,7 @@ pub struct Mutation(
     worker::WorkerMutation,
     webhooks::WebhooksMutation,
     workflows::WorkflowsMutation,
+    workflow_actions::WorkflowActionsMutation,
 );
 
 /// The subscription root.

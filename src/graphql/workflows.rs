@@ -11,7 +11,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::Value;
 
 use super::jobs::{
-    CostEstimate, JobInputValue, JobView, WaitReasonView, input_values, mirror_enum,
+    CostEstimate, JobChange, JobInputValue, JobView, VisibilityView, WaitReasonView, input_values,
+    mirror_enum,
 };
 use super::users::{UserView, load_user};
 use super::{catalog, db, files, viewer};
@@ -647,12 +648,18 @@ impl WorkflowView {
         }
         Ok(edges)
     }
-    /// Who submitted it.
-    async fn submitter(&self, ctx: &Context<'_>) -> ApiResult<UserView> {
-        load_user(ctx, self.0.submitter_id).await
+    /// Who submitted it; null for viewers who see the workflow only through its sharing.
+    async fn submitter(&self, ctx: &Context<'_>) -> ApiResult<Option<UserView>> {
+        if !self.1.sees_workspace() {
+            return Ok(None);
+        }
+        load_user(ctx, self.0.submitter_id).await.map(Some)
     }
-    async fn workspace_id(&self) -> ID {
-        ids::encode(self.0.workspace_id)
+    /// Its workspace; null for viewers who see the workflow only through its sharing.
+    async fn workspace_id(&self) -> Option<ID> {
+        self.1
+            .sees_workspace()
+            .then(|| ids::encode(self.0.workspace_id))
     }
     /// Whether the viewer may cancel it now.
     async fn viewer_can_cancel(&self) -> bool {
@@ -677,31 +684,88 @@ impl WorkflowView {
             .check_workflow(&self.0, WorkflowAction::Delete)
             .is_ok()
     }
-    /// The workflow this one retried, if the viewer may still see it.
+    /// Whether the viewer may change who sees it (`setWorkflowSharing`).
+    async fn viewer_can_share(&self) -> bool {
+        self.1
+            .check_workflow(&self.0, WorkflowAction::Share)
+            .is_ok()
+    }
+    /// Who besides its workspace may see it and its steps' jobs.
+    async fn visibility(&self) -> VisibilityView {
+        self.0.visibility.into()
+    }
+    /// The e-mails a workflow shared as INVITED is shared with; null for viewers who may not
+    /// change its sharing.
+    async fn invited_emails(&self, ctx: &Context<'_>) -> ApiResult<Option<Vec<String>>> {
+        if self
+            .1
+            .check_workflow(&self.0, WorkflowAction::Share)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        let shares = entity::workflow_share::Entity::find_of_workflow(self.0.id)
+            .order_by_asc(entity::workflow_share::Column::Email)
+            .all(db(ctx))
+            .await?;
+        Ok(Some(shares.into_iter().map(|s| s.email).collect()))
+    }
+    /// What differs from its parent (NAME, PARAMETER, INPUT, STEP_SETTING); empty without a
+    /// parent the viewer may see.
+    async fn changes_from_parent(&self, ctx: &Context<'_>) -> ApiResult<Vec<JobChange>> {
+        let Some(parent) = self.0.parent_id else {
+            return Ok(Vec::new());
+        };
+        let parent = match WorkflowAccess::load(db(ctx), viewer(ctx), parent).await {
+            Ok(access) => access.workflow,
+            Err(Error::NotFound(_)) => return Ok(Vec::new()),
+            Err(err) => return Err(err.into()),
+        };
+        Ok(workflows::duplicate::changes(&parent, &self.0)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+    /// The workflow this one retried or duplicated, if the viewer may still see it.
     async fn parent(&self, ctx: &Context<'_>) -> ApiResult<Option<WorkflowView>> {
         match self.0.parent_id {
             Some(parent) => load_optional(ctx, parent).await,
             None => Ok(None),
         }
     }
-    /// RETRY for a workflow made by `retryWorkflow`.
+    /// RETRY for a workflow made by `retryWorkflow`, DUPLICATE for one made by
+    /// `duplicateWorkflow`.
     async fn parent_kind(&self) -> Option<&'static str> {
         self.0.parent_kind.map(|kind| match kind {
             entity::workflow::WorkflowParentKind::Retry => "RETRY",
             entity::workflow::WorkflowParentKind::Duplicate => "DUPLICATE",
         })
     }
-    /// The workflows made from this one by `retryWorkflow`, oldest first.
+    /// The workflows made from this one by `retryWorkflow` that the viewer may see, oldest
+    /// first.
     async fn retries(&self, ctx: &Context<'_>) -> ApiResult<Vec<WorkflowView>> {
         let children = workflow::Entity::find()
             .filter(workflow::Column::ParentId.eq(self.0.id))
+            .filter(workflow::Column::ParentKind.eq(workflow::WorkflowParentKind::Retry))
             .order_by_asc(workflow::Column::Id)
             .all(db(ctx))
             .await?;
-        Ok(children
-            .into_iter()
-            .map(|child| WorkflowView(child, self.1))
-            .collect())
+        let mut visible = Vec::with_capacity(children.len());
+        for child in children {
+            // A retry is of the same workspace; outsiders see those shared with them.
+            let readable = self.1.sees_workspace()
+                || crate::access::sharing_admits(
+                    db(ctx),
+                    viewer(ctx),
+                    child.visibility,
+                    crate::access::Shared::Workflow(child.id),
+                )
+                .await?;
+            if readable {
+                visible.push(WorkflowView(child, self.1));
+            }
+        }
+        Ok(visible)
     }
     /// The workflow as one JSON document: its definition, parameters, credits and each step
     /// with its job's status, cost, result and error.

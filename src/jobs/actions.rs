@@ -239,22 +239,21 @@ async fn stored_inputs(
         .collect())
 }
 
-/// The most e-mails a job may be shared with.
+/// The most e-mails a job or a workflow may be shared with.
 pub const MAX_INVITED_EMAILS: usize = 100;
 
-/// Sets who may see a job besides its workspace; INVITED lists the e-mails that may, at most
-/// [`MAX_INVITED_EMAILS`].
-pub async fn set_sharing(
-    db: &DatabaseConnection,
-    viewer: &Viewer,
-    id: JobId,
+/// The e-mails a change of sharing invites, normalized, for a job or a workflow (`what`):
+/// INVITED lists at least one and at most [`MAX_INVITED_EMAILS`], the other levels none.
+/// BAD_USER_INPUT on `invitedEmails` otherwise.
+pub fn invitations(
+    what: &str,
     visibility: Visibility,
-    invited: Vec<String>,
-) -> Result<job::Model> {
+    invited: &[String],
+) -> Result<std::collections::BTreeSet<String>> {
     if invited.len() > MAX_INVITED_EMAILS {
         return Err(Error::bad_input(
             "invitedEmails",
-            format!("a job is shared with at most {MAX_INVITED_EMAILS} e-mails"),
+            format!("a {what} is shared with at most {MAX_INVITED_EMAILS} e-mails"),
         ));
     }
     let invited = invited
@@ -280,6 +279,19 @@ pub async fn set_sharing(
             "only INVITED sharing takes e-mails",
         ));
     }
+    Ok(invited)
+}
+
+/// Sets who may see a job besides its workspace; INVITED lists the e-mails that may
+/// ([`invitations`]).
+pub async fn set_sharing(
+    db: &DatabaseConnection,
+    viewer: &Viewer,
+    id: JobId,
+    visibility: Visibility,
+    invited: Vec<String>,
+) -> Result<job::Model> {
+    let invited = invitations("job", visibility, &invited)?;
     let tx = db::begin_write(db).await?;
     let access = JobAccess::load_to_change(&tx, viewer, id).await?;
     access.check(JobAction::Share)?;

@@ -319,7 +319,7 @@ pub async fn derived(
     Ok(visible)
 }
 
-/// One difference between a job and its parent.
+/// One difference between a job or a workflow and its parent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Difference {
     pub kind: DifferenceKind,
@@ -332,6 +332,12 @@ pub struct Difference {
 pub enum DifferenceKind {
     Setting,
     Input,
+    /// A workflow's name.
+    Name,
+    /// A workflow's parameter.
+    Parameter,
+    /// A setting of a workflow's step, named `<step>.<setting>`.
+    StepSetting,
 }
 
 /// Which settings and inputs of `job` differ from `parent`'s, by name.

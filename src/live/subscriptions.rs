@@ -53,6 +53,28 @@ impl Gate {
         Ok(readable.then_some(standing))
     }
 
+    /// The viewer's standing towards `workflow`, or `None` when they may no longer read it:
+    /// as a member, or through its sharing.
+    async fn workflow(
+        &self,
+        db: &DatabaseConnection,
+        workflow: &entity::workflow::Model,
+    ) -> Result<Option<JobStanding>> {
+        let standing = JobStanding {
+            workspace: self.standing().await?,
+            viewer_id: self.viewer.user_id(),
+        };
+        let readable = standing.workspace.can_read()
+            || access::sharing_admits(
+                db,
+                &self.viewer,
+                workflow.visibility,
+                access::Shared::Workflow(workflow.id),
+            )
+            .await?;
+        Ok(readable.then_some(standing))
+    }
+
     /// NOT_FOUND once the viewer may no longer read the workspace.
     async fn require_workspace(&self) -> Result<Standing> {
         let standing = self.standing().await?;
@@ -123,7 +145,6 @@ pub async fn workflow_updates(
     let workspace_id = access.workflow.workspace_id;
     let mut feed = Feed::after(bus, Scope::Workspace(workspace_id), head);
     let gate = Gate::new(bus, viewer, workspace_id);
-    let viewer_id = gate.viewer.user_id();
     let about = move |entry: &entity::live_event::Model| -> bool {
         matches!(
             entry.kind,
@@ -146,14 +167,15 @@ pub async fn workflow_updates(
             if !events.iter().any(|event| about(&event.entry)) {
                 continue;
             }
-            let standing = match gate.require_workspace().await {
-                Ok(standing) => standing,
-                Err(_) => { yield Err(Error::NotFound("workflow")); return; }
-            };
-            match entity::workflow::Entity::find_by_id(id).one(&db).await {
-                Ok(Some(workflow)) => yield Ok((workflow, JobStanding { workspace: standing, viewer_id })),
+            let workflow = match entity::workflow::Entity::find_by_id(id).one(&db).await {
+                Ok(Some(workflow)) => workflow,
                 Ok(None) => return,
                 Err(err) => { yield Err(err.into()); return; }
+            };
+            match gate.workflow(&db, &workflow).await {
+                Ok(Some(standing)) => yield Ok((workflow, standing)),
+                Ok(None) => { yield Err(Error::NotFound("workflow")); return; }
+                Err(err) => { yield Err(err); return; }
             }
         }
     })

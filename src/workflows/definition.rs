@@ -123,6 +123,10 @@ pub struct Step {
     pub tool: String,
     /// With the parameters' values and the tool's defaults, valid for its schema.
     pub settings: Value,
+    /// The settings as declared, when they refer to parameters (`{"$param": ...}`): what a
+    /// duplicate with other parameters' values fills in again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_settings: Option<Value>,
     /// Input name to source, in input order.
     pub bindings: Vec<(String, Source)>,
     /// Every step it waits for, by name, sorted.
@@ -488,6 +492,7 @@ pub fn check(
             name: step.name.clone(),
             tool: tool.name.clone(),
             settings,
+            declared_settings: step.settings.clone().filter(refers_to_parameters),
             bindings,
             depends_on: depends_on.into_iter().collect(),
             version: ToolVersion::of(tool),

@@ -5,7 +5,8 @@
 //! estimates, submits (reserving credits) and cancels; `advance` moves a workflow on when a
 //! step's job ends, in the transaction of that ending: it writes the jobs of the steps that
 //! became ready, skips those that can no longer run, and gives back what is left of the
-//! reservation when the last step ends.
+//! reservation when the last step ends. `sharing` lets others see a workflow as jobs are
+//! shared; `duplicate` submits a copy of one with overrides.
 //!
 //! # Charging
 //!
@@ -23,7 +24,9 @@
 
 pub mod advance;
 pub mod definition;
+pub mod duplicate;
 pub mod service;
+pub mod sharing;
 
 use std::collections::BTreeMap;
 

@@ -85,7 +85,7 @@ fn definition_of(catalog: &Catalog, submission: &WorkflowSubmission) -> Result<D
 
 /// The price of a checked workflow with its inputs (as far as known: upstream outputs are
 /// counted as empty and marked).
-fn estimate_checked(
+pub(super) fn estimate_checked(
     checked: &Checked,
     inputs: &StoredInputs,
     max_credits: Option<i64>,
@@ -278,7 +278,10 @@ fn add_estimates(mut sum: Estimate, run: Estimate) -> Option<Estimate> {
 
 /// The inputs of a submission as the estimate reads them, without storing anything: text as
 /// given; files are not accepted here (an estimate takes no uploads).
-fn inline_inputs(checked: &Checked, given: Vec<(String, InputValue)>) -> Result<StoredInputs> {
+pub(super) fn inline_inputs(
+    checked: &Checked,
+    given: Vec<(String, InputValue)>,
+) -> Result<StoredInputs> {
     let mut stored = StoredInputs::new();
     for (name, value) in given {
         let field = format!("inputs.{name}");
@@ -346,7 +349,7 @@ fn inline_inputs(checked: &Checked, given: Vec<(String, InputValue)>) -> Result<
     Ok(stored)
 }
 
-fn workflow_input<'a>(
+pub(super) fn workflow_input<'a>(
     checked: &'a Checked,
     field: &str,
     name: &str,
@@ -381,7 +384,7 @@ pub fn estimate(catalog: &Catalog, submission: WorkflowSubmission) -> Result<Wor
 
 /// Stores a submission's uploaded workflow inputs under the workflow's folder, each checked on
 /// the way; every stored file is pushed to `staged`.
-async fn stage(
+pub(super) async fn stage(
     files: &Files,
     checked: &Checked,
     inputs: &mut [(String, InputValue)],
@@ -531,25 +534,25 @@ async fn submit_staged(
 }
 
 /// A workflow to write, checked and priced.
-struct NewWorkflow {
-    id: WorkflowId,
-    workspace_id: WorkspaceId,
-    submitter_id: entity::ids::UserId,
-    name: String,
-    template: Option<String>,
-    fail_fast: bool,
-    max_credits: Option<i64>,
-    checked: Checked,
-    inputs: StoredInputs,
-    estimate: WorkflowEstimate,
-    reservation: Credits,
-    parent: Option<(WorkflowId, WorkflowParentKind)>,
+pub(super) struct NewWorkflow {
+    pub(super) id: WorkflowId,
+    pub(super) workspace_id: WorkspaceId,
+    pub(super) submitter_id: entity::ids::UserId,
+    pub(super) name: String,
+    pub(super) template: Option<String>,
+    pub(super) fail_fast: bool,
+    pub(super) max_credits: Option<i64>,
+    pub(super) checked: Checked,
+    pub(super) inputs: StoredInputs,
+    pub(super) estimate: WorkflowEstimate,
+    pub(super) reservation: Credits,
+    pub(super) parent: Option<(WorkflowId, WorkflowParentKind)>,
     /// Steps that take the results of an earlier run's completed step: its job, and copies of
     /// its output files for the new step's job.
-    reused: BTreeMap<String, ReusedJob>,
+    pub(super) reused: BTreeMap<String, ReusedJob>,
     /// Mapped steps that take the results of an earlier run's completed mapped step, one job
     /// per item, in item order.
-    reused_items: BTreeMap<String, Vec<ReusedJob>>,
+    pub(super) reused_items: BTreeMap<String, Vec<ReusedJob>>,
 }
 
 /// A step's job that takes the results of an earlier job: its id, under which the copies of
@@ -612,7 +615,7 @@ fn reused_job(
 /// Writes a new workflow in the caller's transaction, which holds its workspace: the workflow,
 /// its steps (those reusing an earlier run's results completed at once, uncharged), its
 /// reservation, and the jobs of the steps that wait for nothing.
-async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model> {
+pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model> {
     let now = Utc::now();
     let workflow_id = new.id;
     workflow::ActiveModel {

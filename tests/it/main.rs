@@ -33,6 +33,8 @@ mod traces;
 mod waiting;
 mod webhooks;
 mod websocket;
+mod workflow_duplicate;
 mod workflow_map;
+mod workflow_sharing;
 mod workflows;
 mod workspaces;
