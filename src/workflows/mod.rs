@@ -23,6 +23,8 @@
 
 pub mod advance;
 pub mod definition;
+mod idempotency;
+mod reuse;
 pub mod service;
 
 use std::collections::BTreeMap;
