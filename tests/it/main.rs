@@ -33,5 +33,7 @@ mod traces;
 mod waiting;
 mod webhooks;
 mod websocket;
+mod workflow_idempotency;
+mod workflow_reuse;
 mod workflows;
 mod workspaces;
