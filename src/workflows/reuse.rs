@@ -70,7 +70,11 @@ pub(super) async fn find(
     for step in in_dependency_order(checked) {
         // A step reuses only when everything it waits for does: its inputs are then known, and
         // it does not complete before a step it is ordered after.
-        if !step.depends_on.iter().all(|up| found.known.contains_key(up)) {
+        if !step
+            .depends_on
+            .iter()
+            .all(|up| found.known.contains_key(up))
+        {
             continue;
         }
         let Some(prepared) = prepared(step, inputs, &found.known) else {
@@ -107,8 +111,7 @@ pub(super) async fn find(
                 (original, stored)
             }
             None => {
-                let found =
-                    reuse::find(lookup.db, by.0, by.1, lookup.workspace_id, &key).await?;
+                let found = reuse::find(lookup.db, by.0, by.1, lookup.workspace_id, &key).await?;
                 let Some(original) = found else { continue };
                 let rows = reuse::outputs(lookup.db, original.id).await?;
                 (original, rows.iter().map(StoredFile::of_row).collect())
@@ -140,7 +143,9 @@ fn in_dependency_order(checked: &Checked) -> Vec<&Step> {
     while let Some(step) = ready.pop_front() {
         order.push(step);
         for down in dependents.get(step.name.as_str()).into_iter().flatten() {
-            let left = waiting.get_mut(down.name.as_str()).expect("every step is counted");
+            let left = waiting
+                .get_mut(down.name.as_str())
+                .expect("every step is counted");
             *left -= 1;
             if *left == 0 {
                 ready.push_back(down);

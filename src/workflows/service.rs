@@ -23,8 +23,8 @@ use crate::access::{
 use crate::credits::{Credits, ledger};
 use crate::db;
 use crate::error::{Error, Result, is_unique_violation};
-use crate::jobs::idempotency as job_idempotency;
 use crate::files::{self, Checks, Files, NewFile};
+use crate::jobs::idempotency as job_idempotency;
 use crate::jobs::service::{self, Charging, NewJob, Planned, Reused, Submitter};
 use crate::tools::{
     Catalog, Estimate, InputFormat, InputKind, InputValue, Prepared, StoredInput, StoredInputKind,
@@ -156,16 +156,16 @@ fn estimate_checked(
             inputs: stored,
             settings: step.settings.clone(),
         };
-        let mut estimate =
-            step.price
-                .estimate(&step.input_specs, &prepared)
-                .map_err(|err| match err {
-                    Error::BadInput { field, message } => Error::BadInput {
-                        field: format!("steps.{}.{field}", step.name),
-                        message,
-                    },
-                    other => other,
-                })?;
+        let mut estimate = step
+            .price
+            .estimate(&step.input_specs, &prepared)
+            .map_err(|err| match err {
+                Error::BadInput { field, message } => Error::BadInput {
+                    field: format!("steps.{}.{field}", step.name),
+                    message,
+                },
+                other => other,
+            })?;
         let reused = known.contains_key(&step.name);
         if reused {
             saved = saved

@@ -177,7 +177,10 @@ async fn an_uploaded_input_is_compared_by_content_and_a_replay_stores_nothing() 
         )
     };
     let (_, first) = send(DNA).await;
-    assert_eq!(first["data"]["submitWorkflow"]["replayed"], false, "{first}");
+    assert_eq!(
+        first["data"]["submitWorkflow"]["replayed"], false,
+        "{first}"
+    );
     let stored = crate::files::stored(&app, &ws).await;
     assert_eq!(stored.len(), 1, "{stored:?}");
 

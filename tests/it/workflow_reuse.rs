@@ -357,12 +357,49 @@ async fn results_of_another_workspace_are_not_reused() {
     let mut asked = profile(3);
     asked["reuse"] = json!(true);
     let (_, body) = app
-        .post(Some(&bob.token), ESTIMATE, json!({ "input": asked.clone() }))
+        .post(
+            Some(&bob.token),
+            ESTIMATE,
+            json!({ "input": asked.clone() }),
+        )
         .await;
     assert_eq!(body["errors"][0]["extensions"]["field"], "workspaceId");
     asked["workspaceId"] = json!(ws);
     let (_, body) = app
         .post(Some(&bob.token), ESTIMATE, json!({ "input": asked }))
         .await;
-    assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND", "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_workflow_that_reused_results_deletes_its_copies_and_leaves_the_originals() {
+    let app = spawn().await;
+    let (alice, ws) = app.setup("lab", 100).await;
+    let mut first = profile(3);
+    first["maxCredits"] = json!(40);
+    let old = completed(&app, &alice, &ws, &first).await;
+    let stored = crate::files::stored(&app, &ws).await;
+
+    let mut again = profile(3);
+    again["reuse"] = json!(true);
+    let new = submit(&app, &alice, &ws, &again).await;
+    assert_eq!(new["status"], "COMPLETED", "{new}");
+    // The copies of the outputs, and the workflow's own input: more objects than before.
+    assert!(crate::files::stored(&app, &ws).await.len() > stored.len());
+    app.ok(
+        Some(&alice.token),
+        "mutation($id: ID!) { deleteWorkflow(id: $id) { deletedWorkflowId } }",
+        json!({ "id": new["id"] }),
+    )
+    .await;
+    // Every copy was stored under its own job's folder, deleted with it.
+    assert_eq!(crate::files::stored(&app, &ws).await, stored);
+    for name in ["translate", "stats", "kmers"] {
+        for file in step(&old, name)["job"]["files"].as_array().unwrap() {
+            download(&app, &alice, file).await;
+        }
+    }
 }
