@@ -106,6 +106,8 @@ pub struct Model {
     /// The workflow whose step this job runs, and the step's name.
     pub workflow_id: Option<WorkflowId>,
     pub workflow_step: Option<String>,
+    /// A mapped step's job: its item's place in the step's list, from 0.
+    pub workflow_item: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

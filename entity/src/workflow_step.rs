@@ -58,6 +58,10 @@ pub struct Model {
     /// Why it was skipped, cancelled or refused.
     pub reason: Option<String>,
     pub updated_at: DateTimeUtc,
+    /// A mapped step, once started: how many items it runs over, one job each.
+    pub items: Option<i32>,
+    /// A mapped step: how many of its items' jobs have not ended.
+    pub items_left: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

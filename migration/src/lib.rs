@@ -21,6 +21,7 @@ mod m20261204_000200_create_webhooks;
 mod m20261204_000300_add_trace_parent_to_jobs;
 mod m20261205_000100_add_reuse_to_jobs;
 mod m20261205_000200_create_workflows;
+mod m20261206_000300_add_items_to_workflow_steps;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000300_add_trace_parent_to_jobs::Migration),
             Box::new(m20261205_000100_add_reuse_to_jobs::Migration),
             Box::new(m20261205_000200_create_workflows::Migration),
+            Box::new(m20261206_000300_add_items_to_workflow_steps::Migration),
         ]
     }
 }

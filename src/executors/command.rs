@@ -207,7 +207,13 @@ async fn prepare(dir: &Path, job: &job::Model, files: &Files) -> Result<(), Fail
         .await
         .map_err(io_failure("creating the working directory"))?;
     for (name, input) in Prepared::from_stored(&job.inputs, &job.settings).inputs {
+        // A list input's items (`<name>/<index>`) land in the folder `inputs/<name>/`.
         let path = dir.join("inputs").join(&name);
+        if let Some(folder) = path.parent() {
+            tokio::fs::create_dir_all(folder)
+                .await
+                .map_err(io_failure("creating the working directory"))?;
+        }
         let key = input.storage_key(job.workspace_id, job.id);
         match (input.text, key) {
             (None, Some(key)) => {

@@ -127,6 +127,7 @@ impl ToolView {
                 kind: match spec.kind {
                     crate::tools::OutputKind::File => "FILE".to_owned(),
                     crate::tools::OutputKind::Field => "FIELD".to_owned(),
+                    crate::tools::OutputKind::Files => "FILES".to_owned(),
                 },
                 path: spec.path.clone(),
                 field: spec.field.clone(),
@@ -146,6 +147,8 @@ impl ToolView {
                     InputKind::File => "FILE".to_owned(),
                 },
                 required: spec.required,
+                list: spec.list,
+                max_items: spec.list.then_some(spec.max_items as i32),
                 max_bytes: super::scalars::ByteCount(spec.max_bytes),
                 format: spec.format.map(|_| "FASTA".to_owned()),
                 description: spec.description.clone(),
@@ -181,14 +184,14 @@ impl ToolView {
     }
 }
 
-/// An input a tool takes.
 /// A named output of a tool's runs, which workflow steps bind to.
 #[derive(SimpleObject)]
 struct ToolOutput {
     name: String,
-    /// FILE (a stored output file) or FIELD (a value of the result).
+    /// FILE (a stored output file), FILES (every file stored under a folder: a list) or FIELD
+    /// (a value of the result).
     kind: String,
-    /// FILE: the name of the file.
+    /// FILE: the name of the file; FILES: the pattern of their names, with one `*`.
     path: Option<String>,
     /// FIELD: the key of the result.
     field: Option<String>,
@@ -197,12 +200,17 @@ struct ToolOutput {
     description: String,
 }
 
+/// An input a tool takes.
 #[derive(SimpleObject)]
 struct ToolInput {
     name: String,
     /// TEXT or FILE.
     kind: String,
     required: bool,
+    /// Takes a list: give the input's name once per item (at most `maxItems`); a job stores
+    /// item `i` as `<name>/<i>`, zero-padded to four digits.
+    list: bool,
+    max_items: Option<i32>,
     max_bytes: super::scalars::ByteCount,
     /// FASTA for sequence inputs.
     format: Option<String>,
@@ -808,6 +816,14 @@ job_fields! {
             return None;
         }
         self.0.workflow_step.clone()
+    }
+    /// For a job of a mapped workflow step: its item's place in the step's list, from 0.
+    #[reads(WorkflowItem)]
+    async fn workflow_item(&self) -> Option<i32> {
+        if !self.1.sees_workspace() {
+            return None;
+        }
+        self.0.workflow_item
     }
     /// The batch it was submitted in; null for viewers who see the job only through its
     /// sharing.

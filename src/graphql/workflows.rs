@@ -45,6 +45,9 @@ pub struct WorkflowInputSpecInput {
     format: Option<InputFormatView>,
     #[graphql(default)]
     required: bool,
+    /// Takes a list (an upload set): give the input's name once per item, at most 1,000.
+    #[graphql(default)]
+    list: bool,
     #[graphql(default)]
     description: String,
 }
@@ -81,6 +84,9 @@ pub struct WorkflowStepInput {
     /// Steps to wait for besides those its inputs come from.
     #[graphql(default)]
     after: Vec<String>,
+    /// Runs the step once per item of the list bound to this input (a list input, a FILES
+    /// output, or a mapped step's outputs), at most 1,000 items; its outputs are then lists.
+    map: Option<String>,
 }
 
 /// A workflow's graph, as a tools file's `[[workflows]]` declares one.
@@ -117,6 +123,7 @@ impl WorkflowDefinitionInput {
                 settings: step.settings.map(|s| s.0),
                 inputs,
                 after: step.after,
+                map: step.map,
             });
         }
         Ok(Definition {
@@ -131,6 +138,7 @@ impl WorkflowDefinitionInput {
                     kind: input.kind.into(),
                     format: input.format.map(Into::into),
                     required: input.required,
+                    list: input.list,
                     description: input.description,
                 })
                 .collect(),
@@ -565,27 +573,49 @@ impl WorkflowView {
     async fn inputs(&self) -> ApiResult<Vec<WorkflowInputValue>> {
         let inputs: StoredInputs = serde_json::from_value(self.0.inputs.clone())
             .map_err(|err| Error::Internal(anyhow::anyhow!("a workflow's inputs: {err}")))?;
-        Ok(inputs
-            .into_iter()
-            .map(|(name, value)| match value {
-                StoredValue::Text { text } => WorkflowInputValue {
-                    name,
-                    kind: InputKindView::Text,
-                    bytes: super::scalars::ByteCount(text.len() as u64),
-                    text: Some(text),
-                    file_name: None,
-                    sha256: None,
-                },
-                StoredValue::File(file) => WorkflowInputValue {
-                    name,
-                    kind: InputKindView::File,
-                    text: None,
-                    bytes: super::scalars::ByteCount(file.size),
-                    file_name: Some(file.name),
-                    sha256: Some(file.sha256),
-                },
-            })
-            .collect())
+        let view = |name: &str, item: Option<i32>, value: StoredValue| match value {
+            StoredValue::File(file) => WorkflowInputValue {
+                name: name.to_owned(),
+                item,
+                kind: InputKindView::File,
+                text: None,
+                bytes: super::scalars::ByteCount(file.size),
+                file_name: Some(file.name),
+                sha256: Some(file.sha256),
+            },
+            StoredValue::Text { text } => WorkflowInputValue {
+                name: name.to_owned(),
+                item,
+                kind: InputKindView::Text,
+                bytes: super::scalars::ByteCount(text.len() as u64),
+                text: Some(text),
+                file_name: None,
+                sha256: None,
+            },
+            // Lists hold single values.
+            StoredValue::List { .. } => WorkflowInputValue {
+                name: name.to_owned(),
+                item,
+                kind: InputKindView::Text,
+                bytes: super::scalars::ByteCount(0),
+                text: None,
+                file_name: None,
+                sha256: None,
+            },
+        };
+        let mut values = Vec::with_capacity(inputs.len());
+        for (name, value) in inputs {
+            match value {
+                StoredValue::List { items } => values.extend(
+                    items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, item)| view(&name, Some(i as i32), item)),
+                ),
+                value => values.push(view(&name, None, value)),
+            }
+        }
+        Ok(values)
     }
     /// The steps, in the definition's order, each with its job once it has one.
     async fn steps(&self, ctx: &Context<'_>) -> ApiResult<Vec<WorkflowStepView>> {
@@ -623,6 +653,7 @@ impl WorkflowView {
                     row: row.clone(),
                     bindings: step.bindings.clone(),
                     settings: step.settings.clone(),
+                    map: step.map.clone(),
                     waiting_for,
                     standing: self.1,
                 })
@@ -806,6 +837,9 @@ impl WorkflowFilterInput {
 #[derive(SimpleObject)]
 pub struct WorkflowInputValue {
     name: String,
+    /// A list input's item: its place in the list, from 0 (the list is given by repeating
+    /// the name).
+    item: Option<i32>,
     kind: InputKindView,
     text: Option<String>,
     bytes: super::scalars::ByteCount,
@@ -838,6 +872,8 @@ pub struct WorkflowStepView {
     job: Option<entity::job::Model>,
     bindings: Vec<(String, Source)>,
     settings: Value,
+    /// The input it maps over, for a mapped step.
+    map: Option<String>,
     waiting_for: Vec<String>,
     standing: JobStanding,
 }
@@ -917,6 +953,50 @@ impl WorkflowStepView {
             None => entity::job::Entity::find_by_id(job_id).one(db(ctx)).await?,
         };
         Ok(job.map(|job| JobView(job, self.standing)))
+    }
+    /// For a mapped step: the input whose list it runs over, one job per item.
+    async fn map(&self) -> Option<&str> {
+        self.map.as_deref()
+    }
+    /// For a mapped step, once started: how many items it runs over.
+    async fn items(&self) -> Option<i32> {
+        self.row.items
+    }
+    /// For a mapped step, once started: how many of its items' jobs have not ended.
+    async fn items_left(&self) -> Option<i32> {
+        self.row.items.map(|_| self.row.items_left)
+    }
+    /// For a mapped step: its items' jobs in item order, `offset` first, at most `limit`
+    /// (1 to 1,000).
+    async fn item_jobs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 0)] offset: i32,
+        #[graphql(default = 100)] limit: i32,
+    ) -> ApiResult<Vec<JobView>> {
+        use sea_orm::QuerySelect;
+        if !(1..=1000).contains(&limit) || offset < 0 {
+            return Err(Error::bad_input(
+                "limit",
+                "`limit` is 1 to 1000 and `offset` not negative",
+            )
+            .into());
+        }
+        if self.row.items.is_none() {
+            return Ok(Vec::new());
+        }
+        let jobs = entity::job::Entity::find()
+            .filter(entity::job::Column::WorkflowId.eq(self.row.workflow_id))
+            .filter(entity::job::Column::WorkflowStep.eq(self.row.name.clone()))
+            .filter(entity::job::Column::WorkflowItem.gte(offset))
+            .order_by_asc(entity::job::Column::WorkflowItem)
+            .limit(limit as u64)
+            .all(db(ctx))
+            .await?;
+        Ok(jobs
+            .into_iter()
+            .map(|job| JobView(job, self.standing))
+            .collect())
     }
     async fn updated_at(&self) -> DateTime<Utc> {
         self.row.updated_at

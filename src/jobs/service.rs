@@ -266,9 +266,17 @@ pub(crate) struct NewJob {
     pub(crate) request_fingerprint: Option<String>,
     pub(crate) batch_id: Option<BatchId>,
     pub(crate) lineage: Option<Lineage>,
-    /// The workflow and step the job runs.
-    pub(crate) step: Option<(WorkflowId, String)>,
+    /// The workflow step the job runs.
+    pub(crate) step: Option<StepOf>,
     pub(crate) reused: Option<Reused>,
+}
+
+/// The workflow step a job runs: its workflow, its name, and for a mapped step the item.
+#[derive(Debug, Clone)]
+pub(crate) struct StepOf {
+    pub(crate) workflow: WorkflowId,
+    pub(crate) name: String,
+    pub(crate) item: Option<i32>,
 }
 
 /// What new jobs are charged from.
@@ -397,8 +405,9 @@ pub(crate) async fn insert_jobs(
             lease_expires_at: Set(None),
             heartbeat_at: Set(None),
             trace_parent: Set(trace_parent.clone()),
-            workflow_id: Set(step.as_ref().map(|(workflow, _)| *workflow)),
-            workflow_step: Set(step.map(|(_, name)| name)),
+            workflow_id: Set(step.as_ref().map(|step| step.workflow)),
+            workflow_item: Set(step.as_ref().and_then(|step| step.item)),
+            workflow_step: Set(step.map(|step| step.name)),
             reuse_key: Set(planned.reuse_key),
             reused_from: Set(reused.map(|r| r.original.id)),
         });

@@ -123,6 +123,7 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
         reused_from: None,
         workflow_id: None,
         workflow_step: None,
+        workflow_item: None,
     };
     for (i, column) in columns.iter().enumerate() {
         match column {
@@ -166,6 +167,7 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
             C::ReusedFrom => job.reused_from = row.try_get_by_index(i)?,
             C::WorkflowId => job.workflow_id = row.try_get_by_index(i)?,
             C::WorkflowStep => job.workflow_step = row.try_get_by_index(i)?,
+            C::WorkflowItem => job.workflow_item = row.try_get_by_index(i)?,
         }
     }
     Ok(job)

@@ -47,8 +47,54 @@ pub struct InputSpec {
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
     pub format: Option<InputFormat>,
+    /// Takes a list of values (files of an upload set, or every output a workflow gathers),
+    /// given by repeating the input's name; each item is kept as `<name>/<index>` (see
+    /// [`item_key`]) and a program finds them in the folder `inputs/<name>/`.
+    #[serde(default)]
+    pub list: bool,
+    /// The most items a list input takes.
+    #[serde(default = "default_max_items")]
+    pub max_items: usize,
     #[serde(default)]
     pub description: String,
+}
+
+/// The most items a list input takes unless its tool says fewer, and the most items a workflow
+/// step maps over.
+pub const MAX_ITEMS: usize = 1000;
+
+fn default_max_items() -> usize {
+    MAX_ITEMS
+}
+
+/// The name under which item `index` of the list input `input` is stored: `<input>/<index>`,
+/// the index zero-padded so that names sort in item order.
+pub fn item_key(input: &str, index: usize) -> String {
+    format!("{input}/{index:04}")
+}
+
+impl OutputSpec {
+    /// Whether a stored file of this name is (one of) this output.
+    pub fn matches(&self, file_name: &str) -> bool {
+        let Some(path) = &self.path else {
+            return false;
+        };
+        match (self.kind, path.split_once('*')) {
+            (OutputKind::File, _) => file_name == path,
+            (OutputKind::Files, Some((prefix, suffix))) => {
+                file_name.len() >= prefix.len() + suffix.len()
+                    && file_name.starts_with(prefix)
+                    && file_name.ends_with(suffix)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The input a stored input's name belongs to: `name` itself, or the list input of an item
+/// (`<input>/<index>`).
+pub fn input_of_key(key: &str) -> &str {
+    key.split_once('/').map_or(key, |(input, _)| input)
 }
 
 impl InputSpec {
@@ -83,6 +129,9 @@ pub enum OutputKind {
     File,
     /// A field of the run's result, by its key (`field`), given to text inputs.
     Field,
+    /// Every file the run stores whose name matches a pattern (`path`, with one `*`:
+    /// `chunk-*.fasta`), in name order: a list, which a workflow step maps over or gathers.
+    Files,
 }
 
 /// A named output of a tool's runs: what a workflow step's input can be bound to.
@@ -91,7 +140,8 @@ pub enum OutputKind {
 pub struct OutputSpec {
     pub name: String,
     pub kind: OutputKind,
-    /// FILE: the name of the file the run stores (`proteins.fasta`).
+    /// FILE: the name of the file the run stores (`proteins.fasta`); FILES: the pattern its
+    /// files' names match, with one `*` (`chunk-*.fasta`).
     pub path: Option<String>,
     /// FIELD: the key of the run's result.
     pub field: Option<String>,
@@ -274,6 +324,20 @@ impl Tool {
                     input.name
                 );
             }
+            if input.name.is_empty() || input.name.contains('/') {
+                bail!(
+                    "tool `{}`: input `{}`: a name is not empty and has no `/`",
+                    self.name,
+                    input.name
+                );
+            }
+            if input.list && (input.max_items == 0 || input.max_items > MAX_ITEMS) {
+                bail!(
+                    "tool `{}`: input `{}`: max_items is 1 to {MAX_ITEMS}",
+                    self.name,
+                    input.name
+                );
+            }
         }
         let mut outputs = std::collections::HashSet::new();
         for output in &self.outputs {
@@ -286,7 +350,13 @@ impl Tool {
             }
             match (output.kind, &output.path, &output.field) {
                 (OutputKind::File, Some(path), None) if !path.is_empty() => {}
+                (OutputKind::Files, Some(path), None) if path.matches('*').count() == 1 => {}
                 (OutputKind::Field, None, Some(field)) if !field.is_empty() => {}
+                (OutputKind::Files, ..) => bail!(
+                    "tool `{}`: output `{}` is files: give its `path`, a file name pattern with one `*` (`chunk-*.fasta`), and no `field`",
+                    self.name,
+                    output.name
+                ),
                 (OutputKind::File, ..) => bail!(
                     "tool `{}`: output `{}` is a file: give its `path` (the file's name), and no `field`",
                     self.name,
@@ -339,9 +409,24 @@ impl Tool {
         settings: Option<Value>,
     ) -> Result<Prepared> {
         let mut stored = BTreeMap::new();
+        let mut items: HashMap<String, usize> = HashMap::new();
         for (name, value) in inputs {
             let field = format!("inputs.{name}");
             let spec = self.input(&field, &name)?;
+            // A list input's items, in the order given.
+            let name = if spec.list {
+                let count = items.entry(name.clone()).or_default();
+                if *count == spec.max_items {
+                    return Err(Error::bad_input(
+                        field,
+                        format!("takes at most {} items", spec.max_items),
+                    ));
+                }
+                *count += 1;
+                item_key(&name, *count - 1)
+            } else {
+                name
+            };
             if stored.contains_key(&name) {
                 return Err(Error::bad_input(field, "given twice"));
             }
@@ -410,7 +495,7 @@ impl Tool {
             );
         }
         for spec in self.inputs.iter().filter(|spec| spec.required) {
-            if !stored.contains_key(&spec.name) {
+            if !stored.contains_key(&spec.name) && !items.contains_key(&spec.name) {
                 return Err(Error::bad_input(
                     format!("inputs.{}", spec.name),
                     "is required",
@@ -620,10 +705,53 @@ mod tests {
                 "sequence-stats",
                 "kmer-count",
                 "translate-dna",
+                "split-fasta",
+                "concat-fasta",
                 "sleep",
                 "noop"
             ]
         );
+    }
+
+    #[test]
+    fn a_list_input_keeps_its_items_in_order_within_its_limit() {
+        let catalog = Catalog::builtin();
+        let concat = catalog.get("concat-fasta").unwrap();
+        let item = |text: &str| ("sequences".to_owned(), InputValue::Text(text.to_owned()));
+        let prepared = concat
+            .prepare(vec![item(">a\nMA\n"), item(">b\nMK\n")], None)
+            .unwrap();
+        let keys: Vec<_> = prepared.inputs.keys().cloned().collect();
+        assert_eq!(keys, ["sequences/0000", "sequences/0001"]);
+        assert_eq!(input_of_key(&keys[1]), "sequences");
+        let too_many = (0..=MAX_ITEMS).map(|_| item(">a\nMA\n")).collect();
+        assert!(matches!(
+            concat.prepare(too_many, None),
+            Err(Error::BadInput { field, .. }) if field == "inputs.sequences"
+        ));
+        // A single-valued input is still given once.
+        let stats = catalog.get("sequence-stats").unwrap();
+        assert!(
+            stats
+                .prepare(vec![item(">a\nA\n"), item(">b\nA\n")], None)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_files_output_matches_its_pattern() {
+        let catalog = Catalog::builtin();
+        let chunks = catalog
+            .get("split-fasta")
+            .unwrap()
+            .output("chunks")
+            .unwrap();
+        assert!(chunks.matches("chunk-0001.fasta"));
+        assert!(!chunks.matches("chunk-0001.txt"));
+        assert!(!chunks.matches("other.fasta"));
+        let bad = DEFAULT_TOOLS.replace("path = \"chunk-*.fasta\"", "path = \"chunks/\"");
+        let err = format!("{:#}", Catalog::parse(&bad).unwrap_err());
+        assert!(err.contains("one `*`"), "{err}");
     }
 
     #[test]

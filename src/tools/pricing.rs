@@ -99,9 +99,10 @@ impl Price {
                 .inputs
                 .iter()
                 .filter(|(name, _)| {
+                    let name = super::input_of_key(name);
                     inputs
                         .iter()
-                        .any(|spec| &spec.name == *name && spec.format == Some(InputFormat::Fasta))
+                        .any(|spec| spec.name == name && spec.format == Some(InputFormat::Fasta))
                 })
                 .map(|(_, input)| match &input.text {
                     Some(text) => count_residues(text),

@@ -20,16 +20,18 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, Iterable as _, QueryFilter};
 use serde_json::Value;
 
-use super::definition::{Checked, Source, Step};
+use super::definition::{Checked, MAX_MAP_ITEMS, Source, Step};
 use super::{StoredInputs, StoredValue};
 use crate::credits::ledger;
 use crate::db::Transaction;
 use crate::error::{Error, Result};
 use crate::files::NewFile;
 use crate::jobs::lifecycle;
-use crate::jobs::service::{self, Charging, NewJob, Planned};
+use crate::jobs::service::{self, Charging, NewJob, Planned, StepOf};
 use crate::tools::pricing;
-use crate::tools::{InputFormat, InputKind, OutputKind, Prepared, StoredInput, StoredInputKind};
+use crate::tools::{
+    InputFormat, InputKind, InputSpec, OutputKind, Prepared, StoredInput, StoredInputKind,
+};
 use crate::workspaces::{self, Hold};
 
 /// A workflow with its steps, as read under its workspace's lock, and what changed.
@@ -40,6 +42,9 @@ pub(crate) struct Open {
     pub steps: BTreeMap<String, workflow_step::Model>,
     changed: Vec<String>,
     workflow_changed: bool,
+    /// Mapped steps that failed or were cancelled: their items' jobs still running are
+    /// cancelled once this state is saved.
+    stop_items: Vec<String>,
     /// Only some steps were read (`load_some`): their counts are kept by the caller, not
     /// recounted from every step.
     partial: bool,
@@ -128,6 +133,7 @@ impl Open {
             steps,
             changed: Vec::new(),
             workflow_changed: false,
+            stop_items: Vec::new(),
             partial: names.is_some(),
         }))
     }
@@ -206,9 +212,21 @@ impl Open {
     pub(crate) async fn settle_and_save(mut self, tx: &Transaction) -> Result<workflow::Model> {
         let id = self.workflow.id;
         let cancel = self.settle(tx).await?;
+        let stop_items = std::mem::take(&mut self.stop_items);
         self.save(tx).await?;
+        if !stop_items.is_empty() {
+            cancel_steps(
+                tx,
+                id,
+                &stop_items,
+                "the step stopped: another of its items did not complete",
+            )
+            .await?;
+        }
         if !cancel.is_empty() {
-            cancel_jobs(tx, &cancel, "the workflow stopped: a step failed").await?;
+            cancel_steps(tx, id, &cancel, "the workflow stopped: a step failed").await?;
+        }
+        if !cancel.is_empty() || !stop_items.is_empty() {
             // The cancellations recorded their steps' outcomes and refunds: read them back.
             if let Some(reloaded) = Open::load(tx, id).await? {
                 self = reloaded;
@@ -255,7 +273,7 @@ impl Open {
     /// run (every step when it fails fast), writes the jobs of the steps that became ready,
     /// and ends it when no step is left to run. Returns the jobs to cancel (a fast failure's
     /// running steps), which the caller cancels once this state is saved.
-    pub(crate) async fn settle(&mut self, tx: &Transaction) -> Result<Vec<JobId>> {
+    pub(crate) async fn settle(&mut self, tx: &Transaction) -> Result<Vec<String>> {
         loop {
             self.skip_unreachable();
             if self.workflow.fail_fast && self.any(StepStatus::Failed) {
@@ -332,8 +350,9 @@ impl Open {
     }
 
     /// Ends the workflow as `status` at once: waiting steps will never run (skipped after a
-    /// failure, cancelled by a user); the running ones' jobs are returned, to be cancelled.
-    pub(crate) fn stop(&mut self, status: WorkflowStatus, reason: &str) -> Vec<JobId> {
+    /// failure, cancelled by a user); the running ones are returned, their jobs to be
+    /// cancelled (`cancel_steps`).
+    pub(crate) fn stop(&mut self, status: WorkflowStatus, reason: &str) -> Vec<String> {
         let waiting_as = match status {
             WorkflowStatus::Cancelled => StepStatus::Cancelled,
             _ => StepStatus::Skipped,
@@ -351,7 +370,7 @@ impl Open {
             .steps
             .values()
             .filter(|s| s.status == StepStatus::Running)
-            .filter_map(|s| s.job_id)
+            .map(|s| s.name.clone())
             .collect();
         self.end(status, Some(reason.to_owned()));
         running
@@ -390,9 +409,10 @@ impl Open {
         Ok(())
     }
 
-    /// Writes the jobs of `ready` steps, charged against the reservation. A step whose
-    /// inputs cannot be given (an upstream output missing, over its size) or whose price is
-    /// above what is left of the reservation fails, without a job and unpaid.
+    /// Writes the jobs of `ready` steps, charged against the reservation: one per step, or one
+    /// per item of a mapped step (a mapped step over no item completes at once). A step whose
+    /// inputs cannot be given (an upstream output missing, over its size or item limit) or whose
+    /// price is above what is left of the reservation fails, without a job and unpaid.
     async fn start(&mut self, tx: &Transaction, ready: &[String]) -> Result<()> {
         let inputs: StoredInputs = serde_json::from_value(self.workflow.inputs.clone())
             .map_err(|err| Error::Internal(anyhow::anyhow!("a workflow's inputs: {err}")))?;
@@ -404,206 +424,382 @@ impl Open {
                 .step(name)
                 .cloned()
                 .ok_or_else(|| Error::Internal(anyhow::anyhow!("no step `{name}`")))?;
-            match self.plan(tx, &step, &inputs).await? {
-                Ok(planned) => {
-                    let cost = planned.estimate.total.get();
-                    if cost > self.workflow.credits_reserved {
-                        self.set_step(
-                            name,
-                            StepStatus::Failed,
-                            Some(format!(
-                                "its price, {cost} credits, is more than the {} left of the workflow's reservation",
-                                self.workflow.credits_reserved
-                            )),
-                        );
-                        continue;
-                    }
-                    self.workflow.credits_reserved -= cost;
-                    self.workflow.credits_charged += cost;
-                    started.push((name.clone(), planned.id));
-                    new.push(NewJob {
-                        planned,
-                        idempotency_key: None,
-                        request_fingerprint: None,
-                        batch_id: None,
-                        lineage: None,
-                        step: Some((self.workflow.id, name.clone())),
-                        reused: None,
-                    });
+            let planned = match self.plan(tx, &step, &inputs).await? {
+                Ok(planned) => planned,
+                Err(reason) => {
+                    self.set_step(name, StepStatus::Failed, Some(reason));
+                    continue;
                 }
-                Err(reason) => self.set_step(name, StepStatus::Failed, Some(reason)),
+            };
+            let cost = planned
+                .iter()
+                .try_fold(0i64, |sum, (_, p)| sum.checked_add(p.estimate.total.get()))
+                .unwrap_or(i64::MAX);
+            if cost > self.workflow.credits_reserved {
+                self.set_step(
+                    name,
+                    StepStatus::Failed,
+                    Some(format!(
+                        "its price, {cost} credits, is more than the {} left of the workflow's reservation",
+                        self.workflow.credits_reserved
+                    )),
+                );
+                continue;
+            }
+            self.workflow.credits_reserved -= cost;
+            self.workflow.credits_charged += cost;
+            let items = step.map.as_ref().map(|_| planned.len() as i32);
+            let first = planned.first().map(|(_, p)| p.id);
+            started.push((name.clone(), first, items));
+            for (item, planned) in planned {
+                new.push(NewJob {
+                    planned,
+                    idempotency_key: None,
+                    request_fingerprint: None,
+                    batch_id: None,
+                    lineage: None,
+                    step: Some(StepOf {
+                        workflow: self.workflow.id,
+                        name: name.clone(),
+                        item,
+                    }),
+                    reused: None,
+                });
             }
         }
-        if new.is_empty() {
-            return Ok(());
+        if !new.is_empty() {
+            service::insert_jobs(
+                tx,
+                self.workflow.submitter_id,
+                self.workflow.workspace_id,
+                new,
+                Charging::Reservation,
+            )
+            .await?;
         }
-        service::insert_jobs(
-            tx,
-            self.workflow.submitter_id,
-            self.workflow.workspace_id,
-            new,
-            Charging::Reservation,
-        )
-        .await?;
-        for (name, job_id) in started {
+        for (name, first, items) in started {
             if let Some(step) = self.steps.get_mut(&name) {
-                step.job_id = Some(job_id);
+                match items {
+                    Some(items) => {
+                        step.items = Some(items);
+                        step.items_left = items;
+                    }
+                    None => step.job_id = first,
+                }
             }
-            self.set_step(&name, StepStatus::Running, None);
+            let status = if items == Some(0) {
+                StepStatus::Completed
+            } else {
+                StepStatus::Running
+            };
+            self.set_step(&name, status, None);
         }
         self.workflow_changed = true;
         Ok(())
     }
 
-    /// A ready step's job: its inputs from the workflow's inputs and its upstream steps'
-    /// outputs (the same stored files, not copies), checked and priced. `Err` says why the step
-    /// cannot run.
+    /// A ready step's jobs, with their items for a mapped step: their inputs from the
+    /// workflow's inputs and the upstream steps' outputs (the same stored files, not copies),
+    /// checked and priced. `Err` says why the step cannot run.
     async fn plan(
         &self,
         tx: &Transaction,
         step: &Step,
         inputs: &StoredInputs,
-    ) -> Result<Result<Planned, String>> {
-        let mut stored = BTreeMap::new();
-        let mut files = Vec::new();
+    ) -> Result<Result<Vec<(Option<i32>, Planned)>, String>> {
+        // Each binding's value: one item, or a list.
+        let mut bound: Vec<(&InputSpec, Resolved)> = Vec::with_capacity(step.bindings.len());
         for (input, source) in &step.bindings {
             let Some(spec) = step.input_specs.iter().find(|s| &s.name == input) else {
                 return Ok(Err(format!("`{}` takes no input `{input}`", step.tool)));
             };
-            let value = match source {
+            let resolved = match source {
                 Source::Input { name } => match inputs.get(name) {
-                    Some(StoredValue::Text { text }) => Value::String(text.clone()),
-                    Some(StoredValue::File(file)) => {
-                        let file = file.for_job();
-                        let value = file_input(&file);
-                        files.push(file);
-                        value
-                    }
+                    Some(value) => Resolved::of_input(value),
                     // An optional workflow input that was not given.
                     None => continue,
                 },
                 Source::Output { step: up, output } => {
-                    match self.upstream_output(tx, step, up, output).await? {
-                        Ok(Upstream::File(file)) => {
-                            let value = file_input(&file);
-                            files.push(file);
-                            value
-                        }
-                        Ok(Upstream::Text(text)) => Value::String(text),
+                    match self.upstream_output(tx, up, output).await? {
+                        Ok(resolved) => resolved,
                         Err(reason) => return Ok(Err(reason)),
                     }
                 }
             };
-            let input_value = match value {
-                Value::String(text) => {
-                    if spec.format == Some(InputFormat::Fasta)
-                        && let Err(message) = pricing::check_fasta(&text)
-                    {
-                        return Ok(Err(format!("its input `{input}` {message}")));
-                    }
-                    StoredInput {
-                        kind: StoredInputKind::Text,
-                        bytes: text.len() as u64,
-                        text: Some(text),
-                        file_id: None,
-                        url: None,
-                        residues: None,
-                        sha256: None,
-                        key: None,
-                    }
-                }
-                other => serde_json::from_value(other)
-                    .map_err(|err| Error::Internal(anyhow::anyhow!("a step's input: {err}")))?,
-            };
-            if spec.kind == InputKind::Text && input_value.kind != StoredInputKind::Text {
-                return Ok(Err(format!("its input `{input}` takes text")));
-            }
-            if input_value.bytes > spec.max_bytes {
-                return Ok(Err(format!(
-                    "its input `{input}` is {} bytes; the limit is {} bytes",
-                    input_value.bytes, spec.max_bytes
-                )));
-            }
-            stored.insert(input.clone(), input_value);
+            bound.push((spec, resolved));
         }
-        let prepared = Prepared {
-            inputs: stored,
-            settings: step.settings.clone(),
+        // The runs: one per item of the mapped input, or one.
+        let runs = match &step.map {
+            None => None,
+            Some(map) => match bound.iter().find(|(spec, _)| &spec.name == map) {
+                Some((_, Resolved::Many(items))) => Some(items.len()),
+                Some((_, Resolved::One(_))) | None => Some(0),
+            },
         };
-        let estimate = match step.price.estimate(&step.input_specs, &prepared) {
-            Ok(estimate) => estimate,
-            Err(err) => return Ok(Err(err.to_string())),
-        };
-        let name = super::service::step_job_name(&self.workflow.name, &step.name);
-        let reuse_key =
-            crate::jobs::reuse::key_of(&step.version.name, &step.version.version, &prepared);
-        Ok(Ok(Planned {
-            id: JobId::new(),
-            files,
-            tool: step.version.clone(),
-            name,
-            prepared,
-            estimate,
-            priority: 0,
-            reuse_key,
-        }))
+        if let Some(runs) = runs
+            && runs > MAX_MAP_ITEMS
+        {
+            return Ok(Err(format!(
+                "it maps over {runs} items; a step maps over at most {MAX_MAP_ITEMS}"
+            )));
+        }
+        let mut planned = Vec::with_capacity(runs.unwrap_or(1));
+        for run in 0..runs.unwrap_or(1) {
+            let mut stored = BTreeMap::new();
+            let mut files = Vec::new();
+            for (spec, resolved) in &bound {
+                let input = spec.name.as_str();
+                let values: Vec<(String, &Item)> = match resolved {
+                    Resolved::Many(items) if step.map.as_deref() == Some(input) => {
+                        vec![(input.to_owned(), &items[run])]
+                    }
+                    Resolved::Many(items) => {
+                        if items.len() > spec.max_items {
+                            return Ok(Err(format!(
+                                "its input `{input}` gathers {} items; `{}` takes at most {}",
+                                items.len(),
+                                step.tool,
+                                spec.max_items
+                            )));
+                        }
+                        items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, item)| (crate::tools::item_key(input, i), item))
+                            .collect()
+                    }
+                    Resolved::One(item) if spec.list => {
+                        vec![(crate::tools::item_key(input, 0), item)]
+                    }
+                    Resolved::One(item) => vec![(input.to_owned(), item)],
+                };
+                if values.is_empty() && spec.required {
+                    return Ok(Err(format!("its input `{input}` has no items")));
+                }
+                for (key, item) in values {
+                    match item.stored(spec, &mut files) {
+                        Ok(value) => stored.insert(key, value),
+                        Err(reason) => return Ok(Err(reason)),
+                    };
+                }
+            }
+            let prepared = Prepared {
+                inputs: stored,
+                settings: step.settings.clone(),
+            };
+            let estimate = match step.price.estimate(&step.input_specs, &prepared) {
+                Ok(estimate) => estimate,
+                Err(err) => return Ok(Err(err.to_string())),
+            };
+            let item = runs.map(|_| run as i32);
+            let name = match item {
+                Some(item) => super::service::step_job_name(
+                    &self.workflow.name,
+                    &format!("{} [{}]", step.name, item + 1),
+                ),
+                None => super::service::step_job_name(&self.workflow.name, &step.name),
+            };
+            let reuse_key =
+                crate::jobs::reuse::key_of(&step.version.name, &step.version.version, &prepared);
+            planned.push((
+                item,
+                Planned {
+                    id: JobId::new(),
+                    files,
+                    tool: step.version.clone(),
+                    name,
+                    prepared,
+                    estimate,
+                    priority: 0,
+                    reuse_key,
+                },
+            ));
+        }
+        Ok(Ok(planned))
     }
 
-    /// The output `output` of the completed upstream step `up`.
+    /// The output `output` of the completed upstream step `up`: one item, or a list (every
+    /// output of a mapped step, in item order; the files of a FILES output, in name order).
     async fn upstream_output(
         &self,
         tx: &Transaction,
-        step: &Step,
         up: &str,
         output: &str,
-    ) -> Result<Result<Upstream, String>> {
+    ) -> Result<Result<Resolved, String>> {
+        use sea_orm::{QueryOrder, QuerySelect};
         let upstream = self.checked.step(up);
         let spec = upstream.and_then(|s| s.outputs.iter().find(|o| o.name == output));
-        let (Some(spec), Some(job_id)) = (spec, self.steps.get(up).and_then(|s| s.job_id)) else {
+        let (Some(upstream), Some(spec), Some(row)) = (upstream, spec, self.steps.get(up)) else {
             return Ok(Err(format!("the step `{up}` left no output `{output}`")));
         };
-        let _ = step;
+        let list = upstream.output_is_list(output);
+        // Its jobs, in item order.
+        let jobs: Vec<(JobId, Option<Value>)> = match (upstream.map.is_some(), row.job_id) {
+            (true, _) => {
+                job::Entity::find()
+                    .select_only()
+                    .column(job::Column::Id)
+                    .column(job::Column::Result)
+                    .filter(job::Column::WorkflowId.eq(self.workflow.id))
+                    .filter(job::Column::WorkflowStep.eq(up))
+                    .filter(job::Column::WorkflowItem.is_not_null())
+                    .order_by_asc(job::Column::WorkflowItem)
+                    .into_tuple()
+                    .all(tx)
+                    .await?
+            }
+            (false, Some(id)) => {
+                job::Entity::find_by_id(id)
+                    .select_only()
+                    .column(job::Column::Id)
+                    .column(job::Column::Result)
+                    .into_tuple()
+                    .all(tx)
+                    .await?
+            }
+            (false, None) => Vec::new(),
+        };
+        if upstream.map.is_none() && jobs.is_empty() {
+            return Ok(Err(format!("the step `{up}` left no output `{output}`")));
+        }
+        let mut items = Vec::new();
         match spec.kind {
-            OutputKind::File => {
+            OutputKind::File | OutputKind::Files => {
+                let mut by_job: BTreeMap<JobId, Vec<entity::file::Model>> = BTreeMap::new();
+                let ids: Vec<JobId> = jobs.iter().map(|(id, _)| *id).collect();
+                for chunk in ids.chunks(500) {
+                    let files = entity::file::Entity::find()
+                        .filter(entity::file::Column::JobId.is_in(chunk.iter().copied()))
+                        .filter(entity::file::Column::Role.eq(entity::file::FileRole::Output))
+                        .all(tx)
+                        .await?;
+                    for file in files.into_iter().filter(|f| spec.matches(&f.name)) {
+                        if let Some(job) = file.job_id {
+                            by_job.entry(job).or_default().push(file);
+                        }
+                    }
+                }
                 let path = spec.path.clone().unwrap_or_default();
-                let file = entity::file::Entity::find_of_job(job_id)
-                    .filter(entity::file::Column::Role.eq(entity::file::FileRole::Output))
-                    .filter(entity::file::Column::Name.eq(path.clone()))
-                    .one(tx)
-                    .await?;
-                Ok(match file {
-                    Some(file) => Ok(Upstream::File(super::StoredFile::of_row(&file).for_job())),
-                    None => Err(format!(
-                        "the step `{up}` stored no file `{path}` (its output `{output}`)"
-                    )),
-                })
+                for (id, _) in &jobs {
+                    let mut files = by_job.remove(id).unwrap_or_default();
+                    if spec.kind == OutputKind::File && files.is_empty() {
+                        return Ok(Err(format!(
+                            "the step `{up}` stored no file `{path}` (its output `{output}`)"
+                        )));
+                    }
+                    files.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+                    if spec.kind == OutputKind::File {
+                        files.truncate(1);
+                    }
+                    items.extend(
+                        files
+                            .iter()
+                            .map(|file| Item::File(super::StoredFile::of_row(file))),
+                    );
+                }
             }
             OutputKind::Field => {
                 let field = spec.field.clone().unwrap_or_default();
-                let job = job::Entity::find_by_id(job_id).one(tx).await?;
-                let value = job
-                    .and_then(|job| job.result)
-                    .and_then(|r| r.get(&field).cloned());
-                Ok(match value {
-                    Some(Value::String(text)) => Ok(Upstream::Text(text)),
-                    Some(Value::Null) | None => Err(format!(
-                        "the result of the step `{up}` has no `{field}` (its output `{output}`)"
-                    )),
-                    Some(other) => Ok(Upstream::Text(other.to_string())),
-                })
+                for (_, result) in &jobs {
+                    match result.as_ref().and_then(|r| r.get(&field)) {
+                        Some(Value::String(text)) => items.push(Item::Text(text.clone())),
+                        Some(Value::Null) | None => {
+                            return Ok(Err(format!(
+                                "the result of the step `{up}` has no `{field}` (its output `{output}`)"
+                            )));
+                        }
+                        Some(other) => items.push(Item::Text(other.to_string())),
+                    }
+                }
             }
+        }
+        if list {
+            return Ok(Ok(Resolved::Many(items)));
+        }
+        Ok(match items.into_iter().next() {
+            Some(item) => Ok(Resolved::One(item)),
+            None => Err(format!("the step `{up}` left no output `{output}`")),
+        })
+    }
+}
+
+/// One value a step's input takes: a stored file or text.
+enum Item {
+    File(super::StoredFile),
+    Text(String),
+}
+
+/// What a binding gives a step: one value, or a list.
+enum Resolved {
+    One(Item),
+    Many(Vec<Item>),
+}
+
+impl Resolved {
+    fn of_input(value: &StoredValue) -> Resolved {
+        match value {
+            StoredValue::Text { text } => Resolved::One(Item::Text(text.clone())),
+            StoredValue::File(file) => Resolved::One(Item::File(file.clone())),
+            StoredValue::List { items } => Resolved::Many(
+                items
+                    .iter()
+                    .map(|item| match Resolved::of_input(item) {
+                        Resolved::One(item) => item,
+                        // Lists hold single values.
+                        Resolved::Many(_) => Item::Text(String::new()),
+                    })
+                    .collect(),
+            ),
         }
     }
 }
 
-enum Upstream {
-    File(NewFile),
-    Text(String),
+impl Item {
+    /// The item as a job's input of `spec`, checked; a file gets its own row in the job's
+    /// `files` (the same stored bytes). `Err` says why the step cannot take it.
+    fn stored(&self, spec: &InputSpec, files: &mut Vec<NewFile>) -> Result<StoredInput, String> {
+        let input = &spec.name;
+        let value = match self {
+            Item::Text(text) => {
+                if spec.format == Some(InputFormat::Fasta)
+                    && let Err(message) = pricing::check_fasta(text)
+                {
+                    return Err(format!("its input `{input}` {message}"));
+                }
+                StoredInput {
+                    kind: StoredInputKind::Text,
+                    bytes: text.len() as u64,
+                    text: Some(text.clone()),
+                    file_id: None,
+                    url: None,
+                    residues: None,
+                    sha256: None,
+                    key: None,
+                }
+            }
+            Item::File(file) => {
+                let file = file.for_job();
+                let value = file_input(&file);
+                files.push(file);
+                value
+            }
+        };
+        if spec.kind == InputKind::Text && value.kind != StoredInputKind::Text {
+            return Err(format!("its input `{input}` takes text"));
+        }
+        if value.bytes > spec.max_bytes {
+            return Err(format!(
+                "its input `{input}` is {} bytes; the limit is {} bytes",
+                value.bytes, spec.max_bytes
+            ));
+        }
+        Ok(value)
+    }
 }
 
 /// A stored file as a job's input, as the job's `inputs` keep it.
-fn file_input(file: &NewFile) -> Value {
-    serde_json::to_value(StoredInput {
+fn file_input(file: &NewFile) -> StoredInput {
+    StoredInput {
         kind: StoredInputKind::File,
         text: None,
         bytes: file.size,
@@ -612,8 +808,7 @@ fn file_input(file: &NewFile) -> Value {
         residues: file.residues,
         sha256: Some(file.sha256.clone()),
         key: Some(file.key.clone()),
-    })
-    .expect("a stored input serializes")
+    }
 }
 
 /// JSON `null` in the type of a JSON column, read in place of what a load leaves out.
@@ -668,31 +863,67 @@ async fn advance(
         return Ok(());
     };
     for job in ended {
-        let Some(name) = &job.workflow_step else {
-            continue;
-        };
-        let Some(step) = open.steps.get(name) else {
-            continue;
-        };
-        if step.job_id != Some(job.id) || step.status.is_final() {
-            continue;
-        }
-        let (status, reason) = match job.status {
-            JobStatus::Completed => (StepStatus::Completed, None),
-            JobStatus::Failed | JobStatus::Timeout => (
-                StepStatus::Failed,
-                Some(job.error_message.clone().unwrap_or_else(|| {
-                    format!("its job ended {}", crate::jobs::state::name(job.status))
-                })),
-            ),
-            JobStatus::Cancelled => (StepStatus::Cancelled, Some("its job was cancelled".into())),
-            _ => continue,
-        };
-        open.set_step(name, status, reason);
+        // Every ended job of the workflow is counted once, whatever its step became.
         if job.refunded {
             open.workflow.credits_refunded += job.credit_cost;
             open.workflow_changed = true;
         }
+        let Some(name) = &job.workflow_step else {
+            continue;
+        };
+        let Some(step) = open.steps.get_mut(name) else {
+            continue;
+        };
+        let mapped = step.items.is_some();
+        if mapped {
+            if job.workflow_item.is_none() {
+                continue;
+            }
+            step.items_left = (step.items_left - 1).max(0);
+            open.changed.push(name.clone());
+        } else if step.job_id != Some(job.id) {
+            continue;
+        }
+        let step = &open.steps[name];
+        if step.status.is_final() {
+            continue;
+        }
+        let item = match job.workflow_item {
+            Some(item) if mapped => format!("its item {} ", item + 1),
+            _ => String::new(),
+        };
+        let item = item.as_str();
+        let (status, reason) = match job.status {
+            JobStatus::Completed if mapped && step.items_left > 0 => continue,
+            JobStatus::Completed => (StepStatus::Completed, None),
+            JobStatus::Failed | JobStatus::Timeout => (
+                StepStatus::Failed,
+                Some(match (&job.error_message, mapped) {
+                    (Some(message), true) => format!("{item}failed: {message}"),
+                    (Some(message), false) => message.clone(),
+                    (None, _) => format!(
+                        "{}its job ended {}",
+                        item,
+                        crate::jobs::state::name(job.status)
+                    ),
+                }),
+            ),
+            JobStatus::Cancelled => (
+                StepStatus::Cancelled,
+                Some(match job.workflow_item {
+                    Some(item) if mapped => {
+                        format!("the job of its item {} was cancelled", item + 1)
+                    }
+                    _ => "its job was cancelled".to_owned(),
+                }),
+            ),
+            _ => continue,
+        };
+        // A mapped step that failed or was cancelled stops its other items.
+        if mapped && status != StepStatus::Completed {
+            open.stop_items.push(name.clone());
+        }
+        open.set_step(name, status, reason);
     }
     if open.workflow.status != WorkflowStatus::Running {
         // Ended already (cancelled, or failing fast): the step only records its outcome.
@@ -726,10 +957,23 @@ async fn completed(
         let Some(name) = &job.workflow_step else {
             continue;
         };
-        if let Some(step) = open.steps.get(name)
-            && step.job_id == Some(job.id)
-            && step.status == StepStatus::Running
-        {
+        let Some(step) = open.steps.get_mut(name) else {
+            continue;
+        };
+        if step.status != StepStatus::Running {
+            continue;
+        }
+        if step.items.is_some() {
+            // A mapped step is done with its last item.
+            if job.workflow_item.is_none() {
+                continue;
+            }
+            step.items_left -= 1;
+            open.changed.push(name.clone());
+            if step.items_left == 0 {
+                done.push(name.clone());
+            }
+        } else if step.job_id == Some(job.id) {
             done.push(name.clone());
         }
     }
@@ -793,25 +1037,38 @@ async fn completed(
     Ok(true)
 }
 
-/// Cancels the running jobs of an ended workflow's steps, as a user's cancel of each would.
-pub(crate) async fn cancel_jobs(tx: &Transaction, ids: &[JobId], message: &str) -> Result<()> {
-    for id in ids {
-        let Some(job) = job::Entity::find_by_id(*id).one(tx).await? else {
-            continue;
-        };
-        if !crate::jobs::state::cancellable(job.status) {
-            continue;
+/// Cancels the unfinished jobs of the steps `names` of a workflow (a mapped step has one per
+/// item), as a user's cancel of each would.
+pub(crate) async fn cancel_steps(
+    tx: &Transaction,
+    workflow_id: WorkflowId,
+    names: &[String],
+    message: &str,
+) -> Result<()> {
+    use sea_orm::QueryOrder;
+    for names in names.chunks(500) {
+        let jobs = job::Entity::find()
+            .filter(job::Column::WorkflowId.eq(workflow_id))
+            .filter(job::Column::WorkflowStep.is_in(names.iter().cloned()))
+            .filter(job::Column::FinishedAt.is_null())
+            .order_by_asc(job::Column::Id)
+            .all(tx)
+            .await?;
+        for job in jobs {
+            if !crate::jobs::state::cancellable(job.status) {
+                continue;
+            }
+            lifecycle::transition(
+                tx,
+                &job,
+                JobStatus::Cancelled,
+                lifecycle::Change {
+                    message: Some(message.to_owned()),
+                    ..Default::default()
+                },
+            )
+            .await?;
         }
-        lifecycle::transition(
-            tx,
-            &job,
-            JobStatus::Cancelled,
-            lifecycle::Change {
-                message: Some(message.to_owned()),
-                ..Default::default()
-            },
-        )
-        .await?;
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::tools::{
 pub const MAX_STEPS: usize = 1000;
 
 /// The most items one mapped step runs over.
-pub const MAX_MAP_ITEMS: usize = 1000;
+pub const MAX_MAP_ITEMS: usize = crate::tools::MAX_ITEMS;
 
 /// The reserved name of a binding's source that is a workflow input: `inputs.<name>`.
 pub const INPUTS: &str = "inputs";
@@ -54,6 +54,10 @@ pub struct WorkflowInput {
     pub format: Option<InputFormat>,
     #[serde(default)]
     pub required: bool,
+    /// Takes a list (an upload set): given by repeating its name, at most
+    /// [`MAX_MAP_ITEMS`] items.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub list: bool,
     #[serde(default)]
     pub description: String,
 }
@@ -85,6 +89,10 @@ pub struct StepDefinition {
     /// Steps to wait for besides those its inputs come from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<String>,
+    /// Runs the step once per item of the list bound to this input (a list input of the
+    /// workflow, a FILES output, or the outputs of a mapped step), each run taking one item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<String>,
 }
 
 /// Where a step's input comes from.
@@ -125,6 +133,21 @@ pub struct Step {
     pub input_specs: Vec<InputSpec>,
     pub outputs: Vec<OutputSpec>,
     pub price: Price,
+    /// The input it maps over: it runs once per item of that input's list, and each of its
+    /// outputs is a list, one per item in item order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<String>,
+}
+
+impl Step {
+    /// Whether its output `output` is a list: every output of a mapped step, and FILES.
+    pub fn output_is_list(&self, output: &str) -> bool {
+        self.map.is_some()
+            || self
+                .outputs
+                .iter()
+                .any(|o| o.name == output && o.kind == OutputKind::Files)
+    }
 }
 
 /// A checked workflow: its steps in definition order, each valid for its tool, with every
@@ -295,6 +318,11 @@ pub fn check(
         }
     }
 
+    let mapped: HashMap<&str, bool> = definition
+        .steps
+        .iter()
+        .map(|step| (step.name.as_str(), step.map.is_some()))
+        .collect();
     let mut steps = Vec::with_capacity(definition.steps.len());
     for step in &definition.steps {
         let tool = tools[step.name.as_str()];
@@ -325,7 +353,7 @@ pub fn check(
                     ),
                 )
             })?;
-            match &source {
+            let list = match &source {
                 Source::Input { name } => {
                     let given = inputs.get(name.as_str()).ok_or_else(|| {
                         let names: Vec<_> = inputs.keys().copied().collect();
@@ -344,6 +372,7 @@ pub fn check(
                         (given.kind, given.format),
                         &source,
                     )?;
+                    given.list
                 }
                 Source::Output {
                     step: upstream,
@@ -374,7 +403,7 @@ pub fn check(
                         )
                     })?;
                     let kind = match declared.kind {
-                        OutputKind::File => InputKind::File,
+                        OutputKind::File | OutputKind::Files => InputKind::File,
                         OutputKind::Field => InputKind::Text,
                     };
                     compatible(
@@ -385,9 +414,51 @@ pub fn check(
                         &source,
                     )?;
                     depends_on.insert(upstream.clone());
+                    mapped[upstream.as_str()] || declared.kind == OutputKind::Files
                 }
+            };
+            let maps_over = step.map.as_deref() == Some(input.as_str());
+            match (list, maps_over, spec.list) {
+                (true, true, true) => {
+                    return Err(Error::bad_input(
+                        step_field(&step.name, "map"),
+                        format!(
+                            "`{}` takes a list already: bind `{}` to it without `map`",
+                            tool.name,
+                            source.spelled()
+                        ),
+                    ));
+                }
+                (false, true, _) => {
+                    return Err(Error::bad_input(
+                        step_field(&step.name, "map"),
+                        format!(
+                            "`{}` is one value, not a list: map over a list input of the workflow, a FILES output or the outputs of a mapped step",
+                            source.spelled()
+                        ),
+                    ));
+                }
+                (true, false, false) => {
+                    return Err(Error::bad_input(
+                        &field,
+                        format!(
+                            "`{}` is a list, and `{}` takes one value: map the step over it (`map = \"{input}\"`) or bind it to an input that takes a list",
+                            source.spelled(),
+                            tool.name
+                        ),
+                    ));
+                }
+                _ => {}
             }
             bindings.push((input.clone(), source));
+        }
+        if let Some(map) = &step.map
+            && !step.inputs.contains_key(map)
+        {
+            return Err(Error::bad_input(
+                step_field(&step.name, "map"),
+                format!("the step binds no input `{map}` to map over"),
+            ));
         }
         for spec in tool.inputs.iter().filter(|spec| spec.required) {
             if !step.inputs.contains_key(&spec.name) {
@@ -423,6 +494,7 @@ pub fn check(
             input_specs: tool.inputs.clone(),
             outputs: tool.outputs.clone(),
             price: tool.price.clone(),
+            map: step.map.clone(),
         });
     }
     if let Some(cycle) = find_cycle(&steps) {

@@ -39,8 +39,14 @@ pub use service::{Submitted, WorkflowEstimate, WorkflowSubmission};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StoredValue {
-    Text { text: String },
+    Text {
+        text: String,
+    },
     File(StoredFile),
+    /// A list input's items (texts or files), in the order given.
+    List {
+        items: Vec<StoredValue>,
+    },
 }
 
 /// A stored file as a workflow keeps it: enough to give a step's job its own row for it.

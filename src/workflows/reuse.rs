@@ -23,7 +23,7 @@ use crate::access::{JobStanding, Viewer};
 use crate::error::Result;
 use crate::files::{Files, NewFile};
 use crate::jobs::reuse;
-use crate::tools::{OutputKind, Prepared, StoredInput, StoredInputKind};
+use crate::tools::{OutputKind, Prepared};
 
 /// The steps whose results are known at submission, each with the values of its outputs by
 /// name.
@@ -155,10 +155,14 @@ fn in_dependency_order(checked: &Checked) -> Vec<&Step> {
     order
 }
 
-/// A step's inputs and settings as its job would have them, when every input is known: a
+/// A step's inputs and settings as its one job would have them, when every input is known: a
 /// workflow input, or an output of a step in `known`. An optional workflow input not given is
-/// left out, as when the step runs.
+/// left out, as when the step runs. None for a step that runs once per item (`map`) or takes a
+/// list: it is not one job.
 fn prepared(step: &Step, inputs: &StoredInputs, known: &Known) -> Option<Prepared> {
+    if step.map.is_some() {
+        return None;
+    }
     let mut stored = BTreeMap::new();
     for (input, source) in &step.bindings {
         let value = match source {
@@ -168,7 +172,10 @@ fn prepared(step: &Step, inputs: &StoredInputs, known: &Known) -> Option<Prepare
             },
             Source::Output { step: up, output } => known.get(up)?.get(output)?,
         };
-        stored.insert(input.clone(), stored_input(value));
+        if matches!(value, StoredValue::List { .. }) {
+            return None;
+        }
+        stored.insert(input.clone(), super::service::estimated(value));
     }
     Some(Prepared {
         inputs: stored,
@@ -176,35 +183,9 @@ fn prepared(step: &Step, inputs: &StoredInputs, known: &Known) -> Option<Prepare
     })
 }
 
-/// A value known at submission as a step's input, for its price and its key: a text by its
-/// text, a file by its size, residues and SHA-256.
-pub(super) fn stored_input(value: &StoredValue) -> StoredInput {
-    match value {
-        StoredValue::Text { text } => StoredInput {
-            kind: StoredInputKind::Text,
-            bytes: text.len() as u64,
-            text: Some(text.clone()),
-            file_id: None,
-            url: None,
-            residues: None,
-            sha256: None,
-            key: None,
-        },
-        StoredValue::File(file) => StoredInput {
-            kind: StoredInputKind::File,
-            text: None,
-            bytes: file.size,
-            file_id: None,
-            url: None,
-            residues: file.residues,
-            sha256: Some(file.sha256.clone()),
-            key: None,
-        },
-    }
-}
-
 /// The outputs step `step` declares, as the job `original` (with its output files `stored`)
-/// made them. An output it did not make is left out: the steps it feeds are not known.
+/// made them. An output it did not make is left out, and so is a list (FILES): the steps they
+/// feed are not known.
 fn outputs_of(
     step: &Step,
     original: &job::Model,
@@ -222,6 +203,7 @@ fn outputs_of(
                 let value = original.result.as_ref().and_then(|r| r.get(field));
                 field_text(value).map(|text| StoredValue::Text { text })
             }
+            OutputKind::Files => None,
         };
         if let Some(value) = value {
             outputs.insert(spec.name.clone(), value);

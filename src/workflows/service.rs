@@ -25,7 +25,7 @@ use crate::db;
 use crate::error::{Error, Result, is_unique_violation};
 use crate::files::{self, Checks, Files, NewFile};
 use crate::jobs::idempotency as job_idempotency;
-use crate::jobs::service::{self, Charging, NewJob, Planned, Reused, Submitter};
+use crate::jobs::service::{self, Charging, NewJob, Planned, Reused, StepOf, Submitter};
 use crate::tools::{
     Catalog, Estimate, InputFormat, InputKind, InputValue, Prepared, StoredInput, StoredInputKind,
 };
@@ -114,16 +114,19 @@ fn estimate_checked(
     for step in &checked.steps {
         let mut stored = BTreeMap::new();
         let mut depends_on_outputs = Vec::new();
+        // A mapped step: the items of the input it maps over, when known.
+        let mut mapped: Option<Option<Vec<StoredInput>>> = None;
         for (input, source) in &step.bindings {
             let spec = step.input_specs.iter().find(|s| &s.name == input);
-            let value = match source {
+            let values = match source {
                 Source::Input { name } => match inputs.get(name) {
-                    Some(value) => reuse::stored_input(value),
+                    Some(StoredValue::List { items }) => items.iter().map(estimated).collect(),
+                    Some(value) => vec![estimated(value)],
                     None => continue,
                 },
                 Source::Output { step: up, output } if known.contains_key(up) => {
                     match known.get(up).and_then(|outputs| outputs.get(output)) {
-                        Some(value) => reuse::stored_input(value),
+                        Some(value) => vec![estimated(value)],
                         // An output the reused job did not make: the step fails when it runs.
                         None => continue,
                     }
@@ -135,37 +138,76 @@ fn estimate_checked(
                     if priced {
                         depends_on_outputs.push(input.clone());
                     }
-                    StoredInput {
-                        kind: StoredInputKind::File,
-                        text: None,
-                        bytes: 0,
-                        file_id: None,
-                        url: None,
-                        residues: Some(0),
-                        sha256: None,
-                        key: None,
+                    if step.map.as_ref() == Some(input) {
+                        mapped = Some(None);
+                        continue;
                     }
+                    vec![estimated(&StoredValue::File(StoredFile {
+                        name: String::new(),
+                        size: 0,
+                        content_type: String::new(),
+                        sha256: String::new(),
+                        key: String::new(),
+                        residues: Some(0),
+                    }))]
                 }
             };
             if let Some(spec) = spec {
-                spec.check_size(&format!("steps.{}.inputs.{input}", step.name), value.bytes)?;
+                for value in &values {
+                    spec.check_size(&format!("steps.{}.inputs.{input}", step.name), value.bytes)?;
+                }
             }
-            stored.insert(input.clone(), value);
+            if step.map.as_ref() == Some(input) {
+                mapped = Some(Some(values));
+            } else if spec.is_some_and(|s| s.list) {
+                for (i, value) in values.into_iter().enumerate() {
+                    stored.insert(crate::tools::item_key(input, i), value);
+                }
+            } else if let Some(value) = values.into_iter().next() {
+                stored.insert(input.clone(), value);
+            }
         }
-        let prepared = Prepared {
-            inputs: stored,
-            settings: step.settings.clone(),
+        let price = |stored: BTreeMap<String, StoredInput>| {
+            let prepared = Prepared {
+                inputs: stored,
+                settings: step.settings.clone(),
+            };
+            step.price
+                .estimate(&step.input_specs, &prepared)
+                .map_err(|err| match err {
+                    Error::BadInput { field, message } => Error::BadInput {
+                        field: format!("steps.{}.{field}", step.name),
+                        message,
+                    },
+                    other => other,
+                })
         };
-        let mut estimate = step
-            .price
-            .estimate(&step.input_specs, &prepared)
-            .map_err(|err| match err {
-                Error::BadInput { field, message } => Error::BadInput {
-                    field: format!("steps.{}.{field}", step.name),
-                    message,
-                },
-                other => other,
-            })?;
+        let mut estimate = match (mapped, &step.map) {
+            (None, _) | (_, None) => price(stored)?,
+            (Some(Some(items)), Some(map)) => {
+                let mut sum = Estimate {
+                    total: Credits::ZERO,
+                    lines: Vec::new(),
+                };
+                for item in items {
+                    let mut run = stored.clone();
+                    run.insert(map.clone(), item);
+                    sum = add_estimates(sum, price(run)?)
+                        .ok_or_else(|| crate::tools::pricing::too_expensive("steps"))?;
+                }
+                sum
+            }
+            // Over the outputs of an upstream step: as many runs as it leaves items.
+            (Some(None), Some(map)) => {
+                if !step.price.is_free() && !depends_on_outputs.contains(map) {
+                    depends_on_outputs.push(map.clone());
+                }
+                Estimate {
+                    total: Credits::ZERO,
+                    lines: Vec::new(),
+                }
+            }
+        };
         let reused = known.contains_key(&step.name);
         if reused {
             saved = saved
@@ -221,6 +263,59 @@ fn estimate_checked(
     })
 }
 
+/// A workflow input as a step's estimate reads it (a list's item at a time), and a value
+/// known at submission as a step's input, for its key (`reuse`).
+pub(super) fn estimated(value: &StoredValue) -> StoredInput {
+    match value {
+        StoredValue::Text { text } => StoredInput {
+            kind: StoredInputKind::Text,
+            bytes: text.len() as u64,
+            text: Some(text.clone()),
+            file_id: None,
+            url: None,
+            residues: None,
+            sha256: None,
+            key: None,
+        },
+        StoredValue::File(file) => StoredInput {
+            kind: StoredInputKind::File,
+            text: None,
+            bytes: file.size,
+            file_id: None,
+            url: None,
+            residues: file.residues,
+            sha256: Some(file.sha256.clone()),
+            key: None,
+        },
+        // Lists hold single values; an empty one is priced as nothing.
+        StoredValue::List { items } => items.first().map(estimated).unwrap_or(StoredInput {
+            kind: StoredInputKind::Text,
+            bytes: 0,
+            text: Some(String::new()),
+            file_id: None,
+            url: None,
+            residues: None,
+            sha256: None,
+            key: None,
+        }),
+    }
+}
+
+/// The sum of a mapped step's runs' prices: totals added, lines of one label merged.
+fn add_estimates(mut sum: Estimate, run: Estimate) -> Option<Estimate> {
+    sum.total = sum.total.checked_add(run.total)?;
+    for line in run.lines {
+        match sum.lines.iter_mut().find(|l| l.label == line.label) {
+            Some(existing) => {
+                existing.quantity = existing.quantity.checked_add(line.quantity)?;
+                existing.amount = existing.amount.checked_add(line.amount)?;
+            }
+            None => sum.lines.push(line),
+        }
+    }
+    Some(sum)
+}
+
 /// The inputs of a submission as the estimate reads them, without storing anything: text as
 /// given; files are not accepted here (an estimate takes no uploads).
 fn inline_inputs(checked: &Checked, given: Vec<(String, InputValue)>) -> Result<StoredInputs> {
@@ -228,7 +323,7 @@ fn inline_inputs(checked: &Checked, given: Vec<(String, InputValue)>) -> Result<
     for (name, value) in given {
         let field = format!("inputs.{name}");
         let spec = workflow_input(checked, &field, &name)?;
-        if stored.contains_key(&name) {
+        if stored.contains_key(&name) && !spec.list {
             return Err(Error::bad_input(field, "given twice"));
         }
         let value = match value {
@@ -263,7 +358,22 @@ fn inline_inputs(checked: &Checked, given: Vec<(String, InputValue)>) -> Result<
                 )));
             }
         };
-        stored.insert(name, value);
+        if spec.list {
+            let entry = stored
+                .entry(name)
+                .or_insert_with(|| StoredValue::List { items: Vec::new() });
+            if let StoredValue::List { items } = entry {
+                if items.len() == definition::MAX_MAP_ITEMS {
+                    return Err(Error::bad_input(
+                        field,
+                        format!("takes at most {} items", definition::MAX_MAP_ITEMS),
+                    ));
+                }
+                items.push(value);
+            }
+        } else {
+            stored.insert(name, value);
+        }
     }
     for spec in checked.inputs.iter().filter(|spec| spec.required) {
         if !stored.contains_key(&spec.name) {
@@ -430,9 +540,22 @@ async fn submit_staged(
             format!("{title} {}", Utc::now().format("%Y-%m-%d %H:%M"))
         }
     };
-    // Every input is checked by name before anything is stored.
+    // Every input is checked by name and count before anything is stored.
+    let mut given: BTreeMap<&str, usize> = BTreeMap::new();
     for (input, _) in &submission.inputs {
-        workflow_input(&checked, &format!("inputs.{input}"), input)?;
+        let field = format!("inputs.{input}");
+        let spec = workflow_input(&checked, &field, input)?;
+        let count = given.entry(input).or_default();
+        *count += 1;
+        if !spec.list && *count > 1 {
+            return Err(Error::bad_input(field, "given twice"));
+        }
+        if *count > definition::MAX_MAP_ITEMS {
+            return Err(Error::bad_input(
+                field,
+                format!("takes at most {} items", definition::MAX_MAP_ITEMS),
+            ));
+        }
     }
     let workflow_id = WorkflowId::new();
     stage(
@@ -624,7 +747,11 @@ async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model
             request_fingerprint: None,
             batch_id: None,
             lineage: None,
-            step: Some((workflow_id, name)),
+            step: Some(StepOf {
+                workflow: workflow_id,
+                name,
+                item: None,
+            }),
             reused: Some(Reused { original, outputs }),
         });
     }
@@ -657,6 +784,8 @@ async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model
                 job_id: Set(reused.map(|(id, _)| *id)),
                 reason: Set(reused.map(|(_, reason)| reason.clone())),
                 updated_at: Set(now),
+                items: Set(None),
+                items_left: Set(0),
             }
         })
         .collect();
@@ -724,7 +853,18 @@ async fn retry_staged(
     let mut inputs: StoredInputs = serde_json::from_value(original.inputs.clone())
         .map_err(|err| Error::Internal(anyhow::anyhow!("a workflow's inputs: {err}")))?;
     for value in inputs.values_mut() {
-        if let StoredValue::File(file) = value {
+        let files_of: Vec<&mut StoredFile> = match value {
+            StoredValue::File(file) => vec![file],
+            StoredValue::List { items } => items
+                .iter_mut()
+                .filter_map(|item| match item {
+                    StoredValue::File(file) => Some(file),
+                    _ => None,
+                })
+                .collect(),
+            StoredValue::Text { .. } => Vec::new(),
+        };
+        for file in files_of {
             let key = files::workflow_input_key(workspace_id, new_id, entity::ids::FileId::new());
             files.copy_key(&file.key, &key).await?;
             file.key = key;
@@ -836,7 +976,7 @@ pub async fn cancel(
     let message = format!("cancelled by {by} with its workflow");
     let cancel = open.stop(WorkflowStatus::Cancelled, &message);
     open.save(&tx).await?;
-    advance::cancel_jobs(&tx, &cancel, &message).await?;
+    advance::cancel_steps(&tx, id, &cancel, &message).await?;
     let mut open = Open::load(&tx, id)
         .await?
         .ok_or(Error::NotFound("workflow"))?;

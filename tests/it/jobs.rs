@@ -318,6 +318,8 @@ async fn tools_are_listed_with_their_inputs_settings_and_prices() {
             "sequence-stats",
             "kmer-count",
             "translate-dna",
+            "split-fasta",
+            "concat-fasta",
             "sleep",
             "noop"
         ]

@@ -34,6 +34,7 @@ mod waiting;
 mod webhooks;
 mod websocket;
 mod workflow_idempotency;
+mod workflow_map;
 mod workflow_reuse;
 mod workflows;
 mod workspaces;

@@ -403,3 +403,65 @@ async fn deleting_a_workflow_that_reused_results_deletes_its_copies_and_leaves_t
         }
     }
 }
+
+#[tokio::test]
+async fn a_mapped_step_runs_its_items_after_a_reused_split() {
+    let app = spawn().await;
+    let (alice, ws) = app.setup("lab", 200).await;
+    let fields = "id status credits { charged reserved }
+        steps { name status job { id creditCost reusedFrom { id } result }
+                itemJobs { creditCost reusedFrom { id } status } }";
+    let run = |reuse: bool| {
+        let query = "mutation($input: SubmitWorkflowInput!) {
+            submitWorkflow(input: $input) { workflow { id } } }";
+        let input = json!({ "workspaceId": ws, "workflow": "chunked-translation",
+            "inputs": [{ "name": "dna", "text": DNA }], "maxCredits": 100, "reuse": reuse });
+        let (app, alice, fields) = (&app, &alice, fields);
+        async move {
+            let id = app
+                .ok(Some(&alice.token), query, json!({ "input": input }))
+                .await["submitWorkflow"]["workflow"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let id = wait_ended(app, alice, &id).await["id"].clone();
+            app.ok(
+                Some(&alice.token),
+                &format!("query($id: ID!) {{ workflow(id: $id) {{ {fields} }} }}"),
+                json!({ "id": id }),
+            )
+            .await["workflow"]
+                .clone()
+        }
+    };
+    let old = run(false).await;
+    assert_eq!(old["status"], "COMPLETED", "{old}");
+    let balance = app.balance(&ws).await;
+
+    // Only the split is one job with known inputs: the mapped translations, the join of their
+    // list and what follows are known only when they run.
+    let new = run(true).await;
+    assert_eq!(new["status"], "COMPLETED", "{new}");
+    let split = &step(&new, "split")["job"];
+    assert_eq!(split["reusedFrom"]["id"], job_id(&old, "split"), "{new}");
+    assert_eq!(split["creditCost"], 0);
+    let items = step(&new, "translate")["itemJobs"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{new}");
+    let mut paid = 0;
+    for job in items {
+        assert_eq!(job["status"], "COMPLETED");
+        assert_eq!(job["reusedFrom"], Value::Null, "{job}");
+        paid += job["creditCost"].as_i64().unwrap();
+    }
+    for name in ["join", "stats"] {
+        let job = &step(&new, name)["job"];
+        assert_eq!(job["reusedFrom"], Value::Null, "{job}");
+        paid += job["creditCost"].as_i64().unwrap();
+    }
+    assert_eq!(
+        step(&new, "stats")["job"]["result"],
+        step(&old, "stats")["job"]["result"]
+    );
+    assert_eq!(new["credits"]["charged"], paid);
+    assert_eq!(app.balance(&ws).await, balance - paid);
+}

@@ -568,6 +568,7 @@ async fn a_tools_file_workflow_runs_by_name_with_its_parameters() {
         templates["workflowTemplates"],
         json!([
             { "name": "protein-profile", "title": "Protein profile" },
+            { "name": "chunked-translation", "title": "Chunked translation" },
             { "name": "translate-and-count", "title": "Translate, then count k-mers" },
         ])
     );

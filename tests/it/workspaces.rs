@@ -270,6 +270,7 @@ async fn a_workspace_with_an_active_job_cannot_be_deleted() {
         reused_from: Set(None),
         workflow_id: Set(None),
         workflow_step: Set(None),
+        workflow_item: Set(None),
     }
     .insert(&app.db)
     .await

@@ -3,6 +3,7 @@
 //! name when it gives none), looked up in [`FUNCTIONS`] once, when the tools file loads.
 
 pub mod fasta;
+pub mod lists;
 
 use std::time::Duration;
 
@@ -23,13 +24,19 @@ pub enum Function {
     Sleep,
     /// A FASTA analysis of the input `sequences`, with its output file.
     Fasta(Analysis),
+    /// Cuts the FASTA input `sequences` into chunk files (a list output).
+    SplitFasta,
+    /// Joins the FASTA files of the list input `sequences` into one.
+    ConcatFasta,
 }
 
 /// The built-in functions, by the name a tools file gives them.
-pub const FUNCTIONS: [(&str, Function); 5] = [
+pub const FUNCTIONS: [(&str, Function); 7] = [
     ("sequence_stats", Function::Fasta(Analysis::SequenceStats)),
     ("kmer_count", Function::Fasta(Analysis::KmerCount)),
     ("translate_dna", Function::Fasta(Analysis::TranslateDna)),
+    ("split_fasta", Function::SplitFasta),
+    ("concat_fasta", Function::ConcatFasta),
     ("sleep", Function::Sleep),
     ("noop", Function::Noop),
 ];
@@ -58,6 +65,8 @@ impl Executor for Function {
             Function::Noop => Ok(Output::of(json!({}))),
             Function::Sleep => sleep(attempt).await.map(Output::of),
             Function::Fasta(analysis) => analyse(analysis, attempt).await,
+            Function::SplitFasta => lists::split(attempt).await,
+            Function::ConcatFasta => lists::concat(attempt).await,
         }
     }
 }
@@ -172,7 +181,7 @@ mod tests {
         assert_eq!(
             err,
             "no built-in function `flaky`; the functions are: sequence_stats, kmer_count, \
-             translate_dna, sleep, noop"
+             translate_dna, split_fasta, concat_fasta, sleep, noop"
         );
     }
 }
