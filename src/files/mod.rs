@@ -448,7 +448,8 @@ impl Files {
             content_type: from.content_type.clone(),
             sha256: from.sha256.clone(),
             key,
-            residues: None,
+            // The same bytes: the same residues, when they were counted.
+            residues: from.residues.map(|r| r as u64),
         })
     }
 

@@ -178,17 +178,36 @@ pub struct SubmitWorkflowInput {
     /// The most the workflow may cost. Required when some step's price depends on outputs of
     /// earlier steps; then it is what the workflow reserves.
     max_credits: Option<i64>,
+    /// Reuse results: a step whose inputs are all known at submission (workflow inputs, or
+    /// outputs of steps that are themselves reused) and which computes what a COMPLETED job of
+    /// the workspace that the viewer may read computed (the same tool and version, settings
+    /// and inputs by content, as `submitJob`'s `reuse`) completes at once with that job's
+    /// result and copies of its output files, uncharged, naming it in `reusedFrom`. A step fed
+    /// by a step that runs runs too.
+    #[graphql(default = false)]
+    reuse: bool,
+    /// Sending the same key again from the same workspace returns the first workflow,
+    /// uncharged; with a different request (workflow or definition, name, parameters, inputs,
+    /// failFast, maxCredits or reuse), IDEMPOTENCY_KEY_REUSED. Workflows' keys are apart from
+    /// jobs' and batches'. 1 to 200 characters.
+    idempotency_key: Option<String>,
 }
 
 /// A workflow to estimate: as `SubmitWorkflowInput`, with text inputs only.
 #[derive(InputObject)]
 pub struct EstimateWorkflowCostInput {
+    /// The workspace whose jobs' results `reuse` would take; required with `reuse`.
+    workspace_id: Option<ID>,
     workflow: Option<String>,
     definition: Option<WorkflowDefinitionInput>,
     parameters: Option<Json<Value>>,
     #[graphql(default)]
     inputs: Vec<JobInputValue>,
     max_credits: Option<i64>,
+    /// As in `submitWorkflow`: the steps that would reuse results cost nothing, and the steps
+    /// they feed are priced by those results.
+    #[graphql(default = false)]
+    reuse: bool,
 }
 
 fn submission(
@@ -219,6 +238,8 @@ pub struct WorkflowCostEstimate {
     complete: bool,
     /// What submission would reserve: `total` when complete, else `maxCredits`.
     reservation: Option<i64>,
+    /// What the steps that reuse results (`reuse`) would have cost had they run.
+    saved_by_reuse: i64,
     steps: Vec<StepCostEstimate>,
 }
 
@@ -231,6 +252,9 @@ pub struct StepCostEstimate {
     known: bool,
     /// The inputs whose size, known only when their upstream step completes, prices the rest.
     depends_on_outputs: Vec<String>,
+    /// Whether the step would take an earlier job's results instead of running (`reuse`); its
+    /// estimate is then nothing.
+    reused: bool,
 }
 
 impl From<workflows::WorkflowEstimate> for WorkflowCostEstimate {
@@ -239,6 +263,7 @@ impl From<workflows::WorkflowEstimate> for WorkflowCostEstimate {
             total: estimate.total.get(),
             complete: estimate.complete,
             reservation: estimate.reservation.map(|r| r.get()),
+            saved_by_reuse: estimate.saved_by_reuse.get(),
             steps: estimate
                 .steps
                 .into_iter()
@@ -248,6 +273,7 @@ impl From<workflows::WorkflowEstimate> for WorkflowCostEstimate {
                     estimate: s.estimate.into(),
                     known: s.known,
                     depends_on_outputs: s.depends_on_outputs,
+                    reused: s.reused,
                 })
                 .collect(),
         }
@@ -296,7 +322,7 @@ impl WorkflowsQuery {
         ctx: &Context<'_>,
         input: EstimateWorkflowCostInput,
     ) -> ApiResult<WorkflowCostEstimate> {
-        let submission = submission(
+        let mut submission = submission(
             ctx,
             input.workflow,
             input.definition,
@@ -304,7 +330,16 @@ impl WorkflowsQuery {
             input.inputs,
             input.max_credits,
         )?;
-        Ok(workflows::service::estimate(catalog(ctx), submission)?.into())
+        submission.reuse = input.reuse;
+        let estimate = match input.workspace_id {
+            Some(id) => {
+                let workspace_id = ids::decode::<WorkspaceId>("workspaceId", &id)?;
+                let by = super::job_actions::submitter(ctx);
+                workflows::service::estimate_in(by, workspace_id, submission).await?
+            }
+            None => workflows::service::estimate(catalog(ctx), submission)?,
+        };
+        Ok(estimate.into())
     }
 
     /// A workflow the viewer may see; NOT_FOUND otherwise.
@@ -317,6 +352,8 @@ impl WorkflowsQuery {
 #[derive(SimpleObject)]
 pub struct SubmitWorkflowPayload {
     workflow: WorkflowView,
+    /// True when an earlier workflow was returned for a repeated idempotency key.
+    replayed: bool,
 }
 
 #[derive(SimpleObject)]
@@ -353,11 +390,14 @@ impl WorkflowsMutation {
         )?;
         submission.name = input.name;
         submission.fail_fast = input.fail_fast;
+        submission.reuse = input.reuse;
+        submission.idempotency_key = input.idempotency_key;
         let by = super::job_actions::submitter(ctx);
         let submitted = workflows::service::submit(by, workspace_id, submission).await?;
         let access = WorkflowAccess::load(db(ctx), viewer(ctx), submitted.workflow.id).await?;
         Ok(SubmitWorkflowPayload {
             workflow: access.into(),
+            replayed: submitted.replayed,
         })
     }
 
@@ -371,6 +411,7 @@ impl WorkflowsMutation {
         let access = WorkflowAccess::load(db(ctx), viewer(ctx), submitted.workflow.id).await?;
         Ok(SubmitWorkflowPayload {
             workflow: access.into(),
+            replayed: submitted.replayed,
         })
     }
 

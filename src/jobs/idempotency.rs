@@ -18,8 +18,18 @@ use crate::tools::InputValue;
 /// What a job request asks for, in a canonical form: objects are compared whatever the order
 /// of their keys, inputs by name and files by content.
 pub(super) fn submission_form(submission: &Submission) -> Value {
-    let mut inputs: Vec<(&str, Value)> = submission
-        .inputs
+    json!({
+        "tool": submission.tool,
+        "name": submission.name,
+        "priority": submission.priority,
+        "settings": submission.settings,
+        "inputs": inputs_form(&submission.inputs),
+    })
+}
+
+/// A request's inputs in a canonical form: by name, texts by their text, files by content.
+pub(crate) fn inputs_form(inputs: &[(String, InputValue)]) -> Vec<(&str, Value)> {
+    let mut inputs: Vec<(&str, Value)> = inputs
         .iter()
         .map(|(name, value)| {
             let value = match value {
@@ -34,13 +44,18 @@ pub(super) fn submission_form(submission: &Submission) -> Value {
         })
         .collect();
     inputs.sort_by(|a, b| a.0.cmp(b.0));
-    json!({
-        "tool": submission.tool,
-        "name": submission.name,
-        "priority": submission.priority,
-        "settings": submission.settings,
-        "inputs": inputs,
-    })
+    inputs
+}
+
+/// Refuses a key that is empty or longer than 200 characters.
+pub(crate) fn check_key(key: Option<&str>) -> Result<()> {
+    match key {
+        Some(key) if key.is_empty() || key.len() > 200 => Err(Error::bad_input(
+            "idempotencyKey",
+            "must be 1 to 200 characters",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The fingerprint of a job request: its submission, what it comes from, its price limit and
@@ -74,7 +89,7 @@ pub(super) fn batch_fingerprint(
 
 /// Adds `reuse` to a request's form only when asked for, so that a request without it keeps
 /// the fingerprint it had before submissions could reuse results.
-fn with_reuse(form: &mut Value, reuse: bool) {
+pub(crate) fn with_reuse(form: &mut Value, reuse: bool) {
     if reuse {
         form["reuse"] = Value::Bool(true);
     }
@@ -82,7 +97,7 @@ fn with_reuse(form: &mut Value, reuse: bool) {
 
 /// IDEMPOTENCY_KEY_REUSED unless the request answered from a key is the one it was first sent
 /// with. A job keyed before fingerprints were kept answers as before.
-pub(super) fn check_same(stored: Option<&str>, fingerprint: &str, made: &str) -> Result<()> {
+pub(crate) fn check_same(stored: Option<&str>, fingerprint: &str, made: &str) -> Result<()> {
     match stored {
         Some(stored) if stored != fingerprint => Err(Error::IdempotencyKeyReused(format!(
             "this idempotency key was already used in this workspace for another request (it \
@@ -93,7 +108,7 @@ pub(super) fn check_same(stored: Option<&str>, fingerprint: &str, made: &str) ->
 }
 
 /// The SHA-256 (hex) of a value's canonical JSON.
-pub(super) fn fingerprint(value: &Value) -> String {
+pub(crate) fn fingerprint(value: &Value) -> String {
     let mut text = String::new();
     canonical(value, &mut text);
     hex::encode(Sha256::digest(text.as_bytes()))

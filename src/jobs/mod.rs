@@ -10,7 +10,7 @@ pub mod actions;
 pub mod downloads;
 pub mod export;
 pub mod history;
-mod idempotency;
+pub(crate) mod idempotency;
 pub mod lifecycle;
 pub mod reuse;
 pub mod service;

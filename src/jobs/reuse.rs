@@ -90,6 +90,33 @@ pub fn candidates(workspace_id: WorkspaceId, key: &str) -> Select<job::Entity> {
         .order_by_desc(job::Column::Id)
 }
 
+/// The earlier job whose results a new job `job_id` of workspace `workspace_id` with key `key`
+/// may reuse (`find`), with copies of its output files for that job (`copy_outputs`); `None`
+/// when there is none, or when it was deleted while its files were copied. The caller discards
+/// the copies if the job is not written.
+pub(crate) async fn earlier(
+    db: &impl ConnectionTrait,
+    files: &Files,
+    (viewer, standing): (&Viewer, JobStanding),
+    key: &str,
+    (workspace_id, job_id): (WorkspaceId, JobId),
+) -> Result<Option<(job::Model, Vec<NewFile>)>> {
+    let Some(original) = find(db, viewer, standing, workspace_id, key).await? else {
+        return Ok(None);
+    };
+    let copies = copy_outputs(db, files, &original, (workspace_id, job_id)).await?;
+    Ok(copies.map(|copies| (original, copies)))
+}
+
+/// The output files of job `job_id`, in the order they were stored.
+pub(crate) async fn outputs(db: &impl ConnectionTrait, job_id: JobId) -> Result<Vec<file::Model>> {
+    Ok(file::Entity::find_of_job(job_id)
+        .filter(file::Column::Role.eq(FileRole::Output))
+        .order_by_asc(file::Column::Id)
+        .all(db)
+        .await?)
+}
+
 /// Copies the output files of `original` in storage, under the output folder of job `job_id`
 /// of workspace `workspace_id`, for their rows to be written with that job (role OUTPUT).
 /// `None`, with nothing left stored, when the original's files are gone (it was deleted
@@ -100,11 +127,7 @@ pub async fn copy_outputs(
     original: &job::Model,
     (workspace_id, job_id): (WorkspaceId, JobId),
 ) -> Result<Option<Vec<NewFile>>> {
-    let outputs = file::Entity::find_of_job(original.id)
-        .filter(file::Column::Role.eq(FileRole::Output))
-        .order_by_asc(file::Column::Id)
-        .all(db)
-        .await?;
+    let outputs = outputs(db, original.id).await?;
     let prefix = files::output_prefix(workspace_id, job_id, 0);
     let mut copies = Vec::with_capacity(outputs.len());
     for output in &outputs {

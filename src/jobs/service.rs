@@ -233,16 +233,6 @@ fn check_max_credits(price: Credits, max_credits: Option<i64>) -> Result<()> {
     }
 }
 
-fn check_idempotency_key(key: &Option<String>) -> Result<()> {
-    match key {
-        Some(key) if key.is_empty() || key.len() > 200 => Err(Error::bad_input(
-            "idempotencyKey",
-            "must be 1 to 200 characters",
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// The job made with idempotency key `key`, if any; IDEMPOTENCY_KEY_REUSED if it was made by
 /// another request than the one of `fingerprint`.
 async fn find_by_idempotency_key(
@@ -311,11 +301,10 @@ async fn reuse_earlier(
     let Some(key) = &planned.reuse_key else {
         return Ok(None);
     };
-    let Some(original) = reuse::find(by.db, by.viewer, standing, workspace_id, key).await? else {
-        return Ok(None);
-    };
     let place = (workspace_id, planned.id);
-    let Some(outputs) = reuse::copy_outputs(by.db, by.files, &original, place).await? else {
+    let by_whom = (by.viewer, standing);
+    let Some((original, outputs)) = reuse::earlier(by.db, by.files, by_whom, key, place).await?
+    else {
         return Ok(None);
     };
     staged.extend(outputs.iter().cloned());
@@ -540,7 +529,7 @@ async fn submit_staged(
     // Checked first so that nothing is stored for a refused submission, and again under the
     // workspace's lock, where the job is written.
     let standing = job_standing(db, viewer, workspace_id).await?;
-    check_idempotency_key(&options.idempotency_key)?;
+    idempotency::check_key(options.idempotency_key.as_deref())?;
     let job_id = JobId::new();
     stage(
         files,
@@ -701,7 +690,7 @@ async fn submit_batch_staged(
             format!("a batch holds 1 to {MAX_BATCH_JOBS} jobs"),
         ));
     }
-    check_idempotency_key(&options.idempotency_key)?;
+    idempotency::check_key(options.idempotency_key.as_deref())?;
     let mut forms = Vec::new();
     let requested_name = name.clone();
     let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());

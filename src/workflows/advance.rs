@@ -729,14 +729,13 @@ impl Open {
             OutputKind::Field => {
                 let field = spec.field.clone().unwrap_or_default();
                 for (_, result) in &jobs {
-                    match result.as_ref().and_then(|r| r.get(&field)) {
-                        Some(Value::String(text)) => items.push(Item::Text(text.clone())),
-                        Some(Value::Null) | None => {
+                    match super::reuse::field_text(result.as_ref().and_then(|r| r.get(&field))) {
+                        Some(text) => items.push(Item::Text(text)),
+                        None => {
                             return Ok(Err(format!(
                                 "the result of the step `{up}` has no `{field}` (its output `{output}`)"
                             )));
                         }
-                        Some(other) => items.push(Item::Text(other.to_string())),
                     }
                 }
             }

@@ -141,7 +141,7 @@ async fn duplicate_staged(
     }
     let inputs = inline_inputs(&checked, given)?;
     let max_credits = overrides.max_credits.or(parent.max_credits);
-    let estimate = estimate_checked(&checked, &inputs, max_credits)?;
+    let estimate = estimate_checked(&checked, &inputs, &super::reuse::Known::new(), max_credits)?;
     let reservation = reservation(&estimate)?;
     let new = NewWorkflow {
         id: new_id,
@@ -158,6 +158,7 @@ async fn duplicate_staged(
         parent: Some((parent.id, WorkflowParentKind::Duplicate)),
         reused: BTreeMap::new(),
         reused_items: BTreeMap::new(),
+        idempotency: None,
     };
     let tx = db::begin_write(db).await?;
     workspaces::hold(&tx, viewer, target, Hold::Change)
@@ -165,7 +166,10 @@ async fn duplicate_staged(
         .check(WorkspaceAction::SubmitJobs)?;
     let workflow = write(&tx, new).await?;
     tx.commit().await?;
-    Ok(Submitted { workflow })
+    Ok(Submitted {
+        workflow,
+        replayed: false,
+    })
 }
 
 /// What a workflow reserves: its estimate when every step's price is known, else its

@@ -25,6 +25,8 @@
 pub mod advance;
 pub mod definition;
 pub mod duplicate;
+mod idempotency;
+mod reuse;
 pub mod service;
 pub mod sharing;
 

@@ -15,12 +15,16 @@ use serde_json::Value;
 
 use super::advance::{self, Open};
 use super::definition::{self, Checked, Definition, Source};
-use super::{StoredFile, StoredInputs, StoredValue};
-use crate::access::{Viewer, WorkflowAccess, WorkflowAction, WorkspaceAccess, WorkspaceAction};
+use super::reuse::{self, Known, ReusedStep};
+use super::{StoredFile, StoredInputs, StoredValue, idempotency};
+use crate::access::{
+    JobStanding, Viewer, WorkflowAccess, WorkflowAction, WorkspaceAccess, WorkspaceAction,
+};
 use crate::credits::{Credits, ledger};
 use crate::db;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, is_unique_violation};
 use crate::files::{self, Checks, Files, NewFile};
+use crate::jobs::idempotency as job_idempotency;
 use crate::jobs::service::{self, Charging, NewJob, Planned, Reused, StepOf, Submitter};
 use crate::tools::{
     Catalog, Estimate, InputFormat, InputKind, InputValue, Prepared, StoredInput, StoredInputKind,
@@ -38,12 +42,20 @@ pub struct WorkflowSubmission {
     /// Stop every step at the first failure; default: the tools file's, or false.
     pub fail_fast: Option<bool>,
     pub max_credits: Option<i64>,
+    /// Steps whose inputs are known at submission take the results of a COMPLETED job of the
+    /// workspace that computed the same, uncharged (`reuse`).
+    pub reuse: bool,
+    /// The same key from the same workspace returns the first workflow instead of a new one;
+    /// with another request, IDEMPOTENCY_KEY_REUSED (`idempotency`).
+    pub idempotency_key: Option<String>,
 }
 
-/// A submitted workflow.
+/// A submitted workflow, and whether it is an earlier one returned for a repeated idempotency
+/// key.
 #[derive(Debug, Clone)]
 pub struct Submitted {
     pub workflow: workflow::Model,
+    pub replayed: bool,
 }
 
 /// One step's part of a workflow's estimate.
@@ -58,6 +70,9 @@ pub struct StepEstimate {
     pub known: bool,
     /// The inputs whose size decides the unknown part.
     pub depends_on_outputs: Vec<String>,
+    /// Whether it takes the results of an earlier job instead of running (`reuse`): then its
+    /// estimate is nothing.
+    pub reused: bool,
 }
 
 /// The price of a workflow: the known total, the steps' parts, and what it reserves.
@@ -69,6 +84,8 @@ pub struct WorkflowEstimate {
     pub complete: bool,
     /// What submission would reserve: the total when complete, else `maxCredits`.
     pub reservation: Option<Credits>,
+    /// What the reused steps would have cost had they run.
+    pub saved_by_reuse: Credits,
 }
 
 /// The definition a submission names.
@@ -83,14 +100,17 @@ fn definition_of(catalog: &Catalog, submission: &WorkflowSubmission) -> Result<D
     }
 }
 
-/// The price of a checked workflow with its inputs (as far as known: upstream outputs are
-/// counted as empty and marked).
+/// The price of a checked workflow with its inputs, as far as known: the outputs of steps that
+/// reuse earlier results (`known`) are known and those steps cost nothing; other upstream
+/// outputs are counted as empty and marked.
 pub(super) fn estimate_checked(
     checked: &Checked,
     inputs: &StoredInputs,
+    known: &Known,
     max_credits: Option<i64>,
 ) -> Result<WorkflowEstimate> {
     let mut steps = Vec::with_capacity(checked.steps.len());
+    let mut saved = Credits::ZERO;
     for step in &checked.steps {
         let mut stored = BTreeMap::new();
         let mut depends_on_outputs = Vec::new();
@@ -104,6 +124,13 @@ pub(super) fn estimate_checked(
                     Some(value) => vec![estimated(value)],
                     None => continue,
                 },
+                Source::Output { step: up, output } if known.contains_key(up) => {
+                    match known.get(up).and_then(|outputs| outputs.get(output)) {
+                        Some(value) => vec![estimated(value)],
+                        // An output the reused job did not make: the step fails when it runs.
+                        None => continue,
+                    }
+                }
                 Source::Output { .. } => {
                     let priced = step.price.per_kilobyte > Credits::ZERO
                         || (step.price.per_1k_residues > Credits::ZERO
@@ -155,7 +182,7 @@ pub(super) fn estimate_checked(
                     other => other,
                 })
         };
-        let estimate = match (mapped, &step.map) {
+        let mut estimate = match (mapped, &step.map) {
             (None, _) | (_, None) => price(stored)?,
             (Some(Some(items)), Some(map)) => {
                 let mut sum = Estimate {
@@ -181,12 +208,23 @@ pub(super) fn estimate_checked(
                 }
             }
         };
+        let reused = known.contains_key(&step.name);
+        if reused {
+            saved = saved
+                .checked_add(estimate.total)
+                .ok_or_else(|| crate::tools::pricing::too_expensive("steps"))?;
+            estimate = Estimate {
+                total: Credits::ZERO,
+                lines: Vec::new(),
+            };
+        }
         steps.push(StepEstimate {
             step: step.name.clone(),
             tool: step.tool.clone(),
             estimate,
             known: depends_on_outputs.is_empty(),
             depends_on_outputs,
+            reused,
         });
     }
     let total = Credits::checked_sum(steps.iter().map(|s| s.estimate.total))
@@ -221,11 +259,13 @@ pub(super) fn estimate_checked(
         steps,
         complete,
         reservation,
+        saved_by_reuse: saved,
     })
 }
 
-/// A workflow input as a step's estimate reads it (a list's item at a time).
-fn estimated(value: &StoredValue) -> StoredInput {
+/// A workflow input as a step's estimate reads it (a list's item at a time), and a value
+/// known at submission as a step's input, for its key (`reuse`).
+pub(super) fn estimated(value: &StoredValue) -> StoredInput {
     match value {
         StoredValue::Text { text } => StoredInput {
             kind: StoredInputKind::Text,
@@ -376,10 +416,47 @@ pub(super) fn workflow_input<'a>(
 
 /// `estimateWorkflowCost`: the price of a workflow, per step, without writing anything.
 pub fn estimate(catalog: &Catalog, submission: WorkflowSubmission) -> Result<WorkflowEstimate> {
+    if submission.reuse {
+        return Err(Error::bad_input(
+            "workspaceId",
+            "is required with `reuse`: the workspace whose results would be reused",
+        ));
+    }
     let definition = definition_of(catalog, &submission)?;
     let checked = definition::check(catalog, &definition, submission.parameters.as_ref())?;
     let inputs = inline_inputs(&checked, submission.inputs)?;
-    estimate_checked(&checked, &inputs, submission.max_credits)
+    estimate_checked(&checked, &inputs, &Known::new(), submission.max_credits)
+}
+
+/// `estimateWorkflowCost` in workspace `workspace_id`, which the viewer must be able to read:
+/// with `reuse`, the steps that would reuse results of its jobs the viewer may read cost
+/// nothing, and the steps they feed are priced by those results.
+pub async fn estimate_in(
+    by: Submitter<'_>,
+    workspace_id: WorkspaceId,
+    submission: WorkflowSubmission,
+) -> Result<WorkflowEstimate> {
+    let access = WorkspaceAccess::load(by.db, by.viewer, workspace_id).await?;
+    let definition = definition_of(by.catalog, &submission)?;
+    let checked = definition::check(by.catalog, &definition, submission.parameters.as_ref())?;
+    let inputs = inline_inputs(&checked, submission.inputs)?;
+    let known = if submission.reuse {
+        let lookup = reuse::Lookup {
+            db: by.db,
+            viewer: by.viewer,
+            standing: JobStanding {
+                workspace: access.standing,
+                viewer_id: by.viewer.user_id(),
+            },
+            workspace_id,
+        };
+        reuse::find(&lookup, None, (&checked, &inputs), &mut Vec::new())
+            .await?
+            .known
+    } else {
+        Known::new()
+    };
+    estimate_checked(&checked, &inputs, &known, submission.max_credits)
 }
 
 /// Stores a submission's uploaded workflow inputs under the workflow's folder, each checked on
@@ -427,8 +504,9 @@ pub async fn submit(
 ) -> Result<Submitted> {
     let mut staged = Vec::new();
     let result = submit_staged(by, workspace_id, submission, &mut staged).await;
-    if result.is_err() {
-        by.files.discard(&staged).await;
+    match &result {
+        Ok(submitted) if !submitted.replayed => {}
+        _ => by.files.discard(&staged).await,
     }
     result
 }
@@ -446,12 +524,12 @@ async fn submit_staged(
         viewer,
     } = by;
     let user = viewer.require_user()?;
-    WorkspaceAccess::load(db, viewer, workspace_id)
-        .await?
-        .check(WorkspaceAction::SubmitJobs)?;
+    let access = WorkspaceAccess::load(db, viewer, workspace_id).await?;
+    access.check(WorkspaceAction::SubmitJobs)?;
+    job_idempotency::check_key(submission.idempotency_key.as_deref())?;
     let definition = definition_of(catalog, &submission)?;
     let checked = definition::check(catalog, &definition, submission.parameters.as_ref())?;
-    let name = match submission.name.take().map(|n| n.trim().to_owned()) {
+    let name = match submission.name.clone().map(|n| n.trim().to_owned()) {
         Some(name) if name.is_empty() || name.chars().count() > 200 => {
             return Err(Error::bad_input("name", "must be 1 to 200 characters"));
         }
@@ -491,8 +569,33 @@ async fn submit_staged(
         staged,
     )
     .await?;
+    // Compared once uploads are stored: a file is part of the request by its content.
+    let key = submission.idempotency_key.clone();
+    let fingerprint = key.as_ref().map(|_| idempotency::fingerprint(&submission));
+    if let (Some(key), Some(fingerprint)) = (&key, &fingerprint)
+        && let Some(workflow) = idempotency::find(db, workspace_id, key, fingerprint).await?
+    {
+        return Ok(Submitted {
+            workflow,
+            replayed: true,
+        });
+    }
     let inputs = inline_inputs(&checked, std::mem::take(&mut submission.inputs))?;
-    let estimate = estimate_checked(&checked, &inputs, submission.max_credits)?;
+    let found = if submission.reuse {
+        let lookup = reuse::Lookup {
+            db,
+            viewer,
+            standing: JobStanding {
+                workspace: access.standing,
+                viewer_id: viewer.user_id(),
+            },
+            workspace_id,
+        };
+        reuse::find(&lookup, Some(files), (&checked, &inputs), staged).await?
+    } else {
+        reuse::Found::default()
+    };
+    let estimate = estimate_checked(&checked, &inputs, &found.known, submission.max_credits)?;
     let Some(reservation) = estimate.reservation else {
         let unknown: Vec<_> = estimate
             .steps
@@ -521,16 +624,41 @@ async fn submit_staged(
         estimate,
         reservation,
         parent: None,
-        reused: BTreeMap::new(),
+        reused: found.steps,
         reused_items: BTreeMap::new(),
+        idempotency: key.zip(fingerprint),
     };
     let tx = db::begin_write(db).await?;
     workspaces::hold(&tx, viewer, workspace_id, Hold::Change)
         .await?
         .check(WorkspaceAction::SubmitJobs)?;
-    let workflow = write(&tx, new).await?;
-    tx.commit().await?;
-    Ok(Submitted { workflow })
+    let idempotency = new.idempotency.clone();
+    match write(&tx, new).await {
+        Ok(workflow) => {
+            tx.commit().await?;
+            Ok(Submitted {
+                workflow,
+                replayed: false,
+            })
+        }
+        // A concurrent request with the same key won the race: answer with its workflow.
+        Err(Error::Database(err)) if is_unique_violation(&err) => {
+            drop(tx);
+            let Some((key, fingerprint)) = idempotency else {
+                return Err(Error::Database(err));
+            };
+            let workflow = idempotency::find(db, workspace_id, &key, &fingerprint)
+                .await?
+                .ok_or_else(|| {
+                    Error::conflict("a workflow with this idempotency key is being submitted")
+                })?;
+            Ok(Submitted {
+                workflow,
+                replayed: true,
+            })
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// A workflow to write, checked and priced.
@@ -547,20 +675,14 @@ pub(super) struct NewWorkflow {
     pub(super) estimate: WorkflowEstimate,
     pub(super) reservation: Credits,
     pub(super) parent: Option<(WorkflowId, WorkflowParentKind)>,
-    /// Steps that take the results of an earlier run's completed step: its job, and copies of
-    /// its output files for the new step's job.
-    pub(super) reused: BTreeMap<String, ReusedJob>,
+    /// Steps that take the results of an earlier job (of an earlier run's completed step, or
+    /// found by `reuse`) instead of running.
+    pub(super) reused: BTreeMap<String, ReusedStep>,
+    /// Its idempotency key and the fingerprint of its request.
+    pub(super) idempotency: Option<(String, String)>,
     /// Mapped steps that take the results of an earlier run's completed mapped step, one job
     /// per item, in item order.
-    pub(super) reused_items: BTreeMap<String, Vec<ReusedJob>>,
-}
-
-/// A step's job that takes the results of an earlier job: its id, under which the copies of
-/// the earlier job's outputs are stored, the earlier job, and the copies.
-pub(super) struct ReusedJob {
-    pub id: JobId,
-    pub original: entity::job::Model,
-    pub outputs: Vec<NewFile>,
+    pub(super) reused_items: BTreeMap<String, Vec<ReusedStep>>,
 }
 
 /// The job of a step (of its item `item`, for a mapped step) that takes the results of an
@@ -569,12 +691,13 @@ fn reused_job(
     workflow_id: WorkflowId,
     workflow_name: &str,
     (step, item): (&str, Option<i32>),
-    reused: ReusedJob,
+    reused: ReusedStep,
 ) -> NewJob {
-    let ReusedJob {
-        id,
+    let ReusedStep {
+        job_id: id,
         original,
         outputs,
+        ..
     } = reused;
     let prepared = Prepared::from_stored(&original.inputs, &original.settings);
     let name = match item {
@@ -613,7 +736,7 @@ fn reused_job(
 }
 
 /// Writes a new workflow in the caller's transaction, which holds its workspace: the workflow,
-/// its steps (those reusing an earlier run's results completed at once, uncharged), its
+/// its steps (those reusing an earlier job's results completed at once, uncharged), its
 /// reservation, and the jobs of the steps that wait for nothing.
 pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model> {
     let now = Utc::now();
@@ -638,8 +761,8 @@ pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<work
             (new.checked.steps.len() - new.reused.len() - new.reused_items.len()) as i32,
         ),
         visibility: Set(Visibility::Private),
-        idempotency_key: Set(None),
-        request_fingerprint: Set(None),
+        idempotency_key: Set(new.idempotency.as_ref().map(|(key, _)| key.clone())),
+        request_fingerprint: Set(new.idempotency.map(|(_, fingerprint)| fingerprint)),
         parent_id: Set(new.parent.map(|(id, _)| id)),
         parent_kind: Set(new.parent.map(|(_, kind)| kind)),
         error_message: Set(None),
@@ -649,14 +772,13 @@ pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<work
     }
     .insert(tx)
     .await?;
-    // The steps that reuse an earlier run's results: their jobs, written COMPLETED.
+    // The steps that reuse an earlier job's results: their jobs, written COMPLETED.
     let mut reused_jobs = BTreeMap::new();
     let mut reused_items = BTreeMap::new();
     let mut jobs = Vec::new();
-    for (name, reused) in new.reused {
-        let job = reused_job(workflow_id, &new.name, (&name, None), reused);
-        reused_jobs.insert(name, job.planned.id);
-        jobs.push(job);
+    for (name, step) in new.reused {
+        reused_jobs.insert(name.clone(), (step.job_id, step.reason.clone()));
+        jobs.push(reused_job(workflow_id, &new.name, (&name, None), step));
     }
     for (name, items) in new.reused_items {
         reused_items.insert(name.clone(), items.len() as i32);
@@ -673,7 +795,7 @@ pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<work
         .zip(&new.estimate.steps)
         .enumerate()
         .map(|(position, (step, priced))| {
-            let reused = reused_jobs.get(&step.name).copied();
+            let reused = reused_jobs.get(&step.name);
             let items = reused_items.get(&step.name).copied();
             workflow_step::ActiveModel {
                 workflow_id: Set(workflow_id),
@@ -689,10 +811,10 @@ pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<work
                 waiting_on: Set(step.depends_on.iter().filter(|up| !done(up)).count() as i32),
                 estimate: Set(priced.estimate.total.get()),
                 estimate_known: Set(priced.known),
-                job_id: Set(reused),
-                reason: Set(
-                    done(&step.name).then(|| "reused the results of the earlier run".to_owned())
-                ),
+                job_id: Set(reused.map(|(id, _)| *id)),
+                reason: Set(reused
+                    .map(|(_, reason)| reason.clone())
+                    .or_else(|| items.map(|_| "reused the results of the earlier run".to_owned()))),
                 updated_at: Set(now),
                 items: Set(items),
                 items_left: Set(0),
@@ -808,10 +930,11 @@ async fn retry_staged(
                 match crate::jobs::reuse::copy_outputs(db, files, &job, (workspace_id, id)).await? {
                     Some(outputs) => {
                         staged.extend(outputs.iter().cloned());
-                        copies.push(ReusedJob {
-                            id,
+                        copies.push(ReusedStep {
+                            job_id: id,
                             original: job,
                             outputs,
+                            reason: "reused the results of the earlier run".to_owned(),
                         });
                     }
                     None => break,
@@ -831,17 +954,16 @@ async fn retry_staged(
             crate::jobs::reuse::copy_outputs(db, files, &job, (workspace_id, new_job)).await?
         {
             staged.extend(outputs.iter().cloned());
-            reused.insert(
-                step.name.clone(),
-                ReusedJob {
-                    id: new_job,
-                    original: job,
-                    outputs,
-                },
-            );
+            let reused_step = ReusedStep {
+                job_id: new_job,
+                original: job,
+                outputs,
+                reason: "reused the results of the earlier run".to_owned(),
+            };
+            reused.insert(step.name.clone(), reused_step);
         }
     }
-    let mut estimate = estimate_checked(&checked, &inputs, original.max_credits)?;
+    let mut estimate = estimate_checked(&checked, &inputs, &Known::new(), original.max_credits)?;
     for step in estimate
         .steps
         .iter_mut()
@@ -853,6 +975,7 @@ async fn retry_staged(
         };
         step.known = true;
         step.depends_on_outputs.clear();
+        step.reused = true;
     }
     let total = Credits::checked_sum(estimate.steps.iter().map(|s| s.estimate.total))
         .ok_or_else(|| crate::tools::pricing::too_expensive("steps"))?;
@@ -880,6 +1003,7 @@ async fn retry_staged(
         parent: Some((original.id, WorkflowParentKind::Retry)),
         reused,
         reused_items,
+        idempotency: None,
     };
     let tx = db::begin_write(db).await?;
     workspaces::hold(&tx, viewer, workspace_id, Hold::Change)
@@ -887,7 +1011,10 @@ async fn retry_staged(
         .check(WorkspaceAction::SubmitJobs)?;
     let workflow = write(&tx, new).await?;
     tx.commit().await?;
-    Ok(Submitted { workflow })
+    Ok(Submitted {
+        workflow,
+        replayed: false,
+    })
 }
 
 /// `cancelWorkflow`: stops every unfinished step. Waiting steps are cancelled unpaid; running

@@ -148,7 +148,7 @@ async fn download(
 }
 
 /// The stored objects of a workspace.
-async fn stored(app: &TestApp, ws: &str) -> Vec<String> {
+pub(crate) async fn stored(app: &TestApp, ws: &str) -> Vec<String> {
     let id = ids::decode::<entity::ids::WorkspaceId>("ws", ws).unwrap();
     app.state
         .files
