@@ -953,3 +953,70 @@ async fn worker_processes_killed_mid_workflow_lose_no_step_and_run_none_twice() 
     assert_eq!(app.balance(&ws).await, 1000 - 5 * count);
     assert_eq!(reserved(&app, &ws).await, 0);
 }
+
+#[tokio::test]
+async fn a_workflow_racing_its_own_cancel_ends_whole_and_pays_each_step_once() {
+    let app = spawn(4).await;
+    let (alice, ws) = app.setup("lab", 10_000).await;
+    let cancel = "mutation($id: ID!) { cancelWorkflow(id: $id) { workflow { status } } }";
+    let mut paid = 0;
+    // Cancels sent at once, and while the fan-out's steps complete by the dozen.
+    for delay in [0, 15, 40, 100] {
+        let mut steps = vec![json!({ "name": "source", "tool": "five" })];
+        let middle: Vec<String> = (0..60).map(|i| format!("m{i}")).collect();
+        for name in &middle {
+            steps.push(json!({ "name": name, "tool": "five", "after": ["source"] }));
+        }
+        steps.push(json!({ "name": "sink", "tool": "five", "after": middle }));
+        let (workflow, body) = submit(
+            &app,
+            &alice,
+            &ws,
+            json!({ "definition": { "steps": steps } }),
+        )
+        .await;
+        assert!(body["errors"].is_null(), "{body}");
+        let id = workflow["id"].as_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let (_, body) = app
+            .post(Some(&alice.token), cancel, json!({ "id": id }))
+            .await;
+        // Cancelled, or it had ended first.
+        if !body["errors"].is_null() {
+            assert_eq!(
+                body["errors"][0]["extensions"]["code"], "CONFLICT",
+                "{body}"
+            );
+        }
+        let done = wait_ended(&app, &alice.token, &id).await;
+        assert!(
+            ["CANCELLED", "COMPLETED"].contains(&done["status"].as_str().unwrap()),
+            "{done}"
+        );
+        // Every step ended, and so did every job it had; each was charged once.
+        let mut charged = 0;
+        let mut refunded = 0;
+        for step in done["steps"].as_array().unwrap() {
+            assert!(
+                ["COMPLETED", "CANCELLED"].contains(&step["status"].as_str().unwrap()),
+                "{step}"
+            );
+            if step["job"].is_null() {
+                assert_eq!(step["status"], "CANCELLED", "{step}");
+                continue;
+            }
+            let status = step["job"]["status"].as_str().unwrap();
+            assert!(["COMPLETED", "CANCELLED"].contains(&status), "{step}");
+            charged += step["job"]["creditCost"].as_i64().unwrap();
+            if step["job"]["refunded"] == true {
+                refunded += step["job"]["creditCost"].as_i64().unwrap();
+            }
+        }
+        assert_eq!(done["credits"]["charged"], charged, "{done}");
+        assert_eq!(done["credits"]["refunded"], refunded, "{done}");
+        assert_eq!(done["credits"]["reserved"], 0);
+        paid += charged - refunded;
+    }
+    assert_eq!(app.balance(&ws).await, 10_000 - paid);
+    assert_eq!(reserved(&app, &ws).await, 0);
+}
