@@ -355,8 +355,9 @@ pub struct RateLimitConfig {
     #[arg(long, env = "JOBGRAPH_RATE_LIMIT_BURST")]
     pub rate_limit_burst: Option<u32>,
 
-    /// What a request that submits jobs (`submitJob`, `submitBatch`, `retryJob`,
-    /// `duplicateJob`) counts, in requests.
+    /// What a request that submits jobs or workflows (`submitJob`, `submitBatch`, `retryJob`,
+    /// `duplicateJob`, `submitWorkflow`, `retryWorkflow`, `duplicateWorkflow`) counts, in
+    /// requests.
     #[arg(long, env = "JOBGRAPH_RATE_LIMIT_SUBMISSION_COST", default_value_t = 5)]
     pub rate_limit_submission_cost: u32,
 

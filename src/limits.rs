@@ -26,8 +26,17 @@ use crate::config::{Rate, RateLimitConfig};
 use crate::files::fetch::Cidr;
 use crate::metrics::Metrics;
 
-/// The root fields that submit jobs: a request selecting any of them costs a submission.
-pub const SUBMISSIONS: [&str; 4] = ["submitJob", "submitBatch", "retryJob", "duplicateJob"];
+/// The root fields that submit jobs or workflows: a request selecting any of them costs a
+/// submission.
+pub const SUBMISSIONS: [&str; 7] = [
+    "submitJob",
+    "submitBatch",
+    "retryJob",
+    "duplicateJob",
+    "submitWorkflow",
+    "retryWorkflow",
+    "duplicateWorkflow",
+];
 
 /// How often buckets back to full are dropped, which keeps the memory bounded by the clients
 /// seen in the last moments.
@@ -482,6 +491,16 @@ mod tests {
             ),
             Operation::Read
         );
+        for field in ["submitWorkflow", "retryWorkflow", "duplicateWorkflow"] {
+            assert_eq!(
+                operation(
+                    &format!("mutation {{ {field}(input: $i) {{ workflow {{ id }} }} }}"),
+                    None
+                ),
+                Operation::Submission,
+                "{field}"
+            );
+        }
         assert_eq!(operation("{ submitJob }", None), Operation::Read);
         assert_eq!(
             operation("mutation { cancelJob(input: $i) { job { id } } }", None),

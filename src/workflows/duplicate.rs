@@ -11,12 +11,10 @@ use serde_json::{Map, Value};
 
 use super::definition::{self, Checked, Definition, Parameter, StepDefinition};
 use super::service::{
-    NewWorkflow, Submitted, WorkflowEstimate, estimate_checked, inline_inputs, stage,
-    workflow_input, write,
+    NewWorkflow, Submitted, estimate_checked, inline_inputs, stage, workflow_input, write,
 };
 use super::{StoredInputs, StoredValue};
 use crate::access::{WorkflowAccess, WorkflowAction, WorkspaceAccess, WorkspaceAction};
-use crate::credits::Credits;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::files::{self, NewFile};
@@ -142,7 +140,7 @@ async fn duplicate_staged(
     let inputs = inline_inputs(&checked, given)?;
     let max_credits = overrides.max_credits.or(parent.max_credits);
     let estimate = estimate_checked(&checked, &inputs, &super::reuse::Known::new(), max_credits)?;
-    let reservation = reservation(&estimate)?;
+    let reservation = super::service::required_reservation(&estimate)?;
     let new = NewWorkflow {
         id: new_id,
         workspace_id: target,
@@ -169,27 +167,6 @@ async fn duplicate_staged(
     Ok(Submitted {
         workflow,
         replayed: false,
-    })
-}
-
-/// What a workflow reserves: its estimate when every step's price is known, else its
-/// `maxCredits`, which is then required (BAD_USER_INPUT naming the steps whose price is not
-/// known yet).
-pub(super) fn reservation(estimate: &WorkflowEstimate) -> Result<Credits> {
-    estimate.reservation.ok_or_else(|| {
-        let unknown: Vec<_> = estimate
-            .steps
-            .iter()
-            .filter(|s| !s.known)
-            .map(|s| format!("`{}`", s.step))
-            .collect();
-        Error::bad_input(
-            "maxCredits",
-            format!(
-                "is required: the price of {} depends on outputs of earlier steps; give the most the workflow may cost",
-                unknown.join(", ")
-            ),
-        )
     })
 }
 

@@ -316,6 +316,27 @@ fn add_estimates(mut sum: Estimate, run: Estimate) -> Option<Estimate> {
     Some(sum)
 }
 
+/// What a workflow reserves: its estimate when every step's price is known, else its
+/// `maxCredits`, which is then required (BAD_USER_INPUT naming the steps whose price is not
+/// known yet).
+pub(super) fn required_reservation(estimate: &WorkflowEstimate) -> Result<Credits> {
+    estimate.reservation.ok_or_else(|| {
+        let unknown: Vec<_> = estimate
+            .steps
+            .iter()
+            .filter(|s| !s.known)
+            .map(|s| format!("`{}`", s.step))
+            .collect();
+        Error::bad_input(
+            "maxCredits",
+            format!(
+                "is required: the price of {} depends on outputs of earlier steps; give the most the workflow may cost",
+                unknown.join(", ")
+            ),
+        )
+    })
+}
+
 /// The inputs of a submission as the estimate reads them, without storing anything: text as
 /// given; files are not accepted here (an estimate takes no uploads).
 pub(super) fn inline_inputs(
@@ -596,21 +617,7 @@ async fn submit_staged(
         reuse::Found::default()
     };
     let estimate = estimate_checked(&checked, &inputs, &found.known, submission.max_credits)?;
-    let Some(reservation) = estimate.reservation else {
-        let unknown: Vec<_> = estimate
-            .steps
-            .iter()
-            .filter(|s| !s.known)
-            .map(|s| format!("`{}`", s.step))
-            .collect();
-        return Err(Error::bad_input(
-            "maxCredits",
-            format!(
-                "is required: the price of {} depends on outputs of earlier steps; give the most the workflow may cost",
-                unknown.join(", ")
-            ),
-        ));
-    };
+    let reservation = required_reservation(&estimate)?;
     let new = NewWorkflow {
         id: workflow_id,
         workspace_id,
