@@ -7,7 +7,39 @@ be INTERNAL_SERVER_ERROR: a hostile input is the client's mistake, never the ser
 
 import json
 
+import graphql
 import schemathesis
+from hypothesis import strategies as st
+from schemathesis.graphql import nodes
+
+
+def _json_values(depth=2):
+    """Any JSON value as a GraphQL literal: what a `JSON` argument takes (settings, parameters)."""
+    scalars = st.one_of(
+        st.just(nodes.Null),
+        st.booleans().map(nodes.Boolean),
+        st.integers(min_value=-(2**53), max_value=2**53).map(nodes.Int),
+        st.floats(allow_nan=False, allow_infinity=False).map(nodes.Float),
+        st.text(max_size=50).map(nodes.String),
+    )
+    if depth == 0:
+        return scalars
+    inner = _json_values(depth - 1)
+    fields = st.lists(
+        st.tuples(st.from_regex(r"\A[a-z_][a-z0-9_]{0,10}\Z"), inner),
+        max_size=4,
+        unique_by=lambda pair: pair[0],
+    ).map(
+        lambda pairs: nodes.Object(
+            [graphql.ObjectFieldNode(name=graphql.NameNode(value=k), value=v) for k, v in pairs]
+        )
+    )
+    return st.one_of(scalars, st.lists(inner, max_size=4).map(nodes.List), fields)
+
+
+# The `JSON` scalar (tool settings, workflow parameters and settings overrides), which
+# schemathesis cannot generate by itself.
+schemathesis.graphql.scalar("JSON", _json_values())
 
 
 @schemathesis.check
