@@ -260,3 +260,137 @@ async fn hostile_workflow_submissions_are_refused_and_write_nothing() {
         "credits were reserved"
     );
 }
+
+#[tokio::test]
+async fn hostile_actions_on_a_workflow_are_refused_and_change_nothing() {
+    let hostile = Hostile::spawn().await;
+    let ws = hostile.ws.as_str();
+    let data = hostile
+        .app
+        .ok(
+            Some(&hostile.owner.token),
+            SUBMIT,
+            json!({ "input": { "workspaceId": ws, "definition": {
+                "parameters": [{ "name": "k", "default": 1 }],
+                "steps": [{ "name": "a", "tool": "noop" }] } } }),
+        )
+        .await;
+    let wf = data["submitWorkflow"]["workflow"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let duplicate = |rest: Value| {
+        let mut input = rest;
+        input["workflowId"] = json!(wf);
+        Send::Post(
+            "mutation($input: DuplicateWorkflowInput!) { duplicateWorkflow(input: $input) { workflow { id } } }"
+                .into(),
+            json!({ "input": input }),
+        )
+    };
+    let share = |visibility: &str, emails: Value| {
+        Send::Post(
+            "mutation($input: SetWorkflowSharingInput!) { setWorkflowSharing(input: $input) { workflow { id } } }"
+                .into(),
+            json!({ "input": { "workflowId": wf, "visibility": visibility, "invitedEmails": emails } }),
+        )
+    };
+    let items = |offset: Value, limit: Value| {
+        Send::Post(
+            "query($id: ID!, $o: Int!, $l: Int!) { workflow(id: $id) { steps { itemJobs(offset: $o, limit: $l) { id } } } }"
+                .into(),
+            json!({ "id": wf, "o": offset, "l": limit }),
+        )
+    };
+    let bad_input = vec![
+        ("a duplicate named hugely".to_owned(), duplicate(json!({ "name": "n".repeat(100_000) }))),
+        ("a duplicate of an unknown parameter".to_owned(), duplicate(json!({ "parameters": { "x\u{0}": 1 } }))),
+        ("a duplicate's parameters a list".to_owned(), duplicate(json!({ "parameters": [1, 2] }))),
+        (
+            "settings of an unknown step".to_owned(),
+            duplicate(json!({ "steps": [{ "step": "nope\u{0}", "settings": {} }] })),
+        ),
+        (
+            "a thousand and one step overrides".to_owned(),
+            duplicate(json!({ "steps": (0..1001).map(|i| json!({ "step": format!("s{i}"), "settings": {} })).collect::<Vec<_>>() })),
+        ),
+        ("a negative maxCredits".to_owned(), duplicate(json!({ "maxCredits": -1 }))),
+        ("into a job's id".to_owned(), duplicate(json!({ "workspaceId": hostile.job }))),
+        (
+            "an input the workflow lacks".to_owned(),
+            duplicate(json!({ "inputs": [{ "name": "dna\u{0}", "text": ">a\nACGT\n" }] })),
+        ),
+        (
+            "101 invited e-mails".to_owned(),
+            share("INVITED", json!((0..101).map(|i| format!("u{i}@example.org")).collect::<Vec<_>>())),
+        ),
+        ("a NUL e-mail".to_owned(), share("INVITED", json!(["a\u{0}@example.org"]))),
+        ("a huge e-mail".to_owned(), share("INVITED", json!([format!("{}@example.org", "a".repeat(100_000))]))),
+        ("INVITED without e-mails".to_owned(), share("INVITED", json!([]))),
+        ("PUBLIC with e-mails".to_owned(), share("PUBLIC", json!(["a@example.org"]))),
+        ("no item jobs".to_owned(), items(json!(0), json!(0))),
+        ("a negative offset".to_owned(), items(json!(i32::MIN), json!(10))),
+        ("a limit at the Int's edge".to_owned(), items(json!(0), json!(i32::MAX))),
+        (
+            "a huge idempotency key".to_owned(),
+            submit(ws, json!({ "definition": { "steps": [{ "name": "a", "tool": "noop" }] },
+                "idempotencyKey": "k".repeat(100_000) })),
+        ),
+        (
+            "a NUL idempotency key".to_owned(),
+            submit(ws, json!({ "definition": { "steps": [{ "name": "a", "tool": "noop" }] },
+                "idempotencyKey": "k\u{0}" })),
+        ),
+        (
+            "reuse estimated without a workspace".to_owned(),
+            Send::Post(
+                "query($input: EstimateWorkflowCostInput!) { estimateWorkflowCost(input: $input) { total } }"
+                    .into(),
+                json!({ "input": { "workflow": "protein-profile", "reuse": true,
+                    "inputs": [{ "name": "dna", "text": ">a\nACGT\n" }] } }),
+            ),
+        ),
+    ];
+    hostile.check(Expect::BadInput(""), bad_input).await;
+    let refused = vec![
+        ("a duplicate's parameters nested 200 deep".to_owned(), duplicate(json!({ "parameters": { "k": nested(200) } }))),
+        (
+            "step settings nested 200 deep".to_owned(),
+            duplicate(json!({ "steps": [{ "step": "a", "settings": nested(200) }] })),
+        ),
+        ("maxCredits at the most negative integer".to_owned(), duplicate(json!({ "maxCredits": i64::MIN }))),
+        ("a visibility that does not exist".to_owned(), share("EVERYONE", json!([]))),
+        ("e-mails not a list".to_owned(), share("INVITED", json!({ "a": 1 }))),
+        ("a limit past an Int".to_owned(), items(json!(0), json!(2_147_483_648_i64))),
+        ("an offset a float".to_owned(), items(json!(1.5), json!(10))),
+        (
+            "reuse a string".to_owned(),
+            submit(ws, json!({ "definition": { "steps": [{ "name": "a", "tool": "noop" }] }, "reuse": "yes" })),
+        ),
+        (
+            "share a job's id".to_owned(),
+            Send::Post(
+                "mutation($input: SetWorkflowSharingInput!) { setWorkflowSharing(input: $input) { workflow { id } } }"
+                    .into(),
+                json!({ "input": { "workflowId": hostile.job, "visibility": "PUBLIC" } }),
+            ),
+        ),
+    ];
+    hostile.check(Expect::Refused, refused).await;
+    assert_eq!(
+        entity::workflow::Entity::find()
+            .count(&hostile.app.db)
+            .await
+            .unwrap(),
+        1,
+        "a hostile action stored a workflow"
+    );
+    assert_eq!(
+        entity::workflow_share::Entity::find()
+            .count(&hostile.app.db)
+            .await
+            .unwrap(),
+        0,
+        "a hostile action stored an invitation"
+    );
+}
