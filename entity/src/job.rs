@@ -1,5 +1,6 @@
 //! A job: one run of a tool in a workspace, with everything it recorded.
 
+use sea_orm::QueryOrder as _;
 use sea_orm::entity::prelude::*;
 
 use crate::ids::*;
@@ -151,5 +152,14 @@ impl Entity {
     /// The jobs of one workspace.
     pub fn find_in_workspace(workspace_id: WorkspaceId) -> Select<Entity> {
         Self::find().filter(Column::WorkspaceId.eq(workspace_id))
+    }
+
+    /// The jobs of a mapped workflow step, one per item, in item order.
+    pub fn find_items_of(workflow_id: WorkflowId, step: &str) -> Select<Entity> {
+        Self::find()
+            .filter(Column::WorkflowId.eq(workflow_id))
+            .filter(Column::WorkflowStep.eq(step))
+            .filter(Column::WorkflowItem.is_not_null())
+            .order_by_asc(Column::WorkflowItem)
     }
 }

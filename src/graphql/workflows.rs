@@ -1049,11 +1049,8 @@ impl WorkflowStepView {
         if self.row.items.is_none() {
             return Ok(Vec::new());
         }
-        let jobs = entity::job::Entity::find()
-            .filter(entity::job::Column::WorkflowId.eq(self.row.workflow_id))
-            .filter(entity::job::Column::WorkflowStep.eq(self.row.name.clone()))
+        let jobs = entity::job::Entity::find_items_of(self.row.workflow_id, &self.row.name)
             .filter(entity::job::Column::WorkflowItem.gte(offset))
-            .order_by_asc(entity::job::Column::WorkflowItem)
             .limit(limit as u64)
             .all(db(ctx))
             .await?;

@@ -244,6 +244,39 @@ pub struct StoredInput {
 }
 
 impl StoredInput {
+    /// Text given inline, stored as it is.
+    pub fn text(text: String) -> Self {
+        StoredInput {
+            kind: StoredInputKind::Text,
+            bytes: text.len() as u64,
+            text: Some(text),
+            file_id: None,
+            url: None,
+            residues: None,
+            sha256: None,
+            key: None,
+        }
+    }
+
+    /// A stored file: its row `file_id` once the job has one, and its storage `key` when it is
+    /// kept outside the job's own folder.
+    pub fn file(
+        file: &crate::files::NewFile,
+        file_id: Option<FileId>,
+        key: Option<String>,
+    ) -> Self {
+        StoredInput {
+            kind: StoredInputKind::File,
+            text: None,
+            bytes: file.size,
+            file_id,
+            url: None,
+            residues: file.residues,
+            sha256: Some(file.sha256.clone()),
+            key,
+        }
+    }
+
     /// Where a stored file input's content is kept, for a job of `workspace_id` and `job_id`.
     pub fn storage_key(
         &self,
@@ -435,19 +468,7 @@ impl Tool {
                 InputValue::File(file) => {
                     spec.require_file(&field)?;
                     spec.check_size(&field, file.size)?;
-                    stored.insert(
-                        name,
-                        StoredInput {
-                            kind: StoredInputKind::File,
-                            text: None,
-                            bytes: file.size,
-                            file_id: Some(file.id),
-                            url: None,
-                            residues: file.residues,
-                            sha256: Some(file.sha256),
-                            key: None,
-                        },
-                    );
+                    stored.insert(name, StoredInput::file(&file, Some(file.id), None));
                     continue;
                 }
                 InputValue::Url(url) => {
@@ -480,19 +501,7 @@ impl Tool {
             if spec.format == Some(InputFormat::Fasta) {
                 pricing::check_fasta(&text).map_err(|message| Error::bad_input(&field, message))?;
             }
-            stored.insert(
-                name,
-                StoredInput {
-                    kind: StoredInputKind::Text,
-                    text: Some(text),
-                    bytes,
-                    file_id: None,
-                    url: None,
-                    residues: None,
-                    sha256: None,
-                    key: None,
-                },
-            );
+            stored.insert(name, StoredInput::text(text));
         }
         for spec in self.inputs.iter().filter(|spec| spec.required) {
             if !stored.contains_key(&spec.name) && !items.contains_key(&spec.name) {

@@ -620,13 +620,7 @@ impl Open {
                 Err(err) => return Ok(Err(err.to_string())),
             };
             let item = runs.map(|_| run as i32);
-            let name = match item {
-                Some(item) => super::service::step_job_name(
-                    &self.workflow.name,
-                    &format!("{} [{}]", step.name, item + 1),
-                ),
-                None => super::service::step_job_name(&self.workflow.name, &step.name),
-            };
+            let name = super::service::step_job_name(&self.workflow.name, &step.name, item);
             let reuse_key =
                 crate::jobs::reuse::key_of(&step.version.name, &step.version.version, &prepared);
             planned.push((
@@ -654,7 +648,7 @@ impl Open {
         up: &str,
         output: &str,
     ) -> Result<Result<Resolved, String>> {
-        use sea_orm::{QueryOrder, QuerySelect};
+        use sea_orm::QuerySelect;
         let upstream = self.checked.step(up);
         let spec = upstream.and_then(|s| s.outputs.iter().find(|o| o.name == output));
         let (Some(upstream), Some(spec), Some(row)) = (upstream, spec, self.steps.get(up)) else {
@@ -664,14 +658,10 @@ impl Open {
         // Its jobs, in item order.
         let jobs: Vec<(JobId, Option<Value>)> = match (upstream.map.is_some(), row.job_id) {
             (true, _) => {
-                job::Entity::find()
+                job::Entity::find_items_of(self.workflow.id, up)
                     .select_only()
                     .column(job::Column::Id)
                     .column(job::Column::Result)
-                    .filter(job::Column::WorkflowId.eq(self.workflow.id))
-                    .filter(job::Column::WorkflowStep.eq(up))
-                    .filter(job::Column::WorkflowItem.is_not_null())
-                    .order_by_asc(job::Column::WorkflowItem)
                     .into_tuple()
                     .all(tx)
                     .await?
@@ -793,20 +783,11 @@ impl Item {
                 {
                     return Err(format!("its input `{input}` {message}"));
                 }
-                StoredInput {
-                    kind: StoredInputKind::Text,
-                    bytes: text.len() as u64,
-                    text: Some(text.clone()),
-                    file_id: None,
-                    url: None,
-                    residues: None,
-                    sha256: None,
-                    key: None,
-                }
+                StoredInput::text(text.clone())
             }
             Item::File(file) => {
                 let file = file.for_job();
-                let value = file_input(&file);
+                let value = StoredInput::file(&file, Some(file.id), Some(file.key.clone()));
                 files.push(file);
                 value
             }
@@ -821,20 +802,6 @@ impl Item {
             ));
         }
         Ok(value)
-    }
-}
-
-/// A stored file as a job's input, as the job's `inputs` keep it.
-fn file_input(file: &NewFile) -> StoredInput {
-    StoredInput {
-        kind: StoredInputKind::File,
-        text: None,
-        bytes: file.size,
-        file_id: Some(file.id),
-        url: None,
-        residues: file.residues,
-        sha256: Some(file.sha256.clone()),
-        key: Some(file.key.clone()),
     }
 }
 

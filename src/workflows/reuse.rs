@@ -196,7 +196,7 @@ fn outputs_of(
         let value = match spec.kind {
             OutputKind::File => stored
                 .iter()
-                .find(|file| Some(&file.name) == spec.path.as_ref())
+                .find(|file| spec.matches(&file.name))
                 .map(|file| StoredValue::File(file.clone())),
             OutputKind::Field => {
                 let field = spec.field.as_deref().unwrap_or_default();

@@ -26,9 +26,7 @@ use crate::error::{Error, Result, is_unique_violation};
 use crate::files::{self, Checks, Files, NewFile};
 use crate::jobs::idempotency as job_idempotency;
 use crate::jobs::service::{self, Charging, NewJob, Planned, Reused, StepOf, Submitter};
-use crate::tools::{
-    Catalog, Estimate, InputFormat, InputKind, InputValue, Prepared, StoredInput, StoredInputKind,
-};
+use crate::tools::{Catalog, Estimate, InputFormat, InputKind, InputValue, Prepared, StoredInput};
 use crate::workspaces::{self, Hold};
 
 /// A workflow to submit: a tools file's workflow by name, or a definition.
@@ -267,37 +265,13 @@ pub(super) fn estimate_checked(
 /// known at submission as a step's input, for its key (`reuse`).
 pub(super) fn estimated(value: &StoredValue) -> StoredInput {
     match value {
-        StoredValue::Text { text } => StoredInput {
-            kind: StoredInputKind::Text,
-            bytes: text.len() as u64,
-            text: Some(text.clone()),
-            file_id: None,
-            url: None,
-            residues: None,
-            sha256: None,
-            key: None,
-        },
-        StoredValue::File(file) => StoredInput {
-            kind: StoredInputKind::File,
-            text: None,
-            bytes: file.size,
-            file_id: None,
-            url: None,
-            residues: file.residues,
-            sha256: Some(file.sha256.clone()),
-            key: None,
-        },
+        StoredValue::Text { text } => StoredInput::text(text.clone()),
+        StoredValue::File(file) => StoredInput::file(&file.for_job(), None, None),
         // Lists hold single values; an empty one is priced as nothing.
-        StoredValue::List { items } => items.first().map(estimated).unwrap_or(StoredInput {
-            kind: StoredInputKind::Text,
-            bytes: 0,
-            text: Some(String::new()),
-            file_id: None,
-            url: None,
-            residues: None,
-            sha256: None,
-            key: None,
-        }),
+        StoredValue::List { items } => items
+            .first()
+            .map(estimated)
+            .unwrap_or_else(|| StoredInput::text(String::new())),
     }
 }
 
@@ -707,10 +681,7 @@ fn reused_job(
         ..
     } = reused;
     let prepared = Prepared::from_stored(&original.inputs, &original.settings);
-    let name = match item {
-        Some(item) => step_job_name(workflow_name, &format!("{step} [{}]", item + 1)),
-        None => step_job_name(workflow_name, step),
-    };
+    let name = step_job_name(workflow_name, step, item);
     NewJob {
         planned: Planned {
             id,
@@ -853,9 +824,16 @@ pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<work
         .await
 }
 
-/// The name of a step's job: the workflow's and the step's, at most 200 characters.
-pub(crate) fn step_job_name(workflow: &str, step: &str) -> String {
-    format!("{workflow} · {step}").chars().take(200).collect()
+/// The name of a step's job: the workflow's and the step's (with its item, from 1, for a mapped
+/// step), at most 200 characters.
+pub(crate) fn step_job_name(workflow: &str, step: &str, item: Option<i32>) -> String {
+    match item {
+        Some(item) => format!("{workflow} · {step} [{}]", item + 1),
+        None => format!("{workflow} · {step}"),
+    }
+    .chars()
+    .take(200)
+    .collect()
 }
 
 /// `retryWorkflow`: runs a FAILED or CANCELLED workflow again as a new one (its `parent`), with
@@ -920,12 +898,7 @@ async fn retry_staged(
     for step in steps.iter().filter(|s| s.status == StepStatus::Completed) {
         if let Some(items) = step.items {
             // A mapped step: every item's results, or none (the step runs again).
-            use sea_orm::QueryOrder as _;
-            let jobs = entity::job::Entity::find()
-                .filter(entity::job::Column::WorkflowId.eq(id))
-                .filter(entity::job::Column::WorkflowStep.eq(step.name.clone()))
-                .filter(entity::job::Column::WorkflowItem.is_not_null())
-                .order_by_asc(entity::job::Column::WorkflowItem)
+            let jobs = entity::job::Entity::find_items_of(id, &step.name)
                 .all(db)
                 .await?;
             if jobs.len() != items as usize {
