@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use entity::ids::{FileId, WorkflowId, WorkspaceId};
+use entity::ids::{WorkflowId, WorkspaceId};
 use entity::workflow::{self, WorkflowParentKind};
 use serde_json::{Map, Value};
 
@@ -17,7 +17,7 @@ use super::{StoredInputs, StoredValue};
 use crate::access::{WorkflowAccess, WorkflowAction, WorkspaceAccess, WorkspaceAction};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::files::{self, NewFile};
+use crate::files::NewFile;
 use crate::jobs::history::{Difference, DifferenceKind};
 use crate::jobs::service::Submitter;
 use crate::tools::InputValue;
@@ -86,11 +86,8 @@ async fn duplicate_staged(
     let mut declared = declaration(&stored, parent.fail_fast);
     override_steps(&mut declared, std::mem::take(&mut overrides.steps))?;
     let checked = definition::check(catalog, &declared, overrides.parameters.as_ref())?;
-    let name = match overrides.name.map(|n| n.trim().to_owned()) {
-        Some(name) if name.is_empty() || name.chars().count() > 200 => {
-            return Err(Error::bad_input("name", "must be 1 to 200 characters"));
-        }
-        Some(name) => name,
+    let name = match overrides.name.as_deref() {
+        Some(name) => super::service::checked_name(name)?,
         None => format!("{} (copy)", parent.name)
             .chars()
             .take(200)
@@ -121,12 +118,8 @@ async fn duplicate_staged(
             let value = match item {
                 StoredValue::Text { text } => InputValue::Text(text),
                 StoredValue::File(mut file) => {
-                    let key = files::workflow_input_key(target, new_id, FileId::new());
-                    files.copy_key(&file.key, &key).await?;
-                    file.key = key;
-                    let copy = file.for_job();
-                    staged.push(copy.clone());
-                    InputValue::File(copy)
+                    super::service::copy_input(files, &mut file, (target, new_id), staged).await?;
+                    InputValue::File(file.for_job())
                 }
                 StoredValue::List { .. } => {
                     return Err(Error::Internal(anyhow::anyhow!(

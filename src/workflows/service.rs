@@ -246,12 +246,7 @@ pub(super) fn estimate_checked(
             ));
         }
     }
-    let reservation = match (complete, max_credits) {
-        (true, _) => Some(total),
-        // A cap above what any balance holds reserves the most a balance may hold.
-        (false, Some(max)) => Credits::new(max.min(Credits::MAX.get())),
-        (false, None) => None,
-    };
+    let reservation = reservation_for(total, complete, max_credits);
     Ok(WorkflowEstimate {
         total,
         steps,
@@ -288,6 +283,17 @@ fn add_estimates(mut sum: Estimate, run: Estimate) -> Option<Estimate> {
         }
     }
     Some(sum)
+}
+
+/// What a workflow of price `total` reserves: the total when every step's price is known
+/// (`complete`), else its `maxCredits` (a cap above what any balance holds reserves the most a
+/// balance may hold); none when neither is known.
+fn reservation_for(total: Credits, complete: bool, max_credits: Option<i64>) -> Option<Credits> {
+    match (complete, max_credits) {
+        (true, _) => Some(total),
+        (false, Some(max)) => Credits::new(max.min(Credits::MAX.get())),
+        (false, None) => None,
+    }
 }
 
 /// What a workflow reserves: its estimate when every step's price is known, else its
@@ -524,11 +530,8 @@ async fn submit_staged(
     job_idempotency::check_key(submission.idempotency_key.as_deref())?;
     let definition = definition_of(catalog, &submission)?;
     let checked = definition::check(catalog, &definition, submission.parameters.as_ref())?;
-    let name = match submission.name.clone().map(|n| n.trim().to_owned()) {
-        Some(name) if name.is_empty() || name.chars().count() > 200 => {
-            return Err(Error::bad_input("name", "must be 1 to 200 characters"));
-        }
-        Some(name) => name,
+    let name = match submission.name.as_deref() {
+        Some(name) => checked_name(name)?,
         None => {
             let title = match (&definition.title, &definition.name) {
                 (title, _) if !title.is_empty() => title.clone(),
@@ -824,6 +827,31 @@ pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<work
         .await
 }
 
+/// A workflow's name as given: trimmed, 1 to 200 characters.
+pub(super) fn checked_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(Error::bad_input("name", "must be 1 to 200 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// Copies a workflow input's stored file under the folder of the workflow `into` (a retry or a
+/// duplicate, which must outlive the original), pointing `file` at the copy, which is pushed to
+/// `staged`.
+pub(super) async fn copy_input(
+    files: &Files,
+    file: &mut StoredFile,
+    (workspace_id, workflow_id): (WorkspaceId, WorkflowId),
+    staged: &mut Vec<NewFile>,
+) -> Result<()> {
+    let key = files::workflow_input_key(workspace_id, workflow_id, entity::ids::FileId::new());
+    files.copy_key(&file.key, &key).await?;
+    file.key = key;
+    staged.push(file.for_job());
+    Ok(())
+}
+
 /// The name of a step's job: the workflow's and the step's (with its item, from 1, for a mapped
 /// step), at most 200 characters.
 pub(crate) fn step_job_name(workflow: &str, step: &str, item: Option<i32>) -> String {
@@ -882,10 +910,7 @@ async fn retry_staged(
             StoredValue::Text { .. } => Vec::new(),
         };
         for file in files_of {
-            let key = files::workflow_input_key(workspace_id, new_id, entity::ids::FileId::new());
-            files.copy_key(&file.key, &key).await?;
-            file.key = key;
-            staged.push(file.for_job());
+            copy_input(files, file, (workspace_id, new_id), staged).await?;
         }
     }
     // The completed steps' results, copied for the new run's jobs.
@@ -960,11 +985,7 @@ async fn retry_staged(
     let total = Credits::checked_sum(estimate.steps.iter().map(|s| s.estimate.total))
         .ok_or_else(|| crate::tools::pricing::too_expensive("steps"))?;
     let complete = estimate.steps.iter().all(|s| s.known);
-    let reservation = match (complete, original.max_credits) {
-        (true, _) => total,
-        (false, Some(max)) => Credits::new(max).unwrap_or(total),
-        (false, None) => total,
-    };
+    let reservation = reservation_for(total, complete, original.max_credits).unwrap_or(total);
     estimate.total = total;
     estimate.complete = complete;
     estimate.reservation = Some(reservation);
@@ -1041,10 +1062,7 @@ pub async fn rename(
     id: WorkflowId,
     name: &str,
 ) -> Result<workflow::Model> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(Error::bad_input("name", "must be 1 to 200 characters"));
-    }
+    let name = checked_name(name)?;
     let access = WorkflowAccess::load(db, viewer, id).await?;
     let tx = db::begin_write(db).await?;
     workspaces::lock(&tx, access.workflow.workspace_id, Hold::Change).await?;
