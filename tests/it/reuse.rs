@@ -99,9 +99,13 @@ async fn ledger_of(app: &TestApp, id: &str) -> Vec<credit_transaction::Model> {
         .unwrap()
 }
 
-/// Asserts that `job` was not reused: it runs, charged.
+/// Asserts that `job` was not reused: it runs, charged. (A worker may have claimed it before
+/// the answer was read.)
 fn runs(job: &Value) {
-    assert_eq!(job["status"], "QUEUED", "{job}");
+    assert!(
+        ["QUEUED", "PROCESSING", "COMPLETED"].contains(&job["status"].as_str().unwrap_or_default()),
+        "{job}"
+    );
     assert!(job["creditCost"].as_i64().unwrap() > 0, "{job}");
     assert_eq!(job["reusedFrom"], Value::Null, "{job}");
 }
