@@ -1032,11 +1032,39 @@ pub async fn cancel(
         .user()
         .map(|u| u.email.clone())
         .unwrap_or_else(|| "the system".into());
-    let tx = db::begin_write(db).await?;
     // The running steps' jobs first, then the workspace: the order in which the execution
-    // layer takes them.
-    lock_jobs(&tx, id).await?;
-    workspaces::lock(&tx, access.workflow.workspace_id, Hold::Change).await?;
+    // layer takes them. Steps that started meanwhile (written under the workspace's lock, so
+    // none can start once it is held) have jobs not locked yet: taking them now would reverse
+    // that order, so the locks are taken again, from the start.
+    // A completion group locks its jobs in its own order: PostgreSQL may break a deadlock
+    // between the two by failing this side, which then tries again too.
+    let mut tries = 0;
+    let tx = loop {
+        let tx = db::begin_write(db).await?;
+        let locked = match lock_jobs(&tx, id).await {
+            Ok(locked) => Some(locked),
+            Err(err) if format!("{err:?}").contains("deadlock detected") => None,
+            Err(err) => return Err(err),
+        };
+        if let Some(locked) = locked {
+            workspaces::lock(&tx, access.workflow.workspace_id, Hold::Change).await?;
+            if unfinished_jobs(&tx, id)
+                .await?
+                .iter()
+                .all(|job| locked.contains(job))
+            {
+                break tx;
+            }
+        }
+        // Dropped: rolled back.
+        drop(tx);
+        tries += 1;
+        if tries == 10 {
+            return Err(Error::conflict(
+                "the workflow's steps keep starting: try cancelling it again",
+            ));
+        }
+    };
     let mut open = Open::load(&tx, id)
         .await?
         .ok_or(Error::NotFound("workflow"))?;
@@ -1109,6 +1137,19 @@ pub async fn delete(
         .delete_prefix(&files::workflow_prefix(workspace_id, id))
         .await;
     Ok(access.workflow)
+}
+
+/// The unfinished jobs of a workflow's steps, without locking them.
+async fn unfinished_jobs(tx: &db::Transaction, id: WorkflowId) -> Result<Vec<JobId>> {
+    use sea_orm::QuerySelect;
+    Ok(entity::job::Entity::find()
+        .select_only()
+        .column(entity::job::Column::Id)
+        .filter(entity::job::Column::WorkflowId.eq(id))
+        .filter(entity::job::Column::FinishedAt.is_null())
+        .into_tuple()
+        .all(tx)
+        .await?)
 }
 
 /// Locks the unfinished jobs of a workflow's steps, in id order.
