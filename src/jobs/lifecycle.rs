@@ -35,6 +35,9 @@ pub async fn transition(
         refund,
         now: Utc::now(),
     };
+    if to.is_final() {
+        lock_for_workflows(tx, std::slice::from_ref(job)).await?;
+    }
     let Some(updated) = store::update_status(tx, job, step, &change).await? else {
         let now = job::Entity::find_by_id(job.id).one(tx).await?;
         return Err(changed_meanwhile(now.map(|now| now.status)));
@@ -70,6 +73,42 @@ pub async fn hand_back(tx: &crate::db::Transaction, job: &job::Model) -> Result<
         ..Default::default()
     };
     transition(tx, job, JobStatus::Queued, change).await
+}
+
+/// Before jobs that may end a workflow's step are written: locks the jobs, then the workspaces
+/// of their workflows, the order in which every writer takes them. Ending a step moves its
+/// workflow on under its workspace's lock (`workflows::advance`); the write of the jobs numbers
+/// their live entries, under a lock that writers holding a workspace take at their commit.
+/// Asking for the workspace only after that numbering would reverse the order, and two such
+/// transactions would wait for each other. Jobs of no workflow need none of this.
+async fn lock_for_workflows(tx: &crate::db::Transaction, jobs: &[job::Model]) -> Result<()> {
+    use sea_orm::sea_query::LockType;
+    use sea_orm::{QueryOrder, QuerySelect};
+    let workspaces: std::collections::BTreeSet<_> = jobs
+        .iter()
+        .filter(|job| job.workflow_id.is_some())
+        .map(|job| job.workspace_id)
+        .collect();
+    if workspaces.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
+    ids.sort();
+    for chunk in ids.chunks(store::ROWS_PER_INSERT) {
+        job::Entity::find()
+            .select_only()
+            .column(job::Column::Id)
+            .filter(job::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(job::Column::Id)
+            .lock(LockType::NoKeyUpdate)
+            .into_tuple::<JobId>()
+            .all(tx)
+            .await?;
+    }
+    for workspace in workspaces {
+        crate::workspaces::lock(tx, workspace, crate::workspaces::Hold::Change).await?;
+    }
+    Ok(())
 }
 
 /// CONFLICT for a job that no longer had the status and attempt its writer saw: it is now
@@ -198,6 +237,8 @@ impl<'a> Completing<'a> {
         outputs: &[&[crate::files::NewFile]],
     ) -> Result<Vec<Result<()>>> {
         let allowed = self.refused.iter().filter(|r| r.is_none()).count();
+        let group: Vec<job::Model> = self.completions.iter().map(|c| c.job.clone()).collect();
+        lock_for_workflows(tx, &group).await?;
         let mut moved: HashSet<JobId> = store::complete(tx, self.statements, allowed)
             .await?
             .into_iter()
