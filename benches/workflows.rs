@@ -274,6 +274,9 @@ async fn run_on(
         .count(&db)
         .await? as usize;
     ensure!(charges == steps, "{charges} charges for {steps} jobs");
+    if var("BENCH_PHASES").is_some_and(|v| v != "0") {
+        print_phases(shape, start, &jobs);
+    }
     let ws = entity::workspace::Entity::find_by_id(workspace.id)
         .one(&db)
         .await?
@@ -286,4 +289,44 @@ async fn run_on(
     );
     db.close().await.ok();
     Ok((last - start).num_microseconds().unwrap_or(0) as f64 / 1e6)
+}
+
+/// With `BENCH_PHASES=1`: when each wave of a run's jobs was written, first claimed and last
+/// finished, in milliseconds from the submission, to see where a run's time goes.
+fn print_phases(shape: Shape, start: DateTime<Utc>, jobs: &[job::Model]) {
+    let ms = |t: Option<DateTime<Utc>>| {
+        t.map_or(f64::NAN, |t| {
+            (t - start).num_microseconds().unwrap_or(0) as f64 / 1e3
+        })
+    };
+    let waves: Vec<(&str, Vec<&job::Model>)> = match shape {
+        Shape::Plain => vec![("jobs", jobs.iter().collect())],
+        Shape::Workflow => ["source", "fan", "sink"]
+            .into_iter()
+            .map(|wave| {
+                let of: Vec<&job::Model> = jobs
+                    .iter()
+                    .filter(|job| {
+                        job.workflow_step.as_deref().is_some_and(|step| {
+                            step.trim_end_matches(|c: char| c.is_ascii_digit()) == wave
+                        })
+                    })
+                    .collect();
+                (wave, of)
+            })
+            .collect(),
+    };
+    let line: Vec<String> = waves
+        .iter()
+        .map(|(wave, of)| {
+            format!(
+                "{wave} x{}: written {:.1}, first claimed {:.1}, last finished {:.1}",
+                of.len(),
+                ms(of.iter().map(|job| job.created_at).min()),
+                ms(of.iter().filter_map(|job| job.started_at).min()),
+                ms(of.iter().filter_map(|job| job.finished_at).max()),
+            )
+        })
+        .collect();
+    eprintln!("  {}", line.join("; "));
 }
