@@ -82,8 +82,6 @@ pub async fn hand_back(tx: &crate::db::Transaction, job: &job::Model) -> Result<
 /// Asking for the workspace only after that numbering would reverse the order, and two such
 /// transactions would wait for each other. Jobs of no workflow need none of this.
 async fn lock_for_workflows(tx: &crate::db::Transaction, jobs: &[job::Model]) -> Result<()> {
-    use sea_orm::sea_query::LockType;
-    use sea_orm::{QueryOrder, QuerySelect};
     let workspaces: std::collections::BTreeSet<_> = jobs
         .iter()
         .filter(|job| job.workflow_id.is_some())
@@ -92,19 +90,8 @@ async fn lock_for_workflows(tx: &crate::db::Transaction, jobs: &[job::Model]) ->
     if workspaces.is_empty() {
         return Ok(());
     }
-    let mut ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
-    ids.sort();
-    for chunk in ids.chunks(store::ROWS_PER_INSERT) {
-        job::Entity::find()
-            .select_only()
-            .column(job::Column::Id)
-            .filter(job::Column::Id.is_in(chunk.iter().copied()))
-            .order_by_asc(job::Column::Id)
-            .lock(LockType::NoKeyUpdate)
-            .into_tuple::<JobId>()
-            .all(tx)
-            .await?;
-    }
+    let ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
+    store::lock_jobs(tx, &ids).await?;
     for workspace in workspaces {
         crate::workspaces::lock(tx, workspace, crate::workspaces::Hold::Change).await?;
     }

@@ -249,6 +249,21 @@ pub async fn claim(
     recording(tx, update, message, at_most, rows::ALL).await
 }
 
+/// Locks the rows of the jobs `ids` in `tx`, in the order of their ids, as a change of them
+/// would. SQLite's one writer needs no row locks.
+pub async fn lock_jobs(tx: &Transaction, ids: &[JobId]) -> Result<()> {
+    if ids.is_empty() || Dialect::of(tx) == Dialect::Sqlite {
+        return Ok(());
+    }
+    tx.execute_raw(Statement::from_sql_and_values(
+        sea_orm::DatabaseBackend::Postgres,
+        "SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE",
+        [crate::db::column(ids.iter().map(|id| id.uuid()))],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// The UPDATE of a claim (`claim`), returning the columns of `rows::returning`.
 pub fn claim_statement(
     db: &impl ConnectionTrait,

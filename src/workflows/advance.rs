@@ -17,7 +17,7 @@ use entity::job::{self, JobStatus};
 use entity::workflow::{self, WorkflowStatus};
 use entity::workflow_step::{self, StepStatus};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, Iterable as _, QueryFilter};
+use sea_orm::{ColumnTrait, EntityTrait, Iterable as _, QueryFilter};
 use serde_json::Value;
 
 use super::definition::{Checked, MAX_MAP_ITEMS, Source, Step};
@@ -175,44 +175,25 @@ impl Open {
         if !self.partial {
             self.recount();
         }
-        // The changed steps written whole, one statement per five hundred whatever their
-        // number: each row replaces the one of its name.
+        // The changed steps' progress, in one statement (`rows::update`).
         self.changed.sort();
         self.changed.dedup();
         let changed = std::mem::take(&mut self.changed);
-        for names in changed.chunks(500) {
-            let rows: Vec<workflow_step::ActiveModel> = names
-                .iter()
-                .map(|name| {
-                    let mut step = self.steps[name].clone();
-                    step.depends_on = serde_json::to_value(
-                        self.checked
-                            .step(name)
-                            .map(|s| s.depends_on.clone())
-                            .unwrap_or_default(),
-                    )
-                    .expect("names serialize");
-                    step.into_active_model()
-                })
-                .collect();
-            use workflow_step::Column as S;
-            workflow_step::Entity::insert_many(rows)
-                .on_conflict(
-                    sea_orm::sea_query::OnConflict::columns([S::WorkflowId, S::Name])
-                        .update_columns([
-                            S::Status,
-                            S::WaitingOn,
-                            S::JobId,
-                            S::Reason,
-                            S::UpdatedAt,
-                            S::Items,
-                            S::ItemsLeft,
-                        ])
-                        .to_owned(),
+        let rows: Vec<workflow_step::Model> = changed
+            .iter()
+            .map(|name| {
+                let mut step = self.steps[name].clone();
+                step.depends_on = serde_json::to_value(
+                    self.checked
+                        .step(name)
+                        .map(|s| s.depends_on.clone())
+                        .unwrap_or_default(),
                 )
-                .exec(tx)
-                .await?;
-        }
+                .expect("names serialize");
+                step
+            })
+            .collect();
+        super::rows::update(tx, self.workflow.id, rows).await?;
         use workflow::Column as W;
         let w = &mut self.workflow;
         w.updated_at = Utc::now();
@@ -820,6 +801,12 @@ fn definitions() -> &'static crate::cache::TtlCache<WorkflowId, Arc<Checked>> {
             crate::cache::TtlCache::with_capacity(std::time::Duration::from_secs(3600), 256)
         });
     &DEFINITIONS
+}
+
+/// Keeps the definition of a workflow being written, so that its settling, in the same
+/// transaction, and every later change in this process do not read and parse it back.
+pub(crate) fn remember(id: WorkflowId, checked: Checked) {
+    definitions().insert(id, Arc::new(checked.indexed()));
 }
 
 /// Moves workflows on after jobs of their steps ended, in the transaction of those endings:

@@ -27,6 +27,7 @@ pub mod definition;
 pub mod duplicate;
 mod idempotency;
 mod reuse;
+mod rows;
 pub mod service;
 pub mod sharing;
 

@@ -802,11 +802,11 @@ pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<work
             }
         })
         .collect();
-    for chunk in rows.chunks(crate::store::ROWS_PER_INSERT / 2) {
-        workflow_step::Entity::insert_many(chunk.to_vec())
-            .exec(tx)
-            .await?;
-    }
+    let rows = rows
+        .into_iter()
+        .map(sea_orm::TryIntoModel::try_into_model)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    super::rows::insert(tx, rows).await?;
     if !jobs.is_empty() {
         service::insert_jobs(
             tx,
@@ -820,6 +820,7 @@ pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<work
     if new.reservation > Credits::ZERO {
         ledger::reserve(tx, new.workspace_id, new.reservation.get()).await?;
     }
+    advance::remember(workflow_id, new.checked);
     Open::load(tx, workflow_id)
         .await?
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("the workflow was just written")))?
