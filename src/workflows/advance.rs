@@ -6,13 +6,14 @@
 //!
 //! Every change of a workflow holds its workspace's lock (`workspaces::lock`), which writers
 //! that add jobs to a workspace take anyway: two steps of one workflow ending at once are
-//! settled one after the other, the second seeing the first.
+//! settled one after the other, the second seeing the first. A step's job that ends locks the
+//! workspace before its own write (`jobs::lifecycle`), so `steps_ended` finds it held.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use entity::ids::{JobId, WorkflowId, WorkspaceId};
+use entity::ids::{JobId, WorkflowId};
 use entity::job::{self, JobStatus};
 use entity::workflow::{self, WorkflowStatus};
 use entity::workflow_step::{self, StepStatus};
@@ -32,7 +33,6 @@ use crate::tools::pricing;
 use crate::tools::{
     InputFormat, InputKind, InputSpec, OutputKind, Prepared, StoredInput, StoredInputKind,
 };
-use crate::workspaces::{self, Hold};
 
 /// A workflow with its steps, as read under its workspace's lock, and what changed.
 pub(crate) struct Open {
@@ -810,31 +810,22 @@ pub(crate) fn remember(id: WorkflowId, checked: Checked) {
 }
 
 /// Moves workflows on after jobs of their steps ended, in the transaction of those endings:
-/// `jobs` as they now are. Jobs of no workflow are ignored.
+/// `jobs` as they now are. Jobs of no workflow are ignored. The caller holds the workflows'
+/// workspaces, taken before the jobs' write (`jobs::lifecycle`).
 pub(crate) async fn steps_ended(tx: &Transaction, jobs: &[job::Model]) -> Result<()> {
-    let mut by_workflow: BTreeMap<WorkflowId, (WorkspaceId, Vec<&job::Model>)> = BTreeMap::new();
+    let mut by_workflow: BTreeMap<WorkflowId, Vec<&job::Model>> = BTreeMap::new();
     for job in jobs.iter().filter(|job| job.status.is_final()) {
         if let Some(workflow_id) = job.workflow_id {
-            by_workflow
-                .entry(workflow_id)
-                .or_insert_with(|| (job.workspace_id, Vec::new()))
-                .1
-                .push(job);
+            by_workflow.entry(workflow_id).or_default().push(job);
         }
     }
-    for (workflow_id, (workspace_id, ended)) in by_workflow {
-        Box::pin(advance(tx, workflow_id, workspace_id, &ended)).await?;
+    for (workflow_id, ended) in by_workflow {
+        Box::pin(advance(tx, workflow_id, &ended)).await?;
     }
     Ok(())
 }
 
-async fn advance(
-    tx: &Transaction,
-    workflow_id: WorkflowId,
-    workspace_id: WorkspaceId,
-    ended: &[&job::Model],
-) -> Result<()> {
-    workspaces::lock(tx, workspace_id, Hold::Change).await?;
+async fn advance(tx: &Transaction, workflow_id: WorkflowId, ended: &[&job::Model]) -> Result<()> {
     if ended.iter().all(|job| job.status == JobStatus::Completed)
         && completed(tx, workflow_id, ended).await?
     {
