@@ -1037,8 +1037,9 @@ pub async fn cancel(
     // layer takes them. Steps that started meanwhile (written under the workspace's lock, so
     // none can start once it is held) have jobs not locked yet: taking them now would reverse
     // that order, so the locks are taken again, from the start.
-    // A completion group locks its jobs in its own order: PostgreSQL may break a deadlock
-    // between the two by failing this side, which then tries again too.
+    // A completion group or an ending of these jobs locks them too (in the order of their ids,
+    // as here), then the workspace; should PostgreSQL still break a deadlock by failing this
+    // side, it tries again too.
     let mut tries = 0;
     let tx = loop {
         let tx = db::begin_write(db).await?;
