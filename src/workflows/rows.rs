@@ -58,13 +58,7 @@ pub(super) async fn insert(tx: &Transaction, rows: Vec<workflow_step::Model>) ->
                $13::timestamptz[], $14::int4[], $15::int4[]) AS v (name, position, tool, \
                depends_on, estimate, estimate_known, status, waiting_on, job_id, has_reason, \
                reason, updated_at, items, items_left)";
-    tx.execute_raw(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        sql,
-        values,
-    ))
-    .await?;
-    Ok(())
+    run(tx, sql, values).await
 }
 
 /// Writes what a change of the workflow `workflow_id` set on the steps `rows`: their status,
@@ -115,6 +109,11 @@ pub(super) async fn update(
                $7::text[], $8::timestamptz[], $9::int4[], $10::int4[]) AS v (name, status, \
                waiting_on, job_id, has_reason, reason, updated_at, items, items_left) \
                WHERE s.workflow_id = $1 AND s.name = v.name";
+    run(tx, sql, values).await
+}
+
+/// Runs one of these statements on PostgreSQL.
+async fn run(tx: &Transaction, sql: &str, values: Vec<sea_orm::Value>) -> Result<()> {
     tx.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         sql,
