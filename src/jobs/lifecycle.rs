@@ -36,7 +36,7 @@ pub async fn transition(
         now: Utc::now(),
     };
     if to.is_final() {
-        lock_for_workflows(tx, std::slice::from_ref(job)).await?;
+        lock_for_workflows(tx, &[job]).await?;
     }
     let Some(updated) = store::update_status(tx, job, step, &change).await? else {
         let now = job::Entity::find_by_id(job.id).one(tx).await?;
@@ -81,7 +81,7 @@ pub async fn hand_back(tx: &crate::db::Transaction, job: &job::Model) -> Result<
 /// their live entries, under a lock that writers holding a workspace take at their commit.
 /// Asking for the workspace only after that numbering would reverse the order, and two such
 /// transactions would wait for each other. Jobs of no workflow need none of this.
-async fn lock_for_workflows(tx: &crate::db::Transaction, jobs: &[job::Model]) -> Result<()> {
+async fn lock_for_workflows(tx: &crate::db::Transaction, jobs: &[&job::Model]) -> Result<()> {
     let workspaces: std::collections::BTreeSet<_> = jobs
         .iter()
         .filter(|job| job.workflow_id.is_some())
@@ -224,7 +224,7 @@ impl<'a> Completing<'a> {
         outputs: &[&[crate::files::NewFile]],
     ) -> Result<Vec<Result<()>>> {
         let allowed = self.refused.iter().filter(|r| r.is_none()).count();
-        let group: Vec<job::Model> = self.completions.iter().map(|c| c.job.clone()).collect();
+        let group: Vec<&job::Model> = self.completions.iter().map(|c| &c.job).collect();
         lock_for_workflows(tx, &group).await?;
         let mut moved: HashSet<JobId> = store::complete(tx, self.statements, allowed)
             .await?
