@@ -181,17 +181,7 @@ impl Open {
         let changed = std::mem::take(&mut self.changed);
         let rows: Vec<workflow_step::Model> = changed
             .iter()
-            .map(|name| {
-                let mut step = self.steps[name].clone();
-                step.depends_on = serde_json::to_value(
-                    self.checked
-                        .step(name)
-                        .map(|s| s.depends_on.clone())
-                        .unwrap_or_default(),
-                )
-                .expect("names serialize");
-                step
-            })
+            .map(|name| self.steps[name].clone())
             .collect();
         super::rows::update(tx, self.workflow.id, rows).await?;
         use workflow::Column as W;

@@ -74,7 +74,8 @@ pub(super) async fn update(
     if Dialect::of(tx) == Dialect::Sqlite {
         use workflow_step::Column as S;
         for chunk in rows.chunks(ROWS_PER_INSERT / 2) {
-            // Each row replaces the one of its name; the columns of its definition stay.
+            // Each row replaces the progress of the one of its name; the columns of its
+            // definition stay (a step read without its dependencies carries them as JSON null).
             workflow_step::Entity::insert_many(
                 chunk.iter().cloned().map(|row| row.into_active_model()),
             )
