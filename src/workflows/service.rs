@@ -769,7 +769,7 @@ pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<work
         }
     }
     let done = |name: &str| reused_jobs.contains_key(name) || reused_items.contains_key(name);
-    let rows: Vec<workflow_step::ActiveModel> = new
+    let rows: Vec<workflow_step::Model> = new
         .checked
         .steps
         .iter()
@@ -778,34 +778,30 @@ pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<work
         .map(|(position, (step, priced))| {
             let reused = reused_jobs.get(&step.name);
             let items = reused_items.get(&step.name).copied();
-            workflow_step::ActiveModel {
-                workflow_id: Set(workflow_id),
-                name: Set(step.name.clone()),
-                position: Set(position as i32),
-                tool: Set(step.tool.clone()),
-                status: Set(if done(&step.name) {
+            workflow_step::Model {
+                workflow_id,
+                name: step.name.clone(),
+                position: position as i32,
+                tool: step.tool.clone(),
+                status: if done(&step.name) {
                     StepStatus::Completed
                 } else {
                     StepStatus::Waiting
-                }),
-                depends_on: Set(serde_json::to_value(&step.depends_on).expect("names serialize")),
-                waiting_on: Set(step.depends_on.iter().filter(|up| !done(up)).count() as i32),
-                estimate: Set(priced.estimate.total.get()),
-                estimate_known: Set(priced.known),
-                job_id: Set(reused.map(|(id, _)| *id)),
-                reason: Set(reused
+                },
+                depends_on: serde_json::to_value(&step.depends_on).expect("names serialize"),
+                waiting_on: step.depends_on.iter().filter(|up| !done(up)).count() as i32,
+                estimate: priced.estimate.total.get(),
+                estimate_known: priced.known,
+                job_id: reused.map(|(id, _)| *id),
+                reason: reused
                     .map(|(_, reason)| reason.clone())
-                    .or_else(|| items.map(|_| "reused the results of the earlier run".to_owned()))),
-                updated_at: Set(now),
-                items: Set(items),
-                items_left: Set(0),
+                    .or_else(|| items.map(|_| "reused the results of the earlier run".to_owned())),
+                updated_at: now,
+                items,
+                items_left: 0,
             }
         })
         .collect();
-    let rows = rows
-        .into_iter()
-        .map(sea_orm::TryIntoModel::try_into_model)
-        .collect::<std::result::Result<Vec<_>, _>>()?;
     super::rows::insert(tx, rows).await?;
     if !jobs.is_empty() {
         service::insert_jobs(
