@@ -82,7 +82,7 @@ pub async fn hand_back(tx: &crate::db::Transaction, job: &job::Model) -> Result<
 /// Asking for the workspace only after that numbering would reverse the order, and two such
 /// transactions would wait for each other. Jobs of no workflow need none of this.
 async fn lock_for_workflows(tx: &crate::db::Transaction, jobs: &[&job::Model]) -> Result<()> {
-    let workspaces: std::collections::BTreeSet<_> = jobs
+    let mut workspaces: Vec<_> = jobs
         .iter()
         .filter(|job| job.workflow_id.is_some())
         .map(|job| job.workspace_id)
@@ -90,12 +90,10 @@ async fn lock_for_workflows(tx: &crate::db::Transaction, jobs: &[&job::Model]) -
     if workspaces.is_empty() {
         return Ok(());
     }
+    workspaces.sort();
+    workspaces.dedup();
     let ids: Vec<JobId> = jobs.iter().map(|job| job.id).collect();
-    store::lock_jobs(tx, &ids).await?;
-    for workspace in workspaces {
-        crate::workspaces::lock(tx, workspace, crate::workspaces::Hold::Change).await?;
-    }
-    Ok(())
+    store::lock_jobs_then_workspaces(tx, &ids, &workspaces).await
 }
 
 /// CONFLICT for a job that no longer had the status and attempt its writer saw: it is now

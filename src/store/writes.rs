@@ -1,7 +1,7 @@
 //! The writes of jobs, as domain modules ask for them. Each takes the caller's transaction and
 //! records the job's timeline row and live entry with the change, as `record` does.
 
-use entity::ids::JobId;
+use entity::ids::{JobId, WorkspaceId};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -249,16 +249,28 @@ pub async fn claim(
     recording(tx, update, message, at_most, rows::ALL).await
 }
 
-/// Locks the rows of the jobs `ids` in `tx`, in the order of their ids, as a change of them
-/// would. SQLite's one writer needs no row locks.
-pub async fn lock_jobs(tx: &Transaction, ids: &[JobId]) -> Result<()> {
-    if ids.is_empty() || Dialect::of(tx) == Dialect::Sqlite {
+/// Locks the rows of the jobs `jobs` in `tx`, in the order of their ids, as a change of them
+/// would, then the rows of the workspaces `workspaces` (`workspaces::lock`), in one statement.
+/// SQLite's one writer needs no row locks: a transaction that writes holds the whole database.
+pub async fn lock_jobs_then_workspaces(
+    tx: &Transaction,
+    jobs: &[JobId],
+    workspaces: &[WorkspaceId],
+) -> Result<()> {
+    if Dialect::of(tx) == Dialect::Sqlite {
         return Ok(());
     }
+    // The jobs' lock is the workspaces' filter, so it is taken before any workspace row.
     tx.execute_raw(Statement::from_sql_and_values(
         sea_orm::DatabaseBackend::Postgres,
-        "SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE",
-        [crate::db::column(ids.iter().map(|id| id.uuid()))],
+        "WITH j AS (SELECT id FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id \
+         FOR NO KEY UPDATE) \
+         SELECT id FROM workspaces WHERE id = ANY($2::uuid[]) \
+         AND (SELECT count(*) FROM j) >= 0 ORDER BY id FOR NO KEY UPDATE",
+        [
+            crate::db::column(jobs.iter().map(|id| id.uuid())),
+            crate::db::column(workspaces.iter().map(|id| id.uuid())),
+        ],
     ))
     .await?;
     Ok(())
