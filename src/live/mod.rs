@@ -14,7 +14,7 @@
 pub mod feed;
 pub mod subscriptions;
 
-use entity::ids::{JobId, TokenId, TransactionId, WorkspaceId};
+use entity::ids::{JobId, TokenId, TransactionId, WorkflowId, WorkspaceId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -68,9 +68,9 @@ pub async fn balance_moved(
 }
 
 /// Records that a workflow changed (its status, steps or credits).
-pub fn workflow_changed(tx: &Transaction, workflow: &entity::workflow::Model) {
-    let mut entry = store::live_entry_of(workflow.workspace_id, None, LiveKind::Workflow);
-    entry.data = Set(Some(json!({ "workflowId": workflow.id })));
+pub fn workflow_changed(tx: &Transaction, workspace_id: WorkspaceId, workflow_id: WorkflowId) {
+    let mut entry = store::live_entry_of(workspace_id, None, LiveKind::Workflow);
+    entry.data = Set(Some(json!({ "workflowId": workflow_id })));
     store::record_live(tx, [entry]);
 }
 

@@ -55,17 +55,14 @@ impl Open {
     /// which never changes once written, is parsed once per process (`definitions`) and not
     /// read again: `workflow.definition` is left null.
     pub(crate) async fn load(tx: &Transaction, id: WorkflowId) -> Result<Option<Open>> {
-        Self::load_with(tx, id, None, false).await
+        Self::load_with(tx, id, None).await
     }
 
     /// `load`, reading only the steps named (and none other) when `names` is given.
-    /// With `dependents`, the steps that wait for those named are read too, in the same
-    /// statements.
     async fn load_with(
         tx: &Transaction,
         id: WorkflowId,
         names: Option<&[String]>,
-        dependents: bool,
     ) -> Result<Option<Open>> {
         use sea_orm::{IdenStatic as _, QuerySelect as _};
         let cached = definitions().get(&id);
@@ -109,19 +106,6 @@ impl Open {
                 column => select.column(column),
             };
         }
-        let mut named: Vec<String>;
-        let names = match names {
-            Some(names) if dependents => {
-                named = names.to_vec();
-                for name in names {
-                    named.extend(checked.dependents(name).iter().cloned());
-                }
-                named.sort();
-                named.dedup();
-                Some(named.as_slice())
-            }
-            other => other,
-        };
         let steps = match names {
             None => select.into_model::<workflow_step::Model>().all(tx).await?,
             Some(names) => {
@@ -201,7 +185,7 @@ impl Open {
             .exec(tx)
             .await?;
         self.workflow_changed = false;
-        crate::live::workflow_changed(tx, &self.workflow);
+        crate::live::workflow_changed(tx, self.workflow.workspace_id, self.workflow.id);
         Ok(())
     }
 
@@ -816,10 +800,8 @@ pub(crate) async fn steps_ended(tx: &Transaction, jobs: &[job::Model]) -> Result
 }
 
 async fn advance(tx: &Transaction, workflow_id: WorkflowId, ended: &[&job::Model]) -> Result<()> {
-    if ended.iter().all(|job| job.status == JobStatus::Completed)
-        && completed(tx, workflow_id, ended).await?
-    {
-        return Ok(());
+    if ended.iter().all(|job| job.status == JobStatus::Completed) {
+        return completed(tx, workflow_id, ended).await;
     }
     let Some(mut open) = Open::load(tx, workflow_id).await? else {
         return Ok(());
@@ -894,111 +876,61 @@ async fn advance(tx: &Transaction, workflow_id: WorkflowId, ended: &[&job::Model
     open.settle_and_save(tx).await.map(drop)
 }
 
-/// Steps whose jobs completed, settled from what they change alone: the ended steps, the steps
-/// that wait for them (one count less each) and, for those now ready, what feeds them. The
-/// usual case, and its cost does not grow with the workflow. `false` (nothing written) when
-/// the workflow needs the full settle instead: it is not running, a ready step cannot start,
-/// or its last step ended.
-async fn completed(
-    tx: &Transaction,
-    workflow_id: WorkflowId,
-    ended: &[&job::Model],
-) -> Result<bool> {
-    let names: Vec<String> = ended
-        .iter()
-        .filter_map(|job| job.workflow_step.clone())
-        .collect();
-    let Some(mut open) = Open::load_with(tx, workflow_id, Some(&names), true).await? else {
-        return Ok(true);
+/// Steps whose jobs completed, the usual case, settled from what they change alone: the
+/// database records the completions and what they free (`rows::complete`); only the steps that
+/// became ready are read, to start them, so the cost does not grow with the workflow. The whole
+/// graph is settled (`Open::settle_and_save`) only when the last step ended or a ready step
+/// could not start.
+async fn completed(tx: &Transaction, workflow_id: WorkflowId, ended: &[&job::Model]) -> Result<()> {
+    let checked = match definitions().get(&workflow_id) {
+        Some(checked) => checked,
+        // Read (and kept) with the workflow's row, without its steps.
+        None => match Open::load_with(tx, workflow_id, Some(&[])).await? {
+            Some(open) => open.checked,
+            None => return Ok(()),
+        },
     };
-    if open.workflow.status != WorkflowStatus::Running {
-        return Ok(false);
+    let Some(done) = super::rows::complete(tx, workflow_id, &checked, ended, Utc::now()).await?
+    else {
+        return Ok(());
+    };
+    if done.status != WorkflowStatus::Running || (done.ready.is_empty() && done.steps_left > 0) {
+        // Ended already (cancelled, or failing fast) the steps only record their outcome; or
+        // nothing is to start yet.
+        crate::live::workflow_changed(tx, done.workspace_id, workflow_id);
+        return Ok(());
     }
-    let mut done = Vec::new();
-    for job in ended {
-        let Some(name) = &job.workflow_step else {
-            continue;
-        };
-        let Some(step) = open.steps.get_mut(name) else {
-            continue;
-        };
-        if step.status != StepStatus::Running {
-            continue;
+    if !done.ready.is_empty() {
+        // The ready steps, with the steps that feed them.
+        let mut names = done.ready.clone();
+        for name in &done.ready {
+            if let Some(step) = checked.step(name) {
+                names.extend(step.depends_on.iter().cloned());
+            }
         }
-        if step.items.is_some() {
-            // A mapped step is done with its last item.
-            if job.workflow_item.is_none() {
-                continue;
-            }
-            step.items_left -= 1;
-            open.changed.push(name.clone());
-            if step.items_left == 0 {
-                done.push(name.clone());
-            }
-        } else if step.job_id == Some(job.id) {
-            done.push(name.clone());
+        names.sort();
+        names.dedup();
+        let Some(mut open) = Open::load_with(tx, workflow_id, Some(&names)).await? else {
+            return Ok(());
+        };
+        open.start(tx, &done.ready).await?;
+        let started = done
+            .ready
+            .iter()
+            .all(|name| open.status_of(name) == Some(StepStatus::Running));
+        open.save(tx).await?;
+        if started {
+            return Ok(());
         }
     }
-    // The steps that wait for them, and what feeds those that become ready.
-    let checked = open.checked.clone();
-    let mut dependents: Vec<String> = done
-        .iter()
-        .flat_map(|name| checked.dependents(name).iter().cloned())
-        .collect();
-    dependents.sort();
-    dependents.dedup();
-    let more: Vec<String> = dependents
-        .iter()
-        .filter(|name| !open.steps.contains_key(*name))
-        .cloned()
-        .collect();
-    if !more.is_empty()
-        && let Some(extra) = Open::load_with(tx, workflow_id, Some(&more), false).await?
+    // The last step ended, or a ready step could not start (skipping what needed it takes the
+    // whole graph).
+    if let Some(open) = Open::load(tx, workflow_id).await?
+        && open.workflow.status == WorkflowStatus::Running
     {
-        open.steps.extend(extra.steps);
+        open.settle_and_save(tx).await?;
     }
-    for name in &done {
-        open.set_step(name, StepStatus::Completed, None);
-    }
-    open.workflow.steps_left -= done.len() as i32;
-    let mut ready = Vec::new();
-    for name in &dependents {
-        let fed = checked.step(name).map_or(0, |s| {
-            s.depends_on.iter().filter(|up| done.contains(up)).count()
-        });
-        if let Some(step) = open.steps.get_mut(name) {
-            step.waiting_on -= fed as i32;
-            if step.waiting_on == 0 && step.status == StepStatus::Waiting {
-                ready.push(name.clone());
-            }
-        }
-        open.changed.push(name.clone());
-    }
-    if open.workflow.steps_left == 0 {
-        return Ok(false);
-    }
-    if !ready.is_empty() {
-        let feeding: Vec<String> = ready
-            .iter()
-            .filter_map(|name| checked.step(name))
-            .flat_map(|step| step.depends_on.iter().cloned())
-            .filter(|up| !open.steps.contains_key(up))
-            .collect();
-        if let Some(extra) = Open::load_with(tx, workflow_id, Some(&feeding), false).await? {
-            open.steps.extend(extra.steps);
-        }
-        open.start(tx, &ready).await?;
-        if ready
-            .iter()
-            .any(|name| open.status_of(name) != Some(StepStatus::Running))
-        {
-            // A step could not start: skipping what needed it takes the whole graph.
-            open.save(tx).await?;
-            return Ok(false);
-        }
-    }
-    open.save(tx).await?;
-    Ok(true)
+    Ok(())
 }
 
 /// Cancels the unfinished jobs of the steps `names` of a workflow (a mapped step has one per

@@ -1124,7 +1124,7 @@ pub async fn delete(
     )
     .await?;
     workflow::Entity::delete_by_id(id).exec(&tx).await?;
-    crate::live::workflow_changed(&tx, &access.workflow);
+    crate::live::workflow_changed(&tx, access.workflow.workspace_id, access.workflow.id);
     tx.commit().await?;
     for job in &jobs {
         files

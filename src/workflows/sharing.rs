@@ -59,7 +59,7 @@ pub async fn set_sharing(
     workflow.visibility = visibility;
     workflow.updated_at = now;
     // Its subscribers read it again, and those who may no longer see it stop.
-    crate::live::workflow_changed(&tx, &workflow);
+    crate::live::workflow_changed(&tx, workflow.workspace_id, workflow.id);
     tx.commit().await?;
     Ok(workflow)
 }
