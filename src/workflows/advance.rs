@@ -901,11 +901,15 @@ async fn completed(tx: &Transaction, workflow_id: WorkflowId, ended: &[&job::Mod
         return Ok(());
     }
     if !done.ready.is_empty() {
-        // The ready steps, with the steps that feed them.
+        // The ready steps, with the steps whose outputs they take (not every step they wait
+        // for: a step that only runs after another needs nothing of it).
         let mut names = done.ready.clone();
         for name in &done.ready {
             if let Some(step) = checked.step(name) {
-                names.extend(step.depends_on.iter().cloned());
+                names.extend(step.bindings.iter().filter_map(|(_, source)| match source {
+                    Source::Output { step, .. } => Some(step.clone()),
+                    Source::Input { .. } => None,
+                }));
             }
         }
         names.sort();

@@ -8,9 +8,7 @@ use entity::ids::{JobId, WorkflowId, WorkspaceId};
 use entity::job::Visibility;
 use entity::workflow::{self, WorkflowParentKind, WorkflowStatus};
 use entity::workflow_step::{self, StepStatus};
-use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use serde_json::Value;
 
 use super::advance::{self, Open};
@@ -722,7 +720,7 @@ fn reused_job(
 pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<workflow::Model> {
     let now = Utc::now();
     let workflow_id = new.id;
-    workflow::ActiveModel {
+    let row = workflow::ActiveModel {
         id: Set(workflow_id),
         workspace_id: Set(new.workspace_id),
         submitter_id: Set(new.submitter_id),
@@ -750,9 +748,11 @@ pub(super) async fn write(tx: &db::Transaction, new: NewWorkflow) -> Result<work
         created_at: Set(now),
         updated_at: Set(now),
         finished_at: Set(None),
-    }
-    .insert(tx)
-    .await?;
+    };
+    // Not read back: its definition is large, and the settling below returns the row.
+    workflow::Entity::insert(row)
+        .exec_without_returning(tx)
+        .await?;
     // The steps that reuse an earlier job's results: their jobs, written COMPLETED.
     let mut reused_jobs = BTreeMap::new();
     let mut reused_items = BTreeMap::new();
