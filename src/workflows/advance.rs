@@ -800,13 +800,20 @@ pub(crate) async fn steps_ended(tx: &Transaction, jobs: &[job::Model]) -> Result
 }
 
 async fn advance(tx: &Transaction, workflow_id: WorkflowId, ended: &[&job::Model]) -> Result<()> {
-    if ended.iter().all(|job| job.status == JobStatus::Completed) {
-        return completed(tx, workflow_id, ended).await;
+    // Completions are settled by one rule (`completed`); the other endings below.
+    let (done, others): (Vec<&job::Model>, Vec<&job::Model>) = ended
+        .iter()
+        .partition(|job| job.status == JobStatus::Completed);
+    if !done.is_empty() {
+        completed(tx, workflow_id, &done).await?;
+    }
+    if others.is_empty() {
+        return Ok(());
     }
     let Some(mut open) = Open::load(tx, workflow_id).await? else {
         return Ok(());
     };
-    for job in ended {
+    for job in others {
         // Every ended job of the workflow is counted once, whatever its step became.
         if job.refunded {
             open.workflow.credits_refunded += job.credit_cost;
@@ -838,8 +845,6 @@ async fn advance(tx: &Transaction, workflow_id: WorkflowId, ended: &[&job::Model
         };
         let item = item.as_str();
         let (status, reason) = match job.status {
-            JobStatus::Completed if mapped && step.items_left > 0 => continue,
-            JobStatus::Completed => (StepStatus::Completed, None),
             JobStatus::Failed | JobStatus::Timeout => (
                 StepStatus::Failed,
                 Some(match (&job.error_message, mapped) {
@@ -864,7 +869,7 @@ async fn advance(tx: &Transaction, workflow_id: WorkflowId, ended: &[&job::Model
             _ => continue,
         };
         // A mapped step that failed or was cancelled stops its other items.
-        if mapped && status != StepStatus::Completed {
+        if mapped {
             open.stop_items.push(name.clone());
         }
         open.set_step(name, status, reason);

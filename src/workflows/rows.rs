@@ -149,12 +149,12 @@ pub(super) async fn complete(
         .iter()
         .filter_map(|job| Some((job.workflow_step.as_deref()?, *job)))
         .collect();
-    let mut names: Vec<&str> = ended.iter().map(|(name, _)| *name).collect();
-    names.sort_unstable();
-    names.dedup();
     let row = if Dialect::of(tx) == Dialect::Sqlite {
         complete_on_sqlite(tx, workflow_id, checked, &ended, now).await?
     } else {
+        let mut names: Vec<&str> = ended.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
         // Every step that may wait for an ended one: the statement keeps those whose upstream
         // completed.
         let edges: Vec<(&str, &str)> = names
