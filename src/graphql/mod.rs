@@ -3,7 +3,7 @@
 //! Resolvers stay thin: they read the viewer and the database from the context, call one
 //! service function and wrap the result in a view type.
 
-mod codes;
+pub(crate) mod codes;
 mod credits;
 mod files;
 pub mod guard;
@@ -80,8 +80,7 @@ pub fn build(
         Subscription::default(),
     )
     .limit_depth(config.max_query_depth)
-    .limit_complexity(config.max_query_complexity)
-    .extension(codes::Codes);
+    .limit_complexity(config.max_query_complexity);
     if crate::telemetry::enabled() {
         schema = schema.extension(traces::Traces);
     }

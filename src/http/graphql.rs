@@ -355,7 +355,7 @@ async fn execute(
     if let Err(error) = graphql::guard::admit(&mut request, cached) {
         return request_error_response(media, vec![error], ErrorCode::GraphqlParseFailed);
     }
-    let kind = match operation_type(&mut request) {
+    let ty = match operation_type(&mut request) {
         Err(error) => {
             return request_error_response(media, vec![error], ErrorCode::GraphqlParseFailed);
         }
@@ -371,8 +371,9 @@ async fn execute(
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
-        Ok(ty) => ty.map(graphql::guard::kind_label),
+        Ok(ty) => ty,
     };
+    let kind = ty.map(graphql::guard::kind_label);
     if cacheable
         && parsed_here
         && let Ok(document) = request.parsed_query()
@@ -403,7 +404,9 @@ async fn execute(
     }
     request.data = graphql::request_data(&state.db, &state.queue, viewer);
     let (_, name) = graphql::guard::operation_labels(&mut request);
-    let response = state.schema.execute(request).await;
+    let mut response = state.schema.execute(request).await;
+    // HTTP runs no subscription: async-graphql refuses one with an error of no path.
+    graphql::codes::fill(&mut response, ty == Some(OperationType::Subscription));
     let seconds = started.elapsed().as_secs_f64();
     let outcome = crate::metrics::outcome(&response);
     state

@@ -487,7 +487,8 @@ async fn run_operation(
 ) {
     let mut responses = std::pin::pin!(schema.execute_stream(request));
     let mut count = CountOnce(Some(count));
-    while let Some(response) = responses.next().await {
+    while let Some(mut response) = responses.next().await {
+        graphql::codes::fill(&mut response, false);
         let first = count.0.is_some();
         let is_request_error = first && graphql::is_request_error(&response);
         count.once(crate::metrics::outcome(&response));
