@@ -1,7 +1,7 @@
 //! One entry of the live event log: a change that subscribers are told about.
 
-use sea_orm::QueryOrder;
 use sea_orm::entity::prelude::*;
+use sea_orm::{QueryOrder, QuerySelect};
 
 use crate::ids::*;
 
@@ -61,10 +61,40 @@ pub enum Relation {}
 impl ActiveModelBehavior for ActiveModel {}
 
 impl Entity {
-    /// The entries committed after `seq`, in commit order.
+    /// The entries committed after `seq`, in commit order. Read by the primary key: every
+    /// entry's `id` is its `seq` (PostgreSQL's writers give both the same number, SQLite's
+    /// trigger copies one into the other), and on PostgreSQL `seq` has no index of its own.
     pub fn find_after(seq: i64) -> Select<Entity> {
         Self::find()
+            .filter(Column::Id.gt(seq))
+            .order_by_asc(Column::Id)
+    }
+
+    /// The entries of `workspace_id` committed after `seq`, in commit order, through the
+    /// index of the log's workspace and `seq`.
+    pub fn find_in_workspace_after(workspace_id: WorkspaceId, seq: i64) -> Select<Entity> {
+        Self::find()
+            .filter(Column::WorkspaceId.eq(workspace_id))
             .filter(Column::Seq.gt(seq))
             .order_by_asc(Column::Seq)
     }
+
+    /// The first or the last number of the log (as `seq`), by its primary key.
+    pub fn bound(which: Bound) -> Select<Entity> {
+        let id = Column::Id;
+        Self::find().select_only().column_as(
+            match which {
+                Bound::First => id.min(),
+                Bound::Last => id.max(),
+            },
+            "seq",
+        )
+    }
+}
+
+/// An end of the live log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    First,
+    Last,
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use entity::live_event::{self, LiveKind};
 use sea_orm::sea_query::Condition;
-use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, QueryFilter, QuerySelect, Select};
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 use super::{Bus, Event, resolve};
@@ -34,19 +34,22 @@ impl Scope {
         match *self {
             Scope::Workspace(ws) => entry.workspace_id == ws,
             Scope::Job { id, workspace_id } => {
-                entry.job_id == Some(id)
-                    || (entry.kind == LiveKind::Members && entry.workspace_id == workspace_id)
+                entry.workspace_id == workspace_id
+                    && (entry.job_id == Some(id) || entry.kind == LiveKind::Members)
             }
         }
     }
 
-    fn condition(&self) -> Condition {
+    /// The entries in scope committed after `seq`, in commit order, read through the index of
+    /// the log's workspace and `seq`: a job's entries are its workspace's, as a job never
+    /// moves to another workspace.
+    fn after(&self, seq: i64) -> Select<live_event::Entity> {
         match *self {
-            Scope::Workspace(ws) => Condition::all().add(live_event::Column::WorkspaceId.eq(ws)),
+            Scope::Workspace(ws) => live_event::Entity::find_in_workspace_after(ws, seq),
             Scope::Job { id, workspace_id } => {
-                Condition::any().add(live_event::Column::JobId.eq(id)).add(
-                    Condition::all()
-                        .add(live_event::Column::WorkspaceId.eq(workspace_id))
+                live_event::Entity::find_in_workspace_after(workspace_id, seq).filter(
+                    Condition::any()
+                        .add(live_event::Column::JobId.eq(id))
                         .add(live_event::Column::Kind.eq(LiveKind::Members)),
                 )
             }
@@ -95,8 +98,9 @@ impl Feed {
     pub async fn next(&mut self) -> Result<Vec<Arc<Event>>> {
         loop {
             if self.replaying {
-                let entries = live_event::Entity::find_after(self.last)
-                    .filter(self.scope.condition())
+                let entries = self
+                    .scope
+                    .after(self.last)
                     .limit(super::BATCH)
                     .all(self.bus.db())
                     .await?;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use entity::job;
 use entity::live_event;
 pub use entity::live_event::LiveKind;
@@ -125,9 +125,7 @@ impl Event {
 /// The last `seq` of the log committed: everything up to it is visible to a read that starts
 /// now, and an entry committed later has a greater `seq`.
 pub async fn last_committed(db: &impl ConnectionTrait) -> Result<i64> {
-    let seq: Option<Option<i64>> = live_event::Entity::find()
-        .select_only()
-        .column_as(live_event::Column::Seq.max(), "seq")
+    let seq: Option<Option<i64>> = live_event::Entity::bound(live_event::Bound::Last)
         .into_tuple()
         .one(db)
         .await?;
@@ -261,15 +259,22 @@ impl Bus {
         }
         let mut local = store::live_signal();
         let mut last_prune = std::time::Instant::now();
+        // Pruning runs beside the reads, so that deleting a day of entries delays no delivery.
+        let mut pruning: Option<tokio::task::JoinHandle<()>> = None;
         while !shutdown.is_cancelled() {
             if let Err(err) = self.drain().await {
                 tracing::warn!(error = %err, "reading the live event log failed");
             }
-            if last_prune.elapsed() > Duration::from_secs(3600) {
+            if last_prune.elapsed() > Duration::from_secs(3600)
+                && pruning.as_ref().is_none_or(|task| task.is_finished())
+            {
                 last_prune = std::time::Instant::now();
-                if let Err(err) = prune(self.db()).await {
-                    tracing::warn!(error = %err, "pruning the live event log failed");
-                }
+                let db = self.db().clone();
+                pruning = Some(tokio::spawn(async move {
+                    if let Err(err) = prune_before(&db, Utc::now() - RETENTION).await {
+                        tracing::warn!(error = %err, "pruning the live event log failed");
+                    }
+                }));
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -291,9 +296,7 @@ impl Bus {
 
     /// Whether the log still holds every entry after `seq`: older ones are pruned.
     pub async fn still_kept(&self, seq: i64) -> Result<bool> {
-        let oldest: Option<Option<i64>> = live_event::Entity::find()
-            .select_only()
-            .column_as(live_event::Column::Seq.min(), "seq")
+        let oldest: Option<Option<i64>> = live_event::Entity::bound(live_event::Bound::First)
             .into_tuple()
             .one(self.db())
             .await?;
@@ -383,10 +386,43 @@ async fn listen(url: String, bus: Bus, shutdown: CancellationToken) {
     }
 }
 
-async fn prune(db: &DatabaseConnection) -> Result<()> {
-    live_event::Entity::delete_many()
-        .filter(live_event::Column::CreatedAt.lt(Utc::now() - RETENTION))
-        .exec(db)
+/// Entries deleted by one statement of a prune.
+const PRUNE_BATCH: i64 = 10_000;
+
+/// Deletes the entries written before `cutoff`, oldest first, [`PRUNE_BATCH`] at a time, each
+/// batch its own statement. Both reads go by the primary key from the oldest entry: where the
+/// kept entries begin (the first one written at `cutoff` or later; every entry before it is
+/// older), then each batch by its numbers. Neither reads the kept entries, however many.
+pub async fn prune_before(db: &DatabaseConnection, cutoff: DateTime<Utc>) -> Result<()> {
+    use sea_orm::QueryOrder as _;
+    let first_kept: Option<i64> = live_event::Entity::find()
+        .select_only()
+        .column(live_event::Column::Id)
+        .filter(live_event::Column::CreatedAt.gte(cutoff))
+        .order_by_asc(live_event::Column::Id)
+        .limit(1)
+        .into_tuple()
+        .one(db)
         .await?;
-    Ok(())
+    let end = match first_kept {
+        Some(id) => id,
+        // Every entry is older: all of those there now go.
+        None => match last_committed(db).await? {
+            0 => return Ok(()),
+            last => last + 1,
+        },
+    };
+    loop {
+        let oldest: Option<Option<i64>> = live_event::Entity::bound(live_event::Bound::First)
+            .into_tuple()
+            .one(db)
+            .await?;
+        let Some(oldest) = oldest.flatten().filter(|oldest| *oldest < end) else {
+            return Ok(());
+        };
+        live_event::Entity::delete_many()
+            .filter(live_event::Column::Id.lt(end.min(oldest + PRUNE_BATCH)))
+            .exec(db)
+            .await?;
+    }
 }

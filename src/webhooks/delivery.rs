@@ -214,12 +214,12 @@ impl Deliverer {
         let filter = super::filter_of(endpoint);
         let mut cursor = endpoint.live_cursor;
         while cursor < head {
-            let entries = live_event::Entity::find_after(cursor)
-                .filter(live_event::Column::WorkspaceId.eq(endpoint.workspace_id))
-                .filter(live_event::Column::Seq.lte(head))
-                .limit(BATCH)
-                .all(&self.db)
-                .await?;
+            let entries =
+                live_event::Entity::find_in_workspace_after(endpoint.workspace_id, cursor)
+                    .filter(live_event::Column::Seq.lte(head))
+                    .limit(BATCH)
+                    .all(&self.db)
+                    .await?;
             if entries.is_empty() {
                 // Nothing of its workspace: the cursor stays, and no write is made for the
                 // entries of other workspaces. The next read starts from it by the index of

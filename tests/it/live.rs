@@ -724,3 +724,116 @@ async fn only_members_read_a_workspace_event_cursor_and_it_moves_with_the_log() 
         .await;
     assert_eq!(code, "NOT_FOUND");
 }
+
+/// The live log is read through its indexes however long it is: the bus's read of new entries,
+/// the log's head and tail, a job's and a workspace's replay; and pruning removes exactly the
+/// entries older than the cutoff.
+#[tokio::test]
+async fn the_live_log_is_read_through_its_indexes_and_pruned_by_age() {
+    use entity::ids::{JobId, WorkspaceId};
+    use entity::live_event::{self, Bound, LiveKind};
+    use sea_orm::sea_query::Condition;
+    use sea_orm::{
+        ColumnTrait as _, ConnectionTrait as _, DatabaseBackend, EntityTrait as _,
+        PaginatorTrait as _, QueryFilter as _, QuerySelect as _, QueryTrait as _,
+    };
+
+    let app = TestApp::spawn().await;
+    let (alice, ws) = app.setup("lab", 10_000).await;
+    // The log holds many workspaces: most of its entries are another's.
+    let other = app.workspace(&alice, "other").await;
+    app.grant(&other, 10_000).await;
+    for (ws, jobs) in [(&ws, 10), (&other, 500), (&other, 500)] {
+        let jobs: Vec<_> = (0..jobs).map(|_| json!({"tool": "noop"})).collect();
+        app.ok(
+            Some(&alice.token),
+            "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
+            json!({"ws": ws, "jobs": jobs}),
+        )
+        .await;
+    }
+    let backend = app.db.get_database_backend();
+    if backend == DatabaseBackend::Postgres {
+        app.db
+            .execute_unprepared("ANALYZE live_events")
+            .await
+            .unwrap();
+    }
+    let ws_id = jobgraph::ids::decode::<WorkspaceId>("id", &ws).unwrap();
+    let job: Option<Option<JobId>> = live_event::Entity::find()
+        .select_only()
+        .column(live_event::Column::JobId)
+        .filter(live_event::Column::JobId.is_not_null())
+        .filter(live_event::Column::WorkspaceId.eq(ws_id))
+        .into_tuple()
+        .one(&app.db)
+        .await
+        .unwrap();
+    let job = job.flatten().unwrap();
+    let reads = [
+        (
+            "the bus's read",
+            live_event::Entity::find_after(10).limit(500),
+        ),
+        ("the head", live_event::Entity::bound(Bound::Last)),
+        ("the tail", live_event::Entity::bound(Bound::First)),
+        (
+            "a workspace's replay",
+            live_event::Entity::find_in_workspace_after(ws_id, 10).limit(500),
+        ),
+        (
+            "a job's replay",
+            live_event::Entity::find_in_workspace_after(ws_id, 10)
+                .filter(
+                    Condition::any()
+                        .add(live_event::Column::JobId.eq(job))
+                        .add(live_event::Column::Kind.eq(LiveKind::Members)),
+                )
+                .limit(500),
+        ),
+    ];
+    for (read, select) in reads {
+        let plan = crate::support::plan(&app.db, backend.build(&select.into_query())).await;
+        assert!(!plan.contains("Seq Scan"), "{read}: {plan}");
+        assert!(
+            plan.lines().all(|step| step.trim() != "SCAN live_events"),
+            "{read}: {plan}"
+        );
+    }
+
+    // Half the log is made older than the cutoff; a prune removes that half only.
+    let all = live_event::Entity::find().count(&app.db).await.unwrap();
+    assert!(all > 2000, "{all} entries");
+    let middle = jobgraph::live::last_committed(&app.db).await.unwrap() / 2;
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(7);
+    live_event::Entity::update_many()
+        .col_expr(
+            live_event::Column::CreatedAt,
+            sea_orm::sea_query::Expr::value(cutoff - chrono::Duration::hours(1)),
+        )
+        .filter(live_event::Column::Id.lte(middle))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let old = live_event::Entity::find()
+        .filter(live_event::Column::Id.lte(middle))
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert!(old > 0);
+    jobgraph::live::prune_before(&app.db, cutoff).await.unwrap();
+    let left = live_event::Entity::find().count(&app.db).await.unwrap();
+    assert_eq!(left, all - old);
+    let oldest: Option<Option<i64>> = live_event::Entity::bound(Bound::First)
+        .into_tuple()
+        .one(&app.db)
+        .await
+        .unwrap();
+    assert!(oldest.flatten().is_some_and(|oldest| oldest > middle));
+    // A second prune finds nothing more to remove.
+    jobgraph::live::prune_before(&app.db, cutoff).await.unwrap();
+    assert_eq!(
+        live_event::Entity::find().count(&app.db).await.unwrap(),
+        left
+    );
+}
