@@ -66,7 +66,7 @@ const SEED_CHUNK: u64 = 250_000;
 /// Milliseconds between two seeded jobs: a million jobs span about 23 days.
 const SEED_STEP_MS: i64 = 2_000;
 
-const HISTORY_QUERY: &str = "query($ws: ID!, $after: String) { workspace(id: $ws) { jobs(first: 50, after: $after) { edges { node { id name status toolName creditCost submitter { email } } } pageInfo { endCursor hasNextPage } } } }";
+const HISTORY_QUERY: &str = "query($ws: ID!, $after: String) { workspace(id: $ws) { jobs(first: 50, after: $after) { edges { node { id name status toolName creditCost createdAt submitter { email } } } pageInfo { endCursor hasNextPage } } } }";
 
 /// The submitters of the seeded jobs, besides the administrator who owns the workspace.
 const SUBMITTERS: [&str; 5] = [

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# The queue and submission side by side with graphile-worker (../shared/peers/graphile-worker),
+# alternately, PAIRS times, one system running at a time, each on a fresh PostgreSQL database:
+#
+# - graphile-worker: `run.sh lq` (its fastest setup): N jobs enqueued by one `add_jobs` call,
+#   then processed (`process_jobs_per_s`, from the end of enqueueing to the last no-op task).
+# - jobgraph, as a user runs it: `jobgraph serve --workers 0` takes N jobs of a no-op tool
+#   (one credit each) through `submitBatch` over HTTP, 1,000 per request, from one client
+#   (submission jobs/s); the server stops; `jobgraph worker --workers WORKERS` starts and runs
+#   them (jobs/s from the worker's start to the last `finished_at`). Then it checks every job
+#   COMPLETED once, one charge each, the ledger equal to the balance, and four timeline rows
+#   and four live entries per job. Last, on the idle queue, `jobgraph serve --workers 16` (the
+#   API and its worker pool, as a user starts it) takes LATENCY jobs one at a time through
+#   `submitJob`, 5 ms apart: the median and p99 of QUEUED to PROCESSING (`started_at -
+#   queued_at`; graphile-worker publishes an average of 4.16 ms for the same).
+#
+#   bash benches/peers/queue.sh        # PAIRS=3 N=40000 WORKERS=2000 LATENCY=200
+#
+# Prints each run and the medians of the ratios jobgraph / graphile-worker.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PAIRS=${PAIRS:-3}
+N=${N:-40000}
+WORKERS=${WORKERS:-2000}
+LATENCY=${LATENCY:-200}
+PG=${PG:-postgres://postgres@127.0.0.1:5432}
+PEERS=${PEERS:-$(cd .. && pwd)/shared/peers}
+peer=$PEERS/graphile-worker
+[ -x "$peer/run.sh" ] || { echo "no graphile-worker peer at $peer (set PEERS)" >&2; exit 1; }
+cargo build --release -q --bin jobgraph
+bin=${CARGO_TARGET_DIR:-target}/release/jobgraph
+db=jobgraph_peer_queue
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+cat >"$work/tools.toml" <<'TOML'
+[[tools]]
+name = "noop"
+title = "No-op"
+description = "Completes at once with an empty result."
+version = "1.0.0"
+timeout_seconds = 60
+max_attempts = 1
+executor = { kind = "builtin", function = "noop" }
+price = { base = 1 }
+TOML
+sql() { psql "$PG/$db" -XAtqc "$1"; }
+
+# One jobgraph run; prints "<submission jobs/s> <worker jobs/s>".
+jobgraph_run() {
+  psql "$PG/postgres" -Xqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" 2>/dev/null
+  export DATABASE_URL="$PG/$db" JOBGRAPH_TOOLS_FILE=$work/tools.toml JOBGRAPH_DATA_DIR=$work/data
+  "$bin" migrate >/dev/null 2>&1
+  "$bin" user create --email bench@peer.example --admin >/dev/null
+  local token port server
+  token=$("$bin" token create --email bench@peer.example --name bench)
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$bin" serve --workers 0 --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+  server=$!; pids+=("$server")
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  local submitted
+  submitted=$(URL="http://127.0.0.1:$port/graphql" TOKEN=$token N=$N BIN=$bin LATENCY=$LATENCY python3 - <<'PY'
+import json, os, subprocess, time, urllib.request
+url, token, n = os.environ["URL"], os.environ["TOKEN"], int(os.environ["N"])
+def call(query, variables):
+    request = urllib.request.Request(url, json.dumps({"query": query, "variables": variables}).encode(),
+        {"content-type": "application/json", "authorization": f"Bearer {token}"})
+    answer = json.load(urllib.request.urlopen(request, timeout=120))
+    if answer.get("errors"):
+        raise SystemExit(f"errors: {answer['errors']}")
+    return answer["data"]
+ws = call("mutation { createWorkspace(input: {name: \"queue bench\"}) { workspace { id } } }", {})
+ws = ws["createWorkspace"]["workspace"]["id"]
+subprocess.run([os.environ["BIN"], "credits", "grant", "--workspace", ws, "--amount", str(n + int(os.environ["LATENCY"]))],
+               check=True, stdout=subprocess.DEVNULL)
+submit = ("mutation($input: SubmitBatchInput!) { submitBatch(input: $input) "
+          "{ jobs { id } } }")
+batches = []
+for start in range(0, n, 1000):
+    count = min(1000, n - start)
+    batches.append(json.dumps({"query": submit, "variables": {"input": {"workspaceId": ws, "jobs": [
+        {"tool": "noop", "name": f"job {start + i}"} for i in range(count)]}}}).encode())
+started = time.perf_counter()
+for body in batches:
+    request = urllib.request.Request(url, body, {"content-type": "application/json",
+                                                 "authorization": f"Bearer {token}"})
+    answer = json.load(urllib.request.urlopen(request, timeout=120))
+    if answer.get("errors") or len(answer["data"]["submitBatch"]["jobs"]) == 0:
+        raise SystemExit(f"errors: {answer.get('errors')}")
+print(round(n / (time.perf_counter() - started)))
+PY
+)
+  kill "$server"; wait "$server" || true
+  local started finished
+  started=$(date +%s.%N)
+  "$bin" worker --workers "$WORKERS" >"$work/worker.log" 2>&1 &
+  local worker=$!; pids+=("$worker")
+  local done_=0
+  for _ in $(seq 1200); do
+    [ "$(sql "SELECT count(*) FROM jobs WHERE status = 'COMPLETED'")" = "$N" ] && { done_=1; break; }
+    sleep 0.25
+  done
+  [ $done_ = 1 ] || { echo "the worker did not complete $N jobs in 300 s" >&2; tail -5 "$work/worker.log" >&2; exit 1; }
+  kill "$worker"; wait "$worker" || true
+  finished=$(sql "SELECT extract(epoch FROM max(finished_at)) FROM jobs")
+  # Every job completed once, charged once, timelined and live; the ledger equals the balance.
+  local check
+  check=$(sql "SELECT (SELECT count(*) FROM jobs WHERE status = 'COMPLETED' AND attempt = 1) = $N
+    AND (SELECT count(*) FROM credit_transactions WHERE kind = 'CHARGE') = $N
+    AND (SELECT sum(amount) FROM credit_transactions) = (SELECT sum(credit_balance) FROM workspaces)
+    AND (SELECT count(*) FROM job_events) = 4 * $N
+    AND (SELECT count(*) FROM live_events WHERE job_id IS NOT NULL) = 4 * $N")
+  [ "$check" = t ] || { echo "jobgraph run failed its checks (logs in $work)" >&2; tail -5 "$work/worker.log" >&2; exit 1; }
+  # The idle queue: `jobgraph serve` as a user starts it (the API and its worker pool), LATENCY
+  # jobs submitted one at a time over HTTP, 5 ms apart; QUEUED to PROCESSING of each.
+  local latency=-
+  if [ "$LATENCY" -gt 0 ]; then
+    "$bin" serve --workers 16 --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+    server=$!; pids+=("$server")
+    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+    URL="http://127.0.0.1:$port/graphql" TOKEN=$token LATENCY=$LATENCY python3 - <<'PY'
+import json, os, time, urllib.request
+url, token = os.environ["URL"], os.environ["TOKEN"]
+def call(query, variables):
+    request = urllib.request.Request(url, json.dumps({"query": query, "variables": variables}).encode(),
+        {"content-type": "application/json", "authorization": f"Bearer {token}"})
+    answer = json.load(urllib.request.urlopen(request, timeout=60))
+    if answer.get("errors"):
+        raise SystemExit(f"errors: {answer['errors']}")
+    return answer["data"]
+ws = call("{ viewer { workspaces(first: 1) { edges { node { id } } } } }", {})
+ws = ws["viewer"]["workspaces"]["edges"][0]["node"]["id"]
+for i in range(int(os.environ["LATENCY"])):
+    call("mutation($ws: ID!, $name: String!) { submitJob(input: {workspaceId: $ws, tool: \"noop\", name: $name}) { job { id } } }",
+         {"ws": ws, "name": f"latency {i}"})
+    time.sleep(0.005)
+PY
+    for _ in $(seq 100); do
+      [ "$(sql "SELECT count(*) FROM jobs WHERE name LIKE 'latency %' AND status = 'COMPLETED'")" = "$LATENCY" ] && break
+      sleep 0.1
+    done
+    latency=$(sql "SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY d))::numeric, 2) || '/' ||
+      round((percentile_cont(0.99) WITHIN GROUP (ORDER BY d))::numeric, 2)
+      FROM (SELECT extract(epoch FROM started_at - queued_at) * 1000 AS d FROM jobs
+            WHERE name LIKE 'latency %' AND status = 'COMPLETED') AS l
+      HAVING count(*) = $LATENCY")
+    kill "$server"; wait "$server" || true
+    [ -n "$latency" ] || { echo "the idle queue did not run its $LATENCY jobs" >&2; exit 1; }
+  fi
+  psql "$PG/postgres" -Xqc "DROP DATABASE $db WITH (FORCE)"
+  awk -v s="$submitted" -v a="$started" -v b="$finished" -v n="$N" -v l="$latency" \
+    'BEGIN {printf "%d %.0f %s\n", s, n / (b - a), l}'
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+queue_ratios=() submit_ratios=()
+for i in $(seq 1 "$PAIRS"); do
+  line=$(N=$N "$peer/run.sh" lq 2>/dev/null | grep "^{\"system\"")
+  g_rate=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["process_jobs_per_s"])' "$line")
+  g_enqueue=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(round(d["jobs"] / d["enqueue_s"]))' "$line")
+  read -r j_submit j_rate j_latency < <(jobgraph_run)
+  q=$(awk -v a="$g_rate" -v b="$j_rate" 'BEGIN {printf "%.2f", b / a}')
+  s=$(awk -v a="$g_enqueue" -v b="$j_submit" 'BEGIN {printf "%.2f", b / a}')
+  queue_ratios+=("$q") submit_ratios+=("$s")
+  echo "pair $i: queue graphile-worker $g_rate, jobgraph $j_rate jobs/s (${q}x); submission graphile-worker add_jobs $g_enqueue (SQL), jobgraph $j_submit jobs/s over HTTP (${s}x); idle queue, QUEUED to PROCESSING median/p99 $j_latency ms"
+done
+echo "queue, jobgraph / graphile-worker, median of $PAIRS pairs: $(printf '%s\n' "${queue_ratios[@]}" | median)x (target 1.3x)"
+echo "submission over HTTP, jobgraph / graphile-worker add_jobs, median: $(printf '%s\n' "${submit_ratios[@]}" | median)x (target: 20,000 jobs/s)"
