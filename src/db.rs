@@ -382,6 +382,13 @@ where
     values.into_iter().collect::<Vec<T>>().into()
 }
 
+/// The time now, to the microsecond: all PostgreSQL keeps of a time, so that a row written with
+/// it is, as written, what a read of it returns.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound as _;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
 /// Whether the database answers.
 pub async fn ping(db: &DatabaseConnection) -> bool {
     db.execute_unprepared("SELECT 1").await.is_ok()

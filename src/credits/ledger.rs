@@ -9,11 +9,11 @@
 //! they are refused when the balance plus what unfinished jobs hold (which a refund may give
 //! back) would go above it. Charges keep that sum, refunds keep it, and finished jobs lower it.
 
-use chrono::Utc;
 use entity::credit_transaction::{self, TransactionKind};
 use entity::ids::{JobId, TransactionId, UserId, WorkspaceId};
 use entity::job::{self, JobStatus};
 use entity::workspace;
+use sea_orm::TryIntoModel as _;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Order, QueryFilter, QuerySelect,
@@ -109,7 +109,8 @@ pub async fn append_from(
         .iter()
         .try_fold(0i64, |sum, e| sum.checked_add(e.amount))
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("ledger entries overflow their sum")))?;
-    let now = Utc::now();
+    // The entries are not read back: their times are the database's, to the microsecond.
+    let now = db::now();
     let balance = workspace::Column::CreditBalance;
     let reserved = workspace::Column::CreditsReserved;
     let mut update = workspace::Entity::update_many()
@@ -159,25 +160,24 @@ pub async fn append_from(
             }
         })
         .collect();
-    let mut records = Vec::with_capacity(rows.len());
+    // Every column is given and the database adds nothing: the entries are not read back.
+    let records = rows
+        .iter()
+        .cloned()
+        .map(|row| row.try_into_model())
+        .collect::<std::result::Result<Vec<credit_transaction::Model>, sea_orm::DbErr>>()?;
     for chunk in rows.chunks(ENTRIES_PER_INSERT) {
-        let inserted = credit_transaction::Entity::insert_many(chunk.to_vec())
-            .exec_with_returning(tx)
+        credit_transaction::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(tx)
             .await
             .map_err(|err| {
                 if is_unique_violation(&err) {
                     Error::conflict("this job already has a ledger entry of this kind")
                 } else {
-                    err.into()
+                    Error::from(err)
                 }
             })?;
-        records.extend(inserted);
     }
-    db::in_given_order(
-        &mut records,
-        rows.iter().filter_map(|row| row.id.try_as_ref().copied()),
-        |record| record.id,
-    );
     let entry_ids: Vec<TransactionId> = records.iter().map(|record| record.id).collect();
     crate::live::balance_moved(tx, workspace.id, workspace.credit_balance, &entry_ids).await?;
     Ok((records, workspace))

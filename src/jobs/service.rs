@@ -329,7 +329,8 @@ pub(crate) async fn insert_jobs(
     new: Vec<NewJob>,
     charging: Charging,
 ) -> Result<Vec<job::Model>> {
-    let now = Utc::now();
+    // The rows are not read back: their times are the database's, to the microsecond.
+    let now = db::now();
     // The trace of the submitting request, which the jobs' runs continue.
     let trace_parent = crate::telemetry::traceparent(&tracing::Span::current());
     let mut rows = Vec::with_capacity(new.len());

@@ -58,20 +58,22 @@ pub(super) async fn announce_queued(tx: &DatabaseTransaction) -> std::result::Re
     Ok(())
 }
 
-/// Inserts new jobs and their keys in one statement, returning the jobs.
-pub(super) async fn insert_jobs(
-    tx: &Transaction,
-    new: Vec<job::ActiveModel>,
-) -> Result<Vec<job::Model>> {
+/// Inserts new jobs and their keys in one statement.
+pub(super) async fn insert_jobs(tx: &Transaction, new: Vec<job::ActiveModel>) -> Result<()> {
     use sea_orm::{EntityTrait as _, QueryTrait as _};
+    let key = [
+        job::Column::Id,
+        job::Column::WorkspaceId,
+        job::Column::Tool,
+        job::Column::SubmitterId,
+    ];
     let mut insert = job::Entity::insert_many(new).into_query();
-    insert.returning(sea_orm::sea_query::Query::returning().columns(rows::returning()));
+    insert.returning(sea_orm::sea_query::Query::returning().columns(key));
     let insert = DatabaseBackend::Postgres.build(&insert);
     let sql = format!(
-        "WITH inserted AS ({}), \
-         keys AS (INSERT INTO job_keys (job_id, workspace_id, tool, submitter_id) \
-         SELECT id, workspace_id, tool, submitter_id FROM inserted) \
-         SELECT * FROM inserted",
+        "WITH inserted AS ({}) \
+         INSERT INTO job_keys (job_id, workspace_id, tool, submitter_id) \
+         SELECT id, workspace_id, tool, submitter_id FROM inserted",
         insert.sql
     );
     let statement = Statement::from_sql_and_values(
@@ -79,7 +81,8 @@ pub(super) async fn insert_jobs(
         sql,
         insert.values.map(|values| values.0).unwrap_or_default(),
     );
-    Ok(rows::decode(tx.query_all_raw(statement).await?)?)
+    tx.execute_raw(statement).await?;
+    Ok(())
 }
 
 /// The `job_events` columns a timeline row takes from its job (`TIMELINE`), comma-separated.

@@ -20,16 +20,17 @@ use crate::error::Result;
 pub(super) async fn insert_jobs(
     tx: &Transaction,
     new: Vec<job::ActiveModel>,
-) -> Result<Vec<job::Model>> {
-    let jobs = job::Entity::insert_many(new)
-        .exec_with_returning(tx)
+    jobs: &[job::Model],
+) -> Result<()> {
+    job::Entity::insert_many(new)
+        .exec_without_returning(tx)
         .await?;
     for chunk in jobs.chunks(ROWS_PER_INSERT) {
         job_key::Entity::insert_many(chunk.iter().map(key_row))
             .exec_without_returning(tx)
             .await?;
     }
-    Ok(jobs)
+    Ok(())
 }
 
 /// The timeline rows of `jobs`, as each now is.

@@ -19,7 +19,9 @@ use super::{Change, Dialect, Lease, Move, postgres, sqlite};
 use crate::db::Transaction;
 use crate::error::{Error, Result};
 
-/// Inserts new jobs with their keys (`job_keys`), and returns the jobs as written.
+/// Inserts new jobs with their keys (`job_keys`), and returns the jobs as written. Every column
+/// is given (times in whole microseconds, as the database keeps them) and the database adds
+/// nothing, so the rows are not read back.
 #[tracing::instrument(
     target = "jobgraph::spans",
     level = "debug",
@@ -27,10 +29,16 @@ use crate::error::{Error, Result};
     skip_all
 )]
 pub async fn insert_jobs(tx: &Transaction, new: Vec<job::ActiveModel>) -> Result<Vec<job::Model>> {
-    let jobs = match Dialect::of(tx) {
+    use sea_orm::TryIntoModel as _;
+    let jobs = new
+        .iter()
+        .cloned()
+        .map(|row| row.try_into_model())
+        .collect::<std::result::Result<Vec<job::Model>, sea_orm::DbErr>>()?;
+    match Dialect::of(tx) {
         Dialect::Postgres => postgres::insert_jobs(tx, new).await?,
-        Dialect::Sqlite => sqlite::insert_jobs(tx, new).await?,
-    };
+        Dialect::Sqlite => sqlite::insert_jobs(tx, new, &jobs).await?,
+    }
     Ok(jobs)
 }
 
