@@ -46,6 +46,14 @@ executor = { kind = "builtin", function = "noop" }
 price = { base = 1 }
 TOML
 sql() { psql "$PG/$db" -XAtqc "$1"; }
+# Starts `jobgraph serve --workers $1` on port $2 in the background (its pid in `server`) and
+# waits until it answers.
+serve() {
+  "$bin" serve --workers "$1" --listen "127.0.0.1:$2" >"$work/serve.log" 2>&1 &
+  server=$!; pids+=("$server")
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/healthz" >/dev/null && return; sleep 0.1; done
+  echo "jobgraph serve did not answer: $(tail -5 "$work/serve.log")" >&2; exit 1
+}
 
 # One jobgraph run; prints "<submission jobs/s> <worker jobs/s>".
 jobgraph_run() {
@@ -53,44 +61,13 @@ jobgraph_run() {
   export DATABASE_URL="$PG/$db" JOBGRAPH_TOOLS_FILE=$work/tools.toml JOBGRAPH_DATA_DIR=$work/data
   "$bin" migrate >/dev/null 2>&1
   "$bin" user create --email bench@peer.example --admin >/dev/null
-  local token port server
+  local token port
   token=$("$bin" token create --email bench@peer.example --name bench)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  "$bin" serve --workers 0 --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
-  server=$!; pids+=("$server")
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  serve 0 "$port"
   local submitted
-  submitted=$(URL="http://127.0.0.1:$port/graphql" TOKEN=$token N=$N BIN=$bin LATENCY=$LATENCY python3 - <<'PY'
-import json, os, subprocess, time, urllib.request
-url, token, n = os.environ["URL"], os.environ["TOKEN"], int(os.environ["N"])
-def call(query, variables):
-    request = urllib.request.Request(url, json.dumps({"query": query, "variables": variables}).encode(),
-        {"content-type": "application/json", "authorization": f"Bearer {token}"})
-    answer = json.load(urllib.request.urlopen(request, timeout=120))
-    if answer.get("errors"):
-        raise SystemExit(f"errors: {answer['errors']}")
-    return answer["data"]
-ws = call("mutation { createWorkspace(input: {name: \"queue bench\"}) { workspace { id } } }", {})
-ws = ws["createWorkspace"]["workspace"]["id"]
-subprocess.run([os.environ["BIN"], "credits", "grant", "--workspace", ws, "--amount", str(n + int(os.environ["LATENCY"]))],
-               check=True, stdout=subprocess.DEVNULL)
-submit = ("mutation($input: SubmitBatchInput!) { submitBatch(input: $input) "
-          "{ jobs { id } } }")
-batches = []
-for start in range(0, n, 1000):
-    count = min(1000, n - start)
-    batches.append(json.dumps({"query": submit, "variables": {"input": {"workspaceId": ws, "jobs": [
-        {"tool": "noop", "name": f"job {start + i}"} for i in range(count)]}}}).encode())
-started = time.perf_counter()
-for body in batches:
-    request = urllib.request.Request(url, body, {"content-type": "application/json",
-                                                 "authorization": f"Bearer {token}"})
-    answer = json.load(urllib.request.urlopen(request, timeout=120))
-    if answer.get("errors") or len(answer["data"]["submitBatch"]["jobs"]) == 0:
-        raise SystemExit(f"errors: {answer.get('errors')}")
-print(round(n / (time.perf_counter() - started)))
-PY
-)
+  submitted=$(URL="http://127.0.0.1:$port/graphql" TOKEN=$token N=$N LATENCY=$LATENCY BIN=$bin \
+    python3 benches/peers/client.py submit)
   kill "$server"; wait "$server" || true
   local started finished
   started=$(date +%s.%N)
@@ -116,26 +93,9 @@ PY
   # jobs submitted one at a time over HTTP, 5 ms apart; QUEUED to PROCESSING of each.
   local latency=-
   if [ "$LATENCY" -gt 0 ]; then
-    "$bin" serve --workers 16 --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
-    server=$!; pids+=("$server")
-    for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-    URL="http://127.0.0.1:$port/graphql" TOKEN=$token LATENCY=$LATENCY python3 - <<'PY'
-import json, os, time, urllib.request
-url, token = os.environ["URL"], os.environ["TOKEN"]
-def call(query, variables):
-    request = urllib.request.Request(url, json.dumps({"query": query, "variables": variables}).encode(),
-        {"content-type": "application/json", "authorization": f"Bearer {token}"})
-    answer = json.load(urllib.request.urlopen(request, timeout=60))
-    if answer.get("errors"):
-        raise SystemExit(f"errors: {answer['errors']}")
-    return answer["data"]
-ws = call("{ viewer { workspaces(first: 1) { edges { node { id } } } } }", {})
-ws = ws["viewer"]["workspaces"]["edges"][0]["node"]["id"]
-for i in range(int(os.environ["LATENCY"])):
-    call("mutation($ws: ID!, $name: String!) { submitJob(input: {workspaceId: $ws, tool: \"noop\", name: $name}) { job { id } } }",
-         {"ws": ws, "name": f"latency {i}"})
-    time.sleep(0.005)
-PY
+    serve 16 "$port"
+    URL="http://127.0.0.1:$port/graphql" TOKEN=$token LATENCY=$LATENCY \
+      python3 benches/peers/client.py latency
     for _ in $(seq 100); do
       [ "$(sql "SELECT count(*) FROM jobs WHERE name LIKE 'latency %' AND status = 'COMPLETED'")" = "$LATENCY" ] && break
       sleep 0.1
