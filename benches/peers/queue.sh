@@ -55,8 +55,10 @@ serve() {
   echo "jobgraph serve did not answer: $(tail -5 "$work/serve.log")" >&2; exit 1
 }
 
-# One jobgraph run; prints "<submission jobs/s> <worker jobs/s>".
+# One jobgraph run, in a subshell of its own; prints "<submission jobs/s> <worker jobs/s>
+# <idle median/p99 ms>". The processes it starts stop with it, however it ends.
 jobgraph_run() {
+  trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
   psql "$PG/postgres" -Xqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" 2>/dev/null
   export DATABASE_URL="$PG/$db" JOBGRAPH_TOOLS_FILE=$work/tools.toml JOBGRAPH_DATA_DIR=$work/data
   "$bin" migrate >/dev/null 2>&1
