@@ -357,18 +357,6 @@ async fn write_turn(
     }
 }
 
-/// Puts rows a multi-row statement returned back in the order of `ids`, the order they were
-/// given in: `RETURNING` promises none.
-pub fn in_given_order<T, K: Eq + std::hash::Hash>(
-    rows: &mut [T],
-    ids: impl IntoIterator<Item = K>,
-    id: impl Fn(&T) -> K,
-) {
-    let position: std::collections::HashMap<K, usize> =
-        ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
-    rows.sort_by_key(|row| position.get(&id(row)).copied());
-}
-
 /// One column of the rows of a PostgreSQL statement of fixed text, as an array parameter: the
 /// statement reads its rows with `unnest($1::uuid[], $2::text[], ...)`. Unlike a multi-row VALUES
 /// list, its text is the same for any number of rows, so each connection parses and plans it

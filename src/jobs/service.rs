@@ -417,11 +417,6 @@ pub(crate) async fn insert_jobs(
     for chunk in rows.chunks(JOBS_PER_INSERT) {
         jobs.extend(crate::store::insert_jobs(tx, chunk.to_vec()).await?);
     }
-    db::in_given_order(
-        &mut jobs,
-        rows.iter().filter_map(|row| row.id.try_as_ref().copied()),
-        |job| job.id,
-    );
     for (job_id, (role, file)) in &stored {
         file.insert(tx, workspace_id, *job_id, *role).await?;
     }

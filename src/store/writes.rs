@@ -19,9 +19,9 @@ use super::{Change, Dialect, Lease, Move, postgres, sqlite};
 use crate::db::Transaction;
 use crate::error::{Error, Result};
 
-/// Inserts new jobs with their keys (`job_keys`), and returns the jobs as written. Every column
-/// is given (times in whole microseconds, as the database keeps them) and the database adds
-/// nothing, so the rows are not read back.
+/// Inserts new jobs with their keys (`job_keys`), and returns the jobs as written, in the order
+/// given. Every column is given (times in whole microseconds, as the database keeps them) and
+/// the database adds nothing, so the rows are not read back.
 #[tracing::instrument(
     target = "jobgraph::spans",
     level = "debug",
