@@ -310,12 +310,7 @@ async fn a_page_of_jobs_costs_the_same_few_queries_whatever_its_size() {
         let jobs: Vec<_> = (0..34)
             .map(|_| json!({"tool": "sleep", "settings": {"seconds": 0}}))
             .collect();
-        app.ok(
-            Some(&user.token),
-            "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
-            json!({"ws": ws, "jobs": jobs}),
-        )
-        .await;
+        app.submit_batch(user, &ws, &jobs).await;
     }
     let page = "query($ws: ID!, $first: Int) { workspace(id: $ws) { jobs(first: $first) { edges { node {
         id name status toolName tool { title } creditCost submitter { email displayName } workspace { name } } } } } }";
@@ -533,15 +528,8 @@ async fn a_batchs_jobs_are_read_from_the_batch_index() {
     let jobs: Vec<_> = (0..500).map(|_| json!({"tool": "noop"})).collect();
     let mut batches = Vec::new();
     for _ in 0..4 {
-        let data = app
-            .ok(
-                Some(&alice.token),
-                "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
-                json!({"ws": ws, "jobs": jobs}),
-            )
-            .await;
-        let id = data["submitBatch"]["batch"]["id"].as_str().unwrap();
-        batches.push(jobgraph::ids::decode::<entity::ids::BatchId>("id", id).unwrap());
+        let id = app.submit_batch(&alice, &ws, &jobs).await;
+        batches.push(jobgraph::ids::decode::<entity::ids::BatchId>("id", &id).unwrap());
     }
     let backend = app.db.get_database_backend();
     let query = backend.build(&jobgraph::jobs::history::batch_jobs(batches[2]).into_query());
@@ -571,17 +559,14 @@ async fn a_tools_and_a_submitters_jobs_are_read_through_the_job_keys() {
     let ws = app.workspace(&alice, "lab").await;
     app.add_member(&alice, &ws, &bob, "MEMBER").await;
     app.grant(&ws, 100_000).await;
-    let batch = "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }";
     let noop: Vec<_> = (0..500).map(|_| json!({"tool": "noop"})).collect();
     for _ in 0..3 {
-        app.ok(Some(&alice.token), batch, json!({"ws": ws, "jobs": noop}))
-            .await;
+        app.submit_batch(&alice, &ws, &noop).await;
     }
     let sleep: Vec<_> = (0..30)
         .map(|_| json!({"tool": "sleep", "settings": {"seconds": 0}}))
         .collect();
-    app.ok(Some(&bob.token), batch, json!({"ws": ws, "jobs": sleep}))
-        .await;
+    app.submit_batch(&bob, &ws, &sleep).await;
     let ws_id = jobgraph::ids::decode::<entity::ids::WorkspaceId>("id", &ws).unwrap();
     let bob_id = jobgraph::ids::decode::<entity::ids::UserId>("id", &bob.id).unwrap();
     let backend = app.db.get_database_backend();

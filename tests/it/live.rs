@@ -745,12 +745,7 @@ async fn the_live_log_is_read_through_its_indexes_and_pruned_by_age() {
     app.grant(&other, 10_000).await;
     for (ws, jobs) in [(&ws, 10), (&other, 500), (&other, 500)] {
         let jobs: Vec<_> = (0..jobs).map(|_| json!({"tool": "noop"})).collect();
-        app.ok(
-            Some(&alice.token),
-            "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
-            json!({"ws": ws, "jobs": jobs}),
-        )
-        .await;
+        app.submit_batch(&alice, ws, &jobs).await;
     }
     let backend = app.db.get_database_backend();
     if backend == DatabaseBackend::Postgres {

@@ -457,12 +457,7 @@ async fn the_lookup_reads_one_range_of_the_reuse_index() {
         .map(|i| json!({"tool": "sleep", "settings": {"seconds": i % 10}}))
         .collect();
     for _ in 0..2 {
-        app.ok(
-            Some(&alice.token),
-            "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
-            json!({"ws": ws, "jobs": jobs}),
-        )
-        .await;
+        app.submit_batch(&alice, &ws, &jobs).await;
     }
     app.db.execute_unprepared("ANALYZE").await.unwrap();
     let ws = ids::decode::<WorkspaceId>("ws", &ws).unwrap();

@@ -196,12 +196,7 @@ async fn a_page_of_waiting_jobs_costs_the_same_few_statements_whatever_its_size(
     let jobs: Vec<_> = (0..60)
         .map(|i| json!({"tool": "sleep", "priority": i % 3, "settings": {"seconds": 1}}))
         .collect();
-    app.ok(
-        Some(&alice.token),
-        "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
-        json!({"ws": ws, "jobs": jobs}),
-    )
-    .await;
+    app.submit_batch(&alice, &ws, &jobs).await;
     let page =
         "query($ws: ID!, $first: Int) { workspace(id: $ws) { jobs(first: $first) { edges { node {
         id priority queuedAt queuePosition waitReason estimatedStartAt } } } } }";
@@ -299,12 +294,7 @@ async fn a_claim_reads_the_head_of_a_long_queue_from_the_claim_index() {
     app.grant(&ws, 10_000).await;
     let jobs: Vec<_> = (0..1000).map(|_| json!({"tool": "noop"})).collect();
     for _ in 0..3 {
-        app.ok(
-            Some(&alice.token),
-            "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
-            json!({"ws": ws, "jobs": jobs}),
-        )
-        .await;
+        app.submit_batch(&alice, &ws, &jobs).await;
     }
     let backend = app.db.get_database_backend();
     let tx = jobgraph::db::begin_write(&app.db).await.unwrap();

@@ -108,12 +108,7 @@ async fn two_workers_on_one_database_never_run_a_job_twice() {
         .map(|_| json!({"tool": "sleep", "settings": {"seconds": 0.005, "stages": ["Working"]}}))
         .collect();
     for _ in 0..2 {
-        app.ok(
-            Some(&alice.token),
-            "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
-            json!({"ws": ws, "jobs": batch}),
-        )
-        .await;
+        app.submit_batch(&alice, &ws, &batch).await;
     }
     // Two workers with their own connection pools, as two processes would have.
     let shutdown = tokio_util::sync::CancellationToken::new();

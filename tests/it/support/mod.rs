@@ -385,6 +385,22 @@ impl TestApp {
         (alice, ws)
     }
 
+    /// Submits `jobs` (each the rest of a `BatchJobInput`, such as `{"tool": "noop"}`) as one
+    /// batch as `user` to workspace `ws`, which must be accepted; returns the batch's id.
+    pub async fn submit_batch(&self, user: &TestUser, ws: &str, jobs: &[Value]) -> String {
+        let data = self
+            .ok(
+                Some(&user.token),
+                "mutation($ws: ID!, $jobs: [BatchJobInput!]!) { submitBatch(input: {workspaceId: $ws, jobs: $jobs}) { batch { id } } }",
+                json!({"ws": ws, "jobs": jobs}),
+            )
+            .await;
+        data["submitBatch"]["batch"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Submits a job as `user` to workspace `ws`, which must be accepted; returns its id.
     /// `input` is the rest of a `SubmitJobInput`, such as `{"tool": "noop"}`.
     pub async fn submit(&self, user: &TestUser, ws: &str, input: Value) -> String {
