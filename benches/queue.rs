@@ -68,20 +68,7 @@ const TARGET_POSTGRES_P99_MS: f64 = 10.0;
 const SUBMIT_BATCH: usize = service::MAX_BATCH_JOBS;
 
 /// The no-op tool at one credit: every job is charged.
-const TOOLS: &str = r#"
-[[tools]]
-name = "noop"
-title = "No-op"
-description = "Completes at once with an empty result."
-version = "1.0.0"
-timeout_seconds = 60
-max_attempts = 1
-executor = { kind = "builtin", function = "noop" }
-price = { base = 1 }
-
-[tools.settings_schema]
-type = "object"
-"#;
+const TOOLS: &str = include_str!("support/noop-tools.toml");
 
 struct Settings {
     databases: Vec<String>,

@@ -19,6 +19,7 @@
 # Prints each run and the medians of the ratios jobgraph / graphile-worker.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+repo=$(pwd)
 PAIRS=${PAIRS:-3}
 N=${N:-40000}
 WORKERS=${WORKERS:-2000}
@@ -34,17 +35,6 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-cat >"$work/tools.toml" <<'TOML'
-[[tools]]
-name = "noop"
-title = "No-op"
-description = "Completes at once with an empty result."
-version = "1.0.0"
-timeout_seconds = 60
-max_attempts = 1
-executor = { kind = "builtin", function = "noop" }
-price = { base = 1 }
-TOML
 sql() { psql "$PG/$db" -XAtqc "$1"; }
 # Starts `jobgraph serve --workers $1` on port $2 in the background (its pid in `server`) and
 # waits until it answers.
@@ -60,7 +50,7 @@ serve() {
 jobgraph_run() {
   trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
   psql "$PG/postgres" -Xqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" 2>/dev/null
-  export DATABASE_URL="$PG/$db" JOBGRAPH_TOOLS_FILE=$work/tools.toml JOBGRAPH_DATA_DIR=$work/data
+  export DATABASE_URL="$PG/$db" JOBGRAPH_TOOLS_FILE=$repo/benches/support/noop-tools.toml JOBGRAPH_DATA_DIR=$work/data
   "$bin" migrate >/dev/null 2>&1
   "$bin" user create --email bench@peer.example --admin >/dev/null
   local token port
