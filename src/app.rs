@@ -58,6 +58,8 @@ pub struct AppState {
     pub cors: Arc<crate::http::cors::Cors>,
     /// This process's rate limits.
     pub limits: Arc<RateLimits>,
+    /// Subscriptions that one execution serves for many websockets.
+    pub shared: Arc<crate::http::websocket::SharedSubscriptions>,
 }
 
 impl AppState {
@@ -125,10 +127,13 @@ impl AppState {
             persisted: Arc::new(persisted),
             documents: Arc::new(TtlCache::new(std::time::Duration::from_secs(600))),
             files,
-            bus,
+            bus: bus.clone(),
             queue,
             cors: Arc::new(cors),
             limits,
+            shared: Arc::new(crate::http::websocket::SharedSubscriptions::new(
+                bus.clone(),
+            )),
         }
     }
 }

@@ -65,11 +65,31 @@ pub struct WorkerToken {
     pub key: String,
 }
 
+/// Who a viewer is to the access rules: viewers of one audience are let in and shown the same,
+/// whatever credential each came with, so one execution of a subscription can serve them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Audience {
+    Anonymous,
+    User { id: UserId, platform_admin: bool },
+}
+
 impl Viewer {
     pub fn user(&self) -> Option<&user::Model> {
         match self {
             Viewer::User { user, .. } => Some(user),
             _ => None,
+        }
+    }
+
+    /// The viewer's audience; `None` for workers and the server itself, who share nothing.
+    pub fn audience(&self) -> Option<Audience> {
+        match self {
+            Viewer::Anonymous => Some(Audience::Anonymous),
+            Viewer::User { user, .. } => Some(Audience::User {
+                id: user.id,
+                platform_admin: user.is_platform_admin,
+            }),
+            Viewer::Worker(_) | Viewer::System => None,
         }
     }
 

@@ -2,7 +2,11 @@
 //! credit balance. Each resolver checks access once, then hands a stream from
 //! `live::subscriptions` on, mapping its items to views.
 
-use async_graphql::{Context, Enum, ID, SimpleObject, Subscription};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use async_graphql::parser::types::{OperationType, Selection};
+use async_graphql::{Context, Enum, ID, Request, SimpleObject, Subscription};
 use entity::ids::{JobId, WorkspaceId};
 use futures_util::{Stream, StreamExt as _};
 
@@ -60,6 +64,59 @@ fn parse_cursor(cursor: &str) -> Result<i64, Error> {
         .ok_or_else(|| Error::bad_input("after", "not a cursor of workspaceJobEvents"))
 }
 
+/// Where an execution of `workspaceJobEvents` stands in the live log: the `seq` of the last
+/// event it yielded. Shared executions keep it (`http::websocket::shared`), so that a
+/// subscriber that falls behind one goes on from there on its own.
+#[derive(Clone, Default)]
+pub struct Position(pub Arc<AtomicI64>);
+
+/// Makes `workspaceJobEvents` without `after` resume after this `seq`: a subscriber leaving a
+/// shared execution goes on from the last event it got.
+pub struct ResumeAfter(pub i64);
+
+/// Whether every subscriber of this parsed request gets the same results from the moment it
+/// starts, whenever it starts, so that one execution can serve all who ask it as one audience:
+/// a subscription of `workspaceJobEvents` alone, without `after`. Every other subscription
+/// begins with what is there when it starts (the job, the counts, the balance, a replay), which
+/// is each subscriber's own.
+pub fn shared_from_start(request: &mut Request) -> bool {
+    let variables = request.variables.clone();
+    let asked = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return false;
+    };
+    let Some(operation) = super::guard::operation(document, asked.as_deref()) else {
+        return false;
+    };
+    let operation = &operation.node;
+    let [selection] = operation.selection_set.node.items.as_slice() else {
+        return false;
+    };
+    let Selection::Field(field) = &selection.node else {
+        return false;
+    };
+    let field = &field.node;
+    if operation.ty != OperationType::Subscription || field.name.node != "workspaceJobEvents" {
+        return false;
+    }
+    // `after` given as null, or as a variable that is null or absent without a default,
+    // is no `after`.
+    field.arguments.iter().all(|(name, value)| {
+        name.node != "after"
+            || value.node.clone().into_const_with(|variable| {
+                let default = operation
+                    .variable_definitions
+                    .iter()
+                    .find(|definition| definition.node.name.node == variable)
+                    .and_then(|definition| definition.node.default_value.clone());
+                Ok::<_, ()>(match variables.get(&variable) {
+                    Some(value) => value.clone(),
+                    None => default.map_or(async_graphql::Value::Null, |value| value.node),
+                })
+            }) == Ok(async_graphql::Value::Null)
+    })
+}
+
 #[Subscription]
 impl LiveSubscription {
     /// The job now, then after each change of status, stage, progress, outputs, name or
@@ -103,7 +160,11 @@ impl LiveSubscription {
         let filter = filter
             .unwrap_or_default()
             .into_filter(viewer(ctx).user_id())?;
-        let after = after.as_deref().map(parse_cursor).transpose()?;
+        let after = match after {
+            Some(cursor) => Some(parse_cursor(&cursor)?),
+            None => ctx.data_opt::<ResumeAfter>().map(|resume| resume.0),
+        };
+        let position = ctx.data_opt::<Position>().cloned();
         let stream = subscriptions::workspace_events(
             bus(ctx),
             viewer(ctx).clone(),
@@ -112,17 +173,22 @@ impl LiveSubscription {
             after,
         )
         .await?;
-        Ok(api_errors(stream).map(|item| {
-            item.map(|event| WorkspaceJobEvent {
-                cursor: cursor(event.seq),
-                kind: match event.kind {
-                    LiveKind::Created => JobEventKind::Created,
-                    LiveKind::Deleted => JobEventKind::Deleted,
-                    _ => JobEventKind::Updated,
-                },
-                job_id: ids::encode(event.job_id),
-                status: event.status.map(Into::into),
-                job: event.job.map(|(job, standing)| JobView(job, standing)),
+        Ok(api_errors(stream).map(move |item| {
+            item.map(|event| {
+                if let Some(Position(position)) = &position {
+                    position.store(event.seq, Ordering::Release);
+                }
+                WorkspaceJobEvent {
+                    cursor: cursor(event.seq),
+                    kind: match event.kind {
+                        LiveKind::Created => JobEventKind::Created,
+                        LiveKind::Deleted => JobEventKind::Deleted,
+                        _ => JobEventKind::Updated,
+                    },
+                    job_id: ids::encode(event.job_id),
+                    status: event.status.map(Into::into),
+                    job: event.job.map(|(job, standing)| JobView(job, standing)),
+                }
             })
         }))
     }
@@ -151,5 +217,62 @@ impl LiveSubscription {
         Ok(api_errors(
             subscriptions::credit_balance(bus(ctx), viewer(ctx).clone(), workspace_id).await?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(query: &str, variables: serde_json::Value, operation: Option<&str>) -> bool {
+        let mut request =
+            Request::new(query).variables(async_graphql::Variables::from_json(variables));
+        request.operation_name = operation.map(str::to_owned);
+        request.set_parsed_query(async_graphql::parser::parse_query(query).unwrap());
+        shared_from_start(&mut request)
+    }
+
+    #[test]
+    fn only_workspace_events_from_now_on_are_shared() {
+        use serde_json::json;
+        let events = "subscription($ws: ID!, $after: String) {
+            workspaceJobEvents(workspaceId: $ws, after: $after) { kind } }";
+        assert!(shared(events, json!({"ws": "w"}), None));
+        assert!(shared(events, json!({"ws": "w", "after": null}), None));
+        assert!(!shared(events, json!({"ws": "w", "after": "ev3"}), None));
+        let defaulted = "subscription($after: String = \"ev3\") {
+            workspaceJobEvents(workspaceId: \"w\", after: $after) { kind } }";
+        assert!(!shared(defaulted, json!({}), None));
+        assert!(shared(defaulted, json!({"after": null}), None));
+        let literal =
+            "subscription { workspaceJobEvents(workspaceId: \"w\", after: \"ev3\") { kind } }";
+        assert!(!shared(literal, json!({}), None));
+        let null =
+            "subscription { events: workspaceJobEvents(workspaceId: \"w\", after: null) { kind } }";
+        assert!(shared(null, json!({}), None));
+        // Other subscriptions start with what is there when they start.
+        assert!(!shared(
+            "subscription { jobUpdated(id: \"j\") { id } }",
+            json!({}),
+            None
+        ));
+        assert!(!shared(
+            "subscription { creditBalance(workspaceId: \"w\") }",
+            json!({}),
+            None
+        ));
+        // The operation run decides, by name.
+        let two = "subscription A { jobUpdated(id: \"j\") { id } }
+            subscription B { workspaceJobEvents(workspaceId: \"w\") { kind } }";
+        assert!(shared(two, json!({}), Some("B")));
+        assert!(!shared(two, json!({}), Some("A")));
+        assert!(!shared(two, json!({}), None));
+        assert!(!shared(two, json!({}), Some("C")));
+        // Queries, fragments at the root and a second root field are not.
+        assert!(!shared("{ workspaceJobEvents { kind } }", json!({}), None));
+        let fragment = "subscription { ...F } fragment F on Subscription { workspaceJobEvents(workspaceId: \"w\") { kind } }";
+        assert!(!shared(fragment, json!({}), None));
+        let both = "subscription { workspaceJobEvents(workspaceId: \"w\") { kind } creditBalance(workspaceId: \"w\") }";
+        assert!(!shared(both, json!({}), None));
     }
 }

@@ -33,6 +33,7 @@ use crate::access::Viewer;
 use crate::config::ServerConfig;
 use crate::tools::Catalog;
 
+pub use live::{Position, ResumeAfter, shared_from_start};
 pub use loaders::{UserLoader, WorkspaceAccessLoader};
 
 /// The query root.

@@ -9,7 +9,7 @@ mod graphql;
 mod health;
 mod limit;
 mod metrics;
-mod websocket;
+pub mod websocket;
 
 use axum::Router;
 use axum::http::Request;

@@ -1,6 +1,7 @@
 //! Live updates: subscriptions over a real websocket, their access checks, resuming from a
 //! cursor, and events crossing server processes.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use entity::job::JobStatus;
@@ -831,4 +832,218 @@ async fn the_live_log_is_read_through_its_indexes_and_pruned_by_age() {
         live_event::Entity::find().count(&app.db).await.unwrap(),
         left
     );
+}
+
+/// `workspaceJobEvents` from now on, with a field that differs between viewers.
+const SHARED_EVENTS: &str = "subscription($ws: ID!, $filter: JobFilterInput, $after: String) {
+  workspaceJobEvents(workspaceId: $ws, filter: $filter, after: $after) {
+    kind jobId status job { id name status tool { name } createdAt viewerCanCancel } } }";
+
+/// Renames `job` until every socket has seen a change since subscribing (a subscription from
+/// now on is live once it has), then reads each until it is quiet.
+async fn until_live(app: &TestApp, token: &str, job: &str, sockets: &mut [&mut Ws]) {
+    let mut live = vec![false; sockets.len()];
+    for round in 0.. {
+        assert!(round < 100, "the subscriptions did not start");
+        rename(app, token, job, &format!("warm-up {round}")).await;
+        for (socket, live) in sockets.iter_mut().zip(live.iter_mut()) {
+            if !*live {
+                *live = socket
+                    .receive_within(Duration::from_millis(100))
+                    .await
+                    .is_some();
+            }
+        }
+        if live.iter().all(|live| *live) {
+            break;
+        }
+    }
+    for socket in sockets.iter_mut() {
+        while socket
+            .receive_within(Duration::from_millis(300))
+            .await
+            .is_some()
+        {}
+    }
+}
+
+/// The (kind, status) of the next `n` events of operation `id` on `socket`, and whether each
+/// let its viewer cancel the job.
+async fn events_of(socket: &mut Ws, id: &str, n: usize) -> Vec<(String, String, Value)> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        let data = socket.next_data(id).await;
+        let event = &data["workspaceJobEvents"];
+        events.push((
+            event["kind"].as_str().unwrap().to_owned(),
+            event["status"].as_str().unwrap().to_owned(),
+            event["job"]["viewerCanCancel"].clone(),
+        ));
+    }
+    events
+}
+
+#[tokio::test]
+async fn subscribers_of_one_audience_share_one_execution_and_each_gets_its_own_view() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = app.setup("Lab", 100).await;
+    let bob = app.user("bob@lab.test").await;
+    app.add_member(&alice, &ws, &bob, "MEMBER").await;
+    let warm = id_of(&app.job(&alice, &ws, 1).await);
+    let mut alice_1 = Ws::connect(app.addr, Some(&alice.token)).await;
+    let mut alice_2 = Ws::connect(app.addr, Some(&alice.token)).await;
+    let mut bob_1 = Ws::connect(app.addr, Some(&bob.token)).await;
+    let all = json!({ "ws": ws });
+    let cancelled = json!({ "ws": ws, "filter": { "statuses": ["CANCELLED"] } });
+    alice_1.subscribe("all", SHARED_EVENTS, all.clone()).await;
+    alice_1
+        .subscribe("cancelled", SHARED_EVENTS, cancelled.clone())
+        .await;
+    alice_2.subscribe("all", SHARED_EVENTS, all.clone()).await;
+    bob_1.subscribe("mine", SHARED_EVENTS, all.clone()).await;
+    until_live(
+        &app,
+        &alice.token,
+        &warm,
+        &mut [&mut alice_1, &mut alice_2, &mut bob_1],
+    )
+    .await;
+    // Alice's two subscriptions to every event are one execution; her filtered one and Bob's
+    // are one each.
+    assert_eq!(app.state.shared.running(), 3);
+
+    // Alice's job: she may cancel it until it ends, Bob (a member) may not.
+    let job = id_of(&app.job(&alice, &ws, 1).await);
+    cancel(&app, &alice.token, &job).await;
+    let steps = |can: bool| -> Vec<(String, String, Value)> {
+        [
+            ("CREATED", "PENDING", can),
+            ("UPDATED", "QUEUED", can),
+            ("UPDATED", "CANCELLED", false),
+        ]
+        .iter()
+        .map(|(k, s, c)| (k.to_string(), s.to_string(), json!(c)))
+        .collect()
+    };
+    let mut alice_events = Vec::new();
+    let mut alice_cancelled = Vec::new();
+    while alice_events.len() < 3 || alice_cancelled.is_empty() {
+        let message = alice_1.message().await;
+        let event = &message["payload"]["data"]["workspaceJobEvents"];
+        assert_eq!(event["jobId"], job.as_str(), "{message}");
+        let seen = (
+            event["kind"].as_str().unwrap().to_owned(),
+            event["status"].as_str().unwrap().to_owned(),
+            event["job"]["viewerCanCancel"].clone(),
+        );
+        match message["id"].as_str() {
+            Some("all") => alice_events.push(seen),
+            _ => alice_cancelled.push(seen),
+        }
+    }
+    assert_eq!(alice_events, steps(true));
+    assert_eq!(alice_cancelled, steps(true)[2..]);
+    assert_eq!(events_of(&mut alice_2, "all", 3).await, steps(true));
+    assert_eq!(events_of(&mut bob_1, "mine", 3).await, steps(false));
+
+    // A subscriber joining a running execution gets what is committed after it started.
+    let mut alice_3 = Ws::connect(app.addr, Some(&alice.token)).await;
+    alice_3.subscribe("late", SHARED_EVENTS, all.clone()).await;
+    until(WAIT, "the late subscriber to join", || async {
+        app.state.shared.subscribers() == 5
+    })
+    .await;
+    let later = id_of(&app.job(&alice, &ws, 1).await);
+    let created = alice_3.next_data("late").await;
+    assert_eq!(created["workspaceJobEvents"]["jobId"], later.as_str());
+    assert_eq!(app.state.shared.running(), 3);
+
+    // A replay is each subscriber's own.
+    let now = now_cursor(&app, &alice.token, &ws).await;
+    let mut replaying = Ws::connect(app.addr, Some(&alice.token)).await;
+    replaying
+        .subscribe("after", SHARED_EVENTS, json!({ "ws": ws, "after": now }))
+        .await;
+    rename(&app, &alice.token, &later, "renamed").await;
+    assert_eq!(
+        replaying.next_data("after").await["workspaceJobEvents"]["jobId"],
+        later.as_str()
+    );
+    assert_eq!(app.state.shared.running(), 3);
+
+    // An execution stops with its last subscriber.
+    drop((alice_1, alice_2, alice_3, bob_1, replaying));
+    until(WAIT, "the executions to stop", || async {
+        app.state.shared.running() == 0
+    })
+    .await;
+}
+
+/// The statuses each job went through in the next `n` events of operation `id`, which are all.
+async fn statuses_by_job(socket: &mut Ws, id: &str, n: usize) -> HashMap<String, Vec<String>> {
+    let mut seen = HashMap::<String, Vec<String>>::new();
+    for _ in 0..n {
+        let data = socket.next_data(id).await;
+        let event = &data["workspaceJobEvents"];
+        seen.entry(event["jobId"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(event["status"].as_str().unwrap().to_owned());
+    }
+    socket.silent_for(Duration::from_millis(300)).await;
+    seen
+}
+
+#[tokio::test]
+async fn a_subscriber_falling_behind_its_shared_execution_goes_on_alone_and_misses_nothing() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = app.setup("Lab", 1_000_000).await;
+    let warm = id_of(&app.job(&alice, &ws, 1).await);
+    let mut fast = Ws::connect(app.addr, Some(&alice.token)).await;
+    let mut slow = Ws::connect_small(app.addr, Some(&alice.token)).await;
+    fast.subscribe("fast", SHARED_EVENTS, json!({ "ws": ws }))
+        .await;
+    slow.subscribe("slow", SHARED_EVENTS, json!({ "ws": ws }))
+        .await;
+    until_live(&app, &alice.token, &warm, &mut [&mut fast, &mut slow]).await;
+    assert_eq!(app.state.shared.running(), 1);
+
+    // More results than the execution keeps for it, while the slow client reads none (its
+    // socket's buffers and queue take some first); the other reads all as they come.
+    let reading = tokio::spawn(async move {
+        let mut seen = HashMap::<String, Vec<String>>::new();
+        while let Some(received) = fast.receive_within(Duration::from_secs(2)).await {
+            let Received::Message(message) = received else {
+                panic!("the socket closed");
+            };
+            assert_eq!(message["type"], "next", "{message}");
+            let event = &message["payload"]["data"]["workspaceJobEvents"];
+            seen.entry(event["jobId"].as_str().unwrap().to_owned())
+                .or_default()
+                .push(event["status"].as_str().unwrap().to_owned());
+        }
+        (fast, seen)
+    });
+    // 8,000 results of about 600 bytes: more than the kernel's buffers (4 MiB at most on
+    // each side), the connection's queue and the execution's backlog hold.
+    let (batches, per_batch) = (8, 500);
+    for _ in 0..batches {
+        let batch: Vec<Value> = (0..per_batch)
+            .map(|_| json!({ "tool": "noop", "name": "n".repeat(200) }))
+            .collect();
+        app.submit_batch(&alice, &ws, &batch).await;
+    }
+    let jobs = batches * per_batch;
+    let (_fast, fast_seen) = reading.await.unwrap();
+    let slow_seen = statuses_by_job(&mut slow, "slow", 2 * jobs).await;
+    for seen in [&fast_seen, &slow_seen] {
+        assert_eq!(seen.len(), jobs);
+        assert!(
+            seen.values()
+                .all(|statuses| statuses == &["PENDING", "QUEUED"])
+        );
+    }
+    // It fell behind, went on alone, and the execution goes on with the other.
+    assert_eq!(app.state.shared.went_on_alone(), 1);
+    assert_eq!(app.state.shared.running(), 1);
+    assert_eq!(app.state.shared.subscribers(), 1);
 }

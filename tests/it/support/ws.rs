@@ -88,6 +88,34 @@ impl Ws {
         ws
     }
 
+    /// Like [`Ws::connect`], over a socket whose receive buffer is as small as the kernel
+    /// allows: a client that stops reading holds up the server's writes at once.
+    pub async fn connect_small(addr: std::net::SocketAddr, token: Option<&str>) -> Ws {
+        let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+        tcp.set_recv_buffer_size(1024).unwrap();
+        let stream = tcp.connect(addr).await.unwrap();
+        let mut request = format!("ws://{addr}/graphql")
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let (socket, _) = tokio_tungstenite::client_async(
+            request,
+            tokio_tungstenite::MaybeTlsStream::Plain(stream),
+        )
+        .await
+        .unwrap();
+        let mut ws = Ws {
+            socket,
+            answer_pings: true,
+        };
+        ws.init(token).await;
+        assert_eq!(ws.message().await["type"], "connection_ack");
+        ws
+    }
+
     pub async fn init(&mut self, token: Option<&str>) {
         let payload = match token {
             Some(token) => json!({"authorization": format!("Bearer {token}")}),

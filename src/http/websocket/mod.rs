@@ -12,6 +12,12 @@
 //!
 //! Each operation runs in its own task and writes through a small queue: a client that reads
 //! slowly holds up only its own operations, whose live feeds then read the event log instead.
+//! Subscriptions whose results are the same for every subscriber of one audience share one
+//! execution (`shared`).
+
+mod shared;
+
+pub use shared::SharedSubscriptions;
 
 use entity::ids::TokenId;
 use std::collections::HashMap;
@@ -452,18 +458,26 @@ impl Connection {
             metrics.operation(kind, name.as_deref(), "rejected", None);
             return Ok(());
         }
-        request.data = graphql::request_data(&self.state.db, &self.state.queue, viewer);
+        let shared_key = shared::Key::of(&mut request, &viewer);
+        request.data = graphql::request_data(&self.state.db, &self.state.queue, viewer.clone());
+        let (db, queue) = (self.state.db.clone(), self.state.queue.clone());
+        let data = move || graphql::request_data(&db, &queue, viewer.clone());
         // Counted by its first result: `rejected` when nothing ran, `error` when a field failed.
         // Counted by name as HTTP requests are, without a duration: a subscription lasts.
         let count = move |outcome: &str| metrics.operation(kind, name.as_deref(), outcome, None);
-        let operation = run_operation(
-            self.state.schema.clone(),
-            request,
+        let schema = self.state.schema.clone();
+        let replies = Replies {
             protocol,
-            id.clone(),
-            self.outgoing.clone(),
-            count,
-        );
+            id: id.clone(),
+            outgoing: self.outgoing.clone(),
+        };
+        let operation: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = match shared_key {
+            Some(key) => {
+                let shared = self.state.shared.clone();
+                Box::pin(shared.follow(key, schema, request, data, replies, count))
+            }
+            None => Box::pin(run_operation(schema, request, replies, count)),
+        };
         // Counted while it runs, however it ends (completed, stopped, or its socket closed).
         let running = self.state.metrics.subscription_started();
         let task = tokio::spawn(async move {
@@ -475,16 +489,35 @@ impl Connection {
     }
 }
 
-/// Runs operation `id` and queues its results for the socket, then `complete`. A request
-/// error (nothing ran, no field failed) is its one `error` message.
-async fn run_operation(
-    schema: AppSchema,
-    request: async_graphql::Request,
+/// Where an operation's messages go: the connection's queue, as operation `id`, in the
+/// connection's protocol.
+struct Replies {
     protocol: Protocol,
     id: String,
     outgoing: mpsc::Sender<Message>,
+}
+
+impl Replies {
+    /// Queues `message`; `false` once the connection is gone.
+    async fn send(&self, message: String) -> bool {
+        self.outgoing.send(Message::text(message)).await.is_ok()
+    }
+
+    async fn complete(&self) {
+        self.send(json!({"type": "complete", "id": self.id}).to_string())
+            .await;
+    }
+}
+
+/// Runs an operation and queues its results for the socket, then `complete`. A request error
+/// (nothing ran, no field failed) is its one `error` message.
+async fn run_operation(
+    schema: AppSchema,
+    request: async_graphql::Request,
+    replies: Replies,
     count: impl FnOnce(&str),
 ) {
+    let Replies { protocol, id, .. } = &replies;
     let mut responses = std::pin::pin!(schema.execute_stream(request));
     let mut count = CountOnce(Some(count));
     while let Some(mut response) = responses.next().await {
@@ -501,19 +534,11 @@ async fn run_operation(
         } else {
             json!({"type": protocol.next_type(), "id": id, "payload": response})
         };
-        if outgoing
-            .send(Message::text(message.to_string()))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        if is_request_error {
+        if !replies.send(message.to_string()).await || is_request_error {
             return;
         }
     }
-    let complete = json!({"type": "complete", "id": id});
-    let _ = outgoing.send(Message::text(complete.to_string())).await;
+    replies.complete().await;
 }
 
 /// Counts an operation once: by its first result, or as `ok` when it ends (completed, stopped
