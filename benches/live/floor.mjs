@@ -24,6 +24,7 @@ function nowMicros() {
 function answer(query, variables) {
   if (query.includes('createWorkspace')) return { createWorkspace: { workspace: { id: 'ws_1' } } };
   if (query.includes('grantCredits')) return { grantCredits: { workspace: { id: 'ws_1' } } };
+  if (query.includes('addMember')) return { addMember: { membership: { id: 'm_1' } } };
   if (query.includes('submitJob')) return { submitJob: { job: { id: `job_${++jobs}` } } };
   if (query.includes('cancelJob')) {
     const event = {

@@ -8,6 +8,10 @@
 //
 //   URL=http://127.0.0.1:8000/graphql TOKEN=jg_... SERVER_PID=123 node subscribe.mjs
 //
+// TOKEN (a platform administrator's) sets the workspace up. With MEMBERS (comma-separated
+// `email token` pairs of other users), each is made a member and the subscribers are spread
+// over TOKEN and theirs in turn: that many audiences, each with its own view of the jobs.
+//
 // Prints a human summary, then one JSON line starting with {"subscribers".
 import { readFileSync } from 'node:fs';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
@@ -63,6 +67,17 @@ async function main() {
     'mutation($ws: ID!) { grantCredits(input: {workspaceId: $ws, amount: 1000000}) { workspace { id } } }',
     { ws },
   );
+  const members = (process.env.MEMBERS ?? '')
+    .split(',')
+    .filter((pair) => pair.trim())
+    .map((pair) => pair.trim().split(/\s+/));
+  for (const [email] of members) {
+    await graphql(
+      'mutation($ws: ID!, $email: String!) { addMember(input: {workspaceId: $ws, email: $email, role: MEMBER}) { membership { id } } }',
+      { ws, email },
+    );
+  }
+  const tokens = [process.env.TOKEN, ...members.map(([, token]) => token)];
   // One warm-up change, then the measured ones.
   const jobs = [];
   for (let i = 0; i <= changes; i++) {
@@ -80,13 +95,15 @@ async function main() {
   const connected = jobs.length;
   const opening = now();
   const workers = [];
+  let first = 0;
   for (let t = 0; t < threads; t++) {
     const share = Math.floor(subscribers / threads) + (t < subscribers % threads ? 1 : 0);
     workers.push(
       new Worker(new URL(import.meta.url), {
-        workerData: { url: process.env.URL, token: process.env.TOKEN, ws, jobs, counts, share },
+        workerData: { url: process.env.URL, tokens, first, ws, jobs, counts, share },
       }),
     );
+    first += share;
   }
   const failures = [];
   for (const worker of workers) worker.on('error', (err) => failures.push(err));
@@ -152,7 +169,9 @@ async function main() {
       ? Number(((rssAfter - rssBefore) / subscribers).toFixed(1))
       : null,
   };
-  console.log(`subscribers: ${subscribers} in ${threads} threads, opened in ${openedIn.toFixed(1)} s`);
+  console.log(
+    `subscribers: ${subscribers} of ${tokens.length} users in ${threads} threads, opened in ${openedIn.toFixed(1)} s`,
+  );
   console.log(
     `status changes: ${changes}, deliveries: ${latencies.length} (expected ${expected}), in ${measuredIn.toFixed(2)} s`,
   );
@@ -172,14 +191,15 @@ async function main() {
   process.exit(0);
 }
 
-/** One thread's clients: `share` connections, each with one subscription. */
-async function clients({ url, token, ws, jobs, counts, share }) {
+/** One thread's clients: `share` connections, each with one subscription, the `first`th on. */
+async function clients({ url, tokens, first, ws, jobs, counts, share }) {
   const index = new Map(jobs.map((id, i) => [id, i]));
   const connected = jobs.length;
   const latencies = [];
   // Latencies of the warm-up change are not kept.
   const warmUp = jobs[0];
   const open = (n) => {
+    const token = tokens[(first + n) % tokens.length];
     const client = createClient({
       url: url.replace(/^http/, 'ws'),
       webSocketImpl: WebSocket,

@@ -12,13 +12,17 @@
 # Node server that only speaks the protocol and writes one message, serialized once, to every
 # socket. No server delivers faster to these clients on this machine.
 #
-#   bash benches/peers/live.sh        # RUNS=3 SUBSCRIBERS=10000 CHANGES=20 THREADS=2 BIN=
+#   bash benches/peers/live.sh        # RUNS=3 SUBSCRIBERS=10000 CHANGES=20 THREADS=2 USERS=1 BIN=
+#
+# USERS spreads the subscribers over that many users, members of the workspace: as many
+# audiences, each with its own view of the jobs (one shared execution each).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
 SUBSCRIBERS=${SUBSCRIBERS:-10000}
 CHANGES=${CHANGES:-20}
 THREADS=${THREADS:-2}
+USERS=${USERS:-1}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 # BIN: another build of jobgraph to measure (for example one from another worktree).
 if [ -z "${BIN:-}" ]; then
@@ -53,11 +57,16 @@ for i in $(seq 1 "$RUNS"); do
   "$bin" migrate >/dev/null 2>&1
   "$bin" user create --email bench@live.example --admin >/dev/null
   token=$("$bin" token create --email bench@live.example --name bench)
+  members=
+  for u in $(seq 2 "$USERS"); do
+    "$bin" user create --email "viewer$u@live.example" >/dev/null
+    members+="viewer$u@live.example $("$bin" token create --email "viewer$u@live.example" --name bench),"
+  done
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   "$bin" serve --workers 0 --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
   server=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-  out=$(URL="http://127.0.0.1:$port/graphql" TOKEN=$token SERVER_PID=$server \
+  out=$(URL="http://127.0.0.1:$port/graphql" TOKEN=$token MEMBERS=$members SERVER_PID=$server \
     SUBSCRIBERS=$SUBSCRIBERS CHANGES=$CHANGES THREADS=$THREADS node benches/live/subscribe.mjs) \
     || { echo "run $i failed (server log: $(tail -3 "$work/serve.log"))" >&2; exit 1; }
   kill "$server"; wait "$server" 2>/dev/null || true; server=
