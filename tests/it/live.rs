@@ -893,6 +893,7 @@ async fn subscribers_of_one_audience_share_one_execution_and_each_gets_its_own_v
     let mut alice_1 = Ws::connect(app.addr, Some(&alice.token)).await;
     let mut alice_2 = Ws::connect(app.addr, Some(&alice.token)).await;
     let mut bob_1 = Ws::connect(app.addr, Some(&bob.token)).await;
+    let mut bob_2 = Ws::connect(app.addr, Some(&bob.token)).await;
     let all = json!({ "ws": ws });
     let cancelled = json!({ "ws": ws, "filter": { "statuses": ["CANCELLED"] } });
     alice_1.subscribe("all", SHARED_EVENTS, all.clone()).await;
@@ -901,15 +902,16 @@ async fn subscribers_of_one_audience_share_one_execution_and_each_gets_its_own_v
         .await;
     alice_2.subscribe("all", SHARED_EVENTS, all.clone()).await;
     bob_1.subscribe("mine", SHARED_EVENTS, all.clone()).await;
+    bob_2.subscribe("mine", SHARED_EVENTS, all.clone()).await;
     until_live(
         &app,
         &alice.token,
         &warm,
-        &mut [&mut alice_1, &mut alice_2, &mut bob_1],
+        &mut [&mut alice_1, &mut alice_2, &mut bob_1, &mut bob_2],
     )
     .await;
-    // Alice's two subscriptions to every event are one execution; her filtered one and Bob's
-    // are one each.
+    // Alice's two subscriptions to every event are one execution, Bob's two another, and
+    // Alice's filtered one a third.
     assert_eq!(app.state.shared.running(), 3);
 
     // Alice's job: she may cancel it until it ends, Bob (a member) may not.
@@ -945,12 +947,13 @@ async fn subscribers_of_one_audience_share_one_execution_and_each_gets_its_own_v
     assert_eq!(alice_cancelled, steps(true)[2..]);
     assert_eq!(events_of(&mut alice_2, "all", 3).await, steps(true));
     assert_eq!(events_of(&mut bob_1, "mine", 3).await, steps(false));
+    assert_eq!(events_of(&mut bob_2, "mine", 3).await, steps(false));
 
     // A subscriber joining a running execution gets what is committed after it started.
     let mut alice_3 = Ws::connect(app.addr, Some(&alice.token)).await;
     alice_3.subscribe("late", SHARED_EVENTS, all.clone()).await;
     until(WAIT, "the late subscriber to join", || async {
-        app.state.shared.subscribers() == 5
+        app.state.shared.subscribers() == 6
     })
     .await;
     let later = id_of(&app.job(&alice, &ws, 1).await);
@@ -971,8 +974,42 @@ async fn subscribers_of_one_audience_share_one_execution_and_each_gets_its_own_v
     );
     assert_eq!(app.state.shared.running(), 3);
 
+    // Bob removed from the workspace: both his subscriptions end with NOT_FOUND, Alice's go on.
+    app.ok(
+        Some(&alice.token),
+        "mutation($ws: ID!, $user: ID!) { removeMember(input: {workspaceId: $ws, userId: $user}) { removedUserId } }",
+        json!({ "ws": ws, "user": bob.id }),
+    )
+    .await;
+    let last = id_of(&app.job(&alice, &ws, 1).await);
+    for bob in [&mut bob_1, &mut bob_2] {
+        // `later` created, queued and renamed, before the removal.
+        for _ in 0..3 {
+            let event = bob.next_data("mine").await;
+            assert_eq!(event["workspaceJobEvents"]["jobId"], later.as_str());
+        }
+        let ended = bob.message().await;
+        assert_eq!(
+            ended["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
+            "{ended}"
+        );
+        assert_eq!(
+            bob.message().await,
+            json!({"type": "complete", "id": "mine"})
+        );
+        bob.silent_for(Duration::from_millis(300)).await;
+    }
+    for _ in 0..3 {
+        // `later` created, queued and renamed; then `last` created.
+        alice_2.next_data("all").await;
+    }
+    assert_eq!(
+        alice_2.next_data("all").await["workspaceJobEvents"]["jobId"],
+        last.as_str()
+    );
+
     // An execution stops with its last subscriber.
-    drop((alice_1, alice_2, alice_3, bob_1, replaying));
+    drop((alice_1, alice_2, alice_3, bob_1, bob_2, replaying));
     until(WAIT, "the executions to stop", || async {
         app.state.shared.running() == 0
     })
