@@ -111,17 +111,19 @@ fn changed_meanwhile(now: Option<JobStatus>) -> Error {
 /// The status a new job is written with (`state::submitted`), and its `queued_at`: QUEUED at
 /// `now` when its inputs are ready, PENDING while it waits for downloads, COMPLETED when it
 /// reuses an earlier job's results. A ready or reused job takes the state machine's move from
-/// PENDING in its INSERT, rather than by an UPDATE of the row just written; `record_submitted`
+/// PENDING in its INSERT, rather than by an UPDATE of the row just written; `record_submission`
 /// gives it both events.
 pub fn submitted_status(start: Start, now: DateTime<Utc>) -> (JobStatus, Option<DateTime<Utc>>) {
     let status = state::submitted(start);
     (status, (status == JobStatus::Queued).then_some(now))
 }
 
-/// Records the submission of new jobs written by the caller (with `submitted_status`): each
-/// job's PENDING event, as it was submitted.
-pub async fn record_submitted(tx: &crate::db::Transaction, jobs: &[job::Model]) -> Result<()> {
-    let submitted: Vec<job::Model> = jobs
+/// Records the submission of new jobs written by the caller (with `submitted_status`), in one
+/// statement: each job's PENDING event, as it was submitted; then the QUEUED event of each
+/// written QUEUED (announced to workers), and the COMPLETED event of each written COMPLETED
+/// from an earlier job's results, naming that job.
+pub async fn record_submission(tx: &crate::db::Transaction, jobs: &[job::Model]) -> Result<()> {
+    let mut rows: Vec<job::Model> = jobs
         .iter()
         .map(|job| job::Model {
             status: JobStatus::Pending,
@@ -130,46 +132,22 @@ pub async fn record_submitted(tx: &crate::db::Transaction, jobs: &[job::Model]) 
             ..job.clone()
         })
         .collect();
-    store::record(tx, &submitted, Some("submitted".to_owned())).await
-}
-
-/// Records that the new jobs written QUEUED were queued (their QUEUED event, after their
-/// PENDING one), and announces them to workers.
-pub async fn record_queued_at_submission(
-    tx: &crate::db::Transaction,
-    jobs: &[job::Model],
-) -> Result<()> {
-    let queued: Vec<job::Model> = jobs
-        .iter()
-        .filter(|job| job.status == JobStatus::Queued)
-        .cloned()
-        .collect();
-    if queued.is_empty() {
-        return Ok(());
+    let mut messages = vec![Some("submitted".to_owned()); rows.len()];
+    for job in jobs {
+        let message = match (job.status, job.reused_from) {
+            (JobStatus::Queued, _) => "inputs ready".to_owned(),
+            (JobStatus::Completed, Some(original)) => format!(
+                "reused the results of {}",
+                crate::ids::encode(original).as_str()
+            ),
+            _ => continue,
+        };
+        rows.push(job.clone());
+        messages.push(Some(message));
     }
-    store::record(tx, &queued, Some("inputs ready".to_owned())).await?;
-    store::announce_queued(tx);
-    Ok(())
-}
-
-/// Records that the new jobs written COMPLETED reused an earlier job's results: their
-/// COMPLETED event, after their PENDING one, naming that job (one statement per earlier job).
-pub async fn record_reused_at_submission(
-    tx: &crate::db::Transaction,
-    jobs: &[job::Model],
-) -> Result<()> {
-    let mut by_original: std::collections::BTreeMap<JobId, Vec<job::Model>> = Default::default();
-    for job in jobs.iter().filter(|job| job.status == JobStatus::Completed) {
-        if let Some(original) = job.reused_from {
-            by_original.entry(original).or_default().push(job.clone());
-        }
-    }
-    for (original, reused) in by_original {
-        let message = format!(
-            "reused the results of {}",
-            crate::ids::encode(original).as_str()
-        );
-        store::record(tx, &reused, Some(message)).await?;
+    store::record_each(tx, &rows, messages).await?;
+    if jobs.iter().any(|job| job.status == JobStatus::Queued) {
+        store::announce_queued(tx);
     }
     Ok(())
 }

@@ -420,7 +420,7 @@ pub(crate) async fn insert_jobs(
     for (job_id, (role, file)) in &stored {
         file.insert(tx, workspace_id, *job_id, *role).await?;
     }
-    lifecycle::record_submitted(tx, &jobs).await?;
+    lifecycle::record_submission(tx, &jobs).await?;
     let charges: Vec<ledger::Entry> = jobs
         .iter()
         .filter(|job| job.credit_cost > 0)
@@ -440,8 +440,6 @@ pub(crate) async fn insert_jobs(
         };
         ledger::append_from(tx, charges, source).await?;
     }
-    lifecycle::record_queued_at_submission(tx, &jobs).await?;
-    lifecycle::record_reused_at_submission(tx, &jobs).await?;
     Ok(jobs)
 }
 

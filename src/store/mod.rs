@@ -346,17 +346,15 @@ pub fn live_signal() -> watch::Receiver<u64> {
     live_written().subscribe()
 }
 
-/// The announcement of queued jobs, at commit.
+/// The announcement of queued jobs to this process's workers, after the commit. Other
+/// processes' are told by `LiveEntries`, at commit.
 #[derive(Default)]
 pub(crate) struct Queued;
 
 #[async_trait::async_trait]
 impl AtCommit for Queued {
-    async fn before_commit(&mut self, tx: &DatabaseTransaction) -> Result<(), DbErr> {
-        match Dialect::of(tx) {
-            Dialect::Postgres => postgres::announce_queued(tx).await,
-            Dialect::Sqlite => Ok(()),
-        }
+    async fn before_commit(&mut self, _tx: &DatabaseTransaction) -> Result<(), DbErr> {
+        Ok(())
     }
 
     fn after_commit(self: Box<Self>) {
@@ -367,12 +365,16 @@ impl AtCommit for Queued {
 /// Registers that `tx` queues jobs: workers are told when it commits.
 pub(crate) fn announce_queued(tx: &Transaction) {
     tx.at_commit::<Queued>(|_| {});
+    tx.at_commit::<LiveEntries>(|live| live.queued = true);
 }
 
-/// A transaction's live entries, written as its last statements, numbered in commit order.
+/// A transaction's live entries, written as its last statements, numbered in commit order,
+/// and on PostgreSQL the notification of the jobs it queued (`QUEUED_CHANNEL`), sent with them
+/// (or alone when there are none).
 #[derive(Default)]
 pub struct LiveEntries {
     entries: Vec<live_event::ActiveModel>,
+    queued: bool,
     sqlite: bool,
 }
 
@@ -382,12 +384,13 @@ impl AtCommit for LiveEntries {
     const ORDER: i32 = i32::MAX;
 
     async fn before_commit(&mut self, tx: &DatabaseTransaction) -> Result<(), DbErr> {
-        if self.entries.is_empty() {
-            return Ok(());
-        }
         let entries = std::mem::take(&mut self.entries);
         match Dialect::of(tx) {
-            Dialect::Postgres => postgres::write_live(tx, &entries).await,
+            Dialect::Postgres if entries.is_empty() && self.queued => {
+                postgres::announce_queued(tx).await
+            }
+            _ if entries.is_empty() => Ok(()),
+            Dialect::Postgres => postgres::write_live(tx, &entries, self.queued).await,
             Dialect::Sqlite => {
                 self.sqlite = true;
                 sqlite::write_live(tx, entries).await

@@ -51,7 +51,8 @@ pub(super) fn head_ids(head: sea_orm::sea_query::SelectStatement) -> SimpleExpr 
     )
 }
 
-/// Queues the notification of queued jobs, sent at commit and folded into one per transaction.
+/// Queues the notification of queued jobs, sent at commit and folded into one per transaction:
+/// for a transaction without live entries, whose statement sends it otherwise.
 pub(super) async fn announce_queued(tx: &DatabaseTransaction) -> std::result::Result<(), DbErr> {
     tx.execute_unprepared(&format!("NOTIFY {QUEUED_CHANNEL}"))
         .await?;
@@ -94,15 +95,16 @@ fn timeline_columns() -> String {
         .join(", ")
 }
 
-/// The timeline rows of `jobs` (as they are in Rust) in one statement of fixed text.
+/// The timeline rows of `jobs` (as they are in Rust), each with its message, in one statement
+/// of fixed text.
 pub(super) async fn insert_timeline(
     tx: &Transaction,
     jobs: &[job::Model],
-    message: Option<String>,
+    messages: Vec<Option<String>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     use job::Column as C;
-    // The job columns travel in `TIMELINE`'s order; a NULL stage as a flag.
+    // The job columns travel in `TIMELINE`'s order; a NULL stage or message as a flag.
     debug_assert_eq!(
         TIMELINE.map(|(_, c)| c.as_str()),
         [
@@ -117,18 +119,23 @@ pub(super) async fn insert_timeline(
     );
     let sql = format!(
         "INSERT INTO job_events (id, message, created_at, {}) \
-         SELECT e.id, $1, $2, e.job_id, e.workspace_id, e.status, \
-         CASE WHEN e.staged THEN e.stage END, e.progress, e.attempt \
-         FROM unnest($3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::bool[], $8::text[], \
-         $9::float8[], $10::int4[]) \
-         AS e (id, job_id, workspace_id, status, staged, stage, progress, attempt)",
+         SELECT e.id, CASE WHEN e.noted THEN e.message END, $2, e.job_id, e.workspace_id, \
+         e.status, CASE WHEN e.staged THEN e.stage END, e.progress, e.attempt \
+         FROM unnest($1::text[], $11::bool[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], \
+         $7::bool[], $8::text[], $9::float8[], $10::int4[]) \
+         AS e (message, noted, id, job_id, workspace_id, status, staged, stage, progress, \
+         attempt)",
         timeline_columns()
     );
     tx.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         sql,
         [
-            message.into(),
+            column(
+                messages
+                    .iter()
+                    .map(|message| message.clone().unwrap_or_default()),
+            ),
             now.into(),
             column(jobs.iter().map(|_| Uuid::now_v7())),
             column(jobs.iter().map(|job| job.id)),
@@ -138,6 +145,7 @@ pub(super) async fn insert_timeline(
             column(jobs.iter().map(|job| job.stage.clone().unwrap_or_default())),
             column(jobs.iter().map(|job| job.progress)),
             column(jobs.iter().map(|job| job.attempt)),
+            column(messages.iter().map(Option::is_some)),
         ],
     ))
     .await?;
@@ -231,12 +239,14 @@ fn entries_of_changed_jobs(changed: &str, now: &str) -> String {
 pub(super) async fn write_live(
     tx: &DatabaseTransaction,
     entries: &[live_event::ActiveModel],
+    queued: bool,
 ) -> std::result::Result<(), DbErr> {
-    tx.execute_raw(numbered_insert(entries)).await?;
+    tx.execute_raw(numbered_insert(entries, queued)).await?;
     Ok(())
 }
 
-fn numbered_insert(entries: &[live_event::ActiveModel]) -> Statement {
+/// The live entries' INSERT, which also notifies the workers' channel when `queued`.
+fn numbered_insert(entries: &[live_event::ActiveModel], queued: bool) -> Statement {
     use sea_orm::ActiveValue;
     /// Bits of `nulls`: which nullable columns of an entry are NULL.
     const JOB_ID: i32 = 1;
@@ -310,11 +320,13 @@ fn numbered_insert(entries: &[live_event::ActiveModel]) -> Statement {
                 .iter()
                 .map(|e| e.created_at.try_as_ref().copied().unwrap_or(now)),
         ),
+        queued.into(),
     ];
     let sql = format!(
         "WITH numbering AS (SELECT pg_advisory_xact_lock({NUMBERING_LOCK})), \
          reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) - $1 \
-         AS before, pg_notify('{LIVE_CHANNEL}', '') FROM numbering) \
+         AS before, pg_notify('{LIVE_CHANNEL}', ''), \
+         CASE WHEN $12 THEN pg_notify('{QUEUED_CHANNEL}', '') END FROM numbering) \
          INSERT INTO live_events \
          (id, seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
          SELECT reserved.before + v.ord, reserved.before + v.ord, v.workspace_id, \

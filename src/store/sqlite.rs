@@ -33,21 +33,22 @@ pub(super) async fn insert_jobs(
     Ok(())
 }
 
-/// The timeline rows of `jobs`, as each now is.
+/// The timeline rows of `jobs`, as each now is, each with its message.
 pub(super) async fn insert_timeline(
     tx: &Transaction,
     jobs: &[job::Model],
-    message: Option<String>,
+    messages: Vec<Option<String>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    for chunk in jobs.chunks(ROWS_PER_INSERT) {
-        job_event::Entity::insert_many(
-            chunk
-                .iter()
-                .map(|job| timeline_row(job, message.clone(), now)),
-        )
-        .exec_without_returning(tx)
-        .await?;
+    let rows: Vec<job_event::ActiveModel> = jobs
+        .iter()
+        .zip(messages)
+        .map(|(job, message)| timeline_row(job, message, now))
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        job_event::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(tx)
+            .await?;
     }
     Ok(())
 }

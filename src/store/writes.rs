@@ -50,10 +50,21 @@ pub async fn insert_jobs(tx: &Transaction, new: Vec<job::ActiveModel>) -> Result
     skip_all
 )]
 pub async fn record(tx: &Transaction, jobs: &[job::Model], message: Option<String>) -> Result<()> {
+    record_each(tx, jobs, vec![message; jobs.len()]).await
+}
+
+/// Records a timeline row for each of `jobs` with its own message (`messages` in the same
+/// order), in one statement, and a live entry for each, as each now is.
+pub async fn record_each(
+    tx: &Transaction,
+    jobs: &[job::Model],
+    messages: Vec<Option<String>>,
+) -> Result<()> {
+    debug_assert_eq!(jobs.len(), messages.len());
     let now = Utc::now();
     match Dialect::of(tx) {
-        Dialect::Postgres => postgres::insert_timeline(tx, jobs, message, now).await?,
-        Dialect::Sqlite => sqlite::insert_timeline(tx, jobs, message, now).await?,
+        Dialect::Postgres => postgres::insert_timeline(tx, jobs, messages, now).await?,
+        Dialect::Sqlite => sqlite::insert_timeline(tx, jobs, messages, now).await?,
     }
     super::record_live(
         tx,

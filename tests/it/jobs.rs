@@ -3,7 +3,7 @@
 use entity::credit_transaction;
 use jobgraph::ids::{self};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{JOB_FIELDS, TestApp, fasta};
 
@@ -336,4 +336,27 @@ async fn tools_are_listed_with_their_inputs_settings_and_prices() {
         data["tool"]["settingsSchema"]["properties"]["k"]["maximum"],
         12
     );
+}
+
+#[tokio::test]
+async fn a_submission_costs_the_same_few_statements_whatever_the_batch() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = app.setup("Lab", 1_000).await;
+    let (single, _) = app
+        .statements(|| app.submit(&alice, &ws, json!({ "tool": "noop" })))
+        .await;
+    let jobs: Vec<Value> = (0..20).map(|_| json!({ "tool": "noop" })).collect();
+    let (batch, _) = app
+        .statements(|| app.submit_batch(&alice, &ws, &jobs))
+        .await;
+    // Reading the workspace and the submitter's membership; the jobs with their keys; every
+    // timeline row in one statement; the balance and the ledger; the live entries, with the
+    // workers' notification on PostgreSQL. SQLite writes the keys apart.
+    let expected = match app.db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => 8,
+        _ => 9,
+    };
+    assert_eq!(single, expected);
+    // A batch costs two more (its own row among them), whatever its size.
+    assert_eq!(batch, expected + 2);
 }
