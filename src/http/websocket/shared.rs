@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use futures_util::StreamExt as _;
 use serde_json::json;
@@ -95,11 +95,16 @@ pub(super) struct Execution {
 
 impl Drop for Execution {
     fn drop(&mut self) {
-        if let Some(task) = self.task.lock().expect("not poisoned").take() {
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             task.abort();
         }
         if let Some(registry) = self.registry.upgrade() {
-            let mut running = registry.lock().expect("not poisoned");
+            let mut running = registry.lock().unwrap_or_else(PoisonError::into_inner);
             // Unless a new execution of the same key took its place.
             if running
                 .get(&self.key)
@@ -131,7 +136,10 @@ impl SharedSubscriptions {
 
     /// Executions running now.
     pub fn running(&self) -> usize {
-        self.running.lock().expect("not poisoned").len()
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Subscribers of the executions running now.
@@ -139,14 +147,17 @@ impl SharedSubscriptions {
         let running: Vec<Arc<Execution>> = self
             .running
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .values()
             .filter_map(Weak::upgrade)
             .collect();
         running
             .iter()
             .filter_map(|execution| {
-                let sender = execution.sender.lock().expect("not poisoned");
+                let sender = execution
+                    .sender
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 sender.as_ref().map(broadcast::Sender::receiver_count)
             })
             .sum()
@@ -168,14 +179,25 @@ impl SharedSubscriptions {
         // An execution that ended is dropped after the registry is unlocked: its `Drop`
         // locks it.
         let mut ended = None;
-        let mut running = self.running.lock().expect("not poisoned");
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(execution) = running.get(&key).and_then(Weak::upgrade) {
-            let receiver = execution
+            // A task that stopped without ending the execution (it panicked) serves no more.
+            let stopped = execution
+                .task
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(AbortHandle::is_finished);
+            let mut sender = execution
                 .sender
                 .lock()
-                .expect("not poisoned")
-                .as_ref()
-                .map(broadcast::Sender::subscribe);
+                .unwrap_or_else(PoisonError::into_inner);
+            if stopped {
+                // Its subscribers go on alone.
+                sender.take();
+            }
+            let receiver = sender.as_ref().map(broadcast::Sender::subscribe);
+            drop(sender);
             match receiver {
                 Some(receiver) => return (execution, receiver),
                 None => ended = Some(execution),
@@ -189,7 +211,10 @@ impl SharedSubscriptions {
             registry: Arc::downgrade(&self.running),
         });
         let task = tokio::spawn(execute(schema.clone(), request, Arc::downgrade(&execution)));
-        *execution.task.lock().expect("not poisoned") = Some(task.abort_handle());
+        *execution
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(task.abort_handle());
         running.insert(key, Arc::downgrade(&execution));
         drop(running);
         drop(ended);
@@ -235,14 +260,23 @@ async fn execute(
         let Some(execution) = execution.upgrade() else {
             return;
         };
-        if let Some(sender) = execution.sender.lock().expect("not poisoned").as_ref() {
+        if let Some(sender) = execution
+            .sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             // No receivers is not an error: the last subscriber is leaving.
             let _ = sender.send(Arc::new(item));
         }
     }
     // The last result goes out as the channel closes, so that no subscriber joins after it.
     if let Some(execution) = execution.upgrade()
-        && let Some(sender) = execution.sender.lock().expect("not poisoned").take()
+        && let Some(sender) = execution
+            .sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     {
         let _ = sender.send(Arc::new(last.unwrap_or(Item::Complete)));
     }
