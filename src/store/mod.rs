@@ -353,10 +353,6 @@ pub(crate) struct Queued;
 
 #[async_trait::async_trait]
 impl AtCommit for Queued {
-    async fn before_commit(&mut self, _tx: &DatabaseTransaction) -> Result<(), DbErr> {
-        Ok(())
-    }
-
     fn after_commit(self: Box<Self>) {
         queued_signal().notify_waiters();
     }

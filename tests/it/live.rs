@@ -1084,3 +1084,39 @@ async fn a_subscriber_falling_behind_its_shared_execution_goes_on_alone_and_miss
     assert_eq!(app.state.shared.running(), 1);
     assert_eq!(app.state.shared.subscribers(), 1);
 }
+
+#[tokio::test]
+async fn a_shared_subscription_refused_before_it_runs_gets_each_protocols_error() {
+    let app = TestApp::spawn().await;
+    let (alice, ws) = app.setup("Lab", 100).await;
+    let bad = "subscription($ws: ID!) { workspaceJobEvents(workspaceId: $ws) { nope } }";
+    let mut modern = Ws::connect(app.addr, Some(&alice.token)).await;
+    modern.subscribe("a", bad, json!({ "ws": ws })).await;
+    let refused = modern.message().await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["id"], "a");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+        "{refused}"
+    );
+    let mut legacy = Ws::open(app.addr, "graphql-ws", None).await;
+    legacy.init(Some(&alice.token)).await;
+    assert_eq!(legacy.message().await["type"], "connection_ack");
+    legacy
+        .send(
+            json!({"id": "b", "type": "start", "payload": {"query": bad, "variables": {"ws": ws}}}),
+        )
+        .await;
+    let refused = loop {
+        let message = legacy.message().await;
+        if message["type"] != "ka" {
+            break message;
+        }
+    };
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(
+        refused["payload"]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+        "{refused}"
+    );
+    modern.silent_for(Duration::from_millis(200)).await;
+}

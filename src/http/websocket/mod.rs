@@ -503,6 +503,16 @@ impl Replies {
         self.outgoing.send(Message::text(message)).await.is_ok()
     }
 
+    /// The `error` message of an operation that nothing ran for: its request errors, all of
+    /// them in `graphql-transport-ws`, the first in the legacy protocol.
+    fn request_error(&self, errors: &[async_graphql::ServerError]) -> String {
+        let payload = match self.protocol {
+            Protocol::TransportWs => json!(errors),
+            Protocol::Legacy => json!(errors.first()),
+        };
+        json!({"type": "error", "id": self.id, "payload": payload}).to_string()
+    }
+
     async fn complete(&self) {
         self.send(json!({"type": "complete", "id": self.id}).to_string())
             .await;
@@ -526,15 +536,11 @@ async fn run_operation(
         let is_request_error = first && graphql::is_request_error(&response);
         count.once(crate::metrics::outcome(&response));
         let message = if is_request_error {
-            let payload = match protocol {
-                Protocol::TransportWs => json!(response.errors),
-                Protocol::Legacy => json!(response.errors.first()),
-            };
-            json!({"type": "error", "id": id, "payload": payload})
+            replies.request_error(&response.errors)
         } else {
-            json!({"type": protocol.next_type(), "id": id, "payload": response})
+            json!({"type": protocol.next_type(), "id": id, "payload": response}).to_string()
         };
-        if !replies.send(message.to_string()).await || is_request_error {
+        if !replies.send(message).await || is_request_error {
             return;
         }
     }

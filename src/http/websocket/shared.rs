@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::sync::broadcast;
 use tokio::task::AbortHandle;
 
-use super::{CountOnce, Protocol, Replies, run_operation};
+use super::{CountOnce, Replies, run_operation};
 use crate::access::{Audience, Viewer};
 use crate::graphql::{self, AppSchema, Position};
 use crate::live::Bus;
@@ -74,11 +74,8 @@ enum Item {
         outcome: &'static str,
         seq: i64,
     },
-    /// A request error, with the `error` message's payload in each protocol; the end.
-    Refused {
-        transport: Box<str>,
-        legacy: Box<str>,
-    },
+    /// Request errors (nothing ran); the end.
+    Refused(Vec<async_graphql::ServerError>),
     /// The subscription finished.
     Complete,
 }
@@ -236,10 +233,7 @@ async fn execute(
     while let Some(mut response) = responses.next().await {
         graphql::codes::fill(&mut response, false);
         let item = if first && graphql::is_request_error(&response) {
-            Item::Refused {
-                transport: json!(response.errors).to_string().into(),
-                legacy: json!(response.errors.first()).to_string().into(),
-            }
+            Item::Refused(std::mem::take(&mut response.errors))
         } else {
             Item::Next {
                 payload: serde_json::to_string(&response)
@@ -252,7 +246,7 @@ async fn execute(
             }
         };
         first = false;
-        let refused = matches!(item, Item::Refused { .. });
+        let refused = matches!(item, Item::Refused(_));
         if refused {
             last = Some(item);
             break;
@@ -316,14 +310,9 @@ impl SharedSubscriptions {
                     let next = replies.protocol.next_type();
                     format!(r#"{{"type":"{next}","id":{id},"payload":{payload}}}"#)
                 }
-                Item::Refused { transport, legacy } => {
+                Item::Refused(errors) => {
                     count.once("rejected");
-                    let payload = match replies.protocol {
-                        Protocol::TransportWs => transport,
-                        Protocol::Legacy => legacy,
-                    };
-                    let error = format!(r#"{{"type":"error","id":{id},"payload":{payload}}}"#);
-                    replies.send(error).await;
+                    replies.send(replies.request_error(errors)).await;
                     return;
                 }
                 Item::Complete => return replies.complete().await,
@@ -339,8 +328,7 @@ impl SharedSubscriptions {
         self.alone.fetch_add(1, Ordering::Relaxed);
         let mut request = key.request();
         if let Err(error) = graphql::guard::admit(&mut request, None) {
-            let error = json!({"type": "error", "id": replies.id, "payload": [error]});
-            replies.send(error.to_string()).await;
+            replies.send(replies.request_error(&[error])).await;
             return;
         }
         request.data = data();
