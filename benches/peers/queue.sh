@@ -14,7 +14,9 @@
 #   `submitJob`, 5 ms apart: the median and p99 of QUEUED to PROCESSING (`started_at -
 #   queued_at`; graphile-worker publishes an average of 4.16 ms for the same).
 #
-#   bash benches/peers/queue.sh        # PAIRS=3 N=40000 WORKERS=2000 LATENCY=200
+#   bash benches/peers/queue.sh        # PAIRS=3 N=40000 WORKERS=2000 LATENCY=200 BIN=
+#
+# BIN: another build of jobgraph to measure (for example one from another worktree).
 #
 # Prints each run and the medians of the ratios jobgraph / graphile-worker.
 set -euo pipefail
@@ -28,8 +30,11 @@ PG=${PG:-postgres://postgres@127.0.0.1:5432}
 PEERS=${PEERS:-$(cd .. && pwd)/shared/peers}
 peer=$PEERS/graphile-worker
 [ -x "$peer/run.sh" ] || { echo "no graphile-worker peer at $peer (set PEERS)" >&2; exit 1; }
-cargo build --release -q --bin jobgraph
-bin=${CARGO_TARGET_DIR:-target}/release/jobgraph
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q --bin jobgraph
+  BIN=${CARGO_TARGET_DIR:-target}/release/jobgraph
+fi
+bin=$BIN
 db=jobgraph_peer_queue
 work=$(mktemp -d)
 pids=()
