@@ -13,12 +13,12 @@ use entity::credit_transaction::{self, TransactionKind};
 use entity::ids::{JobId, TransactionId, UserId, WorkspaceId};
 use entity::job::{self, JobStatus};
 use entity::workspace;
-use sea_orm::TryIntoModel as _;
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, Order, QueryFilter, QuerySelect,
     Set,
 };
+use sea_orm::{FromQueryResult as _, QueryTrait as _, TryIntoModel as _};
 
 use super::Credits;
 use crate::access::{self, PlatformAction, Viewer, WorkspaceAccess, WorkspaceRef};
@@ -60,7 +60,8 @@ pub async fn append(
 
 /// Appends entries of one workspace, in order, inside the caller's transaction, and moves its
 /// balance once by their sum: one guarded UPDATE, one multi-row INSERT (each entry with the
-/// balance after it) and one balance entry in the live log, whatever their number. A batch of
+/// balance after it; on PostgreSQL the two are one statement) and one balance entry in the live
+/// log, whatever their number. A batch of
 /// jobs is charged this way.
 ///
 /// INSUFFICIENT_CREDITS (for the sum) if the balance would go below zero; CONFLICT if a job
@@ -95,6 +96,34 @@ pub async fn append_from(
     entries: Vec<Entry>,
     source: Source,
 ) -> Result<(Vec<credit_transaction::Model>, workspace::Model)> {
+    moved(tx, entries, source, Held::No).await
+}
+
+/// `append_from` for a caller whose transaction holds the workspace's lock
+/// (`workspaces::hold`): on PostgreSQL the move and its entries are then one statement.
+pub async fn append_held(
+    tx: &crate::db::Transaction,
+    entries: Vec<Entry>,
+    source: Source,
+) -> Result<(Vec<credit_transaction::Model>, workspace::Model)> {
+    moved(tx, entries, source, Held::Yes).await
+}
+
+/// Whether the caller's transaction holds the workspace's lock. The ledger is in the order of
+/// its entries' ids, which are made as they are written: without the lock they are made once
+/// the balance's UPDATE holds the row, so that they follow the order of the moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Yes,
+    No,
+}
+
+async fn moved(
+    tx: &crate::db::Transaction,
+    entries: Vec<Entry>,
+    source: Source,
+    held: Held,
+) -> Result<(Vec<credit_transaction::Model>, workspace::Model)> {
     let Some(workspace_id) = entries.first().map(|e| e.workspace_id) else {
         return Err(Error::Internal(anyhow::anyhow!(
             "no ledger entries to append"
@@ -128,7 +157,51 @@ pub async fn append_from(
             .col_expr(reserved, Expr::col(reserved).add(sum))
             .filter(Expr::col(reserved).add(sum).gte(0)),
     };
-    let moved = update.exec_with_returning(tx).await?;
+    let one_statement =
+        held == Held::Yes && crate::store::Dialect::of(tx) == crate::store::Dialect::Postgres;
+    let moved = if one_statement {
+        None
+    } else {
+        Some(update.clone().exec_with_returning(tx).await?)
+    };
+    let mut after = -sum;
+    let rows: Vec<credit_transaction::ActiveModel> = entries
+        .into_iter()
+        .map(|entry| {
+            after += entry.amount;
+            credit_transaction::ActiveModel {
+                id: Set(TransactionId::new()),
+                workspace_id: Set(workspace_id),
+                kind: Set(entry.kind),
+                amount: Set(entry.amount),
+                // Until the balance is known: what the entry adds to the balance before the move.
+                balance_after: Set(after),
+                actor_id: Set(entry.actor_id),
+                job_id: Set(entry.job_id),
+                note: Set(entry.note),
+                created_at: Set(now),
+            }
+        })
+        .collect();
+    let unique = |err: sea_orm::DbErr| {
+        if is_unique_violation(&err) {
+            Error::conflict("this job already has a ledger entry of this kind")
+        } else {
+            Error::from(err)
+        }
+    };
+    let moved = match moved {
+        Some(moved) => moved,
+        // The move and its entries in one statement.
+        None => {
+            let statement = moved_with_entries(update.into_query(), &rows)?;
+            let moved = tx.query_all_raw(statement).await.map_err(unique)?;
+            moved
+                .iter()
+                .map(|row| workspace::Model::from_query_result(row, ""))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        }
+    };
     let Some(workspace) = moved.into_iter().next() else {
         let current = workspace::Entity::find_by_id(workspace_id)
             .one(tx)
@@ -142,45 +215,71 @@ pub async fn append_from(
             },
         });
     };
-    let mut after = workspace.credit_balance - sum;
-    let rows: Vec<credit_transaction::ActiveModel> = entries
-        .into_iter()
-        .map(|entry| {
-            after += entry.amount;
-            credit_transaction::ActiveModel {
-                id: Set(TransactionId::new()),
-                workspace_id: Set(workspace_id),
-                kind: Set(entry.kind),
-                amount: Set(entry.amount),
-                balance_after: Set(after),
-                actor_id: Set(entry.actor_id),
-                job_id: Set(entry.job_id),
-                note: Set(entry.note),
-                created_at: Set(now),
-            }
-        })
-        .collect();
     // Every column is given and the database adds nothing: the entries are not read back.
     let records = rows
-        .iter()
-        .cloned()
+        .into_iter()
+        .map(|mut row| {
+            row.balance_after = Set(workspace.credit_balance + row.balance_after.as_ref());
+            row
+        })
+        .collect::<Vec<_>>();
+    if !one_statement {
+        for chunk in records.chunks(ENTRIES_PER_INSERT) {
+            credit_transaction::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(tx)
+                .await
+                .map_err(unique)?;
+        }
+    }
+    let records = records
+        .into_iter()
         .map(|row| row.try_into_model())
         .collect::<std::result::Result<Vec<credit_transaction::Model>, sea_orm::DbErr>>()?;
-    for chunk in rows.chunks(ENTRIES_PER_INSERT) {
-        credit_transaction::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(tx)
-            .await
-            .map_err(|err| {
-                if is_unique_violation(&err) {
-                    Error::conflict("this job already has a ledger entry of this kind")
-                } else {
-                    Error::from(err)
-                }
-            })?;
-    }
     let entry_ids: Vec<TransactionId> = records.iter().map(|record| record.id).collect();
     crate::live::balance_moved(tx, workspace.id, workspace.credit_balance, &entry_ids).await?;
     Ok((records, workspace))
+}
+
+/// PostgreSQL's form of a ledger move: `update` (the guarded balance UPDATE) and the INSERT of
+/// `rows` as one statement, the rows travelling as arrays (`store::arrays`) so that its text is
+/// the same for any number of them. Each row's `balance_after` holds what it adds to the balance
+/// from before the move; the statement adds the balance after the move. It returns the
+/// workspace as moved, or no row (and writes no entry) when the guard refused the move.
+fn moved_with_entries(
+    mut update: sea_orm::sea_query::UpdateStatement,
+    rows: &[credit_transaction::ActiveModel],
+) -> Result<sea_orm::Statement> {
+    use credit_transaction::Column as C;
+    use sea_orm::sea_query::PostgresQueryBuilder;
+    use sea_orm::{DatabaseBackend, IdenStatic as _, Iterable as _};
+    update.returning_all();
+    let (update, values) = update.build(PostgresQueryBuilder);
+    let mut values = values.0;
+    let columns: Vec<C> = C::iter().collect();
+    let entries = crate::store::arrays(rows, &columns, values.len() + 1)?;
+    values.extend(entries.values);
+    let select: Vec<String> = columns
+        .iter()
+        .zip(entries.columns)
+        .map(|(column, value)| match column {
+            C::BalanceAfter => format!("moved.credit_balance + {value}"),
+            _ => value,
+        })
+        .collect();
+    let names: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
+    let sql = format!(
+        "WITH moved AS ({update}), \
+         entries AS (INSERT INTO credit_transactions ({}) SELECT {} FROM moved, {}) \
+         SELECT * FROM moved",
+        names.join(", "),
+        select.join(", "),
+        entries.from
+    );
+    Ok(sea_orm::Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        values,
+    ))
 }
 
 /// Sets `amount` credits of a workspace's balance aside for a workflow's steps, in the

@@ -111,18 +111,31 @@ fn changed_meanwhile(now: Option<JobStatus>) -> Error {
 /// The status a new job is written with (`state::submitted`), and its `queued_at`: QUEUED at
 /// `now` when its inputs are ready, PENDING while it waits for downloads, COMPLETED when it
 /// reuses an earlier job's results. A ready or reused job takes the state machine's move from
-/// PENDING in its INSERT, rather than by an UPDATE of the row just written; `record_submission`
+/// PENDING in its INSERT, rather than by an UPDATE of the row just written; `write_submitted`
 /// gives it both events.
 pub fn submitted_status(start: Start, now: DateTime<Utc>) -> (JobStatus, Option<DateTime<Utc>>) {
     let status = state::submitted(start);
     (status, (status == JobStatus::Queued).then_some(now))
 }
 
-/// Records the submission of new jobs written by the caller (with `submitted_status`), in one
-/// statement: each job's PENDING event, as it was submitted; then the QUEUED event of each
-/// written QUEUED (announced to workers), and the COMPLETED event of each written COMPLETED
-/// from an earlier job's results, naming that job.
-pub async fn record_submission(tx: &crate::db::Transaction, jobs: &[job::Model]) -> Result<()> {
+/// Writes new jobs (with `submitted_status`) and records their submission: each job's PENDING
+/// event, as it was submitted; then the QUEUED event of each written QUEUED (announced to
+/// workers), and the COMPLETED event of each written COMPLETED from an earlier job's results,
+/// naming that job. On PostgreSQL the jobs and their timeline are one statement. Returns the
+/// jobs in the order given.
+pub async fn write_submitted(
+    tx: &crate::db::Transaction,
+    new: Vec<job::ActiveModel>,
+) -> Result<Vec<job::Model>> {
+    let jobs = store::insert_jobs(tx, new, submission_timeline).await?;
+    if jobs.iter().any(|job| job.status == JobStatus::Queued) {
+        store::announce_queued(tx);
+    }
+    Ok(jobs)
+}
+
+/// The timeline rows of new jobs, with their messages: see `write_submitted`.
+fn submission_timeline(jobs: &[job::Model]) -> (Vec<job::Model>, Vec<Option<String>>) {
     let mut rows: Vec<job::Model> = jobs
         .iter()
         .map(|job| job::Model {
@@ -145,11 +158,7 @@ pub async fn record_submission(tx: &crate::db::Transaction, jobs: &[job::Model])
         rows.push(job.clone());
         messages.push(Some(message));
     }
-    store::record_each(tx, &rows, messages).await?;
-    if jobs.iter().any(|job| job.status == JobStatus::Queued) {
-        store::announce_queued(tx);
-    }
-    Ok(())
+    (rows, messages)
 }
 
 /// Many jobs to move to COMPLETED, as `transition` would one by one: one UPDATE (per thousand

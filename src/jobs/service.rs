@@ -311,14 +311,11 @@ async fn reuse_earlier(
     Ok(Some(Reused { original, outputs }))
 }
 
-/// Job rows written by one INSERT: within SQLite's limit of 32,766 parameters.
-const JOBS_PER_INSERT: usize = 500;
-
-/// Writes jobs of one workspace, in the caller's transaction: their rows (QUEUED at once when
-/// their inputs are ready, COMPLETED when they reuse an earlier job's results), stored files
-/// and PENDING events, their charges (one balance move for all; none for a reused job), then
-/// the QUEUED and COMPLETED events. A job with URL inputs stays PENDING at stage DOWNLOADING
-/// until they are fetched.
+/// Writes jobs of one workspace, in the caller's transaction, which holds the workspace's lock
+/// (`workspaces::hold` or `workspaces::lock`): their rows (QUEUED at once when their inputs are
+/// ready, COMPLETED when they reuse an earlier job's results), stored files and PENDING events,
+/// their charges (one balance move for all; none for a reused job), then the QUEUED and COMPLETED
+/// events. A job with URL inputs stays PENDING at stage DOWNLOADING until they are fetched.
 /// Set-based: a batch of a thousand jobs costs about a dozen statements, as one job does (and
 /// one more per earlier job whose results some of them reuse).
 /// Returns the jobs in the order given.
@@ -413,14 +410,10 @@ pub(crate) async fn insert_jobs(
             reused_from: Set(reused.map(|r| r.original.id)),
         });
     }
-    let mut jobs = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(JOBS_PER_INSERT) {
-        jobs.extend(crate::store::insert_jobs(tx, chunk.to_vec()).await?);
-    }
+    let jobs = lifecycle::write_submitted(tx, rows).await?;
     for (job_id, (role, file)) in &stored {
         file.insert(tx, workspace_id, *job_id, *role).await?;
     }
-    lifecycle::record_submission(tx, &jobs).await?;
     let charges: Vec<ledger::Entry> = jobs
         .iter()
         .filter(|job| job.credit_cost > 0)
@@ -438,7 +431,7 @@ pub(crate) async fn insert_jobs(
             Charging::Balance => ledger::Source::Balance,
             Charging::Reservation => ledger::Source::Reservation,
         };
-        ledger::append_from(tx, charges, source).await?;
+        ledger::append_held(tx, charges, source).await?;
     }
     Ok(jobs)
 }

@@ -29,6 +29,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
+pub(crate) use postgres::arrays;
 pub use rows::Changed;
 pub use writes::*;
 

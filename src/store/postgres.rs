@@ -59,31 +59,171 @@ pub(super) async fn announce_queued(tx: &DatabaseTransaction) -> std::result::Re
     Ok(())
 }
 
-/// Inserts new jobs and their keys in one statement.
-pub(super) async fn insert_jobs(tx: &Transaction, new: Vec<job::ActiveModel>) -> Result<()> {
-    use sea_orm::{EntityTrait as _, QueryTrait as _};
-    let key = [
-        job::Column::Id,
-        job::Column::WorkspaceId,
-        job::Column::Tool,
-        job::Column::SubmitterId,
-    ];
-    let mut insert = job::Entity::insert_many(new).into_query();
-    insert.returning(sea_orm::sea_query::Query::returning().columns(key));
-    let insert = DatabaseBackend::Postgres.build(&insert);
+/// Inserts new jobs, their keys and the timeline rows `timeline` (with their `messages`) in one
+/// statement, whatever their number: the rows travel as one array per column (`arrays`), so
+/// the statement's text is always the same and stays prepared, and PostgreSQL plans it once
+/// instead of a VALUES list of 40 parameters a row.
+pub(super) async fn insert_jobs(
+    tx: &Transaction,
+    new: Vec<job::ActiveModel>,
+    timeline: &[job::Model],
+    messages: Vec<Option<String>>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    use sea_orm::Iterable as _;
+    let columns: Vec<job::Column> = job::Column::iter().collect();
+    let Arrays {
+        from,
+        columns: select,
+        mut values,
+    } = arrays(&new, &columns, 1)?;
+    let (events, event_values) = timeline_rows(timeline, messages, now, values.len() + 1);
+    values.extend(event_values);
+    let names: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
     let sql = format!(
-        "WITH inserted AS ({}) \
-         INSERT INTO job_keys (job_id, workspace_id, tool, submitter_id) \
-         SELECT id, workspace_id, tool, submitter_id FROM inserted",
-        insert.sql
+        "WITH inserted AS (INSERT INTO jobs ({}) SELECT {} FROM {from} \
+         RETURNING id, workspace_id, tool, submitter_id), \
+         keys AS (INSERT INTO job_keys (job_id, workspace_id, tool, submitter_id) \
+         SELECT id, workspace_id, tool, submitter_id FROM inserted) \
+         {events}",
+        names.join(", "),
+        select.join(", ")
     );
-    let statement = Statement::from_sql_and_values(
+    tx.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         sql,
-        insert.values.map(|values| values.0).unwrap_or_default(),
-    );
-    tx.execute_raw(statement).await?;
+        values,
+    ))
+    .await?;
     Ok(())
+}
+
+/// Rows as one array per column, for a statement of the same text whatever their number.
+pub(crate) struct Arrays {
+    /// `unnest(...) AS r (...)`: one row `r` per row given.
+    pub from: String,
+    /// Each column's value in `r`, in the order the columns were given: NULL where the row's
+    /// is.
+    pub columns: Vec<String>,
+    /// The arrays, as parameters numbered from the `first` given to `arrays`.
+    pub values: Vec<sea_orm::Value>,
+}
+
+/// `rows`' values of `columns` as `Arrays`, with parameters numbered from `first`. Arrays
+/// travel without NULLs: the first parameter is one bitmask per row of which columns are NULL
+/// in it (bit `i` for `columns[i]`). Every row gives every column.
+pub(crate) fn arrays<A: sea_orm::ActiveModelTrait>(
+    rows: &[A],
+    columns: &[<A::Entity as sea_orm::EntityTrait>::Column],
+    first: usize,
+) -> Result<Arrays> {
+    use sea_orm::Value as V;
+    use sea_orm::sea_query::ArrayType;
+    let internal = |what: String| crate::error::Error::Internal(anyhow::anyhow!(what));
+    if columns.len() > 63 {
+        return Err(internal(format!(
+            "{} columns do not fit a NULL mask",
+            columns.len()
+        )));
+    }
+    let mut nulls = vec![0i64; rows.len()];
+    let mut values = Vec::with_capacity(columns.len() + 1);
+    let mut unnest = Vec::with_capacity(columns.len());
+    let mut select = Vec::with_capacity(columns.len());
+    for (i, column) in columns.iter().enumerate() {
+        let name = column.as_str();
+        let bit = 1i64 << i;
+        let mut kind = None;
+        let mut elements = Vec::with_capacity(rows.len());
+        for (row, mask) in rows.iter().zip(&mut nulls) {
+            let value = row
+                .get(*column)
+                .into_value()
+                .ok_or_else(|| internal(format!("a row gives no {name}")))?;
+            let mut null = || *mask |= bit;
+            let (sql_type, element) = match value {
+                V::Uuid(v) => (
+                    "uuid",
+                    V::Uuid(Some(v.unwrap_or_else(|| {
+                        null();
+                        Uuid::nil()
+                    }))),
+                ),
+                V::String(v) => (
+                    "text",
+                    V::String(Some(v.unwrap_or_else(|| {
+                        null();
+                        String::new()
+                    }))),
+                ),
+                V::Json(v) => (
+                    "jsonb",
+                    V::Json(Some(v.unwrap_or_else(|| {
+                        null();
+                        Box::new(serde_json::Value::Null)
+                    }))),
+                ),
+                V::ChronoDateTimeUtc(v) => (
+                    "timestamptz",
+                    V::ChronoDateTimeUtc(Some(v.unwrap_or_else(|| {
+                        null();
+                        DateTime::UNIX_EPOCH
+                    }))),
+                ),
+                V::Int(v) => (
+                    "int4",
+                    V::Int(Some(v.unwrap_or_else(|| {
+                        null();
+                        0
+                    }))),
+                ),
+                V::BigInt(v) => (
+                    "int8",
+                    V::BigInt(Some(v.unwrap_or_else(|| {
+                        null();
+                        0
+                    }))),
+                ),
+                V::Double(v) => (
+                    "float8",
+                    V::Double(Some(v.unwrap_or_else(|| {
+                        null();
+                        0.0
+                    }))),
+                ),
+                V::Bool(v) => (
+                    "bool",
+                    V::Bool(Some(v.unwrap_or_else(|| {
+                        null();
+                        false
+                    }))),
+                ),
+                other => {
+                    return Err(internal(format!(
+                        "{name} holds {other:?}, not sent as an array"
+                    )));
+                }
+            };
+            kind = Some((sql_type, element.array_type()));
+            elements.push(element);
+        }
+        // With no rows, any type does: the statement writes nothing.
+        let (sql_type, array_type) = kind.unwrap_or(("text", ArrayType::String));
+        values.push(V::Array(array_type, Some(Box::new(elements))));
+        unnest.push(format!("${}::{sql_type}[]", first + 1 + i));
+        select.push(format!("CASE WHEN r.nulls & {bit} = 0 THEN r.{name} END"));
+    }
+    let names: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
+    values.insert(0, column(nulls));
+    Ok(Arrays {
+        from: format!(
+            "unnest(${first}::int8[], {}) AS r (nulls, {})",
+            unnest.join(", "),
+            names.join(", ")
+        ),
+        columns: select,
+        values,
+    })
 }
 
 /// The `job_events` columns a timeline row takes from its job (`TIMELINE`), comma-separated.
@@ -103,6 +243,24 @@ pub(super) async fn insert_timeline(
     messages: Vec<Option<String>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    let (sql, values) = timeline_rows(jobs, messages, now, 1);
+    tx.execute_raw(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        values,
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The INSERT of the timeline rows of `jobs`, each with its message, and its parameters, which
+/// are numbered from `first`.
+fn timeline_rows(
+    jobs: &[job::Model],
+    messages: Vec<Option<String>>,
+    now: DateTime<Utc>,
+    first: usize,
+) -> (String, Vec<sea_orm::Value>) {
     use job::Column as C;
     // The job columns travel in `TIMELINE`'s order; a NULL stage or message as a flag.
     debug_assert_eq!(
@@ -117,39 +275,46 @@ pub(super) async fn insert_timeline(
         ]
         .map(|c| c.as_str())
     );
+    let p: Vec<String> = (first..first + 11).map(|n| format!("${n}")).collect();
     let sql = format!(
         "INSERT INTO job_events (id, message, created_at, {}) \
-         SELECT e.id, CASE WHEN e.noted THEN e.message END, $2, e.job_id, e.workspace_id, \
+         SELECT e.id, CASE WHEN e.noted THEN e.message END, {}, e.job_id, e.workspace_id, \
          e.status, CASE WHEN e.staged THEN e.stage END, e.progress, e.attempt \
-         FROM unnest($1::text[], $11::bool[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], \
-         $7::bool[], $8::text[], $9::float8[], $10::int4[]) \
+         FROM unnest({}::text[], {}::bool[], {}::uuid[], {}::uuid[], {}::uuid[], {}::text[], \
+         {}::bool[], {}::text[], {}::float8[], {}::int4[]) \
          AS e (message, noted, id, job_id, workspace_id, status, staged, stage, progress, \
          attempt)",
-        timeline_columns()
+        timeline_columns(),
+        p[1],
+        p[0],
+        p[10],
+        p[2],
+        p[3],
+        p[4],
+        p[5],
+        p[6],
+        p[7],
+        p[8],
+        p[9],
     );
-    tx.execute_raw(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        sql,
-        [
-            column(
-                messages
-                    .iter()
-                    .map(|message| message.clone().unwrap_or_default()),
-            ),
-            now.into(),
-            column(jobs.iter().map(|_| Uuid::now_v7())),
-            column(jobs.iter().map(|job| job.id)),
-            column(jobs.iter().map(|job| job.workspace_id)),
-            column(jobs.iter().map(|job| job.status.to_value())),
-            column(jobs.iter().map(|job| job.stage.is_some())),
-            column(jobs.iter().map(|job| job.stage.clone().unwrap_or_default())),
-            column(jobs.iter().map(|job| job.progress)),
-            column(jobs.iter().map(|job| job.attempt)),
-            column(messages.iter().map(Option::is_some)),
-        ],
-    ))
-    .await?;
-    Ok(())
+    let values = vec![
+        column(
+            messages
+                .iter()
+                .map(|message| message.clone().unwrap_or_default()),
+        ),
+        now.into(),
+        column(jobs.iter().map(|_| Uuid::now_v7())),
+        column(jobs.iter().map(|job| job.id)),
+        column(jobs.iter().map(|job| job.workspace_id)),
+        column(jobs.iter().map(|job| job.status.to_value())),
+        column(jobs.iter().map(|job| job.stage.is_some())),
+        column(jobs.iter().map(|job| job.stage.clone().unwrap_or_default())),
+        column(jobs.iter().map(|job| job.progress)),
+        column(jobs.iter().map(|job| job.attempt)),
+        column(messages.iter().map(Option::is_some)),
+    ];
+    (sql, values)
 }
 
 /// `update` (numbered parameters) wrapped so that it also inserts a timeline row and a live

@@ -16,15 +16,20 @@ use super::{ROWS_PER_INSERT, key_row, rows, timeline_row};
 use crate::db::Transaction;
 use crate::error::Result;
 
+/// Job rows written by one INSERT: within SQLite's limit of 32,766 parameters.
+const JOBS_PER_INSERT: usize = 500;
+
 /// Inserts new jobs, then their keys.
 pub(super) async fn insert_jobs(
     tx: &Transaction,
     new: Vec<job::ActiveModel>,
     jobs: &[job::Model],
 ) -> Result<()> {
-    job::Entity::insert_many(new)
-        .exec_without_returning(tx)
-        .await?;
+    for chunk in new.chunks(JOBS_PER_INSERT) {
+        job::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(tx)
+            .await?;
+    }
     for chunk in jobs.chunks(ROWS_PER_INSERT) {
         job_key::Entity::insert_many(chunk.iter().map(key_row))
             .exec_without_returning(tx)

@@ -19,26 +19,39 @@ use super::{Change, Dialect, Lease, Move, postgres, sqlite};
 use crate::db::Transaction;
 use crate::error::{Error, Result};
 
-/// Inserts new jobs with their keys (`job_keys`), and returns the jobs as written, in the order
-/// given. Every column is given (times in whole microseconds, as the database keeps them) and
-/// the database adds nothing, so the rows are not read back.
+/// Inserts new jobs with their keys (`job_keys`) and the timeline rows that `timeline` makes of
+/// them (the rows and their messages, as `record_each` takes them, with their live entries),
+/// and returns the jobs as written, in the order given. On PostgreSQL that is one statement.
+/// Every column is given (times in whole microseconds, as the database keeps them) and the
+/// database adds nothing, so the rows are not read back.
 #[tracing::instrument(
     target = "jobgraph::spans",
     level = "debug",
     name = "store.insert_jobs",
     skip_all
 )]
-pub async fn insert_jobs(tx: &Transaction, new: Vec<job::ActiveModel>) -> Result<Vec<job::Model>> {
+pub async fn insert_jobs(
+    tx: &Transaction,
+    new: Vec<job::ActiveModel>,
+    timeline: impl FnOnce(&[job::Model]) -> (Vec<job::Model>, Vec<Option<String>>),
+) -> Result<Vec<job::Model>> {
     use sea_orm::TryIntoModel as _;
     let jobs = new
         .iter()
         .cloned()
         .map(|row| row.try_into_model())
         .collect::<std::result::Result<Vec<job::Model>, sea_orm::DbErr>>()?;
+    let (rows, messages) = timeline(&jobs);
+    debug_assert_eq!(rows.len(), messages.len());
+    let now = Utc::now();
     match Dialect::of(tx) {
-        Dialect::Postgres => postgres::insert_jobs(tx, new).await?,
-        Dialect::Sqlite => sqlite::insert_jobs(tx, new, &jobs).await?,
+        Dialect::Postgres => postgres::insert_jobs(tx, new, &rows, messages, now).await?,
+        Dialect::Sqlite => {
+            sqlite::insert_jobs(tx, new, &jobs).await?;
+            sqlite::insert_timeline(tx, &rows, messages, now).await?;
+        }
     }
+    record_live_of(tx, &rows);
     Ok(jobs)
 }
 
@@ -66,12 +79,17 @@ pub async fn record_each(
         Dialect::Postgres => postgres::insert_timeline(tx, jobs, messages, now).await?,
         Dialect::Sqlite => sqlite::insert_timeline(tx, jobs, messages, now).await?,
     }
+    record_live_of(tx, jobs);
+    Ok(())
+}
+
+/// The live entries of timeline rows `jobs`.
+fn record_live_of(tx: &Transaction, jobs: &[job::Model]) {
     super::record_live(
         tx,
         jobs.iter()
             .map(|job| super::live_entry(job, super::change_kind(job.status))),
     );
-    Ok(())
 }
 
 /// Records only a live entry of each of `jobs`: a change the timeline does not show.

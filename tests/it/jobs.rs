@@ -342,19 +342,23 @@ async fn tools_are_listed_with_their_inputs_settings_and_prices() {
 async fn a_submission_costs_the_same_few_statements_whatever_the_batch() {
     let app = TestApp::spawn().await;
     let (alice, ws) = app.setup("Lab", 1_000).await;
+    // A priced tool, so that the charge is among the statements.
+    let job = json!({ "tool": "sleep", "settings": { "seconds": 0 } });
     let (single, _) = app
-        .statements(|| app.submit(&alice, &ws, json!({ "tool": "noop" })))
+        .statements(|| app.submit(&alice, &ws, job.clone()))
         .await;
-    let jobs: Vec<Value> = (0..20).map(|_| json!({ "tool": "noop" })).collect();
+    let jobs: Vec<Value> = (0..20).map(|_| job.clone()).collect();
     let (batch, _) = app
         .statements(|| app.submit_batch(&alice, &ws, &jobs))
         .await;
-    // Reading the workspace and the submitter's membership; the jobs with their keys; every
-    // timeline row in one statement; the balance and the ledger; the live entries, with the
-    // workers' notification on PostgreSQL. SQLite writes the keys apart.
+    // Reading the workspace and the submitter's membership; the jobs with their keys and every
+    // timeline row; the balance and the ledger; the live entries, with the workers'
+    // notification on PostgreSQL; the answer's two reads. On PostgreSQL the jobs, keys and
+    // timeline are one statement, and so are the balance and the ledger; SQLite writes each
+    // apart.
     let expected = match app.db.get_database_backend() {
         sea_orm::DatabaseBackend::Postgres => 8,
-        _ => 9,
+        _ => 11,
     };
     assert_eq!(single, expected);
     // A batch costs two more (its own row among them), whatever its size.
