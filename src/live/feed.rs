@@ -133,7 +133,7 @@ impl Feed {
                 }
             }
             if !batch.is_empty() {
-                return Ok(coalesce(batch));
+                return Ok(coalesce(super::fill(self.bus.db(), batch).await?));
             }
         }
     }

@@ -28,7 +28,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set,
 };
 use serde_json::json;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -166,6 +166,25 @@ pub async fn resolve(
         .collect())
 }
 
+/// `events` with the jobs of those that name a job and have none read: the bus sends its
+/// entries without their jobs while nobody subscribes, and a subscriber may join meanwhile.
+/// A job deleted since is not found again, and stays none.
+pub async fn fill(db: &impl ConnectionTrait, events: Vec<Arc<Event>>) -> Result<Vec<Arc<Event>>> {
+    let unread = |event: &Arc<Event>| {
+        event.job.is_none()
+            && event.entry.job_id.is_some()
+            && matches!(event.entry.kind, LiveKind::Created | LiveKind::Updated)
+    };
+    if !events.iter().any(unread) {
+        return Ok(events);
+    }
+    let (unread, read): (Vec<_>, Vec<_>) = events.into_iter().partition(|e| unread(e));
+    let mut events = read;
+    events.extend(resolve(db, unread.iter().map(|e| e.entry.clone()).collect()).await?);
+    events.sort_by_key(|event| event.seq());
+    Ok(events)
+}
+
 /// This process's fan-out of committed entries.
 #[derive(Clone)]
 pub struct Bus {
@@ -187,6 +206,8 @@ struct Inner {
     caches: Vec<Arc<dyn access::Invalidate>>,
     /// Tokens revoked, as the log tells: websockets they opened close.
     revoked: broadcast::Sender<TokenId>,
+    /// The head, for readers of the log that only need to know it moved (webhooks).
+    advanced: watch::Sender<i64>,
 }
 
 impl Bus {
@@ -207,8 +228,15 @@ impl Bus {
                 standings,
                 caches,
                 revoked: broadcast::channel(REVOCATIONS).0,
+                advanced: watch::channel(0).0,
             }),
         }
+    }
+
+    /// The head, told each time it moves: for a reader of the log of its own, which a
+    /// subscriber's receiver would keep the bus reading the jobs of its entries for.
+    pub fn advanced(&self) -> watch::Receiver<i64> {
+        self.inner.advanced.subscribe()
     }
 
     /// The tokens revoked from now on, by any process.
@@ -317,7 +345,17 @@ impl Bus {
             if entries.is_empty() {
                 return Ok(());
             }
-            for event in resolve(self.db(), entries).await? {
+            // With nobody subscribed, the jobs are not read. A subscriber that joins before
+            // these entries are sent reads their jobs itself (`fill`).
+            let events = if self.inner.sender.receiver_count() > 0 {
+                resolve(self.db(), entries).await?
+            } else {
+                entries
+                    .into_iter()
+                    .map(|entry| Arc::new(Event { entry, job: None }))
+                    .collect()
+            };
+            for event in events {
                 let seq = event.seq();
                 if event.entry.kind == LiveKind::TokenRevoked
                     && let Some(token_id) = event
@@ -341,6 +379,7 @@ impl Bus {
                 let _ = self.inner.sender.send(event);
                 self.inner.head.store(seq, Ordering::Release);
             }
+            self.inner.advanced.send_replace(self.head());
             if !full {
                 return Ok(());
             }

@@ -122,7 +122,7 @@ fn new_row(
 #[derive(Clone)]
 pub struct Deliverer {
     pub db: DatabaseConnection,
-    /// The live bus of this process: its head bounds the log reads, its broadcasts wake them.
+    /// The live bus of this process: its head bounds the log reads, and its moves wake them.
     pub bus: crate::live::Bus,
     /// Internal addresses endpoints may be at (`--fetch-allow`).
     pub allow: Vec<Cidr>,
@@ -139,7 +139,7 @@ impl Deliverer {
     /// Fans the log out and sends due deliveries until `shutdown`. Sends in flight then are
     /// dropped; their claims lapse and they are sent again, by this process or another.
     pub async fn run(self, shutdown: CancellationToken) {
-        let (mut broadcast, _) = self.bus.subscribe();
+        let mut advanced = self.bus.advanced();
         let in_flight: InFlight = Arc::default();
         let mut sends = JoinSet::new();
         let mut last_prune = Instant::now();
@@ -160,15 +160,15 @@ impl Deliverer {
             let woken_at = Instant::now();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = broadcast.recv() => {
+                Ok(()) = advanced.changed() => {
                     // New entries: wait out the gap, then read every entry that came meanwhile
-                    // at once; the broadcasts queued since say nothing more.
+                    // at once; the moves of the head since say nothing more.
                     let gap = FAN_OUT_GAP.saturating_sub(woken_at.elapsed());
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(gap) => {}
                     }
-                    broadcast = broadcast.resubscribe();
+                    advanced.borrow_and_update();
                 }
                 _ = WAKE.notified() => {}
                 Some(_) = sends.join_next() => {}

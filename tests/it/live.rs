@@ -1120,3 +1120,56 @@ async fn a_shared_subscription_refused_before_it_runs_gets_each_protocols_error(
     );
     modern.silent_for(Duration::from_millis(200)).await;
 }
+
+/// The bus sends its entries without their jobs while nobody subscribes; a subscriber that
+/// joined meanwhile reads them itself: each job as it is, the deleted one as none, and entries
+/// of other kinds as they came.
+#[tokio::test]
+async fn entries_sent_while_nobody_subscribed_get_their_jobs_when_a_subscriber_reads_them() {
+    use std::sync::Arc;
+
+    use entity::live_event::{self, LiveKind};
+    use jobgraph::live::Event;
+    use sea_orm::{EntityTrait as _, QueryOrder as _};
+    let app = TestApp::spawn().await;
+    let (alice, ws) = app.setup("Lab", 100).await;
+    let kept = app.submit(&alice, &ws, json!({ "tool": "noop" })).await;
+    let gone = app.submit(&alice, &ws, json!({ "tool": "noop" })).await;
+    cancel(&app, &alice.token, &gone).await;
+    delete(&app, &alice.token, &gone).await;
+    let entries = live_event::Entity::find()
+        .order_by_asc(live_event::Column::Seq)
+        .all(&app.db)
+        .await
+        .unwrap();
+    let sent: Vec<Arc<Event>> = entries
+        .iter()
+        .map(|entry| {
+            Arc::new(Event {
+                entry: entry.clone(),
+                job: None,
+            })
+        })
+        .collect();
+    let filled = jobgraph::live::fill(&app.db, sent).await.unwrap();
+    assert_eq!(filled.len(), entries.len());
+    let kept_id = jobgraph::ids::decode::<entity::ids::JobId>("job", &kept).unwrap();
+    let gone_id = jobgraph::ids::decode::<entity::ids::JobId>("job", &gone).unwrap();
+    let mut saw_kept = false;
+    for (event, entry) in filled.iter().zip(&entries) {
+        // In the order they were sent.
+        assert_eq!(event.entry.seq, entry.seq);
+        let job = event.job.as_ref().map(|job| job.id);
+        match (entry.kind, entry.job_id) {
+            (LiveKind::Created | LiveKind::Updated, Some(id)) if id == kept_id => {
+                assert_eq!(job, Some(kept_id));
+                saw_kept = true;
+            }
+            (LiveKind::Created | LiveKind::Updated, Some(id)) if id == gone_id => {
+                assert_eq!(job, None)
+            }
+            _ => assert_eq!(job, None, "{entry:?}"),
+        }
+    }
+    assert!(saw_kept);
+}
