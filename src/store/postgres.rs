@@ -92,6 +92,11 @@ pub(super) async fn insert_jobs(
         names.join(", "),
         select.join(", ")
     );
+    execute(tx, sql, values).await
+}
+
+/// Runs a statement of this file's.
+async fn execute(tx: &Transaction, sql: String, values: Vec<sea_orm::Value>) -> Result<()> {
     tx.execute_raw(Statement::from_sql_and_values(
         DatabaseBackend::Postgres,
         sql,
@@ -247,13 +252,7 @@ pub(super) async fn insert_timeline(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let (sql, values) = timeline_rows(jobs, messages, now, 1);
-    tx.execute_raw(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        sql,
-        values,
-    ))
-    .await?;
-    Ok(())
+    execute(tx, sql, values).await
 }
 
 /// The INSERT of the timeline rows of `jobs`, each with its message, and its parameters, which
