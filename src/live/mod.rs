@@ -233,8 +233,9 @@ impl Bus {
         }
     }
 
-    /// The head, told each time it moves: for a reader of the log of its own, which a
-    /// subscriber's receiver would keep the bus reading the jobs of its entries for.
+    /// The head, told each time it moves: for a part of the process that reads the log itself
+    /// and only needs waking (webhooks). A receiver of the broadcast would count as a
+    /// subscriber, and keep the bus reading the jobs its entries name.
     pub fn advanced(&self) -> watch::Receiver<i64> {
         self.inner.advanced.subscribe()
     }
