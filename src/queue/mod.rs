@@ -61,8 +61,10 @@ async fn listen_once(
     // Anything queued while nobody listened.
     wake.notify_waiters();
     loop {
-        listener.recv().await?;
-        wake.notify_waiters();
+        // This process's own announcements woke its workers at commit.
+        if listener.recv().await?.payload() != crate::store::process_mark() {
+            wake.notify_waiters();
+        }
     }
 }
 

@@ -79,20 +79,9 @@ impl Worker {
         let worker = Arc::new(self);
         tracing::info!(worker = %worker.name, concurrency = worker.config.concurrency, "worker started");
         let mut runs = Runs::default();
-        let mut maintenance = tokio::time::interval(worker.config.maintenance);
         let tools = crate::queue::Tools::local(&worker.catalog);
         let limits =
             crate::queue::Limits::new(&worker.catalog, worker.config.workspace_max_running);
-        let runs_tools = worker.local_tools();
-        let announcement = crate::queue::workers::Announcement {
-            name: &worker.name,
-            kind: "local",
-            tools: &runs_tools,
-            capacity: worker.config.concurrency,
-            workspace_max_running: limits.workspace,
-            user_id: None,
-        };
-        let mut announced = Instant::now() - ANNOUNCE_EVERY;
         let completions = Completions::start(worker.db.clone());
         // Armed before the first claim, so nothing queued from now on goes unnoticed.
         if let Some(url) = worker.listen_url.clone() {
@@ -102,12 +91,20 @@ impl Worker {
                 shutdown.clone(),
             ));
         }
+        // The upkeep runs beside the claims, so that a claim never waits for it.
+        let upkeep_stop = shutdown.child_token();
+        let upkeep = tokio::spawn(worker.clone().upkeep(limits.workspace, upkeep_stop.clone()));
         loop {
             // Every run that ended frees its slot before the claim: short runs end in groups
             // (their completions are written together), and are claimed again in groups.
             while let Some(ended) = runs.running.try_join_next_with_id() {
                 runs.ended(ended);
             }
+            // Listening before the claim: jobs queued while it runs, which it may not see,
+            // wake the next one.
+            let woken = worker.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             worker
                 .claim_into(&mut runs, &completions, &tools, &limits)
                 .await;
@@ -117,17 +114,12 @@ impl Worker {
                 Some(ended) = runs.running.join_next_with_id(), if !runs.running.is_empty() => {
                     runs.ended(ended);
                 }
-                _ = worker.wake.notified() => {}
+                _ = &mut woken => {}
                 _ = tokio::time::sleep(worker.config.poll) => {}
-                _ = maintenance.tick() => {
-                    if announced.elapsed() >= ANNOUNCE_EVERY {
-                        announced = Instant::now();
-                        worker.announce(announcement.clone()).await;
-                    }
-                    crate::queue::maintenance::leases_and_retries(&worker.db, chrono::Utc::now()).await;
-                }
             }
         }
+        upkeep_stop.cancel();
+        let _ = upkeep.await;
         worker.stop(runs).await;
     }
 
@@ -139,6 +131,34 @@ impl Worker {
             .filter(|tool| !tool.runs_remotely())
             .map(|tool| tool.name.clone())
             .collect()
+    }
+
+    /// Tells the register this worker is present, reclaims expired leases and queues due
+    /// retries, every `maintenance`, until `stop`. Jobs it queues wake the claims.
+    async fn upkeep(self: Arc<Self>, workspace_max_running: Option<u32>, stop: CancellationToken) {
+        let tools = self.local_tools();
+        let announcement = crate::queue::workers::Announcement {
+            name: &self.name,
+            kind: "local",
+            tools: &tools,
+            capacity: self.config.concurrency,
+            workspace_max_running,
+            user_id: None,
+        };
+        let mut announced = Instant::now() - ANNOUNCE_EVERY;
+        let mut tick = tokio::time::interval(self.config.maintenance);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if announced.elapsed() >= ANNOUNCE_EVERY {
+                announced = Instant::now();
+                self.announce(announcement.clone()).await;
+            }
+            crate::queue::maintenance::leases_and_retries(&self.db, chrono::Utc::now()).await;
+        }
     }
 
     /// Claims as many jobs as there are free slots, and starts running them.

@@ -36,7 +36,15 @@ pub use writes::*;
 use crate::db::{AtCommit, Transaction};
 
 /// The PostgreSQL channel on which queued jobs are announced to workers in every process.
+/// Each notification's payload is its sender's `process_mark`.
 pub const QUEUED_CHANNEL: &str = "jobgraph_jobs_queued";
+
+/// This process's mark on the notifications it sends on `QUEUED_CHANNEL`. Its own workers
+/// are woken at commit already (`queued_signal`), so its listeners pass over these.
+pub fn process_mark() -> &'static str {
+    static MARK: LazyLock<String> = LazyLock::new(|| Uuid::new_v4().simple().to_string());
+    &MARK
+}
 
 /// The PostgreSQL channel on which committing transactions announce their live entries.
 pub const LIVE_CHANNEL: &str = "jobgraph_live";

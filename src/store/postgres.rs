@@ -57,7 +57,8 @@ pub(super) fn head_ids(head: sea_orm::sea_query::SelectStatement) -> SimpleExpr 
 /// Queues the notification of queued jobs, sent at commit and folded into one per transaction:
 /// for a transaction without live entries, whose statement sends it otherwise.
 pub(super) async fn announce_queued(tx: &DatabaseTransaction) -> std::result::Result<(), DbErr> {
-    tx.execute_unprepared(&format!("NOTIFY {QUEUED_CHANNEL}"))
+    let mark = super::process_mark();
+    tx.execute_unprepared(&format!("NOTIFY {QUEUED_CHANNEL}, '{mark}'"))
         .await?;
     Ok(())
 }
@@ -429,6 +430,7 @@ fn numbered_insert(entries: &[live_event::ActiveModel], queued: bool) -> Stateme
         column.try_as_ref().cloned().flatten()
     }
     let now = Utc::now();
+    let mark = super::process_mark();
     let nulls = entries.iter().map(|entry| {
         [
             (given(&entry.job_id).is_none(), JOB_ID),
@@ -493,7 +495,7 @@ fn numbered_insert(entries: &[live_event::ActiveModel], queued: bool) -> Stateme
         "WITH numbering AS (SELECT pg_advisory_xact_lock({NUMBERING_LOCK})), \
          reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) - $1 \
          AS before, pg_notify('{LIVE_CHANNEL}', ''), \
-         CASE WHEN $12 THEN pg_notify('{QUEUED_CHANNEL}', '') END FROM numbering) \
+         CASE WHEN $12 THEN pg_notify('{QUEUED_CHANNEL}', '{mark}') END FROM numbering) \
          INSERT INTO live_events \
          (id, seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
          SELECT reserved.before + v.ord, reserved.before + v.ord, v.workspace_id, \

@@ -176,10 +176,10 @@ async fn two_workers_on_one_database_never_run_a_job_twice() {
 #[tokio::test]
 async fn an_idle_worker_wakes_at_once_when_a_job_is_queued() {
     // The API serves no workers; the worker polls only every minute, so only an announcement
-    // can make it start the job quickly: in memory on SQLite (one process), LISTEN/NOTIFY across
-    // processes on PostgreSQL.
+    // can make it start the job quickly: in memory on SQLite (one process). On PostgreSQL the
+    // worker hears only LISTEN/NOTIFY: its process's own announcements, which wake its workers
+    // at commit in memory, it passes over; another process's wake it.
     use sea_orm::{ConnectionTrait as _, DatabaseBackend, PaginatorTrait as _, Statement};
-
     let postgres = std::env::var("TEST_DATABASE_URL").is_ok_and(|url| !url.is_empty());
     let app = spawn(0).await;
     let (alice, ws) = app.setup("lab", 1000).await;
@@ -189,7 +189,10 @@ async fn an_idle_worker_wakes_at_once_when_a_job_is_queued() {
     config.server.workers = 1;
     let worker_app = jobgraph::App::build(config).await.unwrap();
     let mut worker = if postgres {
-        worker_app.worker()
+        let mut worker = worker_app.worker();
+        // Not this process's signal of queued jobs: only what it hears can wake it.
+        worker.wake = std::sync::Arc::default();
+        worker
     } else {
         app_worker(&app)
     };
@@ -225,8 +228,26 @@ async fn an_idle_worker_wakes_at_once_when_a_job_is_queued() {
     // which comes within this.
     const SETTLING: Duration = Duration::from_millis(200);
     tokio::time::sleep(SETTLING).await;
-    let started = std::time::Instant::now();
     let id = app.submit(&alice, &ws, json!({"tool": "noop"})).await;
+    if postgres {
+        // This process announced it: the worker, which stands for another process, passes
+        // over the notification.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let job = app.wait_for(&alice.token, &id, WAIT, |_| true).await;
+        assert_eq!(
+            job["status"], "QUEUED",
+            "woken by its own process's announcement"
+        );
+        // Another process's announcement.
+        app.db
+            .execute_unprepared(&format!(
+                "NOTIFY {}, 'another process'",
+                jobgraph::store::QUEUED_CHANNEL
+            ))
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
     let job = app.wait_final(&alice.token, &id, WAIT).await;
     assert_eq!(job["status"], "COMPLETED");
     // Far sooner than the minute its poll would take, with room for a loaded machine.
