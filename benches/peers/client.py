@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """The client of benches/peers/queue.sh: GraphQL over HTTP with a bearer token (standard library only).
 
-  client.py submit    creates a workspace, grants it N + LATENCY credits (with the jobgraph CLI
+  client.py submit    creates a workspace, grants it N + WARMUP + LATENCY credits (with the jobgraph CLI
                       at BIN), submits N jobs of the tool `noop` through submitBatch, 1,000 per
                       request, one request at a time; prints the jobs submitted per second
-  client.py latency   submits LATENCY jobs one at a time through submitJob, 5 ms apart, to the
+  client.py latency   submits WARMUP jobs named "warm-up <i>", then LATENCY jobs named
+                      "latency <i>", one at a time through submitJob, 5 ms apart, to the
                       viewer's first workspace
 
-Environment: URL (the server's /graphql), TOKEN, N, LATENCY, BIN.
+Environment: URL (the server's /graphql), TOKEN, N, WARMUP, LATENCY, BIN.
 """
 import json
 import os
@@ -34,7 +35,7 @@ def call(query, variables=None):
 
 
 def submit():
-    n, latency = int(os.environ["N"]), int(os.environ["LATENCY"])
+    n, latency = int(os.environ["N"]), int(os.environ["WARMUP"]) + int(os.environ["LATENCY"])
     data = call('mutation { createWorkspace(input: {name: "queue bench"}) { workspace { id } } }')
     ws = data["createWorkspace"]["workspace"]["id"]
     grant = [os.environ["BIN"], "credits", "grant", "--workspace", ws, "--amount", str(n + latency)]
@@ -59,8 +60,10 @@ def latency():
         "mutation($ws: ID!, $name: String!) "
         '{ submitJob(input: {workspaceId: $ws, tool: "noop", name: $name}) { job { id } } }'
     )
-    for i in range(int(os.environ["LATENCY"])):
-        call(query, {"ws": ws, "name": f"latency {i}"})
+    names = [f"warm-up {i}" for i in range(int(os.environ["WARMUP"]))]
+    names += [f"latency {i}" for i in range(int(os.environ["LATENCY"]))]
+    for name in names:
+        call(query, {"ws": ws, "name": name})
         time.sleep(0.005)
 
 
