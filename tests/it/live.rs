@@ -974,6 +974,15 @@ async fn subscribers_of_one_audience_share_one_execution_and_each_gets_its_own_v
     );
     assert_eq!(app.state.shared.running(), 3);
 
+    // Each event is checked against the subscriber's access when it is sent: Bob, still a
+    // member, gets `later` created, queued and renamed.
+    for bob in [&mut bob_1, &mut bob_2] {
+        for _ in 0..3 {
+            let event = bob.next_data("mine").await;
+            assert_eq!(event["workspaceJobEvents"]["jobId"], later.as_str());
+        }
+    }
+
     // Bob removed from the workspace: both his subscriptions end with NOT_FOUND, Alice's go on.
     app.ok(
         Some(&alice.token),
@@ -983,11 +992,6 @@ async fn subscribers_of_one_audience_share_one_execution_and_each_gets_its_own_v
     .await;
     let last = id_of(&app.job(&alice, &ws, 1).await);
     for bob in [&mut bob_1, &mut bob_2] {
-        // `later` created, queued and renamed, before the removal.
-        for _ in 0..3 {
-            let event = bob.next_data("mine").await;
-            assert_eq!(event["workspaceJobEvents"]["jobId"], later.as_str());
-        }
         let ended = bob.message().await;
         assert_eq!(
             ended["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND",
