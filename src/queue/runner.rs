@@ -1,6 +1,7 @@
 //! A worker: claims jobs up to its concurrency, runs each with its tool's executor under the
-//! tool's time limit while a heartbeat renews the lease, records the outcome, and keeps the
-//! queue healthy (expired leases reclaimed, due retries queued again).
+//! tool's time limit while the leases of all its runs are renewed together (`leases`), records
+//! the outcome, and keeps the queue healthy (expired leases reclaimed, due retries queued
+//! again).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use crate::executors::{self, Failure, Output, Progress, Usage};
 use crate::files::{self, Files};
 use crate::jobs::lifecycle::{self, Completion};
 use crate::queue::completions::Completions;
+use crate::queue::leases::Leases;
 use crate::tools::Catalog;
 
 /// How a worker runs.
@@ -83,6 +85,7 @@ impl Worker {
         let limits =
             crate::queue::Limits::new(&worker.catalog, worker.config.workspace_max_running);
         let completions = Completions::start(worker.db.clone());
+        let leases = Leases::start(worker.db.clone(), worker.config.lease);
         // Armed before the first claim, so nothing queued from now on goes unnoticed.
         if let Some(url) = worker.listen_url.clone() {
             tokio::spawn(crate::queue::listen(
@@ -106,7 +109,7 @@ impl Worker {
             tokio::pin!(woken);
             woken.as_mut().enable();
             worker
-                .claim_into(&mut runs, &completions, &tools, &limits)
+                .claim_into(&mut runs, &completions, &leases, &tools, &limits)
                 .await;
             worker.metrics.set_running(&worker.name, runs.running.len());
             tokio::select! {
@@ -166,6 +169,7 @@ impl Worker {
         self: &Arc<Self>,
         runs: &mut Runs,
         completions: &Completions,
+        leases: &Leases,
         tools: &crate::queue::Tools,
         limits: &crate::queue::Limits,
     ) {
@@ -189,7 +193,12 @@ impl Worker {
                     // Boxed: a run's future is large (it holds every executor's state), and a
                     // task's future is moved whole as the task is spawned, polled to its end
                     // and joined; a box moves as a pointer.
-                    let run = execute(self.clone(), completions.clone(), job.clone());
+                    let run = execute(
+                        self.clone(),
+                        completions.clone(),
+                        leases.clone(),
+                        job.clone(),
+                    );
                     let handle = runs.running.spawn(Box::pin(run));
                     runs.in_flight.insert(handle.id(), job);
                 }
@@ -313,7 +322,7 @@ enum Outcome {
 }
 
 /// Runs one claimed job to its end, inside its `job` span.
-async fn execute(worker: Arc<Worker>, completions: Completions, job: job::Model) {
+async fn execute(worker: Arc<Worker>, completions: Completions, leases: Leases, job: job::Model) {
     // Instrumented rather than entered: a span entered by a guard stays entered on the thread
     // while the run awaits, and other tasks' events then appear inside it (with enough runs,
     // the stack of spans entered on one thread overflowed the thread's stack).
@@ -329,15 +338,22 @@ async fn execute(worker: Arc<Worker>, completions: Completions, job: job::Model)
         span.record("otel.name", format!("run {}", job.tool));
         crate::telemetry::continue_from(&span, job.trace_parent.as_deref());
     }
-    run_to_end(worker, completions, job).instrument(span).await;
+    run_to_end(worker, completions, leases, job)
+        .instrument(span)
+        .await;
 }
 
 /// Runs one claimed job to its end: the attempt, then its outcome recorded.
-async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Model) {
+async fn run_to_end(
+    worker: Arc<Worker>,
+    completions: Completions,
+    leases: Leases,
+    job: job::Model,
+) {
     tracing::debug!("run started");
     let started = Instant::now();
     let (progress, usage) = Progress::new(&worker.db, &job);
-    let outcome = attempt(&worker, &job, &progress).await;
+    let outcome = attempt(&worker, &leases, &job, &progress).await;
     let seconds = started.elapsed().as_secs_f64();
     drop(progress);
     // Sent once the program is reaped: at once when it ended by itself, moments after the kill
@@ -368,7 +384,12 @@ async fn run_to_end(worker: Arc<Worker>, completions: Completions, job: job::Mod
 }
 
 /// Runs the tool on `job` under the tool's time limit, renewing the lease meanwhile.
-async fn attempt(worker: &Worker, job: &job::Model, progress: &Progress<'_>) -> Outcome {
+async fn attempt(
+    worker: &Worker,
+    leases: &Leases,
+    job: &job::Model,
+    progress: &Progress<'_>,
+) -> Outcome {
     let Some(tool) = worker.catalog.get(&job.tool).cloned() else {
         return Outcome::Failed(Failure::Permanent(format!(
             "the tool `{}` is no longer offered",
@@ -376,6 +397,7 @@ async fn attempt(worker: &Worker, job: &job::Model, progress: &Progress<'_>) -> 
         )));
     };
     let limit = Duration::from_secs(tool.timeout_seconds);
+    let lease = leases.hold(job);
     tokio::select! {
         result = tokio::time::timeout(limit, executors::run(&tool, job, progress, &worker.places, &worker.files)) => match result {
             Ok(Ok(value)) => Outcome::Done(value),
@@ -383,20 +405,7 @@ async fn attempt(worker: &Worker, job: &job::Model, progress: &Progress<'_>) -> 
             Ok(Err(failure)) => Outcome::Failed(failure),
             Err(_) => Outcome::TimedOut(tool.timeout_seconds),
         },
-        () = heartbeat(worker, job) => Outcome::Abandoned,
-    }
-}
-
-/// Renews the lease of `job`'s attempt until it is no longer this attempt's.
-async fn heartbeat(worker: &Worker, job: &job::Model) {
-    let every = (worker.config.lease / 3).min(Duration::from_secs(2));
-    loop {
-        tokio::time::sleep(every).await;
-        match crate::queue::renew(&worker.db, job, worker.config.lease).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(err) => tracing::warn!(error = %err, "renewing a lease failed"),
-        }
+        () = lease.lost() => Outcome::Abandoned,
     }
 }
 

@@ -63,6 +63,31 @@ pub(super) async fn announce_queued(tx: &DatabaseTransaction) -> std::result::Re
     Ok(())
 }
 
+/// The UPDATE of `store::renew_all`: the held attempts travel as two arrays, joined to their
+/// rows by primary key.
+pub(super) fn renew_all(
+    held: &[(entity::ids::JobId, i32)],
+    now: DateTime<Utc>,
+    expires: DateTime<Utc>,
+) -> Statement {
+    let processing = JobStatus::Processing.to_value();
+    Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        format!(
+            "UPDATE jobs SET lease_expires_at = $1, heartbeat_at = $2 \
+             FROM unnest($3::uuid[], $4::int4[]) AS held(id, attempt) \
+             WHERE jobs.id = held.id AND jobs.attempt = held.attempt \
+             AND jobs.status = '{processing}' RETURNING jobs.id"
+        ),
+        [
+            expires.into(),
+            now.into(),
+            column(held.iter().map(|(id, _)| id.uuid())),
+            column(held.iter().map(|(_, attempt)| *attempt)),
+        ],
+    )
+}
+
 /// Inserts new jobs, their keys and the timeline rows `timeline` (with their `messages`) in one
 /// statement, whatever their number: the rows travel as one array per column (`arrays`), so
 /// the statement's text is always the same and stays prepared, and PostgreSQL plans it once

@@ -220,6 +220,50 @@ pub async fn renew(db: &impl ConnectionTrait, job: &job::Model, lease: Duration)
     Ok(renewed.rows_affected == 1)
 }
 
+/// Extends the leases of the running attempts `held` (each a job and its attempt) that are
+/// still theirs, in one statement per `ROWS_PER_INSERT` of them. Returns the jobs renewed; the
+/// others are no longer those attempts': cancelled, reclaimed or finished.
+pub async fn renew_all(
+    db: &impl ConnectionTrait,
+    held: &[(JobId, i32)],
+    lease: Duration,
+) -> Result<std::collections::HashSet<JobId>> {
+    let now = Utc::now();
+    let expires = lease_end(now, lease);
+    let mut renewed = std::collections::HashSet::with_capacity(held.len());
+    for chunk in held.chunks(super::ROWS_PER_INSERT) {
+        let statement = match Dialect::of(db) {
+            Dialect::Postgres => postgres::renew_all(chunk, now, expires),
+            Dialect::Sqlite => {
+                // Each pair an equality on the primary key: SQLite reaches each row by it.
+                let attempts =
+                    chunk
+                        .iter()
+                        .fold(sea_orm::Condition::any(), |any, (id, attempt)| {
+                            any.add(
+                                sea_orm::Condition::all()
+                                    .add(job::Column::Id.eq(*id))
+                                    .add(job::Column::Attempt.eq(*attempt)),
+                            )
+                        });
+                let mut update = sea_orm::sea_query::Query::update();
+                update
+                    .table(job::Entity)
+                    .value(job::Column::LeaseExpiresAt, expires)
+                    .value(job::Column::HeartbeatAt, now)
+                    .cond_where(attempts)
+                    .and_where(job::Column::Status.eq(JobStatus::Processing))
+                    .returning_col(job::Column::Id);
+                db.get_database_backend().build(&update)
+            }
+        };
+        for row in db.query_all_raw(statement).await? {
+            renewed.insert(row.try_get::<JobId>("", "id")?);
+        }
+    }
+    Ok(renewed)
+}
+
 /// When a lease of `lease` taken at `now` ends.
 pub fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))

@@ -292,3 +292,72 @@ async fn completions_written_together_skip_only_the_jobs_that_changed_meanwhile(
         Some(JobStatus::Processing)
     );
 }
+
+#[tokio::test]
+async fn a_workers_leases_are_renewed_together_and_only_for_the_attempts_it_runs() {
+    let app = spawn(3).await;
+    let (alice, ws) = app.setup("lab", 1000).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = app
+            .submit(
+                &alice,
+                &ws,
+                json!({"tool": "sleep", "settings": {"seconds": 60}}),
+            )
+            .await;
+        ids.push(jobgraph::ids::decode::<entity::ids::JobId>("id", &id).unwrap());
+    }
+    // With 3-second leases, renewed every second: one statement renews the three, so they
+    // share its time.
+    let rows = crate::support::eventually(WAIT, "the three leases renewed together", || {
+        let ids = ids.clone();
+        let db = app.db.clone();
+        async move {
+            let rows = job::Entity::find()
+                .filter(job::Column::Id.is_in(ids))
+                .all(&db)
+                .await
+                .unwrap();
+            let beats: Vec<_> = rows.iter().map(|row| row.heartbeat_at).collect();
+            let together = rows.len() == 3
+                && rows.iter().all(|row| row.status == JobStatus::Processing)
+                && beats[0].is_some()
+                && beats.iter().all(|beat| *beat == beats[0]);
+            if together { Ok(rows) } else { Err(beats) }
+        }
+    })
+    .await;
+    for row in &rows {
+        let (beat, expires) = (row.heartbeat_at.unwrap(), row.lease_expires_at.unwrap());
+        assert!(row.started_at.unwrap() < beat, "{row:?}");
+        assert_eq!((expires - beat).num_seconds(), 3, "{row:?}");
+    }
+    // An attempt that is not the job's renews nothing.
+    let stale = &rows[0];
+    let renewed = jobgraph::store::renew_all(
+        &app.db,
+        &[(stale.id, stale.attempt + 1)],
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert!(renewed.is_empty());
+    let after = job::Entity::find_by_id(stale.id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        after.lease_expires_at.unwrap() - after.heartbeat_at.unwrap()
+            < chrono::Duration::seconds(10)
+    );
+    for id in ids {
+        app.ok(
+            Some(&alice.token),
+            "mutation($id: ID!) { cancelJob(input: {jobId: $id}) { job { id } } }",
+            json!({"id": jobgraph::ids::encode(id).to_string()}),
+        )
+        .await;
+    }
+}
