@@ -17,7 +17,7 @@
 #   (each of its database connections prepares its statements and loads its catalog caches
 #   on first use).
 #
-#   bash benches/peers/queue.sh        # PAIRS=3 N=40000 WORKERS=2000 WARMUP=50 LATENCY=200 BIN=
+#   bash benches/peers/queue.sh        # PAIRS=3 N=40000 WORKERS=2000 WARMUP=50 LATENCY=1000 BIN=
 #
 # BIN: another build of jobgraph to measure (for example one from another worktree).
 #
@@ -28,7 +28,7 @@ repo=$(pwd)
 PAIRS=${PAIRS:-3}
 N=${N:-40000}
 WORKERS=${WORKERS:-2000}
-LATENCY=${LATENCY:-200}
+LATENCY=${LATENCY:-1000}
 WARMUP=${WARMUP:-50}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
 PEERS=${PEERS:-$(cd .. && pwd)/shared/peers}

@@ -45,7 +45,7 @@ impl Maintenance {
 }
 
 /// Reclaims expired leases and queues due retries; failures are logged and retried on the next
-/// round. Worker pools run it between claims, serving processes without one here.
+/// round. Worker pools run it beside their claims, serving processes without one here.
 pub async fn leases_and_retries(db: &DatabaseConnection, now: chrono::DateTime<chrono::Utc>) {
     if let Err(err) = super::reclaim_expired(db, now).await {
         tracing::error!(error = %err, "reclaiming expired leases failed");
