@@ -224,9 +224,10 @@ async fn an_idle_worker_wakes_at_once_when_a_job_is_queued() {
         })
         .await;
     }
-    // Announced, it makes one more (empty) claim and then waits; nothing marks that moment,
-    // which comes within this.
-    const SETTLING: Duration = Duration::from_millis(200);
+    // Listening, it makes one more (empty) claim and then waits; nothing marks that moment,
+    // which comes within this, even on a loaded machine. A claim after the submission would
+    // start the job with no announcement heard.
+    const SETTLING: Duration = Duration::from_secs(1);
     tokio::time::sleep(SETTLING).await;
     let id = app.submit(&alice, &ws, json!({"tool": "noop"})).await;
     if postgres {
