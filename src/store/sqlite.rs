@@ -39,6 +39,32 @@ pub(super) async fn insert_jobs(
 }
 
 /// The timeline rows of `jobs`, as each now is, each with its message.
+/// The UPDATE of `store::renew_all`: each held attempt an equality on the primary key (and the
+/// attempt), so that SQLite reaches each row by its key.
+pub(super) fn renew_all(
+    held: &[(entity::ids::JobId, i32)],
+    now: DateTime<Utc>,
+    expires: DateTime<Utc>,
+) -> Statement {
+    use sea_orm::{ColumnTrait as _, Condition};
+    let attempts = held.iter().fold(Condition::any(), |any, (id, attempt)| {
+        any.add(
+            Condition::all()
+                .add(job::Column::Id.eq(*id))
+                .add(job::Column::Attempt.eq(*attempt)),
+        )
+    });
+    let mut update = sea_orm::sea_query::Query::update();
+    update
+        .table(job::Entity)
+        .value(job::Column::LeaseExpiresAt, expires)
+        .value(job::Column::HeartbeatAt, now)
+        .cond_where(attempts)
+        .and_where(job::Column::Status.eq(job::JobStatus::Processing))
+        .returning_col(job::Column::Id);
+    DatabaseBackend::Sqlite.build(&update)
+}
+
 pub(super) async fn insert_timeline(
     tx: &Transaction,
     jobs: &[job::Model],

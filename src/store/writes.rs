@@ -197,7 +197,8 @@ pub async fn add_attempt(tx: &Transaction, job: &job::Model) -> Result<bool> {
     Ok(added.rows_affected == 1)
 }
 
-/// Extends the lease of a running attempt. `false` when the job is no longer that attempt's.
+/// Extends the lease of a running attempt (`renew_all` of one). `false` when the job is no
+/// longer that attempt's.
 #[tracing::instrument(
     target = "jobgraph::spans",
     level = "debug",
@@ -205,19 +206,8 @@ pub async fn add_attempt(tx: &Transaction, job: &job::Model) -> Result<bool> {
     skip_all
 )]
 pub async fn renew(db: &impl ConnectionTrait, job: &job::Model, lease: Duration) -> Result<bool> {
-    let now = Utc::now();
-    let renewed = job::Entity::update_many()
-        .col_expr(
-            job::Column::LeaseExpiresAt,
-            Expr::value(lease_end(now, lease)),
-        )
-        .col_expr(job::Column::HeartbeatAt, Expr::value(now))
-        .filter(job::Column::Id.eq(job.id))
-        .filter(job::Column::Status.eq(JobStatus::Processing))
-        .filter(job::Column::Attempt.eq(job.attempt))
-        .exec(db)
-        .await?;
-    Ok(renewed.rows_affected == 1)
+    let renewed = renew_all(db, &[(job.id, job.attempt)], lease).await?;
+    Ok(renewed.contains(&job.id))
 }
 
 /// Extends the leases of the running attempts `held` (each a job and its attempt) that are
@@ -234,28 +224,7 @@ pub async fn renew_all(
     for chunk in held.chunks(super::ROWS_PER_INSERT) {
         let statement = match Dialect::of(db) {
             Dialect::Postgres => postgres::renew_all(chunk, now, expires),
-            Dialect::Sqlite => {
-                // Each pair an equality on the primary key: SQLite reaches each row by it.
-                let attempts =
-                    chunk
-                        .iter()
-                        .fold(sea_orm::Condition::any(), |any, (id, attempt)| {
-                            any.add(
-                                sea_orm::Condition::all()
-                                    .add(job::Column::Id.eq(*id))
-                                    .add(job::Column::Attempt.eq(*attempt)),
-                            )
-                        });
-                let mut update = sea_orm::sea_query::Query::update();
-                update
-                    .table(job::Entity)
-                    .value(job::Column::LeaseExpiresAt, expires)
-                    .value(job::Column::HeartbeatAt, now)
-                    .cond_where(attempts)
-                    .and_where(job::Column::Status.eq(JobStatus::Processing))
-                    .returning_col(job::Column::Id);
-                db.get_database_backend().build(&update)
-            }
+            Dialect::Sqlite => sqlite::renew_all(chunk, now, expires),
         };
         for row in db.query_all_raw(statement).await? {
             renewed.insert(row.try_get::<JobId>("", "id")?);
