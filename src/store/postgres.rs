@@ -175,63 +175,29 @@ pub(crate) fn arrays<A: sea_orm::ActiveModelTrait>(
                 .into_value()
                 .ok_or_else(|| internal(format!("a row gives no {name}")))?;
             let mut null = || *mask |= bit;
+            // The value, or in its place a stand-in of its type and the row's NULL bit.
+            macro_rules! given {
+                ($variant:ident, $sql_type:literal, $value:expr, $stand_in:expr) => {
+                    (
+                        $sql_type,
+                        V::$variant(Some($value.unwrap_or_else(|| {
+                            null();
+                            $stand_in
+                        }))),
+                    )
+                };
+            }
             let (sql_type, element) = match value {
-                V::Uuid(v) => (
-                    "uuid",
-                    V::Uuid(Some(v.unwrap_or_else(|| {
-                        null();
-                        Uuid::nil()
-                    }))),
-                ),
-                V::String(v) => (
-                    "text",
-                    V::String(Some(v.unwrap_or_else(|| {
-                        null();
-                        String::new()
-                    }))),
-                ),
-                V::Json(v) => (
-                    "jsonb",
-                    V::Json(Some(v.unwrap_or_else(|| {
-                        null();
-                        Box::new(serde_json::Value::Null)
-                    }))),
-                ),
-                V::ChronoDateTimeUtc(v) => (
-                    "timestamptz",
-                    V::ChronoDateTimeUtc(Some(v.unwrap_or_else(|| {
-                        null();
-                        DateTime::UNIX_EPOCH
-                    }))),
-                ),
-                V::Int(v) => (
-                    "int4",
-                    V::Int(Some(v.unwrap_or_else(|| {
-                        null();
-                        0
-                    }))),
-                ),
-                V::BigInt(v) => (
-                    "int8",
-                    V::BigInt(Some(v.unwrap_or_else(|| {
-                        null();
-                        0
-                    }))),
-                ),
-                V::Double(v) => (
-                    "float8",
-                    V::Double(Some(v.unwrap_or_else(|| {
-                        null();
-                        0.0
-                    }))),
-                ),
-                V::Bool(v) => (
-                    "bool",
-                    V::Bool(Some(v.unwrap_or_else(|| {
-                        null();
-                        false
-                    }))),
-                ),
+                V::Uuid(v) => given!(Uuid, "uuid", v, Uuid::nil()),
+                V::String(v) => given!(String, "text", v, String::new()),
+                V::Json(v) => given!(Json, "jsonb", v, Box::new(serde_json::Value::Null)),
+                V::ChronoDateTimeUtc(v) => {
+                    given!(ChronoDateTimeUtc, "timestamptz", v, DateTime::UNIX_EPOCH)
+                }
+                V::Int(v) => given!(Int, "int4", v, 0),
+                V::BigInt(v) => given!(BigInt, "int8", v, 0),
+                V::Double(v) => given!(Double, "float8", v, 0.0),
+                V::Bool(v) => given!(Bool, "bool", v, false),
                 other => {
                     return Err(internal(format!(
                         "{name} holds {other:?}, not sent as an array"
