@@ -25,6 +25,7 @@
 //! | `BENCH_DATABASE_URL` | `sqlite,postgres://postgres@127.0.0.1:5432/test?sslmode=disable` | databases to run on, comma-separated: `sqlite` (a temporary file) or a PostgreSQL server where the user may create databases |
 //! | `BENCH_JOBS` | `20000` | jobs of the throughput phase |
 //! | `BENCH_CONCURRENCY` | `512` | the worker's concurrency |
+//! | `BENCH_STAGES` | `0` | stages each job of the throughput phase reports, one progress report and timeline row each (a tool `staged`, the built-in `sleep` of 0 s); `0`: the no-op tool |
 //! | `BENCH_WORKERS` | `1` | workers (each with its own claims and completion writer), as worker processes would run |
 //! | `BENCH_LATENCY_JOBS` | `500` | jobs of the latency phase |
 //! | `BENCH_LATENCY_GAP_MS` | `5` | pause between two of them |
@@ -74,6 +75,7 @@ struct Settings {
     databases: Vec<String>,
     jobs: usize,
     concurrency: usize,
+    stages: usize,
     workers: usize,
     latency_jobs: usize,
     latency_gap: Duration,
@@ -120,6 +122,8 @@ impl Settings {
         ensure!(jobs > 0, "BENCH_JOBS must be positive");
         let concurrency = parsed("BENCH_CONCURRENCY", 512)?;
         ensure!(concurrency > 0, "BENCH_CONCURRENCY must be positive");
+        let stages = parsed("BENCH_STAGES", 0)?;
+        ensure!(stages <= 20, "BENCH_STAGES is at most 20");
         let workers = parsed("BENCH_WORKERS", 1)?;
         ensure!(workers > 0, "BENCH_WORKERS must be positive");
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -127,6 +131,7 @@ impl Settings {
             databases,
             jobs,
             concurrency,
+            stages,
             workers,
             latency_jobs: parsed("BENCH_LATENCY_JOBS", 500)?,
             latency_gap: Duration::from_millis(parsed("BENCH_LATENCY_GAP_MS", 5)?),
@@ -283,7 +288,7 @@ async fn bench(
     while submitted < settings.jobs {
         let count = SUBMIT_BATCH.min(settings.jobs - submitted);
         let submissions = (0..count)
-            .map(|i| noop(format!("job {}", submitted + i)))
+            .map(|i| staged(format!("job {}", submitted + i), settings.stages))
             .collect();
         service::submit_batch(
             submitter,
@@ -337,10 +342,12 @@ async fn bench(
     if let Some(cpu) = &cpu {
         println!("while running: {cpu}");
     }
-    check(&db, workspace.id, settings.jobs).await?;
+    let stage_rows = settings.jobs * settings.stages;
+    check(&db, workspace.id, settings.jobs, stage_rows).await?;
     println!(
-        "checked: {} jobs COMPLETED, 4 timeline events and 4 live entries each, ledger = balance",
-        settings.jobs
+        "checked: {} jobs COMPLETED, {} timeline events and as many live entries each, ledger = balance",
+        settings.jobs,
+        4 + settings.stages
     );
 
     // Phase 2: an idle queue. The worker has settled since the last completion.
@@ -371,7 +378,7 @@ async fn bench(
             l.jobs, l.median_ms, l.p99_ms, l.max_ms
         );
     }
-    check(&db, workspace.id, settings.jobs + ids.len()).await?;
+    check(&db, workspace.id, settings.jobs + ids.len(), stage_rows).await?;
     shutdown.cancel();
     for worker in running {
         worker.await?;
@@ -385,6 +392,19 @@ async fn bench(
         cpu,
         latency,
     })
+}
+
+/// A job that reports `stages` stages as it runs, or a no-op job.
+fn staged(name: String, stages: usize) -> Submission {
+    if stages == 0 {
+        return noop(name);
+    }
+    let stages: Vec<String> = (1..=stages).map(|i| format!("stage {i}")).collect();
+    Submission {
+        tool: "staged".to_owned(),
+        settings: Some(serde_json::json!({ "seconds": 0, "stages": stages })),
+        ..noop(name)
+    }
 }
 
 fn noop(name: String) -> Submission {
@@ -446,6 +466,7 @@ async fn check(
     db: &DatabaseConnection,
     workspace_id: WorkspaceId,
     jobs: usize,
+    stage_rows: usize,
 ) -> anyhow::Result<()> {
     let jobs = jobs as i64;
     let completed = number(
@@ -459,8 +480,14 @@ async fn check(
         completed == jobs && all == jobs,
         "{completed} of {all} jobs COMPLETED, expected {jobs}"
     );
-    // PENDING (submitted), QUEUED, PROCESSING (claimed) and COMPLETED, each once per job.
+    // PENDING (submitted), QUEUED, PROCESSING (claimed) and COMPLETED, each once per job, and
+    // a PROCESSING row for each stage reported.
     for status in ["PENDING", "QUEUED", "PROCESSING", "COMPLETED"] {
+        let expected = if status == "PROCESSING" {
+            jobs + stage_rows as i64
+        } else {
+            jobs
+        };
         for table in ["job_events", "live_events"] {
             let events = number(
                 db,
@@ -475,8 +502,8 @@ async fn check(
             )
             .await?;
             ensure!(
-                events == jobs && rows == jobs,
-                "{table}: {rows} {status} rows for {events} jobs, expected one for each of {jobs}"
+                events == jobs && rows == expected,
+                "{table}: {rows} {status} rows for {events} jobs, expected {expected} for {jobs}"
             );
         }
     }

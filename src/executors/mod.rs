@@ -13,7 +13,6 @@ use std::sync::Mutex;
 
 use anyhow::Context as _;
 use entity::job;
-use sea_orm::DatabaseConnection;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -69,8 +68,8 @@ pub struct Usage {
 
 /// A running attempt's channel back to the job: progress and stage, and what its program used.
 pub struct Progress<'a> {
-    pub db: &'a DatabaseConnection,
-    pub job: &'a job::Model,
+    reports: &'a crate::queue::reports::Reports,
+    job: &'a job::Model,
     usage: Mutex<Option<oneshot::Sender<Usage>>>,
 }
 
@@ -80,12 +79,12 @@ impl<'a> Progress<'a> {
     /// stopped early (a timeout kills the program, which is reaped moments later), or as closed
     /// once this `Progress` is dropped without a program having started.
     pub fn new(
-        db: &'a DatabaseConnection,
+        reports: &'a crate::queue::reports::Reports,
         job: &'a job::Model,
     ) -> (Self, oneshot::Receiver<Usage>) {
         let (sender, receiver) = oneshot::channel();
         let progress = Progress {
-            db,
+            reports,
             job,
             usage: Mutex::new(Some(sender)),
         };
@@ -96,10 +95,11 @@ impl<'a> Progress<'a> {
     pub fn usage_sender(&self) -> Option<oneshot::Sender<Usage>> {
         self.usage.lock().ok()?.take()
     }
-    /// Records progress (0 to 1) and, when given, a new stage. `Abandoned` once the job is no
-    /// longer this attempt's, so the executor can stop.
+    /// Records progress (0 to 1) and, when given, a new stage, with the reports of the
+    /// worker's other runs (`queue::reports`). `Abandoned` once the job is no longer this
+    /// attempt's, so the executor can stop.
     pub async fn report(&self, progress: f64, stage: Option<&str>) -> Result<(), Failure> {
-        match crate::queue::report(self.db, self.job, Some(progress), stage).await {
+        match self.reports.report(self.job, Some(progress), stage).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(Failure::Abandoned),
             // A failed progress write does not fail the run.

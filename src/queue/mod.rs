@@ -11,6 +11,7 @@ pub mod completions;
 pub mod leases;
 pub mod maintenance;
 pub mod remote;
+pub mod reports;
 pub mod runner;
 pub mod waiting;
 pub mod workers;

@@ -22,6 +22,7 @@ use crate::files::{self, Files};
 use crate::jobs::lifecycle::{self, Completion};
 use crate::queue::completions::Completions;
 use crate::queue::leases::Leases;
+use crate::queue::reports::Reports;
 use crate::tools::Catalog;
 
 /// How a worker runs.
@@ -84,8 +85,11 @@ impl Worker {
         let tools = crate::queue::Tools::local(&worker.catalog);
         let limits =
             crate::queue::Limits::new(&worker.catalog, worker.config.workspace_max_running);
-        let completions = Completions::start(worker.db.clone());
-        let leases = Leases::start(worker.db.clone(), worker.config.lease);
+        let writers = Writers {
+            completions: Completions::start(worker.db.clone()),
+            leases: Leases::start(worker.db.clone(), worker.config.lease),
+            reports: Reports::start(worker.db.clone()),
+        };
         // Armed before the first claim, so nothing queued from now on goes unnoticed.
         if let Some(url) = worker.listen_url.clone() {
             tokio::spawn(crate::queue::listen(
@@ -109,7 +113,7 @@ impl Worker {
             tokio::pin!(woken);
             woken.as_mut().enable();
             worker
-                .claim_into(&mut runs, &completions, &leases, &tools, &limits)
+                .claim_into(&mut runs, &writers, &tools, &limits)
                 .await;
             worker.metrics.set_running(&worker.name, runs.running.len());
             tokio::select! {
@@ -168,8 +172,7 @@ impl Worker {
     async fn claim_into(
         self: &Arc<Self>,
         runs: &mut Runs,
-        completions: &Completions,
-        leases: &Leases,
+        writers: &Writers,
         tools: &crate::queue::Tools,
         limits: &crate::queue::Limits,
     ) {
@@ -193,12 +196,7 @@ impl Worker {
                     // Boxed: a run's future is large (it holds every executor's state), and a
                     // task's future is moved whole as the task is spawned, polled to its end
                     // and joined; a box moves as a pointer.
-                    let run = execute(
-                        self.clone(),
-                        completions.clone(),
-                        leases.clone(),
-                        job.clone(),
-                    );
+                    let run = execute(self.clone(), writers.clone(), job.clone());
                     let handle = runs.running.spawn(Box::pin(run));
                     runs.in_flight.insert(handle.id(), job);
                 }
@@ -321,8 +319,17 @@ enum Outcome {
     Abandoned,
 }
 
+/// Where a worker's runs record what they do, each a writer that groups what arrives together
+/// into one transaction.
+#[derive(Clone)]
+struct Writers {
+    completions: Completions,
+    leases: Leases,
+    reports: Reports,
+}
+
 /// Runs one claimed job to its end, inside its `job` span.
-async fn execute(worker: Arc<Worker>, completions: Completions, leases: Leases, job: job::Model) {
+async fn execute(worker: Arc<Worker>, writers: Writers, job: job::Model) {
     // Instrumented rather than entered: a span entered by a guard stays entered on the thread
     // while the run awaits, and other tasks' events then appear inside it (with enough runs,
     // the stack of spans entered on one thread overflowed the thread's stack).
@@ -338,22 +345,15 @@ async fn execute(worker: Arc<Worker>, completions: Completions, leases: Leases, 
         span.record("otel.name", format!("run {}", job.tool));
         crate::telemetry::continue_from(&span, job.trace_parent.as_deref());
     }
-    run_to_end(worker, completions, leases, job)
-        .instrument(span)
-        .await;
+    run_to_end(worker, writers, job).instrument(span).await;
 }
 
 /// Runs one claimed job to its end: the attempt, then its outcome recorded.
-async fn run_to_end(
-    worker: Arc<Worker>,
-    completions: Completions,
-    leases: Leases,
-    job: job::Model,
-) {
+async fn run_to_end(worker: Arc<Worker>, writers: Writers, job: job::Model) {
     tracing::debug!("run started");
     let started = Instant::now();
-    let (progress, usage) = Progress::new(&worker.db, &job);
-    let outcome = attempt(&worker, &leases, &job, &progress).await;
+    let (progress, usage) = Progress::new(&writers.reports, &job);
+    let outcome = attempt(&worker, &writers.leases, &job, &progress).await;
     let seconds = started.elapsed().as_secs_f64();
     drop(progress);
     // Sent once the program is reaped: at once when it ended by itself, moments after the kill
@@ -366,7 +366,7 @@ async fn run_to_end(
     // Only a completed run keeps output files: any other ending, or a completion that cannot
     // be recorded, removes what this attempt stored.
     let completed = matches!(outcome, Outcome::Done(_));
-    let result = record(&worker, &completions, &job, outcome, resources).await;
+    let result = record(&worker, &writers.completions, &job, outcome, resources).await;
     if !(completed && result.is_ok()) {
         worker
             .files

@@ -75,6 +75,32 @@ async fn the_sleep_demo_reports_its_stages_on_the_timeline() {
 }
 
 #[tokio::test]
+async fn the_stages_of_runs_reporting_together_are_each_recorded_in_order() {
+    // Forty runs at once, each walking through five stages without pause: their reports
+    // arrive together and are written in groups, one transaction each.
+    let app = spawn(40).await;
+    let (alice, ws) = app.setup("lab", 1000).await;
+    let stages = ["one", "two", "three", "four", "five"];
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let input = json!({"tool": "sleep", "settings": {"seconds": 0, "stages": stages}});
+        ids.push(app.submit(&alice, &ws, input).await);
+    }
+    for id in &ids {
+        let job = app.wait_final(&alice.token, id, WAIT).await;
+        assert_eq!(job["status"], "COMPLETED", "{job}");
+        assert_eq!(job["progress"], 1.0, "{job}");
+        let recorded: Vec<_> = job["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["stage"].as_str())
+            .collect();
+        assert_eq!(recorded, stages, "{job}");
+    }
+}
+
+#[tokio::test]
 async fn a_command_tool_runs_with_inputs_progress_result_and_outputs() {
     let app = spawn(1).await;
     let (alice, ws) = app.setup("lab", 1000).await;

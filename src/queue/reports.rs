@@ -1,0 +1,180 @@
+//! Recording the progress reports of running jobs in groups: the reports that arrive while one
+//! group is being written go together into the next transaction.
+//!
+//! A command tool reports every progress line its program prints, and the built-in analyses
+//! report each stage. One transaction per report would make each a commit of its own, and on
+//! PostgreSQL every commit that writes live entries numbers them one committer at a time
+//! (`docs/scaling.md`, the numbering lock): tools that report would then run at a fraction of
+//! the rate of tools that do not. A group is one commit whatever its size. Within a group, a
+//! report of progress alone that a later report of the same attempt follows is not written (the
+//! later one carries the progress further); every stage is written, in order, as each is a
+//! timeline row. No report waits for a timer: an idle worker writes one at once.
+
+use std::collections::HashSet;
+
+use entity::job;
+use sea_orm::DatabaseConnection;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+
+use crate::db;
+use crate::error::{Error, Result};
+use crate::store;
+
+/// Reports written in one transaction at most.
+const MAX_GROUP: usize = 1000;
+
+struct Request {
+    job: job::Model,
+    progress: Option<f64>,
+    stage: Option<String>,
+    reply: oneshot::Sender<Result<bool>>,
+}
+
+impl Request {
+    /// The attempt the report is of.
+    fn attempt(&self) -> (entity::ids::JobId, i32) {
+        (self.job.id, self.job.attempt)
+    }
+}
+
+/// The handle through which a worker's runs report their progress.
+#[derive(Clone)]
+pub struct Reports {
+    sender: mpsc::UnboundedSender<Request>,
+}
+
+impl Reports {
+    /// Starts the writer of `db`'s reports; it stops when the last handle is dropped.
+    pub fn start(db: DatabaseConnection) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(write_groups(db, receiver));
+        Reports { sender }
+    }
+
+    /// Records progress (0 to 1) and stage of `job`'s running attempt, as `queue::report`
+    /// does; `false` when the attempt is no longer the job's.
+    pub async fn report(
+        &self,
+        job: &job::Model,
+        progress: Option<f64>,
+        stage: Option<&str>,
+    ) -> Result<bool> {
+        let stopped = || Error::Internal(anyhow::anyhow!("the progress writer has stopped"));
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Request {
+                job: job.clone(),
+                progress,
+                stage: stage.map(str::to_owned),
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write_groups(db: DatabaseConnection, mut receiver: mpsc::UnboundedReceiver<Request>) {
+    let mut group = Vec::new();
+    while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let requests = std::mem::take(&mut group);
+        let span = tracing::debug_span!("report", reports = requests.len());
+        write_requests(&db, requests).instrument(span).await;
+    }
+}
+
+/// Which reports of a group are written, given each one's attempt and whether it names a
+/// stage: all but a report of progress alone that a later report of the same attempt follows.
+fn written<A: Eq + std::hash::Hash>(
+    reports: impl DoubleEndedIterator<Item = (A, bool)>,
+) -> Vec<bool> {
+    let mut later = HashSet::new();
+    let mut written: Vec<bool> = reports
+        .rev()
+        .map(|(attempt, staged)| later.insert(attempt) || staged)
+        .collect();
+    written.reverse();
+    written
+}
+
+async fn write_requests(db: &DatabaseConnection, requests: Vec<Request>) {
+    let written = written(requests.iter().map(|r| (r.attempt(), r.stage.is_some())));
+    match write_group(db, &requests, &written).await {
+        Ok(outcomes) => {
+            // A superseded report is answered as the last report of its attempt was.
+            let mut last = std::collections::HashMap::new();
+            for (request, outcome) in requests.iter().zip(&outcomes).rev() {
+                if let Some(still) = outcome {
+                    last.entry(request.attempt()).or_insert(*still);
+                }
+            }
+            for (request, outcome) in requests.into_iter().zip(outcomes) {
+                let still = outcome.or_else(|| last.get(&request.attempt()).copied());
+                let _ = request.reply.send(Ok(still.unwrap_or(false)));
+            }
+        }
+        // Nothing of the group was written: each is tried alone, so that one report's failure
+        // is that report's only.
+        Err(err) => {
+            tracing::warn!(error = %err, "recording a group of progress reports failed; recording them one by one");
+            for request in requests {
+                let outcome =
+                    super::report(db, &request.job, request.progress, request.stage.as_deref())
+                        .await;
+                let _ = request.reply.send(outcome);
+            }
+        }
+    }
+}
+
+/// Writes the `written` reports in one transaction; each outcome is whether the report's
+/// attempt is still its job's, or nothing for a report left out.
+async fn write_group(
+    db: &DatabaseConnection,
+    requests: &[Request],
+    written: &[bool],
+) -> Result<Vec<Option<bool>>> {
+    let tx = db::begin_write(db).await?;
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for (request, &write) in requests.iter().zip(written) {
+        let outcome = if write {
+            let reported = store::report(
+                &tx,
+                &request.job,
+                request.progress,
+                request.stage.as_deref(),
+            )
+            .await?;
+            Some(reported.is_some())
+        } else {
+            None
+        };
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_alone_is_written_only_when_no_later_report_of_its_attempt_follows() {
+        // (job, attempt), and whether the report names a stage.
+        let reports = [
+            (("a", 1), false),
+            (("b", 1), false),
+            (("a", 1), true),
+            (("a", 1), false),
+            (("a", 2), false),
+            (("a", 1), false),
+            (("b", 1), true),
+            (("a", 1), true),
+        ];
+        assert_eq!(
+            written(reports.into_iter()),
+            [false, false, true, false, true, false, true, true]
+        );
+    }
+}
