@@ -127,29 +127,41 @@ async fn write_requests(db: &DatabaseConnection, requests: Vec<Request>) {
     }
 }
 
-/// Writes the `written` reports in one transaction; each outcome is whether the report's
-/// attempt is still its job's, or nothing for a report left out.
+/// Writes the `written` reports in one transaction, one UPDATE for the first written report
+/// of each attempt, one more for the second ones, and so on; each outcome is whether the
+/// report's attempt is still its job's, or nothing for a report left out.
 async fn write_group(
     db: &DatabaseConnection,
     requests: &[Request],
     written: &[bool],
 ) -> Result<Vec<Option<bool>>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    for (i, request) in requests.iter().enumerate() {
+        if written[i] {
+            let round = seen.entry(request.attempt()).or_insert(0);
+            if *round == rounds.len() {
+                rounds.push(Vec::new());
+            }
+            rounds[*round].push(i);
+            *round += 1;
+        }
+    }
     let tx = db::begin_write(db).await?;
-    let mut outcomes = Vec::with_capacity(requests.len());
-    for (request, &write) in requests.iter().zip(written) {
-        let outcome = if write {
-            let reported = store::report(
-                &tx,
-                &request.job,
-                request.progress,
-                request.stage.as_deref(),
-            )
-            .await?;
-            Some(reported.is_some())
-        } else {
-            None
-        };
-        outcomes.push(outcome);
+    let mut outcomes = vec![None; requests.len()];
+    for round in rounds {
+        let reports: Vec<store::Report<'_>> = round
+            .iter()
+            .map(|&i| store::Report {
+                job: &requests[i].job,
+                progress: requests[i].progress,
+                stage: requests[i].stage.as_deref(),
+            })
+            .collect();
+        let jobs = store::report_all(&tx, &reports).await?;
+        for (i, job) in round.into_iter().zip(jobs) {
+            outcomes[i] = Some(job.is_some());
+        }
     }
     tx.commit().await?;
     Ok(outcomes)

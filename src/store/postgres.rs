@@ -88,6 +88,43 @@ pub(super) fn renew_all(
     )
 }
 
+/// The one UPDATE that writes `reports` (at most one per attempt), each only while its job is
+/// PROCESSING in the attempt its runner saw, returning the rows it changed. The reports travel
+/// as arrays; absent values as a stand-in and a flag.
+pub(super) fn reporting(reports: &[super::Report<'_>], now: DateTime<Utc>) -> Statement {
+    let processing = JobStatus::Processing.to_value();
+    Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        format!(
+            "UPDATE jobs SET updated_at = $1, \
+             progress = CASE WHEN r.has_progress THEN r.progress ELSE jobs.progress END, \
+             stage = CASE WHEN r.has_stage THEN r.stage ELSE jobs.stage END \
+             FROM unnest($2::uuid[], $3::int4[], $4::bool[], $5::float8[], $6::bool[], \
+             $7::text[]) AS r(id, attempt, has_progress, progress, has_stage, stage) \
+             WHERE jobs.id = r.id AND jobs.attempt = r.attempt AND jobs.status = '{processing}' \
+             AND jobs.id = ANY($2::uuid[]) {}",
+            rows::returning_sql("jobs")
+        ),
+        [
+            now.into(),
+            column(reports.iter().map(|r| r.job.id.uuid())),
+            column(reports.iter().map(|r| r.job.attempt)),
+            column(reports.iter().map(|r| r.progress.is_some())),
+            column(
+                reports
+                    .iter()
+                    .map(|r| r.progress.map_or(0.0, super::clamped)),
+            ),
+            column(reports.iter().map(|r| r.stage.is_some())),
+            column(
+                reports
+                    .iter()
+                    .map(|r| r.stage.unwrap_or_default().to_owned()),
+            ),
+        ],
+    )
+}
+
 /// Inserts new jobs, their keys and the timeline rows `timeline` (with their `messages`) in one
 /// statement, whatever their number: the rows travel as one array per column (`arrays`), so
 /// the statement's text is always the same and stays prepared, and PostgreSQL plans it once

@@ -238,43 +238,107 @@ pub fn lease_end(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
     now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(30))
 }
 
-/// Writes the progress and stage a running attempt reports. `None` when the job is no longer
-/// that attempt's. A new stage goes to the timeline; progress alone only to the live log.
-#[tracing::instrument(
-    target = "jobgraph::spans",
-    level = "debug",
-    name = "store.report",
-    skip_all
-)]
+/// A running attempt's report of its progress (0 to 1) and stage, for `report_all`.
+#[derive(Debug, Clone, Copy)]
+pub struct Report<'a> {
+    /// The job as its runner saw it: the report is its attempt's.
+    pub job: &'a job::Model,
+    pub progress: Option<f64>,
+    pub stage: Option<&'a str>,
+}
+
+/// Writes the progress and stage a running attempt reports (`report_all` of one). `None` when
+/// the job is no longer that attempt's.
 pub async fn report(
     tx: &Transaction,
     job: &job::Model,
     progress: Option<f64>,
     stage: Option<&str>,
 ) -> Result<Option<job::Model>> {
-    let mut update =
-        job::Entity::update_many().col_expr(job::Column::UpdatedAt, Expr::value(Utc::now()));
-    if let Some(progress) = progress {
-        update = update.col_expr(job::Column::Progress, Expr::value(progress.clamp(0.0, 1.0)));
+    let report = Report {
+        job,
+        progress,
+        stage,
+    };
+    let mut written = report_all(tx, &[report]).await?;
+    Ok(written.pop().flatten())
+}
+
+/// Writes the reports of running attempts, at most one per attempt, in one UPDATE per
+/// `ROWS_PER_INSERT` of them (on SQLite one per report); returns each report's job as written,
+/// or `None` when the job is no longer that attempt's. A new stage goes to the timeline;
+/// progress alone only to the live log.
+#[tracing::instrument(
+    target = "jobgraph::spans",
+    level = "debug",
+    name = "store.report",
+    skip_all
+)]
+pub async fn report_all(
+    tx: &Transaction,
+    reports: &[Report<'_>],
+) -> Result<Vec<Option<job::Model>>> {
+    let now = Utc::now();
+    let mut written = std::collections::HashMap::with_capacity(reports.len());
+    match Dialect::of(tx) {
+        Dialect::Postgres => {
+            for chunk in reports.chunks(super::ROWS_PER_INSERT) {
+                let rows = tx.query_all_raw(postgres::reporting(chunk, now)).await?;
+                written.extend(
+                    rows::decode(rows)?
+                        .into_iter()
+                        .map(|job| ((job.id, job.attempt), job)),
+                );
+            }
+        }
+        Dialect::Sqlite => {
+            for report in reports {
+                let statement = rows::returning_statement(
+                    sea_orm::DatabaseBackend::Sqlite,
+                    reporting(report, now),
+                );
+                let rows = rows::decode(tx.query_all_raw(statement).await?)?;
+                written.extend(rows.into_iter().map(|job| ((job.id, job.attempt), job)));
+            }
+        }
     }
-    if let Some(stage) = stage {
+    let outcomes: Vec<Option<job::Model>> = reports
+        .iter()
+        .map(|report| written.remove(&(report.job.id, report.job.attempt)))
+        .collect();
+    let (staged, unstaged): (Vec<_>, Vec<_>) = reports
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(report, job)| Some((report.stage.is_some(), job.clone()?)))
+        .partition(|(staged, _)| *staged);
+    let staged: Vec<job::Model> = staged.into_iter().map(|(_, job)| job).collect();
+    let unstaged: Vec<job::Model> = unstaged.into_iter().map(|(_, job)| job).collect();
+    if !staged.is_empty() {
+        record(tx, &staged, None).await?;
+    }
+    record_live_only(tx, &unstaged);
+    Ok(outcomes)
+}
+
+/// The UPDATE of one report, fenced by the attempt its runner saw (SQLite's form; PostgreSQL's
+/// writes many at once, `postgres::reporting`).
+fn reporting(report: &Report<'_>, now: DateTime<Utc>) -> sea_orm::UpdateMany<job::Entity> {
+    let mut update = job::Entity::update_many().col_expr(job::Column::UpdatedAt, Expr::value(now));
+    if let Some(progress) = report.progress {
+        update = update.col_expr(job::Column::Progress, Expr::value(clamped(progress)));
+    }
+    if let Some(stage) = report.stage {
         update = update.col_expr(job::Column::Stage, Expr::value(Some(stage.to_owned())));
     }
-    let updated = update
-        .filter(job::Column::Id.eq(job.id))
+    update
+        .filter(job::Column::Id.eq(report.job.id))
         .filter(job::Column::Status.eq(JobStatus::Processing))
-        .filter(job::Column::Attempt.eq(job.attempt))
-        .exec_with_returning(tx)
-        .await?;
-    let Some(updated) = updated.into_iter().next() else {
-        return Ok(None);
-    };
-    if stage.is_some() {
-        record(tx, std::slice::from_ref(&updated), None).await?;
-    } else {
-        record_live_only(tx, std::slice::from_ref(&updated));
-    }
-    Ok(Some(updated))
+        .filter(job::Column::Attempt.eq(report.job.attempt))
+}
+
+/// Progress as it is kept: within 0 to 1.
+pub(super) fn clamped(progress: f64) -> f64 {
+    progress.clamp(0.0, 1.0)
 }
 
 /// Moves the `chosen` jobs (locked, QUEUED) to PROCESSING for `worker`, with their next attempt

@@ -213,3 +213,86 @@ async fn every_timeline_row_and_live_entry_of_a_job_holds_the_job_as_it_was() {
         assert_eq!(facts(entry.data.as_ref().unwrap()), expected, "{entry:?}");
     }
 }
+
+#[tokio::test]
+async fn reports_written_together_change_only_the_attempts_still_running() {
+    let app = TestApp::spawn().await;
+    let (staged, plain) = two_queued(&app).await;
+    let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
+    let chosen = job::Column::Id.is_in([staged, plain]);
+    store::claim(&tx, chosen, "w", Duration::from_secs(60), 2)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (staged, plain) = (read(&app, staged).await, read(&app, plain).await);
+    // A report of an earlier attempt of a running job, as a runner that lost its lease sends.
+    let mut stale = plain.clone();
+    stale.attempt -= 1;
+
+    let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
+    let reports = [
+        store::Report {
+            job: &stale,
+            progress: Some(0.9),
+            stage: Some("Stale"),
+        },
+        store::Report {
+            job: &staged,
+            progress: Some(0.25),
+            stage: Some("Aligning"),
+        },
+        store::Report {
+            job: &plain,
+            progress: Some(1.5),
+            stage: None,
+        },
+    ];
+    let written = store::report_all(&tx, &reports).await.unwrap();
+    tx.commit().await.unwrap();
+    let written: Vec<_> = written
+        .iter()
+        .map(|job| {
+            job.as_ref()
+                .map(|job| (job.id, job.progress, job.stage.clone()))
+        })
+        .collect();
+    assert_eq!(
+        written,
+        [
+            None,
+            Some((staged.id, 0.25, Some("Aligning".to_owned()))),
+            // Progress is kept within 0 to 1.
+            Some((plain.id, 1.0, None)),
+        ]
+    );
+    let (after_staged, after_plain) = (read(&app, staged.id).await, read(&app, plain.id).await);
+    assert_eq!(
+        (after_staged.progress, after_staged.stage.as_deref()),
+        (0.25, Some("Aligning"))
+    );
+    assert_eq!((after_plain.progress, after_plain.stage), (1.0, None));
+    // The stage went to the staged job's timeline; neither report of the other job did.
+    let stages = |id: JobId| {
+        let db = app.db.clone();
+        async move {
+            job_event::Entity::find()
+                .filter(job_event::Column::JobId.eq(id))
+                .all(&db)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|e| e.stage)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(stages(staged.id).await, ["Aligning"]);
+    assert!(stages(plain.id).await.is_empty());
+    // Each written report has its live entry: progress alone as well.
+    let progress_entries = live_event::Entity::find()
+        .filter(live_event::Column::JobId.eq(plain.id))
+        .filter(live_event::Column::Progress.eq(1.0))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(progress_entries.len(), 1);
+}
