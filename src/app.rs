@@ -110,6 +110,8 @@ impl AppState {
         )
         .data(files.clone())
         .data(metrics.clone())
+        // Remote workers' progress reports, written in groups as a local worker's are.
+        .data(crate::queue::reports::Reports::start(db.clone()))
         .finish();
         AppState {
             db,

@@ -298,8 +298,16 @@ impl WorkerMutation {
         stage: Option<String>,
     ) -> ApiResult<ReportJobProgressPayload> {
         let worker = worker_of(ctx)?;
-        let cancelled =
-            remote::report(db(ctx), worker, &attempt, progress, stage.as_deref()).await?;
+        let reports = ctx.data_unchecked::<crate::queue::reports::Reports>();
+        let cancelled = remote::report(
+            db(ctx),
+            reports,
+            worker,
+            &attempt,
+            progress,
+            stage.as_deref(),
+        )
+        .await?;
         Ok(ReportJobProgressPayload { cancelled })
     }
 

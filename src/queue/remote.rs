@@ -359,10 +359,12 @@ async fn announce(db: &DatabaseConnection, worker: &WorkerToken, job: &job::Mode
     .await
 }
 
-/// Records progress (0 to 1) and a stage of a running attempt. `true` when the job was
-/// cancelled, so the worker should stop.
+/// Records progress (0 to 1) and a stage of a running attempt, through `reports` with the
+/// other reports arriving meanwhile. `true` when the job was cancelled, so the worker should
+/// stop.
 pub async fn report(
     db: &DatabaseConnection,
+    reports: &super::reports::Reports,
     worker: &WorkerToken,
     token: &str,
     progress: Option<f64>,
@@ -379,7 +381,7 @@ pub async fn report(
         Attempt::Cancelled(_) => return Ok(true),
         Attempt::Running(job) => job,
     };
-    if super::report(db, &job, progress, stage).await? {
+    if reports.report(&job, progress, stage).await? {
         return Ok(false);
     }
     match attempt(db, worker, token).await? {
