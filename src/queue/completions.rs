@@ -36,8 +36,11 @@ pub struct Completions {
 impl Completions {
     /// Starts the writer of `db`'s completions; it stops when the last handle is dropped.
     pub fn start(db: DatabaseConnection) -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write_groups(db, receiver));
+        let sender = super::groups::start(MAX_GROUP, move |requests: Vec<Request>| {
+            let db = db.clone();
+            let span = tracing::info_span!("complete", jobs = requests.len());
+            async move { write_requests(&db, requests).instrument(span).await }
+        });
         Completions { sender }
     }
 
@@ -55,15 +58,6 @@ impl Completions {
         answer
             .await
             .map_err(|_| Error::Internal(anyhow::anyhow!("the completion writer has stopped")))?
-    }
-}
-
-async fn write_groups(db: DatabaseConnection, mut receiver: mpsc::UnboundedReceiver<Request>) {
-    let mut group = Vec::new();
-    while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let requests = std::mem::take(&mut group);
-        let span = tracing::info_span!("complete", jobs = requests.len());
-        write_requests(&db, requests).instrument(span).await;
     }
 }
 

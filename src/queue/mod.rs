@@ -8,6 +8,7 @@
 //! that lost its lease cannot touch the job again.
 
 pub mod completions;
+mod groups;
 pub mod leases;
 pub mod maintenance;
 pub mod remote;

@@ -47,8 +47,11 @@ pub struct Reports {
 impl Reports {
     /// Starts the writer of `db`'s reports; it stops when the last handle is dropped.
     pub fn start(db: DatabaseConnection) -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write_groups(db, receiver));
+        let sender = super::groups::start(MAX_GROUP, move |requests: Vec<Request>| {
+            let db = db.clone();
+            let span = tracing::debug_span!("report", reports = requests.len());
+            async move { write_requests(&db, requests).instrument(span).await }
+        });
         Reports { sender }
     }
 
@@ -71,15 +74,6 @@ impl Reports {
             })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
-    }
-}
-
-async fn write_groups(db: DatabaseConnection, mut receiver: mpsc::UnboundedReceiver<Request>) {
-    let mut group = Vec::new();
-    while receiver.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let requests = std::mem::take(&mut group);
-        let span = tracing::debug_span!("report", reports = requests.len());
-        write_requests(&db, requests).instrument(span).await;
     }
 }
 
