@@ -38,7 +38,8 @@ impl Request {
     }
 }
 
-/// The handle through which a worker's runs report their progress.
+/// The handle through which a worker's runs, or a serving process's remote workers, report
+/// progress.
 #[derive(Clone)]
 pub struct Reports {
     sender: mpsc::UnboundedSender<Request>,
