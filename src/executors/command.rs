@@ -66,6 +66,10 @@ pub fn parse_progress(line: &str) -> Option<(f64, Option<String>)> {
         Some(percent) => percent.parse::<f64>().ok()? / 100.0,
         None => number.parse::<f64>().ok()?,
     };
+    // `nan` and `inf` parse as numbers, but say nothing of how far a run is.
+    if !value.is_finite() {
+        return None;
+    }
     let stage = stage.trim();
     Some((
         value.clamp(0.0, 1.0),
@@ -442,6 +446,10 @@ mod tests {
         assert_eq!(parse_progress("progress: 75%"), Some((0.75, None)));
         assert_eq!(parse_progress("progress: 7"), Some((1.0, None)));
         assert_eq!(parse_progress("progress: soon"), None);
+        for not_a_fraction in ["nan", "NaN%", "inf", "-infinity"] {
+            let line = format!("progress: {not_a_fraction} Aligning");
+            assert_eq!(parse_progress(&line), None, "{line}");
+        }
         assert_eq!(parse_progress("working..."), None);
     }
 

@@ -336,8 +336,12 @@ fn reporting(report: &Report<'_>, now: DateTime<Utc>) -> sea_orm::UpdateMany<job
         .filter(job::Column::Attempt.eq(report.job.attempt))
 }
 
-/// Progress as it is kept: within 0 to 1.
+/// Progress as it is kept: within 0 to 1, and a number (NaN, which no GraphQL `Float` can
+/// carry, is kept as 0).
 pub(super) fn clamped(progress: f64) -> f64 {
+    if progress.is_nan() {
+        return 0.0;
+    }
     progress.clamp(0.0, 1.0)
 }
 
@@ -578,4 +582,18 @@ pub async fn delete_records(tx: &Transaction, jobs: sea_orm::Condition) -> Resul
         .exec(tx)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clamped;
+
+    #[test]
+    fn progress_is_kept_as_a_number_within_0_and_1() {
+        assert_eq!(clamped(0.25), 0.25);
+        assert_eq!(clamped(1.5), 1.0);
+        assert_eq!(clamped(-2.0), 0.0);
+        assert_eq!(clamped(f64::INFINITY), 1.0);
+        assert_eq!(clamped(f64::NAN), 0.0);
+    }
 }
