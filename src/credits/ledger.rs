@@ -256,7 +256,7 @@ fn moved_with_entries(
     let (update, values) = update.build(PostgresQueryBuilder);
     let mut values = values.0;
     let columns: Vec<C> = C::iter().collect();
-    let entries = crate::store::arrays(rows, &columns, values.len() + 1)?;
+    let entries = crate::store::arrays(rows.to_vec(), &columns, values.len() + 1)?;
     values.extend(entries.values);
     let select: Vec<String> = columns
         .iter()

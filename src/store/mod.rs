@@ -395,7 +395,7 @@ impl AtCommit for LiveEntries {
                 postgres::announce_queued(tx).await
             }
             _ if entries.is_empty() => Ok(()),
-            Dialect::Postgres => postgres::write_live(tx, &entries, self.queued).await,
+            Dialect::Postgres => postgres::write_live(tx, entries, self.queued).await,
             Dialect::Sqlite => {
                 self.sqlite = true;
                 sqlite::write_live(tx, entries).await
@@ -410,9 +410,16 @@ impl AtCommit for LiveEntries {
     }
 }
 
-/// Keeps live entries to be written when `tx` commits.
+/// Keeps live entries to be written when `tx` commits. Entries recorded together are one
+/// change and carry one time.
 pub fn record_live(tx: &Transaction, entries: impl IntoIterator<Item = live_event::ActiveModel>) {
-    tx.at_commit::<LiveEntries>(|live| live.entries.extend(entries));
+    let now = Utc::now();
+    tx.at_commit::<LiveEntries>(|live| {
+        live.entries.extend(entries.into_iter().map(|mut entry| {
+            entry.created_at = Set(now);
+            entry
+        }))
+    });
 }
 
 /// The keys row of a new job (`job_keys`).

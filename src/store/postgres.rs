@@ -126,9 +126,9 @@ pub(super) fn reporting(reports: &[super::Report<'_>], now: DateTime<Utc>) -> St
 }
 
 /// Inserts new jobs, their keys and the timeline rows `timeline` (with their `messages`) in one
-/// statement, whatever their number: the rows travel as one array per column (`arrays`), so
-/// the statement's text is always the same and stays prepared, and PostgreSQL plans it once
-/// instead of a VALUES list of 40 parameters a row.
+/// statement, whatever their number: the rows travel as arrays (`arrays`), so the statement's
+/// text depends only on which columns all the jobs share, stays prepared, and PostgreSQL plans
+/// it once instead of a VALUES list of 40 parameters a row.
 pub(super) async fn insert_jobs(
     tx: &Transaction,
     new: Vec<job::ActiveModel>,
@@ -142,7 +142,7 @@ pub(super) async fn insert_jobs(
         from,
         columns: select,
         mut values,
-    } = arrays(&new, &columns, 1)?;
+    } = arrays(new, &columns, 1)?;
     let (events, event_values) = timeline_rows(timeline, messages, now, values.len() + 1);
     values.extend(event_values);
     let names: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
@@ -171,20 +171,29 @@ async fn execute(tx: &Transaction, sql: String, values: Vec<sea_orm::Value>) -> 
 
 /// Rows as one array per column, for a statement of the same text whatever their number.
 pub(crate) struct Arrays {
-    /// `unnest(...) AS r (...)`: one row `r` per row given.
+    /// `unnest(...) WITH ORDINALITY AS r (...)`: one row `r` per row given, `r.ord` its place
+    /// among them from 1.
     pub from: String,
     /// Each column's value in `r`, in the order the columns were given: NULL where the row's
     /// is.
     pub columns: Vec<String>,
-    /// The arrays, as parameters numbered from the `first` given to `arrays`.
+    /// The arrays and the scalars, as parameters numbered from the `first` given to `arrays`.
     pub values: Vec<sea_orm::Value>,
 }
 
 /// `rows`' values of `columns` as `Arrays`, with parameters numbered from `first`. Arrays
 /// travel without NULLs: the first parameter is one bitmask per row of which columns are NULL
-/// in it (bit `i` for `columns[i]`). Every row gives every column.
+/// in it (bit `i` for `columns[i]`). Every row gives every column; the values are moved out of
+/// the rows, not copied.
+///
+/// A column that holds one value in every row (the workspace of a batch's jobs, their times,
+/// a column NULL in all of them) travels as that one value instead of an array of copies:
+/// PostgreSQL decodes each element of a bound array, so a batch of a thousand jobs bound some
+/// forty thousand elements where a few thousand differ. The statement's text therefore names
+/// which columns are alike; a workload has few such shapes (one for single rows), each
+/// prepared once per connection.
 pub(crate) fn arrays<A: sea_orm::ActiveModelTrait>(
-    rows: &[A],
+    mut rows: Vec<A>,
     columns: &[<A::Entity as sea_orm::EntityTrait>::Column],
     first: usize,
 ) -> Result<Arrays> {
@@ -198,68 +207,93 @@ pub(crate) fn arrays<A: sea_orm::ActiveModelTrait>(
         )));
     }
     let mut nulls = vec![0i64; rows.len()];
-    let mut values = Vec::with_capacity(columns.len() + 1);
+    // The NULL mask is parameter `first`; the others follow in the columns' order.
+    let mut values = vec![V::BigInt(None)];
     let mut unnest = Vec::with_capacity(columns.len());
+    let mut names = Vec::with_capacity(columns.len());
     let mut select = Vec::with_capacity(columns.len());
     for (i, column) in columns.iter().enumerate() {
         let name = column.as_str();
         let bit = 1i64 << i;
+        let taken = rows
+            .iter_mut()
+            .map(|row| {
+                row.take(*column)
+                    .into_value()
+                    .ok_or_else(|| internal(format!("a row gives no {name}")))
+            })
+            .collect::<Result<Vec<V>>>()?;
+        let parameter = first + values.len();
+        if let Some(one) = taken.first().filter(|one| taken.iter().all(|v| v == *one)) {
+            let sql_type = sql_type(one).ok_or_else(|| {
+                internal(format!("{name} holds {one:?}, not sent as a parameter"))
+            })?;
+            select.push(format!("${parameter}::{sql_type}"));
+            values.push(one.clone());
+            continue;
+        }
         let mut kind = None;
         let mut elements = Vec::with_capacity(rows.len());
-        for (row, mask) in rows.iter().zip(&mut nulls) {
-            let value = row
-                .get(*column)
-                .into_value()
-                .ok_or_else(|| internal(format!("a row gives no {name}")))?;
+        for (value, mask) in taken.into_iter().zip(&mut nulls) {
             let mut null = || *mask |= bit;
             // The value, or in its place a stand-in of its type and the row's NULL bit.
             macro_rules! given {
-                ($variant:ident, $sql_type:literal, $value:expr, $stand_in:expr) => {
-                    (
-                        $sql_type,
-                        V::$variant(Some($value.unwrap_or_else(|| {
-                            null();
-                            $stand_in
-                        }))),
-                    )
+                ($variant:ident, $value:expr, $stand_in:expr) => {
+                    V::$variant(Some($value.unwrap_or_else(|| {
+                        null();
+                        $stand_in
+                    })))
                 };
             }
-            let (sql_type, element) = match value {
-                V::Uuid(v) => given!(Uuid, "uuid", v, Uuid::nil()),
-                V::String(v) => given!(String, "text", v, String::new()),
-                V::Json(v) => given!(Json, "jsonb", v, Box::new(serde_json::Value::Null)),
-                V::ChronoDateTimeUtc(v) => {
-                    given!(ChronoDateTimeUtc, "timestamptz", v, DateTime::UNIX_EPOCH)
-                }
-                V::Int(v) => given!(Int, "int4", v, 0),
-                V::BigInt(v) => given!(BigInt, "int8", v, 0),
-                V::Double(v) => given!(Double, "float8", v, 0.0),
-                V::Bool(v) => given!(Bool, "bool", v, false),
+            let sql_type = sql_type(&value);
+            let element = match value {
+                V::Uuid(v) => given!(Uuid, v, Uuid::nil()),
+                V::String(v) => given!(String, v, String::new()),
+                V::Json(v) => given!(Json, v, Box::new(serde_json::Value::Null)),
+                V::ChronoDateTimeUtc(v) => given!(ChronoDateTimeUtc, v, DateTime::UNIX_EPOCH),
+                V::Int(v) => given!(Int, v, 0),
+                V::BigInt(v) => given!(BigInt, v, 0),
+                V::Double(v) => given!(Double, v, 0.0),
+                V::Bool(v) => given!(Bool, v, false),
                 other => {
                     return Err(internal(format!(
                         "{name} holds {other:?}, not sent as an array"
                     )));
                 }
             };
-            kind = Some((sql_type, element.array_type()));
+            kind = sql_type.map(|sql_type| (sql_type, element.array_type()));
             elements.push(element);
         }
-        // With no rows, any type does: the statement writes nothing.
+        // Rows that differ in a column make a `kind`: there are at least two.
         let (sql_type, array_type) = kind.unwrap_or(("text", ArrayType::String));
         values.push(V::Array(array_type, Some(Box::new(elements))));
-        unnest.push(format!("${}::{sql_type}[]", first + 1 + i));
+        unnest.push(format!("${parameter}::{sql_type}[]"));
+        names.push(name);
         select.push(format!("CASE WHEN r.nulls & {bit} = 0 THEN r.{name} END"));
     }
-    let names: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
-    values.insert(0, column(nulls));
+    values[0] = column(nulls);
+    let names: String = names.iter().map(|name| format!(", {name}")).collect();
+    let unnest: String = unnest.iter().map(|array| format!(", {array}")).collect();
     Ok(Arrays {
-        from: format!(
-            "unnest(${first}::int8[], {}) AS r (nulls, {})",
-            unnest.join(", "),
-            names.join(", ")
-        ),
+        from: format!("unnest(${first}::int8[]{unnest}) WITH ORDINALITY AS r (nulls{names}, ord)"),
         columns: select,
         values,
+    })
+}
+
+/// The PostgreSQL type a value of `arrays`' columns travels as.
+fn sql_type(value: &sea_orm::Value) -> Option<&'static str> {
+    use sea_orm::Value as V;
+    Some(match value {
+        V::Uuid(_) => "uuid",
+        V::String(_) => "text",
+        V::Json(_) => "jsonb",
+        V::ChronoDateTimeUtc(_) => "timestamptz",
+        V::Int(_) => "int4",
+        V::BigInt(_) => "int8",
+        V::Double(_) => "float8",
+        V::Bool(_) => "bool",
+        _ => return None,
     })
 }
 
@@ -434,111 +468,55 @@ fn entries_of_changed_jobs(changed: &str, now: &str) -> String {
 /// numbers.
 pub(super) async fn write_live(
     tx: &DatabaseTransaction,
-    entries: &[live_event::ActiveModel],
+    entries: Vec<live_event::ActiveModel>,
     queued: bool,
 ) -> std::result::Result<(), DbErr> {
-    tx.execute_raw(numbered_insert(entries, queued)).await?;
+    let insert = numbered_insert(entries, queued).map_err(|err| DbErr::Custom(err.to_string()))?;
+    tx.execute_raw(insert).await?;
     Ok(())
 }
 
-/// The live entries' INSERT, which also notifies the workers' channel when `queued`.
-fn numbered_insert(entries: &[live_event::ActiveModel], queued: bool) -> Statement {
-    use sea_orm::ActiveValue;
-    /// Bits of `nulls`: which nullable columns of an entry are NULL.
-    const JOB_ID: i32 = 1;
-    const STATUS: i32 = 2;
-    const STAGE: i32 = 4;
-    const PROGRESS: i32 = 8;
-    const ATTEMPT: i32 = 16;
-    const DATA: i32 = 32;
-    fn given<T: Clone>(column: &ActiveValue<Option<T>>) -> Option<T>
-    where
-        Option<T>: Into<sea_orm::Value>,
-    {
-        column.try_as_ref().cloned().flatten()
-    }
-    let now = Utc::now();
-    let mark = super::process_mark();
-    let nulls = entries.iter().map(|entry| {
-        [
-            (given(&entry.job_id).is_none(), JOB_ID),
-            (given(&entry.status).is_none(), STATUS),
-            (given(&entry.stage).is_none(), STAGE),
-            (given(&entry.progress).is_none(), PROGRESS),
-            (given(&entry.attempt).is_none(), ATTEMPT),
-            (given(&entry.data).is_none(), DATA),
-        ]
-        .into_iter()
-        .filter(|(null, _)| *null)
-        .fold(0, |row, (_, bit)| row | bit)
-    });
-    let values = vec![
-        (entries.len() as i64).into(),
-        column(nulls),
-        column(entries.iter().map(|e| {
-            e.workspace_id
-                .try_as_ref()
-                .map_or(Uuid::nil(), |id| id.uuid())
-        })),
-        column(
-            entries
-                .iter()
-                .map(|e| given(&e.job_id).map_or(Uuid::nil(), |id| id.uuid())),
-        ),
-        column(entries.iter().map(|e| {
-            e.kind
-                .try_as_ref()
-                .map(|kind| kind.to_value())
-                .unwrap_or_default()
-        })),
-        column(
-            entries
-                .iter()
-                .map(|e| given(&e.status).map(|s| s.to_value()).unwrap_or_default()),
-        ),
-        column(entries.iter().map(|e| given(&e.stage).unwrap_or_default())),
-        column(
-            entries
-                .iter()
-                .map(|e| given(&e.progress).unwrap_or_default()),
-        ),
-        column(
-            entries
-                .iter()
-                .map(|e| given(&e.attempt).unwrap_or_default()),
-        ),
-        column(
-            entries
-                .iter()
-                .map(|e| given(&e.data).unwrap_or(serde_json::Value::Null)),
-        ),
-        column(
-            entries
-                .iter()
-                .map(|e| e.created_at.try_as_ref().copied().unwrap_or(now)),
-        ),
-        queued.into(),
+/// The live entries' INSERT, which also notifies the workers' channel when `queued`. The
+/// entries travel as `arrays`: those of one change share their workspace, time and most
+/// columns, which then travel once.
+fn numbered_insert(entries: Vec<live_event::ActiveModel>, queued: bool) -> Result<Statement> {
+    use live_event::Column as C;
+    let columns = [
+        C::WorkspaceId,
+        C::JobId,
+        C::Kind,
+        C::Status,
+        C::Stage,
+        C::Progress,
+        C::Attempt,
+        C::Data,
+        C::CreatedAt,
     ];
+    let mark = super::process_mark();
+    let count = entries.len();
+    let Arrays {
+        from,
+        columns: select,
+        values: rows,
+    } = arrays(entries, &columns, 3)?;
+    let mut values = vec![(count as i64).into(), queued.into()];
+    values.extend(rows);
+    let names: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
     let sql = format!(
         "WITH numbering AS (SELECT pg_advisory_xact_lock({NUMBERING_LOCK})), \
          reserved AS (SELECT setval('live_events_seq', nextval('live_events_seq') + $1 - 1) - $1 \
          AS before, pg_notify('{LIVE_CHANNEL}', ''), \
-         CASE WHEN $12 THEN pg_notify('{QUEUED_CHANNEL}', '{mark}') END FROM numbering) \
-         INSERT INTO live_events \
-         (id, seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
-         SELECT reserved.before + v.ord, reserved.before + v.ord, v.workspace_id, \
-         CASE WHEN v.nulls & {JOB_ID} = 0 THEN v.job_id END, v.kind, \
-         CASE WHEN v.nulls & {STATUS} = 0 THEN v.status END, \
-         CASE WHEN v.nulls & {STAGE} = 0 THEN v.stage END, \
-         CASE WHEN v.nulls & {PROGRESS} = 0 THEN v.progress END, \
-         CASE WHEN v.nulls & {ATTEMPT} = 0 THEN v.attempt END, \
-         CASE WHEN v.nulls & {DATA} = 0 THEN v.data END, v.created_at \
-         FROM reserved, unnest($2::int4[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], \
-         $7::text[], $8::float8[], $9::int4[], $10::jsonb[], $11::timestamptz[]) WITH ORDINALITY \
-         AS v (nulls, workspace_id, job_id, kind, status, stage, progress, attempt, data, \
-         created_at, ord)"
+         CASE WHEN $2 THEN pg_notify('{QUEUED_CHANNEL}', '{mark}') END FROM numbering) \
+         INSERT INTO live_events (id, seq, {}) \
+         SELECT reserved.before + r.ord, reserved.before + r.ord, {} FROM reserved, {from}",
+        names.join(", "),
+        select.join(", "),
     );
-    Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
+    Ok(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        sql,
+        values,
+    ))
 }
 
 /// The one statement that moves `completions` to COMPLETED with `sets`, each only if it still
@@ -582,4 +560,66 @@ pub(super) fn completing(
         column(completions.iter().map(|c| c.resources.clone())),
     ]);
     Statement::from_sql_and_values(DatabaseBackend::Postgres, sql, values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use entity::credit_transaction::{self, TransactionKind};
+    use entity::ids::{JobId, TransactionId, WorkspaceId};
+    use sea_orm::{Iterable as _, Set};
+
+    fn entry(amount: i64, job_id: Option<JobId>) -> credit_transaction::ActiveModel {
+        credit_transaction::ActiveModel {
+            id: Set(TransactionId::new()),
+            workspace_id: Set(WorkspaceId(Uuid::nil())),
+            kind: Set(TransactionKind::Charge),
+            amount: Set(amount),
+            balance_after: Set(0),
+            actor_id: Set(None),
+            job_id: Set(job_id),
+            note: Set(Some("a charge".to_owned())),
+            created_at: Set(DateTime::UNIX_EPOCH),
+        }
+    }
+
+    #[test]
+    fn columns_alike_in_every_row_travel_as_one_value() {
+        let columns: Vec<credit_transaction::Column> = credit_transaction::Column::iter().collect();
+        let rows = [
+            entry(-1, None),
+            entry(-2, Some(JobId::new())),
+            entry(-3, Some(JobId::new())),
+        ];
+        let arrays = arrays(rows.to_vec(), &columns, 5).unwrap();
+        // Only the id, the amount and the job differ; the mask is the first parameter.
+        assert_eq!(
+            arrays.from,
+            "unnest($5::int8[], $6::uuid[], $9::int8[], $12::uuid[]) WITH ORDINALITY \
+             AS r (nulls, id, amount, job_id, ord)"
+        );
+        assert_eq!(arrays.columns[1], "$7::uuid");
+        assert_eq!(arrays.columns[5], "$11::uuid");
+        assert_eq!(
+            arrays.columns[6],
+            "CASE WHEN r.nulls & 64 = 0 THEN r.job_id END"
+        );
+        assert_eq!(arrays.values.len(), 10);
+        // The first row's job is NULL: bit 6 of its mask.
+        assert_eq!(arrays.values[0], column([64i64, 0, 0]));
+        // A column NULL in every row is one NULL.
+        assert_eq!(arrays.values[6], sea_orm::Value::Uuid(None));
+        assert_eq!(
+            arrays.values[8],
+            sea_orm::Value::String(Some("a charge".to_owned()))
+        );
+
+        // One row: every column is alike, and the mask alone gives the row.
+        let one = super::arrays(rows[..1].to_vec(), &columns, 1).unwrap();
+        assert_eq!(
+            one.from,
+            "unnest($1::int8[]) WITH ORDINALITY AS r (nulls, ord)"
+        );
+        assert_eq!(one.values.len(), columns.len() + 1);
+    }
 }
