@@ -1,5 +1,5 @@
 //! The PostgreSQL forms of the store's statements: rows travel as arrays (`db::column`), so
-//! each statement's text is the same for any number of rows and stays prepared; a change and
+//! each statement's text does not grow with its rows and stays prepared; a change and
 //! the timeline rows and live entries it records are one statement.
 
 use chrono::{DateTime, Utc};
