@@ -24,6 +24,8 @@ CHANGES=${CHANGES:-20}
 THREADS=${THREADS:-2}
 USERS=${USERS:-1}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
+# SSLMODE: how jobgraph connects to PostgreSQL; without TLS by default, as the other benches do.
+SSLMODE=${SSLMODE:-disable}
 # BIN: another build of jobgraph to measure (for example one from another worktree).
 if [ -z "${BIN:-}" ]; then
   cargo build --release -q --bin jobgraph
@@ -53,7 +55,7 @@ for i in $(seq 1 "$RUNS"); do
   echo "run $i, floor: $(grep '^latency' <<<"$out")"
 
   psql "$PG/postgres" -Xqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" 2>/dev/null
-  export DATABASE_URL="$PG/$db" JOBGRAPH_DATA_DIR=$work/data
+  export DATABASE_URL="$PG/$db?sslmode=$SSLMODE" JOBGRAPH_DATA_DIR=$work/data
   "$bin" migrate >/dev/null 2>&1
   "$bin" user create --email bench@live.example --admin >/dev/null
   token=$("$bin" token create --email bench@live.example --name bench)

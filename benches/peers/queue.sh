@@ -20,6 +20,9 @@
 #   bash benches/peers/queue.sh        # PAIRS=3 N=40000 WORKERS=2000 WARMUP=50 LATENCY=1000 BIN=
 #
 # BIN: another build of jobgraph to measure (for example one from another worktree).
+# SSLMODE: how jobgraph connects to PostgreSQL, `disable` by default: graphile-worker's driver
+# (node-postgres) connects without TLS unless told to, while jobgraph's (sqlx) uses TLS when
+# the server offers it, as a local PostgreSQL often does.
 #
 # Prints each run and the medians of the ratios jobgraph / graphile-worker.
 set -euo pipefail
@@ -31,6 +34,7 @@ WORKERS=${WORKERS:-2000}
 LATENCY=${LATENCY:-1000}
 WARMUP=${WARMUP:-50}
 PG=${PG:-postgres://postgres@127.0.0.1:5432}
+SSLMODE=${SSLMODE:-disable}
 PEERS=${PEERS:-$(cd .. && pwd)/shared/peers}
 peer=$PEERS/graphile-worker
 [ -x "$peer/run.sh" ] || { echo "no graphile-worker peer at $peer (set PEERS)" >&2; exit 1; }
@@ -59,7 +63,7 @@ serve() {
 jobgraph_run() {
   trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
   psql "$PG/postgres" -Xqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" 2>/dev/null
-  export DATABASE_URL="$PG/$db" JOBGRAPH_TOOLS_FILE=$repo/benches/support/noop-tools.toml JOBGRAPH_DATA_DIR=$work/data
+  export DATABASE_URL="$PG/$db?sslmode=$SSLMODE" JOBGRAPH_TOOLS_FILE=$repo/benches/support/noop-tools.toml JOBGRAPH_DATA_DIR=$work/data
   "$bin" migrate >/dev/null 2>&1
   "$bin" user create --email bench@peer.example --admin >/dev/null
   local token port
