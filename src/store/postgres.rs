@@ -264,7 +264,7 @@ pub(crate) fn arrays<A: sea_orm::ActiveModelTrait>(
             kind = sql_type.map(|sql_type| (sql_type, element.array_type()));
             elements.push(element);
         }
-        // Rows that differ in a column make a `kind`: there are at least two.
+        // With no rows, any type does: the statement writes nothing.
         let (sql_type, array_type) = kind.unwrap_or(("text", ArrayType::String));
         values.push(V::Array(array_type, Some(Box::new(elements))));
         unnest.push(format!("${parameter}::{sql_type}[]"));
