@@ -28,6 +28,18 @@ async fn two_queued(app: &TestApp) -> (JobId, JobId) {
     (id(&first), id(&second))
 }
 
+/// Two jobs queued as by `two_queued`, then claimed together by worker `w`.
+async fn two_claimed(app: &TestApp) -> (JobId, JobId) {
+    let (first, second) = two_queued(app).await;
+    let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
+    let chosen = job::Column::Id.is_in([first, second]);
+    store::claim(&tx, chosen, "w", Duration::from_secs(60), 2)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    (first, second)
+}
+
 async fn read(app: &TestApp, id: JobId) -> job::Model {
     job::Entity::find_by_id(id)
         .one(&app.db)
@@ -91,13 +103,7 @@ async fn a_claim_and_a_single_move_to_processing_set_the_same_columns() {
 #[tokio::test]
 async fn a_completion_group_and_a_single_completion_set_the_same_columns() {
     let app = TestApp::spawn().await;
-    let (one, many) = two_queued(&app).await;
-    let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
-    let chosen = job::Column::Id.is_in([one, many]);
-    store::claim(&tx, chosen, "w", Duration::from_secs(60), 2)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let (one, many) = two_claimed(&app).await;
     let result = json!({"answer": 42});
     let resources = json!({"wallSeconds": 0.5});
 
@@ -217,13 +223,7 @@ async fn every_timeline_row_and_live_entry_of_a_job_holds_the_job_as_it_was() {
 #[tokio::test]
 async fn reports_written_together_change_only_the_attempts_still_running() {
     let app = TestApp::spawn().await;
-    let (staged, plain) = two_queued(&app).await;
-    let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
-    let chosen = job::Column::Id.is_in([staged, plain]);
-    store::claim(&tx, chosen, "w", Duration::from_secs(60), 2)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let (staged, plain) = two_claimed(&app).await;
     let (staged, plain) = (read(&app, staged).await, read(&app, plain).await);
     // A report of an earlier attempt of a running job, as a runner that lost its lease sends.
     let mut stale = plain.clone();
