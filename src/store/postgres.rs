@@ -169,7 +169,7 @@ async fn execute(tx: &Transaction, sql: String, values: Vec<sea_orm::Value>) -> 
     Ok(())
 }
 
-/// Rows as one array per column, for a statement of the same text whatever their number.
+/// Rows as arrays, for a statement whose text does not grow with their number.
 pub(crate) struct Arrays {
     /// `unnest(...) WITH ORDINALITY AS r (...)`: one row `r` per row given, `r.ord` its place
     /// among them from 1.

@@ -306,13 +306,15 @@ pub async fn report_all(
         .iter()
         .map(|report| written.remove(&(report.job.id, report.job.attempt)))
         .collect();
-    let (staged, unstaged): (Vec<_>, Vec<_>) = reports
-        .iter()
-        .zip(&outcomes)
-        .filter_map(|(report, job)| Some((report.stage.is_some(), job.clone()?)))
-        .partition(|(staged, _)| *staged);
-    let staged: Vec<job::Model> = staged.into_iter().map(|(_, job)| job).collect();
-    let unstaged: Vec<job::Model> = unstaged.into_iter().map(|(_, job)| job).collect();
+    let (mut staged, mut unstaged) = (Vec::new(), Vec::new());
+    for (report, job) in reports.iter().zip(&outcomes) {
+        if let Some(job) = job {
+            match report.stage {
+                Some(_) => staged.push(job.clone()),
+                None => unstaged.push(job.clone()),
+            }
+        }
+    }
     if !staged.is_empty() {
         record(tx, &staged, None).await?;
     }
