@@ -1,6 +1,6 @@
 //! GraphQL roots for jobs: reading tools, prices, jobs and batches; submitting and acting on jobs.
 
-use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, ID, InputObject, Json, Object, SimpleObject};
 use entity::ids::{BatchId, JobId, WorkspaceId};
 use serde_json::Value;
 
@@ -139,11 +139,22 @@ struct SubmitBatchInput {
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 struct SubmitBatchPayload {
-    batch: BatchView,
     jobs: Vec<JobView>,
     /// True when an earlier batch was returned for a repeated idempotency key.
     replayed: bool,
+    #[graphql(skip)]
+    batch_id: BatchId,
+}
+
+#[ComplexObject]
+impl SubmitBatchPayload {
+    /// The batch and the summary of its jobs, read when this field is asked for.
+    async fn batch(&self, ctx: &Context<'_>) -> ApiResult<BatchView> {
+        let (summary, access) = history::batch(db(ctx), viewer(ctx), self.batch_id).await?;
+        Ok(BatchView(summary, access))
+    }
 }
 
 #[derive(InputObject)]
@@ -299,19 +310,15 @@ impl JobsMutation {
             options,
         )
         .await?;
-        let (summary, access) = history::batch(db(ctx), viewer(ctx), submitted.batch.id).await?;
-        let standing = crate::access::JobStanding {
-            workspace: access.standing,
-            viewer_id: viewer(ctx).user_id(),
-        };
+        let standing = submitted.standing;
         Ok(SubmitBatchPayload {
             jobs: submitted
                 .jobs
                 .into_iter()
                 .map(|job| JobView(job, standing))
                 .collect(),
-            batch: BatchView(summary, access),
             replayed: submitted.replayed,
+            batch_id: submitted.batch.id,
         })
     }
 

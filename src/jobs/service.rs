@@ -603,6 +603,8 @@ pub struct SubmittedBatch {
     pub batch: batch::Model,
     pub jobs: Vec<job::Model>,
     pub replayed: bool,
+    /// The submitter's standing towards the jobs.
+    pub standing: JobStanding,
 }
 
 /// Submits many jobs as one batch: all or nothing, priced as their sum. An idempotency key
@@ -628,6 +630,7 @@ pub async fn submit_batch(
 /// it was made by another request than the one of `fingerprint`.
 async fn find_batch_by_idempotency_key(
     db: &impl sea_orm::ConnectionTrait,
+    standing: JobStanding,
     workspace_id: WorkspaceId,
     key: &str,
     fingerprint: &str,
@@ -650,6 +653,7 @@ async fn find_batch_by_idempotency_key(
         batch,
         jobs,
         replayed: true,
+        standing,
     }))
 }
 
@@ -709,7 +713,7 @@ async fn submit_batch_staged(
     });
     if let (Some(key), Some(fingerprint)) = (&options.idempotency_key, &fingerprint)
         && let Some(earlier) =
-            find_batch_by_idempotency_key(db, workspace_id, key, fingerprint).await?
+            find_batch_by_idempotency_key(db, standing, workspace_id, key, fingerprint).await?
     {
         return Ok(earlier);
     }
@@ -748,7 +752,7 @@ async fn submit_batch_staged(
             let (Some(key), Some(fingerprint)) = (&options.idempotency_key, &fingerprint) else {
                 return Err(err.into());
             };
-            return find_batch_by_idempotency_key(db, workspace_id, key, fingerprint)
+            return find_batch_by_idempotency_key(db, standing, workspace_id, key, fingerprint)
                 .await?
                 .ok_or_else(|| {
                     Error::conflict("a batch with this idempotency key is being submitted")
@@ -776,5 +780,6 @@ async fn submit_batch_staged(
         batch,
         jobs,
         replayed: false,
+        standing,
     })
 }
