@@ -266,35 +266,50 @@ pub const FACTS: [(&str, job::Column); 6] = [
 
 /// The `FACTS` of `job`, as the live log keeps them.
 pub fn facts(job: &job::Model) -> Value {
+    facts_json(fact_values(job))
+}
+
+/// The values of `job`'s `FACTS`, in their order.
+fn fact_values(job: &job::Model) -> Vec<sea_orm::Value> {
     use sea_orm::ModelTrait as _;
+    FACTS.iter().map(|(_, column)| job.get(*column)).collect()
+}
+
+/// The JSON of `FACTS`' values (`fact_values`).
+fn facts_json(values: Vec<sea_orm::Value>) -> Value {
     Value::Object(
         FACTS
             .iter()
-            .map(|(key, column)| {
-                let value = match job.get(*column) {
-                    // As PostgreSQL's `to_jsonb` writes a time, so both forms read alike.
-                    sea_orm::Value::ChronoDateTimeUtc(Some(at)) => {
-                        Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
-                    }
-                    value => sea_orm::sea_query::sea_value_to_json_value(&value),
-                };
-                ((*key).to_owned(), value)
-            })
+            .zip(values)
+            .map(|((key, _), value)| ((*key).to_owned(), fact_json(&value)))
             .collect(),
     )
 }
 
-/// The live entry of `job` as it now is.
-pub fn live_entry(job: &job::Model, kind: LiveKind) -> live_event::ActiveModel {
-    let mut entry = live_entry_of(job.workspace_id, Some(job.id), kind);
-    entry.status = Set(Some(job.status));
-    entry.data = Set(Some(facts(job)));
-    if kind != LiveKind::Deleted {
-        entry.stage = Set(job.stage.clone());
-        entry.progress = Set(Some(job.progress));
-        entry.attempt = Set(Some(job.attempt));
+/// One fact's value as JSON.
+fn fact_json(value: &sea_orm::Value) -> Value {
+    match value {
+        // As PostgreSQL's `to_jsonb` writes a time, so both forms read alike.
+        sea_orm::Value::ChronoDateTimeUtc(Some(at)) => {
+            Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+        }
+        value => sea_orm::sea_query::sea_value_to_json_value(value),
     }
-    entry
+}
+
+/// The live entry of `job` as it now is.
+pub fn live_entry(job: &job::Model, kind: LiveKind) -> LiveEntry {
+    let mut row = live_entry_of(job.workspace_id, Some(job.id), kind);
+    row.status = Set(Some(job.status));
+    if kind != LiveKind::Deleted {
+        row.stage = Set(job.stage.clone());
+        row.progress = Set(Some(job.progress));
+        row.attempt = Set(Some(job.attempt));
+    }
+    LiveEntry {
+        row,
+        facts: Some(fact_values(job)),
+    }
 }
 
 /// The kind of a job's entry for a change that leaves it `status`.
@@ -378,7 +393,7 @@ pub(crate) fn announce_queued(tx: &Transaction) {
 /// (or alone when there are none).
 #[derive(Default)]
 pub struct LiveEntries {
-    entries: Vec<live_event::ActiveModel>,
+    entries: Vec<LiveEntry>,
     queued: bool,
     sqlite: bool,
 }
@@ -398,7 +413,8 @@ impl AtCommit for LiveEntries {
             Dialect::Postgres => postgres::write_live(tx, entries, self.queued).await,
             Dialect::Sqlite => {
                 self.sqlite = true;
-                sqlite::write_live(tx, entries).await
+                let rows = entries.into_iter().map(LiveEntry::into_row).collect();
+                sqlite::write_live(tx, rows).await
             }
         }
     }
@@ -410,13 +426,40 @@ impl AtCommit for LiveEntries {
     }
 }
 
+/// A live entry to be written at commit. A job's entry keeps the values of the job's `FACTS`,
+/// and its `data` is made of them where it is written: on PostgreSQL by the statement that
+/// writes it, from values that the entries of one change mostly share.
+pub struct LiveEntry {
+    row: live_event::ActiveModel,
+    facts: Option<Vec<sea_orm::Value>>,
+}
+
+impl From<live_event::ActiveModel> for LiveEntry {
+    /// An entry that is not a job's, with the `data` it is given.
+    fn from(row: live_event::ActiveModel) -> Self {
+        LiveEntry { row, facts: None }
+    }
+}
+
+impl LiveEntry {
+    /// The row as written: a job's entry with its facts as `data`.
+    fn into_row(self) -> live_event::ActiveModel {
+        let mut row = self.row;
+        if let Some(facts) = self.facts {
+            row.data = Set(Some(facts_json(facts)));
+        }
+        row
+    }
+}
+
 /// Keeps live entries to be written when `tx` commits. Entries recorded together are one
 /// change and carry one time.
-pub fn record_live(tx: &Transaction, entries: impl IntoIterator<Item = live_event::ActiveModel>) {
+pub fn record_live(tx: &Transaction, entries: impl IntoIterator<Item = impl Into<LiveEntry>>) {
     let now = Utc::now();
     tx.at_commit::<LiveEntries>(|live| {
-        live.entries.extend(entries.into_iter().map(|mut entry| {
-            entry.created_at = Set(now);
+        live.entries.extend(entries.into_iter().map(|entry| {
+            let mut entry = entry.into();
+            entry.row.created_at = Set(now);
             entry
         }))
     });

@@ -197,32 +197,60 @@ pub(crate) fn arrays<A: sea_orm::ActiveModelTrait>(
     columns: &[<A::Entity as sea_orm::EntityTrait>::Column],
     first: usize,
 ) -> Result<Arrays> {
+    let count = rows.len();
+    columns_as_arrays(count, taken(&mut rows, columns)?, first)
+}
+
+/// `columns`' values in every row of `rows`, by column, moved out of the rows.
+fn taken<'c, A: sea_orm::ActiveModelTrait>(
+    rows: &mut [A],
+    columns: &'c [<A::Entity as sea_orm::EntityTrait>::Column],
+) -> Result<Vec<(&'c str, Vec<sea_orm::Value>)>> {
+    columns
+        .iter()
+        .map(|column| {
+            let name = column.as_str();
+            let values = rows
+                .iter_mut()
+                .map(|row| {
+                    row.take(*column)
+                        .into_value()
+                        .ok_or_else(|| internal(format!("a row gives no {name}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((name, values))
+        })
+        .collect()
+}
+
+fn internal(what: String) -> crate::error::Error {
+    crate::error::Error::Internal(anyhow::anyhow!(what))
+}
+
+/// `arrays` of `count` rows given as columns: each column's name (in `r`) and its value in
+/// every row.
+pub(crate) fn columns_as_arrays(
+    count: usize,
+    columns: Vec<(&str, Vec<sea_orm::Value>)>,
+    first: usize,
+) -> Result<Arrays> {
     use sea_orm::Value as V;
     use sea_orm::sea_query::ArrayType;
-    let internal = |what: String| crate::error::Error::Internal(anyhow::anyhow!(what));
     if columns.len() > 63 {
         return Err(internal(format!(
             "{} columns do not fit a NULL mask",
             columns.len()
         )));
     }
-    let mut nulls = vec![0i64; rows.len()];
+    let mut nulls = vec![0i64; count];
     // The NULL mask is parameter `first`; the others follow in the columns' order.
     let mut values = vec![V::BigInt(None)];
     let mut unnest = Vec::with_capacity(columns.len());
     let mut names = Vec::with_capacity(columns.len());
     let mut select = Vec::with_capacity(columns.len());
-    for (i, column) in columns.iter().enumerate() {
-        let name = column.as_str();
+    for (i, (name, taken)) in columns.into_iter().enumerate() {
+        debug_assert_eq!(taken.len(), count, "{name} has a value in every row");
         let bit = 1i64 << i;
-        let taken = rows
-            .iter_mut()
-            .map(|row| {
-                row.take(*column)
-                    .into_value()
-                    .ok_or_else(|| internal(format!("a row gives no {name}")))
-            })
-            .collect::<Result<Vec<V>>>()?;
         let parameter = first + values.len();
         if let Some(one) = taken.first().filter(|one| taken.iter().all(|v| v == *one)) {
             let sql_type = sql_type(one).ok_or_else(|| {
@@ -233,7 +261,7 @@ pub(crate) fn arrays<A: sea_orm::ActiveModelTrait>(
             continue;
         }
         let mut kind = None;
-        let mut elements = Vec::with_capacity(rows.len());
+        let mut elements = Vec::with_capacity(count);
         for (value, mask) in taken.into_iter().zip(&mut nulls) {
             let mut null = || *mask |= bit;
             // The value, or in its place a stand-in of its type and the row's NULL bit.
@@ -295,6 +323,75 @@ fn sql_type(value: &sea_orm::Value) -> Option<&'static str> {
         V::Bool(_) => "bool",
         _ => return None,
     })
+}
+
+/// The `FACTS` of the job entries among live entries, for `numbered_insert` to build their
+/// `data` from: the facts alike in all of them (a batch's tool, submitter, batch and time) as
+/// one JSON object, sent once, and the others (such as each job's name) as columns.
+struct Facts {
+    /// The facts alike in every job entry.
+    common: serde_json::Map<String, serde_json::Value>,
+    /// The `given` flag of each entry (a job's, with facts), then a column of each fact
+    /// that differs, with its key; NULL in the entries that are not jobs'.
+    columns: Vec<(&'static str, Vec<sea_orm::Value>)>,
+    /// The keys of the facts in `columns`, after `given`.
+    keys: Vec<&'static str>,
+}
+
+impl Facts {
+    /// None when no entry is a job's.
+    fn of(entries: Vec<Option<Vec<sea_orm::Value>>>) -> Option<Facts> {
+        const NAMES: [&str; FACTS.len()] =
+            ["fact_0", "fact_1", "fact_2", "fact_3", "fact_4", "fact_5"];
+        let first = entries.iter().flatten().next()?.clone();
+        let alike: Vec<bool> = (0..FACTS.len())
+            .map(|i| entries.iter().flatten().all(|facts| facts[i] == first[i]))
+            .collect();
+        let mut common = serde_json::Map::new();
+        let mut keys = Vec::new();
+        let mut by_fact = Vec::new();
+        for (i, ((key, _), value)) in FACTS.iter().zip(&first).enumerate() {
+            if alike[i] {
+                common.insert((*key).to_owned(), super::fact_json(value));
+            } else {
+                keys.push(*key);
+                by_fact.push((NAMES[i], i, Vec::with_capacity(entries.len())));
+            }
+        }
+        let mut given = Vec::with_capacity(entries.len());
+        for facts in entries {
+            given.push(sea_orm::Value::Bool(Some(facts.is_some())));
+            for (_, i, column) in &mut by_fact {
+                column.push(match &facts {
+                    Some(facts) => facts[*i].clone(),
+                    None => first[*i].as_null(),
+                });
+            }
+        }
+        let mut columns = vec![("facts_given", given)];
+        columns.extend(by_fact.into_iter().map(|(name, _, values)| (name, values)));
+        Some(Facts {
+            common,
+            columns,
+            keys,
+        })
+    }
+
+    /// The `data` of a row: its facts for a job's entry, `data` otherwise. `of_row` are
+    /// `columns`' expressions, `common` the parameter of `common`.
+    fn data(&self, of_row: &[String], data: &str, common: usize) -> String {
+        let mut facts = format!("${common}::jsonb");
+        if !self.keys.is_empty() {
+            let differing: Vec<String> = self
+                .keys
+                .iter()
+                .zip(&of_row[1..])
+                .map(|(key, value)| format!("'{key}', {value}"))
+                .collect();
+            facts = format!("{facts} || jsonb_build_object({})", differing.join(", "));
+        }
+        format!("CASE WHEN {} THEN {facts} ELSE {data} END", of_row[0])
+    }
 }
 
 /// The `job_events` columns a timeline row takes from its job (`TIMELINE`), comma-separated.
@@ -468,7 +565,7 @@ fn entries_of_changed_jobs(changed: &str, now: &str) -> String {
 /// numbers.
 pub(super) async fn write_live(
     tx: &DatabaseTransaction,
-    entries: Vec<live_event::ActiveModel>,
+    entries: Vec<super::LiveEntry>,
     queued: bool,
 ) -> std::result::Result<(), DbErr> {
     let insert = numbered_insert(entries, queued).map_err(|err| DbErr::Custom(err.to_string()))?;
@@ -478,8 +575,11 @@ pub(super) async fn write_live(
 
 /// The live entries' INSERT, which also notifies the workers' channel when `queued`. The
 /// entries travel as `arrays`: those of one change share their workspace, time and most
-/// columns, which then travel once.
-fn numbered_insert(entries: Vec<live_event::ActiveModel>, queued: bool) -> Result<Statement> {
+/// columns, which then travel once. A job's entry travels as the values of its `FACTS`, of
+/// which most are the same for a batch's jobs, and its `data` is built from them here, as
+/// `entries_of_changed_jobs` builds it: not as a JSON document per entry for PostgreSQL to
+/// parse.
+fn numbered_insert(entries: Vec<super::LiveEntry>, queued: bool) -> Result<Statement> {
     use live_event::Column as C;
     let columns = [
         C::WorkspaceId,
@@ -494,11 +594,27 @@ fn numbered_insert(entries: Vec<live_event::ActiveModel>, queued: bool) -> Resul
     ];
     let mark = super::process_mark();
     let count = entries.len();
+    let (mut rows, facts): (Vec<_>, Vec<_>) = entries.into_iter().map(|e| (e.row, e.facts)).unzip();
+    let mut given = taken(&mut rows, &columns)?;
+    let mut facts = Facts::of(facts);
+    if let Some(facts) = &mut facts {
+        given.extend(std::mem::take(&mut facts.columns));
+    }
     let Arrays {
         from,
-        columns: select,
-        values: rows,
-    } = arrays(entries, &columns, 3)?;
+        columns: mut select,
+        values: mut rows,
+    } = columns_as_arrays(count, given, 3)?;
+    if let Some(mut facts) = facts {
+        let of_row = select.split_off(columns.len());
+        let data = columns
+            .iter()
+            .position(|c| c.as_str() == C::Data.as_str())
+            .expect("data is written");
+        let common = 3 + rows.len();
+        rows.push(serde_json::Value::Object(std::mem::take(&mut facts.common)).into());
+        select[data] = facts.data(&of_row, &select[data], common);
+    }
     let mut values = vec![(count as i64).into(), queued.into()];
     values.extend(rows);
     let names: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
