@@ -480,9 +480,9 @@ async fn check(
         completed == jobs && all == jobs,
         "{completed} of {all} jobs COMPLETED, expected {jobs}"
     );
-    // PENDING (submitted), QUEUED, PROCESSING (claimed) and COMPLETED, each once per job, and
-    // a PROCESSING row for each stage reported.
-    for status in ["PENDING", "QUEUED", "PROCESSING", "COMPLETED"] {
+    // QUEUED (submitted), PROCESSING (claimed) and COMPLETED, each once per job, and a
+    // PROCESSING row for each stage reported.
+    for status in ["QUEUED", "PROCESSING", "COMPLETED"] {
         let expected = if status == "PROCESSING" {
             jobs + stage_rows as i64
         } else {

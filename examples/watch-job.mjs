@@ -76,7 +76,7 @@ await client.dispose();
 const cursors = seen.map((e) => Number(e.cursor.slice(2)));
 const ok =
   statuses.at(-1) === 'COMPLETED' &&
-  order[0] === 'CREATED:PENDING' &&
+  order[0] === 'CREATED:QUEUED' &&
   order.at(-1) === 'UPDATED:COMPLETED' &&
   order.includes('UPDATED:PROCESSING') &&
   cursors.every((c, i) => i === 0 || c > cursors[i - 1]);

@@ -8,8 +8,8 @@
 #   (one credit each) through `submitBatch` over HTTP, 1,000 per request, from one client
 #   (submission jobs/s); the server stops; `jobgraph worker --workers WORKERS` starts and runs
 #   them (jobs/s from the worker's start to the last `finished_at`). Then it checks every job
-#   COMPLETED once, one charge each, the ledger equal to the balance, and four timeline rows
-#   and four live entries per job. Last, on the idle queue, `jobgraph serve --workers 16` (the
+#   COMPLETED once, one charge each, the ledger equal to the balance, and three timeline rows
+#   and three live entries per job (submitted, started, completed). Last, on the idle queue, `jobgraph serve --workers 16` (the
 #   API and its worker pool, as a user starts it) takes WARMUP, then LATENCY jobs one at a time
 #   through `submitJob`, 5 ms apart: the median and p99 of QUEUED to PROCESSING (`started_at -
 #   queued_at`) of the LATENCY jobs (graphile-worker publishes an average of 4.16 ms for the
@@ -91,8 +91,8 @@ jobgraph_run() {
   check=$(sql "SELECT (SELECT count(*) FROM jobs WHERE status = 'COMPLETED' AND attempt = 1) = $N
     AND (SELECT count(*) FROM credit_transactions WHERE kind = 'CHARGE') = $N
     AND (SELECT sum(amount) FROM credit_transactions) = (SELECT sum(credit_balance) FROM workspaces)
-    AND (SELECT count(*) FROM job_events) = 4 * $N
-    AND (SELECT count(*) FROM live_events WHERE job_id IS NOT NULL) = 4 * $N")
+    AND (SELECT count(*) FROM job_events) = 3 * $N
+    AND (SELECT count(*) FROM live_events WHERE job_id IS NOT NULL) = 3 * $N")
   [ "$check" = t ] || { echo "jobgraph run failed its checks (logs in $work)" >&2; tail -5 "$work/worker.log" >&2; exit 1; }
   # The idle queue: `jobgraph serve` as a user starts it (the API and its worker pool), WARMUP
   # then LATENCY jobs submitted one at a time over HTTP, 5 ms apart; QUEUED to PROCESSING of

@@ -22,8 +22,12 @@ pub struct LiveSubscription;
 /// What happened to a job.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
 pub enum JobEventKind {
+    /// Submitted, in the status it was submitted into: QUEUED, PENDING while its URL inputs
+    /// download, or COMPLETED with the results of an earlier job it reused.
     Created,
+    /// Changed: its status, stage, progress or another field.
     Updated,
+    /// Deleted.
     Deleted,
 }
 

@@ -118,47 +118,31 @@ pub fn submitted_status(start: Start, now: DateTime<Utc>) -> (JobStatus, Option<
     (status, (status == JobStatus::Queued).then_some(now))
 }
 
-/// Writes new jobs (with `submitted_status`) and records their submission: each job's PENDING
-/// event, as it was submitted; then the QUEUED event of each written QUEUED (announced to
-/// workers), and the COMPLETED event of each written COMPLETED from an earlier job's results,
-/// naming that job. On PostgreSQL the jobs and their timeline are one statement. Returns the
-/// jobs in the order given.
+/// Writes new jobs (with `submitted_status`) and records their submission: one timeline row
+/// and one CREATED live entry per job, in the status it was submitted into: QUEUED (announced
+/// to workers), PENDING while it waits for its URL inputs, or COMPLETED from an earlier job's
+/// results, naming that job. On PostgreSQL the jobs and their timeline are one statement.
+/// Returns the jobs in the order given.
 pub async fn write_submitted(
     tx: &crate::db::Transaction,
     new: Vec<job::ActiveModel>,
 ) -> Result<Vec<job::Model>> {
-    let jobs = store::insert_jobs(tx, new, submission_timeline).await?;
+    let jobs = store::insert_jobs(tx, new, submission_message).await?;
     if jobs.iter().any(|job| job.status == JobStatus::Queued) {
         store::announce_queued(tx);
     }
     Ok(jobs)
 }
 
-/// The timeline rows of new jobs, with their messages: see `write_submitted`.
-fn submission_timeline(jobs: &[job::Model]) -> (Vec<job::Model>, Vec<Option<String>>) {
-    let mut rows: Vec<job::Model> = jobs
-        .iter()
-        .map(|job| job::Model {
-            status: JobStatus::Pending,
-            queued_at: None,
-            progress: 0.0,
-            ..job.clone()
-        })
-        .collect();
-    let mut messages = vec![Some("submitted".to_owned()); rows.len()];
-    for job in jobs {
-        let message = match (job.status, job.reused_from) {
-            (JobStatus::Queued, _) => "inputs ready".to_owned(),
-            (JobStatus::Completed, Some(original)) => format!(
-                "reused the results of {}",
-                crate::ids::encode(original).as_str()
-            ),
-            _ => continue,
-        };
-        rows.push(job.clone());
-        messages.push(Some(message));
-    }
-    (rows, messages)
+/// The message of a new job's timeline row: see `write_submitted`.
+fn submission_message(job: &job::Model) -> Option<String> {
+    Some(match (job.status, job.reused_from) {
+        (JobStatus::Completed, Some(original)) => format!(
+            "reused the results of {}",
+            crate::ids::encode(original).as_str()
+        ),
+        _ => "submitted".to_owned(),
+    })
 }
 
 /// Many jobs to move to COMPLETED, as `transition` would one by one: one UPDATE (per thousand

@@ -312,15 +312,6 @@ pub fn live_entry(job: &job::Model, kind: LiveKind) -> LiveEntry {
     }
 }
 
-/// The kind of a job's entry for a change that leaves it `status`.
-pub fn change_kind(status: JobStatus) -> LiveKind {
-    if status == JobStatus::Pending {
-        LiveKind::Created
-    } else {
-        LiveKind::Updated
-    }
-}
-
 /// An empty live entry of `kind`.
 pub fn live_entry_of(
     workspace_id: WorkspaceId,

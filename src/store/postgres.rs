@@ -524,16 +524,14 @@ pub(super) fn with_timeline(
 
 /// The common table expressions that write the live entries of the jobs a statement changes,
 /// from inside that statement: `changed` names its CTE of changed `jobs` rows and `now` the
-/// parameter with the entries' time. They write what `super::live_entry` builds for those rows
-/// (the `FACTS` alike), numbered as `write_live` numbers (under the numbering lock, held until
+/// parameter with the entries' time. They write the UPDATED entries `super::live_entry` builds
+/// for those rows (the `FACTS` alike), numbered as `write_live` numbers (under the numbering lock, held until
 /// commit), and queue the notification. The lock is asked for once every changed row is
 /// counted, that is once the change itself is done, so statements of other transactions change
 /// their rows in parallel and take turns only for the numbering; no lock is taken when nothing
 /// changed.
 fn entries_of_changed_jobs(changed: &str, now: &str) -> String {
-    let created = LiveKind::Created.to_value();
     let updated = LiveKind::Updated.to_value();
-    let pending = JobStatus::Pending.to_value();
     let facts: Vec<String> = FACTS
         .iter()
         .map(|(key, column)| format!("'{key}', c.{}", column.as_str()))
@@ -547,7 +545,7 @@ fn entries_of_changed_jobs(changed: &str, now: &str) -> String {
          live AS (INSERT INTO live_events \
          (id, seq, workspace_id, job_id, kind, status, stage, progress, attempt, data, created_at) \
          SELECT r.before + c.ord, r.before + c.ord, c.workspace_id, c.id, \
-         CASE WHEN c.status = '{pending}' THEN '{created}' ELSE '{updated}' END, c.status, \
+         '{updated}', c.status, \
          c.stage, c.progress, c.attempt, jsonb_build_object({facts}), {now} \
          FROM live_reserved AS r, (SELECT {changed}.*, row_number() OVER () AS ord \
          FROM {changed}) AS c)",

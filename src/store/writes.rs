@@ -19,9 +19,9 @@ use super::{Change, Dialect, Lease, Move, postgres, sqlite};
 use crate::db::Transaction;
 use crate::error::{Error, Result};
 
-/// Inserts new jobs with their keys (`job_keys`) and the timeline rows that `timeline` makes of
-/// them (the rows and their messages, as `record_each` takes them, with their live entries),
-/// and returns the jobs as written, in the order given. On PostgreSQL that is one statement.
+/// Inserts new jobs with their keys (`job_keys`), a timeline row for each with the message
+/// `message` gives it, and a CREATED live entry for each, and returns the jobs as written, in
+/// the order given. On PostgreSQL that is one statement.
 /// Every column is given (times in whole microseconds, as the database keeps them) and the
 /// database adds nothing, so the rows are not read back.
 #[tracing::instrument(
@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 pub async fn insert_jobs(
     tx: &Transaction,
     new: Vec<job::ActiveModel>,
-    timeline: impl FnOnce(&[job::Model]) -> (Vec<job::Model>, Vec<Option<String>>),
+    message: impl Fn(&job::Model) -> Option<String>,
 ) -> Result<Vec<job::Model>> {
     use sea_orm::TryIntoModel as _;
     let jobs = new
@@ -41,17 +41,20 @@ pub async fn insert_jobs(
         .cloned()
         .map(|row| row.try_into_model())
         .collect::<std::result::Result<Vec<job::Model>, sea_orm::DbErr>>()?;
-    let (rows, messages) = timeline(&jobs);
-    debug_assert_eq!(rows.len(), messages.len());
+    let messages = jobs.iter().map(message).collect();
     let now = Utc::now();
     match Dialect::of(tx) {
-        Dialect::Postgres => postgres::insert_jobs(tx, new, &rows, messages, now).await?,
+        Dialect::Postgres => postgres::insert_jobs(tx, new, &jobs, messages, now).await?,
         Dialect::Sqlite => {
             sqlite::insert_jobs(tx, new, &jobs).await?;
-            sqlite::insert_timeline(tx, &rows, messages, now).await?;
+            sqlite::insert_timeline(tx, &jobs, messages, now).await?;
         }
     }
-    record_live_of(tx, &rows);
+    super::record_live(
+        tx,
+        jobs.iter()
+            .map(|job| super::live_entry(job, LiveKind::Created)),
+    );
     Ok(jobs)
 }
 
@@ -83,12 +86,12 @@ pub async fn record_each(
     Ok(())
 }
 
-/// The live entries of timeline rows `jobs`.
+/// The live entries of timeline rows `jobs`: changes of jobs written before.
 fn record_live_of(tx: &Transaction, jobs: &[job::Model]) {
     super::record_live(
         tx,
         jobs.iter()
-            .map(|job| super::live_entry(job, super::change_kind(job.status))),
+            .map(|job| super::live_entry(job, LiveKind::Updated)),
     );
 }
 

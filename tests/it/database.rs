@@ -87,7 +87,7 @@ async fn the_newest_migrations_go_down_and_up_again() {
         .iter()
         .map(|e| e.seq.expect("every entry is numbered"))
         .collect();
-    assert!(numbers.len() >= 4, "{numbers:?}");
+    assert!(numbers.len() >= 3, "{numbers:?}");
     assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
     // An entry's number is its id as well (on PostgreSQL since migration 000090, whose primary
     // key then keeps the numbers unique; on SQLite the log's trigger numbers it so).

@@ -227,7 +227,7 @@ async fn a_result_exports_as_json_and_as_csv_when_tabular_with_the_same_access_r
     let document = &data["job"]["exportJson"];
     assert_eq!(document["result"], result);
     assert_eq!(document["status"], "COMPLETED");
-    assert_eq!(document["timeline"].as_array().unwrap().len(), 4);
+    assert_eq!(document["timeline"].as_array().unwrap().len(), 3);
 
     let get = |path: String, token: Option<String>| {
         let mut request = app.client().get(app.url(&path));

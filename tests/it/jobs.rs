@@ -29,7 +29,7 @@ async fn a_submitted_job_is_charged_queued_and_has_its_timeline() {
     );
     assert_eq!(
         job["timeline"],
-        json!([{"status": "PENDING", "message": "submitted"}, {"status": "QUEUED", "message": "inputs ready"}])
+        json!([{"status": "QUEUED", "message": "submitted"}])
     );
     assert_eq!(app.balance(&ws).await, 95);
     let job_id = ids::decode::<entity::ids::JobId>("id", job["id"].as_str().unwrap()).unwrap();

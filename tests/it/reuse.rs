@@ -130,7 +130,6 @@ async fn a_job_that_computes_what_a_completed_job_computed_reuses_its_results_un
     assert_eq!(
         reused["timeline"],
         json!([
-            {"status": "PENDING", "message": "submitted", "progress": 0.0},
             {"status": "COMPLETED", "message": message, "progress": 1.0},
         ])
     );
@@ -152,7 +151,7 @@ async fn a_job_that_computes_what_a_completed_job_computed_reuses_its_results_un
         assert_eq!(sha256_hex(&bytes), copy["sha256"].as_str().unwrap());
         assert_eq!(bytes, download(&app, &alice, output).await);
     }
-    // Subscribers learn of it as of any job: created PENDING, then COMPLETED.
+    // Subscribers learn of it as of any job: created, here COMPLETED.
     let reused_id = ids::decode::<JobId>("id", reused["id"].as_str().unwrap()).unwrap();
     let entries = entity::live_event::Entity::find()
         .filter(entity::live_event::Column::JobId.eq(reused_id))
@@ -163,10 +162,7 @@ async fn a_job_that_computes_what_a_completed_job_computed_reuses_its_results_un
     let kinds: Vec<_> = entries.iter().map(|e| (e.kind, e.status)).collect();
     assert_eq!(
         kinds,
-        [
-            (LiveKind::Created, Some(entity::job::JobStatus::Pending)),
-            (LiveKind::Updated, Some(entity::job::JobStatus::Completed)),
-        ]
+        [(LiveKind::Created, Some(entity::job::JobStatus::Completed)),]
     );
 
     // Deleting the original leaves the reused job's outputs whole.

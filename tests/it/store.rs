@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use entity::ids::JobId;
 use entity::job::{self, JobStatus};
+use entity::live_event::LiveKind;
 use entity::{job_event, live_event};
 use jobgraph::ids::{self};
 use jobgraph::jobs::lifecycle::{self, Change, Completion};
@@ -138,7 +139,7 @@ async fn a_completion_group_and_a_single_completion_set_the_same_columns() {
 async fn every_timeline_row_and_live_entry_of_a_job_holds_the_job_as_it_was() {
     let app = TestApp::spawn().await;
     let (id, _) = two_queued(&app).await;
-    // Submitted and queued (written from the jobs in hand), claimed (from the changed rows, on
+    // Submitted QUEUED (written from the jobs in hand), claimed (from the changed rows, on
     // PostgreSQL), a stage reported (one row), completed in a group (from the changed rows).
     let tx = jobgraph::db::begin_write(&app.db).await.unwrap();
     store::claim(&tx, job::Column::Id.eq(id), "w", Duration::from_secs(60), 1)
@@ -181,7 +182,6 @@ async fn every_timeline_row_and_live_entry_of_a_job_holds_the_job_as_it_was() {
     assert_eq!(
         steps,
         [
-            (JobStatus::Pending, None, 0.0, 0),
             (JobStatus::Queued, None, 0.0, 0),
             (JobStatus::Processing, None, 0.0, 1),
             (JobStatus::Processing, Some("Aligning".to_owned()), 0.5, 1),
@@ -201,6 +201,16 @@ async fn every_timeline_row_and_live_entry_of_a_job_holds_the_job_as_it_was() {
         })
         .collect();
     assert_eq!(entries, steps, "the live log follows the timeline");
+    let kinds: Vec<_> = live.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            LiveKind::Created,
+            LiveKind::Updated,
+            LiveKind::Updated,
+            LiveKind::Updated
+        ]
+    );
     // The facts subscription filters read are the same in every entry, as `store::facts`
     // builds them from the job (times compared as times).
     let facts = |data: &serde_json::Value| {

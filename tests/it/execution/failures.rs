@@ -53,7 +53,6 @@ async fn a_transient_failure_is_retried_and_then_succeeds() {
     assert_eq!(
         statuses,
         [
-            "PENDING",
             "QUEUED",
             "PROCESSING",
             "RETRY",

@@ -46,12 +46,7 @@ async fn the_builtin_tools_run_to_completion_with_their_results() {
         .collect();
     assert_eq!(
         statuses,
-        [
-            json!("PENDING"),
-            json!("QUEUED"),
-            json!("PROCESSING"),
-            json!("COMPLETED")
-        ]
+        [json!("QUEUED"), json!("PROCESSING"), json!("COMPLETED")]
     );
     // Statistics 1 + 1, k-mers 2 + 1 + k = 2, translation 1 + 1, no-op 0.
     assert_eq!(app.balance(&ws).await, 1000 - 2 - 5 - 2);
