@@ -347,7 +347,7 @@ async fn bench(
     println!(
         "checked: {} jobs COMPLETED, {} timeline events and as many live entries each, ledger = balance",
         settings.jobs,
-        4 + settings.stages
+        3 + settings.stages
     );
 
     // Phase 2: an idle queue. The worker has settled since the last completion.
