@@ -223,13 +223,14 @@ fn taken<'c, A: sea_orm::ActiveModelTrait>(
         .collect()
 }
 
+/// A row that `arrays` cannot send: a fault of its caller.
 fn internal(what: String) -> crate::error::Error {
     crate::error::Error::Internal(anyhow::anyhow!(what))
 }
 
 /// `arrays` of `count` rows given as columns: each column's name (in `r`) and its value in
 /// every row.
-pub(crate) fn columns_as_arrays(
+fn columns_as_arrays(
     count: usize,
     columns: Vec<(&str, Vec<sea_orm::Value>)>,
     first: usize,
@@ -525,8 +526,8 @@ pub(super) fn with_timeline(
 /// The common table expressions that write the live entries of the jobs a statement changes,
 /// from inside that statement: `changed` names its CTE of changed `jobs` rows and `now` the
 /// parameter with the entries' time. They write the UPDATED entries `super::live_entry` builds
-/// for those rows (the `FACTS` alike), numbered as `write_live` numbers (under the numbering lock, held until
-/// commit), and queue the notification. The lock is asked for once every changed row is
+/// for those rows (the `FACTS` alike), numbered as `write_live` numbers (under the numbering
+/// lock, held until commit), and queue the notification. The lock is asked for once every changed row is
 /// counted, that is once the change itself is done, so statements of other transactions change
 /// their rows in parallel and take turns only for the numbering; no lock is taken when nothing
 /// changed.
@@ -573,10 +574,10 @@ pub(super) async fn write_live(
 
 /// The live entries' INSERT, which also notifies the workers' channel when `queued`. The
 /// entries travel as `arrays`: those of one change share their workspace, time and most
-/// columns, which then travel once. A job's entry travels as the values of its `FACTS`, of
-/// which most are the same for a batch's jobs, and its `data` is built from them here, as
-/// `entries_of_changed_jobs` builds it: not as a JSON document per entry for PostgreSQL to
-/// parse.
+/// columns, which then travel once. A job's entry travels as the values of its `FACTS`, and
+/// the statement builds its `data` from them (`Facts`): the facts alike in all the entries, as
+/// a batch's tool and submitter are, as one JSON object sent once, joined with the others, not
+/// as a JSON document per entry for PostgreSQL to parse.
 fn numbered_insert(entries: Vec<super::LiveEntry>, queued: bool) -> Result<Statement> {
     use live_event::Column as C;
     let columns = [
@@ -695,6 +696,53 @@ mod tests {
             note: Set(Some("a charge".to_owned())),
             created_at: Set(DateTime::UNIX_EPOCH),
         }
+    }
+
+    #[test]
+    fn the_facts_alike_in_the_job_entries_travel_once_and_other_entries_keep_their_data() {
+        use sea_orm::Value as V;
+        let workspace = WorkspaceId(Uuid::nil());
+        let job = |name: &str| super::super::LiveEntry {
+            row: super::super::live_entry_of(workspace, Some(JobId::new()), LiveKind::Created),
+            facts: Some(vec![
+                V::String(Some(name.to_owned())),
+                V::String(Some("noop".to_owned())),
+                V::Uuid(Some(Uuid::nil())),
+                V::Uuid(None),
+                V::ChronoDateTimeUtc(Some(DateTime::UNIX_EPOCH)),
+                V::Uuid(None),
+            ]),
+        };
+        let mut balance = super::super::live_entry_of(workspace, None, LiveKind::Credits);
+        balance.data = Set(Some(serde_json::json!({"balance": 1})));
+        let statement = numbered_insert(vec![job("a"), balance.into(), job("b")], false).unwrap();
+        let values = statement.values.unwrap().0;
+        // The alike facts: one object, the last parameter; the names a column.
+        assert_eq!(
+            values.last(),
+            Some(&V::Json(Some(Box::new(serde_json::json!({
+                "tool": "noop",
+                "submitterId": Uuid::nil(),
+                "batchId": null,
+                "createdAt": "1970-01-01T00:00:00+00:00",
+                "workflowId": null,
+            })))))
+        );
+        let n = values.len();
+        assert!(statement.sql.contains(&format!(
+            "r.facts_given END THEN ${n}::jsonb || jsonb_build_object('name', "
+        )));
+        assert!(
+            values.contains(&column(["a", "", "b"].map(String::from))),
+            "{values:?}"
+        );
+        assert!(values.contains(&column([true, false, true])), "{values:?}");
+        // The balance entry's data travels as given, among the data column's values.
+        assert!(
+            values.iter().any(|v| matches!(v, V::Array(_, Some(items))
+                if items.contains(&V::Json(Some(Box::new(serde_json::json!({"balance": 1}))))))),
+            "{values:?}"
+        );
     }
 
     #[test]
