@@ -12,7 +12,7 @@
 //! 1. Throughput: grants credits, submits `BENCH_JOBS` jobs (in batches through
 //!    `jobs::service::submit_batch`, timed apart), then starts an in-process worker and times until
 //!    every job is COMPLETED: from the worker's start to the last `finished_at`. Then it checks
-//!    that every job is COMPLETED with its four timeline events and its live entries, and that
+//!    that every job is COMPLETED with its three timeline events and its live entries, and that
 //!    the ledger sums to the balance; it fails loudly otherwise.
 //! 2. Latency on an idle queue: with the worker idle and listening, submits `BENCH_LATENCY_JOBS`
 //!    jobs one at a time (`jobs::service::submit`, whose commit wakes the workers of this
