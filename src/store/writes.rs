@@ -50,11 +50,7 @@ pub async fn insert_jobs(
             sqlite::insert_timeline(tx, &jobs, messages, now).await?;
         }
     }
-    super::record_live(
-        tx,
-        jobs.iter()
-            .map(|job| super::live_entry(job, LiveKind::Created)),
-    );
+    record_live_of(tx, &jobs, LiveKind::Created);
     Ok(jobs)
 }
 
@@ -82,26 +78,15 @@ pub async fn record_each(
         Dialect::Postgres => postgres::insert_timeline(tx, jobs, messages, now).await?,
         Dialect::Sqlite => sqlite::insert_timeline(tx, jobs, messages, now).await?,
     }
-    record_live_of(tx, jobs);
+    record_live_of(tx, jobs, LiveKind::Updated);
     Ok(())
 }
 
-/// The live entries of timeline rows `jobs`: changes of jobs written before.
-fn record_live_of(tx: &Transaction, jobs: &[job::Model]) {
-    super::record_live(
-        tx,
-        jobs.iter()
-            .map(|job| super::live_entry(job, LiveKind::Updated)),
-    );
-}
-
-/// Records only a live entry of each of `jobs`: a change the timeline does not show.
-pub fn record_live_only(tx: &Transaction, jobs: &[job::Model]) {
-    super::record_live(
-        tx,
-        jobs.iter()
-            .map(|job| super::live_entry(job, LiveKind::Updated)),
-    );
+/// A live entry of `kind` for each of `jobs`, as each now is: CREATED for new jobs, UPDATED
+/// for changes of jobs written before (with a timeline row, or a change the timeline does not
+/// show).
+fn record_live_of(tx: &Transaction, jobs: &[job::Model], kind: LiveKind) {
+    super::record_live(tx, jobs.iter().map(|job| super::live_entry(job, kind)));
 }
 
 /// An UPDATE of jobs that sets `sets`.
@@ -176,7 +161,7 @@ pub async fn update_details(
     let Some(updated) = updated.into_iter().next() else {
         return Ok(None);
     };
-    record_live_only(tx, std::slice::from_ref(&updated));
+    record_live_of(tx, std::slice::from_ref(&updated), LiveKind::Updated);
     Ok(Some(updated))
 }
 
@@ -321,7 +306,7 @@ pub async fn report_all(
     if !staged.is_empty() {
         record(tx, &staged, None).await?;
     }
-    record_live_only(tx, &unstaged);
+    record_live_of(tx, &unstaged, LiveKind::Updated);
     Ok(outcomes)
 }
 
