@@ -331,17 +331,19 @@ fn sql_type(value: &sea_orm::Value) -> Option<&'static str> {
 /// one JSON object, sent once, and the others (such as each job's name) as columns.
 struct Facts {
     /// The facts alike in every job entry.
-    common: serde_json::Map<String, serde_json::Value>,
-    /// The `given` flag of each entry (a job's, with facts), then a column of each fact
-    /// that differs, with its key; NULL in the entries that are not jobs'.
-    columns: Vec<(&'static str, Vec<sea_orm::Value>)>,
-    /// The keys of the facts in `columns`, after `given`.
+    common: serde_json::Value,
+    /// The keys of the facts that differ, in the order of their columns.
     keys: Vec<&'static str>,
 }
 
+/// The columns `Facts::of` gives for the entries' rows.
+type FactColumns = Vec<(&'static str, Vec<sea_orm::Value>)>;
+
 impl Facts {
-    /// None when no entry is a job's.
-    fn of(entries: Vec<Option<Vec<sea_orm::Value>>>) -> Option<Facts> {
+    /// The facts of `entries` (those of the job entries), and their columns: the `given` flag
+    /// of each entry (a job's, with facts), then a column of each fact that differs, NULL in
+    /// the entries that are not jobs'. None when no entry is a job's.
+    fn of(entries: Vec<Option<Vec<sea_orm::Value>>>) -> Option<(Facts, FactColumns)> {
         const NAMES: [&str; FACTS.len()] =
             ["fact_0", "fact_1", "fact_2", "fact_3", "fact_4", "fact_5"];
         let first = entries.iter().flatten().next()?.clone();
@@ -371,11 +373,8 @@ impl Facts {
         }
         let mut columns = vec![("facts_given", given)];
         columns.extend(by_fact.into_iter().map(|(name, _, values)| (name, values)));
-        Some(Facts {
-            common,
-            columns,
-            keys,
-        })
+        let common = serde_json::Value::Object(common);
+        Some((Facts { common, keys }, columns))
     }
 
     /// The `data` of a row: its facts for a job's entry, `data` otherwise. `of_row` are
@@ -595,24 +594,23 @@ fn numbered_insert(entries: Vec<super::LiveEntry>, queued: bool) -> Result<State
     let count = entries.len();
     let (mut rows, facts): (Vec<_>, Vec<_>) = entries.into_iter().map(|e| (e.row, e.facts)).unzip();
     let mut given = taken(&mut rows, &columns)?;
-    let mut facts = Facts::of(facts);
-    if let Some(facts) = &mut facts {
-        given.extend(std::mem::take(&mut facts.columns));
-    }
+    let facts = Facts::of(facts).map(|(facts, columns)| {
+        given.extend(columns);
+        facts
+    });
     let Arrays {
         from,
         columns: mut select,
         values: mut rows,
     } = columns_as_arrays(count, given, 3)?;
-    if let Some(mut facts) = facts {
+    if let Some(facts) = facts {
         let of_row = select.split_off(columns.len());
         let data = columns
             .iter()
             .position(|c| c.as_str() == C::Data.as_str())
             .expect("data is written");
-        let common = 3 + rows.len();
-        rows.push(serde_json::Value::Object(std::mem::take(&mut facts.common)).into());
-        select[data] = facts.data(&of_row, &select[data], common);
+        select[data] = facts.data(&of_row, &select[data], 3 + rows.len());
+        rows.push(facts.common.into());
     }
     let mut values = vec![(count as i64).into(), queued.into()];
     values.extend(rows);
