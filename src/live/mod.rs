@@ -337,17 +337,35 @@ impl Bus {
         last_committed(self.db()).await
     }
 
-    /// Broadcasts every entry committed after the head.
+    /// Broadcasts every entry committed after the head. With nobody subscribed, only the
+    /// entries that this process's caches must hear of are read, and the head moves past the
+    /// rest unread.
     async fn drain(&self) -> Result<()> {
+        let mut from = self.head();
         loop {
-            let head = self.head();
-            let entries = self.read_after(head).await?;
-            let full = entries.len() as u64 == BATCH;
-            if entries.is_empty() {
-                return Ok(());
+            if self.inner.sender.receiver_count() == 0 {
+                let (last, notable) = self.read_notable_after(from).await?;
+                if last <= from {
+                    return Ok(());
+                }
+                for entry in &notable {
+                    self.tell_caches(entry);
+                }
+                self.inner.head.fetch_max(last, Ordering::AcqRel);
+                // A subscriber that joined before the head moved may have started at `from`:
+                // it is sent the entries as usual. One that joins later starts at `last`.
+                if self.inner.sender.receiver_count() == 0 {
+                    self.inner.advanced.send_replace(self.head());
+                    return Ok(());
+                }
             }
-            // With nobody subscribed, the jobs are not read. A subscriber that joins before
-            // these entries are sent reads their jobs itself (`fill`).
+            let entries = self.read_after(from).await?;
+            let full = entries.len() as u64 == BATCH;
+            let Some(last) = entries.last().and_then(|entry| entry.seq) else {
+                return Ok(());
+            };
+            // A subscriber that joins before these entries are sent reads their jobs itself
+            // if they were not read (`fill`).
             let events = if self.inner.sender.receiver_count() > 0 {
                 resolve(self.db(), entries).await?
             } else {
@@ -358,32 +376,71 @@ impl Bus {
             };
             for event in events {
                 let seq = event.seq();
-                if event.entry.kind == LiveKind::TokenRevoked
-                    && let Some(token_id) = event
-                        .entry
-                        .data
-                        .as_ref()
-                        .and_then(|data| data.get("tokenId"))
-                        .and_then(|id| serde_json::from_value::<TokenId>(id.clone()).ok())
-                {
-                    for cache in &self.inner.caches {
-                        cache.token_revoked(token_id);
-                    }
-                    let _ = self.inner.revoked.send(token_id);
-                }
-                if event.entry.kind == LiveKind::Members {
-                    for cache in &self.inner.caches {
-                        cache.members_changed(event.entry.workspace_id);
-                    }
-                }
+                self.tell_caches(&event.entry);
                 // No receivers is not an error: nobody listens yet.
                 let _ = self.inner.sender.send(event);
-                self.inner.head.store(seq, Ordering::Release);
+                self.inner.head.fetch_max(seq, Ordering::AcqRel);
             }
             self.inner.advanced.send_replace(self.head());
+            from = last;
             if !full {
                 return Ok(());
             }
+        }
+    }
+
+    /// Tells this process's caches of a revocation or a member change that `entry` records.
+    fn tell_caches(&self, entry: &live_event::Model) {
+        match entry.kind {
+            LiveKind::TokenRevoked => {
+                let Some(token_id) = entry
+                    .data
+                    .as_ref()
+                    .and_then(|data| data.get("tokenId"))
+                    .and_then(|id| serde_json::from_value::<TokenId>(id.clone()).ok())
+                else {
+                    return;
+                };
+                for cache in &self.inner.caches {
+                    cache.token_revoked(token_id);
+                }
+                let _ = self.inner.revoked.send(token_id);
+            }
+            LiveKind::Members => {
+                for cache in &self.inner.caches {
+                    cache.members_changed(entry.workspace_id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The last `seq` committed, and the entries after `from` up to it that the caches must
+    /// hear of.
+    async fn read_notable_after(&self, from: i64) -> Result<(i64, Vec<live_event::Model>)> {
+        async fn read(
+            db: &impl ConnectionTrait,
+            from: i64,
+        ) -> Result<(i64, Vec<live_event::Model>)> {
+            let last = last_committed(db).await?;
+            if last <= from {
+                return Ok((last, Vec::new()));
+            }
+            let notable = live_event::Entity::find_after(from)
+                .filter(live_event::Column::Id.lte(last))
+                .filter(live_event::Column::Kind.is_in([LiveKind::TokenRevoked, LiveKind::Members]))
+                .all(db)
+                .await?;
+            Ok((last, notable))
+        }
+        // Behind the writer that woke us (SQLite), so that its entries are committed.
+        match crate::db::behind_writers(self.db()).await? {
+            Some(tx) => {
+                let read = read(&tx, from).await?;
+                tx.commit().await?;
+                Ok(read)
+            }
+            None => read(self.db(), from).await,
         }
     }
 

@@ -338,3 +338,44 @@ async fn a_token_revoked_by_another_server_is_refused_here_at_once_and_its_webso
         .silent_for(std::time::Duration::from_millis(300))
         .await;
 }
+
+#[tokio::test]
+async fn a_token_revoked_by_another_server_is_refused_here_at_once_with_nobody_subscribed() {
+    // Trust tokens for a minute: only the live log's revocation can end it sooner. Nobody
+    // subscribes here, so the bus reads only the entries its caches must hear of.
+    let app = TestApp::spawn_with(|c| c.server.auth_cache_seconds = 60).await;
+    let alice = app.user("alice@lab.test").await;
+    let data = app
+        .ok(Some(&alice.token), CREATE, json!({"name": "notebook"}))
+        .await;
+    let secret = secret_of(&data);
+    app.ok(Some(&secret), ME, json!({})).await;
+    // Entries the bus moves past unread, before and after the revocation.
+    let workspace = app.workspace(&alice, "lab").await;
+    app.grant(&workspace, 10).await;
+
+    let mut config = jobgraph::Config::defaults();
+    config.database.database_url = Some(app.database_url.clone());
+    let other = jobgraph::App::build(config).await.unwrap();
+    let viewer = jobgraph::users::tokens::authenticate(&other.state.db, &secret)
+        .await
+        .unwrap();
+    jobgraph::users::tokens::revoke(
+        &other.state.db,
+        &jobgraph::access::Viewer::System,
+        viewer.token_id().unwrap(),
+    )
+    .await
+    .unwrap();
+    app.grant(&workspace, 10).await;
+    refused_within(
+        &app,
+        &secret,
+        std::time::Duration::from_secs(20),
+        "a token revoked by another server still works here",
+    )
+    .await;
+    assert_eq!(app.state.bus.subscribers(), 0);
+    // The token the bus moved past stays trusted.
+    app.ok(Some(&alice.token), ME, json!({})).await;
+}
