@@ -23,6 +23,7 @@ mod m20261205_000100_add_reuse_to_jobs;
 mod m20261205_000200_create_workflows;
 mod m20261206_000100_create_workflow_shares;
 mod m20261206_000300_add_items_to_workflow_steps;
+mod m20261207_000100_references_checked_per_statement;
 
 /// Every migration, in order.
 pub struct Migrator;
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000200_create_workflows::Migration),
             Box::new(m20261206_000100_create_workflow_shares::Migration),
             Box::new(m20261206_000300_add_items_to_workflow_steps::Migration),
+            Box::new(m20261207_000100_references_checked_per_statement::Migration),
         ]
     }
 }

@@ -22,6 +22,7 @@ mod persisted;
 mod processes;
 mod races;
 mod rate_limits;
+mod references;
 mod remote;
 mod reuse;
 mod schema;
