@@ -32,70 +32,108 @@ const UP: &[&str] = &[
      DROP CONSTRAINT fk_jobs_batch",
     "ALTER TABLE credit_transactions DROP CONSTRAINT fk_credit_transactions_workspace, \
      DROP CONSTRAINT fk_credit_transactions_actor",
-    // What the keys were: each reference, the table it points into and the constraint's name.
-    "CREATE VIEW jobgraph_references (child, child_column, parent, constraint_name) AS VALUES \
-     ('jobs', 'workspace_id', 'workspaces', 'fk_jobs_workspace'), \
-     ('jobs', 'submitter_id', 'users', 'fk_jobs_submitter'), \
-     ('jobs', 'batch_id', 'batches', 'fk_jobs_batch'), \
-     ('credit_transactions', 'workspace_id', 'workspaces', 'fk_credit_transactions_workspace'), \
-     ('credit_transactions', 'actor_id', 'users', 'fk_credit_transactions_actor')",
-    // Every distinct non-null reference of the rows a statement inserted (`new_rows`) must be
-    // the id of a row of its table, which stays locked FOR KEY SHARE until the transaction ends.
-    r#"CREATE FUNCTION jobgraph_references_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-       DECLARE
-         reference record;
-         wanted bigint;
-         held bigint;
+    // Fails with what a foreign key's check raises.
+    r#"CREATE FUNCTION jobgraph_reference_missing(child text, constraint_name text)
+       RETURNS void LANGUAGE plpgsql AS $$
        BEGIN
-         FOR reference IN SELECT * FROM jobgraph_references WHERE child = TG_TABLE_NAME LOOP
-           EXECUTE format('SELECT count(DISTINCT %I) FROM new_rows', reference.child_column)
-             INTO wanted;
-           CONTINUE WHEN wanted = 0;
-           EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %I WHERE id IN '
-                          '(SELECT %I FROM new_rows) FOR KEY SHARE) AS held',
-                          reference.parent, reference.child_column)
-             INTO held;
-           IF held <> wanted THEN
-             RAISE foreign_key_violation USING
-               MESSAGE = format('insert or update on table "%s" violates foreign key constraint "%s"',
-                                reference.child, reference.constraint_name),
-               CONSTRAINT = reference.constraint_name, TABLE = reference.child;
-           END IF;
-         END LOOP;
+         RAISE foreign_key_violation USING
+           MESSAGE = format('insert or update on table "%s" violates foreign key constraint "%s"',
+                            child, constraint_name),
+           CONSTRAINT = constraint_name, TABLE = child;
+       END $$"#,
+    // Every distinct non-null reference of the rows a statement inserted (`new_rows`) must be
+    // the id of a row of its table, which stays locked FOR KEY SHARE until the transaction
+    // ends. One plain statement each, which a session plans once.
+    r#"CREATE FUNCTION jobgraph_jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+       DECLARE
+         workspace_held boolean;
+         submitter_held boolean;
+         batch_held boolean;
+       BEGIN
+         SELECT
+           (SELECT count(*) FROM (SELECT FROM workspaces WHERE id IN (SELECT workspace_id FROM new_rows) FOR KEY SHARE) AS held)
+             = (SELECT count(DISTINCT workspace_id) FROM new_rows),
+           (SELECT count(*) FROM (SELECT FROM users WHERE id IN (SELECT submitter_id FROM new_rows) FOR KEY SHARE) AS held)
+             = (SELECT count(DISTINCT submitter_id) FROM new_rows),
+           (SELECT count(*) FROM (SELECT FROM batches WHERE id IN (SELECT batch_id FROM new_rows) FOR KEY SHARE) AS held)
+             = (SELECT count(DISTINCT batch_id) FROM new_rows)
+         INTO workspace_held, submitter_held, batch_held;
+         IF NOT workspace_held THEN
+           PERFORM jobgraph_reference_missing('jobs', 'fk_jobs_workspace');
+         END IF;
+         IF NOT submitter_held THEN
+           PERFORM jobgraph_reference_missing('jobs', 'fk_jobs_submitter');
+         END IF;
+         IF NOT batch_held THEN
+           PERFORM jobgraph_reference_missing('jobs', 'fk_jobs_batch');
+         END IF;
+         RETURN NULL;
+       END $$"#,
+    r#"CREATE FUNCTION jobgraph_credit_transactions_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+       DECLARE
+         workspace_held boolean;
+         actor_held boolean;
+       BEGIN
+         SELECT
+           (SELECT count(*) FROM (SELECT FROM workspaces WHERE id IN (SELECT workspace_id FROM new_rows) FOR KEY SHARE) AS held)
+             = (SELECT count(DISTINCT workspace_id) FROM new_rows),
+           (SELECT count(*) FROM (SELECT FROM users WHERE id IN (SELECT actor_id FROM new_rows) FOR KEY SHARE) AS held)
+             = (SELECT count(DISTINCT actor_id) FROM new_rows)
+         INTO workspace_held, actor_held;
+         IF NOT workspace_held THEN
+           PERFORM jobgraph_reference_missing('credit_transactions', 'fk_credit_transactions_workspace');
+         END IF;
+         IF NOT actor_held THEN
+           PERFORM jobgraph_reference_missing('credit_transactions', 'fk_credit_transactions_actor');
+         END IF;
          RETURN NULL;
        END $$"#,
     "CREATE TRIGGER jobs_references_inserted AFTER INSERT ON jobs \
-     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION jobgraph_references_inserted()",
+     REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION jobgraph_jobs_inserted()",
     "CREATE TRIGGER credit_transactions_references_inserted AFTER INSERT ON credit_transactions \
      REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT \
-     EXECUTE FUNCTION jobgraph_references_inserted()",
+     EXECUTE FUNCTION jobgraph_credit_transactions_inserted()",
     // A reference changed later: checked for that row only, and only when it changes (the
     // queue's updates of jobs never fire it).
-    r#"CREATE FUNCTION jobgraph_reference_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-       DECLARE
-         reference record;
-         found boolean;
+    r#"CREATE FUNCTION jobgraph_job_references_changed() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
-         FOR reference IN SELECT * FROM jobgraph_references WHERE child = TG_TABLE_NAME LOOP
-           EXECUTE format('SELECT ($1).%I IS NULL OR EXISTS '
-                          '(SELECT 1 FROM %I WHERE id = ($1).%I FOR KEY SHARE)',
-                          reference.child_column, reference.parent, reference.child_column)
-             INTO found USING NEW;
-           IF NOT found THEN
-             RAISE foreign_key_violation USING
-               MESSAGE = format('insert or update on table "%s" violates foreign key constraint "%s"', reference.child, reference.constraint_name),
-               CONSTRAINT = reference.constraint_name, TABLE = reference.child;
+         PERFORM 1 FROM workspaces WHERE id = NEW.workspace_id FOR KEY SHARE;
+         IF NOT FOUND THEN
+           PERFORM jobgraph_reference_missing('jobs', 'fk_jobs_workspace');
+         END IF;
+         PERFORM 1 FROM users WHERE id = NEW.submitter_id FOR KEY SHARE;
+         IF NOT FOUND THEN
+           PERFORM jobgraph_reference_missing('jobs', 'fk_jobs_submitter');
+         END IF;
+         IF NEW.batch_id IS NOT NULL THEN
+           PERFORM 1 FROM batches WHERE id = NEW.batch_id FOR KEY SHARE;
+           IF NOT FOUND THEN
+             PERFORM jobgraph_reference_missing('jobs', 'fk_jobs_batch');
            END IF;
-         END LOOP;
+         END IF;
+         RETURN NULL;
+       END $$"#,
+    r#"CREATE FUNCTION jobgraph_credit_transaction_references_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         PERFORM 1 FROM workspaces WHERE id = NEW.workspace_id FOR KEY SHARE;
+         IF NOT FOUND THEN
+           PERFORM jobgraph_reference_missing('credit_transactions', 'fk_credit_transactions_workspace');
+         END IF;
+         IF NEW.actor_id IS NOT NULL THEN
+           PERFORM 1 FROM users WHERE id = NEW.actor_id FOR KEY SHARE;
+           IF NOT FOUND THEN
+             PERFORM jobgraph_reference_missing('credit_transactions', 'fk_credit_transactions_actor');
+           END IF;
+         END IF;
          RETURN NULL;
        END $$"#,
     "CREATE TRIGGER jobs_references_changed AFTER UPDATE OF workspace_id, submitter_id, batch_id \
      ON jobs FOR EACH ROW WHEN (OLD.workspace_id IS DISTINCT FROM NEW.workspace_id \
      OR OLD.submitter_id IS DISTINCT FROM NEW.submitter_id OR OLD.batch_id IS DISTINCT FROM NEW.batch_id) \
-     EXECUTE FUNCTION jobgraph_reference_changed()",
+     EXECUTE FUNCTION jobgraph_job_references_changed()",
     "CREATE TRIGGER credit_transactions_references_changed AFTER UPDATE OF workspace_id, actor_id \
      ON credit_transactions FOR EACH ROW WHEN (OLD.workspace_id IS DISTINCT FROM NEW.workspace_id \
-     OR OLD.actor_id IS DISTINCT FROM NEW.actor_id) EXECUTE FUNCTION jobgraph_reference_changed()",
+     OR OLD.actor_id IS DISTINCT FROM NEW.actor_id) EXECUTE FUNCTION jobgraph_credit_transaction_references_changed()",
     // The referenced side: what each key did ON DELETE, and NO ACTION on a change of `id`.
     r#"CREATE FUNCTION jobgraph_referenced() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
@@ -153,9 +191,11 @@ const DOWN: &[&str] = &[
     "DROP TRIGGER jobs_references_changed ON jobs",
     "DROP TRIGGER credit_transactions_references_changed ON credit_transactions",
     "DROP FUNCTION jobgraph_referenced()",
-    "DROP FUNCTION jobgraph_reference_changed()",
-    "DROP FUNCTION jobgraph_references_inserted()",
-    "DROP VIEW jobgraph_references",
+    "DROP FUNCTION jobgraph_job_references_changed()",
+    "DROP FUNCTION jobgraph_credit_transaction_references_changed()",
+    "DROP FUNCTION jobgraph_jobs_inserted()",
+    "DROP FUNCTION jobgraph_credit_transactions_inserted()",
+    "DROP FUNCTION jobgraph_reference_missing(text, text)",
     "ALTER TABLE jobs \
      ADD CONSTRAINT fk_jobs_workspace FOREIGN KEY (workspace_id) REFERENCES workspaces (id) ON DELETE CASCADE, \
      ADD CONSTRAINT fk_jobs_submitter FOREIGN KEY (submitter_id) REFERENCES users (id) ON DELETE RESTRICT, \
