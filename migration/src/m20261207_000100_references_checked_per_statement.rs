@@ -5,7 +5,7 @@
 //! (workspace, actor), about a third of PostgreSQL's time for the request. These keys become
 //! triggers that do the same work once per statement:
 //!
-//! - Inserting jobs or ledger entries locks the distinct rows they reference `FOR KEY SHARE`,
+//! - Inserting jobs or ledger entries locks the rows they reference `FOR KEY SHARE`,
 //!   as a foreign key's check does, and fails with `foreign_key_violation` (SQLSTATE 23503,
 //!   naming the constraint it replaces) when one is missing. Changing a reference of a row later
 //!   is checked per row, only when it changes.
@@ -41,50 +41,57 @@ const UP: &[&str] = &[
                             child, constraint_name),
            CONSTRAINT = constraint_name, TABLE = child;
        END $$"#,
-    // Every distinct non-null reference of the rows a statement inserted (`new_rows`) must be
-    // the id of a row of its table, which stays locked FOR KEY SHARE until the transaction
-    // ends. One plain statement each, which a session plans once.
+    // Every reference of the rows a statement inserted (`new_rows`) must be the id of a row of
+    // its table, which stays locked FOR KEY SHARE until the transaction ends. Plain statements,
+    // which a session plans once: a join per table the rows must all reference, and one per
+    // reference that may be NULL, run only when some row has it.
     r#"CREATE FUNCTION jobgraph_jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
        DECLARE
-         workspace_held boolean;
-         submitter_held boolean;
-         batch_held boolean;
+         inserted bigint;
+         batched bigint;
+         held bigint;
        BEGIN
-         SELECT
-           (SELECT count(*) FROM (SELECT FROM workspaces WHERE id IN (SELECT workspace_id FROM new_rows) FOR KEY SHARE) AS held)
-             = (SELECT count(DISTINCT workspace_id) FROM new_rows),
-           (SELECT count(*) FROM (SELECT FROM users WHERE id IN (SELECT submitter_id FROM new_rows) FOR KEY SHARE) AS held)
-             = (SELECT count(DISTINCT submitter_id) FROM new_rows),
-           (SELECT count(*) FROM (SELECT FROM batches WHERE id IN (SELECT batch_id FROM new_rows) FOR KEY SHARE) AS held)
-             = (SELECT count(DISTINCT batch_id) FROM new_rows)
-         INTO workspace_held, submitter_held, batch_held;
-         IF NOT workspace_held THEN
-           PERFORM jobgraph_reference_missing('jobs', 'fk_jobs_workspace');
-         END IF;
-         IF NOT submitter_held THEN
+         SELECT count(*), count(batch_id) INTO inserted, batched FROM new_rows;
+         PERFORM FROM new_rows AS n
+           JOIN workspaces AS w ON w.id = n.workspace_id
+           JOIN users AS u ON u.id = n.submitter_id
+           FOR KEY SHARE OF w, u;
+         GET DIAGNOSTICS held = ROW_COUNT;
+         IF held <> inserted THEN
+           IF EXISTS (SELECT FROM new_rows AS n
+                      WHERE NOT EXISTS (SELECT FROM workspaces AS w WHERE w.id = n.workspace_id)) THEN
+             PERFORM jobgraph_reference_missing('jobs', 'fk_jobs_workspace');
+           END IF;
            PERFORM jobgraph_reference_missing('jobs', 'fk_jobs_submitter');
          END IF;
-         IF NOT batch_held THEN
-           PERFORM jobgraph_reference_missing('jobs', 'fk_jobs_batch');
+         IF batched > 0 THEN
+           PERFORM FROM new_rows AS n JOIN batches AS b ON b.id = n.batch_id FOR KEY SHARE OF b;
+           GET DIAGNOSTICS held = ROW_COUNT;
+           IF held <> batched THEN
+             PERFORM jobgraph_reference_missing('jobs', 'fk_jobs_batch');
+           END IF;
          END IF;
          RETURN NULL;
        END $$"#,
     r#"CREATE FUNCTION jobgraph_credit_transactions_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
        DECLARE
-         workspace_held boolean;
-         actor_held boolean;
+         inserted bigint;
+         acted bigint;
+         held bigint;
        BEGIN
-         SELECT
-           (SELECT count(*) FROM (SELECT FROM workspaces WHERE id IN (SELECT workspace_id FROM new_rows) FOR KEY SHARE) AS held)
-             = (SELECT count(DISTINCT workspace_id) FROM new_rows),
-           (SELECT count(*) FROM (SELECT FROM users WHERE id IN (SELECT actor_id FROM new_rows) FOR KEY SHARE) AS held)
-             = (SELECT count(DISTINCT actor_id) FROM new_rows)
-         INTO workspace_held, actor_held;
-         IF NOT workspace_held THEN
+         SELECT count(*), count(actor_id) INTO inserted, acted FROM new_rows;
+         PERFORM FROM new_rows AS n JOIN workspaces AS w ON w.id = n.workspace_id
+           FOR KEY SHARE OF w;
+         GET DIAGNOSTICS held = ROW_COUNT;
+         IF held <> inserted THEN
            PERFORM jobgraph_reference_missing('credit_transactions', 'fk_credit_transactions_workspace');
          END IF;
-         IF NOT actor_held THEN
-           PERFORM jobgraph_reference_missing('credit_transactions', 'fk_credit_transactions_actor');
+         IF acted > 0 THEN
+           PERFORM FROM new_rows AS n JOIN users AS u ON u.id = n.actor_id FOR KEY SHARE OF u;
+           GET DIAGNOSTICS held = ROW_COUNT;
+           IF held <> acted THEN
+             PERFORM jobgraph_reference_missing('credit_transactions', 'fk_credit_transactions_actor');
+           END IF;
          END IF;
          RETURN NULL;
        END $$"#,
