@@ -23,6 +23,23 @@ async fn refused_within(app: &TestApp, secret: &str, within: std::time::Duration
     .await
 }
 
+/// Revokes the token `secret` through another server on `app`'s database.
+async fn revoke_from_another_server(app: &TestApp, secret: &str) {
+    let mut config = jobgraph::Config::defaults();
+    config.database.database_url = Some(app.database_url.clone());
+    let other = jobgraph::App::build(config).await.unwrap();
+    let viewer = jobgraph::users::tokens::authenticate(&other.state.db, secret)
+        .await
+        .unwrap();
+    jobgraph::users::tokens::revoke(
+        &other.state.db,
+        &jobgraph::access::Viewer::System,
+        viewer.token_id().unwrap(),
+    )
+    .await
+    .unwrap();
+}
+
 /// The secret a `createApiToken` answer carries.
 fn secret_of(data: &Value) -> String {
     data["createApiToken"]["secret"]
@@ -307,19 +324,7 @@ async fn a_token_revoked_by_another_server_is_refused_here_at_once_and_its_webso
     socket.next_data("1").await;
 
     // Another server on the same database revokes it.
-    let mut config = jobgraph::Config::defaults();
-    config.database.database_url = Some(app.database_url.clone());
-    let other = jobgraph::App::build(config).await.unwrap();
-    let viewer = jobgraph::users::tokens::authenticate(&other.state.db, &secret)
-        .await
-        .unwrap();
-    jobgraph::users::tokens::revoke(
-        &other.state.db,
-        &jobgraph::access::Viewer::System,
-        viewer.token_id().unwrap(),
-    )
-    .await
-    .unwrap();
+    revoke_from_another_server(&app, &secret).await;
     // Long before the minute of trust ends: only the live log can have told this server.
     let told = std::time::Duration::from_secs(20);
     refused_within(
@@ -354,19 +359,7 @@ async fn a_token_revoked_by_another_server_is_refused_here_at_once_with_nobody_s
     let workspace = app.workspace(&alice, "lab").await;
     app.grant(&workspace, 10).await;
 
-    let mut config = jobgraph::Config::defaults();
-    config.database.database_url = Some(app.database_url.clone());
-    let other = jobgraph::App::build(config).await.unwrap();
-    let viewer = jobgraph::users::tokens::authenticate(&other.state.db, &secret)
-        .await
-        .unwrap();
-    jobgraph::users::tokens::revoke(
-        &other.state.db,
-        &jobgraph::access::Viewer::System,
-        viewer.token_id().unwrap(),
-    )
-    .await
-    .unwrap();
+    revoke_from_another_server(&app, &secret).await;
     app.grant(&workspace, 10).await;
     refused_within(
         &app,
