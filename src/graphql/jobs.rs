@@ -1,10 +1,10 @@
 //! GraphQL for tools, prices, jobs, their timeline and lineage, and batches.
 
 use entity::ids::{BatchId, JobId, UserId, WorkspaceId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
-use async_graphql::connection::Connection;
+use async_graphql::connection::PageInfo;
 use async_graphql::{
     Context, Enum, ID, InputObject, Json, Object, SimpleObject, Upload as UploadScalar,
 };
@@ -14,6 +14,7 @@ use entity::job_event;
 use serde_json::Value;
 
 use super::files::{FileRoleView, FileView};
+use super::inline::{Inline, InlineFields};
 use super::users::{UserView, load_user};
 use super::workspaces::WorkspaceView;
 use super::{catalog, db, page_complexity, viewer};
@@ -24,7 +25,7 @@ use crate::files::Upload;
 use crate::ids::{self};
 use crate::jobs::export;
 use crate::jobs::history::{self, BatchSummary, Difference, DifferenceKind};
-use crate::pagination::PageArgs;
+use crate::pagination::{PageArgs, encode_cursor};
 use crate::queue::waiting::{Wait, WaitReason, Waiter};
 use crate::tools::{Estimate, InputKind, InputValue, Prepared, StoredInputKind, Tool};
 
@@ -436,6 +437,30 @@ macro_rules! job_fields {
             });
             FIELDS.get(name).copied()
         }
+
+        /// A field that takes the request's context (a loader, the database, the catalog) may
+        /// wait; a field of the job alone does not.
+        impl InlineFields for JobView {
+            fn waits(name: &str) -> bool {
+                static WAITING: LazyLock<HashSet<String>> = LazyLock::new(|| {
+                    [$((camel_case(stringify!($name)), waits!($args))),*]
+                        .into_iter()
+                        .filter_map(|(name, waits)| waits.then_some(name))
+                        .collect()
+                });
+                WAITING.contains(name)
+            }
+        }
+    };
+}
+
+/// Whether a field with these arguments may wait: any argument besides `&self`.
+macro_rules! waits {
+    ((&self)) => {
+        false
+    };
+    ($args:tt) => {
+        true
     };
 }
 
@@ -534,11 +559,11 @@ job_fields! {
     }
     /// Who submitted it; null for viewers who see the job only through its sharing.
     #[reads()]
-    async fn submitter(&self, ctx: &Context<'_>) -> ApiResult<Option<UserView>> {
+    async fn submitter(&self, ctx: &Context<'_>) -> ApiResult<Option<Inline<UserView>>> {
         if !self.1.sees_workspace() {
             return Ok(None);
         }
-        load_user(ctx, self.0.submitter_id).await.map(Some)
+        load_user(ctx, self.0.submitter_id).await.map(|user| Some(Inline(user)))
     }
     #[reads()]
     async fn status(&self) -> JobStatusView {
@@ -934,7 +959,7 @@ impl BatchView {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> ApiResult<Connection<String, JobView>> {
+    ) -> ApiResult<JobConnection> {
         let filter = history::JobFilter {
             batch_id: Some(self.0.batch.id),
             ..Default::default()
@@ -951,6 +976,59 @@ const WAIT_FIELDS: [&str; 4] = [
     "estimatedStartAt",
 ];
 
+/// A page of jobs, as async-graphql's `Connection` shapes one, with each edge and job resolved
+/// in place ([`Inline`]) and each cursor written only when it is asked for.
+pub struct JobConnection {
+    jobs: Vec<JobView>,
+    has_next_page: bool,
+}
+
+#[Object]
+impl JobConnection {
+    /// Information to aid in pagination.
+    async fn page_info(&self) -> PageInfo {
+        PageInfo {
+            has_previous_page: false,
+            has_next_page: self.has_next_page,
+            start_cursor: self.jobs.first().map(|job| encode_cursor(job.0.id)),
+            end_cursor: self.jobs.last().map(|job| encode_cursor(job.0.id)),
+        }
+    }
+
+    /// A list of edges.
+    async fn edges(&self) -> Vec<Inline<JobEdge<'_>>> {
+        self.jobs.iter().map(|job| Inline(JobEdge(job))).collect()
+    }
+
+    /// A list of nodes.
+    async fn nodes(&self) -> Vec<Inline<&JobView>> {
+        self.jobs.iter().map(Inline).collect()
+    }
+}
+
+/// An edge of a page of jobs.
+pub struct JobEdge<'a>(&'a JobView);
+
+/// An edge in a connection.
+#[Object]
+impl<'a> JobEdge<'a> {
+    /// The item at the end of the edge
+    async fn node(&self) -> Inline<&'a JobView> {
+        Inline(self.0)
+    }
+
+    /// A cursor for use in pagination
+    async fn cursor(&self) -> String {
+        encode_cursor(self.0.0.id)
+    }
+}
+
+impl InlineFields for JobEdge<'_> {
+    fn waits(_: &str) -> bool {
+        false
+    }
+}
+
 /// A page of a workspace's jobs as a connection. `loaded`, the workspace with its row when the
 /// caller has it, answers the jobs' `workspace` fields.
 pub async fn job_connection(
@@ -960,7 +1038,7 @@ pub async fn job_connection(
     filter: &history::JobFilter,
     first: Option<i32>,
     after: Option<String>,
-) -> ApiResult<Connection<String, JobView>> {
+) -> ApiResult<JobConnection> {
     let page = PageArgs::new(first, after)?;
     // The job's selections, whether through `edges { node }` or `nodes`.
     let look_ahead = ctx.look_ahead();
@@ -1017,9 +1095,15 @@ pub async fn job_connection(
         workspace: workspace.standing,
         viewer_id: viewer(ctx).user_id(),
     };
-    Ok(listing
-        .page
-        .into_connection(|job| job.id, |job| JobView(job, standing)))
+    Ok(JobConnection {
+        has_next_page: listing.page.has_next_page,
+        jobs: listing
+            .page
+            .items
+            .into_iter()
+            .map(|job| JobView(job, standing))
+            .collect(),
+    })
 }
 
 /// The number of jobs in each status: the jobs indicator.

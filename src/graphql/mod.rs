@@ -7,6 +7,7 @@ pub(crate) mod codes;
 mod credits;
 mod files;
 pub mod guard;
+mod inline;
 mod job_actions;
 pub mod jobs;
 mod live;

@@ -45,6 +45,12 @@ impl UserView {
     }
 }
 
+impl super::inline::InlineFields for UserView {
+    fn waits(_: &str) -> bool {
+        false
+    }
+}
+
 /// Loads a user through the request's batch loader.
 pub(crate) async fn load_user(ctx: &Context<'_>, id: UserId) -> ApiResult<UserView> {
     let loader = ctx.data_unchecked::<super::Users>();

@@ -10,7 +10,7 @@ use entity::membership::{self, Role};
 use entity::workspace;
 
 use super::credits::CreditTransactionView;
-use super::jobs::{JobCounts, JobFilterInput, JobView, job_connection};
+use super::jobs::{JobCounts, JobFilterInput, job_connection};
 use super::users::{UserView, load_user};
 use super::{db, page_complexity, viewer};
 use crate::access::{Standing, StandingCache, WorkspaceAccess, WorkspaceRef};
@@ -238,7 +238,7 @@ impl WorkspaceView {
         filter: Option<JobFilterInput>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> ApiResult<Connection<String, JobView>> {
+    ) -> ApiResult<super::jobs::JobConnection> {
         let filter = filter
             .unwrap_or_default()
             .into_filter(viewer(ctx).user_id())?;

@@ -609,3 +609,93 @@ async fn a_tools_and_a_submitters_jobs_are_read_through_the_job_keys() {
         assert!(found.windows(2).all(|w| w[0].id > w[1].id), "newest first");
     }
 }
+
+#[tokio::test]
+async fn a_list_answers_fragments_aliases_repeated_fields_and_errors_as_the_job_itself() {
+    // A list resolves its jobs' fields in place (`graphql::inline`); `job(id)` resolves them as
+    // async-graphql does. Both must answer every shape of selection alike.
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 1000).await;
+    let ids = [
+        named_job(&app, &alice, &ws, "first", "sleep").await,
+        named_job(&app, &alice, &ws, "second", "kmer-count").await,
+    ];
+    let fragment = "fragment Names on Job { name toolName submitter { email } }";
+    let selection = "__typename id ...Names ... on Job { status submitter { displayName } } \
+        ... on Node { id } ... { label: name } \
+        again: submitter { __typename email } name";
+    let listed = app
+        .ok(
+            Some(&alice.token),
+            &format!(
+                "query($ws: ID!) {{ workspace(id: $ws) {{ jobs(first: 10) {{ \
+                 edges {{ node {{ {selection} }} }} nodes {{ {selection} }} }} }} }} {fragment}"
+            ),
+            json!({ "ws": ws }),
+        )
+        .await;
+    let nodes = listed["workspace"]["jobs"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{listed}");
+    for (at, id) in ids.iter().rev().enumerate() {
+        let alone = app
+            .ok(
+                Some(&alice.token),
+                &format!("query($id: ID!) {{ job(id: $id) {{ {selection} }} }} {fragment}"),
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(nodes[at], alone["job"], "through nodes");
+        assert_eq!(
+            listed["workspace"]["jobs"]["edges"][at]["node"], alone["job"],
+            "through edges"
+        );
+    }
+    // What each selection gave, the fragments' fields merged with the rest.
+    let node = &nodes[0];
+    assert_eq!(node["__typename"], "Job");
+    assert_eq!(node["id"], json!(ids[1]));
+    assert_eq!(node["label"], "second");
+    assert_eq!(node["name"], "second");
+    assert_eq!(node["toolName"], "kmer-count");
+    assert_eq!(node["status"], "QUEUED");
+    assert_eq!(node["submitter"]["email"], "alice@lab.test");
+    assert!(node["submitter"]["displayName"].is_string(), "{node}");
+    assert_eq!(node["again"]["__typename"], "User");
+
+    // A field that fails: its error, with its path, and the job's other fields.
+    let failing = "id viewerCanDuplicate(into: \"not an id\") name";
+    let (status, body) = app
+        .post(
+            Some(&alice.token),
+            &format!("query($ws: ID!) {{ workspace(id: $ws) {{ jobs(first: 10) {{ nodes {{ {failing} }} }} }} }}"),
+            json!({ "ws": ws }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, alone) = app
+        .post(
+            Some(&alice.token),
+            &format!("query($id: ID!) {{ job(id: $id) {{ {failing} }} }}"),
+            json!({ "id": ids[1] }),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["workspace"]["jobs"]["nodes"][0], alone["data"]["job"],
+        "{body}"
+    );
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{body}");
+    for (at, error) in errors.iter().enumerate() {
+        assert_eq!(
+            error["extensions"]["code"],
+            alone["errors"][0]["extensions"]["code"]
+        );
+        assert_eq!(
+            error["path"],
+            json!(["workspace", "jobs", "nodes", at, "viewerCanDuplicate"]),
+            "{body}"
+        );
+    }
+}

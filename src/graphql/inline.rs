@@ -1,0 +1,207 @@
+//! Objects whose fields are resolved in place, one after the other.
+//!
+//! async-graphql resolves every field of an object as a future of its own: boxed, pushed into a
+//! `FuturesUnordered` (a task allocated per field, with its waker) and polled through it. For a
+//! field that reads a value the object already holds, that machinery is most of its cost: on a
+//! history page of 50 jobs it is several hundred tasks per request. [`Inline`] resolves the
+//! fields that never wait in place, and runs only the fields that may wait (a loader, the
+//! database) side by side as before, so a field that waits still does not hold up the others.
+//!
+//! The schema does not change: `Inline<T>` is the type `T`, with `T`'s name and fields. What a
+//! field answers does not change either: it is the same resolver, called the same way. Only
+//! selections that async-graphql would treat the same way are taken in place (fields without
+//! custom directives, and fragments); anything else goes through `T`'s own resolution. The
+//! schema's one extension (`traces`) looks at operations, not at fields, so skipping the
+//! extensions' field hook changes nothing it records.
+
+use std::borrow::Cow;
+
+use async_graphql::futures_util::future::join_all;
+use async_graphql::indexmap::IndexMap;
+use async_graphql::parser::types::{Field, Selection, SelectionSet};
+use async_graphql::registry::Registry;
+use async_graphql::{
+    ContainerType, ContextSelectionSet, Name, OutputType, Positioned, ServerResult, Value,
+};
+
+/// An object type whose fields are known to wait or not.
+pub trait InlineFields: ContainerType + OutputType {
+    /// Whether the field `name` (the schema's name) may wait for something outside the object:
+    /// such fields run side by side; the others are resolved in place.
+    fn waits(name: &str) -> bool;
+}
+
+impl<T: InlineFields> InlineFields for &T {
+    fn waits(name: &str) -> bool {
+        T::waits(name)
+    }
+}
+
+/// `T`, with the fields that do not wait resolved in place.
+pub struct Inline<T>(pub T);
+
+impl<T: InlineFields> OutputType for Inline<T> {
+    fn type_name() -> Cow<'static, str> {
+        T::type_name()
+    }
+
+    fn qualified_type_name() -> String {
+        T::qualified_type_name()
+    }
+
+    fn introspection_type_name(&self) -> Cow<'static, str> {
+        self.0.introspection_type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        T::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        let mut fields = Vec::new();
+        if !collect(ctx, &self.0, ctx.item, &mut fields) {
+            return self.0.resolve(ctx, field).await;
+        }
+        let mut values: Vec<Option<ServerResult<Value>>> = Vec::with_capacity(fields.len());
+        let mut waiting = Vec::new();
+        for (at, field) in fields.iter().enumerate() {
+            let name = field.node.name.node.as_str();
+            if name == "__typename" {
+                values.push(Some(Ok(Value::String(
+                    self.0.introspection_type_name().into_owned(),
+                ))));
+            } else if T::waits(name) {
+                values.push(None);
+                waiting.push((at, *field));
+            } else {
+                values.push(Some(value_of(ctx, &self.0, field).await));
+            }
+        }
+        match waiting.as_slice() {
+            [] => {}
+            [(at, field)] => values[*at] = Some(value_of(ctx, &self.0, field).await),
+            _ => {
+                let done = join_all(
+                    waiting
+                        .iter()
+                        .map(|(_, field)| value_of(ctx, &self.0, field)),
+                )
+                .await;
+                for ((at, _), value) in waiting.iter().zip(done) {
+                    values[*at] = Some(value);
+                }
+            }
+        }
+        let mut object = IndexMap::with_capacity(fields.len());
+        for (field, value) in fields.iter().zip(values) {
+            match value.expect("every field was resolved") {
+                Ok(value) => insert(&mut object, field.node.response_key().node.clone(), value),
+                Err(err) => ctx.add_error(err),
+            }
+        }
+        Ok(if object.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(object)
+        })
+    }
+}
+
+/// The value of `field` of `root`, as `root`'s own resolver gives it (null for a field it does
+/// not know, as async-graphql has it).
+async fn value_of<'a, T: ContainerType>(
+    ctx: &'a ContextSelectionSet<'a>,
+    root: &'a T,
+    field: &'a Positioned<Field>,
+) -> ServerResult<Value> {
+    root.resolve_field(&ctx.with_field(field))
+        .await
+        .map(Option::unwrap_or_default)
+}
+
+/// Gathers the fields that `set` selects on `root`, through its fragments that apply to it.
+/// False when a selection needs async-graphql's own resolution: a field with a directive
+/// (`@skip` and `@include` are gone by now; a custom one wraps its field), or an unknown
+/// fragment (its error is async-graphql's to give).
+fn collect<'a, T: OutputType>(
+    ctx: &ContextSelectionSet<'a>,
+    root: &T,
+    set: &'a Positioned<SelectionSet>,
+    fields: &mut Vec<&'a Positioned<Field>>,
+) -> bool {
+    for selection in &set.node.items {
+        let (condition, set) = match &selection.node {
+            Selection::Field(field) => {
+                if !field.node.directives.is_empty() {
+                    return false;
+                }
+                fields.push(field);
+                continue;
+            }
+            Selection::FragmentSpread(spread) => {
+                let Some(fragment) = ctx.query_env.fragments.get(&spread.node.fragment_name.node)
+                else {
+                    return false;
+                };
+                (
+                    Some(fragment.node.type_condition.node.on.node.as_str()),
+                    &fragment.node.selection_set,
+                )
+            }
+            Selection::InlineFragment(fragment) => (
+                fragment
+                    .node
+                    .type_condition
+                    .as_ref()
+                    .map(|condition| condition.node.on.node.as_str()),
+                &fragment.node.selection_set,
+            ),
+        };
+        // As async-graphql decides: the object's own type, an interface it implements, or no
+        // condition at all.
+        let applies = condition.is_none_or(|condition| {
+            let name = root.introspection_type_name();
+            name == condition
+                || T::type_name() == condition
+                || ctx
+                    .schema_env
+                    .registry
+                    .implements
+                    .get(&*name)
+                    .is_some_and(|interfaces| interfaces.contains(condition))
+        });
+        if applies && !collect(ctx, root, set, fields) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Adds a field's value under its response key; a key selected twice keeps its first value,
+/// with the objects under it merged, as async-graphql does.
+fn insert(object: &mut IndexMap<Name, Value>, key: Name, value: Value) {
+    match (object.get_mut(&key), value) {
+        (None, value) => {
+            object.insert(key, value);
+        }
+        (Some(Value::Object(into)), Value::Object(from)) => {
+            for (key, value) in from {
+                insert(into, key, value);
+            }
+        }
+        (Some(Value::List(into)), Value::List(from)) => {
+            for (into, from) in into.iter_mut().zip(from) {
+                if let (Value::Object(into), Value::Object(from)) = (into, from) {
+                    for (key, value) in from {
+                        insert(into, key, value);
+                    }
+                }
+            }
+        }
+        (Some(_), _) => {}
+    }
+}
