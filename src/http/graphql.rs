@@ -317,8 +317,10 @@ fn request_error_response(media: MediaType, errors: Vec<ServerError>, code: Erro
 }
 
 fn json_response(status: StatusCode, media: MediaType, body: &impl serde::Serialize) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => {
+    // Most responses fit; a larger one grows from here instead of from a few bytes.
+    let mut bytes = Vec::with_capacity(16 * 1024);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => {
             let mut response = (status, bytes).into_response();
             response
                 .headers_mut()

@@ -233,14 +233,16 @@ pub async fn list(
     }
     let mut submitters: HashMap<UserId, user::Model> = HashMap::new();
     let page = pagination::fetch_rows(db, select, job::Column::Id, Order::Desc, page, |row| {
-        if with_submitters {
+        let job = match &columns {
+            Some(columns) => crate::store::rows::read(row, columns)?,
+            None => job::Model::from_query_result(row, "")?,
+        };
+        // A page has few submitters: each is read from the first of its rows.
+        if with_submitters && !submitters.contains_key(&job.submitter_id) {
             let user = user::Model::from_query_result(row, SUBMITTER)?;
-            submitters.entry(user.id).or_insert(user);
+            submitters.insert(user.id, user);
         }
-        match &columns {
-            Some(columns) => crate::store::rows::read(row, columns),
-            None => job::Model::from_query_result(row, ""),
-        }
+        Ok(job)
     })
     .await?;
     Ok(Listing {
