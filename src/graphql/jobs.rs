@@ -14,7 +14,7 @@ use entity::job_event;
 use serde_json::Value;
 
 use super::files::{FileRoleView, FileView};
-use super::inline::{Inline, InlineFields};
+use super::inline::{Inline, InlineFields, InlineList};
 use super::users::{UserView, load_user};
 use super::workspaces::WorkspaceView;
 use super::{catalog, db, page_complexity, viewer};
@@ -996,13 +996,13 @@ impl JobConnection {
     }
 
     /// A list of edges.
-    async fn edges(&self) -> Vec<Inline<JobEdge<'_>>> {
-        self.jobs.iter().map(|job| Inline(JobEdge(job))).collect()
+    async fn edges(&self) -> InlineList<Inline<JobEdge<'_>>> {
+        InlineList(self.jobs.iter().map(|job| Inline(JobEdge(job))).collect())
     }
 
     /// A list of nodes.
-    async fn nodes(&self) -> Vec<Inline<&JobView>> {
-        self.jobs.iter().map(Inline).collect()
+    async fn nodes(&self) -> InlineList<Inline<&JobView>> {
+        InlineList(self.jobs.iter().map(Inline).collect())
     }
 }
 
