@@ -23,6 +23,7 @@
 //! | `BENCH_THREADS` | `2` | wrk threads |
 //! | `BENCH_DURATION` | `15s` | each measured wrk run, after a `BENCH_WARMUP` (`3s`) run |
 //! | `BENCH_WORKERS` | the number of cores | tokio worker threads of the server |
+//! | `JOBGRAPH_DB_POOL_SIZE` | `32` | the server's database connections, as `jobgraph serve` reads it |
 //! | `BENCH_KEEP_DB` | unset | `1` keeps the database (its URL is printed) |
 //! | `BENCH_STRICT` | unset | `1` exits with status 1 when a target is missed |
 //! | `RUST_LOG` | unset | logs of the server, e.g. `jobgraph=debug` |

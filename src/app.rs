@@ -153,7 +153,7 @@ impl App {
         let files = Files::from_config(&config.server, &config.database.data_dir)?;
         let persisted = Persisted::new(config.server.trusted_documents.as_deref())?;
         let database_url = config.database.url();
-        let db = crate::db::connect(&database_url).await?;
+        let db = crate::db::connect_with(&database_url, config.database.db_pool_size).await?;
         crate::db::migrate(&db).await?;
         Ok(App {
             state: AppState::new(

@@ -23,6 +23,19 @@ pub struct DatabaseConfig {
     /// SQLite. Default: a SQLite file in the data directory.
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+
+    /// The most database connections this process opens for its work (from 1 to 1,000).
+    /// Default: 32 on PostgreSQL, 8 on SQLite. An API process on PostgreSQL opens one more
+    /// for `LISTEN`, and a worker pool one more. Size it so that every process together stays
+    /// within the server's `max_connections`; a few per core of the database is often the
+    /// fastest.
+    #[arg(
+        long,
+        env = "JOBGRAPH_DB_POOL_SIZE",
+        global = true,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub db_pool_size: Option<u32>,
 }
 
 impl DatabaseConfig {

@@ -22,8 +22,19 @@ pub fn default_sqlite_url(data_dir: &Path) -> String {
     )
 }
 
-/// Opens a pool to `url`, creating a SQLite file (and its folder) when needed.
+/// The most connections a pool opens unless told otherwise: SQLite has one writer at a time.
+pub const DEFAULT_POOL_SIZE_POSTGRES: u32 = 32;
+pub const DEFAULT_POOL_SIZE_SQLITE: u32 = 8;
+
+/// Opens a pool of the default size to `url`, creating a SQLite file (and its folder) when
+/// needed.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    connect_with(url, None).await
+}
+
+/// Opens a pool of up to `pool_size` connections to `url` (the default for its database when
+/// `None`), creating a SQLite file (and its folder) when needed.
+pub async fn connect_with(url: &str, pool_size: Option<u32>) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
@@ -41,15 +52,17 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
                 .with_context(|| format!("creating the data directory {}", parent.display()))?;
         }
         // WAL lets readers run beside the one writer; writers queue on the busy timeout.
-        options.max_connections(8).map_sqlx_sqlite_opts(|opts| {
-            opts.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(30))
-                .foreign_keys(true)
-                .create_if_missing(true)
-        });
+        options
+            .max_connections(pool_size.unwrap_or(DEFAULT_POOL_SIZE_SQLITE))
+            .map_sqlx_sqlite_opts(|opts| {
+                opts.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30))
+                    .foreign_keys(true)
+                    .create_if_missing(true)
+            });
     } else {
-        options.max_connections(32);
+        options.max_connections(pool_size.unwrap_or(DEFAULT_POOL_SIZE_POSTGRES));
     }
     let db = Database::connect(options)
         .await

@@ -248,7 +248,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(server) => serve(Config { database, server }).await,
         Command::Worker(server) => work(Config { database, server }).await,
         Command::Migrate => {
-            let db = jobgraph::db::connect(&database.url()).await?;
+            let db = jobgraph::db::connect_with(&database.url(), database.db_pool_size).await?;
             jobgraph::db::migrate(&db).await?;
             eprintln!(
                 "migrations applied to {}",
@@ -335,7 +335,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
 }
 
 async fn open(database: &DatabaseConfig) -> anyhow::Result<sea_orm::DatabaseConnection> {
-    let db = jobgraph::db::connect(&database.url()).await?;
+    let db = jobgraph::db::connect_with(&database.url(), database.db_pool_size).await?;
     jobgraph::db::migrate(&db).await?;
     Ok(db)
 }

@@ -149,6 +149,23 @@ fn global_flags_go_before_or_after_the_command_and_server_flags_after_it() {
     assert!(!dir.path().join("flags.db").exists(), "migrate ran");
 }
 
+#[test]
+fn a_pool_size_out_of_range_is_refused_before_anything_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("pool.db").display());
+    for size in ["0", "1001", "-1", "many", ""] {
+        let (ok, _, stderr) = jobgraph(&url, dir.path(), &["--db-pool-size", size, "migrate"]);
+        assert!(
+            !ok && stderr.contains("--db-pool-size"),
+            "{size:?}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("pool.db").exists(), "migrate ran");
+    let (ok, _, stderr) = jobgraph(&url, dir.path(), &["--db-pool-size", "1", "migrate"]);
+    assert!(ok, "{stderr}");
+    assert!(dir.path().join("pool.db").exists());
+}
+
 #[tokio::test]
 async fn serve_creates_its_database_prints_a_working_token_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();

@@ -265,3 +265,24 @@ async fn the_database_pool_shows_its_connections_in_use_and_idle_and_its_size() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_database_pool_opens_no_more_connections_than_it_is_told() {
+    let app = TestApp::spawn_with(|config| config.database.db_pool_size = Some(2)).await;
+    assert_eq!(sample(&app, None, "jobgraph_db_pool_max").await, Some(2.0));
+    let begin = || sea_orm::TransactionTrait::begin(&app.db);
+    let held = vec![begin().await.unwrap(), begin().await.unwrap()];
+    // A third waits for one of the two.
+    let third = tokio::spawn({
+        let db = app.db.clone();
+        async move { sea_orm::TransactionTrait::begin(&db).await.map(drop) }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "a third connection was opened");
+    drop(held);
+    tokio::time::timeout(WAIT, third)
+        .await
+        .expect("the third gets a connection once one is returned")
+        .unwrap()
+        .unwrap();
+}
