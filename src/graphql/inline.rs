@@ -22,6 +22,7 @@ use std::future::Future;
 
 use async_graphql::futures_util::future::join_all;
 use async_graphql::indexmap::IndexMap;
+use async_graphql::indexmap::map::Entry;
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
 use async_graphql::registry::Registry;
 use async_graphql::{
@@ -66,13 +67,13 @@ impl<T: InlineFields> OutputType for Inline<T> {
         ctx: &ContextSelectionSet<'_>,
         field: &Positioned<Field>,
     ) -> ServerResult<Value> {
-        let mut fields = Vec::new();
+        let mut fields = Vec::with_capacity(ctx.item.node.items.len());
         if !collect(ctx, &self.0, ctx.item, &mut fields) {
             return self.0.resolve(ctx, field).await;
         }
+        // The fields that wait are left `None` here, and resolved next.
         let mut values: Vec<Option<ServerResult<Value>>> = Vec::with_capacity(fields.len());
-        let mut waiting = Vec::new();
-        for (at, field) in fields.iter().enumerate() {
+        for field in &fields {
             let name = field.node.name.node.as_str();
             if name == "__typename" {
                 values.push(Some(Ok(Value::String(
@@ -80,23 +81,26 @@ impl<T: InlineFields> OutputType for Inline<T> {
                 ))));
             } else if T::waits(name) {
                 values.push(None);
-                waiting.push((at, *field));
             } else {
                 values.push(Some(value_of(ctx, &self.0, field).await));
             }
         }
-        match waiting.as_slice() {
-            [] => {}
-            [(at, field)] => values[*at] = Some(value_of(ctx, &self.0, field).await),
-            _ => {
-                let done = join_in_order(
-                    waiting
-                        .iter()
-                        .map(|(_, field)| value_of(ctx, &self.0, field)),
-                )
-                .await;
-                for ((at, _), value) in waiting.iter().zip(done) {
-                    values[*at] = Some(value);
+        let first = values.iter().position(Option::is_none);
+        let more = first.is_some_and(|first| values[first + 1..].iter().any(Option::is_none));
+        match first {
+            None => {}
+            Some(at) if !more => values[at] = Some(value_of(ctx, &self.0, fields[at]).await),
+            Some(_) => {
+                let waiting: Vec<usize> = values
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(at, value)| value.is_none().then_some(at))
+                    .collect();
+                let done =
+                    join_in_order(waiting.iter().map(|at| value_of(ctx, &self.0, fields[*at])))
+                        .await;
+                for (at, value) in waiting.into_iter().zip(done) {
+                    values[at] = Some(value);
                 }
             }
         }
@@ -255,16 +259,21 @@ fn collect<'a, T: OutputType>(
 /// Adds a field's value under its response key; a key selected twice keeps its first value,
 /// with the objects under it merged, as async-graphql does.
 fn insert(object: &mut IndexMap<Name, Value>, key: Name, value: Value) {
-    match (object.get_mut(&key), value) {
-        (None, value) => {
-            object.insert(key, value);
+    // One lookup: the key is hashed once, and the map's keys are hashed with SipHash.
+    let mut into = match object.entry(key) {
+        Entry::Vacant(entry) => {
+            entry.insert(value);
+            return;
         }
-        (Some(Value::Object(into)), Value::Object(from)) => {
+        Entry::Occupied(entry) => entry,
+    };
+    match (into.get_mut(), value) {
+        (Value::Object(into), Value::Object(from)) => {
             for (key, value) in from {
                 insert(into, key, value);
             }
         }
-        (Some(Value::List(into)), Value::List(from)) => {
+        (Value::List(into), Value::List(from)) => {
             for (into, from) in into.iter_mut().zip(from) {
                 if let (Value::Object(into), Value::Object(from)) = (into, from) {
                     for (key, value) in from {
@@ -273,6 +282,6 @@ fn insert(object: &mut IndexMap<Name, Value>, key: Name, value: Value) {
                 }
             }
         }
-        (Some(_), _) => {}
+        _ => {}
     }
 }
