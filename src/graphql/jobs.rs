@@ -1073,7 +1073,12 @@ pub async fn job_connection(
     let listing = history::list(db(ctx), workspace, filter, page, &detail, with_submitters).await?;
     // Prime the request's loaders, so that the page's fields find what they need loaded.
     ctx.data_unchecked::<super::Users>()
-        .feed_many(listing.submitters.into_iter().map(|user| (user.id, user)))
+        .feed_many(
+            listing
+                .submitters
+                .into_iter()
+                .map(|user| (user.id, Arc::new(user))),
+        )
         .await;
     if selects("workspace")
         && let Some(loaded) = loaded

@@ -22,16 +22,22 @@ impl UserLoader {
 }
 
 impl Loader<UserId> for UserLoader {
-    type Value = user::Model;
+    type Value = Arc<user::Model>;
     type Error = Arc<DbErr>;
 
-    async fn load(&self, keys: &[UserId]) -> Result<HashMap<UserId, user::Model>, Self::Error> {
+    async fn load(
+        &self,
+        keys: &[UserId],
+    ) -> Result<HashMap<UserId, Arc<user::Model>>, Self::Error> {
         let users = user::Entity::find()
             .filter(user::Column::Id.is_in(keys.iter().copied()))
             .all(&self.db)
             .await
             .map_err(Arc::new)?;
-        Ok(users.into_iter().map(|user| (user.id, user)).collect())
+        Ok(users
+            .into_iter()
+            .map(|user| (user.id, Arc::new(user)))
+            .collect())
     }
 }
 

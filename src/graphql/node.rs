@@ -50,9 +50,11 @@ impl NodeQuery {
                     .await?
                     .into(),
             ),
-            Kind::User => Node::User(UserView(
-                access::readable_user(db, viewer, UserId(uuid)).await?,
-            )),
+            Kind::User => Node::User(
+                access::readable_user(db, viewer, UserId(uuid))
+                    .await?
+                    .into(),
+            ),
             Kind::Membership => {
                 let (found, standing) =
                     access::readable_membership(db, viewer, MembershipId(uuid)).await?;

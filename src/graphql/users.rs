@@ -1,5 +1,7 @@
 //! GraphQL for users, the viewer and API tokens.
 
+use std::sync::Arc;
+
 use async_graphql::connection::Connection;
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -14,8 +16,15 @@ use crate::ids::{self};
 use crate::pagination::PageArgs;
 use crate::users::{self as service, tokens};
 
-/// A person or integration.
-pub struct UserView(pub user::Model);
+/// A person or integration. Shared with the request's loader, which hands each job of a
+/// page its submitter without copying it.
+pub struct UserView(pub Arc<user::Model>);
+
+impl From<user::Model> for UserView {
+    fn from(user: user::Model) -> Self {
+        UserView(Arc::new(user))
+    }
+}
 
 #[Object(name = "User")]
 impl UserView {
@@ -69,7 +78,7 @@ pub struct ViewerView;
 impl ViewerView {
     /// The authenticated user; null for an anonymous request.
     async fn user(&self, ctx: &Context<'_>) -> Option<UserView> {
-        viewer(ctx).user().cloned().map(UserView)
+        viewer(ctx).user().cloned().map(UserView::from)
     }
 
     async fn is_authenticated(&self, ctx: &Context<'_>) -> bool {
@@ -253,9 +262,7 @@ impl UsersMutation {
             input.is_platform_admin,
         )
         .await?;
-        Ok(CreateUserPayload {
-            user: UserView(user),
-        })
+        Ok(CreateUserPayload { user: user.into() })
     }
 
     /// Creates an API token and returns its secret, once.
