@@ -154,10 +154,23 @@ fn a_pool_size_out_of_range_is_refused_before_anything_is_opened() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("pool.db").display());
     for size in ["0", "1001", "-1", "many", ""] {
-        let (ok, _, stderr) = jobgraph(&url, dir.path(), &["--db-pool-size", size, "migrate"]);
+        let flag = format!("--db-pool-size={size}");
+        let (ok, _, stderr) = jobgraph(&url, dir.path(), &[&flag, "migrate"]);
         assert!(
             !ok && stderr.contains("--db-pool-size"),
             "{size:?}: {stderr}"
+        );
+        // The same from the environment.
+        let output = Command::new(env!("CARGO_BIN_EXE_jobgraph"))
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .env("JOBGRAPH_DB_POOL_SIZE", size)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            !output.status.success() && stderr.contains("--db-pool-size"),
+            "{size:?} from the environment: {stderr}"
         );
     }
     assert!(!dir.path().join("pool.db").exists(), "migrate ran");
