@@ -22,9 +22,10 @@ pub fn default_sqlite_url(data_dir: &Path) -> String {
     )
 }
 
-/// The most connections a pool opens unless told otherwise: SQLite has one writer at a time.
-pub const DEFAULT_POOL_SIZE_POSTGRES: u32 = 32;
-pub const DEFAULT_POOL_SIZE_SQLITE: u32 = 8;
+/// The most connections a pool to PostgreSQL opens unless told otherwise (`--db-pool-size`).
+const DEFAULT_POOL_SIZE_POSTGRES: u32 = 32;
+/// The same for SQLite, which has one writer at a time.
+const DEFAULT_POOL_SIZE_SQLITE: u32 = 8;
 
 /// Opens a pool of the default size to `url`, creating a SQLite file (and its folder) when
 /// needed.
