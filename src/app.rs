@@ -30,6 +30,11 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub catalog: Arc<Catalog>,
     pub schema: AppSchema,
+    /// `schema` for operations that passed validation before: it checks only what depends on
+    /// the variables (`graphql::documents`).
+    pub validated_schema: AppSchema,
+    /// The schema's types, which variables are checked against.
+    pub registry: Arc<async_graphql::registry::Registry>,
     pub query_stats: Arc<QueryStats>,
     /// Wakes this process's workers: the store's signal of queued jobs (`store::queued_signal`),
     /// and the listener of other processes' on PostgreSQL.
@@ -45,7 +50,7 @@ pub struct AppState {
     /// Documents clients name by hash, and the trusted documents when only they run.
     pub persisted: Arc<Persisted>,
     /// Recently parsed GraphQL documents, by their text.
-    pub documents: Arc<TtlCache<String, async_graphql::parser::types::ExecutableDocument>>,
+    pub documents: Arc<TtlCache<String, Arc<graphql::documents::Document>>>,
     /// Recently checked standings of users in workspaces, for requests and subscriptions.
     pub standings: Arc<StandingCache>,
     /// Stored files: uploads, downloads and outputs.
@@ -100,24 +105,32 @@ impl AppState {
             catalog.clone(),
             crate::queue::Limits::new(&catalog, Some(config.workspace_max_running)),
         ));
-        let schema = graphql::build(
-            db.clone(),
-            config.clone(),
-            catalog.clone(),
-            tokens.clone(),
-            standings.clone(),
-            bus.clone(),
-        )
-        .data(files.clone())
-        .data(metrics.clone())
         // Remote workers' progress reports, written in groups as a local worker's are.
-        .data(crate::queue::reports::Reports::start(db.clone()))
-        .finish();
+        let reports = crate::queue::reports::Reports::start(db.clone());
+        let schema = |validation| {
+            graphql::build(
+                db.clone(),
+                config.clone(),
+                catalog.clone(),
+                tokens.clone(),
+                standings.clone(),
+                bus.clone(),
+            )
+            .validation_mode(validation)
+            .data(files.clone())
+            .data(metrics.clone())
+            .data(reports.clone())
+            .finish()
+        };
+        let validated_schema = schema(async_graphql::ValidationMode::Fast);
+        let schema = schema(async_graphql::ValidationMode::Strict);
         AppState {
             db,
             config,
             catalog,
             schema,
+            validated_schema,
+            registry: Arc::new(graphql::registry()),
             query_stats,
             wake,
             data_dir,

@@ -5,6 +5,7 @@
 
 pub(crate) mod codes;
 mod credits;
+pub mod documents;
 mod files;
 pub mod guard;
 mod inline;
@@ -93,6 +94,28 @@ pub fn build(
         .data(tokens)
         .data(standings)
         .data(bus)
+}
+
+/// The schema's types, as [`documents`] checks variables against them.
+pub fn registry() -> async_graphql::registry::Registry {
+    use async_graphql::{OutputType, SubscriptionType};
+    let mut registry = async_graphql::registry::Registry {
+        types: Default::default(),
+        directives: Default::default(),
+        implements: Default::default(),
+        query_type: "Query".to_owned(),
+        mutation_type: Some("Mutation".to_owned()),
+        subscription_type: Some("Subscription".to_owned()),
+        introspection_mode: Default::default(),
+        enable_federation: false,
+        federation_subscription: false,
+        ignore_name_conflicts: Default::default(),
+        enable_suggestions: false,
+    };
+    <Query as OutputType>::create_type_info(&mut registry);
+    <Mutation as OutputType>::create_type_info(&mut registry);
+    <Subscription as SubscriptionType>::create_type_info(&mut registry);
+    registry
 }
 
 /// The schema in SDL, as `schema.graphql` holds it.

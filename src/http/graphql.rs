@@ -15,6 +15,7 @@
 //! - A browser's GET without a query gets GraphiQL (`graphiql.rs`).
 
 use std::str::FromStr as _;
+use std::sync::Arc;
 
 use async_graphql::parser::types::OperationType;
 use async_graphql::{ServerError, Variables};
@@ -350,11 +351,12 @@ async fn execute(
     let started = std::time::Instant::now();
     // Clients send the same few documents over and over: parse each once.
     let cacheable = request.query.len() <= MAX_CACHED_DOCUMENT;
-    let cached = cacheable
+    let mut cached = cacheable
         .then(|| state.documents.get(&request.query))
         .flatten();
     let parsed_here = cached.is_none();
-    if let Err(error) = graphql::guard::admit(&mut request, cached) {
+    let parsed = cached.as_ref().map(|document| document.parsed.clone());
+    if let Err(error) = graphql::guard::admit(&mut request, parsed) {
         return request_error_response(media, vec![error], ErrorCode::GraphqlParseFailed);
     }
     let ty = match operation_type(&mut request) {
@@ -380,8 +382,11 @@ async fn execute(
         && parsed_here
         && let Ok(document) = request.parsed_query()
     {
-        let document = document.clone();
-        state.documents.insert(request.query.clone(), document);
+        let document = Arc::new(graphql::documents::Document::new(document.clone()));
+        state
+            .documents
+            .insert(request.query.clone(), document.clone());
+        cached = Some(document);
     }
     // A submission costs more than the request paid at the door.
     let operation = Operation::of_request(&mut request);
@@ -406,7 +411,26 @@ async fn execute(
     }
     request.data = graphql::request_data(&state.db, &state.queue, viewer);
     let (_, name) = graphql::guard::operation_labels(&mut request);
-    let mut response = state.schema.execute(request).await;
+    // An operation that passed validation runs with only what its variables change checked.
+    let operation_name = request.operation_name.clone();
+    let validated = cached.as_ref().is_some_and(|document| {
+        document.validated(
+            &state.registry,
+            operation_name.as_deref(),
+            &request.variables,
+        )
+    });
+    let schema = match validated {
+        true => &state.validated_schema,
+        false => &state.schema,
+    };
+    let mut response = schema.execute(request).await;
+    if !validated
+        && !graphql::is_request_error(&response)
+        && let Some(document) = &cached
+    {
+        document.passed(operation_name.as_deref());
+    }
     // HTTP runs no subscription: async-graphql refuses one with an error of no path.
     graphql::codes::fill(&mut response, ty == Some(OperationType::Subscription));
     let seconds = started.elapsed().as_secs_f64();

@@ -255,3 +255,102 @@ async fn health_and_readiness_answer() {
     let response = app.client().get(app.url("/nope")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// An operation that passed validation once is checked on later requests only for what its
+/// variables change: every value that is refused the first time must be refused alike then,
+/// with the same status and errors, and every value let in the first time let in alike.
+#[tokio::test]
+async fn variables_are_checked_alike_before_and_after_their_operation_passed_validation() {
+    let app = TestApp::spawn().await;
+    let owner = app.user("owner@example.com").await;
+    let ws = app.workspace(&owner, "variables").await;
+    let query = "query($ws: ID!, $first: Int = 10, $filter: JobFilterInput) {
+        workspace(id: $ws) { jobs(first: $first, filter: $filter) { edges { node { id } } } } }";
+    let passes = json!({ "ws": ws });
+    let data = app.ok(Some(&owner.token), query, passes.clone()).await;
+    assert_eq!(data["workspace"]["jobs"]["edges"], json!([]));
+    let document = app
+        .state
+        .documents
+        .get(&query.to_owned())
+        .expect("the document is kept");
+    let validated = |variables: &Value| {
+        document.validated(
+            &app.state.registry,
+            None,
+            &async_graphql::Variables::from_json(variables.clone()),
+        )
+    };
+    assert!(validated(&passes), "the operation passed validation once");
+
+    let cases = [
+        (json!({ "ws": null }), false),
+        (json!({ "ws": true }), false),
+        (json!({ "ws": [ws] }), false),
+        (json!({}), true),
+        (json!({ "ws": ws, "first": "ten" }), false),
+        (json!({ "ws": ws, "first": 1.5 }), false),
+        // Validation lets any integer through; the argument's parse refuses it.
+        (json!({ "ws": ws, "first": 3_000_000_000_i64 }), true),
+        // A null where the document gives a default: validated in full.
+        (json!({ "ws": ws, "first": null }), false),
+        (json!({ "ws": ws, "first": 2, "unused": 1 }), true),
+        (
+            json!({ "ws": ws, "filter": { "statuses": ["NOPE"] } }),
+            false,
+        ),
+        (
+            json!({ "ws": ws, "filter": { "statuses": "QUEUED" } }),
+            true,
+        ),
+        (
+            json!({ "ws": ws, "filter": { "statuses": ["QUEUED", null] } }),
+            false,
+        ),
+        (json!({ "ws": ws, "filter": { "unknown": 1 } }), false),
+        (json!({ "ws": ws, "filter": { "mine": null } }), false),
+        (json!({ "ws": ws, "filter": { "mine": "yes" } }), false),
+        (json!({ "ws": ws, "filter": "all" }), false),
+        (
+            json!({ "ws": ws, "filter": { "createdAfter": "yesterday" } }),
+            true,
+        ),
+        (json!({ "ws": ws, "filter": { "search": 5 } }), false),
+        (json!({ "ws": ws, "filter": null }), true),
+    ];
+    for (at, (variables, skips)) in cases.iter().enumerate() {
+        // The same operation in a text not seen before is validated in full.
+        let first_time = format!("{query}\n# {at}");
+        let expected = app
+            .post(Some(&owner.token), &first_time, variables.clone())
+            .await;
+        let answered = app.post(Some(&owner.token), query, variables.clone()).await;
+        assert_eq!(answered, expected, "variables {variables}");
+        assert_eq!(validated(variables), *skips, "variables {variables}");
+    }
+    // Some of them are refused, some let in: the comparison covers both.
+    let (_, refused) = app
+        .post(
+            Some(&owner.token),
+            query,
+            json!({ "ws": ws, "first": "ten" }),
+        )
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+        "{refused}"
+    );
+    assert!(refused.get("data").is_none_or(Value::is_null), "{refused}");
+    let (_, let_in) = app
+        .post(
+            Some(&owner.token),
+            query,
+            json!({ "ws": ws, "filter": { "statuses": "QUEUED" } }),
+        )
+        .await;
+    assert_eq!(
+        let_in["data"]["workspace"]["jobs"]["edges"],
+        json!([]),
+        "{let_in}"
+    );
+}
