@@ -315,7 +315,7 @@ impl JobsMutation {
             jobs: submitted
                 .jobs
                 .into_iter()
-                .map(|job| JobView(job, standing))
+                .map(|job| JobView::new(job, standing))
                 .collect(),
             replayed: submitted.replayed,
             batch_id: submitted.batch.id,

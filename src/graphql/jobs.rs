@@ -11,6 +11,7 @@ use async_graphql::{
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus, ParentKind, Visibility};
 use entity::job_event;
+use entity::user;
 use rustc_hash::FxHashSet;
 use serde_json::Value;
 
@@ -485,11 +486,20 @@ fn camel_case(snake: &str) -> String {
 }
 
 /// One run of a tool: everything it recorded.
-pub struct JobView(pub job::Model, pub JobStanding);
+pub struct JobView(
+    pub job::Model,
+    pub JobStanding,
+    /// The submitter, when read with the job (a history page's): the field needs no loader.
+    Option<Arc<user::Model>>,
+);
 
 impl JobView {
+    pub fn new(job: job::Model, standing: JobStanding) -> Self {
+        JobView(job, standing, None)
+    }
+
     pub fn from_access(access: JobAccess) -> Self {
-        JobView(access.job, access.standing)
+        JobView::new(access.job, access.standing)
     }
 
     /// Why the job, QUEUED or RETRY, has not started yet.
@@ -565,6 +575,9 @@ job_fields! {
     async fn submitter(&self, ctx: &Context<'_>) -> ApiResult<Option<Inline<UserView>>> {
         if !self.1.sees_workspace() {
             return Ok(None);
+        }
+        if let Some(user) = &self.2 {
+            return Ok(Some(Inline(UserView(user.clone()))));
         }
         load_user(ctx, self.0.submitter_id).await.map(|user| Some(Inline(user)))
     }
@@ -826,7 +839,7 @@ job_fields! {
                     viewer_id,
                 }
             };
-            views.push(JobView(job, standing));
+            views.push(JobView::new(job, standing));
         }
         Ok(views)
     }
@@ -1069,14 +1082,14 @@ pub async fn job_connection(
     let detail = columns.map_or(history::Detail::Full, history::Detail::Columns);
     let with_submitters = selects("submitter") && workspace.standing.can_read();
     let listing = history::list(db(ctx), workspace, filter, page, &detail, with_submitters).await?;
-    // Prime the request's loaders, so that the page's fields find what they need loaded.
+    // Each job carries its submitter; the request's loader has them too, for other fields.
+    let submitters: HashMap<UserId, Arc<user::Model>> = listing
+        .submitters
+        .into_iter()
+        .map(|user| (user.id, Arc::new(user)))
+        .collect();
     ctx.data_unchecked::<super::Users>()
-        .feed_many(
-            listing
-                .submitters
-                .into_iter()
-                .map(|user| (user.id, Arc::new(user))),
-        )
+        .feed_many(submitters.iter().map(|(id, user)| (*id, user.clone())))
         .await;
     if selects("workspace")
         && let Some(loaded) = loaded
@@ -1109,7 +1122,10 @@ pub async fn job_connection(
             .page
             .items
             .into_iter()
-            .map(|job| JobView(job, standing))
+            .map(|job| {
+                let submitter = submitters.get(&job.submitter_id).cloned();
+                JobView(job, standing, submitter)
+            })
             .collect(),
     })
 }

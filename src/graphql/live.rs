@@ -132,7 +132,7 @@ impl LiveSubscription {
     ) -> Result<impl Stream<Item = ApiResult<JobView>> + use<>, ApiError> {
         let id = ids::decode::<JobId>("id", &id)?;
         let stream = subscriptions::job_updates(bus(ctx), viewer(ctx).clone(), id).await?;
-        Ok(api_errors(stream).map(|item| item.map(|(job, standing)| JobView(job, standing))))
+        Ok(api_errors(stream).map(|item| item.map(|(job, standing)| JobView::new(job, standing))))
     }
 
     /// The workflow now, then after each change of it or of its steps' jobs (status, progress,
@@ -191,7 +191,7 @@ impl LiveSubscription {
                     },
                     job_id: ids::encode(event.job_id),
                     status: event.status.map(Into::into),
-                    job: event.job.map(|(job, standing)| JobView(job, standing)),
+                    job: event.job.map(|(job, standing)| JobView::new(job, standing)),
                 }
             })
         }))

@@ -985,7 +985,7 @@ impl WorkflowStepView {
             (StepStatus::Waiting, _) => Ok(Some(WaitReasonView::WaitingForUpstream)),
             (StepStatus::Running, Some(job_id)) => {
                 let job = match &self.job {
-                    Some(job) => JobView(job.clone(), self.standing),
+                    Some(job) => JobView::new(job.clone(), self.standing),
                     None => {
                         JobView::from_access(JobAccess::load(db(ctx), viewer(ctx), job_id).await?)
                     }
@@ -1016,7 +1016,7 @@ impl WorkflowStepView {
             Some(job) => Some(job.clone()),
             None => entity::job::Entity::find_by_id(job_id).one(db(ctx)).await?,
         };
-        Ok(job.map(|job| JobView(job, self.standing)))
+        Ok(job.map(|job| JobView::new(job, self.standing)))
     }
     /// For a mapped step: the input whose list it runs over, one job per item.
     async fn map(&self) -> Option<&str> {
@@ -1056,7 +1056,7 @@ impl WorkflowStepView {
             .await?;
         Ok(jobs
             .into_iter()
-            .map(|job| JobView(job, self.standing))
+            .map(|job| JobView::new(job, self.standing))
             .collect())
     }
     async fn updated_at(&self) -> DateTime<Utc> {

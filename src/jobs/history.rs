@@ -231,6 +231,8 @@ pub async fn list(
             );
         }
     }
+    // The submitter's columns follow the job's.
+    let job_columns = job::Column::iter().count();
     let mut submitters: HashMap<UserId, user::Model> = HashMap::new();
     let page = pagination::fetch_rows(db, select, job::Column::Id, Order::Desc, page, |row| {
         let job = match &columns {
@@ -239,7 +241,8 @@ pub async fn list(
         };
         // A page has few submitters: each is read from the first of its rows.
         if with_submitters && !submitters.contains_key(&job.submitter_id) {
-            let user = user::Model::from_query_result(row, SUBMITTER)?;
+            let from = columns.as_ref().map_or(job_columns, Vec::len);
+            let user = crate::store::rows::read_user(row, from)?;
             submitters.insert(user.id, user);
         }
         Ok(job)

@@ -1,4 +1,4 @@
-//! Job rows as this crate reads them from its own statements: the columns of `returning`, or
+//! Job rows (and the users joined to them) as this crate reads them from its own statements: the columns of `returning`, or
 //! those a history page selected, by position.
 //!
 //! A worker reads each job it runs twice (claimed and completed), a thousand at a time; a
@@ -9,6 +9,7 @@
 use chrono::{DateTime, Utc};
 use entity::ids::{JobId, UserId, WorkspaceId};
 use entity::job::{self, JobStatus};
+use entity::user;
 use sea_orm::{DbErr, Iterable as _, QueryResult};
 use serde_json::Value;
 use uuid::Uuid;
@@ -173,22 +174,50 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
     Ok(job)
 }
 
+/// A user whose columns a row holds in the entity's order, from position `from` on (a history
+/// page's submitters, joined to its jobs).
+pub fn read_user(row: &QueryResult, from: usize) -> Result<user::Model, DbErr> {
+    use user::Column as C;
+    let mut user = user::Model {
+        id: UserId(Uuid::nil()),
+        email: String::new(),
+        display_name: String::new(),
+        is_platform_admin: false,
+        is_pending: false,
+        created_at: DateTime::<Utc>::default(),
+        subject: None,
+    };
+    for (i, column) in user::Column::iter().enumerate() {
+        let i = from + i;
+        match column {
+            C::Id => user.id = row.try_get_by_index(i)?,
+            C::Email => user.email = required(text(row, i)?, i)?,
+            C::DisplayName => user.display_name = required(text(row, i)?, i)?,
+            C::IsPlatformAdmin => user.is_platform_admin = row.try_get_by_index(i)?,
+            C::IsPending => user.is_pending = row.try_get_by_index(i)?,
+            C::CreatedAt => user.created_at = row.try_get_by_index(i)?,
+            C::Subject => user.subject = text(row, i)?,
+        }
+    }
+    Ok(user)
+}
+
 /// The text at position `i` of `row`, or NULL. sqlx checks a text value's column against each
 /// of the six types it takes for text, building their list anew for every value: that check
 /// cost more than all the rest of a history page's row decoding. This module reads the `jobs`
-/// columns of this crate's own statements, text as its migrations create them, so on PostgreSQL
-/// the value is taken as the server sent it, without the check.
+/// and `users` columns of this crate's own statements, text as its migrations create them, so
+/// on PostgreSQL the value is taken as the server sent it, without the check.
 fn text(row: &QueryResult, i: usize) -> Result<Option<String>, DbErr> {
     match row.try_as_pg_row() {
         Some(pg) => sea_orm::sqlx::Row::try_get_unchecked(pg, i)
-            .map_err(|err| DbErr::Type(format!("column {i} of a job: {err}"))),
+            .map_err(|err| DbErr::Type(format!("column {i}: {err}"))),
         None => row.try_get_by_index(i),
     }
 }
 
 /// A value of a column that is never NULL.
 fn required(value: Option<String>, i: usize) -> Result<String, DbErr> {
-    value.ok_or_else(|| DbErr::Type(format!("column {i} of a job is NULL")))
+    value.ok_or_else(|| DbErr::Type(format!("column {i} is NULL")))
 }
 
 /// The variant of an enumeration stored by its name.
