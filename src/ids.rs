@@ -105,7 +105,13 @@ global_ids! {
 
 /// The global id of an object.
 pub fn encode<I: GlobalId>(id: I) -> ID {
-    ID(format!("{}_{}", I::KIND.prefix(), id.into().simple()))
+    // Written into a string of its final size: a page writes one for every object.
+    let prefix = I::KIND.prefix();
+    let mut out = String::with_capacity(prefix.len() + 1 + uuid::fmt::Simple::LENGTH);
+    out.push_str(prefix);
+    out.push('_');
+    out.push_str(id.into().simple().encode_lower(&mut Uuid::encode_buffer()));
+    ID(out)
 }
 
 /// Reads any global id: its type and UUID. `field` names the input in the error.
