@@ -18,11 +18,15 @@
 //! extensions' field hook changes nothing it records.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::future::Future;
+use std::hash::{BuildHasher as _, RandomState};
+use std::sync::LazyLock;
 
 use async_graphql::futures_util::future::join_all;
 use async_graphql::indexmap::IndexMap;
 use async_graphql::indexmap::map::Entry;
+use async_graphql::indexmap::map::raw_entry_v1::{RawEntryApiV1 as _, RawEntryMut};
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
 use async_graphql::registry::Registry;
 use async_graphql::{
@@ -104,10 +108,10 @@ impl<T: InlineFields> OutputType for Inline<T> {
                 }
             }
         }
-        let mut object = IndexMap::with_capacity(fields.len());
+        let mut object = IndexMap::with_capacity_and_hasher(fields.len(), HASHER.clone());
         for (field, value) in fields.iter().zip(values) {
             match value.expect("every field was resolved") {
-                Ok(value) => insert(&mut object, field.node.response_key().node.clone(), value),
+                Ok(value) => insert_key(&mut object, field.node.response_key().node.clone(), value),
                 Err(err) => ctx.add_error(err),
             }
         }
@@ -256,6 +260,55 @@ fn collect<'a, T: OutputType>(
     true
 }
 
+/// The hasher of the objects resolved in place: one for all of them, so that a response key's
+/// hash, worked out once ([`key_hash`]), serves every object of a page that has the key. It is
+/// seeded at random as any map's, once per process.
+static HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+/// Response keys of this thread's recent objects, with their hashes by [`HASHER`], each in the
+/// slot its address picks. A key of a document is one allocation, shared by every object of
+/// the page and by every request of the cached document, so one comparison of addresses finds
+/// it; a slot holds its key, so no other key can take that address while it is there.
+const SLOTS: usize = 64;
+/// Longer keys (aliases) are hashed each time rather than held.
+const MAX_HELD_KEY: usize = 64;
+
+thread_local! {
+    static KEYS: RefCell<Vec<Option<(Name, u64)>>> = RefCell::new(vec![None; SLOTS]);
+}
+
+/// The hash of `key` by [`HASHER`].
+fn key_hash(key: &Name) -> u64 {
+    if key.len() > MAX_HELD_KEY {
+        return HASHER.hash_one(key);
+    }
+    let address = key.as_str().as_ptr();
+    // Allocations are at least 16 bytes apart.
+    let at = (address as usize >> 4) % SLOTS;
+    KEYS.with_borrow_mut(|slots| match &slots[at] {
+        Some((held, hash)) if held.as_str().as_ptr() == address && held.len() == key.len() => *hash,
+        _ => {
+            let hash = HASHER.hash_one(key);
+            slots[at] = Some((key.clone(), hash));
+            hash
+        }
+    })
+}
+
+/// [`insert`] into an object made with [`HASHER`], hashing the key through [`key_hash`].
+fn insert_key(object: &mut IndexMap<Name, Value>, key: Name, value: Value) {
+    let hash = key_hash(&key);
+    match object
+        .raw_entry_mut_v1()
+        .from_hash(hash, |held| *held == key)
+    {
+        RawEntryMut::Vacant(entry) => {
+            entry.insert_hashed_nocheck(hash, key, value);
+        }
+        RawEntryMut::Occupied(mut entry) => merge(entry.get_mut(), value),
+    }
+}
+
 /// Adds a field's value under its response key; a key selected twice keeps its first value,
 /// with the objects under it merged, as async-graphql does.
 fn insert(object: &mut IndexMap<Name, Value>, key: Name, value: Value) {
@@ -267,7 +320,15 @@ fn insert(object: &mut IndexMap<Name, Value>, key: Name, value: Value) {
         }
         Entry::Occupied(entry) => entry,
     };
-    match (into.get_mut(), value) {
+    merge(into.get_mut(), value);
+}
+
+/// Merges `value` into the value already under its key: objects key by key, lists of objects
+/// item by item; anything else keeps the first value.
+fn merge(into: &mut Value, value: Value) {
+    // The objects below may come from async-graphql's own resolution, with hashers of their
+    // own: they are merged through `insert`, which hashes with the map's hasher.
+    match (into, value) {
         (Value::Object(into), Value::Object(from)) => {
             for (key, value) in from {
                 insert(into, key, value);
@@ -283,5 +344,38 @@ fn insert(object: &mut IndexMap<Name, Value>, key: Name, value: Value) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_hashes_as_the_map_hashes_it_whichever_slot_it_shares() {
+        // More keys than slots, each asked twice: slots are shared and taken over.
+        let keys: Vec<Name> = (0..SLOTS * 4)
+            .map(|i| Name::new(format!("field{i}")))
+            .chain([Name::new("x".repeat(MAX_HELD_KEY + 1))])
+            .collect();
+        let mut object = IndexMap::with_capacity_and_hasher(keys.len(), HASHER.clone());
+        for round in 0..2 {
+            for (i, key) in keys.iter().enumerate() {
+                assert_eq!(key_hash(key), HASHER.hash_one(key), "{key}");
+                // A key equal to a held one but at another address.
+                let copy = Name::new(key.as_str());
+                assert_eq!(key_hash(&copy), HASHER.hash_one(&copy), "{key}");
+                insert_key(
+                    &mut object,
+                    key.clone(),
+                    Value::from((i + round * 1000) as i64),
+                );
+            }
+        }
+        // Found by the map's own lookups, each holding its first value.
+        assert_eq!(object.len(), keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(object.get(key), Some(&Value::from(i as i64)), "{key}");
+        }
     }
 }
