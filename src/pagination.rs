@@ -131,14 +131,14 @@ where
     // unknown LIMIT as if it read a tenth of the table, so it would never settle on a reusable
     // plan and would plan every page anew. One statement per page size, and sizes are few.
     write!(statement.sql, " LIMIT {}", args.first + 1).expect("writing to a String");
-    let mut items = db
-        .query_all_raw(statement)
-        .await?
-        .iter()
-        .map(&mut read)
-        .collect::<std::result::Result<Vec<M>, DbErr>>()?;
-    let has_next_page = items.len() as u64 > args.first;
-    items.truncate(args.first as usize);
+    let rows = db.query_all_raw(statement).await?;
+    let has_next_page = rows.len() as u64 > args.first;
+    // Into a list of its final size (a collect through `Result` grows it from empty, moving
+    // every item each time), and the row that only tells of a next page is not read.
+    let mut items = Vec::with_capacity(rows.len().min(args.first as usize));
+    for row in rows.iter().take(args.first as usize) {
+        items.push(read(row)?);
+    }
     Ok(Page {
         items,
         has_next_page,
