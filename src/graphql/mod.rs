@@ -11,6 +11,7 @@ pub mod guard;
 mod inline;
 mod job_actions;
 pub mod jobs;
+pub mod json;
 mod live;
 mod loaders;
 mod node;

@@ -318,9 +318,18 @@ fn request_error_response(media: MediaType, errors: Vec<ServerError>, code: Erro
 }
 
 fn json_response(status: StatusCode, media: MediaType, body: &impl serde::Serialize) -> Response {
+    written_response(status, media, |bytes| serde_json::to_writer(bytes, body))
+}
+
+/// A response whose body `write` writes as JSON.
+fn written_response(
+    status: StatusCode,
+    media: MediaType,
+    write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+) -> Response {
     // Most responses fit; a larger one grows from here instead of from a few bytes.
     let mut bytes = Vec::with_capacity(16 * 1024);
-    match serde_json::to_writer(&mut bytes, body) {
+    match write(&mut bytes) {
         Ok(()) => {
             let mut response = (status, bytes).into_response();
             response
@@ -441,7 +450,9 @@ async fn execute(
     if graphql::is_request_error(&response) {
         return request_error_response(media, response.errors, ErrorCode::GraphqlValidationFailed);
     }
-    json_response(StatusCode::OK, media, &response)
+    written_response(StatusCode::OK, media, |bytes| {
+        graphql::json::write_response(bytes, &response)
+    })
 }
 
 /// `GET /graphql`: a query in the URL, a websocket upgrade, or GraphiQL for a browser.

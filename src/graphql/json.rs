@@ -1,0 +1,154 @@
+//! A GraphQL response written as JSON, byte for byte as serde_json writes it, faster.
+//!
+//! serde_json examines every byte of every string through its escape table, keys included:
+//! on a history page of 50 jobs that is about 760 strings and most of the serialization's
+//! cost. Almost none of them needs escaping, and such a string is copied as it is here; any
+//! other (a quote, a backslash or a control character in it) is written by serde_json, as are
+//! numbers, bytes, errors and extensions. The field order is the `Response`'s own: `data`,
+//! `extensions`, `errors`.
+
+use std::io::Write as _;
+
+use async_graphql::{Response, Value};
+
+/// Appends `response` to `out`.
+pub fn write_response(out: &mut Vec<u8>, response: &Response) -> serde_json::Result<()> {
+    out.extend_from_slice(b"{\"data\":");
+    write_value(out, &response.data)?;
+    if !response.extensions.is_empty() {
+        out.extend_from_slice(b",\"extensions\":");
+        serde_json::to_writer(&mut *out, &response.extensions)?;
+    }
+    if !response.errors.is_empty() {
+        out.extend_from_slice(b",\"errors\":");
+        serde_json::to_writer(&mut *out, &response.errors)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Boolean(true) => out.extend_from_slice(b"true"),
+        Value::Boolean(false) => out.extend_from_slice(b"false"),
+        Value::String(text) => write_str(out, text)?,
+        Value::Enum(name) => write_str(out, name)?,
+        Value::List(items) => {
+            out.push(b'[');
+            for (at, item) in items.iter().enumerate() {
+                if at > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(fields) => {
+            out.push(b'{');
+            for (at, (key, value)) in fields.iter().enumerate() {
+                if at > 0 {
+                    out.push(b',');
+                }
+                write_str(out, key)?;
+                out.push(b':');
+                write_value(out, value)?;
+            }
+            out.push(b'}');
+        }
+        Value::Number(_) | Value::Binary(_) => serde_json::to_writer(&mut *out, value)?,
+    }
+    Ok(())
+}
+
+/// A JSON string: copied between quotes when serde_json would escape none of its bytes (it
+/// escapes `"`, `\` and the control characters below 0x20, nothing else).
+fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
+    if text
+        .bytes()
+        .any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+    {
+        return serde_json::to_writer(&mut *out, text);
+    }
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.write_all(text.as_bytes())
+        .expect("writing to a Vec does not fail");
+    out.push(b'"');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::indexmap::IndexMap;
+    use async_graphql::{ErrorExtensionValues, Name, PathSegment, Pos, ServerError};
+
+    fn object(fields: Vec<(&str, Value)>) -> Value {
+        Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (Name::new(key), value))
+                .collect::<IndexMap<_, _>>(),
+        )
+    }
+
+    #[test]
+    fn a_response_is_written_as_serde_json_writes_it() {
+        let strings = [
+            "",
+            "plain",
+            "quote \" inside",
+            "back\\slash",
+            "line\nbreak\ttab\r",
+            "\u{0}\u{1f}\u{7f}",
+            "é ü 漢字 🧬",
+            "\u{2028}\u{2029} / </script>",
+        ];
+        let mut fields: Vec<(&str, Value)> = strings
+            .iter()
+            .map(|text| (*text, Value::String((*text).to_owned())))
+            .collect();
+        fields.extend([
+            ("null", Value::Null),
+            ("yes", Value::Boolean(true)),
+            ("no", Value::Boolean(false)),
+            ("int", Value::from(-42)),
+            ("big", Value::from(u64::MAX)),
+            ("float", Value::from(0.1 + 0.2)),
+            ("enum", Value::Enum(Name::new("QUEUED"))),
+            ("bytes", Value::Binary(vec![0, 1, 255].into())),
+            ("empty list", Value::List(vec![])),
+            ("empty object", object(vec![])),
+            (
+                "nested",
+                Value::List(vec![
+                    object(vec![("id", Value::from("job_1")), ("a\"b", Value::Null)]),
+                    Value::List(vec![Value::from(1), Value::from("two")]),
+                ]),
+            ),
+        ]);
+        let mut extensions = ErrorExtensionValues::default();
+        extensions.set("code", "NOT_FOUND");
+        let mut error = ServerError::new("no \"such\" job", Some(Pos { line: 1, column: 3 }));
+        error.path = vec![PathSegment::Field("job".to_owned()), PathSegment::Index(2)];
+        error.extensions = Some(extensions);
+        let mut responses = vec![
+            Response::new(object(fields.clone())),
+            Response::new(Value::Null),
+            Response::from_errors(vec![error.clone()]),
+        ];
+        let mut with_all = Response::new(object(fields)).extension("cost", Value::from(7));
+        with_all.errors = vec![error];
+        responses.push(with_all);
+        for response in responses {
+            let mut written = Vec::new();
+            write_response(&mut written, &response).unwrap();
+            let expected = serde_json::to_vec(&response).unwrap();
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
+}
