@@ -7,8 +7,6 @@
 //! numbers, bytes, errors and extensions. The field order is the `Response`'s own: `data`,
 //! `extensions`, `errors`.
 
-use std::io::Write as _;
-
 use async_graphql::{Response, Value};
 
 /// Appends `response` to `out`.
@@ -64,18 +62,36 @@ fn write_value(out: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
 /// A JSON string: copied between quotes when serde_json would escape none of its bytes (it
 /// escapes `"`, `\` and the control characters below 0x20, nothing else).
 fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
-    if text
-        .bytes()
-        .any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\')
-    {
+    if needs_escaping(text.as_bytes()) {
         return serde_json::to_writer(&mut *out, text);
     }
     out.reserve(text.len() + 2);
     out.push(b'"');
-    out.write_all(text.as_bytes())
-        .expect("writing to a Vec does not fail");
+    out.extend_from_slice(text.as_bytes());
     out.push(b'"');
     Ok(())
+}
+
+/// Whether a byte of `bytes` is below 0x20, `"` or `\`: eight bytes at a time, with the exact
+/// tests of "Bit Twiddling Hacks" (a byte below `n`, for `n` up to 128; a zero byte).
+fn needs_escaping(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
+    let zero = |word: u64| below(word, 1);
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let word = u64::from_ne_bytes(word.try_into().expect("eight bytes"));
+        if below(word, 0x20) | zero(word ^ (ONES * u64::from(b'"'))) | zero(word ^ (ONES * 0x5c))
+            != 0
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
 }
 
 #[cfg(test)]
@@ -91,6 +107,33 @@ mod tests {
                 .map(|(key, value)| (Name::new(key), value))
                 .collect::<IndexMap<_, _>>(),
         )
+    }
+
+    #[test]
+    fn a_byte_to_escape_is_found_wherever_it_is() {
+        let plain = |byte: u8| !(byte < 0x20 || byte == b'"' || byte == b'\\');
+        for len in 0..40 {
+            assert!(!needs_escaping(&vec![b'a'; len]));
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = byte;
+                    assert_eq!(
+                        needs_escaping(&bytes),
+                        !plain(byte),
+                        "{byte:#x} at {at} of {len}"
+                    );
+                    // Among bytes with the high bit set, which the tests must not mistake.
+                    let mut bytes = vec![0xe9; len];
+                    bytes[at] = byte;
+                    assert_eq!(
+                        needs_escaping(&bytes),
+                        !plain(byte),
+                        "{byte:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
