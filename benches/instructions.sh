@@ -59,7 +59,6 @@ for label, part in [
     ('validation', 'async_graphql::validation::check_rules'),
     ('a page\'s objects (Inline)', 'Inline<T> as async_graphql::base::OutputType>::resolve'),
     ('rows decoded (store::rows::read)', 'jobgraph::store::rows::read'),
-    ('submitters decoded (read_user)', 'jobgraph::store::rows::read_user'),
     ('the response written (graphql::json)', 'jobgraph::graphql::json::write_response'),
 ]:
     print(f'  {label:36} {inclusive(part) // requests:>10,} instructions per request')

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use entity::ids::{JobId, UserId, WorkspaceId};
 use entity::job::{self, JobStatus};
 use entity::user;
-use sea_orm::{DbErr, Iterable as _, QueryResult};
+use sea_orm::sqlx;
+use sea_orm::{DbErr, Iterable as _, QueryResult, TryGetable};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -128,37 +129,37 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
     };
     for (i, column) in columns.iter().enumerate() {
         match column {
-            C::Id => job.id = row.try_get_by_index(i)?,
-            C::WorkspaceId => job.workspace_id = row.try_get_by_index(i)?,
-            C::SubmitterId => job.submitter_id = row.try_get_by_index(i)?,
+            C::Id => job.id = JobId(value(row, i)?),
+            C::WorkspaceId => job.workspace_id = WorkspaceId(value(row, i)?),
+            C::SubmitterId => job.submitter_id = UserId(value(row, i)?),
             C::Tool => job.tool = required(text(row, i)?, i)?,
             C::ToolVersion => job.tool_version = required(text(row, i)?, i)?,
             C::Name => job.name = required(text(row, i)?, i)?,
             C::Status => job.status = named(required(text(row, i)?, i)?)?,
             C::Stage => job.stage = text(row, i)?,
-            C::Progress => job.progress = row.try_get_by_index(i)?,
+            C::Progress => job.progress = value(row, i)?,
             C::Inputs => job.inputs = row.try_get_by_index(i)?,
             C::Settings => job.settings = row.try_get_by_index(i)?,
             C::Result => job.result = row.try_get_by_index(i)?,
             C::ErrorMessage => job.error_message = text(row, i)?,
             C::ErrorCode => job.error_code = text(row, i)?,
-            C::Attempt => job.attempt = row.try_get_by_index(i)?,
-            C::MaxAttempts => job.max_attempts = row.try_get_by_index(i)?,
-            C::CreditCost => job.credit_cost = row.try_get_by_index(i)?,
-            C::Refunded => job.refunded = row.try_get_by_index(i)?,
+            C::Attempt => job.attempt = value(row, i)?,
+            C::MaxAttempts => job.max_attempts = value(row, i)?,
+            C::CreditCost => job.credit_cost = value(row, i)?,
+            C::Refunded => job.refunded = value(row, i)?,
             C::Visibility => job.visibility = named(required(text(row, i)?, i)?)?,
-            C::Priority => job.priority = row.try_get_by_index(i)?,
+            C::Priority => job.priority = value(row, i)?,
             C::ParentId => job.parent_id = row.try_get_by_index(i)?,
             C::ParentKind => job.parent_kind = text(row, i)?.map(named).transpose()?,
             C::BatchId => job.batch_id = row.try_get_by_index(i)?,
             C::IdempotencyKey => job.idempotency_key = text(row, i)?,
             C::RequestFingerprint => job.request_fingerprint = text(row, i)?,
             C::Resources => job.resources = row.try_get_by_index(i)?,
-            C::CreatedAt => job.created_at = row.try_get_by_index(i)?,
-            C::UpdatedAt => job.updated_at = row.try_get_by_index(i)?,
-            C::QueuedAt => job.queued_at = row.try_get_by_index(i)?,
-            C::StartedAt => job.started_at = row.try_get_by_index(i)?,
-            C::FinishedAt => job.finished_at = row.try_get_by_index(i)?,
+            C::CreatedAt => job.created_at = value(row, i)?,
+            C::UpdatedAt => job.updated_at = value(row, i)?,
+            C::QueuedAt => job.queued_at = value(row, i)?,
+            C::StartedAt => job.started_at = value(row, i)?,
+            C::FinishedAt => job.finished_at = value(row, i)?,
             C::RunAfter => job.run_after = row.try_get_by_index(i)?,
             C::WorkerId => job.worker_id = text(row, i)?,
             C::LeaseExpiresAt => job.lease_expires_at = row.try_get_by_index(i)?,
@@ -190,29 +191,39 @@ pub fn read_user(row: &QueryResult, from: usize) -> Result<user::Model, DbErr> {
     for (i, column) in user::Column::iter().enumerate() {
         let i = from + i;
         match column {
-            C::Id => user.id = row.try_get_by_index(i)?,
+            C::Id => user.id = UserId(value(row, i)?),
             C::Email => user.email = required(text(row, i)?, i)?,
             C::DisplayName => user.display_name = required(text(row, i)?, i)?,
-            C::IsPlatformAdmin => user.is_platform_admin = row.try_get_by_index(i)?,
-            C::IsPending => user.is_pending = row.try_get_by_index(i)?,
-            C::CreatedAt => user.created_at = row.try_get_by_index(i)?,
+            C::IsPlatformAdmin => user.is_platform_admin = value(row, i)?,
+            C::IsPending => user.is_pending = value(row, i)?,
+            C::CreatedAt => user.created_at = value(row, i)?,
             C::Subject => user.subject = text(row, i)?,
         }
     }
     Ok(user)
 }
 
-/// The text at position `i` of `row`, or NULL. sqlx checks a text value's column against each
-/// of the six types it takes for text, building their list anew for every value: that check
-/// cost more than all the rest of a history page's row decoding. This module reads the `jobs`
-/// and `users` columns of this crate's own statements, text as its migrations create them, so
-/// on PostgreSQL the value is taken as the server sent it, without the check.
-fn text(row: &QueryResult, i: usize) -> Result<Option<String>, DbErr> {
+/// The value at position `i` of `row`. sqlx checks a value's column against the types it takes
+/// for the value's type: for text, it builds the list of the six types it takes anew for every
+/// value, and that check cost more than all the rest of a history page's row decoding; uuids,
+/// integers and times cost less, but still most of their decoding. This module reads the
+/// `jobs` and `users` columns of this crate's own statements, of the types its migrations
+/// create, so on PostgreSQL the value is taken as the server sent it, without the check; a
+/// value of another size still fails to decode.
+fn value<T>(row: &QueryResult, i: usize) -> Result<T, DbErr>
+where
+    T: TryGetable + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
     match row.try_as_pg_row() {
-        Some(pg) => sea_orm::sqlx::Row::try_get_unchecked(pg, i)
+        Some(pg) => sqlx::Row::try_get_unchecked(pg, i)
             .map_err(|err| DbErr::Type(format!("column {i}: {err}"))),
         None => row.try_get_by_index(i),
     }
+}
+
+/// The text at position `i` of `row`, or NULL.
+fn text(row: &QueryResult, i: usize) -> Result<Option<String>, DbErr> {
+    value(row, i)
 }
 
 /// A value of a column that is never NULL.
