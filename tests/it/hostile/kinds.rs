@@ -323,3 +323,68 @@ async fn integer_edges_in_every_numeric_argument_answer_with_a_code_or_a_result(
     }
     hostile.check(Expect::RefusedOrOk, cases).await;
 }
+
+/// A document whose operation passed validation once is then checked only for what its
+/// variables change: hostile variables of a submission sent after a valid one are still
+/// refused with a code, and charge nothing.
+#[tokio::test]
+async fn hostile_variables_of_a_submission_validated_before_are_refused_with_a_code() {
+    let hostile = Hostile::spawn().await;
+    let ws = &hostile.ws;
+    let query =
+        "mutation($input: SubmitJobInput!) { submitJob(input: $input) { job { id } } }".to_owned();
+    let valid = json!({"workspaceId": ws, "tool": "sleep", "settings": {"seconds": 0}});
+    hostile
+        .app
+        .ok(
+            Some(&hostile.owner.token),
+            &query,
+            json!({ "input": valid }),
+        )
+        .await;
+    let with = |field: &str, value: serde_json::Value| {
+        let mut input = valid.clone();
+        input[field] = value;
+        json!({ "input": input })
+    };
+    let mut nested = json!(0);
+    for _ in 0..100 {
+        nested = json!([nested]);
+    }
+    let mut cases = vec![
+        (
+            "settings nested 100 deep",
+            with("settings", json!({ "seconds": nested })),
+        ),
+        ("a name of 1 MB", with("name", json!("n".repeat(1 << 20)))),
+        ("a NUL in the name", with("name", json!("a\u{0}b"))),
+        ("inputs as a string", with("inputs", json!("x"))),
+        ("inputs as a list of numbers", with("inputs", json!([1, 2]))),
+        (
+            "the workspace as an object",
+            with("workspaceId", json!({ "id": ws })),
+        ),
+        ("the workspace as null", with("workspaceId", json!(null))),
+        ("the tool as a number", with("tool", json!(7))),
+        ("an unknown field", with("colour", json!("red"))),
+        ("the priority as a string", with("priority", json!("high"))),
+        ("the priority as null", with("priority", json!(null))),
+        ("the priority 1.5", with("priority", json!(1.5))),
+        ("the input as null", json!({ "input": null })),
+        ("no input", json!({})),
+    ];
+    for n in [
+        i64::from(i32::MAX) + 1,
+        i64::from(i32::MIN) - 1,
+        i64::MAX,
+        101,
+        -101,
+    ] {
+        cases.push(("the priority at an edge", with("priority", json!(n))));
+    }
+    let cases = cases
+        .into_iter()
+        .map(|(name, variables)| (name.to_owned(), Send::Post(query.clone(), variables)))
+        .collect();
+    hostile.check(Expect::Refused, cases).await;
+}
