@@ -13,9 +13,9 @@
 //! is not (a value of a type it does not know, a null where the document gives a default), the
 //! request is validated in full, which then gives async-graphql's own error.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::registry::{MetaType, MetaTypeName, Registry};
 use async_graphql::{Value, Variables};
 
@@ -24,6 +24,9 @@ pub struct Document {
     pub parsed: ExecutableDocument,
     /// The names requests gave the operations that passed (`None`: the only operation).
     passed: Mutex<Vec<Option<String>>>,
+    /// Whether no selection set of the document selects a response key twice
+    /// ([`keys_unique`]), worked out once an operation of it passed validation.
+    unique_keys: OnceLock<bool>,
 }
 
 impl Document {
@@ -31,7 +34,15 @@ impl Document {
         Document {
             parsed,
             passed: Mutex::new(Vec::new()),
+            unique_keys: OnceLock::new(),
         }
+    }
+
+    /// Whether the document, validated, selects no response key twice in any selection set,
+    /// so that no two values of one key are ever merged: its objects may then be written as
+    /// JSON as they are resolved (`inline::WrittenInPlace`). False until an operation passed.
+    pub fn keys_unique(&self) -> bool {
+        self.unique_keys.get().copied().unwrap_or(false)
     }
 
     /// Whether a request of this document naming `operation` needs only the checks that depend
@@ -61,7 +72,84 @@ impl Document {
         if !passed.iter().any(|name| name.as_deref() == operation) {
             passed.push(operation.map(str::to_owned));
         }
+        drop(passed);
+        self.unique_keys.get_or_init(|| keys_unique(&self.parsed));
     }
+}
+
+/// Selections [`keys_unique`] looks at, at most: fragments spread in fragments can make a
+/// small valid document select very many fields, and a document past this is taken as one
+/// that may repeat a key.
+const SELECTIONS_LOOKED_AT: usize = 10_000;
+
+/// Whether no selection set of `document` (each with the fields of the fragments it spreads,
+/// whatever their type condition) has a response key twice.
+fn keys_unique(document: &ExecutableDocument) -> bool {
+    let mut budget = SELECTIONS_LOOKED_AT;
+    let operations = document
+        .operations
+        .iter()
+        .map(|(_, op)| &op.node.selection_set);
+    let fragments = document.fragments.values().map(|f| &f.node.selection_set);
+    operations
+        .chain(fragments)
+        .all(|set| set_unique(document, &set.node, &mut budget))
+}
+
+/// Whether `set` and every set below it select each response key once.
+fn set_unique(document: &ExecutableDocument, set: &SelectionSet, budget: &mut usize) -> bool {
+    let mut keys = Vec::new();
+    let mut below = Vec::new();
+    if !gather(document, set, &mut keys, &mut below, budget, 0) {
+        return false;
+    }
+    keys.sort_unstable();
+    keys.windows(2).all(|pair| pair[0] != pair[1])
+        && below
+            .into_iter()
+            .all(|set| set_unique(document, set, budget))
+}
+
+/// The response keys `set` selects, through its fragments, and the selection sets of its
+/// fields. False past the budget, or fragments nested deeper than any valid document has them
+/// (a cycle, which validation refuses).
+fn gather<'a>(
+    document: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    keys: &mut Vec<&'a str>,
+    below: &mut Vec<&'a SelectionSet>,
+    budget: &mut usize,
+    depth: usize,
+) -> bool {
+    if depth > 32 {
+        return false;
+    }
+    for selection in &set.items {
+        let Some(left) = budget.checked_sub(1) else {
+            return false;
+        };
+        *budget = left;
+        let fragment = match &selection.node {
+            Selection::Field(field) => {
+                keys.push(field.node.response_key().node.as_str());
+                if !field.node.selection_set.node.items.is_empty() {
+                    below.push(&field.node.selection_set.node);
+                }
+                continue;
+            }
+            Selection::FragmentSpread(spread) => {
+                match document.fragments.get(&spread.node.fragment_name.node) {
+                    Some(fragment) => &fragment.node.selection_set.node,
+                    None => return false,
+                }
+            }
+            Selection::InlineFragment(fragment) => &fragment.node.selection_set.node,
+        };
+        if !gather(document, fragment, keys, below, budget, depth + 1) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether the values of `variables` are of the types the chosen operation of `document`

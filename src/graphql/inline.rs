@@ -23,6 +23,7 @@ use std::future::Future;
 use std::hash::{BuildHasher as _, RandomState};
 use std::sync::LazyLock;
 
+use async_graphql::futures_util::FutureExt as _;
 use async_graphql::futures_util::future::join_all;
 use async_graphql::indexmap::IndexMap;
 use async_graphql::indexmap::map::Entry;
@@ -30,20 +31,129 @@ use async_graphql::indexmap::map::raw_entry_v1::{RawEntryApiV1 as _, RawEntryMut
 use async_graphql::parser::types::{Field, Selection, SelectionSet};
 use async_graphql::registry::Registry;
 use async_graphql::{
-    ContainerType, ContextSelectionSet, Name, OutputType, Positioned, ServerResult, Value,
+    ContainerType, Context, ContextSelectionSet, ID, Name, OutputType, Positioned, ScalarType,
+    ServerResult, Value,
 };
+
+use super::json;
 
 /// An object type whose fields are known to wait or not.
 pub trait InlineFields: ContainerType + OutputType {
     /// Whether the field `name` (the schema's name) may wait for something outside the object:
     /// such fields run side by side; the others are resolved in place.
     fn waits(name: &str) -> bool;
+
+    /// Appends the JSON of the field `name`'s value, as its resolver gives it, when the field
+    /// is one of those the type writes itself (a field of the object alone, of a scalar or an
+    /// enum type); `false`, with nothing appended, otherwise.
+    fn write_field(&self, _ctx: &Context<'_>, _name: &str, _out: &mut Vec<u8>) -> bool {
+        false
+    }
 }
 
 impl<T: InlineFields> InlineFields for &T {
     fn waits(name: &str) -> bool {
         T::waits(name)
     }
+
+    fn write_field(&self, ctx: &Context<'_>, name: &str, out: &mut Vec<u8>) -> bool {
+        T::write_field(self, ctx, name, out)
+    }
+}
+
+/// Request data saying that the request's objects may be written as JSON as they are
+/// resolved: its document selects no response key twice (`Document::keys_unique`), so no
+/// value of it is merged with another (which needs them as values).
+pub struct WrittenInPlace;
+
+/// A value a field resolver returns, written as JSON as async-graphql would write it.
+pub trait WriteJson {
+    /// Appends the JSON; `false` when it cannot (the resolver's error), with `out` as it was.
+    fn write_json(&self, out: &mut Vec<u8>) -> bool;
+}
+
+impl WriteJson for str {
+    fn write_json(&self, out: &mut Vec<u8>) -> bool {
+        json::write_str(out, self).is_ok()
+    }
+}
+
+impl WriteJson for String {
+    fn write_json(&self, out: &mut Vec<u8>) -> bool {
+        self.as_str().write_json(out)
+    }
+}
+
+impl WriteJson for ID {
+    fn write_json(&self, out: &mut Vec<u8>) -> bool {
+        self.as_str().write_json(out)
+    }
+}
+
+impl<T: WriteJson + ?Sized> WriteJson for &T {
+    fn write_json(&self, out: &mut Vec<u8>) -> bool {
+        T::write_json(self, out)
+    }
+}
+
+impl<T: WriteJson> WriteJson for Option<T> {
+    fn write_json(&self, out: &mut Vec<u8>) -> bool {
+        match self {
+            Some(value) => value.write_json(out),
+            None => {
+                out.extend_from_slice(b"null");
+                true
+            }
+        }
+    }
+}
+
+impl<T: WriteJson, E> WriteJson for Result<T, E> {
+    fn write_json(&self, out: &mut Vec<u8>) -> bool {
+        self.as_ref().is_ok_and(|value| value.write_json(out))
+    }
+}
+
+/// Scalars written from the value their `ScalarType` gives, as async-graphql resolves them.
+macro_rules! write_json_by_value {
+    ($($ty:ty),* $(,)?) => {$(
+        impl WriteJson for $ty {
+            fn write_json(&self, out: &mut Vec<u8>) -> bool {
+                json::write_value(out, &ScalarType::to_value(self)).is_ok()
+            }
+        }
+    )*};
+}
+
+write_json_by_value!(bool, i32, i64, f64, chrono::DateTime<chrono::Utc>);
+
+impl WriteJson for async_graphql::Json<serde_json::Value> {
+    fn write_json(&self, out: &mut Vec<u8>) -> bool {
+        // As async-graphql resolves it.
+        let value = async_graphql::to_value(&self.0).ok().unwrap_or_default();
+        json::write_value(out, &value).is_ok()
+    }
+}
+
+/// Enums written by the name async-graphql gives their values.
+macro_rules! write_json_of_enums {
+    ($($ty:ty),* $(,)?) => {$(
+        impl $crate::graphql::inline::WriteJson for $ty {
+            fn write_json(&self, out: &mut Vec<u8>) -> bool {
+                let value = async_graphql::resolver_utils::enum_value(*self);
+                $crate::graphql::json::write_value(out, &value).is_ok()
+            }
+        }
+    )*};
+}
+pub(crate) use write_json_of_enums;
+
+/// Writes the value of a resolver's future that is ready at once (a field of the object alone);
+/// `false` for one that is not.
+pub fn write_ready<F: Future<Output: WriteJson>>(future: F, out: &mut Vec<u8>) -> bool {
+    future
+        .now_or_never()
+        .is_some_and(|value| value.write_json(out))
 }
 
 /// `T`, with the fields that do not wait resolved in place.
@@ -74,6 +184,9 @@ impl<T: InlineFields> OutputType for Inline<T> {
         let mut fields = Vec::with_capacity(ctx.item.node.items.len());
         if !collect(ctx, &self.0, ctx.item, &mut fields) {
             return self.0.resolve(ctx, field).await;
+        }
+        if ctx.data_opt::<WrittenInPlace>().is_some() {
+            return Ok(self.written(ctx, &fields).await);
         }
         // The fields that wait are left `None` here, and resolved next.
         let mut values: Vec<Option<ServerResult<Value>>> = Vec::with_capacity(fields.len());
@@ -120,6 +233,84 @@ impl<T: InlineFields> OutputType for Inline<T> {
         } else {
             Value::Object(object)
         })
+    }
+}
+
+impl<T: InlineFields> Inline<T> {
+    /// The object as JSON written as its fields are resolved ([`json::raw`]): the fields that
+    /// wait side by side first, then each in order, written by `T` itself where it can
+    /// ([`InlineFields::write_field`]), from its resolved value otherwise. A field whose
+    /// resolver fails is left out, its error added, as in the object resolved as a value.
+    async fn written(&self, ctx: &ContextSelectionSet<'_>, fields: &[&Positioned<Field>]) -> Value {
+        let mut waited: Vec<Option<ServerResult<Value>>> = fields.iter().map(|_| None).collect();
+        let waiting: Vec<usize> = fields
+            .iter()
+            .enumerate()
+            .filter(|(_, field)| {
+                let name = field.node.name.node.as_str();
+                name != "__typename" && T::waits(name)
+            })
+            .map(|(at, _)| at)
+            .collect();
+        match waiting.as_slice() {
+            [] => {}
+            [at] => waited[*at] = Some(value_of(ctx, &self.0, fields[*at]).await),
+            _ => {
+                let done =
+                    join_in_order(waiting.iter().map(|at| value_of(ctx, &self.0, fields[*at])))
+                        .await;
+                for (at, value) in waiting.into_iter().zip(done) {
+                    waited[at] = Some(value);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(32 * fields.len());
+        out.push(b'{');
+        let mut empty = true;
+        for (field, waited) in fields.iter().zip(waited) {
+            let name = field.node.name.node.as_str();
+            let before = out.len();
+            if !empty {
+                out.push(b',');
+            }
+            // A response key is a name: letters, digits and `_`, nothing to escape.
+            out.push(b'"');
+            out.extend_from_slice(field.node.response_key().node.as_bytes());
+            out.extend_from_slice(b"\":");
+            let written = if name == "__typename" {
+                self.0.introspection_type_name().write_json(&mut out)
+            } else if let Some(value) = waited {
+                write_resolved(ctx, value, &mut out)
+            } else {
+                self.0.write_field(&ctx.with_field(field), name, &mut out)
+                    || write_resolved(ctx, value_of(ctx, &self.0, field).await, &mut out)
+            };
+            if written {
+                empty = false;
+            } else {
+                out.truncate(before);
+            }
+        }
+        if empty {
+            return Value::Null;
+        }
+        out.push(b'}');
+        json::raw(out)
+    }
+}
+
+/// Appends a field's resolved value; `false` for an error, which is added to the response.
+fn write_resolved(
+    ctx: &ContextSelectionSet<'_>,
+    value: ServerResult<Value>,
+    out: &mut Vec<u8>,
+) -> bool {
+    match value {
+        Ok(value) => json::write_value(out, &value).is_ok(),
+        Err(err) => {
+            ctx.add_error(err);
+            false
+        }
     }
 }
 

@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus, ParentKind, Visibility};
 use entity::job_event;
 use entity::user;
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
 use super::files::{FileRoleView, FileView};
-use super::inline::{Inline, InlineFields, InlineList};
+use super::inline::{Inline, InlineFields, InlineList, write_ready};
 use super::users::{UserView, load_user};
 use super::workspaces::WorkspaceView;
 use super::{catalog, db, page_complexity, viewer};
@@ -49,6 +49,8 @@ macro_rules! mirror_enum {
                 match value { $($view::$variant => <$model>::$variant),+ }
             }
         }
+
+        $crate::graphql::inline::write_json_of_enums!($view);
     };
 }
 pub(crate) use mirror_enum;
@@ -454,7 +456,35 @@ macro_rules! job_fields {
                 });
                 WAITING.contains(name)
             }
+
+            /// The fields of the job alone write their values themselves: the same resolver,
+            /// its value written as async-graphql writes it.
+            fn write_field(&self, ctx: &Context<'_>, name: &str, out: &mut Vec<u8>) -> bool {
+                static WRITERS: LazyLock<FxHashMap<String, WriteField>> = LazyLock::new(|| {
+                    [$((camel_case(stringify!($name)), written!($name $args))),*]
+                        .into_iter()
+                        .filter_map(|(name, write)| Some((name, write?)))
+                        .collect()
+                });
+                WRITERS.get(name).is_some_and(|write| write(self, ctx, out))
+            }
         }
+    };
+}
+
+/// How a field of `Job` writes its value ([`InlineFields::write_field`]).
+type WriteField = fn(&JobView, &Context<'_>, &mut Vec<u8>) -> bool;
+
+/// The writer of a field that takes the job alone; none for the others.
+macro_rules! written {
+    ($name:ident (&self)) => {
+        Some(
+            (|job: &JobView, ctx: &Context<'_>, out: &mut Vec<u8>| write_ready(job.$name(ctx), out))
+                as WriteField,
+        )
+    };
+    ($name:ident $args:tt) => {
+        None
     };
 }
 

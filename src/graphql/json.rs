@@ -4,10 +4,20 @@
 //! on a history page of 50 jobs that is about 760 strings and most of the serialization's
 //! cost. Almost none of them needs escaping, and such a string is copied as it is here; any
 //! other (a quote, a backslash or a control character in it) is written by serde_json, as are
-//! numbers, bytes, errors and extensions. The field order is the `Response`'s own: `data`,
+//! numbers, errors and extensions. The field order is the `Response`'s own: `data`,
 //! `extensions`, `errors`.
+//!
+//! A value may also be JSON written already ([`raw`]), which is copied as it is. It travels as
+//! bytes (`Value::Binary`): no field of the schema answers bytes (it has no such scalar), so
+//! in a response those are only ever JSON written already, and only this writer meets them
+//! (only the HTTP responses this writer writes have them: `inline::WrittenInPlace`).
 
 use async_graphql::{Response, Value};
+
+/// A value whose JSON text is `json`, written already: it must be one JSON value.
+pub fn raw(json: Vec<u8>) -> Value {
+    Value::Binary(json.into())
+}
 
 /// Appends `response` to `out`.
 pub fn write_response(out: &mut Vec<u8>, response: &Response) -> serde_json::Result<()> {
@@ -25,7 +35,8 @@ pub fn write_response(out: &mut Vec<u8>, response: &Response) -> serde_json::Res
     Ok(())
 }
 
-fn write_value(out: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
+/// Appends `value`.
+pub fn write_value(out: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Boolean(true) => out.extend_from_slice(b"true"),
@@ -54,14 +65,15 @@ fn write_value(out: &mut Vec<u8>, value: &Value) -> serde_json::Result<()> {
             }
             out.push(b'}');
         }
-        Value::Number(_) | Value::Binary(_) => serde_json::to_writer(&mut *out, value)?,
+        Value::Binary(json) => out.extend_from_slice(json),
+        Value::Number(_) => serde_json::to_writer(&mut *out, value)?,
     }
     Ok(())
 }
 
 /// A JSON string: copied between quotes when serde_json would escape none of its bytes (it
 /// escapes `"`, `\` and the control characters below 0x20, nothing else).
-fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
+pub fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
     if needs_escaping(text.as_bytes()) {
         return serde_json::to_writer(&mut *out, text);
     }
@@ -160,7 +172,6 @@ mod tests {
             ("big", Value::from(u64::MAX)),
             ("float", Value::from(0.1 + 0.2)),
             ("enum", Value::Enum(Name::new("QUEUED"))),
-            ("bytes", Value::Binary(vec![0, 1, 255].into())),
             ("empty list", Value::List(vec![])),
             ("empty object", object(vec![])),
             (
@@ -193,5 +204,33 @@ mod tests {
                 String::from_utf8(expected).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn json_written_already_is_copied_as_it_is_at_any_depth() {
+        // Keys in order: the expected text is written from a parsed value.
+        let text = r#"{"id":"job_1","n":[1,null,{"x":true}],"name":"a \"b\" é"}"#;
+        let written = |json: &str| raw(json.as_bytes().to_vec());
+        let parsed = |json: &str| Value::from_json(serde_json::from_str(json).unwrap()).unwrap();
+        let shape = |value: &dyn Fn(&str) -> Value| {
+            object(vec![
+                ("page", value(text)),
+                (
+                    "items",
+                    Value::List(vec![value("{}"), value("null"), value(text)]),
+                ),
+                (
+                    "deep",
+                    object(vec![("node", value(text)), ("n", Value::from(1))]),
+                ),
+            ])
+        };
+        let mut out = Vec::new();
+        write_response(&mut out, &Response::new(shape(&written))).unwrap();
+        let expected = serde_json::to_vec(&Response::new(shape(&parsed))).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
     }
 }

@@ -8,7 +8,7 @@ mod credits;
 pub mod documents;
 mod files;
 pub mod guard;
-mod inline;
+pub(crate) mod inline;
 mod job_actions;
 pub mod jobs;
 pub mod json;

@@ -433,6 +433,15 @@ async fn execute(
         true => &state.validated_schema,
         false => &state.schema,
     };
+    // Its objects may be written as JSON as they are resolved when no two values of one key
+    // are ever merged (the HTTP response is written by `graphql::json`, which copies them).
+    if validated
+        && cached
+            .as_ref()
+            .is_some_and(|document| document.keys_unique())
+    {
+        request.data.insert(graphql::inline::WrittenInPlace);
+    }
     let mut response = schema.execute(request).await;
     if !validated
         && !graphql::is_request_error(&response)

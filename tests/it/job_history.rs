@@ -337,6 +337,42 @@ async fn a_page_of_jobs_costs_the_same_few_queries_whatever_its_size() {
     assert_eq!(costs[0], 2, "a page costs {} queries", costs[0]);
 }
 
+/// Sends `query` twice and returns its answer, after checking that the second, whose document
+/// passed validation and selects no key twice, was written as its objects were resolved
+/// (`graphql::inline`) and says the same as the first, resolved as values.
+async fn answered_alike_again(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    let text = || async {
+        let response = app
+            .client()
+            .post(app.url("/graphql"))
+            .bearer_auth(token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("the server answers");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.text().await.expect("a body")
+    };
+    let first = text().await;
+    let document = app
+        .state
+        .documents
+        .get(&query.to_owned())
+        .expect("the document is kept");
+    let again = text().await;
+    // The same text but for the order of the fields of objects async-graphql resolves itself,
+    // which is the order their values came in.
+    let answer: Value = serde_json::from_str(&first).expect("JSON");
+    let again: Value = serde_json::from_str(&again).expect("JSON");
+    assert_eq!(again, answer, "{query}");
+    // Unless a key repeats, or the first answer was refused (no operation passed).
+    let repeats = query.contains("{ id id ")
+        || query.contains("nodes { id name } nodes")
+        || answer.get("data").is_none_or(Value::is_null);
+    assert_eq!(document.keys_unique(), !repeats, "{query}");
+    answer
+}
+
 /// Every field of `Job` that needs no arguments, with a selection for the object-typed ones.
 async fn job_field_selections(app: &TestApp, token: &str) -> Vec<String> {
     let data = app
@@ -459,13 +495,12 @@ async fn a_list_answers_every_job_field_exactly_as_the_job_itself() {
     let selections = job_field_selections(&app, &alice.token).await;
     assert!(selections.len() > 30, "{selections:?}");
     for selection in &selections {
-        let listed = app
-            .ok(
-                Some(&alice.token),
-                &format!("query($ws: ID!) {{ workspace(id: $ws) {{ jobs(first: 10) {{ edges {{ node {{ id {selection} }} }} nodes {{ id {selection} }} }} }} }}"),
-                json!({ "ws": ws }),
-            )
-            .await;
+        let query = format!(
+            "query($ws: ID!) {{ workspace(id: $ws) {{ jobs(first: 10) {{ edges {{ node {{ id {selection} }} }} nodes {{ id {selection} }} }} }} }}"
+        );
+        let listed = answered_alike_again(&app, &alice.token, &query, json!({ "ws": ws })).await;
+        assert!(listed.get("errors").is_none(), "{listed}");
+        let listed = &listed["data"];
         let jobs = &listed["workspace"]["jobs"];
         for id in [&original, &copy, &failed, &batched] {
             let alone = app
@@ -698,4 +733,58 @@ async fn a_list_answers_fragments_aliases_repeated_fields_and_errors_as_the_job_
             "{body}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_page_written_as_its_objects_resolve_answers_as_the_page_resolved_as_values() {
+    // Once a document passed validation and selects no key twice, its pages' objects are
+    // written as JSON as they resolve (`graphql::inline`): fragments, aliases, `__typename`,
+    // nulls, documents, a field that fails and one that waits must read as before.
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice@lab.test").await;
+    let ws = app.workspace(&alice, "lab").await;
+    app.grant(&ws, 1000).await;
+    named_job(&app, &alice, &ws, "first \"quoted\" \\ slash", "sleep").await;
+    named_job(&app, &alice, &ws, "second é 🧬", "kmer-count").await;
+    let fragment = "fragment Costs on Job { toolName creditCost settings result }";
+    let selection = "__typename ...Costs ... on Job { status progress createdAt } \
+        ... on Node { id } label: name startedAt durationSeconds \
+        submitter { __typename email } failing: viewerCanDuplicate(into: \"not an id\") \
+        viewerCanCancel queuePosition";
+    let query = format!(
+        "query($ws: ID!) {{ workspace(id: $ws) {{ jobs(first: 10) {{ \
+         edges {{ cursor node {{ {selection} }} }} nodes {{ {selection} }} \
+         pageInfo {{ hasNextPage }} }} }} }} {fragment}"
+    );
+    let answer = answered_alike_again(&app, &alice.token, &query, json!({ "ws": ws })).await;
+    let nodes = answer["data"]["workspace"]["jobs"]["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert_eq!(nodes.len(), 2, "{answer}");
+    assert_eq!(nodes[0]["label"], "second é 🧬");
+    assert_eq!(nodes[1]["label"], "first \"quoted\" \\ slash");
+    assert_eq!(nodes[0]["__typename"], "Job");
+    assert_eq!(nodes[0]["submitter"]["__typename"], "User");
+    assert_eq!(nodes[0]["submitter"]["email"], "alice@lab.test");
+    assert_eq!(nodes[0]["status"], "QUEUED");
+    assert!(nodes[0]["result"].is_null(), "{answer}");
+    assert!(nodes[0]["settings"].is_object(), "{answer}");
+    assert!(nodes[0]["createdAt"].is_string(), "{answer}");
+    assert!(nodes[0]["queuePosition"].is_number(), "{answer}");
+    // The failing field is left out of each job, its error there four times.
+    assert!(nodes[0].get("failing").is_none(), "{answer}");
+    assert_eq!(answer["errors"].as_array().unwrap().len(), 4, "{answer}");
+
+    // A key selected twice anywhere: the objects are resolved as values, merged as before.
+    let repeated = "query($ws: ID!) { workspace(id: $ws) { jobs(first: 10) { \
+         nodes { id name } nodes { id submitter { email } } } } }"
+        .to_owned();
+    let answer = answered_alike_again(&app, &alice.token, &repeated, json!({ "ws": ws })).await;
+    let document = app.state.documents.get(&repeated).unwrap();
+    assert!(!document.keys_unique());
+    let nodes = answer["data"]["workspace"]["jobs"]["nodes"]
+        .as_array()
+        .unwrap();
+    assert_eq!(nodes[0]["name"], "second é 🧬", "{answer}");
+    assert_eq!(nodes[0]["submitter"]["email"], "alice@lab.test", "{answer}");
 }
