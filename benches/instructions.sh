@@ -59,7 +59,7 @@ for label, part in [
     ('validation', 'async_graphql::validation::check_rules'),
     ('a page\'s objects (Inline)', 'Inline<T> as async_graphql::base::OutputType>::resolve'),
     ('rows decoded (store::rows::read)', 'jobgraph::store::rows::read'),
-    ('the response written (graphql::json)', 'jobgraph::graphql::json::write_response'),
+    ('JSON written (graphql::json)', 'jobgraph::graphql::json::write_value ['),
 ]:
     print(f'  {label:36} {inclusive(part) // requests:>10,} instructions per request')
 PY

@@ -148,6 +148,51 @@ macro_rules! write_json_of_enums {
 }
 pub(crate) use write_json_of_enums;
 
+/// A Rust field name as the schema spells it (`tool_version`: `toolVersion`).
+pub fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `write_field` of an [`InlineFields`] type whose fields `$name` (its resolvers' names)
+/// take the object alone: each writes its resolver's value.
+macro_rules! write_fields {
+    ($ty:ty, [$($name:ident),* $(,)?]) => {
+        fn write_field(
+            &self,
+            ctx: &async_graphql::Context<'_>,
+            name: &str,
+            out: &mut Vec<u8>,
+        ) -> bool {
+            type Write = fn(&$ty, &async_graphql::Context<'_>, &mut Vec<u8>) -> bool;
+            static WRITERS: std::sync::LazyLock<rustc_hash::FxHashMap<String, Write>> =
+                std::sync::LazyLock::new(|| {
+                    [$((
+                        $crate::graphql::inline::camel_case(stringify!($name)),
+                        (|object: &$ty, ctx: &async_graphql::Context<'_>, out: &mut Vec<u8>| {
+                            $crate::graphql::inline::write_ready(object.$name(ctx), out)
+                        }) as Write,
+                    )),*]
+                    .into_iter()
+                    .collect()
+                });
+            WRITERS.get(name).is_some_and(|write| write(self, ctx, out))
+        }
+    };
+}
+pub(crate) use write_fields;
+
 /// Writes the value of a resolver's future that is ready at once (a field of the object alone);
 /// `false` for one that is not.
 pub fn write_ready<F: Future<Output: WriteJson>>(future: F, out: &mut Vec<u8>) -> bool {

@@ -16,7 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
 use super::files::{FileRoleView, FileView};
-use super::inline::{Inline, InlineFields, InlineList, write_ready};
+use super::inline::{Inline, InlineFields, InlineList, camel_case, write_ready};
 use super::users::{UserView, load_user};
 use super::workspaces::WorkspaceView;
 use super::{catalog, db, page_complexity, viewer};
@@ -496,23 +496,6 @@ macro_rules! waits {
     ($args:tt) => {
         true
     };
-}
-
-/// A Rust field name as the schema spells it (`tool_version`: `toolVersion`).
-fn camel_case(snake: &str) -> String {
-    let mut out = String::with_capacity(snake.len());
-    let mut upper = false;
-    for c in snake.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// One run of a tool: everything it recorded.

@@ -58,6 +58,18 @@ impl super::inline::InlineFields for UserView {
     fn waits(_: &str) -> bool {
         false
     }
+
+    super::inline::write_fields!(
+        UserView,
+        [
+            id,
+            email,
+            display_name,
+            is_pending,
+            is_platform_admin,
+            created_at
+        ]
+    );
 }
 
 /// Loads a user through the request's batch loader.

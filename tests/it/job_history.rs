@@ -749,7 +749,7 @@ async fn a_page_written_as_its_objects_resolve_answers_as_the_page_resolved_as_v
     let fragment = "fragment Costs on Job { toolName creditCost settings result }";
     let selection = "__typename ...Costs ... on Job { status progress createdAt } \
         ... on Node { id } label: name startedAt durationSeconds \
-        submitter { __typename email } failing: viewerCanDuplicate(into: \"not an id\") \
+        submitter { __typename id email displayName isPending isPlatformAdmin createdAt } failing: viewerCanDuplicate(into: \"not an id\") \
         viewerCanCancel queuePosition";
     let query = format!(
         "query($ws: ID!) {{ workspace(id: $ws) {{ jobs(first: 10) {{ \
