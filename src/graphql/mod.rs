@@ -6,6 +6,7 @@
 pub(crate) mod codes;
 mod credits;
 pub mod documents;
+mod expansion;
 mod files;
 pub mod guard;
 pub(crate) mod inline;
@@ -84,7 +85,10 @@ pub fn build(
         Subscription::default(),
     )
     .limit_depth(config.max_query_depth)
-    .limit_complexity(config.max_query_complexity);
+    .limit_complexity(config.max_query_complexity)
+    .extension(expansion::Expansion {
+        max_complexity: config.max_query_complexity,
+    });
     if crate::telemetry::enabled() {
         schema = schema.extension(traces::Traces);
     }
