@@ -16,6 +16,12 @@
 //! custom directives, and fragments); anything else goes through `T`'s own resolution. The
 //! schema's one extension (`traces`) looks at operations, not at fields, so skipping the
 //! extensions' field hook changes nothing it records.
+//!
+//! Where a request allows it ([`WrittenInPlace`]: its document passed validation and selects no
+//! response key twice, so no value of it is ever merged), an object is written as JSON as its
+//! fields resolve instead of built as a value: the fields a type writes itself
+//! ([`InlineFields::write_field`]) go straight into its text, the others as their values
+//! serialize. The text travels up as a value of bytes (`graphql::json::raw`).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
