@@ -43,27 +43,38 @@ use async_graphql::{
 
 use super::json;
 
+/// What becomes of a field of an [`InlineFields`] type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// It may wait for something outside the object (a loader, the database): such fields run
+    /// side by side.
+    Waits,
+    /// The type writes its value itself ([`InlineFields::write_field`] with this number): a
+    /// field of the object alone, of a scalar or an enum type.
+    Writes(usize),
+    /// It is resolved in place, through the object's resolver.
+    Resolves,
+}
+
 /// An object type whose fields are known to wait or not.
 pub trait InlineFields: ContainerType + OutputType {
-    /// Whether the field `name` (the schema's name) may wait for something outside the object:
-    /// such fields run side by side; the others are resolved in place.
-    fn waits(name: &str) -> bool;
+    /// The plan of the field `name` (the schema's name): one lookup tells it all.
+    fn plan(name: &str) -> Plan;
 
-    /// Appends the JSON of the field `name`'s value, as its resolver gives it, when the field
-    /// is one of those the type writes itself (a field of the object alone, of a scalar or an
-    /// enum type); `false`, with nothing appended, otherwise.
-    fn write_field(&self, _ctx: &Context<'_>, _name: &str, _out: &mut Vec<u8>) -> bool {
+    /// Appends the JSON of the value of the field that [`InlineFields::plan`] numbered `at`,
+    /// as its resolver gives it; `false`, with nothing appended, when it cannot.
+    fn write_field(&self, _ctx: &Context<'_>, _at: usize, _out: &mut Vec<u8>) -> bool {
         false
     }
 }
 
 impl<T: InlineFields> InlineFields for &T {
-    fn waits(name: &str) -> bool {
-        T::waits(name)
+    fn plan(name: &str) -> Plan {
+        T::plan(name)
     }
 
-    fn write_field(&self, ctx: &Context<'_>, name: &str, out: &mut Vec<u8>) -> bool {
-        T::write_field(self, ctx, name, out)
+    fn write_field(&self, ctx: &Context<'_>, at: usize, out: &mut Vec<u8>) -> bool {
+        T::write_field(self, ctx, at, out)
     }
 }
 
@@ -171,33 +182,82 @@ pub fn camel_case(snake: &str) -> String {
     out
 }
 
-/// The `write_field` of an [`InlineFields`] type whose fields `$name` (its resolvers' names)
-/// take the object alone: each writes its resolver's value.
-macro_rules! write_fields {
-    ($ty:ty, [$($name:ident),* $(,)?]) => {
-        fn write_field(
-            &self,
-            ctx: &async_graphql::Context<'_>,
-            name: &str,
-            out: &mut Vec<u8>,
-        ) -> bool {
-            type Write = fn(&$ty, &async_graphql::Context<'_>, &mut Vec<u8>) -> bool;
-            static WRITERS: std::sync::LazyLock<rustc_hash::FxHashMap<String, Write>> =
-                std::sync::LazyLock::new(|| {
-                    [$((
-                        $crate::graphql::inline::camel_case(stringify!($name)),
-                        (|object: &$ty, ctx: &async_graphql::Context<'_>, out: &mut Vec<u8>| {
-                            $crate::graphql::inline::write_ready(object.$name(ctx), out)
-                        }) as Write,
-                    )),*]
-                    .into_iter()
-                    .collect()
+/// The [`InlineFields`] of `$ty`, from its fields as their resolvers are declared
+/// (`name(args)`): a field that takes the object alone (`(&self)`) is written by `$ty` itself,
+/// one that takes anything more (the request's context) may wait. Fields not named are
+/// resolved in place.
+macro_rules! inline_fields {
+    ($ty:ty { $($name:ident $args:tt),* $(,)? }) => {
+        impl $crate::graphql::inline::InlineFields for $ty {
+            fn plan(name: &str) -> $crate::graphql::inline::Plan {
+                Self::fields()
+                    .0
+                    .get(name)
+                    .copied()
+                    .unwrap_or($crate::graphql::inline::Plan::Resolves)
+            }
+
+            fn write_field(
+                &self,
+                ctx: &async_graphql::Context<'_>,
+                at: usize,
+                out: &mut Vec<u8>,
+            ) -> bool {
+                Self::fields().1.get(at).is_some_and(|write| write(self, ctx, out))
+            }
+        }
+
+        impl $ty {
+            /// The plans of the fields by name, and the writers they number.
+            #[allow(clippy::type_complexity)]
+            fn fields() -> &'static (
+                rustc_hash::FxHashMap<String, $crate::graphql::inline::Plan>,
+                Vec<fn(&$ty, &async_graphql::Context<'_>, &mut Vec<u8>) -> bool>,
+            ) {
+                type Write = fn(&$ty, &async_graphql::Context<'_>, &mut Vec<u8>) -> bool;
+                // Asked for every field of every object of a page: a map hashed with FxHash.
+                static FIELDS: std::sync::LazyLock<(
+                    rustc_hash::FxHashMap<String, $crate::graphql::inline::Plan>,
+                    Vec<Write>,
+                )> = std::sync::LazyLock::new(|| {
+                    let mut plans = rustc_hash::FxHashMap::default();
+                    let mut writers: Vec<Write> = Vec::new();
+                    $(
+                        let name = $crate::graphql::inline::camel_case(stringify!($name));
+                        let written: Option<Write> =
+                            $crate::graphql::inline::written!($ty, $name $args);
+                        let plan = match written {
+                            Some(write) => {
+                                writers.push(write);
+                                $crate::graphql::inline::Plan::Writes(writers.len() - 1)
+                            }
+                            None => $crate::graphql::inline::Plan::Waits,
+                        };
+                        plans.insert(name, plan);
+                    )*
+                    (plans, writers)
                 });
-            WRITERS.get(name).is_some_and(|write| write(self, ctx, out))
+                &FIELDS
+            }
         }
     };
 }
-pub(crate) use write_fields;
+pub(crate) use inline_fields;
+
+/// The writer of a field whose resolver takes the object alone; none for the others.
+macro_rules! written {
+    ($ty:ty, $name:ident (&self)) => {
+        Some(
+            |object: &$ty, ctx: &async_graphql::Context<'_>, out: &mut Vec<u8>| {
+                $crate::graphql::inline::write_ready(object.$name(ctx), out)
+            },
+        )
+    };
+    ($ty:ty, $name:ident $args:tt) => {
+        None
+    };
+}
+pub(crate) use written;
 
 /// Writes the value of a resolver's future that is ready at once (a field of the object alone);
 /// `false` for one that is not.
@@ -247,7 +307,7 @@ impl<T: InlineFields> OutputType for Inline<T> {
                 values.push(Some(Ok(Value::String(
                     self.0.introspection_type_name().into_owned(),
                 ))));
-            } else if T::waits(name) {
+            } else if plan_of::<T>(&field.node.name.node) == Plan::Waits {
                 values.push(None);
             } else {
                 values.push(Some(value_of(ctx, &self.0, field).await));
@@ -293,33 +353,39 @@ impl<T: InlineFields> Inline<T> {
     /// ([`InlineFields::write_field`]), from its resolved value otherwise. A field whose
     /// resolver fails is left out, its error added, as in the object resolved as a value.
     async fn written(&self, ctx: &ContextSelectionSet<'_>, fields: &[&Positioned<Field>]) -> Value {
-        let mut waited: Vec<Option<ServerResult<Value>>> = fields.iter().map(|_| None).collect();
-        let waiting: Vec<usize> = fields
+        let mut slots: Vec<Slot> = fields
             .iter()
-            .enumerate()
-            .filter(|(_, field)| {
-                let name = field.node.name.node.as_str();
-                name != "__typename" && T::waits(name)
+            .map(|field| match field.node.name.node.as_str() {
+                "__typename" => Slot::Typename,
+                _ => Slot::Planned(plan_of::<T>(&field.node.name.node)),
             })
-            .map(|(at, _)| at)
             .collect();
-        match waiting.as_slice() {
-            [] => {}
-            [at] => waited[*at] = Some(value_of(ctx, &self.0, fields[*at]).await),
+        let waits = |slot: &Slot| matches!(slot, Slot::Planned(Plan::Waits));
+        match slots.iter().filter(|slot| waits(slot)).count() {
+            0 => {}
+            1 => {
+                let at = slots.iter().position(waits).expect("one field waits");
+                slots[at] = Slot::Waited(value_of(ctx, &self.0, fields[at]).await);
+            }
             _ => {
-                let done =
-                    join_in_order(waiting.iter().map(|at| value_of(ctx, &self.0, fields[*at])))
-                        .await;
-                for (at, value) in waiting.into_iter().zip(done) {
-                    waited[at] = Some(value);
+                let done = join_in_order(
+                    fields
+                        .iter()
+                        .zip(&slots)
+                        .filter(|(_, slot)| waits(slot))
+                        .map(|(field, _)| value_of(ctx, &self.0, field)),
+                )
+                .await;
+                let mut done = done.into_iter();
+                for slot in slots.iter_mut().filter(|slot| waits(slot)) {
+                    *slot = Slot::Waited(done.next().expect("a value per waiting field"));
                 }
             }
         }
-        let mut out = Vec::with_capacity(32 * fields.len());
+        let mut out = Vec::with_capacity(expected_size(ctx.item, fields.len()));
         out.push(b'{');
         let mut empty = true;
-        for (field, waited) in fields.iter().zip(waited) {
-            let name = field.node.name.node.as_str();
+        for (field, slot) in fields.iter().zip(slots) {
             let before = out.len();
             if !empty {
                 out.push(b',');
@@ -328,13 +394,17 @@ impl<T: InlineFields> Inline<T> {
             out.push(b'"');
             out.extend_from_slice(field.node.response_key().node.as_bytes());
             out.extend_from_slice(b"\":");
-            let written = if name == "__typename" {
-                self.0.introspection_type_name().write_json(&mut out)
-            } else if let Some(value) = waited {
-                write_resolved(ctx, value, &mut out)
-            } else {
-                self.0.write_field(&ctx.with_field(field), name, &mut out)
-                    || write_resolved(ctx, value_of(ctx, &self.0, field).await, &mut out)
+            let written = match slot {
+                Slot::Typename => self.0.introspection_type_name().write_json(&mut out),
+                Slot::Waited(value) => write_resolved(ctx, value, &mut out),
+                Slot::Planned(Plan::Writes(at))
+                    if self.0.write_field(&ctx.with_field(field), at, &mut out) =>
+                {
+                    true
+                }
+                Slot::Planned(_) => {
+                    write_resolved(ctx, value_of(ctx, &self.0, field).await, &mut out)
+                }
             };
             if written {
                 empty = false;
@@ -346,8 +416,46 @@ impl<T: InlineFields> Inline<T> {
             return Value::Null;
         }
         out.push(b'}');
+        remember_size(ctx.item, out.len());
         json::raw(out)
     }
+}
+
+/// The sizes of this thread's recently written objects, by the address of their selection set
+/// (one allocation of a parsed document, shared by every object of a page and by every request
+/// of the cached document), each in the slot that address picks: an object of a page is
+/// written into a buffer the size of the one before it, rather than grown as it is written.
+const SIZE_SLOTS: usize = 16;
+
+thread_local! {
+    static SIZES: RefCell<[(usize, usize); SIZE_SLOTS]> = const { RefCell::new([(0, 0); SIZE_SLOTS]) };
+}
+
+fn size_slot(set: &Positioned<SelectionSet>) -> (usize, usize) {
+    let address = std::ptr::from_ref(set) as usize;
+    (address, (address >> 4) % SIZE_SLOTS)
+}
+
+/// The buffer to write an object of `set` into: a quarter larger than the last one written (an
+/// object's names and texts vary in length), or a guess from its number of fields.
+fn expected_size(set: &Positioned<SelectionSet>, fields: usize) -> usize {
+    let (address, at) = size_slot(set);
+    SIZES.with_borrow(|sizes| match sizes[at] {
+        (held, size) if held == address => size + size / 4,
+        _ => 32 * fields,
+    })
+}
+
+fn remember_size(set: &Positioned<SelectionSet>, size: usize) {
+    let (address, at) = size_slot(set);
+    SIZES.with_borrow_mut(|sizes| sizes[at] = (address, size));
+}
+
+/// A field of an object being written: its plan, until a field that waits has its value.
+enum Slot {
+    Typename,
+    Planned(Plan),
+    Waited(ServerResult<Value>),
 }
 
 /// Appends a field's resolved value; `false` for an error, which is added to the response.
@@ -507,34 +615,66 @@ fn collect<'a, T: OutputType>(
 /// seeded at random as any map's, once per process.
 static HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
-/// Response keys of this thread's recent objects, with their hashes by [`HASHER`], each in the
-/// slot its address picks. A key of a document is one allocation, shared by every object of
-/// the page and by every request of the cached document, so one comparison of addresses finds
-/// it; a slot holds its key, so no other key can take that address while it is there.
+/// What this thread worked out lately about names of documents (response keys, field names),
+/// each in the slot its address picks. A name of a document is one allocation, shared by every
+/// object of a page and by every request of the cached document, so one comparison of
+/// addresses finds it; a slot holds its name, so no other name can take that address while it
+/// is there. `of` tells apart what is worked out for different types.
+struct Recent<V: Copy> {
+    slots: Vec<Option<(Name, usize, V)>>,
+}
+
 const SLOTS: usize = 64;
-/// Longer keys (aliases) are hashed each time rather than held.
+/// Longer names (aliases) are worked out each time rather than held.
 const MAX_HELD_KEY: usize = 64;
 
+impl<V: Copy> Recent<V> {
+    fn new() -> Self {
+        Recent {
+            slots: vec![None; SLOTS],
+        }
+    }
+
+    /// What `work` gives for `name` and `of`, as it gave it last time when that is held.
+    fn get(&mut self, name: &Name, of: usize, work: impl FnOnce() -> V) -> V {
+        if name.len() > MAX_HELD_KEY {
+            return work();
+        }
+        let address = name.as_str().as_ptr() as usize;
+        // Allocations are at least 16 bytes apart.
+        let at = ((address >> 4) ^ (of >> 4)) % SLOTS;
+        match &self.slots[at] {
+            Some((held, held_of, value))
+                if held.as_str().as_ptr() as usize == address
+                    && held.len() == name.len()
+                    && *held_of == of =>
+            {
+                *value
+            }
+            _ => {
+                let value = work();
+                self.slots[at] = Some((name.clone(), of, value));
+                value
+            }
+        }
+    }
+}
+
 thread_local! {
-    static KEYS: RefCell<Vec<Option<(Name, u64)>>> = RefCell::new(vec![None; SLOTS]);
+    static KEYS: RefCell<Recent<u64>> = RefCell::new(Recent::new());
+    static PLANS: RefCell<Recent<Plan>> = RefCell::new(Recent::new());
 }
 
 /// The hash of `key` by [`HASHER`].
 fn key_hash(key: &Name) -> u64 {
-    if key.len() > MAX_HELD_KEY {
-        return HASHER.hash_one(key);
-    }
-    let address = key.as_str().as_ptr();
-    // Allocations are at least 16 bytes apart.
-    let at = (address as usize >> 4) % SLOTS;
-    KEYS.with_borrow_mut(|slots| match &slots[at] {
-        Some((held, hash)) if held.as_str().as_ptr() == address && held.len() == key.len() => *hash,
-        _ => {
-            let hash = HASHER.hash_one(key);
-            slots[at] = Some((key.clone(), hash));
-            hash
-        }
-    })
+    KEYS.with_borrow_mut(|keys| keys.get(key, 0, || HASHER.hash_one(key)))
+}
+
+/// [`InlineFields::plan`] of the field `name` of `T`, looked up once per field of a document
+/// rather than once per object.
+fn plan_of<T: InlineFields>(name: &Name) -> Plan {
+    let of = T::plan as fn(&str) -> Plan as usize;
+    PLANS.with_borrow_mut(|plans| plans.get(name, of, || T::plan(name.as_str())))
 }
 
 /// [`insert`] into an object made with [`HASHER`], hashing the key through [`key_hash`].
@@ -619,5 +759,32 @@ mod tests {
         for (i, key) in keys.iter().enumerate() {
             assert_eq!(object.get(key), Some(&Value::from(i as i64)), "{key}");
         }
+    }
+
+    #[test]
+    fn what_is_held_for_a_name_is_told_apart_by_what_it_was_worked_out_for() {
+        let mut recent: Recent<(usize, usize)> = Recent::new();
+        let names: Vec<Name> = (0..SLOTS * 4).map(|i| Name::new(format!("f{i}"))).collect();
+        // Two kinds of answer (as two types' plans), with tags that share slots too.
+        for round in 0..3 {
+            for (i, name) in names.iter().enumerate() {
+                for of in [0x1000, 0x2000, 0x1010] {
+                    let copy = Name::new(name.as_str());
+                    for name in [name, &copy] {
+                        let got = recent.get(name, of, || (i, of));
+                        assert_eq!(got, (i, of), "{name} of {of:#x}, round {round}");
+                    }
+                }
+            }
+        }
+        // Asked again at once, the same name and tag is held, not worked out.
+        let name = &names[0];
+        recent.get(name, 0x1000, || (0, 0x1000));
+        let mut worked = false;
+        recent.get(name, 0x1000, || {
+            worked = true;
+            (0, 0)
+        });
+        assert!(!worked, "held");
     }
 }

@@ -12,11 +12,10 @@ use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus, ParentKind, Visibility};
 use entity::job_event;
 use entity::user;
-use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 
 use super::files::{FileRoleView, FileView};
-use super::inline::{Inline, InlineFields, InlineList, camel_case, write_ready};
+use super::inline::{Inline, InlineFields, InlineList, Plan, camel_case, inline_fields};
 use super::users::{UserView, load_user};
 use super::workspaces::WorkspaceView;
 use super::{catalog, db, page_complexity, viewer};
@@ -442,59 +441,10 @@ macro_rules! job_fields {
             FIELDS.get(name).copied()
         }
 
-        /// A field that takes the request's context (a loader, the database, the catalog) may
-        /// wait; a field of the job alone does not.
-        impl InlineFields for JobView {
-            fn waits(name: &str) -> bool {
-                // Asked for every field of every job of a page: a set hashed with FxHash costs
-                // a fraction of a search through the names, or of a SipHash set.
-                static WAITING: LazyLock<FxHashSet<String>> = LazyLock::new(|| {
-                    [$((camel_case(stringify!($name)), waits!($args))),*]
-                        .into_iter()
-                        .filter_map(|(name, waits)| waits.then_some(name))
-                        .collect()
-                });
-                WAITING.contains(name)
-            }
-
-            /// The fields of the job alone write their values themselves: the same resolver,
-            /// its value written as async-graphql writes it.
-            fn write_field(&self, ctx: &Context<'_>, name: &str, out: &mut Vec<u8>) -> bool {
-                static WRITERS: LazyLock<FxHashMap<String, WriteField>> = LazyLock::new(|| {
-                    [$((camel_case(stringify!($name)), written!($name $args))),*]
-                        .into_iter()
-                        .filter_map(|(name, write)| Some((name, write?)))
-                        .collect()
-                });
-                WRITERS.get(name).is_some_and(|write| write(self, ctx, out))
-            }
-        }
-    };
-}
-
-/// How a field of `Job` writes its value ([`InlineFields::write_field`]).
-type WriteField = fn(&JobView, &Context<'_>, &mut Vec<u8>) -> bool;
-
-/// The writer of a field that takes the job alone; none for the others.
-macro_rules! written {
-    ($name:ident (&self)) => {
-        Some(
-            (|job: &JobView, ctx: &Context<'_>, out: &mut Vec<u8>| write_ready(job.$name(ctx), out))
-                as WriteField,
-        )
-    };
-    ($name:ident $args:tt) => {
-        None
-    };
-}
-
-/// Whether a field with these arguments may wait: any argument besides `&self`.
-macro_rules! waits {
-    ((&self)) => {
-        false
-    };
-    ($args:tt) => {
-        true
+        // A field that takes the request's context (a loader, the database, the catalog) may
+        // wait; a field of the job alone writes its value itself: the same resolver, its
+        // value written as async-graphql writes it.
+        inline_fields!(JobView { $($name $args),* });
     };
 }
 
@@ -1053,8 +1003,8 @@ impl<'a> JobEdge<'a> {
 }
 
 impl InlineFields for JobEdge<'_> {
-    fn waits(_: &str) -> bool {
-        false
+    fn plan(_: &str) -> Plan {
+        Plan::Resolves
     }
 }
 
@@ -1096,7 +1046,7 @@ pub async fn job_connection(
     let with_submitters = selects("submitter") && workspace.standing.can_read();
     let listing = history::list(db(ctx), workspace, filter, page, &detail, with_submitters).await?;
     // Each job carries its submitter; the request's loader has them too, for other fields.
-    let submitters: HashMap<UserId, Arc<user::Model>> = listing
+    let submitters: rustc_hash::FxHashMap<UserId, Arc<user::Model>> = listing
         .submitters
         .into_iter()
         .map(|user| (user.id, Arc::new(user)))

@@ -54,23 +54,14 @@ impl UserView {
     }
 }
 
-impl super::inline::InlineFields for UserView {
-    fn waits(_: &str) -> bool {
-        false
-    }
-
-    super::inline::write_fields!(
-        UserView,
-        [
-            id,
-            email,
-            display_name,
-            is_pending,
-            is_platform_admin,
-            created_at
-        ]
-    );
-}
+super::inline::inline_fields!(UserView {
+    id(&self),
+    email(&self),
+    display_name(&self),
+    is_pending(&self),
+    is_platform_admin(&self),
+    created_at(&self),
+});
 
 /// Loads a user through the request's batch loader.
 pub(crate) async fn load_user(ctx: &Context<'_>, id: UserId) -> ApiResult<UserView> {
