@@ -3,10 +3,12 @@
 
 use entity::ids::{BatchId, JobId, UserId, WorkspaceId};
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus};
 use entity::{batch, job_event, job_key, user};
+use rustc_hash::FxHashMap;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, IdenStatic, Iterable, JoinType,
@@ -159,11 +161,30 @@ pub struct Listing {
 
 /// The jobs of `workspace_id` that pass `filter`, in no order.
 pub fn filtered(workspace_id: WorkspaceId, filter: &JobFilter) -> sea_orm::Select<job::Entity> {
+    filtered_from(job::Entity::find(), workspace_id, filter)
+}
+
+/// [`filtered`] from `jobs`: every column of `job::Entity::find()`, or those of `columns_of`.
+fn filtered_from(
+    jobs: sea_orm::Select<job::Entity>,
+    workspace_id: WorkspaceId,
+    filter: &JobFilter,
+) -> sea_orm::Select<job::Entity> {
     filter.apply(of_workspace(
+        jobs,
         workspace_id,
         filter.tool.as_deref(),
         filter.submitter_id,
     ))
+}
+
+/// The jobs, with `columns` selected: from a statement with none, rather than from the 45
+/// expressions of `job::Entity::find()` that `select_only` would drop again (building them
+/// cost a history page as much as writing its SQL).
+fn columns_of(columns: &[job::Column]) -> sea_orm::Select<job::Entity> {
+    static NONE: LazyLock<sea_orm::Select<job::Entity>> =
+        LazyLock::new(|| job::Entity::find().select_only());
+    NONE.clone().columns(columns.iter().copied())
 }
 
 /// The jobs of `workspace_id`, of the tool `tool` and the submitter `submitter_id` when given.
@@ -173,13 +194,14 @@ pub fn filtered(workspace_id: WorkspaceId, filter: &JobFilter) -> sea_orm::Selec
 /// condition as well, a planner without statistics paired each key with a scan of the
 /// workspace's jobs instead of looking its job up (a job never moves to another workspace).
 fn of_workspace(
+    jobs: sea_orm::Select<job::Entity>,
     workspace_id: WorkspaceId,
     tool: Option<&str>,
     submitter_id: Option<UserId>,
 ) -> sea_orm::Select<job::Entity> {
     match keyed(workspace_id, tool, submitter_id) {
-        Some(keys) => job::Entity::find().filter(keys),
-        None => job::Entity::find_in_workspace(workspace_id),
+        Some(keys) => jobs.filter(keys),
+        None => jobs.filter(job::Column::WorkspaceId.eq(workspace_id)),
     }
 }
 
@@ -202,9 +224,8 @@ pub async fn list(
     detail: &Detail,
     with_submitters: bool,
 ) -> Result<Listing> {
-    let mut select = filtered(workspace.id, filter);
-    let columns = match detail {
-        Detail::Full => None,
+    let (jobs, columns) = match detail {
+        Detail::Full => (job::Entity::find(), None),
         Detail::Columns(extra) => {
             let mut columns = Detail::ALWAYS.to_vec();
             for column in extra {
@@ -212,10 +233,10 @@ pub async fn list(
                     columns.push(*column);
                 }
             }
-            select = select.select_only().columns(columns.iter().copied());
-            Some(columns)
+            (columns_of(&columns), Some(columns))
         }
     };
+    let mut select = filtered_from(jobs, workspace.id, filter);
     if with_submitters {
         select = select.join(
             JoinType::InnerJoin,
@@ -233,7 +254,7 @@ pub async fn list(
     }
     // The submitter's columns follow the job's.
     let job_columns = job::Column::iter().count();
-    let mut submitters: HashMap<UserId, user::Model> = HashMap::new();
+    let mut submitters: FxHashMap<UserId, user::Model> = FxHashMap::default();
     let page = pagination::fetch_rows(db, select, job::Column::Id, Order::Desc, page, |row| {
         let job = match &columns {
             Some(columns) => crate::store::rows::read(row, columns)?,
@@ -266,8 +287,7 @@ pub async fn counts(
     workspace: WorkspaceRef,
     submitter_id: Option<UserId>,
 ) -> Result<HashMap<JobStatus, i64>> {
-    let select = of_workspace(workspace.id, None, submitter_id)
-        .select_only()
+    let select = of_workspace(columns_of(&[]), workspace.id, None, submitter_id)
         .column(job::Column::Status)
         .column_as(job::Column::Id.count(), "count")
         .group_by(job::Column::Status);
