@@ -155,15 +155,15 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
             C::IdempotencyKey => job.idempotency_key = text(row, i)?,
             C::RequestFingerprint => job.request_fingerprint = text(row, i)?,
             C::Resources => job.resources = row.try_get_by_index(i)?,
-            C::CreatedAt => job.created_at = value(row, i)?,
-            C::UpdatedAt => job.updated_at = value(row, i)?,
-            C::QueuedAt => job.queued_at = value(row, i)?,
-            C::StartedAt => job.started_at = value(row, i)?,
-            C::FinishedAt => job.finished_at = value(row, i)?,
-            C::RunAfter => job.run_after = row.try_get_by_index(i)?,
+            C::CreatedAt => job.created_at = required(time(row, i)?, i)?,
+            C::UpdatedAt => job.updated_at = required(time(row, i)?, i)?,
+            C::QueuedAt => job.queued_at = time(row, i)?,
+            C::StartedAt => job.started_at = time(row, i)?,
+            C::FinishedAt => job.finished_at = time(row, i)?,
+            C::RunAfter => job.run_after = time(row, i)?,
             C::WorkerId => job.worker_id = text(row, i)?,
-            C::LeaseExpiresAt => job.lease_expires_at = row.try_get_by_index(i)?,
-            C::HeartbeatAt => job.heartbeat_at = row.try_get_by_index(i)?,
+            C::LeaseExpiresAt => job.lease_expires_at = time(row, i)?,
+            C::HeartbeatAt => job.heartbeat_at = time(row, i)?,
             C::TraceParent => job.trace_parent = text(row, i)?,
             C::ReuseKey => job.reuse_key = text(row, i)?,
             C::ReusedFrom => job.reused_from = row.try_get_by_index(i)?,
@@ -196,7 +196,7 @@ pub fn read_user(row: &QueryResult, from: usize) -> Result<user::Model, DbErr> {
             C::DisplayName => user.display_name = required(text(row, i)?, i)?,
             C::IsPlatformAdmin => user.is_platform_admin = value(row, i)?,
             C::IsPending => user.is_pending = value(row, i)?,
-            C::CreatedAt => user.created_at = value(row, i)?,
+            C::CreatedAt => user.created_at = required(time(row, i)?, i)?,
             C::Subject => user.subject = text(row, i)?,
         }
     }
@@ -226,8 +226,37 @@ fn text(row: &QueryResult, i: usize) -> Result<Option<String>, DbErr> {
     value(row, i)
 }
 
+/// The `timestamptz` at position `i` of `row`, or NULL. PostgreSQL sends it as the microseconds
+/// since 2000-01-01 UTC; sqlx turns them into a time through chrono's calendar arithmetic, which
+/// cost more than the rest of a history page's row, where the count of microseconds since 1970 is
+/// the time itself. A time outside chrono's range (PostgreSQL's infinities) fails to decode.
+fn time(row: &QueryResult, i: usize) -> Result<Option<DateTime<Utc>>, DbErr> {
+    use sea_orm::sqlx::ValueRef as _;
+    use sea_orm::sqlx::postgres::PgValueFormat;
+    /// 2000-01-01 less 1970-01-01, in microseconds.
+    const FROM_1970: i64 = 946_684_800_000_000;
+    let Some(pg) = row.try_as_pg_row() else {
+        return row.try_get_by_index(i);
+    };
+    let raw =
+        sqlx::Row::try_get_raw(pg, i).map_err(|err| DbErr::Type(format!("column {i}: {err}")))?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    if raw.format() != PgValueFormat::Binary {
+        return value(row, i);
+    }
+    raw.as_bytes()
+        .ok()
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .and_then(|bytes| i64::from_be_bytes(bytes).checked_add(FROM_1970))
+        .and_then(DateTime::from_timestamp_micros)
+        .map(Some)
+        .ok_or_else(|| DbErr::Type(format!("column {i}: not a time chrono can hold")))
+}
+
 /// A value of a column that is never NULL.
-fn required(value: Option<String>, i: usize) -> Result<String, DbErr> {
+fn required<T>(value: Option<T>, i: usize) -> Result<T, DbErr> {
     value.ok_or_else(|| DbErr::Type(format!("column {i} is NULL")))
 }
 
