@@ -127,6 +127,7 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
         workflow_step: None,
         workflow_item: None,
     };
+    let mut scratch = String::new();
     for (i, column) in columns.iter().enumerate() {
         match column {
             C::Id => job.id = JobId(value(row, i)?),
@@ -135,7 +136,7 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
             C::Tool => job.tool = required(text(row, i)?, i)?,
             C::ToolVersion => job.tool_version = required(text(row, i)?, i)?,
             C::Name => job.name = required(text(row, i)?, i)?,
-            C::Status => job.status = named(required(text(row, i)?, i)?)?,
+            C::Status => job.status = named_at(row, i, &mut scratch)?,
             C::Stage => job.stage = text(row, i)?,
             C::Progress => job.progress = value(row, i)?,
             C::Inputs => job.inputs = row.try_get_by_index(i)?,
@@ -147,7 +148,7 @@ pub fn read(row: &QueryResult, columns: &[job::Column]) -> std::result::Result<j
             C::MaxAttempts => job.max_attempts = value(row, i)?,
             C::CreditCost => job.credit_cost = value(row, i)?,
             C::Refunded => job.refunded = value(row, i)?,
-            C::Visibility => job.visibility = named(required(text(row, i)?, i)?)?,
+            C::Visibility => job.visibility = named_at(row, i, &mut scratch)?,
             C::Priority => job.priority = value(row, i)?,
             C::ParentId => job.parent_id = row.try_get_by_index(i)?,
             C::ParentKind => job.parent_kind = text(row, i)?.map(named).transpose()?,
@@ -258,6 +259,24 @@ fn time(row: &QueryResult, i: usize) -> Result<Option<DateTime<Utc>>, DbErr> {
 /// A value of a column that is never NULL.
 fn required<T>(value: Option<T>, i: usize) -> Result<T, DbErr> {
     value.ok_or_else(|| DbErr::Type(format!("column {i} is NULL")))
+}
+
+/// The variant of an enumeration stored by its name at position `i` of `row`, never NULL. On
+/// PostgreSQL the name is read where the row holds it and copied into `scratch` (sea-orm looks
+/// names up as `String`s), so the columns of a row share one string instead of one each.
+fn named_at<E: sea_orm::ActiveEnum<Value = String>>(
+    row: &QueryResult,
+    i: usize,
+    scratch: &mut String,
+) -> Result<E, DbErr> {
+    let Some(pg) = row.try_as_pg_row() else {
+        return named(required(text(row, i)?, i)?);
+    };
+    let name: &str = sqlx::Row::try_get_unchecked(pg, i)
+        .map_err(|err| DbErr::Type(format!("column {i}: {err}")))?;
+    scratch.clear();
+    scratch.push_str(name);
+    E::try_from_value(scratch)
 }
 
 /// The variant of an enumeration stored by its name.
