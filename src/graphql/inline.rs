@@ -41,6 +41,8 @@ use async_graphql::{
     ServerResult, Value,
 };
 
+use smallvec::SmallVec;
+
 use super::json;
 
 /// What becomes of a field of an [`InlineFields`] type.
@@ -142,7 +144,55 @@ macro_rules! write_json_by_value {
     )*};
 }
 
-write_json_by_value!(bool, i32, i64, f64, chrono::DateTime<chrono::Utc>);
+write_json_by_value!(bool, i32, i64, f64);
+
+impl WriteJson for chrono::DateTime<chrono::Utc> {
+    /// As async-graphql writes a time (`to_rfc3339`: `+00:00`, and the fraction of a second in
+    /// 3, 6 or 9 digits as it needs), written digit by digit rather than formatted into a
+    /// string of its own. Years of other than four digits, and leap seconds, are left to chrono.
+    fn write_json(&self, out: &mut Vec<u8>) -> bool {
+        use chrono::{Datelike as _, Timelike as _};
+        let time = self.naive_utc();
+        let (year, nano) = (time.year(), time.nanosecond());
+        if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
+            return json::write_value(out, &ScalarType::to_value(self)).is_ok();
+        }
+        out.push(b'"');
+        for (value, width, then) in [
+            (year as u32, 4, b'-'),
+            (time.month(), 2, b'-'),
+            (time.day(), 2, b'T'),
+            (time.hour(), 2, b':'),
+            (time.minute(), 2, b':'),
+        ] {
+            write_digits(out, value, width);
+            out.push(then);
+        }
+        write_digits(out, time.second(), 2);
+        if nano != 0 {
+            out.push(b'.');
+            if nano % 1_000_000 == 0 {
+                write_digits(out, nano / 1_000_000, 3);
+            } else if nano % 1_000 == 0 {
+                write_digits(out, nano / 1_000, 6);
+            } else {
+                write_digits(out, nano, 9);
+            }
+        }
+        out.extend_from_slice(b"+00:00\"");
+        true
+    }
+}
+
+/// Appends the `width` last decimal digits of `value`, zero-padded.
+fn write_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
+    let start = out.len();
+    out.resize(start + width, b'0');
+    for digit in out[start..].iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
 
 impl WriteJson for async_graphql::Json<serde_json::Value> {
     fn write_json(&self, out: &mut Vec<u8>) -> bool {
@@ -152,13 +202,16 @@ impl WriteJson for async_graphql::Json<serde_json::Value> {
     }
 }
 
-/// Enums written by the name async-graphql gives their values.
+/// Enums written by the name async-graphql gives their values (`enum_value`, without the value).
 macro_rules! write_json_of_enums {
     ($($ty:ty),* $(,)?) => {$(
         impl $crate::graphql::inline::WriteJson for $ty {
             fn write_json(&self, out: &mut Vec<u8>) -> bool {
-                let value = async_graphql::resolver_utils::enum_value(*self);
-                $crate::graphql::json::write_value(out, &value).is_ok()
+                use async_graphql::resolver_utils::EnumType as _;
+                <$ty>::items()
+                    .iter()
+                    .find(|item| item.value == *self)
+                    .is_some_and(|item| $crate::graphql::json::write_str(out, item.name).is_ok())
             }
         }
     )*};
@@ -292,7 +345,7 @@ impl<T: InlineFields> OutputType for Inline<T> {
         ctx: &ContextSelectionSet<'_>,
         field: &Positioned<Field>,
     ) -> ServerResult<Value> {
-        let mut fields = Vec::with_capacity(ctx.item.node.items.len());
+        let mut fields = Fields::new();
         if !collect(ctx, &self.0, ctx.item, &mut fields) {
             return self.0.resolve(ctx, field).await;
         }
@@ -353,39 +406,32 @@ impl<T: InlineFields> Inline<T> {
     /// ([`InlineFields::write_field`]), from its resolved value otherwise. A field whose
     /// resolver fails is left out, its error added, as in the object resolved as a value.
     async fn written(&self, ctx: &ContextSelectionSet<'_>, fields: &[&Positioned<Field>]) -> Value {
-        let mut slots: Vec<Slot> = fields
+        let plans: SmallVec<[Option<Plan>; 16]> = fields
             .iter()
             .map(|field| match field.node.name.node.as_str() {
-                "__typename" => Slot::Typename,
-                _ => Slot::Planned(plan_of::<T>(&field.node.name.node)),
+                "__typename" => None,
+                _ => Some(plan_of::<T>(&field.node.name.node)),
             })
             .collect();
-        let waits = |slot: &Slot| matches!(slot, Slot::Planned(Plan::Waits));
-        match slots.iter().filter(|slot| waits(slot)).count() {
-            0 => {}
-            1 => {
-                let at = slots.iter().position(waits).expect("one field waits");
-                slots[at] = Slot::Waited(value_of(ctx, &self.0, fields[at]).await);
-            }
-            _ => {
-                let done = join_in_order(
-                    fields
-                        .iter()
-                        .zip(&slots)
-                        .filter(|(_, slot)| waits(slot))
-                        .map(|(field, _)| value_of(ctx, &self.0, field)),
-                )
-                .await;
-                let mut done = done.into_iter();
-                for slot in slots.iter_mut().filter(|slot| waits(slot)) {
-                    *slot = Slot::Waited(done.next().expect("a value per waiting field"));
-                }
-            }
-        }
+        // The values of the fields that wait, side by side, popped in their order.
+        let waiting: Fields<'_> = fields
+            .iter()
+            .zip(&plans)
+            .filter(|(_, plan)| **plan == Some(Plan::Waits))
+            .map(|(field, _)| *field)
+            .collect();
+        let mut waited: SmallVec<[ServerResult<Value>; 1]> = match waiting.as_slice() {
+            [] => SmallVec::new(),
+            [field] => smallvec::smallvec![value_of(ctx, &self.0, field).await],
+            _ => join_in_order(waiting.iter().map(|field| value_of(ctx, &self.0, field)))
+                .await
+                .into(),
+        };
+        waited.reverse();
         let mut out = Vec::with_capacity(expected_size(ctx.item, fields.len()));
         out.push(b'{');
         let mut empty = true;
-        for (field, slot) in fields.iter().zip(slots) {
+        for (field, plan) in fields.iter().zip(plans) {
             let before = out.len();
             if !empty {
                 out.push(b',');
@@ -394,17 +440,18 @@ impl<T: InlineFields> Inline<T> {
             out.push(b'"');
             out.extend_from_slice(field.node.response_key().node.as_bytes());
             out.extend_from_slice(b"\":");
-            let written = match slot {
-                Slot::Typename => self.0.introspection_type_name().write_json(&mut out),
-                Slot::Waited(value) => write_resolved(ctx, value, &mut out),
-                Slot::Planned(Plan::Writes(at))
+            let written = match plan {
+                None => self.0.introspection_type_name().write_json(&mut out),
+                Some(Plan::Waits) => {
+                    let value = waited.pop().expect("a value for each field that waits");
+                    write_resolved(ctx, value, &mut out)
+                }
+                Some(Plan::Writes(at))
                     if self.0.write_field(&ctx.with_field(field), at, &mut out) =>
                 {
                     true
                 }
-                Slot::Planned(_) => {
-                    write_resolved(ctx, value_of(ctx, &self.0, field).await, &mut out)
-                }
+                Some(_) => write_resolved(ctx, value_of(ctx, &self.0, field).await, &mut out),
             };
             if written {
                 empty = false;
@@ -449,13 +496,6 @@ fn expected_size(set: &Positioned<SelectionSet>, fields: usize) -> usize {
 fn remember_size(set: &Positioned<SelectionSet>, size: usize) {
     let (address, at) = size_slot(set);
     SIZES.with_borrow_mut(|sizes| sizes[at] = (address, size));
-}
-
-/// A field of an object being written: its plan, until a field that waits has its value.
-enum Slot {
-    Typename,
-    Planned(Plan),
-    Waited(ServerResult<Value>),
 }
 
 /// Appends a field's resolved value; `false` for an error, which is added to the response.
@@ -552,6 +592,9 @@ async fn join_in_order<F: Future>(mut futures: impl Iterator<Item = F>) -> Vec<F
     outputs
 }
 
+/// The fields an object selects: on the stack for the objects of most selections.
+type Fields<'a> = SmallVec<[&'a Positioned<Field>; 16]>;
+
 /// Gathers the fields that `set` selects on `root`, through its fragments that apply to it.
 /// False when a selection needs async-graphql's own resolution: a field with a directive
 /// (`@skip` and `@include` are gone by now; a custom one wraps its field), or an unknown
@@ -560,7 +603,7 @@ fn collect<'a, T: OutputType>(
     ctx: &ContextSelectionSet<'a>,
     root: &T,
     set: &'a Positioned<SelectionSet>,
-    fields: &mut Vec<&'a Positioned<Field>>,
+    fields: &mut Fields<'a>,
 ) -> bool {
     for selection in &set.node.items {
         let (condition, set) = match &selection.node {
@@ -786,5 +829,48 @@ mod tests {
             (0, 0)
         });
         assert!(!worked, "held");
+    }
+
+    #[test]
+    fn a_time_is_written_as_async_graphql_writes_it() {
+        use chrono::{DateTime, NaiveDate, TimeZone as _, Utc};
+        let by_value = |time: &DateTime<Utc>| {
+            let mut out = Vec::new();
+            json::write_value(&mut out, &ScalarType::to_value(time)).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let mut times: Vec<DateTime<Utc>> = vec![
+            DateTime::UNIX_EPOCH,
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(-1, 6, 15, 12, 30, 5).unwrap(),
+            // A leap second.
+            NaiveDate::from_ymd_opt(2016, 12, 31)
+                .unwrap()
+                .and_hms_nano_opt(23, 59, 59, 1_500_000_000)
+                .unwrap()
+                .and_utc(),
+        ];
+        // Times across the centuries, with every kind of fraction of a second.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..5_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let seconds = (seed % 400_000_000_000) as i64 - 62_000_000_000;
+            let nanos = match seed % 5 {
+                0 => 0,
+                1 => (seed >> 8) as u32 % 1_000 * 1_000_000,
+                2 => (seed >> 8) as u32 % 1_000_000 * 1_000,
+                _ => (seed >> 8) as u32 % 1_000_000_000,
+            };
+            times.extend(DateTime::from_timestamp(seconds, nanos));
+        }
+        for time in &times {
+            let mut out = Vec::new();
+            assert!(time.write_json(&mut out));
+            assert_eq!(String::from_utf8(out).unwrap(), by_value(time), "{time:?}");
+        }
     }
 }
