@@ -157,40 +157,41 @@ impl WriteJson for chrono::DateTime<chrono::Utc> {
         if !(0..=9999).contains(&year) || nano >= 1_000_000_000 {
             return json::write_value(out, &ScalarType::to_value(self)).is_ok();
         }
-        out.push(b'"');
-        for (value, width, then) in [
-            (year as u32, 4, b'-'),
-            (time.month(), 2, b'-'),
-            (time.day(), 2, b'T'),
-            (time.hour(), 2, b':'),
-            (time.minute(), 2, b':'),
-        ] {
-            write_digits(out, value, width);
-            out.push(then);
-        }
-        write_digits(out, time.second(), 2);
+        // `"YYYY-MM-DDTHH:MM:SS.fffffffff+00:00"` at most.
+        let mut text = [0u8; 38];
+        let mut at = 0;
+        let mut put = |value: u32, width: usize, then: Option<u8>| {
+            let mut value = value;
+            for digit in text[at..at + width].iter_mut().rev() {
+                *digit = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+            at += width;
+            if let Some(then) = then {
+                text[at] = then;
+                at += 1;
+            }
+        };
+        put(0, 0, Some(b'"'));
+        put(year as u32, 4, Some(b'-'));
+        put(time.month(), 2, Some(b'-'));
+        put(time.day(), 2, Some(b'T'));
+        put(time.hour(), 2, Some(b':'));
+        put(time.minute(), 2, Some(b':'));
+        put(time.second(), 2, None);
         if nano != 0 {
-            out.push(b'.');
+            put(0, 0, Some(b'.'));
             if nano % 1_000_000 == 0 {
-                write_digits(out, nano / 1_000_000, 3);
+                put(nano / 1_000_000, 3, None);
             } else if nano % 1_000 == 0 {
-                write_digits(out, nano / 1_000, 6);
+                put(nano / 1_000, 6, None);
             } else {
-                write_digits(out, nano, 9);
+                put(nano, 9, None);
             }
         }
+        out.extend_from_slice(&text[..at]);
         out.extend_from_slice(b"+00:00\"");
         true
-    }
-}
-
-/// Appends the `width` last decimal digits of `value`, zero-padded.
-fn write_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
-    let start = out.len();
-    out.resize(start + width, b'0');
-    for digit in out[start..].iter_mut().rev() {
-        *digit = b'0' + (value % 10) as u8;
-        value /= 10;
     }
 }
 
