@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{ErrorExtensionValues, ServerError, ServerResult, Variables};
+use async_graphql::{ServerError, ServerResult, Variables};
 
 use crate::error::ErrorCode;
 
@@ -55,11 +55,10 @@ impl Extension for Limit {
     ) -> ServerResult<ExecutableDocument> {
         let document = next.run(ctx, query, variables).await?;
         if fields(&document) > self.0 {
-            let mut error = ServerError::new("Query is too complex.", None);
-            let mut extensions = ErrorExtensionValues::default();
-            extensions.set("code", ErrorCode::GraphqlValidationFailed.as_str());
-            error.extensions = Some(extensions);
-            return Err(error);
+            return Err(super::guard::coded(
+                ServerError::new("Query is too complex.", None),
+                ErrorCode::GraphqlValidationFailed,
+            ));
         }
         Ok(document)
     }
