@@ -56,6 +56,10 @@ pub enum Plan {
     Writes(usize),
     /// It is resolved in place, through the object's resolver.
     Resolves,
+    /// An object the object may hold already (a job's submitter read with its page), written
+    /// by the type ([`InlineFields::write_field`] with this number) where it can, straight
+    /// into the object's text ([`write_nested`]); it waits otherwise.
+    Nests(usize),
 }
 
 /// An object type whose fields are known to wait or not.
@@ -239,9 +243,11 @@ pub fn camel_case(snake: &str) -> String {
 /// The [`InlineFields`] of `$ty`, from its fields as their resolvers are declared
 /// (`name(args)`): a field that takes the object alone (`(&self)`) is written by `$ty` itself,
 /// one that takes anything more (the request's context) may wait. Fields not named are
-/// resolved in place.
+/// resolved in place. A field named under `nested` (`name => writer`) is an object field
+/// (`Plan::Nests`) its `writer` (`fn(&$ty, &Context, &mut Vec<u8>) -> bool`) writes where the
+/// object holds its value already, with [`write_nested`].
 macro_rules! inline_fields {
-    ($ty:ty { $($name:ident $args:tt),* $(,)? }) => {
+    ($ty:ty { $($name:ident $args:tt),* $(,)? } $(nested { $($nested:ident => $writer:expr),* $(,)? })?) => {
         impl $crate::graphql::inline::InlineFields for $ty {
             fn plan(name: &str) -> $crate::graphql::inline::Plan {
                 Self::fields()
@@ -289,6 +295,13 @@ macro_rules! inline_fields {
                         };
                         plans.insert(name, plan);
                     )*
+                    $($(
+                        writers.push($writer);
+                        plans.insert(
+                            $crate::graphql::inline::camel_case(stringify!($nested)),
+                            $crate::graphql::inline::Plan::Nests(writers.len() - 1),
+                        );
+                    )*)?
                     (plans, writers)
                 });
                 &FIELDS
@@ -361,7 +374,10 @@ impl<T: InlineFields> OutputType for Inline<T> {
                 values.push(Some(Ok(Value::String(
                     self.0.introspection_type_name().into_owned(),
                 ))));
-            } else if plan_of::<T>(&field.node.name.node) == Plan::Waits {
+            } else if matches!(
+                plan_of::<T>(&field.node.name.node),
+                Plan::Waits | Plan::Nests(_)
+            ) {
                 values.push(None);
             } else {
                 values.push(Some(value_of(ctx, &self.0, field).await));
@@ -407,13 +423,16 @@ impl<T: InlineFields> Inline<T> {
     /// ([`InlineFields::write_field`]), from its resolved value otherwise. A field whose
     /// resolver fails is left out, its error added, as in the object resolved as a value.
     async fn written(&self, ctx: &ContextSelectionSet<'_>, fields: &[&Positioned<Field>]) -> Value {
-        let plans: SmallVec<[Option<Plan>; 16]> = fields
-            .iter()
-            .map(|field| match field.node.name.node.as_str() {
-                "__typename" => None,
-                _ => Some(plan_of::<T>(&field.node.name.node)),
-            })
-            .collect();
+        let mut plans = plans_of::<T>(fields);
+        // An object field written in place is written in turn; beside fields that wait, it
+        // waits with them (it may have to, and then side by side with them).
+        if plans.contains(&Some(Plan::Waits)) {
+            for plan in &mut plans {
+                if let Some(Plan::Nests(_)) = plan {
+                    *plan = Some(Plan::Waits);
+                }
+            }
+        }
         // The values of the fields that wait, side by side, popped in their order.
         let waiting: Fields<'_> = fields
             .iter()
@@ -434,20 +453,14 @@ impl<T: InlineFields> Inline<T> {
         let mut empty = true;
         for (field, plan) in fields.iter().zip(plans) {
             let before = out.len();
-            if !empty {
-                out.push(b',');
-            }
-            // A response key is a name: letters, digits and `_`, nothing to escape.
-            out.push(b'"');
-            out.extend_from_slice(field.node.response_key().node.as_bytes());
-            out.extend_from_slice(b"\":");
+            write_key(&mut out, field, empty);
             let written = match plan {
                 None => self.0.introspection_type_name().write_json(&mut out),
                 Some(Plan::Waits) => {
                     let value = waited.pop().expect("a value for each field that waits");
                     write_resolved(ctx, value, &mut out)
                 }
-                Some(Plan::Writes(at))
+                Some(Plan::Writes(at) | Plan::Nests(at))
                     if self.0.write_field(&ctx.with_field(field), at, &mut out) =>
                 {
                     true
@@ -467,6 +480,69 @@ impl<T: InlineFields> Inline<T> {
         remember_size(ctx.item, out.len());
         json::raw(out)
     }
+}
+
+/// The plans of `fields` of `T`; `None` for `__typename`.
+fn plans_of<T: InlineFields>(fields: &[&Positioned<Field>]) -> SmallVec<[Option<Plan>; 16]> {
+    fields
+        .iter()
+        .map(|field| match field.node.name.node.as_str() {
+            "__typename" => None,
+            _ => Some(plan_of::<T>(&field.node.name.node)),
+        })
+        .collect()
+}
+
+/// Appends the response key of `field` (a comma before it unless `first`) and its colon.
+fn write_key(out: &mut Vec<u8>, field: &Positioned<Field>, first: bool) {
+    if !first {
+        out.push(b',');
+    }
+    // A response key is a name: letters, digits and `_`, nothing to escape.
+    out.push(b'"');
+    out.extend_from_slice(field.node.response_key().node.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// Appends `object`, the value of the object field `ctx` is at, as the JSON `Inline<T>` would
+/// write for it, straight into its parent's text: for an object its parent holds already (a
+/// job's submitter read with its page). Where the parent's resolver would give it as a value
+/// of its own text, copied into the parent's, nothing is copied. Only when every field it
+/// selects writes itself; false otherwise, with `out` as it was and nothing added to the
+/// response (no error), so that the field is then resolved as any other.
+pub fn write_nested<T: InlineFields>(object: &T, ctx: &Context<'_>, out: &mut Vec<u8>) -> bool {
+    let set = &ctx.item.node.selection_set;
+    let ctx = ctx.with_selection_set(set);
+    let mut fields = Fields::new();
+    if !collect(&ctx, object, set, &mut fields) {
+        return false;
+    }
+    let start = out.len();
+    out.push(b'{');
+    for (at, field) in fields.iter().enumerate() {
+        write_key(out, field, at == 0);
+        let written = match field.node.name.node.as_str() {
+            "__typename" => object.introspection_type_name().write_json(out),
+            _ => match plan_of::<T>(&field.node.name.node) {
+                Plan::Writes(at) | Plan::Nests(at) => {
+                    object.write_field(&ctx.with_field(field), at, out)
+                }
+                Plan::Waits | Plan::Resolves => false,
+            },
+        };
+        if !written {
+            out.truncate(start);
+            return false;
+        }
+    }
+    if fields.is_empty() {
+        // As an object with no field left is answered.
+        out.truncate(start);
+        out.extend_from_slice(b"null");
+    } else {
+        out.push(b'}');
+    }
+    true
 }
 
 /// The sizes of this thread's recently written objects, by the address of their selection set

@@ -15,7 +15,7 @@ use entity::user;
 use serde_json::Value;
 
 use super::files::{FileRoleView, FileView};
-use super::inline::{Inline, InlineFields, InlineList, Plan, camel_case, inline_fields};
+use super::inline::{self, Inline, InlineFields, InlineList, Plan, camel_case, inline_fields};
 use super::users::{UserView, load_user};
 use super::workspaces::WorkspaceView;
 use super::{catalog, db, page_complexity, viewer};
@@ -420,7 +420,8 @@ macro_rules! job_fields {
         $(#[doc = $doc:literal])*
         #[reads($($reads:tt)*)]
         $vis:vis async fn $name:ident $args:tt -> $ret:ty $body:block
-    )*) => {
+    )*
+    nested { $($nested:ident => $writer:expr),* $(,)? }) => {
         #[Object(name = "Job")]
         impl JobView {
             $(
@@ -444,7 +445,8 @@ macro_rules! job_fields {
         // A field that takes the request's context (a loader, the database, the catalog) may
         // wait; a field of the job alone writes its value itself: the same resolver, its
         // value written as async-graphql writes it.
-        inline_fields!(JobView { $($name $args),* });
+        // A field under `nested` is an object the job may hold already, written by its writer.
+        inline_fields!(JobView { $($name $args),* } nested { $($nested => $writer),* });
     };
 }
 
@@ -487,6 +489,18 @@ impl JobView {
                 Error::Internal(anyhow::anyhow!("placing job {id} in the queue: {err}"))
             })?
             .unwrap_or_default())
+    }
+
+    /// The `submitter` field written in place when the job holds its submitter (a history
+    /// page's) or the viewer may not see it; resolved otherwise, through the loader.
+    fn write_submitter(&self, ctx: &Context<'_>, out: &mut Vec<u8>) -> bool {
+        if !self.1.sees_workspace() {
+            out.extend_from_slice(b"null");
+            return true;
+        }
+        self.2
+            .as_ref()
+            .is_some_and(|user| inline::write_nested(&UserView(user.clone()), ctx, out))
     }
 
     fn can(&self, action: JobAction) -> bool {
@@ -899,6 +913,10 @@ job_fields! {
     async fn viewer_can_share(&self) -> bool {
         self.can(JobAction::Share)
     }
+
+    nested {
+        submitter => JobView::write_submitter,
+    }
 }
 
 /// Jobs submitted together.
@@ -1003,8 +1021,16 @@ impl<'a> JobEdge<'a> {
 }
 
 impl InlineFields for JobEdge<'_> {
-    fn plan(_: &str) -> Plan {
-        Plan::Resolves
+    fn plan(name: &str) -> Plan {
+        match name {
+            "node" => Plan::Nests(0),
+            _ => Plan::Resolves,
+        }
+    }
+
+    /// The node written straight into the edge's text when all it selects writes itself.
+    fn write_field(&self, ctx: &Context<'_>, at: usize, out: &mut Vec<u8>) -> bool {
+        at == 0 && inline::write_nested(self.0, ctx, out)
     }
 }
 

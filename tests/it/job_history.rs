@@ -775,6 +775,38 @@ async fn a_page_written_as_its_objects_resolve_answers_as_the_page_resolved_as_v
     assert!(nodes[0].get("failing").is_none(), "{answer}");
     assert_eq!(answer["errors"].as_array().unwrap().len(), 4, "{answer}");
 
+    // A selection whose every field writes itself: each edge's node, and each job's submitter,
+    // read with the page, are written straight into their parent's text; through fragments,
+    // `__typename` and aliases they answer as `job(id)` does.
+    let fragment = "fragment Who on User { displayName isPending }";
+    let selection = "__typename id label: name status createdAt \
+        submitter { __typename id ...Who ... on User { email } when: createdAt }";
+    let query = format!(
+        "query($ws: ID!) {{ workspace(id: $ws) {{ jobs(first: 10) {{ \
+         edges {{ node {{ {selection} }} cursor }} nodes {{ {selection} }} }} }} }} {fragment}"
+    );
+    let answer = answered_alike_again(&app, &alice.token, &query, json!({ "ws": ws })).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    let jobs = &answer["data"]["workspace"]["jobs"];
+    assert_eq!(jobs["edges"].as_array().unwrap().len(), 2, "{answer}");
+    for (at, edge) in jobs["edges"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(edge["node"], jobs["nodes"][at], "{answer}");
+        assert!(edge["cursor"].is_string(), "{answer}");
+        let alone = app
+            .ok(
+                Some(&alice.token),
+                &format!("query($id: ID!) {{ job(id: $id) {{ {selection} }} }} {fragment}"),
+                json!({ "id": edge["node"]["id"] }),
+            )
+            .await;
+        assert_eq!(edge["node"], alone["job"], "{answer}");
+        let submitter = &edge["node"]["submitter"];
+        assert_eq!(submitter["__typename"], "User", "{answer}");
+        assert_eq!(submitter["email"], "alice@lab.test", "{answer}");
+        assert!(submitter["when"].is_string(), "{answer}");
+        assert_eq!(submitter["isPending"], false, "{answer}");
+    }
+
     // A key selected twice anywhere: the objects are resolved as values, merged as before.
     let repeated = "query($ws: ID!) { workspace(id: $ws) { jobs(first: 10) { \
          nodes { id name } nodes { id submitter { email } } } } }"
