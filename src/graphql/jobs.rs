@@ -1070,15 +1070,23 @@ pub async fn job_connection(
         });
     let detail = columns.map_or(history::Detail::Full, history::Detail::Columns);
     let with_submitters = selects("submitter") && workspace.standing.can_read();
-    let listing = history::list(db(ctx), workspace, filter, page, &detail, with_submitters).await?;
+    let standing = JobStanding {
+        workspace: workspace.standing,
+        viewer_id: viewer(ctx).user_id(),
+    };
     // Each job carries its submitter; the request's loader has them too, for other fields.
-    let submitters: rustc_hash::FxHashMap<UserId, Arc<user::Model>> = listing
-        .submitters
-        .into_iter()
-        .map(|user| (user.id, Arc::new(user)))
-        .collect();
+    let listing = history::list(
+        db(ctx),
+        workspace,
+        filter,
+        page,
+        &detail,
+        with_submitters,
+        |job, submitter| JobView(job, standing, submitter.cloned()),
+    )
+    .await?;
     ctx.data_unchecked::<super::Users>()
-        .feed_many(submitters.iter().map(|(id, user)| (*id, user.clone())))
+        .feed_many(listing.submitters.into_iter().map(|user| (user.id, user)))
         .await;
     if selects("workspace")
         && let Some(loaded) = loaded
@@ -1094,6 +1102,7 @@ pub async fn job_connection(
             .page
             .items
             .iter()
+            .map(|view| &view.0)
             .filter(|job| matches!(job.status, JobStatus::Queued | JobStatus::Retry))
             .map(Waiter::from);
         ctx.data_unchecked::<super::Waits>()
@@ -1101,21 +1110,9 @@ pub async fn job_connection(
             .await
             .map_err(|err| Error::Internal(anyhow::anyhow!("placing jobs in the queue: {err}")))?;
     }
-    let standing = JobStanding {
-        workspace: workspace.standing,
-        viewer_id: viewer(ctx).user_id(),
-    };
     Ok(JobConnection {
         has_next_page: listing.page.has_next_page,
-        jobs: listing
-            .page
-            .items
-            .into_iter()
-            .map(|job| {
-                let submitter = submitters.get(&job.submitter_id).cloned();
-                JobView(job, standing, submitter)
-            })
-            .collect(),
+        jobs: listing.page.items,
     })
 }
 

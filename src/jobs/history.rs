@@ -3,7 +3,7 @@
 
 use entity::ids::{BatchId, JobId, UserId, WorkspaceId};
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 use entity::job::{self, JobStatus};
@@ -153,10 +153,10 @@ impl Detail {
     ];
 }
 
-/// A page of jobs and, when asked for, their submitters.
-pub struct Listing {
-    pub page: Page<job::Model>,
-    pub submitters: Vec<user::Model>,
+/// A page of jobs, each as its reader made it, and, when asked for, their submitters.
+pub struct Listing<T> {
+    pub page: Page<T>,
+    pub submitters: Vec<Arc<user::Model>>,
 }
 
 /// The jobs of `workspace_id` that pass `filter`, in no order.
@@ -209,21 +209,24 @@ fn of_workspace(
 const SUBMITTER: &str = "submitter__";
 
 /// A page of a workspace's jobs, newest first, with their submitters when `with_submitters`:
-/// one statement either way.
+/// one statement either way. Each job is handed to `make` with its submitter as it is read,
+/// and the page holds what `make` made of it (a job moved once, not again into what its
+/// reader wraps it in).
 #[tracing::instrument(
     target = "jobgraph::spans",
     level = "debug",
     name = "history.list",
     skip_all
 )]
-pub async fn list(
+pub async fn list<T>(
     db: &impl ConnectionTrait,
     workspace: WorkspaceRef,
     filter: &JobFilter,
     page: PageArgs,
     detail: &Detail,
     with_submitters: bool,
-) -> Result<Listing> {
+    mut make: impl FnMut(job::Model, Option<&Arc<user::Model>>) -> T,
+) -> Result<Listing<T>> {
     let (jobs, columns) = match detail {
         Detail::Full => (job::Entity::find(), None),
         Detail::Columns(extra) => {
@@ -254,19 +257,24 @@ pub async fn list(
     }
     // The submitter's columns follow the job's.
     let job_columns = job::Column::iter().count();
-    let mut submitters: FxHashMap<UserId, user::Model> = FxHashMap::default();
+    let mut submitters: FxHashMap<UserId, Arc<user::Model>> = FxHashMap::default();
     let page = pagination::fetch_rows(db, select, job::Column::Id, Order::Desc, page, |row| {
         let job = match &columns {
             Some(columns) => crate::store::rows::read(row, columns)?,
             None => job::Model::from_query_result(row, "")?,
         };
         // A page has few submitters: each is read from the first of its rows.
-        if with_submitters && !submitters.contains_key(&job.submitter_id) {
-            let from = columns.as_ref().map_or(job_columns, Vec::len);
-            let user = crate::store::rows::read_user(row, from)?;
-            submitters.insert(user.id, user);
+        if !with_submitters {
+            return Ok(make(job, None));
         }
-        Ok(job)
+        let submitter = match submitters.entry(job.submitter_id) {
+            std::collections::hash_map::Entry::Occupied(held) => held.into_mut(),
+            std::collections::hash_map::Entry::Vacant(new) => {
+                let from = columns.as_ref().map_or(job_columns, Vec::len);
+                new.insert(Arc::new(crate::store::rows::read_user(row, from)?))
+            }
+        };
+        Ok(make(job, Some(submitter)))
     })
     .await?;
     Ok(Listing {
