@@ -511,10 +511,22 @@ fn write_key(out: &mut Vec<u8>, field: &Positioned<Field>, first: bool) {
 /// selects writes itself; false otherwise, with `out` as it was and nothing added to the
 /// response (no error), so that the field is then resolved as any other.
 pub fn write_nested<T: InlineFields>(object: &T, ctx: &Context<'_>, out: &mut Vec<u8>) -> bool {
-    let set = &ctx.item.node.selection_set;
-    let ctx = ctx.with_selection_set(set);
+    write_object(
+        object,
+        &ctx.with_selection_set(&ctx.item.node.selection_set),
+        out,
+    )
+}
+
+/// Appends `object` with the fields `ctx`'s selection set selects, when every one of them
+/// writes itself; false otherwise, with `out` as it was and nothing added to the response.
+fn write_object<T: InlineFields>(
+    object: &T,
+    ctx: &ContextSelectionSet<'_>,
+    out: &mut Vec<u8>,
+) -> bool {
     let mut fields = Fields::new();
-    if !collect(&ctx, object, set, &mut fields) {
+    if !collect(ctx, object, ctx.item, &mut fields) {
         return false;
     }
     let start = out.len();
@@ -602,22 +614,25 @@ async fn value_of<'a, T: ContainerType>(
         .map(Option::unwrap_or_default)
 }
 
-/// A list whose items are resolved side by side, as async-graphql resolves a list, but joined in
-/// place ([`join_in_order`]). async-graphql joins a list of more than 30 items through a
-/// `FuturesOrdered`: a task allocated per item, into which each item's future is moved.
-pub struct InlineList<T>(pub Vec<T>);
+/// A list of objects whose items are resolved side by side, as async-graphql resolves a list,
+/// but joined in place ([`join_in_order`]). async-graphql joins a list of more than 30 items
+/// through a `FuturesOrdered`: a task allocated per item, into which each item's future is
+/// moved. Where the request's objects are written in place ([`WrittenInPlace`]) and every
+/// field the items select writes itself, the list is written whole, item after item, into one
+/// text.
+pub struct InlineList<T>(pub Vec<Inline<T>>);
 
-impl<T: OutputType> OutputType for InlineList<T> {
+impl<T: InlineFields> OutputType for InlineList<T> {
     fn type_name() -> Cow<'static, str> {
-        Vec::<T>::type_name()
+        Vec::<Inline<T>>::type_name()
     }
 
     fn qualified_type_name() -> String {
-        Vec::<T>::qualified_type_name()
+        Vec::<Inline<T>>::qualified_type_name()
     }
 
     fn create_type_info(registry: &mut Registry) -> String {
-        Vec::<T>::create_type_info(registry)
+        Vec::<Inline<T>>::create_type_info(registry)
     }
 
     async fn resolve(
@@ -625,6 +640,11 @@ impl<T: OutputType> OutputType for InlineList<T> {
         ctx: &ContextSelectionSet<'_>,
         field: &Positioned<Field>,
     ) -> ServerResult<Value> {
+        if ctx.data_opt::<WrittenInPlace>().is_some()
+            && let Some(written) = self.written(ctx)
+        {
+            return Ok(written);
+        }
         let items = self
             .0
             .iter()
@@ -635,6 +655,29 @@ impl<T: OutputType> OutputType for InlineList<T> {
             .into_iter()
             .collect::<ServerResult<Vec<_>>>()
             .map(Value::List)
+    }
+}
+
+impl<T: InlineFields> InlineList<T> {
+    /// The list as JSON, each item written by [`write_object`]; none when an item cannot be
+    /// (a field that waits or is resolved), with nothing added to the response.
+    fn written(&self, ctx: &ContextSelectionSet<'_>) -> Option<Value> {
+        let items = self.0.len();
+        let mut out = Vec::with_capacity(2 + items * expected_size(ctx.item, 8));
+        out.push(b'[');
+        for (at, item) in self.0.iter().enumerate() {
+            if at > 0 {
+                out.push(b',');
+            }
+            if !write_object(&item.0, ctx, &mut out) {
+                return None;
+            }
+        }
+        out.push(b']');
+        if let Some(size) = out.len().checked_div(items) {
+            remember_size(ctx.item, size);
+        }
+        Some(json::raw(out))
     }
 }
 

@@ -993,12 +993,12 @@ impl JobConnection {
     }
 
     /// A list of edges.
-    async fn edges(&self) -> InlineList<Inline<JobEdge<'_>>> {
+    async fn edges(&self) -> InlineList<JobEdge<'_>> {
         InlineList(self.jobs.iter().map(|job| Inline(JobEdge(job))).collect())
     }
 
     /// A list of nodes.
-    async fn nodes(&self) -> InlineList<Inline<&JobView>> {
+    async fn nodes(&self) -> InlineList<&JobView> {
         InlineList(self.jobs.iter().map(Inline).collect())
     }
 }
@@ -1024,13 +1024,19 @@ impl InlineFields for JobEdge<'_> {
     fn plan(name: &str) -> Plan {
         match name {
             "node" => Plan::Nests(0),
+            "cursor" => Plan::Writes(1),
             _ => Plan::Resolves,
         }
     }
 
-    /// The node written straight into the edge's text when all it selects writes itself.
+    /// The node written straight into the edge's text when all it selects writes itself; the
+    /// cursor as its resolver gives it.
     fn write_field(&self, ctx: &Context<'_>, at: usize, out: &mut Vec<u8>) -> bool {
-        at == 0 && inline::write_nested(self.0, ctx, out)
+        match at {
+            0 => inline::write_nested(self.0, ctx, out),
+            1 => inline::write_ready(self.cursor(ctx), out),
+            _ => false,
+        }
     }
 }
 
