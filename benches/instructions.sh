@@ -57,7 +57,7 @@ print(f'{bin}: {requests} requests')
 for label, part in [
     ('execute, in all', 'jobgraph::http::graphql::execute::{{closure}}'),
     ('validation', 'async_graphql::validation::check_rules'),
-    ('a page\'s objects (inline::write_nested)', 'jobgraph::graphql::inline::write_nested ['),
+    ('a page\'s objects (InlineList::written)', 'jobgraph::graphql::inline::InlineList<T>::written ['),
     ('rows decoded (store::rows::read)', 'jobgraph::store::rows::read'),
     ('JSON written (graphql::json)', 'jobgraph::graphql::json::write_value ['),
 ]:

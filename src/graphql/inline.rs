@@ -779,10 +779,12 @@ fn collect<'a, T: OutputType>(
 static HASHER: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
 /// What this thread worked out lately about names of documents (response keys, field names),
-/// each in the slot its address picks. A name of a document is one allocation, shared by every
-/// object of a page and by every request of the cached document, so one comparison of
-/// addresses finds it; a slot holds its name, so no other name can take that address while it
-/// is there. `of` tells apart what is worked out for different types.
+/// each in one of the two slots its address picks. A name of a document is one allocation,
+/// shared by every object of a page and by every request of the cached document, so one
+/// comparison of addresses finds it; a slot holds its name, so no other name can take that
+/// address while it is there. `of` tells apart what is worked out for different types. Two
+/// slots per place: with one, two names of a document that picked the same slot (one time in
+/// two for a dozen names among 64 slots) took it from each other at every object of a page.
 struct Recent<V: Copy> {
     slots: Vec<Option<(Name, usize, V)>>,
 }
@@ -804,22 +806,24 @@ impl<V: Copy> Recent<V> {
             return work();
         }
         let address = name.as_str().as_ptr() as usize;
-        // Allocations are at least 16 bytes apart.
-        let at = ((address >> 4) ^ (of >> 4)) % SLOTS;
-        match &self.slots[at] {
-            Some((held, held_of, value))
-                if held.as_str().as_ptr() as usize == address
-                    && held.len() == name.len()
-                    && *held_of == of =>
+        // The address and the tag mixed (Fibonacci hashing): the top bits pick a pair of slots.
+        let mixed = (address ^ of.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let pairs = SLOTS / 2;
+        let first = (mixed >> (usize::BITS - pairs.trailing_zeros())) * 2;
+        for at in [first, first + 1] {
+            if let Some((held, held_of, value)) = &self.slots[at]
+                && held.as_str().as_ptr() as usize == address
+                && held.len() == name.len()
+                && *held_of == of
             {
-                *value
-            }
-            _ => {
-                let value = work();
-                self.slots[at] = Some((name.clone(), of, value));
-                value
+                return *value;
             }
         }
+        // The newest first; the older of the two is let go.
+        let value = work();
+        self.slots[first + 1] = self.slots[first].take();
+        self.slots[first] = Some((name.clone(), of, value));
+        value
     }
 }
 
