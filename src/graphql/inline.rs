@@ -519,28 +519,40 @@ pub fn write_nested<T: InlineFields>(object: &T, ctx: &Context<'_>, out: &mut Ve
 }
 
 /// Appends `object` with the fields `ctx`'s selection set selects, when every one of them
-/// writes itself; false otherwise, with `out` as it was and nothing added to the response.
+/// writes itself; false otherwise, with `out` as it was and nothing added to the response. A
+/// selection set with a field that waits or is resolved is refused before anything is written,
+/// and held as refused ([`REFUSED`]), so that the other objects of a page selected by it are
+/// refused at once.
 fn write_object<T: InlineFields>(
     object: &T,
     ctx: &ContextSelectionSet<'_>,
     out: &mut Vec<u8>,
 ) -> bool {
+    let of = tag_of::<T>();
+    if refused(ctx.item, of) {
+        return false;
+    }
     let mut fields = Fields::new();
-    if !collect(ctx, object, ctx.item, &mut fields) {
+    let collected = collect(ctx, object, ctx.item, &mut fields);
+    let plans = plans_of::<T>(&fields);
+    if !collected
+        || plans
+            .iter()
+            .any(|plan| matches!(plan, Some(Plan::Waits | Plan::Resolves)))
+    {
+        refuse(ctx.item, of);
         return false;
     }
     let start = out.len();
     out.push(b'{');
-    for (at, field) in fields.iter().enumerate() {
+    for (at, (field, plan)) in fields.iter().zip(plans).enumerate() {
         write_key(out, field, at == 0);
-        let written = match field.node.name.node.as_str() {
-            "__typename" => object.introspection_type_name().write_json(out),
-            _ => match plan_of::<T>(&field.node.name.node) {
-                Plan::Writes(at) | Plan::Nests(at) => {
-                    object.write_field(&ctx.with_field(field), at, out)
-                }
-                Plan::Waits | Plan::Resolves => false,
-            },
+        let written = match plan {
+            None => object.introspection_type_name().write_json(out),
+            Some(Plan::Writes(at) | Plan::Nests(at)) => {
+                object.write_field(&ctx.with_field(field), at, out)
+            }
+            Some(Plan::Waits | Plan::Resolves) => false,
         };
         if !written {
             out.truncate(start);
@@ -555,6 +567,32 @@ fn write_object<T: InlineFields>(
         out.push(b'}');
     }
     true
+}
+
+/// Selection sets found lately, on this thread, not to write themselves for a type (a field
+/// waits or is resolved, or a selection is async-graphql's to resolve), by their address and the
+/// type's tag ([`tag_of`]). A hint only: should a dropped document's address be reused by
+/// another, an object that could have been written in place is resolved, as any other.
+const REFUSED_SLOTS: usize = 16;
+
+thread_local! {
+    static REFUSED: RefCell<[(usize, usize); REFUSED_SLOTS]> =
+        const { RefCell::new([(0, 0); REFUSED_SLOTS]) };
+}
+
+fn refused_slot(set: &Positioned<SelectionSet>, of: usize) -> (usize, usize) {
+    let address = std::ptr::from_ref(set) as usize;
+    (address, ((address >> 4) ^ (of >> 4)) % REFUSED_SLOTS)
+}
+
+fn refused(set: &Positioned<SelectionSet>, of: usize) -> bool {
+    let (address, at) = refused_slot(set, of);
+    REFUSED.with_borrow(|refused| refused[at] == (address, of))
+}
+
+fn refuse(set: &Positioned<SelectionSet>, of: usize) {
+    let (address, at) = refused_slot(set, of);
+    REFUSED.with_borrow_mut(|refused| refused[at] = (address, of));
 }
 
 /// The sizes of this thread's recently written objects, by the address of their selection set
@@ -840,8 +878,14 @@ fn key_hash(key: &Name) -> u64 {
 /// [`InlineFields::plan`] of the field `name` of `T`, looked up once per field of a document
 /// rather than once per object.
 fn plan_of<T: InlineFields>(name: &Name) -> Plan {
-    let of = T::plan as fn(&str) -> Plan as usize;
+    let of = tag_of::<T>();
     PLANS.with_borrow_mut(|plans| plans.get(name, of, || T::plan(name.as_str())))
+}
+
+/// What tells apart what is worked out for `T` from what is for other types: the address of its
+/// [`InlineFields::plan`].
+fn tag_of<T: InlineFields>() -> usize {
+    T::plan as fn(&str) -> Plan as usize
 }
 
 /// [`insert`] into an object made with [`HASHER`], hashing the key through [`key_hash`].
