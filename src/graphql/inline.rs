@@ -520,9 +520,8 @@ pub fn write_nested<T: InlineFields>(object: &T, ctx: &Context<'_>, out: &mut Ve
 
 /// Appends `object` with the fields `ctx`'s selection set selects, when every one of them
 /// writes itself; false otherwise, with `out` as it was and nothing added to the response. A
-/// selection set with a field that waits or is resolved is refused before anything is written,
-/// and held as refused ([`REFUSED`]), so that the other objects of a page selected by it are
-/// refused at once.
+/// selection set with a field that waits or is resolved is held as refused ([`REFUSED`]), so
+/// that the other objects of a page selected by it are refused before anything is written.
 fn write_object<T: InlineFields>(
     object: &T,
     ctx: &ContextSelectionSet<'_>,
@@ -533,26 +532,25 @@ fn write_object<T: InlineFields>(
         return false;
     }
     let mut fields = Fields::new();
-    let collected = collect(ctx, object, ctx.item, &mut fields);
-    let plans = plans_of::<T>(&fields);
-    if !collected
-        || plans
-            .iter()
-            .any(|plan| matches!(plan, Some(Plan::Waits | Plan::Resolves)))
-    {
+    if !collect(ctx, object, ctx.item, &mut fields) {
         refuse(ctx.item, of);
         return false;
     }
     let start = out.len();
     out.push(b'{');
-    for (at, (field, plan)) in fields.iter().zip(plans).enumerate() {
+    for (at, field) in fields.iter().enumerate() {
         write_key(out, field, at == 0);
-        let written = match plan {
-            None => object.introspection_type_name().write_json(out),
-            Some(Plan::Writes(at) | Plan::Nests(at)) => {
-                object.write_field(&ctx.with_field(field), at, out)
-            }
-            Some(Plan::Waits | Plan::Resolves) => false,
+        let written = match field.node.name.node.as_str() {
+            "__typename" => object.introspection_type_name().write_json(out),
+            _ => match plan_of::<T>(&field.node.name.node) {
+                Plan::Writes(at) | Plan::Nests(at) => {
+                    object.write_field(&ctx.with_field(field), at, out)
+                }
+                Plan::Waits | Plan::Resolves => {
+                    refuse(ctx.item, of);
+                    false
+                }
+            },
         };
         if !written {
             out.truncate(start);
