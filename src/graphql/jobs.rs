@@ -491,16 +491,27 @@ impl JobView {
             .unwrap_or_default())
     }
 
-    /// The `submitter` field written in place when the job holds its submitter (a history
-    /// page's) or the viewer may not see it; resolved otherwise, through the loader.
-    fn write_submitter(&self, ctx: &Context<'_>, out: &mut Vec<u8>) -> bool {
+    /// The submitter as far as the job tells it without the loader: `Some(None)` for a viewer
+    /// who may not see it, `Some(Some(_))` when it was read with the job (a history page's),
+    /// `None` when it must be loaded.
+    fn held_submitter(&self) -> Option<Option<UserView>> {
         if !self.1.sees_workspace() {
-            out.extend_from_slice(b"null");
-            return true;
+            return Some(None);
         }
-        self.2
-            .as_ref()
-            .is_some_and(|user| inline::write_nested(&UserView(user.clone()), ctx, out))
+        self.2.as_ref().map(|user| Some(UserView(user.clone())))
+    }
+
+    /// The `submitter` field written in place when the job tells it without the loader
+    /// (`held_submitter`); resolved otherwise.
+    fn write_submitter(&self, ctx: &Context<'_>, out: &mut Vec<u8>) -> bool {
+        match self.held_submitter() {
+            Some(None) => {
+                out.extend_from_slice(b"null");
+                true
+            }
+            Some(Some(user)) => inline::write_nested(&user, ctx, out),
+            None => false,
+        }
     }
 
     fn can(&self, action: JobAction) -> bool {
@@ -550,13 +561,12 @@ job_fields! {
     /// Who submitted it; null for viewers who see the job only through its sharing.
     #[reads()]
     async fn submitter(&self, ctx: &Context<'_>) -> ApiResult<Option<Inline<UserView>>> {
-        if !self.1.sees_workspace() {
-            return Ok(None);
+        match self.held_submitter() {
+            Some(held) => Ok(held.map(Inline)),
+            None => load_user(ctx, self.0.submitter_id)
+                .await
+                .map(|user| Some(Inline(user))),
         }
-        if let Some(user) = &self.2 {
-            return Ok(Some(Inline(UserView(user.clone()))));
-        }
-        load_user(ctx, self.0.submitter_id).await.map(|user| Some(Inline(user)))
     }
     #[reads()]
     async fn status(&self) -> JobStatusView {
