@@ -20,6 +20,8 @@
 #   bash benches/peers/queue.sh        # PAIRS=3 N=40000 WORKERS=2000 WARMUP=50 LATENCY=1000 BIN=
 #
 # BIN: another build of jobgraph to measure (for example one from another worktree).
+# KEEP: set to keep the last jobgraph run's database, jobgraph_peer_queue (for
+# benches/row_costs.sql).
 # SSLMODE: how jobgraph connects to PostgreSQL, `disable` by default: graphile-worker's driver
 # (node-postgres) connects without TLS unless told to, while jobgraph's (sqlx) uses TLS when
 # the server offers it, as a local PostgreSQL often does.
@@ -125,7 +127,7 @@ jobgraph_run() {
     [ "$(sql "SELECT count(*) FROM jobs WHERE name LIKE 'latency %' AND status = 'COMPLETED'")" = "$LATENCY" ] ||
       { echo "the idle queue did not run its $LATENCY jobs" >&2; exit 1; }
   fi
-  psql "$PG/postgres" -Xqc "DROP DATABASE $db WITH (FORCE)"
+  [ -n "${KEEP:-}" ] || psql "$PG/postgres" -Xqc "DROP DATABASE $db WITH (FORCE)"
   awk -v s="$submitted" -v a="$started" -v b="$finished" -v n="$N" -v l="$latency" -v c="$cold" \
     'BEGIN {printf "%d %.0f %s %s\n", s, n / (b - a), l, c}'
 }
