@@ -188,6 +188,18 @@ impl ToolView {
     }
 }
 
+// A job's tool written in place on a page of jobs (`JobView::write_tool`), when only these
+// fields of it are selected; its lists and its price are resolved.
+inline_fields!(ToolView {
+    name(&self),
+    title(&self),
+    description(&self),
+    version(&self),
+    settings_schema(&self),
+    timeout_seconds(&self),
+    max_attempts(&self),
+});
+
 /// A named output of a tool's runs, which workflow steps bind to.
 #[derive(SimpleObject)]
 struct ToolOutput {
@@ -511,6 +523,18 @@ impl JobView {
             }
             Some(Some(user)) => inline::write_nested(&user, ctx, out),
             None => false,
+        }
+    }
+
+    /// The `tool` field written in place, from the catalog as its resolver reads it, when every
+    /// field it selects writes itself; resolved otherwise.
+    fn write_tool(&self, ctx: &Context<'_>, out: &mut Vec<u8>) -> bool {
+        match catalog(ctx).get(&self.0.tool) {
+            Some(tool) => inline::write_nested(&ToolView(tool.clone()), ctx, out),
+            None => {
+                out.extend_from_slice(b"null");
+                true
+            }
         }
     }
 
@@ -926,6 +950,7 @@ job_fields! {
 
     nested {
         submitter => JobView::write_submitter,
+        tool => JobView::write_tool,
     }
 }
 

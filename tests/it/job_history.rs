@@ -750,7 +750,7 @@ async fn a_page_written_as_its_objects_resolve_answers_as_the_page_resolved_as_v
     let selection = "__typename ...Costs ... on Job { status progress createdAt } \
         ... on Node { id } label: name startedAt durationSeconds \
         submitter { __typename id email displayName isPending isPlatformAdmin createdAt } failing: viewerCanDuplicate(into: \"not an id\") \
-        viewerCanCancel queuePosition";
+        viewerCanCancel queuePosition tool { name inputs { name } price { base } }";
     let query = format!(
         "query($ws: ID!) {{ workspace(id: $ws) {{ jobs(first: 10) {{ \
          edges {{ cursor node {{ {selection} }} }} nodes {{ {selection} }} \
@@ -771,16 +771,20 @@ async fn a_page_written_as_its_objects_resolve_answers_as_the_page_resolved_as_v
     assert!(nodes[0]["settings"].is_object(), "{answer}");
     assert!(nodes[0]["createdAt"].is_string(), "{answer}");
     assert!(nodes[0]["queuePosition"].is_number(), "{answer}");
+    assert_eq!(nodes[0]["tool"]["name"], "kmer-count", "{answer}");
+    assert!(nodes[0]["tool"]["inputs"].is_array(), "{answer}");
     // The failing field is left out of each job, its error there four times.
     assert!(nodes[0].get("failing").is_none(), "{answer}");
     assert_eq!(answer["errors"].as_array().unwrap().len(), 4, "{answer}");
 
     // A selection whose every field writes itself: each edge's node, and each job's submitter,
-    // read with the page, are written straight into their parent's text; through fragments,
-    // `__typename` and aliases they answer as `job(id)` does.
-    let fragment = "fragment Who on User { displayName isPending }";
+    // read with the page, and its tool, from the catalog, are written straight into their
+    // parent's text; through fragments, `__typename` and aliases they answer as `job(id)` does.
+    let fragment = "fragment Who on User { displayName isPending } \
+        fragment Runs on Tool { timeoutSeconds maxAttempts }";
     let selection = "__typename id label: name status createdAt \
-        submitter { __typename id ...Who ... on User { email } when: createdAt }";
+        submitter { __typename id ...Who ... on User { email } when: createdAt } \
+        tool { __typename name title description v: version settingsSchema ...Runs }";
     let query = format!(
         "query($ws: ID!) {{ workspace(id: $ws) {{ jobs(first: 10) {{ \
          edges {{ node {{ {selection} }} cursor }} nodes {{ {selection} }} }} }} }} {fragment}"
@@ -805,7 +809,14 @@ async fn a_page_written_as_its_objects_resolve_answers_as_the_page_resolved_as_v
         assert_eq!(submitter["email"], "alice@lab.test", "{answer}");
         assert!(submitter["when"].is_string(), "{answer}");
         assert_eq!(submitter["isPending"], false, "{answer}");
+        let tool = &edge["node"]["tool"];
+        assert_eq!(tool["__typename"], "Tool", "{answer}");
+        assert!(tool["v"].is_string(), "{answer}");
+        assert!(tool["timeoutSeconds"].is_number(), "{answer}");
+        assert!(tool["settingsSchema"].is_object(), "{answer}");
     }
+    assert_eq!(jobs["nodes"][0]["tool"]["name"], "kmer-count", "{answer}");
+    assert_eq!(jobs["nodes"][1]["tool"]["name"], "sleep", "{answer}");
 
     // A key selected twice anywhere: the objects are resolved as values, merged as before.
     let repeated = "query($ws: ID!) { workspace(id: $ws) { jobs(first: 10) { \
