@@ -526,11 +526,17 @@ impl JobView {
         }
     }
 
-    /// The `tool` field written in place, from the catalog as its resolver reads it, when every
-    /// field it selects writes itself; resolved otherwise.
+    /// The job's tool as the catalog offers it; none if it is no longer offered. The `tool`
+    /// resolver and its in-place writer both answer it.
+    fn offered_tool(&self, ctx: &Context<'_>) -> Option<ToolView> {
+        catalog(ctx).get(&self.0.tool).cloned().map(ToolView)
+    }
+
+    /// The `tool` field written in place (`offered_tool`), when every field it selects writes
+    /// itself; resolved otherwise.
     fn write_tool(&self, ctx: &Context<'_>, out: &mut Vec<u8>) -> bool {
-        match catalog(ctx).get(&self.0.tool) {
-            Some(tool) => inline::write_nested(&ToolView(tool.clone()), ctx, out),
+        match self.offered_tool(ctx) {
+            Some(tool) => inline::write_nested(&tool, ctx, out),
             None => {
                 out.extend_from_slice(b"null");
                 true
@@ -559,7 +565,7 @@ job_fields! {
     /// The tool; null if it is no longer offered.
     #[reads(Tool)]
     async fn tool(&self, ctx: &Context<'_>) -> Option<ToolView> {
-        catalog(ctx).get(&self.0.tool).cloned().map(ToolView)
+        self.offered_tool(ctx)
     }
     #[reads(Tool)]
     async fn tool_name(&self) -> &str {
