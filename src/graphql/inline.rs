@@ -518,6 +518,22 @@ pub fn write_nested<T: InlineFields>(object: &T, ctx: &Context<'_>, out: &mut Ve
     )
 }
 
+/// Appends `object` as [`write_nested`] does, or `null` for none: the value of a nullable object
+/// field.
+pub fn write_nested_or_null<T: InlineFields>(
+    object: Option<&T>,
+    ctx: &Context<'_>,
+    out: &mut Vec<u8>,
+) -> bool {
+    match object {
+        Some(object) => write_nested(object, ctx, out),
+        None => {
+            out.extend_from_slice(b"null");
+            true
+        }
+    }
+}
+
 /// Appends `object` with the fields `ctx`'s selection set selects, when every one of them
 /// writes itself; false otherwise, with `out` as it was and nothing added to the response. A
 /// selection set with a field that waits or is resolved is held as refused ([`REFUSED`]), so

@@ -516,14 +516,8 @@ impl JobView {
     /// The `submitter` field written in place when the job tells it without the loader
     /// (`held_submitter`); resolved otherwise.
     fn write_submitter(&self, ctx: &Context<'_>, out: &mut Vec<u8>) -> bool {
-        match self.held_submitter() {
-            Some(None) => {
-                out.extend_from_slice(b"null");
-                true
-            }
-            Some(Some(user)) => inline::write_nested(&user, ctx, out),
-            None => false,
-        }
+        self.held_submitter()
+            .is_some_and(|held| inline::write_nested_or_null(held.as_ref(), ctx, out))
     }
 
     /// The job's tool as the catalog offers it; none if it is no longer offered. The `tool`
@@ -535,13 +529,7 @@ impl JobView {
     /// The `tool` field written in place (`offered_tool`), when every field it selects writes
     /// itself; resolved otherwise.
     fn write_tool(&self, ctx: &Context<'_>, out: &mut Vec<u8>) -> bool {
-        match self.offered_tool(ctx) {
-            Some(tool) => inline::write_nested(&tool, ctx, out),
-            None => {
-                out.extend_from_slice(b"null");
-                true
-            }
-        }
+        inline::write_nested_or_null(self.offered_tool(ctx).as_ref(), ctx, out)
     }
 
     fn can(&self, action: JobAction) -> bool {
